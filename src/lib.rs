@@ -1,0 +1,18 @@
+//! certd: one binary that replaces nginx + certbot.
+//!
+//! It obtains certificates from an ACME CA over HTTP-01, keeps them safely in a state directory, and
+//! (in `certd run`) terminates TLS and reverse-proxies to the configured upstreams. Each module owns one
+//! domain concept; start with [`config`] (what the operator asked for), [`acme`] (talking to the CA),
+//! [`challenge`] (answering HTTP-01), [`store`] (the state directory), [`renewal`] (when and how a
+//! site's certificate is renewed) and [`commands`] (what each CLI verb does).
+#![warn(missing_docs)]
+
+pub mod acme;
+pub mod certificate;
+pub mod challenge;
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod hostname;
+pub mod renewal;
+pub mod store;
