@@ -1,1 +1,356 @@
-//! (being written)
+//! The HTTP-01 challenge responder: the tokens of orders in flight, and the plain-HTTP listener that
+//! answers `GET /.well-known/acme-challenge/<token>` with their key authorizations.
+//!
+//! Only tokens that an order has published and not yet withdrawn are answered; any other token gets 404.
+//! A token is withdrawn when its [`PublishedToken`] guard drops, so a failed or finished order cannot
+//! leave a stale answer behind. Requests for other paths go to a [`Fallback`]: 404 for `certd issue`,
+//! the redirect to HTTPS in the daemon.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, warn, Instrument};
+
+/// The path prefix of HTTP-01 requests (RFC 8555 §8.3).
+pub const CHALLENGE_PREFIX: &str = "/.well-known/acme-challenge/";
+
+/// How long a client may take to send its request headers before the connection is closed.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The key authorizations of the HTTP-01 challenges currently in flight, by token.
+///
+/// Cheap to clone; all clones share the same set, so the order that publishes a token and the listener
+/// that answers it need not know each other.
+#[derive(Debug, Clone, Default)]
+pub struct ChallengeTokens {
+    inner: Arc<RwLock<HashMap<String, Arc<str>>>>,
+}
+
+/// Keeps a token answerable; dropping it withdraws the token.
+#[derive(Debug)]
+pub struct PublishedToken {
+    tokens: ChallengeTokens,
+    token: String,
+}
+
+impl Drop for PublishedToken {
+    fn drop(&mut self) {
+        self.tokens.write().remove(&self.token);
+    }
+}
+
+impl ChallengeTokens {
+    /// Makes `token` answerable with `key_authorization` until the returned guard drops.
+    pub fn publish(&self, token: String, key_authorization: String) -> PublishedToken {
+        self.write().insert(token.clone(), key_authorization.into());
+        PublishedToken {
+            tokens: self.clone(),
+            token,
+        }
+    }
+
+    /// The key authorization for `token`, if an order in flight published it.
+    pub fn key_authorization(&self, token: &str) -> Option<Arc<str>> {
+        self.read().get(token).cloned()
+    }
+
+    /// How many tokens are answerable now.
+    pub fn len(&self) -> usize {
+        self.read().len()
+    }
+
+    /// Whether no token is answerable now.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    // A panic while holding the lock cannot leave the map half-updated (insert and remove are single
+    // calls), so a poisoned lock is still safe to use.
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Arc<str>>> {
+        self.inner.read().unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Arc<str>>> {
+        self.inner.write().unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    /// The response to a request for `path`, if the path is an HTTP-01 challenge path: the key
+    /// authorization for a published token, 404 for any other token. `None` for every other path, so
+    /// that the caller decides (404 here, a redirect to HTTPS in the daemon).
+    pub fn answer(&self, method: &Method, path: &str) -> Option<Response<Full<Bytes>>> {
+        let token = path.strip_prefix(CHALLENGE_PREFIX)?;
+        if method != Method::GET && method != Method::HEAD {
+            return Some(plain(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n"));
+        }
+        // Tokens are base64url (RFC 8555 §8.1); anything else cannot be one of ours.
+        let well_formed = !token.is_empty()
+            && token
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        match well_formed.then(|| self.key_authorization(token)).flatten() {
+            Some(key_authorization) => {
+                debug!(token, "answered an HTTP-01 challenge");
+                let mut response = Response::new(Full::new(Bytes::copy_from_slice(
+                    key_authorization.as_bytes(),
+                )));
+                response.headers_mut().insert(
+                    hyper::header::CONTENT_TYPE,
+                    hyper::header::HeaderValue::from_static("application/octet-stream"),
+                );
+                Some(response)
+            }
+            None => Some(plain(StatusCode::NOT_FOUND, "unknown challenge token\n")),
+        }
+    }
+}
+
+/// A short plain-text response.
+pub fn plain(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+/// The listener could not be started.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen for HTTP-01 challenges on {addr}: {source}{}", bind_hint(source))]
+pub struct ChallengeError {
+    /// The address from `[http].listen`.
+    pub addr: SocketAddr,
+    /// Why binding failed.
+    pub source: std::io::Error,
+}
+
+fn bind_hint(err: &std::io::Error) -> &'static str {
+    match err.kind() {
+        std::io::ErrorKind::PermissionDenied => {
+            " (ports below 1024 need root or CAP_NET_BIND_SERVICE)"
+        }
+        std::io::ErrorKind::AddrInUse => {
+            " (another program, perhaps nginx or a running `certd run`, holds the port)"
+        }
+        _ => "",
+    }
+}
+
+/// Answers every request that is not an HTTP-01 challenge.
+pub type Fallback = Arc<dyn Fn(&Request<Incoming>) -> Response<Full<Bytes>> + Send + Sync>;
+
+/// A fallback that answers 404 to everything.
+pub fn not_found() -> Fallback {
+    Arc::new(|_: &Request<Incoming>| plain(StatusCode::NOT_FOUND, "not found\n"))
+}
+
+/// The plain-HTTP listener(s) answering HTTP-01 challenges, and everything else through a
+/// [`Fallback`]. It owns its accept loops and connection tasks; [`ChallengeResponder::shutdown`] ends
+/// them all.
+#[derive(Debug)]
+pub struct ChallengeResponder {
+    local_addrs: Vec<SocketAddr>,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+}
+
+impl ChallengeResponder {
+    /// Binds every address (all or nothing) and starts answering from `tokens`, 404 for anything else.
+    pub async fn start(addrs: &[SocketAddr], tokens: ChallengeTokens) -> Result<Self, ChallengeError> {
+        Self::start_with(addrs, tokens, not_found()).await
+    }
+
+    /// Binds every address (all or nothing) and starts answering from `tokens`, and every other request
+    /// with `fallback`.
+    pub async fn start_with(
+        addrs: &[SocketAddr],
+        tokens: ChallengeTokens,
+        fallback: Fallback,
+    ) -> Result<Self, ChallengeError> {
+        let mut listeners = Vec::with_capacity(addrs.len());
+        for &addr in addrs {
+            let listener = TcpListener::bind(addr)
+                .await
+                .map_err(|source| ChallengeError { addr, source })?;
+            listeners.push((addr, listener));
+        }
+        let shutdown = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        let mut local_addrs = Vec::with_capacity(listeners.len());
+        for (addr, listener) in listeners {
+            let local = listener
+                .local_addr()
+                .map_err(|source| ChallengeError { addr, source })?;
+            local_addrs.push(local);
+            info!(%local, "answering HTTP-01 challenges");
+            tasks.spawn(
+                accept_loop(
+                    listener,
+                    tokens.clone(),
+                    fallback.clone(),
+                    shutdown.clone(),
+                    tasks.clone(),
+                )
+                    .instrument(tracing::info_span!("http01", %local)),
+            );
+        }
+        Ok(Self {
+            local_addrs,
+            shutdown,
+            tasks,
+        })
+    }
+
+    /// The addresses actually bound (useful when a port 0 was configured).
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.local_addrs
+    }
+
+    /// Stops accepting, gives open connections a moment to finish, and waits for every task to end.
+    pub async fn shutdown(self) {
+        self.shutdown.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    tokens: ChallengeTokens,
+    fallback: Fallback,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+) {
+    loop {
+        let (stream, peer) = tokio::select! {
+            () = shutdown.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                // Accept errors (e.g. out of file descriptors) are transient; never fatal.
+                Err(err) => {
+                    warn!(%err, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let tokens = tokens.clone();
+        let fallback = fallback.clone();
+        let shutdown = shutdown.clone();
+        tasks.spawn(
+            async move {
+                let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+                    let response = tokens
+                        .answer(request.method(), request.uri().path())
+                        .unwrap_or_else(|| fallback(&request));
+                    async move { Ok::<_, Infallible>(response) }
+                });
+                let mut builder = hyper::server::conn::http1::Builder::new();
+                builder
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(HEADER_READ_TIMEOUT)
+                    .keep_alive(true);
+                let connection = builder.serve_connection(TokioIo::new(stream), service);
+                tokio::pin!(connection);
+                tokio::select! {
+                    result = connection.as_mut() => {
+                        if let Err(err) = result {
+                            debug!(%err, "connection ended with an error");
+                        }
+                    }
+                    () = shutdown.cancelled() => {
+                        connection.as_mut().graceful_shutdown();
+                        let _ = tokio::time::timeout(Duration::from_secs(2), connection).await;
+                    }
+                }
+            }
+            .instrument(tracing::debug_span!("conn", %peer)),
+        );
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    async fn body(response: Response<Full<Bytes>>) -> String {
+        String::from_utf8(response.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn only_published_tokens_are_answered_and_only_while_published() {
+        let tokens = ChallengeTokens::default();
+        let path = format!("{CHALLENGE_PREFIX}abc_DEF-123");
+        let guard = tokens.publish("abc_DEF-123".into(), "abc_DEF-123.thumb".into());
+
+        let answer = tokens.answer(&Method::GET, &path).unwrap();
+        assert_eq!(answer.status(), StatusCode::OK);
+        assert_eq!(body(answer).await, "abc_DEF-123.thumb");
+
+        let other = tokens.answer(&Method::GET, &format!("{CHALLENGE_PREFIX}other")).unwrap();
+        assert_eq!(other.status(), StatusCode::NOT_FOUND);
+        let traversal = tokens.answer(&Method::GET, &format!("{CHALLENGE_PREFIX}../abc_DEF-123")).unwrap();
+        assert_eq!(traversal.status(), StatusCode::NOT_FOUND);
+        assert!(tokens.answer(&Method::GET, "/index.html").is_none());
+
+        drop(guard);
+        assert!(tokens.is_empty());
+        let gone = tokens.answer(&Method::GET, &path).unwrap();
+        assert_eq!(gone.status(), StatusCode::NOT_FOUND);
+    }
+
+    #[tokio::test]
+    async fn the_listener_answers_over_http_and_shuts_down() {
+        let tokens = ChallengeTokens::default();
+        let _guard = tokens.publish("tok".into(), "tok.key".into());
+        let responder = ChallengeResponder::start(&["127.0.0.1:0".parse().unwrap()], tokens)
+            .await
+            .unwrap();
+        let addr = responder.local_addrs()[0];
+
+        let get = |path: &'static str| async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+            stream
+                .write_all(format!("GET {path} HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n").as_bytes())
+                .await
+                .unwrap();
+            let mut text = String::new();
+            stream.read_to_string(&mut text).await.unwrap();
+            text
+        };
+        let ok = get("/.well-known/acme-challenge/tok").await;
+        assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
+        assert!(ok.ends_with("tok.key"), "{ok}");
+        let missing = get("/anything").await;
+        assert!(missing.starts_with("HTTP/1.1 404"), "{missing}");
+
+        responder.shutdown().await;
+        assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_port_in_use_is_a_clear_error() {
+        let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = held.local_addr().unwrap();
+        let err = ChallengeResponder::start(&[addr], ChallengeTokens::default())
+            .await
+            .unwrap_err();
+        assert_eq!(err.addr, addr);
+        assert!(err.to_string().contains("another program"), "{err}");
+    }
+}
