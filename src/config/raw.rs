@@ -1,0 +1,150 @@
+//! Step 1 of loading: the file as written, and the deserializer's own errors (syntax errors, unknown
+//! keys, values of the wrong type) turned into problems with their key and line.
+
+use toml::de::{DeTable, DeValue};
+use toml::Spanned;
+
+use super::ConfigProblem;
+
+// ---------------------------------------------------------------------------------------------------
+// Step 1: the file as written.
+//
+// Every key is optional here so that validation, not the deserializer, reports what is missing (and
+// reports all of it). Tables are `Spanned` so problems about a missing key can point at the table's
+// header line. To add a key: add an `Option` field here (a table gets its own `Raw*` struct with
+// `deny_unknown_fields`), then a function in step 2 that turns it into the typed form. The top-level
+// `[https]` table becomes `https: Option<Spanned<RawHttp>>`-like, and each site's
+// `[[site.route]]` / `[site.error_pages]` become `route: Vec<Spanned<RawRoute>>` and
+// `error_pages: Option<Spanned<RawErrorPages>>` on `RawSite`, validated in `sites`.
+// ---------------------------------------------------------------------------------------------------
+
+/// The whole file.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawConfig {
+    pub(super) state_dir: Option<Spanned<String>>,
+    pub(super) acme: Option<Spanned<RawAcme>>,
+    pub(super) http: Option<Spanned<RawHttp>>,
+    pub(super) renewal: Option<Spanned<RawRenewal>>,
+    #[serde(default)]
+    pub(super) site: Vec<Spanned<RawSite>>,
+}
+
+/// `[acme]`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAcme {
+    pub(super) directory: Option<Spanned<String>>,
+    pub(super) email: Option<Spanned<String>>,
+    pub(super) agree_tos: Option<Spanned<bool>>,
+    pub(super) ca_roots: Option<Spanned<String>>,
+    /// A string rather than [`KeyType`], so a bad value is a validation problem reported alongside
+    /// the others instead of a deserializer error that stops at the first.
+    pub(super) key_type: Option<Spanned<String>>,
+    pub(super) concurrency: Option<Spanned<i64>>,
+}
+
+/// `[http]`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawHttp {
+    pub(super) listen: Option<Spanned<Vec<Spanned<String>>>>,
+}
+
+/// `[renewal]`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRenewal {
+    pub(super) remaining_fraction: Option<Spanned<f64>>,
+}
+
+/// One `[[site]]`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSite {
+    pub(super) names: Option<Spanned<Vec<Spanned<String>>>>,
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Deserializer errors: syntax errors, unknown keys, and values of the wrong type.
+// ---------------------------------------------------------------------------------------------------
+
+/// Turns a failed deserialization into problems. Syntax errors are all reported (the parser recovers
+/// and continues); a serde error (an unknown key, a wrong type) stops deserialization, so it is the
+/// only one, and its key is found by locating its span in the parsed document.
+pub(super) fn deserializer_problems(text: &str, err: &toml::de::Error) -> Vec<ConfigProblem> {
+    let (document, syntax_errors) = DeTable::parse_recoverable(text);
+    let problem = |key: String, error: &toml::de::Error| ConfigProblem {
+        key,
+        line: error.span().map(|span| line_at(text, span.start)),
+        reason: error.message().to_owned(),
+    };
+    if syntax_errors.is_empty() {
+        let key = err
+            .span()
+            .and_then(|span| key_at(document.get_ref(), "", span.start))
+            .unwrap_or_default();
+        vec![problem(key, err)]
+    } else {
+        let mut problems: Vec<ConfigProblem> = syntax_errors
+            .iter()
+            .map(|error| problem(String::new(), error))
+            .collect();
+        problems.sort_by_key(|problem| problem.line.unwrap_or(usize::MAX));
+        problems
+    }
+}
+
+/// The dotted path (`acme.key_type`, `site[1].names[0]`) of the innermost key or value in `table`
+/// whose span holds byte `offset`. Every entry is searched, because a table's own span covers only its
+/// header line, not its contents.
+fn key_at(table: &DeTable<'_>, prefix: &str, offset: usize) -> Option<String> {
+    table.iter().find_map(|(key, value)| {
+        let path = join_key(prefix, key.get_ref());
+        if key.span().contains(&offset) {
+            Some(path)
+        } else {
+            value_key_at(value, &path, offset)
+        }
+    })
+}
+
+fn value_key_at(value: &Spanned<DeValue<'_>>, path: &str, offset: usize) -> Option<String> {
+    let inner = match value.get_ref() {
+        DeValue::Table(table) => key_at(table, path, offset),
+        DeValue::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, item)| value_key_at(item, &format!("{path}[{i}]"), offset)),
+        _ => None,
+    };
+    inner.or_else(|| value.span().contains(&offset).then(|| path.to_owned()))
+}
+
+/// Appends `key` to a dotted path, quoting it as TOML would if it is not a bare key.
+fn join_key(prefix: &str, key: &str) -> String {
+    let bare = !key.is_empty()
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    let key = if bare {
+        key.to_owned()
+    } else {
+        format!("{key:?}")
+    };
+    if prefix.is_empty() {
+        key
+    } else {
+        format!("{prefix}.{key}")
+    }
+}
+
+/// The 1-based line holding byte `offset` of `text`.
+pub(super) fn line_at(text: &str, offset: usize) -> usize {
+    let end = offset.min(text.len());
+    text.as_bytes()[..end]
+        .iter()
+        .filter(|b| **b == b'\n')
+        .count()
+        + 1
+}

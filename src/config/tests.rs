@@ -1,0 +1,460 @@
+//! Loading tests: the documented example, every kind of bad input, and several problems at once.
+#![allow(clippy::unwrap_used)]
+
+use super::validate::{directory_url, email_address, DEFAULT_CONCURRENCY};
+use super::*;
+
+const PATH: &str = "/etc/certd/certd.toml";
+
+/// The smallest valid file; tests append or swap lines to break it.
+const MINIMAL: &str = r#"[acme]
+directory = "letsencrypt"
+agree_tos = true
+[[site]]
+names = ["example.org"]
+"#;
+
+fn parse(text: &str) -> Config {
+    match from_toml(text, Path::new(PATH)) {
+        Ok(config) => config,
+        Err(err) => panic!("expected a valid config, got:\n{err}"),
+    }
+}
+
+fn problems(text: &str) -> Vec<ConfigProblem> {
+    match from_toml(text, Path::new(PATH)) {
+        Ok(config) => panic!("expected problems, got {config:#?}"),
+        Err(err) => {
+            assert_eq!(err.file, Path::new(PATH));
+            assert!(!err.problems.is_empty());
+            err.problems
+        }
+    }
+}
+
+/// Asserts that `text` has exactly one problem, on `key` at `line`, whose reason mentions `fragment`.
+#[track_caller]
+fn assert_problem(text: &str, key: &str, line: Option<usize>, fragment: &str) {
+    let found = problems(text);
+    assert_eq!(found.len(), 1, "expected one problem, got {found:#?}");
+    assert_eq!(found[0].key, key, "{found:#?}");
+    assert_eq!(found[0].line, line, "{found:#?}");
+    assert!(
+        found[0].reason.contains(fragment),
+        "reason {:?} does not mention {fragment:?}",
+        found[0].reason
+    );
+}
+
+#[test]
+fn the_documented_example_parses() {
+    let folder = tempfile::tempdir().unwrap();
+    std::fs::write(
+        folder.path().join("pebble-root.pem"),
+        "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
+    let text = r#"state_dir = "state"                 # default "state", relative to the config file's folder
+[acme]
+directory = "letsencrypt"           # "letsencrypt", "letsencrypt-staging", or a directory URL
+email = "ops@example.org"           # optional contact
+agree_tos = true                    # required: the CA's terms must be accepted explicitly
+ca_roots = "pebble-root.pem"        # optional: extra PEM roots for the CA's own HTTPS
+key_type = "ecdsa-p256"             # ecdsa-p256 (default), ecdsa-p384, rsa2048, rsa4096
+[http]
+listen = ["0.0.0.0:80"]
+[[site]]
+names = ["example.org", "www.example.org"]
+"#;
+    let path = folder.path().join("certd.toml");
+    let config = from_toml(text, &path).unwrap();
+    assert_eq!(config.source, path);
+    assert_eq!(config.state_dir, folder.path().join("state"));
+    assert_eq!(config.acme.directory_url, LETSENCRYPT_PRODUCTION);
+    assert_eq!(config.acme.email.as_deref(), Some("ops@example.org"));
+    assert_eq!(
+        config.acme.ca_roots,
+        Some(folder.path().join("pebble-root.pem"))
+    );
+    assert_eq!(config.acme.key_type, KeyType::EcdsaP256);
+    assert_eq!(config.acme.concurrency, 4);
+    assert_eq!(
+        config.http.listen,
+        vec!["0.0.0.0:80".parse::<SocketAddr>().unwrap()]
+    );
+    assert!((config.renewal.remaining_fraction - 1.0 / 3.0).abs() < f64::EPSILON);
+    assert_eq!(
+        config.sites,
+        vec![SiteConfig {
+            names: vec!["example.org".into(), "www.example.org".into()]
+        }]
+    );
+    assert_eq!(config.sites[0].name(), "example.org");
+}
+
+#[test]
+fn defaults_and_relative_state_dir() {
+    let config = parse(MINIMAL);
+    assert_eq!(config.state_dir, Path::new("/etc/certd/state"));
+    assert_eq!(config.acme.email, None);
+    assert_eq!(config.acme.ca_roots, None);
+    assert_eq!(config.acme.key_type, KeyType::EcdsaP256);
+    assert_eq!(config.acme.concurrency, DEFAULT_CONCURRENCY);
+    assert_eq!(config.http.listen, ["0.0.0.0:80".parse().unwrap()]);
+
+    let relative = format!("state_dir = \"var/certd\"\n{MINIMAL}");
+    assert_eq!(
+        parse(&relative).state_dir,
+        Path::new("/etc/certd/var/certd")
+    );
+
+    // A bare file name has no folder: paths are relative to the working directory.
+    let bare = from_toml(MINIMAL, Path::new("certd.toml")).unwrap();
+    assert_eq!(bare.state_dir, Path::new("./state"));
+}
+
+#[test]
+fn absolute_state_dir_is_kept() {
+    let text = format!("state_dir = \"/var/lib/certd\"\n{MINIMAL}");
+    assert_eq!(parse(&text).state_dir, Path::new("/var/lib/certd"));
+}
+
+#[test]
+fn optional_keys() {
+    let text = r#"[acme]
+directory = "https://localhost:14000/dir"
+email = "mailto:Ops@Example.org"
+agree_tos = true
+key_type = "rsa4096"
+concurrency = 64
+[http]
+listen = ["[::]:80", "127.0.0.1:5002"]
+[renewal]
+remaining_fraction = 0.5
+[[site]]
+names = ["WWW.Example.ORG"]
+[[site]]
+names = ["a.test", "b.test"]
+"#;
+    let config = parse(text);
+    assert_eq!(config.acme.directory_url, "https://localhost:14000/dir");
+    assert_eq!(config.acme.email.as_deref(), Some("Ops@Example.org"));
+    assert_eq!(config.acme.key_type, KeyType::Rsa4096);
+    assert_eq!(config.acme.concurrency, 64);
+    assert_eq!(
+        config.http.listen,
+        vec![
+            "[::]:80".parse::<SocketAddr>().unwrap(),
+            "127.0.0.1:5002".parse().unwrap()
+        ]
+    );
+    assert!((config.renewal.remaining_fraction - 0.5).abs() < f64::EPSILON);
+    let names: Vec<&str> = config.sites.iter().map(SiteConfig::name).collect();
+    assert_eq!(names, ["www.example.org", "a.test"]);
+}
+
+#[test]
+fn directory_shorthands_and_urls() {
+    let cases: &[(&str, Result<&str, &str>)] = &[
+        ("letsencrypt", Ok(LETSENCRYPT_PRODUCTION)),
+        ("letsencrypt-staging", Ok(LETSENCRYPT_STAGING)),
+        ("https://acme.example/dir", Ok("https://acme.example/dir")),
+        ("https://[::1]:14000/dir", Ok("https://[::1]:14000/dir")),
+        ("http://acme.example/dir", Err("not an https:// URL")),
+        ("letsencrypt-prod", Err("not a directory")),
+        ("https:///dir", Err("has no host")),
+        ("https://", Err("has no host")),
+        ("https://acme.example:https/dir", Err("invalid port")),
+        ("https://user@acme.example/dir", Err("user name")),
+        ("https://acme example/dir", Err("whitespace")),
+    ];
+    for (input, expected) in cases {
+        let result = directory_url(input);
+        match expected {
+            Ok(url) => assert_eq!(result.as_deref(), Ok(*url), "{input:?}"),
+            Err(fragment) => {
+                let reason = result.expect_err(input);
+                assert!(reason.contains(fragment), "{input:?}: {reason:?}");
+            }
+        }
+    }
+}
+
+#[test]
+fn email_addresses() {
+    assert_eq!(email_address("ops@example.org").unwrap(), "ops@example.org");
+    assert_eq!(
+        email_address("mailto:ops@example.org").unwrap(),
+        "ops@example.org"
+    );
+    for bad in [
+        "",
+        "ops",
+        "@example.org",
+        "ops@",
+        "a@b@c",
+        "ops @example.org",
+        "mailto:",
+    ] {
+        assert!(email_address(bad).is_err(), "{bad:?} was accepted");
+    }
+    let text = MINIMAL.replace("agree_tos", "email = \"ops at example.org\"\nagree_tos");
+    assert_problem(
+        &text,
+        "acme.email",
+        Some(3),
+        "does not look like an e-mail address",
+    );
+}
+
+#[test]
+fn unknown_keys_are_named_with_their_line() {
+    let top = format!("{MINIMAL}colour = \"blue\"\n");
+    // After [[site]], a bare key belongs to that site.
+    assert_problem(&top, "site[0].colour", Some(6), "unknown field `colour`");
+    let top = format!("colour = \"blue\"\n{MINIMAL}");
+    assert_problem(&top, "colour", Some(1), "unknown field `colour`");
+
+    let acme = MINIMAL.replace("agree_tos = true", "agree_tos = true\nagree = true");
+    assert_problem(&acme, "acme.agree", Some(4), "unknown field `agree`");
+
+    let site = format!("{MINIMAL}[[site]]\nnames = [\"b.test\"]\nroot = \"/srv\"\n");
+    assert_problem(&site, "site[1].root", Some(8), "unknown field `root`");
+
+    let table = format!("{MINIMAL}[tls]\ncert = \"x\"\n");
+    assert_problem(&table, "tls", Some(6), "unknown field `tls`");
+}
+
+#[test]
+fn wrong_types_are_named() {
+    let text = MINIMAL.replace("agree_tos = true", "agree_tos = \"yes\"");
+    assert_problem(&text, "acme.agree_tos", Some(3), "expected a boolean");
+    let text = MINIMAL.replace("names = [\"example.org\"]", "names = [\"a.test\", 7]");
+    assert_problem(&text, "site[0].names[1]", Some(5), "expected a string");
+    let text = MINIMAL.replace("[[site]]", "[site]");
+    assert_problem(&text, "site", Some(4), "expected a sequence");
+}
+
+#[test]
+fn syntax_errors_have_lines() {
+    let text = MINIMAL.replace("agree_tos = true", "agree_tos = tru");
+    assert_problem(&text, "", Some(3), "invalid boolean");
+
+    let text = MINIMAL
+        .replace("agree_tos = true", "agree_tos = tru")
+        .replace("names = [\"example.org\"]", "names = [\"example.org\"");
+    let found = problems(&text);
+    assert_eq!(found.len(), 2, "{found:#?}");
+    assert_eq!(found[0].line, Some(3));
+    assert_eq!(found[1].line, Some(5));
+
+    let text = format!("{MINIMAL}[acme]\nemail = \"ops@example.org\"\n");
+    let found = problems(&text);
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert_eq!(found[0].line, Some(6), "{found:#?}");
+    assert!(found[0].reason.contains("duplicate"), "{found:#?}");
+}
+
+#[test]
+fn missing_file_names_the_file() {
+    let folder = tempfile::tempdir().unwrap();
+    let path = folder.path().join("missing.toml");
+    let err = load(&path).unwrap_err();
+    assert_eq!(err.file, path);
+    assert_eq!(err.problems.len(), 1);
+    assert!(err.problems[0].reason.contains("cannot read the file"));
+    assert!(err.to_string().contains("missing.toml"));
+}
+
+#[test]
+fn load_reads_a_file() {
+    let folder = tempfile::tempdir().unwrap();
+    let path = folder.path().join("certd.toml");
+    std::fs::write(&path, MINIMAL).unwrap();
+    let config = load(&path).unwrap();
+    assert_eq!(config.state_dir, folder.path().join("state"));
+}
+
+#[test]
+fn bad_host_names() {
+    let long_label = format!("{}.example.org", "a".repeat(64));
+    let cases: &[(&str, &str)] = &[
+        ("a..example.org", "empty label"),
+        ("foo_bar.example.org", "underscores are not allowed"),
+        ("example.org.", "trailing dot"),
+        ("192.0.2.7", "an IP address"),
+        ("::1", "an IP address"),
+        (&long_label, "at most 63"),
+        ("*.example.org", "DNS-01"),
+        ("", "empty"),
+    ];
+    for (name, fragment) in cases {
+        let text = MINIMAL.replace(
+            "names = [\"example.org\"]",
+            &format!("names = [\"example.org\",\n  \"{name}\"]"),
+        );
+        assert_problem(&text, "site[0].names[1]", Some(6), fragment);
+    }
+}
+
+#[test]
+fn duplicate_names_name_both_places() {
+    let text = r#"[acme]
+directory = "letsencrypt"
+agree_tos = true
+[[site]]
+names = ["example.org", "www.example.org"]
+[[site]]
+names = ["other.example"]
+[[site]]
+names = ["WWW.example.org", "other.example", "x.test", "x.test"]
+"#;
+    let found = problems(text);
+    assert_eq!(found.len(), 3, "{found:#?}");
+    assert_eq!(found[0].key, "site[2].names[0]");
+    assert_eq!(found[0].line, Some(9));
+    assert_eq!(
+        found[0].reason,
+        "\"www.example.org\" is already used by site[0] (example.org)"
+    );
+    assert_eq!(found[1].key, "site[2].names[1]");
+    assert!(found[1].reason.contains("site[1] (other.example)"));
+    assert_eq!(found[2].key, "site[2].names[3]");
+    assert!(found[2]
+        .reason
+        .contains("listed twice in this site (also site[2].names[2])"));
+}
+
+#[test]
+fn terms_of_service_must_be_agreed() {
+    let missing = MINIMAL.replace("agree_tos = true\n", "");
+    assert_problem(&missing, "acme.agree_tos", Some(1), "agree_tos = true");
+    let refused = MINIMAL.replace("agree_tos = true", "agree_tos = false");
+    assert_problem(&refused, "acme.agree_tos", Some(3), "agree_tos = true");
+}
+
+#[test]
+fn acme_table_and_directory_are_required() {
+    assert_problem("[[site]]\nnames = [\"a.test\"]\n", "acme", None, "[acme]");
+    let text = MINIMAL.replace("directory = \"letsencrypt\"\n", "");
+    assert_problem(&text, "acme.directory", Some(1), "missing");
+    let text = MINIMAL.replace("\"letsencrypt\"", "\"http://localhost:14000/dir\"");
+    assert_problem(&text, "acme.directory", Some(2), "https://");
+}
+
+#[test]
+fn bad_key_type_lists_the_allowed_ones() {
+    let text = MINIMAL.replace(
+        "agree_tos = true",
+        "agree_tos = true\nkey_type = \"ed25519\"",
+    );
+    assert_problem(
+        &text,
+        "acme.key_type",
+        Some(4),
+        "`ecdsa-p256`, `ecdsa-p384`, `rsa2048`, `rsa4096`",
+    );
+}
+
+#[test]
+fn ranges_are_checked() {
+    for bad in ["0", "65", "-1"] {
+        let text = MINIMAL.replace(
+            "agree_tos = true",
+            &format!("agree_tos = true\nconcurrency = {bad}"),
+        );
+        assert_problem(&text, "acme.concurrency", Some(4), "between 1 and 64");
+    }
+    for bad in ["0.0", "1.0", "1", "-0.5", "nan"] {
+        let text = format!("{MINIMAL}[renewal]\nremaining_fraction = {bad}\n");
+        assert_problem(&text, "renewal.remaining_fraction", Some(7), "less than 1");
+    }
+}
+
+#[test]
+fn ca_roots_must_exist() {
+    let text = MINIMAL.replace(
+        "agree_tos = true",
+        "agree_tos = true\nca_roots = \"no-such-root.pem\"",
+    );
+    assert_problem(
+        &text,
+        "acme.ca_roots",
+        Some(4),
+        "/etc/certd/no-such-root.pem",
+    );
+}
+
+#[test]
+fn bad_listen_addresses() {
+    let text = format!("{MINIMAL}[http]\nlisten = [\"0.0.0.0:80\", \"localhost:80\"]\n");
+    assert_problem(
+        &text,
+        "http.listen[1]",
+        Some(7),
+        "not an IP address with a port",
+    );
+    let text = format!("{MINIMAL}[http]\nlisten = [\"0.0.0.0\"]\n");
+    assert_problem(&text, "http.listen[0]", Some(7), "\"[::]:80\"");
+    let text = format!("{MINIMAL}[http]\nlisten = []\n");
+    assert_problem(&text, "http.listen", Some(7), "is empty");
+    let text = format!("{MINIMAL}[http]\nlisten = [\"[::]:80\", \"[::]:80\"]\n");
+    assert_problem(&text, "http.listen[1]", Some(7), "listed twice");
+}
+
+#[test]
+fn sites_are_required_and_need_names() {
+    let text = "[acme]\ndirectory = \"letsencrypt\"\nagree_tos = true\n";
+    assert_problem(text, "site", None, "no [[site]] tables");
+    let text = MINIMAL.replace("names = [\"example.org\"]", "names = []");
+    assert_problem(&text, "site[0].names", Some(5), "is empty");
+    let text = MINIMAL.replace("names = [\"example.org\"]", "");
+    assert_problem(&text, "site[0].names", Some(4), "missing");
+}
+
+#[test]
+fn every_problem_is_reported_in_file_order() {
+    let text = r#"state_dir = ""
+[acme]
+directory = "ftp://ca.example"
+agree_tos = false
+key_type = "dsa"
+[http]
+listen = ["nowhere"]
+[[site]]
+names = ["ok.example", "bad_name.example", "ok.example"]
+[[site]]
+names = []
+"#;
+    let err = from_toml(text, Path::new("certd.toml")).unwrap_err();
+    let found: Vec<(&str, Option<usize>)> = err
+        .problems
+        .iter()
+        .map(|p| (p.key.as_str(), p.line))
+        .collect();
+    assert_eq!(
+        found,
+        [
+            ("state_dir", Some(1)),
+            ("acme.directory", Some(3)),
+            ("acme.agree_tos", Some(4)),
+            ("acme.key_type", Some(5)),
+            ("http.listen[0]", Some(7)),
+            ("site[0].names[1]", Some(9)),
+            ("site[0].names[2]", Some(9)),
+            ("site[1].names", Some(11)),
+        ]
+    );
+    let shown = err.to_string();
+    assert!(shown.starts_with("certd.toml: 8 problems in the configuration\n"));
+    assert!(
+        shown.contains("\n  certd.toml:9: site[0].names[1]: \"bad_name.example\": underscores"),
+        "{shown}"
+    );
+}
+
+#[test]
+fn key_paths_are_quoted_when_not_bare() {
+    let text = format!("\"odd key\" = 1\n{MINIMAL}");
+    assert_problem(&text, "\"odd key\"", Some(1), "unknown field");
+}

@@ -1,0 +1,439 @@
+//! Step 2 of loading: validation of the raw file into the typed [`Config`](super::Config), one function
+//! per table, every problem recorded with its key and line.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use toml::Spanned;
+
+use super::raw::{line_at, RawAcme, RawConfig, RawHttp, RawRenewal, RawSite};
+use super::*;
+use crate::hostname;
+
+// ---------------------------------------------------------------------------------------------------
+// Step 2: validation into the typed `Config`. Each function records its problems and returns a value
+// regardless (a default or placeholder where the input was unusable); `from_toml` discards the value
+// when any problem was recorded.
+// ---------------------------------------------------------------------------------------------------
+
+const DEFAULT_STATE_DIR: &str = "state";
+/// `0.0.0.0:80`.
+const DEFAULT_HTTP_LISTEN: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(
+    std::net::Ipv4Addr::UNSPECIFIED,
+    80,
+));
+pub(super) const DEFAULT_CONCURRENCY: usize = 4;
+const CONCURRENCY_RANGE: std::ops::RangeInclusive<i64> = 1..=64;
+/// Every [`KeyType`], in the order the documentation lists them.
+const KEY_TYPES: [KeyType; 4] = [
+    KeyType::EcdsaP256,
+    KeyType::EcdsaP384,
+    KeyType::Rsa2048,
+    KeyType::Rsa4096,
+];
+
+/// The problems found so far, and the text they refer to (to turn byte offsets into lines).
+pub(super) struct Problems<'a> {
+    text: &'a str,
+    pub(super) found: Vec<ConfigProblem>,
+}
+
+impl<'a> Problems<'a> {
+    pub(super) fn new(text: &'a str) -> Self {
+        Self {
+            text,
+            found: Vec::new(),
+        }
+    }
+
+    pub(super) fn add(
+        &mut self,
+        key: impl Into<String>,
+        span: Option<Range<usize>>,
+        reason: impl Into<String>,
+    ) {
+        self.found.push(ConfigProblem {
+            key: key.into(),
+            line: span.map(|span| line_at(self.text, span.start)),
+            reason: reason.into(),
+        });
+    }
+}
+
+pub(super) fn validate(raw: RawConfig, path: &Path, problems: &mut Problems<'_>) -> Config {
+    let folder = config_folder(path);
+    Config {
+        source: path.to_path_buf(),
+        state_dir: state_dir(raw.state_dir, &folder, problems),
+        acme: acme(raw.acme, &folder, problems),
+        http: http(raw.http, problems),
+        renewal: renewal(raw.renewal, problems),
+        sites: sites(raw.site, problems),
+    }
+}
+
+/// The folder relative paths in the file are resolved against: the file's own folder, or `.` for a
+/// bare file name. Not canonicalized, so messages show paths as the operator wrote them.
+fn config_folder(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// `state_dir`. Only a path computation: nothing is created until the whole file is valid.
+fn state_dir(raw: Option<Spanned<String>>, folder: &Path, problems: &mut Problems<'_>) -> PathBuf {
+    let Some(raw) = raw else {
+        return folder.join(DEFAULT_STATE_DIR);
+    };
+    if raw.get_ref().trim().is_empty() {
+        problems.add(
+            "state_dir",
+            Some(raw.span()),
+            format!(
+                "is empty: name a folder, or leave the key out for `{DEFAULT_STATE_DIR}` next to \
+                 the config file"
+            ),
+        );
+    }
+    folder.join(raw.get_ref())
+}
+
+fn acme(raw: Option<Spanned<RawAcme>>, folder: &Path, problems: &mut Problems<'_>) -> AcmeConfig {
+    let mut acme = AcmeConfig {
+        directory_url: String::new(),
+        email: None,
+        ca_roots: None,
+        key_type: KeyType::default(),
+        concurrency: DEFAULT_CONCURRENCY,
+    };
+    let Some(raw) = raw else {
+        problems.add(
+            "acme",
+            None,
+            "the [acme] table is missing: it needs at least `directory` and `agree_tos = true`",
+        );
+        return acme;
+    };
+    let table = raw.span();
+    let raw = raw.into_inner();
+
+    match raw.directory {
+        None => problems.add(
+            "acme.directory",
+            Some(table.clone()),
+            "missing: set `directory = \"letsencrypt\"`, `\"letsencrypt-staging\"`, or the CA's \
+             https:// directory URL",
+        ),
+        Some(directory) => match directory_url(directory.get_ref()) {
+            Ok(url) => acme.directory_url = url,
+            Err(reason) => problems.add("acme.directory", Some(directory.span()), reason),
+        },
+    }
+
+    if let Some(email) = raw.email {
+        match email_address(email.get_ref()) {
+            Ok(address) => acme.email = Some(address),
+            Err(reason) => problems.add("acme.email", Some(email.span()), reason),
+        }
+    }
+
+    match raw.agree_tos {
+        None => problems.add(
+            "acme.agree_tos",
+            Some(table),
+            "missing: the CA's terms of service must be accepted explicitly; read them, then add \
+             `agree_tos = true` to [acme]",
+        ),
+        Some(agree) if !*agree.get_ref() => problems.add(
+            "acme.agree_tos",
+            Some(agree.span()),
+            "is false: certd cannot create an ACME account unless the CA's terms of service are \
+             accepted; read them, then set `agree_tos = true`",
+        ),
+        Some(_) => {}
+    }
+
+    if let Some(ca_roots) = raw.ca_roots {
+        let path = folder.join(ca_roots.get_ref());
+        if let Err(reason) = check_pem_file(&path) {
+            problems.add("acme.ca_roots", Some(ca_roots.span()), reason);
+        }
+        acme.ca_roots = Some(path);
+    }
+
+    if let Some(key_type) = raw.key_type {
+        match KEY_TYPES
+            .iter()
+            .find(|known| known.to_string() == *key_type.get_ref())
+        {
+            Some(known) => acme.key_type = *known,
+            None => {
+                let allowed: Vec<String> = KEY_TYPES.iter().map(|k| format!("`{k}`")).collect();
+                problems.add(
+                    "acme.key_type",
+                    Some(key_type.span()),
+                    format!(
+                        "`{}` is not a key type certd knows; use one of {} (the default is `{}`)",
+                        key_type.get_ref(),
+                        allowed.join(", "),
+                        KeyType::default()
+                    ),
+                );
+            }
+        }
+    }
+
+    if let Some(concurrency) = raw.concurrency {
+        let value = *concurrency.get_ref();
+        match usize::try_from(value) {
+            Ok(n) if CONCURRENCY_RANGE.contains(&value) => acme.concurrency = n,
+            _ => problems.add(
+                "acme.concurrency",
+                Some(concurrency.span()),
+                format!(
+                    "{value} is out of range: allow between {} and {} orders at once (default \
+                     {DEFAULT_CONCURRENCY})",
+                    CONCURRENCY_RANGE.start(),
+                    CONCURRENCY_RANGE.end()
+                ),
+            ),
+        }
+    }
+
+    acme
+}
+
+/// Expands the `letsencrypt` shorthands, and otherwise checks for an `https://` URL with a host.
+pub(super) fn directory_url(value: &str) -> Result<String, String> {
+    match value {
+        "letsencrypt" => return Ok(LETSENCRYPT_PRODUCTION.to_owned()),
+        "letsencrypt-staging" => return Ok(LETSENCRYPT_STAGING.to_owned()),
+        _ => {}
+    }
+    let expected = "write `letsencrypt`, `letsencrypt-staging`, or the CA's https:// directory URL";
+    let Some(rest) = value
+        .get(..8)
+        .filter(|scheme| scheme.eq_ignore_ascii_case("https://"))
+        .and_then(|_| value.get(8..))
+    else {
+        return Err(if value.contains("://") {
+            format!(
+                "`{value}` is not an https:// URL: ACME servers are only reached over HTTPS \
+                 (RFC 8555 section 6.1)"
+            )
+        } else {
+            format!("`{value}` is not a directory: {expected}")
+        });
+    };
+    if value.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!("`{value}` contains whitespace: {expected}"));
+    }
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    if authority.contains('@') {
+        return Err(format!(
+            "`{value}` contains a user name: the directory URL must not carry credentials"
+        ));
+    }
+    let (host, port) = match authority.strip_prefix('[') {
+        // An IPv6 literal, as in `https://[::1]:14000/dir`.
+        Some(bracketed) => match bracketed.split_once(']') {
+            Some((host, "")) => (host, None),
+            Some((host, after)) => (host, Some(after.strip_prefix(':').unwrap_or(after))),
+            None => return Err(format!("`{value}` has an unclosed `[` in its host")),
+        },
+        None => match authority.rsplit_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (authority, None),
+        },
+    };
+    if host.is_empty() {
+        return Err(format!("`{value}` has no host: {expected}"));
+    }
+    if let Some(port) = port {
+        if port.parse::<u16>().is_err() {
+            return Err(format!("`{value}` has an invalid port `{port}`"));
+        }
+    }
+    Ok(value.to_owned())
+}
+
+/// A contact address, without the `mailto:` the ACME account needs (it is added when the account is
+/// created).
+pub(super) fn email_address(value: &str) -> Result<String, String> {
+    let address = value
+        .get(..7)
+        .filter(|scheme| scheme.eq_ignore_ascii_case("mailto:"))
+        .and_then(|_| value.get(7..))
+        .unwrap_or(value);
+    let plausible = !address.chars().any(|c| c.is_whitespace() || c.is_control())
+        && matches!(address.split_once('@'), Some((local, domain))
+            if !local.is_empty() && !domain.is_empty() && !domain.contains('@'));
+    if plausible {
+        Ok(address.to_owned())
+    } else {
+        Err(format!(
+            "`{value}` does not look like an e-mail address: expected one `@` with text on both \
+             sides and no spaces, such as `ops@example.org`"
+        ))
+    }
+}
+
+/// Checks that `path` can be read and holds at least one PEM certificate. Reading is harmless; what
+/// the certificates are is for the ACME client to judge.
+fn check_pem_file(path: &Path) -> Result<(), String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|err| format!("cannot read `{}`: {err}", path.display()))?;
+    if text.contains("-----BEGIN CERTIFICATE-----") {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{}` holds no PEM certificate (no `-----BEGIN CERTIFICATE-----` line)",
+            path.display()
+        ))
+    }
+}
+
+fn http(raw: Option<Spanned<RawHttp>>, problems: &mut Problems<'_>) -> HttpConfig {
+    match raw.and_then(|table| table.into_inner().listen) {
+        Some(listen) => HttpConfig {
+            listen: listen_addresses("http.listen", listen, problems),
+        },
+        None => HttpConfig {
+            listen: default_http_listen(),
+        },
+    }
+}
+
+fn default_http_listen() -> Vec<SocketAddr> {
+    vec![DEFAULT_HTTP_LISTEN]
+}
+
+/// A `listen = [...]` list under `key` (shared with the HTTPS listener when it comes).
+fn listen_addresses(
+    key: &str,
+    raw: Spanned<Vec<Spanned<String>>>,
+    problems: &mut Problems<'_>,
+) -> Vec<SocketAddr> {
+    if raw.get_ref().is_empty() {
+        problems.add(
+            key,
+            Some(raw.span()),
+            "is empty: list at least one address, such as \"0.0.0.0:80\" or \"[::]:80\"",
+        );
+    }
+    let mut addresses: Vec<SocketAddr> = Vec::new();
+    for (i, entry) in raw.into_inner().into_iter().enumerate() {
+        let entry_key = format!("{key}[{i}]");
+        match entry.get_ref().parse::<SocketAddr>() {
+            Ok(address) => match addresses.iter().position(|seen| *seen == address) {
+                Some(first) => problems.add(
+                    entry_key,
+                    Some(entry.span()),
+                    format!("{address} is listed twice (also {key}[{first}])"),
+                ),
+                None => addresses.push(address),
+            },
+            Err(_) => problems.add(
+                entry_key,
+                Some(entry.span()),
+                format!(
+                    "`{}` is not an IP address with a port, such as \"0.0.0.0:80\" or \"[::]:80\"",
+                    entry.get_ref()
+                ),
+            ),
+        }
+    }
+    addresses
+}
+
+fn renewal(raw: Option<Spanned<RawRenewal>>, problems: &mut Problems<'_>) -> RenewalConfig {
+    let mut renewal = RenewalConfig::default();
+    if let Some(fraction) = raw.and_then(|table| table.into_inner().remaining_fraction) {
+        let value = *fraction.get_ref();
+        // Written so that NaN fails too.
+        if value > 0.0 && value < 1.0 {
+            renewal.remaining_fraction = value;
+        } else {
+            problems.add(
+                "renewal.remaining_fraction",
+                Some(fraction.span()),
+                format!(
+                    "{value} is out of range: it must be more than 0 and less than 1 (the default, \
+                     0.333, renews when a third of the certificate's lifetime remains)"
+                ),
+            );
+        }
+    }
+    renewal
+}
+
+/// The `[[site]]` tables. Names are validated and lower-cased; a name may appear only once in the
+/// whole file, because it selects exactly one certificate.
+fn sites(raw: Vec<Spanned<RawSite>>, problems: &mut Problems<'_>) -> Vec<SiteConfig> {
+    if raw.is_empty() {
+        problems.add(
+            "site",
+            None,
+            "no [[site]] tables: add one per certificate, e.g. `[[site]]` followed by \
+             `names = [\"example.org\"]`",
+        );
+    }
+    // Lower-cased name -> (site index, name index, that site's name), for duplicate reports.
+    let mut seen: HashMap<String, (usize, usize, String)> = HashMap::new();
+    let mut sites = Vec::new();
+    for (i, site) in raw.into_iter().enumerate() {
+        let table = site.span();
+        let Some(names) = site.into_inner().names else {
+            problems.add(
+                format!("site[{i}].names"),
+                Some(table),
+                "missing: each [[site]] needs `names = [\"example.org\", ...]`",
+            );
+            continue;
+        };
+        if names.get_ref().is_empty() {
+            problems.add(
+                format!("site[{i}].names"),
+                Some(names.span()),
+                "is empty: list at least one DNS name",
+            );
+            continue;
+        }
+        let site_name = names
+            .get_ref()
+            .first()
+            .map(|first| first.get_ref().to_ascii_lowercase())
+            .unwrap_or_default();
+        let mut valid = Vec::new();
+        for (j, name) in names.into_inner().into_iter().enumerate() {
+            let key = format!("site[{i}].names[{j}]");
+            let span = Some(name.span());
+            match hostname::validate_dns_name(name.get_ref()) {
+                Err(reason) => problems.add(key, span, format!("{:?}: {reason}", name.get_ref())),
+                Ok(dns) => match seen.get(&dns) {
+                    Some((other, other_j, _)) if *other == i => problems.add(
+                        key,
+                        span,
+                        format!("{dns:?} is listed twice in this site (also site[{i}].names[{other_j}])"),
+                    ),
+                    Some((other, _, other_name)) => problems.add(
+                        key,
+                        span,
+                        format!("{dns:?} is already used by site[{other}] ({other_name})"),
+                    ),
+                    None => {
+                        seen.insert(dns.clone(), (i, j, site_name.clone()));
+                        valid.push(dns);
+                    }
+                },
+            }
+        }
+        if !valid.is_empty() {
+            sites.push(SiteConfig { names: valid });
+        }
+    }
+    sites
+}
