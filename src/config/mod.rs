@@ -21,19 +21,43 @@
 //!
 //! [http]                        # optional
 //! listen = ["0.0.0.0:80"]       # default ["0.0.0.0:80"]; each an IP address with a port
+//! redirect = true               # `certd run`: 301 to https for configured names (default true)
+//!
+//! [https]                       # optional, for `certd run`
+//! listen = ["0.0.0.0:443"]      # default ["0.0.0.0:443"]
+//!
+//! [limits]                      # optional, for `certd run`; durations as "500ms", "10s", "2m", "1h"
+//! header_read_timeout = "10s"   # TLS handshake and each request's headers
+//! idle_timeout = "60s"          # a connection with nothing in flight is closed after this
+//! max_header_bytes = 16384      # larger request headers get 431
+//! max_connections = 10000       # more are closed at once
+//! grace_period = "30s"          # on SIGTERM, time for requests and websockets to finish
+//! upstream_connect_timeout = "5s"    # else 502
+//! upstream_response_timeout = "60s"  # else 504
 //!
 //! [renewal]                     # optional
 //! remaining_fraction = 0.333    # renew when less than this part of the lifetime remains (default 1/3)
 //!
 //! [[site]]                      # at least one; one certificate per site
 //! names = ["example.org", "www.example.org"]  # DNS names, each used once in the whole file
+//!
+//!   [[site.route]]              # optional, for `certd run`; the longest matching prefix wins
+//!   path = "/"                  # required, starts with /
+//!   proxy = "http://127.0.0.1:8080"   # reverse-proxy here (http, optional base path) ...
+//!   # root = "/srv/www"         # ... or serve files (nginx `root`: the full path is appended)
+//!
+//!   [site.error_pages]          # optional: a file as the body of an error status
+//!   404 = "/srv/www/404.html"
 //! ```
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 mod raw;
+mod serving;
 #[cfg(test)]
 mod tests;
 mod validate;
@@ -55,6 +79,10 @@ pub struct Config {
     pub acme: AcmeConfig,
     /// The plain-HTTP listener that answers HTTP-01 challenges.
     pub http: HttpConfig,
+    /// The TLS listener of `certd run`.
+    pub https: HttpsConfig,
+    /// Timeouts and caps that protect the daemon from slow or hostile clients and upstreams.
+    pub limits: LimitsConfig,
     /// When certificates are renewed.
     pub renewal: RenewalConfig,
     /// The sites, in file order. Each gets one certificate covering all its names.
@@ -111,6 +139,49 @@ impl fmt::Display for KeyType {
 pub struct HttpConfig {
     /// Addresses the HTTP-01 responder listens on.
     pub listen: Vec<SocketAddr>,
+    /// Whether `certd run` answers every other request for a configured name with a 301 to HTTPS
+    /// (default true); when false those get 404.
+    pub redirect: bool,
+}
+
+/// The `[https]` table.
+#[derive(Debug, Clone)]
+pub struct HttpsConfig {
+    /// Addresses `certd run` terminates TLS on (default `0.0.0.0:443`).
+    pub listen: Vec<SocketAddr>,
+}
+
+/// The `[limits]` table. Durations are written `"10s"`, `"2m"`, `"500ms"` or as whole seconds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LimitsConfig {
+    /// A client must finish the TLS handshake, and each request's headers, within this (default 10 s).
+    pub header_read_timeout: Duration,
+    /// A connection that moves no bytes and has no request in flight is closed after this (default 60 s).
+    pub idle_timeout: Duration,
+    /// Requests whose headers are larger get 431 (default 16 KiB).
+    pub max_header_bytes: usize,
+    /// Connections beyond this many are closed at once (default 10,000).
+    pub max_connections: usize,
+    /// On SIGTERM, requests in flight and open websockets get this long to finish (default 30 s).
+    pub grace_period: Duration,
+    /// Connecting to an upstream may take this long before the client gets 502 (default 5 s).
+    pub upstream_connect_timeout: Duration,
+    /// An upstream must start answering within this, else the client gets 504 (default 60 s).
+    pub upstream_response_timeout: Duration,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            max_header_bytes: 16 * 1024,
+            max_connections: 10_000,
+            grace_period: Duration::from_secs(30),
+            upstream_connect_timeout: Duration::from_secs(5),
+            upstream_response_timeout: Duration::from_secs(60),
+        }
+    }
 }
 
 /// The `[renewal]` table.
@@ -128,17 +199,77 @@ impl Default for RenewalConfig {
     }
 }
 
-/// One `[[site]]`: one certificate covering all of `names`.
+/// One `[[site]]`: one certificate covering all of `names`, and how `certd run` answers for them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SiteConfig {
     /// The DNS names, lower-cased, in file order; the first one names the site.
     pub names: Vec<String>,
+    /// The `[[site.route]]` tables, in file order (the longest matching prefix wins).
+    pub routes: Vec<RouteConfig>,
+    /// `[site.error_pages]`: a file served as the body of each listed status.
+    pub error_pages: BTreeMap<u16, PathBuf>,
+}
+
+/// One `[[site.route]]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteConfig {
+    /// The path prefix it answers, starting with `/`.
+    pub path: String,
+    /// Where its requests go.
+    pub target: RouteTargetConfig,
+}
+
+/// What a route does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteTargetConfig {
+    /// `proxy = "http://127.0.0.1:8080"`: reverse-proxy to this upstream.
+    Proxy(hyper::Uri),
+    /// `root = "/srv/www"`: serve files below this folder (nginx `root` semantics: the whole request
+    /// path is appended).
+    Root(PathBuf),
 }
 
 impl SiteConfig {
     /// The site's name: its first DNS name. It names the folder under `state/certs/`.
     pub fn name(&self) -> &str {
         &self.names[0]
+    }
+
+    /// A site with these names and nothing to serve (for tests and tools).
+    pub fn with_names(names: Vec<String>) -> Self {
+        Self {
+            names,
+            routes: Vec::new(),
+            error_pages: BTreeMap::new(),
+        }
+    }
+}
+
+impl Config {
+    /// The sites named in `selected` by their first name (case-insensitive), in that order, or every
+    /// site when `selected` is empty. An unknown name is an error that lists the known ones.
+    pub fn select_sites(&self, selected: &[String]) -> Result<Vec<SiteConfig>, String> {
+        if selected.is_empty() {
+            return Ok(self.sites.clone());
+        }
+        selected
+            .iter()
+            .map(|wanted| {
+                let wanted = wanted.to_ascii_lowercase();
+                self.sites
+                    .iter()
+                    .find(|site| site.name() == wanted)
+                    .cloned()
+                    .ok_or_else(|| {
+                        let known: Vec<&str> = self.sites.iter().map(SiteConfig::name).collect();
+                        format!(
+                            "{}: no site named {wanted:?} (sites are named by their first name: {})",
+                            self.source.display(),
+                            known.join(", ")
+                        )
+                    })
+            })
+            .collect()
     }
 }
 

@@ -25,6 +25,8 @@ pub(super) struct RawConfig {
     pub(super) state_dir: Option<Spanned<String>>,
     pub(super) acme: Option<Spanned<RawAcme>>,
     pub(super) http: Option<Spanned<RawHttp>>,
+    pub(super) https: Option<Spanned<RawHttps>>,
+    pub(super) limits: Option<Spanned<RawLimits>>,
     pub(super) renewal: Option<Spanned<RawRenewal>>,
     #[serde(default)]
     pub(super) site: Vec<Spanned<RawSite>>,
@@ -49,6 +51,44 @@ pub(super) struct RawAcme {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawHttp {
     pub(super) listen: Option<Spanned<Vec<Spanned<String>>>>,
+    pub(super) redirect: Option<Spanned<bool>>,
+}
+
+/// `[https]`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawHttps {
+    pub(super) listen: Option<Spanned<Vec<Spanned<String>>>>,
+}
+
+/// `[limits]`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawLimits {
+    pub(super) header_read_timeout: Option<Spanned<RawDuration>>,
+    pub(super) idle_timeout: Option<Spanned<RawDuration>>,
+    pub(super) max_header_bytes: Option<Spanned<i64>>,
+    pub(super) max_connections: Option<Spanned<i64>>,
+    pub(super) grace_period: Option<Spanned<RawDuration>>,
+    pub(super) upstream_connect_timeout: Option<Spanned<RawDuration>>,
+    pub(super) upstream_response_timeout: Option<Spanned<RawDuration>>,
+}
+
+/// A duration: whole seconds, or text such as `"10s"`, `"2m"`, `"500ms"`, `"1h"`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(untagged)]
+pub(super) enum RawDuration {
+    Seconds(i64),
+    Text(String),
+}
+
+/// One `[[site.route]]`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRoute {
+    pub(super) path: Option<Spanned<String>>,
+    pub(super) proxy: Option<Spanned<String>>,
+    pub(super) root: Option<Spanned<String>>,
 }
 
 /// `[renewal]`.
@@ -63,6 +103,10 @@ pub(super) struct RawRenewal {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawSite {
     pub(super) names: Option<Spanned<Vec<Spanned<String>>>>,
+    #[serde(default)]
+    pub(super) route: Vec<Spanned<RawRoute>>,
+    /// Status code (as a TOML key, so a string) → file.
+    pub(super) error_pages: Option<Spanned<std::collections::BTreeMap<String, Spanned<String>>>>,
 }
 
 // ---------------------------------------------------------------------------------------------------

@@ -85,9 +85,10 @@ names = ["example.org", "www.example.org"]
     assert!((config.renewal.remaining_fraction - 1.0 / 3.0).abs() < f64::EPSILON);
     assert_eq!(
         config.sites,
-        vec![SiteConfig {
-            names: vec!["example.org".into(), "www.example.org".into()]
-        }]
+        vec![SiteConfig::with_names(vec![
+            "example.org".into(),
+            "www.example.org".into()
+        ])]
     );
     assert_eq!(config.sites[0].name(), "example.org");
 }
@@ -457,4 +458,122 @@ names = []
 fn key_paths_are_quoted_when_not_bare() {
     let text = format!("\"odd key\" = 1\n{MINIMAL}");
     assert_problem(&text, "\"odd key\"", Some(1), "unknown field");
+}
+
+/// The `certd run` keys of the `run` issue's example, with real folders and files for `root` and the
+/// error pages.
+#[test]
+fn the_daemon_example_parses() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("www")).unwrap();
+    std::fs::write(dir.path().join("www/404.html"), "gone").unwrap();
+    std::fs::write(dir.path().join("www/50x.html"), "oops").unwrap();
+    let text = r#"
+[acme]
+directory = "letsencrypt"
+agree_tos = true
+
+[http]
+listen = ["0.0.0.0:80", "[::]:80"]
+redirect = true
+
+[https]
+listen = ["0.0.0.0:443", "[::]:443"]
+
+[limits]
+header_read_timeout = "5s"
+max_connections = 500
+grace_period = 3
+
+[[site]]
+names = ["terrax9.se", "www.terrax9.se"]
+
+  [[site.route]]
+  path = "/"
+  proxy = "http://127.0.0.1:8080"
+
+  [[site.route]]
+  path = "/ws"
+  proxy = "http://127.0.0.1:8081"
+
+  [[site.route]]
+  path = "/static/"
+  root = "www"
+
+  [site.error_pages]
+  404 = "www/404.html"
+  502 = "www/50x.html"
+"#;
+    let config = from_toml(text, &dir.path().join("certd.toml")).unwrap();
+    assert_eq!(config.https.listen.len(), 2);
+    assert!(config.http.redirect);
+    assert_eq!(
+        config.limits.header_read_timeout,
+        std::time::Duration::from_secs(5)
+    );
+    assert_eq!(config.limits.max_connections, 500);
+    assert_eq!(
+        config.limits.grace_period,
+        std::time::Duration::from_secs(3)
+    );
+    let site = &config.sites[0];
+    assert_eq!(site.routes.len(), 3);
+    assert_eq!(site.routes[1].path, "/ws");
+    assert_eq!(
+        site.routes[1].target,
+        RouteTargetConfig::Proxy("http://127.0.0.1:8081".parse().unwrap())
+    );
+    assert_eq!(
+        site.routes[2].target,
+        RouteTargetConfig::Root(dir.path().join("www"))
+    );
+    assert_eq!(
+        site.error_pages.get(&502),
+        Some(&dir.path().join("www/50x.html"))
+    );
+}
+
+#[test]
+fn bad_routes_and_limits_are_each_named() {
+    let text = format!(
+        "{MINIMAL}\n[[site.route]]\npath = \"nope\"\nproxy = \"http://127.0.0.1:1\"\n\
+         [[site.route]]\npath = \"/a\"\n\
+         [[site.route]]\npath = \"/b\"\nproxy = \"ftp://x\"\n\
+         [site.error_pages]\n200 = \"/nonexistent\"\n\
+         [limits]\nidle_timeout = \"soon\"\n"
+    );
+    let err = from_toml(&text, Path::new(PATH)).unwrap_err();
+    let keys: Vec<&str> = err
+        .problems
+        .iter()
+        .map(|problem| problem.key.as_str())
+        .collect();
+    for expected in [
+        "site[0].route[0].path",
+        "site[0].route[1]",
+        "site[0].route[2].proxy",
+        "site[0].error_pages.200",
+        "limits.idle_timeout",
+    ] {
+        assert!(
+            keys.contains(&expected),
+            "{expected} not in {keys:?}\n{err}"
+        );
+    }
+    assert!(
+        err.problems.iter().all(|problem| problem.line.is_some()),
+        "{err}"
+    );
+}
+
+#[test]
+fn sites_are_selected_by_first_name() {
+    let config = parse(&format!(
+        "{MINIMAL}[[site]]\nnames = [\"b.org\", \"www.b.org\"]\n"
+    ));
+    assert_eq!(config.select_sites(&[]).unwrap().len(), 2);
+    let picked = config.select_sites(&["B.org".into()]).unwrap();
+    assert_eq!(picked[0].names[1], "www.b.org");
+    let err = config.select_sites(&["www.b.org".into()]).unwrap_err();
+    assert!(err.contains("example.org, b.org"), "{err}");
 }

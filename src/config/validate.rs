@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use toml::Spanned;
 
 use super::raw::{line_at, RawAcme, RawConfig, RawHttp, RawRenewal, RawSite};
+use super::serving;
 use super::*;
 use crate::hostname;
 
@@ -69,8 +70,10 @@ pub(super) fn validate(raw: RawConfig, path: &Path, problems: &mut Problems<'_>)
         state_dir: state_dir(raw.state_dir, &folder, problems),
         acme: acme(raw.acme, &folder, problems),
         http: http(raw.http, problems),
+        https: serving::https(raw.https, problems),
+        limits: serving::limits(raw.limits, problems),
         renewal: renewal(raw.renewal, problems),
-        sites: sites(raw.site, problems),
+        sites: sites(raw.site, &folder, problems),
     }
 }
 
@@ -297,13 +300,19 @@ fn check_pem_file(path: &Path) -> Result<(), String> {
 }
 
 fn http(raw: Option<Spanned<RawHttp>>, problems: &mut Problems<'_>) -> HttpConfig {
-    match raw.and_then(|table| table.into_inner().listen) {
-        Some(listen) => HttpConfig {
-            listen: listen_addresses("http.listen", listen, problems),
+    let (listen, redirect) = match raw {
+        Some(table) => {
+            let table = table.into_inner();
+            (table.listen, table.redirect)
+        }
+        None => (None, None),
+    };
+    HttpConfig {
+        listen: match listen {
+            Some(listen) => listen_addresses("http.listen", listen, problems),
+            None => default_http_listen(),
         },
-        None => HttpConfig {
-            listen: default_http_listen(),
-        },
+        redirect: redirect.is_none_or(|redirect| *redirect.get_ref()),
     }
 }
 
@@ -311,8 +320,8 @@ fn default_http_listen() -> Vec<SocketAddr> {
     vec![DEFAULT_HTTP_LISTEN]
 }
 
-/// A `listen = [...]` list under `key` (shared with the HTTPS listener when it comes).
-fn listen_addresses(
+/// A `listen = [...]` list under `key` (`http.listen`, `https.listen`).
+pub(super) fn listen_addresses(
     key: &str,
     raw: Spanned<Vec<Spanned<String>>>,
     problems: &mut Problems<'_>,
@@ -372,7 +381,11 @@ fn renewal(raw: Option<Spanned<RawRenewal>>, problems: &mut Problems<'_>) -> Ren
 
 /// The `[[site]]` tables. Names are validated and lower-cased; a name may appear only once in the
 /// whole file, because it selects exactly one certificate.
-fn sites(raw: Vec<Spanned<RawSite>>, problems: &mut Problems<'_>) -> Vec<SiteConfig> {
+fn sites(
+    raw: Vec<Spanned<RawSite>>,
+    folder: &Path,
+    problems: &mut Problems<'_>,
+) -> Vec<SiteConfig> {
     if raw.is_empty() {
         problems.add(
             "site",
@@ -386,7 +399,14 @@ fn sites(raw: Vec<Spanned<RawSite>>, problems: &mut Problems<'_>) -> Vec<SiteCon
     let mut sites = Vec::new();
     for (i, site) in raw.into_iter().enumerate() {
         let table = site.span();
-        let Some(names) = site.into_inner().names else {
+        let RawSite {
+            names,
+            route,
+            error_pages,
+        } = site.into_inner();
+        let routes = serving::routes(i, route, folder, problems);
+        let error_pages = serving::error_pages(i, error_pages, folder, problems);
+        let Some(names) = names else {
             problems.add(
                 format!("site[{i}].names"),
                 Some(table),
@@ -432,7 +452,11 @@ fn sites(raw: Vec<Spanned<RawSite>>, problems: &mut Problems<'_>) -> Vec<SiteCon
             }
         }
         if !valid.is_empty() {
-            sites.push(SiteConfig { names: valid });
+            sites.push(SiteConfig {
+                names: valid,
+                routes,
+                error_pages,
+            });
         }
     }
     sites

@@ -1,0 +1,308 @@
+//! Validation of what `certd run` serves: the `[https]` listener, `[limits]`, and each site's
+//! `[[site.route]]` and `[site.error_pages]`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use toml::Spanned;
+
+use super::raw::{RawDuration, RawHttps, RawLimits, RawRoute};
+use super::validate::{listen_addresses, Problems};
+use super::{HttpsConfig, LimitsConfig, RouteConfig, RouteTargetConfig};
+
+/// `0.0.0.0:443`.
+const DEFAULT_HTTPS_LISTEN: std::net::SocketAddr = std::net::SocketAddr::V4(
+    std::net::SocketAddrV4::new(std::net::Ipv4Addr::UNSPECIFIED, 443),
+);
+
+pub(super) fn https(raw: Option<Spanned<RawHttps>>, problems: &mut Problems<'_>) -> HttpsConfig {
+    match raw.and_then(|table| table.into_inner().listen) {
+        Some(listen) => HttpsConfig {
+            listen: listen_addresses("https.listen", listen, problems),
+        },
+        None => HttpsConfig {
+            listen: vec![DEFAULT_HTTPS_LISTEN],
+        },
+    }
+}
+
+pub(super) fn limits(raw: Option<Spanned<RawLimits>>, problems: &mut Problems<'_>) -> LimitsConfig {
+    let mut limits = LimitsConfig::default();
+    let Some(raw) = raw.map(Spanned::into_inner) else {
+        return limits;
+    };
+    let mut duration = |key: &str, value: Option<Spanned<RawDuration>>, into: &mut Duration| {
+        if let Some(value) = value {
+            match parse_duration(value.get_ref()) {
+                Ok(parsed) if !parsed.is_zero() => *into = parsed,
+                Ok(_) => problems.add(
+                    format!("limits.{key}"),
+                    Some(value.span()),
+                    "must be more than zero",
+                ),
+                Err(reason) => problems.add(format!("limits.{key}"), Some(value.span()), reason),
+            }
+        }
+    };
+    duration(
+        "header_read_timeout",
+        raw.header_read_timeout,
+        &mut limits.header_read_timeout,
+    );
+    duration("idle_timeout", raw.idle_timeout, &mut limits.idle_timeout);
+    duration("grace_period", raw.grace_period, &mut limits.grace_period);
+    duration(
+        "upstream_connect_timeout",
+        raw.upstream_connect_timeout,
+        &mut limits.upstream_connect_timeout,
+    );
+    duration(
+        "upstream_response_timeout",
+        raw.upstream_response_timeout,
+        &mut limits.upstream_response_timeout,
+    );
+    let mut count = |key: &str,
+                     value: Option<Spanned<i64>>,
+                     range: std::ops::RangeInclusive<i64>,
+                     into: &mut usize| {
+        if let Some(value) = value {
+            match usize::try_from(*value.get_ref()) {
+                Ok(parsed) if range.contains(value.get_ref()) => *into = parsed,
+                _ => problems.add(
+                    format!("limits.{key}"),
+                    Some(value.span()),
+                    format!(
+                        "{} is out of range {}..={}",
+                        value.get_ref(),
+                        range.start(),
+                        range.end()
+                    ),
+                ),
+            }
+        }
+    };
+    count(
+        "max_header_bytes",
+        raw.max_header_bytes,
+        1024..=1024 * 1024,
+        &mut limits.max_header_bytes,
+    );
+    count(
+        "max_connections",
+        raw.max_connections,
+        1..=1_000_000,
+        &mut limits.max_connections,
+    );
+    limits
+}
+
+/// `"10s"`, `"2m"`, `"1h"`, `"500ms"`, or whole seconds.
+fn parse_duration(raw: &RawDuration) -> Result<Duration, String> {
+    let text = match raw {
+        RawDuration::Seconds(seconds) => {
+            return u64::try_from(*seconds)
+                .map(Duration::from_secs)
+                .map_err(|_| format!("{seconds} is negative"))
+        }
+        RawDuration::Text(text) => text.trim(),
+    };
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let bad =
+        || format!("{text:?} is not a duration: write e.g. \"500ms\", \"10s\", \"2m\" or \"1h\"");
+    let number: u64 = number.parse().map_err(|_| bad())?;
+    let millis = match unit.trim() {
+        "ms" => number,
+        "s" | "" => number.saturating_mul(1000),
+        "m" => number.saturating_mul(60_000),
+        "h" => number.saturating_mul(3_600_000),
+        _ => return Err(bad()),
+    };
+    Ok(Duration::from_millis(millis))
+}
+
+/// The `[[site.route]]` tables of site `site`.
+pub(super) fn routes(
+    site: usize,
+    raw: Vec<Spanned<RawRoute>>,
+    folder: &Path,
+    problems: &mut Problems<'_>,
+) -> Vec<RouteConfig> {
+    let mut routes: Vec<RouteConfig> = Vec::with_capacity(raw.len());
+    for (i, route) in raw.into_iter().enumerate() {
+        let key = format!("site[{site}].route[{i}]");
+        let table = route.span();
+        let route = route.into_inner();
+        let Some(path) = route.path else {
+            problems.add(
+                format!("{key}.path"),
+                Some(table),
+                "missing: each route needs `path = \"/...\"`",
+            );
+            continue;
+        };
+        if !path.get_ref().starts_with('/') {
+            problems.add(
+                format!("{key}.path"),
+                Some(path.span()),
+                format!("{:?} must start with `/`", path.get_ref()),
+            );
+            continue;
+        }
+        if let Some(first) = routes.iter().position(|seen| seen.path == *path.get_ref()) {
+            problems.add(
+                format!("{key}.path"),
+                Some(path.span()),
+                format!(
+                    "{:?} is routed twice (also site[{site}].route[{first}])",
+                    path.get_ref()
+                ),
+            );
+            continue;
+        }
+        let target = match (route.proxy, route.root) {
+            (Some(proxy), None) => match upstream(proxy.get_ref()) {
+                Ok(uri) => RouteTargetConfig::Proxy(uri),
+                Err(reason) => {
+                    problems.add(format!("{key}.proxy"), Some(proxy.span()), reason);
+                    continue;
+                }
+            },
+            (None, Some(root)) => {
+                let dir = folder.join(root.get_ref());
+                if !dir.is_dir() {
+                    problems.add(
+                        format!("{key}.root"),
+                        Some(root.span()),
+                        format!("{} is not a folder", dir.display()),
+                    );
+                    continue;
+                }
+                RouteTargetConfig::Root(dir)
+            }
+            (Some(_), Some(_)) => {
+                problems.add(
+                    key,
+                    Some(table),
+                    "has both `proxy` and `root`: a route does one or the other",
+                );
+                continue;
+            }
+            (None, None) => {
+                problems.add(
+                    key,
+                    Some(table),
+                    "needs `proxy = \"http://127.0.0.1:8080\"` or `root = \"/srv/www\"`",
+                );
+                continue;
+            }
+        };
+        routes.push(RouteConfig {
+            path: path.into_inner(),
+            target,
+        });
+    }
+    routes
+}
+
+/// An upstream: `http://host:port` with an optional base path, no query.
+fn upstream(text: &str) -> Result<hyper::Uri, String> {
+    let uri: hyper::Uri = text
+        .parse()
+        .map_err(|err| format!("{text:?} is not a URL: {err}"))?;
+    match uri.scheme_str() {
+        Some("http") => {}
+        Some("https") => {
+            return Err(format!(
+                "{text:?}: upstreams are reached over plain http (on loopback or a private network)"
+            ))
+        }
+        _ => return Err(format!("{text:?} must start with http://")),
+    }
+    if uri.authority().is_none() {
+        return Err(format!("{text:?} has no host"));
+    }
+    if uri.query().is_some() {
+        return Err(format!("{text:?}: an upstream cannot have a query"));
+    }
+    Ok(uri)
+}
+
+/// `[site.error_pages]` of site `site`: status → file.
+pub(super) fn error_pages(
+    site: usize,
+    raw: Option<Spanned<BTreeMap<String, Spanned<String>>>>,
+    folder: &Path,
+    problems: &mut Problems<'_>,
+) -> BTreeMap<u16, PathBuf> {
+    let mut pages = BTreeMap::new();
+    let Some(raw) = raw else {
+        return pages;
+    };
+    for (status, file) in raw.into_inner() {
+        let key = format!("site[{site}].error_pages.{status}");
+        let code = match status.parse::<u16>() {
+            Ok(code) if (400..=599).contains(&code) => code,
+            _ => {
+                problems.add(
+                    key,
+                    Some(file.span()),
+                    format!("{status:?} is not an HTTP error status (400 to 599)"),
+                );
+                continue;
+            }
+        };
+        let path = folder.join(file.get_ref());
+        if !path.is_file() {
+            problems.add(
+                key,
+                Some(file.span()),
+                format!("{} is not a readable file", path.display()),
+            );
+            continue;
+        }
+        pages.insert(code, path);
+    }
+    pages
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_are_read_in_the_usual_units() {
+        let cases = [
+            (RawDuration::Seconds(10), Ok(Duration::from_secs(10))),
+            (RawDuration::Text("10s".into()), Ok(Duration::from_secs(10))),
+            (
+                RawDuration::Text("500ms".into()),
+                Ok(Duration::from_millis(500)),
+            ),
+            (RawDuration::Text("2m".into()), Ok(Duration::from_secs(120))),
+            (
+                RawDuration::Text("1h".into()),
+                Ok(Duration::from_secs(3600)),
+            ),
+            (RawDuration::Text("42".into()), Ok(Duration::from_secs(42))),
+        ];
+        for (raw, expected) in cases {
+            assert_eq!(parse_duration(&raw), expected, "{raw:?}");
+        }
+        assert!(parse_duration(&RawDuration::Text("10 parsecs".into())).is_err());
+        assert!(parse_duration(&RawDuration::Seconds(-1)).is_err());
+    }
+
+    #[test]
+    fn upstreams_must_be_plain_http_with_a_host() {
+        assert!(upstream("http://127.0.0.1:8080").is_ok());
+        assert!(upstream("http://localhost:8080/base").is_ok());
+        assert!(upstream("https://127.0.0.1:8443").is_err());
+        assert!(upstream("127.0.0.1:8080").is_err());
+        assert!(upstream("http://127.0.0.1:8080/?a=b").is_err());
+    }
+}
