@@ -30,7 +30,10 @@ impl CertifiedPem {
     }
 
     /// Splits a CA's PEM chain (leaf first, as RFC 8555 §7.4.2 prescribes) into leaf and intermediates.
-    pub fn from_fullchain(fullchain_pem: &str, key_pem: Zeroizing<String>) -> Result<Self, CertificateError> {
+    pub fn from_fullchain(
+        fullchain_pem: &str,
+        key_pem: Zeroizing<String>,
+    ) -> Result<Self, CertificateError> {
         const END: &str = "-----END CERTIFICATE-----";
         let end = fullchain_pem
             .find(END)
@@ -136,8 +139,8 @@ pub fn csr_der(names: &[String], key: &rcgen::KeyPair) -> Result<Vec<u8>, Certif
 /// Reads the first certificate of a PEM text.
 pub fn parse_pem(cert_pem: &str) -> Result<CertificateInfo, CertificateError> {
     let der = leaf_der(cert_pem)?;
-    let (_, cert) = X509Certificate::from_der(&der)
-        .map_err(|err| CertificateError::Parse(err.to_string()))?;
+    let (_, cert) =
+        X509Certificate::from_der(&der).map_err(|err| CertificateError::Parse(err.to_string()))?;
     info(&cert)
 }
 
@@ -149,8 +152,8 @@ pub fn check_pair(
     now: OffsetDateTime,
 ) -> Result<CertificateInfo, CertificateError> {
     let der = leaf_der(&pem.cert_pem)?;
-    let (_, cert) = X509Certificate::from_der(&der)
-        .map_err(|err| CertificateError::Parse(err.to_string()))?;
+    let (_, cert) =
+        X509Certificate::from_der(&der).map_err(|err| CertificateError::Parse(err.to_string()))?;
     let info = info(&cert)?;
 
     let key = rcgen::KeyPair::from_pem(&pem.key_pem)
@@ -248,7 +251,12 @@ mod tests {
     #[test]
     fn a_matching_pair_passes_and_reports_its_names() {
         let pem = pair(&["a.test", "www.a.test"]);
-        let info = check_pair(&pem, &names(&["a.test", "www.a.test"]), OffsetDateTime::now_utc()).unwrap();
+        let info = check_pair(
+            &pem,
+            &names(&["a.test", "www.a.test"]),
+            OffsetDateTime::now_utc(),
+        )
+        .unwrap();
         assert_eq!(info.names, names(&["a.test", "www.a.test"]));
         assert!(!info.serial.is_empty());
         assert!(info.not_after > info.not_before);
@@ -265,9 +273,16 @@ mod tests {
     #[test]
     fn a_missing_name_is_rejected() {
         let pem = pair(&["a.test"]);
-        let err = check_pair(&pem, &names(&["a.test", "b.test"]), OffsetDateTime::now_utc()).unwrap_err();
+        let err = check_pair(
+            &pem,
+            &names(&["a.test", "b.test"]),
+            OffsetDateTime::now_utc(),
+        )
+        .unwrap_err();
         match err {
-            CertificateError::NamesNotCovered { missing, .. } => assert_eq!(missing, names(&["b.test"])),
+            CertificateError::NamesNotCovered { missing, .. } => {
+                assert_eq!(missing, names(&["b.test"]))
+            }
             other => panic!("unexpected {other}"),
         }
     }
@@ -286,7 +301,8 @@ mod tests {
             let key = generate_key(key_type).unwrap();
             let csr = csr_der(&names(&["a.test", "b.test"]), &key).unwrap();
             let (_, parsed) =
-                x509_parser::certification_request::X509CertificationRequest::from_der(&csr).unwrap();
+                x509_parser::certification_request::X509CertificationRequest::from_der(&csr)
+                    .unwrap();
             parsed.verify_signature().unwrap();
         }
     }
@@ -297,8 +313,17 @@ mod tests {
         let inter = pair(&["intermediate.test"]);
         let full = format!("{}{}", leaf.cert_pem, inter.cert_pem);
         let split = CertifiedPem::from_fullchain(&full, leaf.key_pem.clone()).unwrap();
-        assert_eq!(parse_pem(&split.cert_pem).unwrap().names, names(&["a.test"]));
-        assert_eq!(parse_pem(&split.chain_pem).unwrap().names, names(&["intermediate.test"]));
-        assert_eq!(split.fullchain_pem().matches("BEGIN CERTIFICATE").count(), 2);
+        assert_eq!(
+            parse_pem(&split.cert_pem).unwrap().names,
+            names(&["a.test"])
+        );
+        assert_eq!(
+            parse_pem(&split.chain_pem).unwrap().names,
+            names(&["intermediate.test"])
+        );
+        assert_eq!(
+            split.fullchain_pem().matches("BEGIN CERTIFICATE").count(),
+            2
+        );
     }
 }

@@ -78,11 +78,15 @@ impl ChallengeTokens {
     // A panic while holding the lock cannot leave the map half-updated (insert and remove are single
     // calls), so a poisoned lock is still safe to use.
     fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Arc<str>>> {
-        self.inner.read().unwrap_or_else(|poison| poison.into_inner())
+        self.inner
+            .read()
+            .unwrap_or_else(|poison| poison.into_inner())
     }
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Arc<str>>> {
-        self.inner.write().unwrap_or_else(|poison| poison.into_inner())
+        self.inner
+            .write()
+            .unwrap_or_else(|poison| poison.into_inner())
     }
 
     /// The response to a request for `path`, if the path is an HTTP-01 challenge path: the key
@@ -91,7 +95,10 @@ impl ChallengeTokens {
     pub fn answer(&self, method: &Method, path: &str) -> Option<Response<Full<Bytes>>> {
         let token = path.strip_prefix(CHALLENGE_PREFIX)?;
         if method != Method::GET && method != Method::HEAD {
-            return Some(plain(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n"));
+            return Some(plain(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method not allowed\n",
+            ));
         }
         // Tokens are base64url (RFC 8555 §8.1); anything else cannot be one of ours.
         let well_formed = !token.is_empty()
@@ -128,7 +135,10 @@ pub fn plain(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
 
 /// The listener could not be started.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot listen for HTTP-01 challenges on {addr}: {source}{}", bind_hint(source))]
+#[error(
+    "cannot listen for HTTP-01 challenges on {addr}: {source}{}",
+    bind_hint(source)
+)]
 pub struct ChallengeError {
     /// The address from `[http].listen`.
     pub addr: SocketAddr,
@@ -168,7 +178,10 @@ pub struct ChallengeResponder {
 
 impl ChallengeResponder {
     /// Binds every address (all or nothing) and starts answering from `tokens`, 404 for anything else.
-    pub async fn start(addrs: &[SocketAddr], tokens: ChallengeTokens) -> Result<Self, ChallengeError> {
+    pub async fn start(
+        addrs: &[SocketAddr],
+        tokens: ChallengeTokens,
+    ) -> Result<Self, ChallengeError> {
         Self::start_with(addrs, tokens, not_found()).await
     }
 
@@ -203,7 +216,7 @@ impl ChallengeResponder {
                     shutdown.clone(),
                     tasks.clone(),
                 )
-                    .instrument(tracing::info_span!("http01", %local)),
+                .instrument(tracing::info_span!("http01", %local)),
             );
         }
         Ok(Self {
@@ -288,7 +301,16 @@ mod tests {
     use http_body_util::BodyExt;
 
     async fn body(response: Response<Full<Bytes>>) -> String {
-        String::from_utf8(response.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap()
+        String::from_utf8(
+            response
+                .into_body()
+                .collect()
+                .await
+                .unwrap()
+                .to_bytes()
+                .to_vec(),
+        )
+        .unwrap()
     }
 
     #[tokio::test]
@@ -301,9 +323,13 @@ mod tests {
         assert_eq!(answer.status(), StatusCode::OK);
         assert_eq!(body(answer).await, "abc_DEF-123.thumb");
 
-        let other = tokens.answer(&Method::GET, &format!("{CHALLENGE_PREFIX}other")).unwrap();
+        let other = tokens
+            .answer(&Method::GET, &format!("{CHALLENGE_PREFIX}other"))
+            .unwrap();
         assert_eq!(other.status(), StatusCode::NOT_FOUND);
-        let traversal = tokens.answer(&Method::GET, &format!("{CHALLENGE_PREFIX}../abc_DEF-123")).unwrap();
+        let traversal = tokens
+            .answer(&Method::GET, &format!("{CHALLENGE_PREFIX}../abc_DEF-123"))
+            .unwrap();
         assert_eq!(traversal.status(), StatusCode::NOT_FOUND);
         assert!(tokens.answer(&Method::GET, "/index.html").is_none());
 
@@ -326,7 +352,10 @@ mod tests {
             use tokio::io::{AsyncReadExt, AsyncWriteExt};
             let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
             stream
-                .write_all(format!("GET {path} HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n").as_bytes())
+                .write_all(
+                    format!("GET {path} HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n")
+                        .as_bytes(),
+                )
                 .await
                 .unwrap();
             let mut text = String::new();

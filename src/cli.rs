@@ -1,1 +1,50 @@
-//! (being written)
+//! The command line: what the operator can type. Each verb's behaviour lives in [`crate::commands`].
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// certd: ACME certificates, TLS termination and reverse proxy in one binary.
+#[derive(Debug, Parser)]
+#[command(name = "certd", version, about, long_about = None)]
+pub struct Cli {
+    /// The configuration file.
+    #[arg(
+        long,
+        global = true,
+        default_value = "certd.toml",
+        env = "CERTD_CONFIG"
+    )]
+    pub config: PathBuf,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The verbs.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Obtain certificates for every configured site that has none or is due for renewal, then exit.
+    ///
+    /// Exits 0 when every site succeeded or was not due, 1 when any site failed (after trying all of
+    /// them), 2 when nothing could be tried (bad configuration, state directory locked, CA unreachable).
+    Issue {
+        /// Renew even certificates that are not due.
+        #[arg(long)]
+        force: bool,
+        /// Only these sites (by their first name); all sites when none is given.
+        #[arg(value_name = "SITE_NAME")]
+        sites: Vec<String>,
+    },
+    /// Run the daemon: answer challenges and redirect on :80, terminate TLS and reverse-proxy on :443,
+    /// renew certificates in-process. SIGHUP reloads the configuration; SIGTERM or SIGINT stops it.
+    Run,
+    /// Show every managed site: names, issuer, serial, expiry, when renewal is due, the last error.
+    Status {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Validate the configuration and name every problem in it.
+    Check,
+}

@@ -14,5 +14,8 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod hostname;
+pub mod proxy;
 pub mod renewal;
+pub mod resolver;
+pub mod static_files;
 pub mod store;

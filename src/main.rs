@@ -1,1 +1,31 @@
-fn main() {}
+//! The `certd` binary: parse the command line, set up logging and the crypto provider, run the command
+//! on a tokio runtime, exit with its code. Everything else is in the library.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = certd::cli::Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CERTD_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,certd=info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    // Every TLS config in certd uses aws-lc-rs; installing it as the process default also covers
+    // libraries that ask rustls for the default provider.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("certd: cannot start the async runtime: {err}");
+            return ExitCode::from(certd::commands::EXIT_UNUSABLE);
+        }
+    };
+    ExitCode::from(runtime.block_on(certd::commands::run(cli)))
+}

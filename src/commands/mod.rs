@@ -1,1 +1,40 @@
-//! (being written)
+//! What each CLI verb does. Every command returns the process exit code; they print for people on
+//! stdout (results) and stderr (errors), and log through `tracing`.
+
+mod check;
+mod issue;
+mod status;
+
+pub use check::check;
+pub use issue::issue;
+pub use status::{status, SiteStatus};
+
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+use crate::cli::{Cli, Command};
+
+/// Everything succeeded.
+pub const EXIT_OK: u8 = 0;
+/// Some site failed; the others were tried.
+pub const EXIT_SOME_FAILED: u8 = 1;
+/// Nothing could be tried: the configuration, the state directory, the listener or the CA is at fault.
+pub const EXIT_UNUSABLE: u8 = 2;
+
+/// Runs the command `cli` names and returns the exit code.
+pub async fn run(cli: Cli) -> u8 {
+    match cli.command {
+        Command::Issue { force, sites } => issue(&cli.config, force, &sites).await,
+        Command::Run => {
+            eprintln!("certd run: not yet");
+            EXIT_UNUSABLE
+        }
+        Command::Status { json } => status(&cli.config, json),
+        Command::Check => check(&cli.config),
+    }
+}
+
+/// Formats a time as RFC 3339, the one format certd prints and stores.
+pub(crate) fn rfc3339(at: OffsetDateTime) -> String {
+    at.format(&Rfc3339).unwrap_or_else(|_| at.to_string())
+}

@@ -1,0 +1,379 @@
+//! The reverse proxy: a site's routes (path prefix → upstream or static root), forwarding requests to
+//! upstreams over one pooled HTTP/1.1 client, WebSocket tunnels, and error pages.
+//!
+//! It reproduces the nginx setup certd replaces:
+//!
+//! ```text
+//! location /        { proxy_pass http://localhost:8080; proxy_http_version 1.1; ... }
+//! location /ws      { proxy_pass http://localhost:8081; ... websocket upgrade ... }
+//! location /static/ { root /srv/www; }
+//! error_page 404 /404.html;  error_page 502 /50x.html;
+//! ```
+//!
+//! Requests arrive over TLS as HTTP/1.1 or HTTP/2 and are forwarded over HTTP/1.1 with their bodies
+//! streamed both ways. Hop-by-hop headers are dropped in both directions, `Host` is kept and the
+//! `X-Forwarded-*` headers are set. Error pages replace only the responses certd makes itself (no
+//! route, static misses, unreachable or slow upstreams); an upstream's own 404 passes through, as
+//! with nginx's default `proxy_intercept_errors off`.
+
+mod headers;
+#[cfg(test)]
+mod tests;
+mod websocket;
+
+use std::collections::HashMap;
+use std::error::Error as _;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
+use hyper::{Method, Request, Response, StatusCode, Uri, Version};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, warn};
+
+use crate::static_files;
+
+/// The body of every response the proxy returns: an upstream's body streamed through, a file
+/// streamed from disk, or a short generated body.
+pub type ProxyBody = BoxBody<Bytes, std::io::Error>;
+
+/// Where a route sends its requests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteTarget {
+    /// Forward to an HTTP upstream, `http://host:port` with an optional base path that is put in
+    /// front of the request's path.
+    Proxy(Uri),
+    /// Serve files under this directory with nginx `root` semantics: the request's whole path is
+    /// appended to it (see [`static_files::serve`]).
+    Static(PathBuf),
+}
+
+/// One `location`: a path prefix and where its requests go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    /// The path prefix, e.g. `"/"`, `"/ws"`, `"/static/"`; see [`SiteRoutes::route`] for matching.
+    pub path: String,
+    /// Where matching requests go.
+    pub target: RouteTarget,
+}
+
+/// The routes and error pages of one site.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SiteRoutes {
+    /// The site's routes, in any order: the longest matching prefix wins.
+    pub routes: Vec<Route>,
+    /// Files served in place of certd's own error responses, by status code (like nginx
+    /// `error_page`): 404 (no route, static miss), 502 (upstream unreachable), 504 (upstream too
+    /// slow), 500, 503, …
+    pub error_pages: HashMap<u16, PathBuf>,
+}
+
+impl SiteRoutes {
+    /// The route for a request path: the one with the longest prefix that matches it.
+    ///
+    /// A prefix ending in `/` matches every path under it (`"/static/"` matches `"/static/a.css"`
+    /// but not `"/static"`); any other prefix matches itself and the paths below it (`"/ws"` matches
+    /// `"/ws"` and `"/ws/x"` but not `"/wsx"`).
+    pub fn route(&self, path: &str) -> Option<&Route> {
+        self.routes
+            .iter()
+            .filter(|route| prefix_matches(&route.path, path))
+            .max_by_key(|route| route.path.len())
+    }
+}
+
+fn prefix_matches(prefix: &str, path: &str) -> bool {
+    match path.strip_prefix(prefix) {
+        None => false,
+        Some(rest) => prefix.ends_with('/') || rest.is_empty() || rest.starts_with('/'),
+    }
+}
+
+/// Timeouts and pool sizes for the connections to upstreams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProxyLimits {
+    /// How long a TCP connect to an upstream may take before the request fails with 504.
+    pub connect_timeout: Duration,
+    /// How long an upstream may take to start answering (connect included) before the request
+    /// fails with 504. The body, once started, may stream for as long as it needs.
+    pub response_timeout: Duration,
+    /// How long an idle keep-alive connection to an upstream stays in the pool.
+    pub pool_idle_timeout: Duration,
+    /// How many idle keep-alive connections are kept per upstream.
+    pub pool_max_idle_per_host: usize,
+}
+
+impl Default for ProxyLimits {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(5),
+            response_timeout: Duration::from_secs(60),
+            pool_idle_timeout: Duration::from_secs(90),
+            pool_max_idle_per_host: 64,
+        }
+    }
+}
+
+/// Which upstream (or static root) answered a request, put in the extensions of every response
+/// from [`Proxy::handle`] that matched a route, for the access log: `"http://host:port"` (with the
+/// base path, if any) for upstreams, `"static:<root>"` for static routes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamUsed(pub String);
+
+/// Forwards requests to upstreams and serves static routes, for every site.
+///
+/// One pooled client is shared by all sites, so keep-alive connections to an upstream are reused
+/// across requests. WebSocket tunnels run as tasks owned by the proxy; [`Proxy::close_tunnels`] ends
+/// them at shutdown.
+#[derive(Debug)]
+pub struct Proxy {
+    client: Client<HttpConnector, Incoming>,
+    limits: ProxyLimits,
+    tunnels: TaskTracker,
+    shutdown: CancellationToken,
+}
+
+impl Proxy {
+    /// A proxy with an empty connection pool. Must be called inside a Tokio runtime.
+    pub fn new(limits: ProxyLimits) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(limits.connect_timeout));
+        connector.set_nodelay(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(limits.pool_idle_timeout)
+            .pool_max_idle_per_host(limits.pool_max_idle_per_host)
+            .build(connector);
+        Self {
+            client,
+            limits,
+            tunnels: TaskTracker::new(),
+            shutdown: CancellationToken::new(),
+        }
+    }
+
+    /// Handles one request that arrived over TLS for a configured site, from `client`.
+    ///
+    /// Never fails: problems become error responses (404, 502, 504, …), replaced by the site's error
+    /// pages where it has them. For WebSocket upgrades to work, the server connection that calls this
+    /// must be served with upgrades enabled (`serve_connection_with_upgrades`).
+    pub async fn handle(
+        &self,
+        request: Request<Incoming>,
+        site: &SiteRoutes,
+        client: SocketAddr,
+    ) -> Response<ProxyBody> {
+        let head = request.method() == Method::HEAD;
+        let Some(route) = site.route(request.uri().path()) else {
+            debug!(path = request.uri().path(), "no route");
+            return error_page(site, status_response(StatusCode::NOT_FOUND), head).await;
+        };
+        match &route.target {
+            RouteTarget::Static(root) => {
+                let (parts, _body) = request.into_parts();
+                let response = static_files::serve(root, &parts).await;
+                let mut response = error_page(site, response, head).await;
+                let used = UpstreamUsed(format!("static:{}", root.display()));
+                response.extensions_mut().insert(used);
+                response
+            }
+            RouteTarget::Proxy(upstream) => {
+                let label = upstream_label(upstream);
+                let response = self.forward(request, upstream, &label, client).await;
+                let mut response = match response {
+                    Ok(response) => response,
+                    Err(status) => error_page(site, status_response(status), head).await,
+                };
+                response.extensions_mut().insert(UpstreamUsed(label));
+                response
+            }
+        }
+    }
+
+    /// Ends every open WebSocket tunnel and waits for their tasks to finish. New tunnels can still be
+    /// opened afterwards, but they end at once.
+    pub async fn close_tunnels(&self) {
+        self.shutdown.cancel();
+        self.tunnels.close();
+        self.tunnels.wait().await;
+    }
+
+    /// How many WebSocket tunnels are open (or completing their handshake) now.
+    pub fn open_tunnels(&self) -> usize {
+        self.tunnels.len()
+    }
+
+    /// Sends `request` to `upstream`; `Err` is the status certd answers with itself.
+    async fn forward(
+        &self,
+        mut request: Request<Incoming>,
+        upstream: &Uri,
+        label: &str,
+        client: SocketAddr,
+    ) -> Result<Response<ProxyBody>, StatusCode> {
+        let websocket =
+            headers::is_websocket_upgrade(request.method(), request.version(), request.headers());
+        let client_upgrade = websocket.then(|| hyper::upgrade::on(&mut request));
+
+        let (mut parts, body) = request.into_parts();
+        let host = headers::original_host(&parts.uri, &parts.headers);
+        let upgrade = websocket
+            .then(|| parts.headers.get(hyper::header::UPGRADE).cloned())
+            .flatten();
+        parts.uri = headers::upstream_uri(upstream, &parts.uri).map_err(|error| {
+            warn!(upstream = label, %error, "cannot build the upstream URI");
+            StatusCode::BAD_GATEWAY
+        })?;
+        parts.version = Version::HTTP_11;
+        headers::prepare_request_headers(&mut parts.headers, host, client.ip(), upgrade);
+        let request = Request::from_parts(parts, body);
+
+        let answer =
+            tokio::time::timeout(self.limits.response_timeout, self.client.request(request));
+        let mut response = match answer.await {
+            Ok(Ok(response)) => response,
+            Ok(Err(error)) => {
+                let error = error_chain(&error);
+                if error.timed_out {
+                    warn!(upstream = label, error = %error.text, "upstream connect timed out");
+                    return Err(StatusCode::GATEWAY_TIMEOUT);
+                }
+                warn!(upstream = label, error = %error.text, "upstream request failed");
+                return Err(StatusCode::BAD_GATEWAY);
+            }
+            Err(_elapsed) => {
+                let timeout_ms = self.limits.response_timeout.as_millis();
+                warn!(
+                    upstream = label,
+                    timeout_ms, "upstream did not answer in time"
+                );
+                return Err(StatusCode::GATEWAY_TIMEOUT);
+            }
+        };
+
+        if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+            let Some(client_upgrade) = client_upgrade else {
+                warn!(
+                    upstream = label,
+                    "upstream switched protocols without being asked"
+                );
+                return Err(StatusCode::BAD_GATEWAY);
+            };
+            let upstream_upgrade = hyper::upgrade::on(&mut response);
+            websocket::spawn_tunnel(
+                &self.tunnels,
+                self.shutdown.child_token(),
+                client_upgrade,
+                upstream_upgrade,
+                client,
+                label.to_owned(),
+            );
+            let (mut parts, _body) = response.into_parts();
+            headers::prepare_switching_headers(&mut parts.headers);
+            return Ok(Response::from_parts(parts, empty_body()));
+        }
+
+        headers::remove_hop_by_hop(response.headers_mut());
+        Ok(response.map(|body| body.map_err(std::io::Error::other).boxed()))
+    }
+}
+
+/// How an upstream is named in logs and [`UpstreamUsed`]: its URI without a trailing `/`.
+fn upstream_label(upstream: &Uri) -> String {
+    upstream.to_string().trim_end_matches('/').to_owned()
+}
+
+/// An error's message with its sources, and whether any of them is an I/O timeout.
+struct ErrorChain {
+    text: String,
+    timed_out: bool,
+}
+
+fn error_chain(error: &hyper_util::client::legacy::Error) -> ErrorChain {
+    let mut text = error.to_string();
+    let mut timed_out = false;
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            timed_out |= io.kind() == std::io::ErrorKind::TimedOut;
+        }
+        source = cause.source();
+    }
+    ErrorChain { text, timed_out }
+}
+
+/// Replaces the body of certd's own error response with the site's error page for its status, if it
+/// has one; other headers (e.g. `Allow`, `Content-Range`) are kept. Error pages are small, so the
+/// file is read whole. An unreadable page is logged and the default body kept.
+async fn error_page(
+    site: &SiteRoutes,
+    response: Response<ProxyBody>,
+    head: bool,
+) -> Response<ProxyBody> {
+    if !response.status().is_client_error() && !response.status().is_server_error() {
+        return response;
+    }
+    let Some(path) = site.error_pages.get(&response.status().as_u16()) else {
+        return response;
+    };
+    let content = match tokio::fs::read(path).await {
+        Ok(content) => content,
+        Err(error) => {
+            warn!(path = %path.display(), %error, "cannot read error page");
+            return response;
+        }
+    };
+    let (mut parts, _default) = response.into_parts();
+    let content_type = static_files::content_type(path);
+    parts
+        .headers
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    parts
+        .headers
+        .insert(CONTENT_LENGTH, HeaderValue::from(content.len()));
+    let body = if head {
+        empty_body()
+    } else {
+        full_body(content)
+    };
+    Response::from_parts(parts, body)
+}
+
+/// A short `text/plain` response for `status`, e.g. `404 Not Found`.
+pub(crate) fn status_response(status: StatusCode) -> Response<ProxyBody> {
+    let text = format!(
+        "{} {}\n",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("")
+    );
+    let mut response = Response::new(full_body(text));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+/// A body holding `bytes`.
+pub(crate) fn full_body(bytes: impl Into<Bytes>) -> ProxyBody {
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+/// A body with nothing in it.
+pub(crate) fn empty_body() -> ProxyBody {
+    Empty::new().map_err(|never| match never {}).boxed()
+}

@@ -1,0 +1,296 @@
+//! The one pipeline that renews a site: decide, order, check, store, record.
+//!
+//! It follows "validate, then persist, then publish": a new pair is checked against the site's names
+//! and the clock before it is stored, and any failure leaves the stored pair untouched. Publishing to
+//! the live resolver is the caller's step (the daemon's), using the pair in [`Outcome::Issued`].
+
+use std::sync::Arc;
+
+use time::OffsetDateTime;
+use tokio::sync::{Mutex, Semaphore};
+use tracing::{info, warn, Instrument};
+
+use super::{retry_at, site_state, SiteState};
+use crate::acme::{AcmeClient, AcmeError};
+use crate::certificate::{self, CertificateError, CertificateInfo, CertifiedPem};
+use crate::challenge::ChallengeTokens;
+use crate::config::{Config, SiteConfig};
+use crate::store::{SiteRecord, Store, StoreError};
+
+/// The outcome of renewing one site.
+#[derive(Debug)]
+pub enum Outcome {
+    /// A new certificate was obtained, checked and stored.
+    Issued {
+        /// What the new certificate says about itself.
+        info: CertificateInfo,
+        /// The stored pair, ready to publish.
+        pem: CertifiedPem,
+    },
+    /// The stored certificate is not due.
+    NotDue {
+        /// When it will be.
+        renew_at: OffsetDateTime,
+    },
+    /// The attempt failed; the stored pair (if any) is unchanged.
+    Failed(RenewError),
+}
+
+impl Outcome {
+    /// The line `certd issue` prints for `site`: `Ok` for stdout, `Err` for a failure (stderr).
+    pub fn report(&self, site: &str) -> Result<String, String> {
+        match self {
+            Self::Issued { info, .. } => Ok(format!(
+                "{site}: issued serial {} (expires {})",
+                info.serial,
+                crate::commands::rfc3339(info.not_after)
+            )),
+            Self::NotDue { renew_at } => Ok(format!(
+                "{site}: skipped, not due until {}",
+                crate::commands::rfc3339(*renew_at)
+            )),
+            Self::Failed(err) => Err(format!("{site}: failed: {err}")),
+        }
+    }
+}
+
+/// Why renewing a site failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RenewError {
+    /// Talking to the CA failed.
+    #[error(transparent)]
+    Acme(#[from] AcmeError),
+    /// The CA issued something that cannot be served for the site.
+    #[error("the CA issued a certificate for {site} that cannot be served: {source}")]
+    Unusable {
+        /// The site.
+        site: String,
+        /// What is wrong with it.
+        source: CertificateError,
+    },
+    /// The state directory could not be read or written.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Renews sites: decides, orders, checks, stores and records. Cheap to clone; clones share the ACME
+/// account, which is connected on first use (so a CA that is down at start-up is retried later).
+#[derive(Debug, Clone)]
+pub struct Renewer {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    acme: Mutex<Option<AcmeClient>>,
+    store: Store,
+    tokens: ChallengeTokens,
+    config: Arc<Config>,
+    // One renewal run at a time across the whole process (scheduler and `certd issue` handed to the
+    // daemon, before and after a reload), so a site is never ordered twice at once.
+    running: Arc<Mutex<()>>,
+}
+
+impl Renewer {
+    /// A renewer for `config`'s CA, with challenges answered from `tokens` (a responder must be
+    /// listening where the CA validates while renewals run), storing into `store`.
+    pub fn new(store: Store, tokens: ChallengeTokens, config: Arc<Config>) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                acme: Mutex::new(None),
+                store,
+                tokens,
+                config,
+                running: Arc::new(Mutex::new(())),
+            }),
+        }
+    }
+
+    /// A renewer for a reloaded configuration. It shares this one's store, challenge tokens and
+    /// one-run-at-a-time guard, and its ACME account when the `[acme]` table did not change.
+    pub fn reconfigured(&self, config: Arc<Config>) -> Self {
+        let old = &self.inner.config.acme;
+        let new = &config.acme;
+        let same_ca = old.directory_url == new.directory_url
+            && old.email == new.email
+            && old.ca_roots == new.ca_roots;
+        let acme = if same_ca {
+            self.inner
+                .acme
+                .try_lock()
+                .ok()
+                .and_then(|acme| acme.clone())
+        } else {
+            None
+        };
+        Self {
+            inner: Arc::new(Inner {
+                acme: Mutex::new(acme),
+                store: self.inner.store.clone(),
+                tokens: self.inner.tokens.clone(),
+                config,
+                running: self.inner.running.clone(),
+            }),
+        }
+    }
+
+    /// The configuration this renewer works from.
+    pub fn config(&self) -> &Arc<Config> {
+        &self.inner.config
+    }
+
+    /// The state directory.
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    /// The ACME account, connecting (and creating it) on first use.
+    pub async fn connect(&self) -> Result<AcmeClient, AcmeError> {
+        let mut acme = self.inner.acme.lock().await;
+        if let Some(client) = acme.as_ref() {
+            return Ok(client.clone());
+        }
+        let client = AcmeClient::connect(&self.inner.config.acme, &self.inner.store).await?;
+        *acme = Some(client.clone());
+        Ok(client)
+    }
+
+    /// Renews every site in `sites` that is due (all of them with `force`), at most
+    /// `acme.concurrency` orders at a time, and returns each site's outcome in the given order.
+    pub async fn renew_all(&self, sites: &[SiteConfig], force: bool) -> Vec<(String, Outcome)> {
+        let _running = self.inner.running.lock().await;
+        let permits = Arc::new(Semaphore::new(self.inner.config.acme.concurrency.max(1)));
+        let mut tasks = tokio::task::JoinSet::new();
+        for (index, site) in sites.iter().cloned().enumerate() {
+            let renewer = self.clone();
+            let permits = permits.clone();
+            tasks.spawn(async move {
+                // The semaphore is never closed, so acquiring cannot fail.
+                let _permit = permits.acquire_owned().await.ok();
+                let outcome = renewer.renew_one(&site, force).await;
+                (index, site.name().to_owned(), outcome)
+            });
+        }
+        let mut outcomes = Vec::with_capacity(sites.len());
+        while let Some(joined) = tasks.join_next().await {
+            match joined {
+                Ok(done) => outcomes.push(done),
+                Err(err) => warn!(%err, "a renewal task ended abnormally"),
+            }
+        }
+        outcomes.sort_by_key(|(index, _, _)| *index);
+        outcomes
+            .into_iter()
+            .map(|(_, site, outcome)| (site, outcome))
+            .collect()
+    }
+
+    async fn renew_one(&self, site: &SiteConfig, force: bool) -> Outcome {
+        let span = tracing::info_span!("renew", site = site.name());
+        async {
+            let now = OffsetDateTime::now_utc();
+            let remaining = self.inner.config.renewal.remaining_fraction;
+            let state = match site_state(&self.inner.store, site, remaining, now) {
+                Ok(state) => state,
+                Err(err) => return Outcome::Failed(err.into()),
+            };
+            match &state {
+                SiteState::Present { renew_at, .. } if !force && now < *renew_at => {
+                    info!(renew_at = %renew_at, "not due");
+                    return Outcome::NotDue {
+                        renew_at: *renew_at,
+                    };
+                }
+                SiteState::Missing {
+                    problem: Some(problem),
+                } => warn!(%problem, "the stored certificate cannot be served; ordering a new one"),
+                _ => {}
+            }
+            let result = self.order_and_store(site).await;
+            self.record(site, &result);
+            match result {
+                Ok((info, pem)) => Outcome::Issued { info, pem },
+                Err(err) => Outcome::Failed(err),
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn order_and_store(
+        &self,
+        site: &SiteConfig,
+    ) -> Result<(CertificateInfo, CertifiedPem), RenewError> {
+        let acme = self.connect().await?;
+        let pem = acme
+            .order(site, self.inner.config.acme.key_type, &self.inner.tokens)
+            .await?;
+        let info = certificate::check_pair(&pem, &site.names, OffsetDateTime::now_utc()).map_err(
+            |source| RenewError::Unusable {
+                site: site.name().to_owned(),
+                source,
+            },
+        )?;
+        let stored = self.inner.store.install(site.name(), &pem)?;
+        info!(serial = %info.serial, not_after = %info.not_after, version = %stored.version.display(), "certificate stored");
+        Ok((info, pem))
+    }
+
+    // A record that cannot be written must not turn a stored certificate into a failure: it only feeds
+    // `status` and retry spacing, so it is logged and left.
+    fn record(
+        &self,
+        site: &SiteConfig,
+        result: &Result<(CertificateInfo, CertifiedPem), RenewError>,
+    ) {
+        let now = OffsetDateTime::now_utc();
+        let record = match result {
+            Ok(_) => SiteRecord {
+                last_attempt: Some(now),
+                last_success: Some(now),
+                ..SiteRecord::default()
+            },
+            Err(err) => {
+                let ca_retry_after = match err {
+                    RenewError::Acme(acme) => acme.retry_after(),
+                    _ => None,
+                };
+                let record = record_failure(
+                    &self.inner.store,
+                    site,
+                    &err.to_string(),
+                    ca_retry_after,
+                    now,
+                );
+                if let Some(next) = record.next_attempt {
+                    warn!(error = %err, next_attempt = %next, "renewal failed; the current certificate stays in service");
+                }
+                return;
+            }
+        };
+        if let Err(err) = self.inner.store.save_record(site.name(), &record) {
+            warn!(%err, "cannot save the site's record");
+        }
+    }
+}
+
+/// Records a failed attempt for `site` (error text, failure count, next retry time) and returns the
+/// record as saved. Also used when the CA cannot be reached at all, which fails every due site.
+pub fn record_failure(
+    store: &Store,
+    site: &SiteConfig,
+    error: &str,
+    ca_retry_after: Option<OffsetDateTime>,
+    now: OffsetDateTime,
+) -> SiteRecord {
+    let mut record = store.load_record(site.name()).unwrap_or_default();
+    record.last_attempt = Some(now);
+    record.last_error = Some(error.to_owned());
+    record.consecutive_failures = record.consecutive_failures.saturating_add(1);
+    record.next_attempt = Some(retry_at(record.consecutive_failures, now, ca_retry_after));
+    if let Err(err) = store.save_record(site.name(), &record) {
+        warn!(site = site.name(), %err, "cannot save the site's record");
+    }
+    record
+}

@@ -1,0 +1,217 @@
+//! The SNI resolver: which certificate a TLS handshake gets, by server name.
+//!
+//! rustls calls [`SniResolver::resolve`] inside the handshake, so it must not block or do I/O: it reads
+//! a map behind an atomic pointer (arc-swap). A renewed certificate is swapped in with one store, so
+//! handshakes after the swap see the new certificate while connections already open keep theirs. Names
+//! are matched exactly (lower-cased), then as a `*.` wildcard one label up; an unknown name, or a
+//! ClientHello without SNI, gets no certificate and rustls refuses the handshake with an alert.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+use crate::certificate::CertifiedPem;
+
+/// The certificate each server name is answered with.
+#[derive(Default)]
+pub struct SniResolver {
+    by_name: ArcSwap<HashMap<String, Arc<CertifiedKey>>>,
+}
+
+impl fmt::Debug for SniResolver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let map = self.by_name.load();
+        let mut names: Vec<&String> = map.keys().collect();
+        names.sort();
+        f.debug_struct("SniResolver")
+            .field("names", &names)
+            .finish()
+    }
+}
+
+/// A certificate that rustls cannot use.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot serve the certificate: {0}")]
+pub struct UnusableCertificate(String);
+
+/// Turns stored PEM into the form rustls serves, checking that the key belongs to the leaf.
+pub fn certified_key(pem: &CertifiedPem) -> Result<Arc<CertifiedKey>, UnusableCertificate> {
+    let chain = CertificateDer::pem_slice_iter(pem.fullchain_pem().as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|err| UnusableCertificate(format!("bad certificate PEM: {err}")))?;
+    if chain.is_empty() {
+        return Err(UnusableCertificate("no certificate in the chain".into()));
+    }
+    let key = PrivateKeyDer::from_pem_slice(pem.key_pem.as_bytes())
+        .map_err(|err| UnusableCertificate(format!("bad private key PEM: {err}")))?;
+    let provider = rustls::crypto::aws_lc_rs::default_provider();
+    let certified = CertifiedKey::from_der(chain, key, &provider)
+        .map_err(|err| UnusableCertificate(err.to_string()))?;
+    Ok(Arc::new(certified))
+}
+
+impl SniResolver {
+    /// An empty resolver: every handshake is refused until a certificate is published.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Serves `key` for every name in `names` from the next handshake on. One atomic store: a
+    /// concurrent handshake sees either the old map or the new one.
+    pub fn publish(&self, names: &[String], key: Arc<CertifiedKey>) {
+        self.by_name.rcu(|current| {
+            let mut next = HashMap::clone(current);
+            for name in names {
+                next.insert(name.to_ascii_lowercase(), key.clone());
+            }
+            next
+        });
+    }
+
+    /// Stops serving `names` (a site removed from the configuration).
+    pub fn withdraw(&self, names: &[String]) {
+        self.by_name.rcu(|current| {
+            let mut next = HashMap::clone(current);
+            for name in names {
+                next.remove(&name.to_ascii_lowercase());
+            }
+            next
+        });
+    }
+
+    /// Keeps only `names`, withdrawing every other name in one store.
+    pub fn retain(&self, names: &[String]) {
+        self.by_name.rcu(|current| {
+            let mut next = HashMap::clone(current);
+            next.retain(|name, _| names.iter().any(|keep| keep.eq_ignore_ascii_case(name)));
+            next
+        });
+    }
+
+    /// The certificate for `server_name`: an exact match, else a `*.` wildcard for its parent.
+    pub fn lookup(&self, server_name: &str) -> Option<Arc<CertifiedKey>> {
+        let map = self.by_name.load();
+        let name = server_name.trim_end_matches('.').to_ascii_lowercase();
+        if let Some(key) = map.get(&name) {
+            return Some(key.clone());
+        }
+        let (_, parent) = name.split_once('.')?;
+        map.get(&format!("*.{parent}")).cloned()
+    }
+
+    /// How many names are served.
+    pub fn len(&self) -> usize {
+        self.by_name.load().len()
+    }
+
+    /// Whether no name is served.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl ResolvesServerCert for SniResolver {
+    fn resolve(&self, client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        // No SNI: refusing is better than guessing and handing out some other site's certificate.
+        let name = client_hello.server_name()?;
+        let key = self.lookup(name);
+        if key.is_none() {
+            tracing::debug!(
+                server_name = name,
+                "no certificate for this name; refusing the handshake"
+            );
+        }
+        key
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::config::KeyType;
+    use zeroize::Zeroizing;
+
+    fn key_for(names: &[&str]) -> Arc<CertifiedKey> {
+        let key = crate::certificate::generate_key(KeyType::EcdsaP256).unwrap();
+        let params =
+            rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                .unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        certified_key(&CertifiedPem {
+            cert_pem: cert.pem(),
+            chain_pem: String::new(),
+            key_pem: Zeroizing::new(key.serialize_pem()),
+        })
+        .unwrap()
+    }
+
+    fn names(list: &[&str]) -> Vec<String> {
+        list.iter().map(|n| n.to_string()).collect()
+    }
+
+    #[test]
+    fn exact_names_then_wildcards_and_nothing_else() {
+        let resolver = SniResolver::new();
+        let site = key_for(&["a.test", "www.a.test"]);
+        let wildcard = key_for(&["*.b.test"]);
+        resolver.publish(&names(&["a.test", "www.a.test"]), site.clone());
+        resolver.publish(&names(&["*.b.test"]), wildcard.clone());
+
+        assert!(Arc::ptr_eq(&resolver.lookup("WWW.A.test").unwrap(), &site));
+        assert!(Arc::ptr_eq(
+            &resolver.lookup("x.b.test").unwrap(),
+            &wildcard
+        ));
+        assert!(
+            resolver.lookup("b.test").is_none(),
+            "a wildcard does not cover its own parent"
+        );
+        assert!(
+            resolver.lookup("y.x.b.test").is_none(),
+            "a wildcard covers one label only"
+        );
+        assert!(resolver.lookup("other.test").is_none());
+    }
+
+    #[test]
+    fn a_swap_replaces_the_pointer_and_withdraw_removes_names() {
+        let resolver = SniResolver::new();
+        let old = key_for(&["a.test"]);
+        let new = key_for(&["a.test"]);
+        resolver.publish(&names(&["a.test"]), old.clone());
+        let before = resolver.lookup("a.test").unwrap();
+        resolver.publish(&names(&["a.test"]), new.clone());
+        let after = resolver.lookup("a.test").unwrap();
+        assert!(Arc::ptr_eq(&before, &old));
+        assert!(Arc::ptr_eq(&after, &new));
+
+        resolver.publish(&names(&["b.test"]), old);
+        resolver.retain(&names(&["b.test"]));
+        assert!(resolver.lookup("a.test").is_none());
+        resolver.withdraw(&names(&["b.test"]));
+        assert!(resolver.is_empty());
+    }
+
+    #[test]
+    fn a_key_that_does_not_match_is_refused() {
+        let key = crate::certificate::generate_key(KeyType::EcdsaP256).unwrap();
+        let other = crate::certificate::generate_key(KeyType::EcdsaP256).unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["a.test".to_string()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let result = certified_key(&CertifiedPem {
+            cert_pem: cert.pem(),
+            chain_pem: String::new(),
+            key_pem: Zeroizing::new(other.serialize_pem()),
+        });
+        assert!(result.is_err());
+    }
+}

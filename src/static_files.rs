@@ -1,0 +1,783 @@
+//! Static files for `root` routes: mapping a request path to a file under the root without ever
+//! leaving it, content types, validators (`ETag`, `Last-Modified`, 304), single byte ranges (206,
+//! 416), and streaming the file from disk.
+//!
+//! Paths follow nginx's `root` directive: the request's whole path is appended to the root, so with a
+//! route `/static/` and root `/srv/www`, `/static/a.css` is `/srv/www/static/a.css`. A directory is
+//! answered with its `index.html`, and a directory named without its trailing slash is redirected
+//! (301) to the slashed path, as nginx does.
+
+use std::io;
+use std::path::{Component, Path, PathBuf};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use hyper::body::{Body, Frame, SizeHint};
+use hyper::header::{
+    HeaderValue, ACCEPT_RANGES, ALLOW, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, ETAG,
+    IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE, LAST_MODIFIED, LOCATION, RANGE,
+};
+use hyper::http::request::Parts;
+use hyper::{HeaderMap, Method, Response, StatusCode};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncSeekExt, ReadBuf};
+use tracing::{debug, warn};
+
+use crate::proxy::{empty_body, status_response, ProxyBody};
+
+/// How much of a file is read per body chunk.
+const CHUNK: usize = 64 * 1024;
+
+/// Answers a `GET` or `HEAD` request for a file under `root` (nginx `root` semantics).
+///
+/// The file is found from the request's full, still percent-encoded path (`request.uri.path()`, not
+/// stripped of the route's prefix). Requests that try to leave `root` are refused: `..` or `.`
+/// segments (also percent-encoded), encoded `/` or `\`, NUL bytes and invalid UTF-8 get 400, and a
+/// symlink that resolves outside `root` gets 404, as does anything missing or not a regular file.
+/// Other methods get 405. The file is streamed, never read whole.
+pub async fn serve(root: &Path, request: &Parts) -> Response<ProxyBody> {
+    let head = request.method == Method::HEAD;
+    if request.method != Method::GET && !head {
+        let mut response = status_response(StatusCode::METHOD_NOT_ALLOWED);
+        response
+            .headers_mut()
+            .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return response;
+    }
+    let raw_path = request.uri.path();
+    let relative = match relative_path(raw_path) {
+        Ok(relative) => relative,
+        Err(reason) => {
+            debug!(path = raw_path, reason, "static path refused");
+            return status_response(StatusCode::BAD_REQUEST);
+        }
+    };
+    let file = match resolve(root, &relative, raw_path.ends_with('/')).await {
+        Ok(Found::File(path)) => path,
+        Ok(Found::Directory) => {
+            let location = match request.uri.query() {
+                Some(query) => format!("{raw_path}/?{query}"),
+                None => format!("{raw_path}/"),
+            };
+            let mut response = status_response(StatusCode::MOVED_PERMANENTLY);
+            if let Ok(location) = HeaderValue::from_str(&location) {
+                response.headers_mut().insert(LOCATION, location);
+            }
+            return response;
+        }
+        Err(status) => return status_response(status),
+    };
+    match send_file(&file, &request.headers, head).await {
+        Ok(response) => response,
+        Err(error) => {
+            warn!(path = %file.display(), %error, "cannot read static file");
+            status_response(match error.kind() {
+                io::ErrorKind::NotFound => StatusCode::NOT_FOUND,
+                io::ErrorKind::PermissionDenied => StatusCode::FORBIDDEN,
+                _ => StatusCode::INTERNAL_SERVER_ERROR,
+            })
+        }
+    }
+}
+
+/// The content type for a file, from its extension; `application/octet-stream` when unknown.
+pub fn content_type(path: &Path) -> &'static str {
+    let extension = path
+        .extension()
+        .and_then(|extension| extension.to_str())
+        .map(str::to_ascii_lowercase);
+    match extension.as_deref() {
+        Some("html" | "htm") => "text/html; charset=utf-8",
+        Some("css") => "text/css; charset=utf-8",
+        Some("js" | "mjs") => "text/javascript; charset=utf-8",
+        Some("json" | "map") => "application/json",
+        Some("txt") => "text/plain; charset=utf-8",
+        Some("xml") => "application/xml",
+        Some("svg") => "image/svg+xml",
+        Some("png") => "image/png",
+        Some("jpg" | "jpeg") => "image/jpeg",
+        Some("gif") => "image/gif",
+        Some("webp") => "image/webp",
+        Some("avif") => "image/avif",
+        Some("ico") => "image/x-icon",
+        Some("wasm") => "application/wasm",
+        Some("woff") => "font/woff",
+        Some("woff2") => "font/woff2",
+        Some("ttf") => "font/ttf",
+        Some("otf") => "font/otf",
+        Some("pdf") => "application/pdf",
+        Some("mp4") => "video/mp4",
+        Some("webm") => "video/webm",
+        Some("mp3") => "audio/mpeg",
+        Some("zip") => "application/zip",
+        _ => "application/octet-stream",
+    }
+}
+
+/// The request path as a relative file path: percent-decoded, one normal component per segment.
+/// Empty segments (`//`) are skipped; `.` and `..` segments and segments that decode to a separator,
+/// NUL or anything but a single normal path component are refused.
+fn relative_path(raw: &str) -> Result<PathBuf, &'static str> {
+    if !raw.starts_with('/') {
+        return Err("not an absolute path");
+    }
+    let mut relative = PathBuf::new();
+    for segment in raw.split('/').filter(|segment| !segment.is_empty()) {
+        let decoded = percent_decode(segment).ok_or("invalid percent-encoding")?;
+        let decoded = String::from_utf8(decoded).map_err(|_| "not UTF-8")?;
+        if decoded.contains(['/', '\\', '\0']) {
+            return Err("separator or NUL in a segment");
+        }
+        let mut components = Path::new(&decoded).components();
+        match (components.next(), components.next()) {
+            (Some(Component::Normal(_)), None) => relative.push(&decoded),
+            _ => return Err("dot segment or special component"),
+        }
+    }
+    Ok(relative)
+}
+
+fn percent_decode(segment: &str) -> Option<Vec<u8>> {
+    let bytes = segment.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = bytes.get(i + 1..i + 3)?;
+            let hex = std::str::from_utf8(hex).ok()?;
+            decoded.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            decoded.push(bytes[i]);
+            i += 1;
+        }
+    }
+    Some(decoded)
+}
+
+enum Found {
+    /// The regular file to send (canonical path, inside the root).
+    File(PathBuf),
+    /// A directory requested without its trailing slash.
+    Directory,
+}
+
+/// Finds the file for `relative` under `root`, following symlinks only while they stay inside it.
+async fn resolve(root: &Path, relative: &Path, trailing_slash: bool) -> Result<Found, StatusCode> {
+    let canonical_root = tokio::fs::canonicalize(root).await.map_err(|error| {
+        warn!(root = %root.display(), %error, "static root is not accessible");
+        StatusCode::NOT_FOUND
+    })?;
+    let target = inside(&canonical_root, &root.join(relative)).await?;
+    let metadata = tokio::fs::metadata(&target).await.map_err(io_status)?;
+    if metadata.is_dir() {
+        if !trailing_slash {
+            return Ok(Found::Directory);
+        }
+        let index = inside(&canonical_root, &target.join("index.html")).await?;
+        return Ok(Found::File(index));
+    }
+    if trailing_slash {
+        return Err(StatusCode::NOT_FOUND);
+    }
+    Ok(Found::File(target))
+}
+
+/// `path` with every symlink resolved, if that is still inside `canonical_root`; 404 otherwise.
+///
+/// The file is opened by this canonical path, so only someone able to write inside the root could
+/// swap a component for a symlink in between; that is outside what certd defends against.
+async fn inside(canonical_root: &Path, path: &Path) -> Result<PathBuf, StatusCode> {
+    let canonical = tokio::fs::canonicalize(path).await.map_err(io_status)?;
+    if !canonical.starts_with(canonical_root) {
+        warn!(path = %path.display(), resolved = %canonical.display(), "symlink leaves the static root");
+        return Err(StatusCode::NOT_FOUND);
+    }
+    Ok(canonical)
+}
+
+fn io_status(error: io::Error) -> StatusCode {
+    match error.kind() {
+        io::ErrorKind::PermissionDenied => StatusCode::FORBIDDEN,
+        _ => StatusCode::NOT_FOUND,
+    }
+}
+
+/// Sends the regular file at `path`: 200, 206, 304 or 416 depending on the request's validators and
+/// range.
+async fn send_file(
+    path: &Path,
+    headers: &HeaderMap,
+    head: bool,
+) -> io::Result<Response<ProxyBody>> {
+    let mut file = tokio::fs::File::open(path).await?;
+    // Metadata of the open file, not the path, so the validators describe what is sent.
+    let metadata = file.metadata().await?;
+    if !metadata.is_file() {
+        return Ok(status_response(StatusCode::NOT_FOUND));
+    }
+    let size = metadata.len();
+    let modified = metadata.modified().ok();
+    let validators = Validators::new(size, modified);
+
+    let mut response = Response::new(empty_body());
+    let response_headers = response.headers_mut();
+    if let Ok(etag) = HeaderValue::from_str(&validators.etag) {
+        response_headers.insert(ETAG, etag);
+    }
+    if let Some(last_modified) = validators.last_modified_header() {
+        response_headers.insert(LAST_MODIFIED, last_modified);
+    }
+    if validators.not_modified(headers) {
+        *response.status_mut() = StatusCode::NOT_MODIFIED;
+        return Ok(response);
+    }
+    response_headers.insert(ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    response_headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type(path)));
+
+    let range = match headers.get(RANGE).and_then(|value| value.to_str().ok()) {
+        Some(range) if !head && validators.if_range_allows(headers) => parse_range(range, size),
+        _ => ByteRange::Full,
+    };
+    let (start, length) = match range {
+        ByteRange::Full => (0, size),
+        ByteRange::Partial { start, end } => {
+            *response.status_mut() = StatusCode::PARTIAL_CONTENT;
+            let content_range = format!("bytes {start}-{end}/{size}");
+            if let Ok(content_range) = HeaderValue::from_str(&content_range) {
+                response.headers_mut().insert(CONTENT_RANGE, content_range);
+            }
+            (start, end - start + 1)
+        }
+        ByteRange::Unsatisfiable => {
+            let mut response = status_response(StatusCode::RANGE_NOT_SATISFIABLE);
+            if let Ok(content_range) = HeaderValue::from_str(&format!("bytes */{size}")) {
+                response.headers_mut().insert(CONTENT_RANGE, content_range);
+            }
+            return Ok(response);
+        }
+    };
+    response
+        .headers_mut()
+        .insert(CONTENT_LENGTH, HeaderValue::from(length));
+    if !head && length > 0 {
+        file.seek(io::SeekFrom::Start(start)).await?;
+        *response.body_mut() = FileBody::new(file.take(length)).boxed();
+    }
+    Ok(response)
+}
+
+/// A file's `ETag` and `Last-Modified`, and the conditional-request checks against them.
+struct Validators {
+    /// Strong: `"<size hex>-<mtime nanoseconds hex>"`.
+    etag: String,
+    /// Seconds since the epoch, the precision of HTTP dates.
+    modified_secs: Option<u64>,
+}
+
+impl Validators {
+    fn new(size: u64, modified: Option<SystemTime>) -> Self {
+        let since_epoch = modified.and_then(|time| time.duration_since(UNIX_EPOCH).ok());
+        let nanos = since_epoch.map_or(0, |duration| duration.as_nanos());
+        Self {
+            etag: format!("\"{size:x}-{nanos:x}\""),
+            modified_secs: since_epoch.map(|duration| duration.as_secs()),
+        }
+    }
+
+    fn last_modified_header(&self) -> Option<HeaderValue> {
+        let time = UNIX_EPOCH + std::time::Duration::from_secs(self.modified_secs?);
+        HeaderValue::from_str(&httpdate::fmt_http_date(time)).ok()
+    }
+
+    /// Whether a `GET`/`HEAD` is answered with 304 (RFC 9110 §13.2.2): `If-None-Match` (weak
+    /// comparison) decides if present, else `If-Modified-Since`.
+    fn not_modified(&self, headers: &HeaderMap) -> bool {
+        if headers.contains_key(IF_NONE_MATCH) {
+            return headers
+                .get_all(IF_NONE_MATCH)
+                .iter()
+                .filter_map(|value| value.to_str().ok())
+                .flat_map(|value| value.split(','))
+                .map(str::trim)
+                .any(|tag| tag == "*" || tag.trim_start_matches("W/") == self.etag);
+        }
+        let since = headers
+            .get(IF_MODIFIED_SINCE)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| httpdate::parse_http_date(value).ok())
+            .and_then(|time| time.duration_since(UNIX_EPOCH).ok());
+        matches!((self.modified_secs, since), (Some(modified), Some(since)) if modified <= since.as_secs())
+    }
+
+    /// Whether `If-Range`, if present, still matches (strong `ETag` comparison or exact date), so
+    /// that a range of the current file may be sent.
+    fn if_range_allows(&self, headers: &HeaderMap) -> bool {
+        let Some(value) = headers.get(IF_RANGE).and_then(|value| value.to_str().ok()) else {
+            return !headers.contains_key(IF_RANGE);
+        };
+        let value = value.trim();
+        if value.starts_with('"') || value.starts_with("W/") {
+            return value == self.etag;
+        }
+        let date = httpdate::parse_http_date(value)
+            .ok()
+            .and_then(|time| time.duration_since(UNIX_EPOCH).ok());
+        matches!((self.modified_secs, date), (Some(modified), Some(date)) if modified == date.as_secs())
+    }
+}
+
+/// What to send of a file, given a `Range` header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ByteRange {
+    /// The whole file: no usable range (invalid syntax or several ranges, which RFC 9110 §14.2
+    /// allows a server to ignore).
+    Full,
+    /// The bytes `start..=end`, within the file.
+    Partial { start: u64, end: u64 },
+    /// A valid range that selects nothing of the file: 416.
+    Unsatisfiable,
+}
+
+/// Parses a single `bytes=a-b`, `bytes=a-` or `bytes=-n` range against a file of `size` bytes.
+fn parse_range(value: &str, size: u64) -> ByteRange {
+    let Some((unit, spec)) = value.trim().split_once('=') else {
+        return ByteRange::Full;
+    };
+    if !unit.trim().eq_ignore_ascii_case("bytes") || spec.contains(',') {
+        return ByteRange::Full;
+    }
+    let Some((first, last)) = spec.trim().split_once('-') else {
+        return ByteRange::Full;
+    };
+    let parse = |text: &str| -> Option<u64> {
+        let text = text.trim();
+        if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        text.parse().ok()
+    };
+    if first.trim().is_empty() {
+        return match parse(last) {
+            None => ByteRange::Full,
+            Some(0) => ByteRange::Unsatisfiable,
+            Some(_) if size == 0 => ByteRange::Unsatisfiable,
+            Some(suffix) => ByteRange::Partial {
+                start: size.saturating_sub(suffix),
+                end: size - 1,
+            },
+        };
+    }
+    let Some(start) = parse(first) else {
+        return ByteRange::Full;
+    };
+    let end = if last.trim().is_empty() {
+        u64::MAX
+    } else {
+        match parse(last) {
+            Some(end) if end >= start => end,
+            _ => return ByteRange::Full,
+        }
+    };
+    if start >= size {
+        return ByteRange::Unsatisfiable;
+    }
+    ByteRange::Partial {
+        start,
+        end: end.min(size - 1),
+    }
+}
+
+/// A response body that streams a (limited) file in chunks of up to [`CHUNK`] bytes.
+struct FileBody {
+    file: tokio::io::Take<tokio::fs::File>,
+    buffer: Box<[u8]>,
+}
+
+impl FileBody {
+    fn new(file: tokio::io::Take<tokio::fs::File>) -> Self {
+        let size = usize::try_from(file.limit()).unwrap_or(CHUNK).min(CHUNK);
+        Self {
+            file,
+            buffer: vec![0; size].into_boxed_slice(),
+        }
+    }
+}
+
+impl Body for FileBody {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        let this = self.get_mut();
+        if this.file.limit() == 0 {
+            return Poll::Ready(None);
+        }
+        let mut buffer = ReadBuf::new(&mut this.buffer);
+        match Pin::new(&mut this.file).poll_read(cx, &mut buffer) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Err(error)) => Poll::Ready(Some(Err(error))),
+            // The file shrank while being sent: the promised Content-Length cannot be met.
+            Poll::Ready(Ok(())) if buffer.filled().is_empty() => Poll::Ready(Some(Err(
+                io::Error::new(io::ErrorKind::UnexpectedEof, "file shrank while being sent"),
+            ))),
+            Poll::Ready(Ok(())) => {
+                let chunk = Bytes::copy_from_slice(buffer.filled());
+                Poll::Ready(Some(Ok(Frame::data(chunk))))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.file.limit() == 0
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.file.limit())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use hyper::Request;
+
+    /// A static root `www/` with files under `www/static/`, and a secret beside the root.
+    struct Fixture {
+        dir: tempfile::TempDir,
+    }
+
+    const SECRET: &str = "TOP-SECRET-CONTENT";
+
+    impl Fixture {
+        fn new() -> Self {
+            let dir = tempfile::tempdir().unwrap();
+            let static_dir = dir.path().join("www/static");
+            std::fs::create_dir_all(static_dir.join("docs/empty")).unwrap();
+            std::fs::write(static_dir.join("a.css"), "body { color: red }").unwrap();
+            std::fs::write(static_dir.join("docs/index.html"), "<h1>docs</h1>").unwrap();
+            let data: Vec<u8> = (0..1000u32).map(|i| (i % 251) as u8).collect();
+            std::fs::write(static_dir.join("data.bin"), data).unwrap();
+            std::fs::write(dir.path().join("secret"), SECRET).unwrap();
+            std::fs::write(dir.path().join("www/secret"), SECRET).unwrap();
+            #[cfg(unix)]
+            {
+                std::os::unix::fs::symlink(dir.path().join("secret"), static_dir.join("link"))
+                    .unwrap();
+                std::os::unix::fs::symlink(dir.path(), static_dir.join("dirlink")).unwrap();
+                std::os::unix::fs::symlink(static_dir.join("a.css"), static_dir.join("inner"))
+                    .unwrap();
+            }
+            Self { dir }
+        }
+
+        fn root(&self) -> PathBuf {
+            self.dir.path().join("www")
+        }
+
+        async fn get(&self, uri: &str, headers: &[(&str, &str)]) -> (StatusCode, HeaderMap, Bytes) {
+            self.send(Method::GET, uri, headers).await
+        }
+
+        async fn send(
+            &self,
+            method: Method,
+            uri: &str,
+            headers: &[(&str, &str)],
+        ) -> (StatusCode, HeaderMap, Bytes) {
+            let mut request = Request::builder().method(method).uri(uri);
+            for (name, value) in headers {
+                request = request.header(*name, *value);
+            }
+            let (parts, ()) = request.body(()).unwrap().into_parts();
+            let response = serve(&self.root(), &parts).await;
+            let (parts, body) = response.into_parts();
+            let body = body.collect().await.unwrap().to_bytes();
+            (parts.status, parts.headers, body)
+        }
+    }
+
+    #[test]
+    fn content_types_by_extension() {
+        let cases = [
+            ("a.html", "text/html; charset=utf-8"),
+            ("A.CSS", "text/css; charset=utf-8"),
+            ("app.js", "text/javascript; charset=utf-8"),
+            ("x.json", "application/json"),
+            ("logo.png", "image/png"),
+            ("photo.JPG", "image/jpeg"),
+            ("anim.gif", "image/gif"),
+            ("icon.svg", "image/svg+xml"),
+            ("favicon.ico", "image/x-icon"),
+            ("notes.txt", "text/plain; charset=utf-8"),
+            ("app.wasm", "application/wasm"),
+            ("font.woff2", "font/woff2"),
+            ("paper.pdf", "application/pdf"),
+            ("archive.unknown", "application/octet-stream"),
+            ("Makefile", "application/octet-stream"),
+        ];
+        for (name, expected) in cases {
+            assert_eq!(content_type(Path::new(name)), expected, "{name}");
+        }
+    }
+
+    #[test]
+    fn range_parsing() {
+        use ByteRange::{Full, Partial, Unsatisfiable};
+        let cases = [
+            ("bytes=0-9", 100, Partial { start: 0, end: 9 }),
+            ("bytes=90-", 100, Partial { start: 90, end: 99 }),
+            ("bytes=90-500", 100, Partial { start: 90, end: 99 }),
+            ("bytes=-10", 100, Partial { start: 90, end: 99 }),
+            ("bytes=-500", 100, Partial { start: 0, end: 99 }),
+            ("Bytes = 5-5", 100, Partial { start: 5, end: 5 }),
+            ("bytes=100-", 100, Unsatisfiable),
+            ("bytes=100-200", 100, Unsatisfiable),
+            ("bytes=-0", 100, Unsatisfiable),
+            ("bytes=0-", 0, Unsatisfiable),
+            ("bytes=-5", 0, Unsatisfiable),
+            ("bytes=9-0", 100, Full),
+            ("bytes=0-1,5-6", 100, Full),
+            ("bytes=a-b", 100, Full),
+            ("bytes=+1-2", 100, Full),
+            ("bytes=-", 100, Full),
+            ("items=0-1", 100, Full),
+            ("0-1", 100, Full),
+        ];
+        for (value, size, expected) in cases {
+            assert_eq!(parse_range(value, size), expected, "{value} of {size}");
+        }
+    }
+
+    #[test]
+    fn request_paths_map_to_relative_paths_or_are_refused() {
+        let accepted = [
+            ("/", ""),
+            ("/static/a.css", "static/a.css"),
+            ("/static//a%20b.css", "static/a b.css"),
+            ("/static/docs/", "static/docs"),
+            ("/static/%C3%A9t%C3%A9", "static/été"),
+            ("/static/.well-known", "static/.well-known"),
+        ];
+        for (raw, expected) in accepted {
+            assert_eq!(
+                relative_path(raw).unwrap(),
+                PathBuf::from(expected),
+                "{raw}"
+            );
+        }
+        let refused = [
+            "static/a.css",
+            "/static/../secret",
+            "/static/./a.css",
+            "/static/%2e%2e/secret",
+            "/static/%2E%2E/secret",
+            "/static/..%2fsecret",
+            "/static/%2fetc%2fpasswd",
+            "/static/..%5csecret",
+            "/static/a%00.css",
+            "/static/%zz",
+            "/static/%2",
+            "/static/%ff",
+        ];
+        for raw in refused {
+            assert!(relative_path(raw).is_err(), "{raw}");
+        }
+    }
+
+    #[tokio::test]
+    async fn serves_a_file_with_type_validators_and_length() {
+        let fixture = Fixture::new();
+        let (status, headers, body) = fixture.get("/static/a.css?v=3", &[]).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body, "body { color: red }");
+        assert_eq!(headers[CONTENT_TYPE], "text/css; charset=utf-8");
+        assert_eq!(headers[CONTENT_LENGTH], "19");
+        assert_eq!(headers[ACCEPT_RANGES], "bytes");
+        assert!(headers[ETAG].to_str().unwrap().starts_with("\"13-"));
+        assert!(httpdate::parse_http_date(headers[LAST_MODIFIED].to_str().unwrap()).is_ok());
+    }
+
+    #[tokio::test]
+    async fn head_has_headers_but_no_body() {
+        let fixture = Fixture::new();
+        let (status, headers, body) = fixture.send(Method::HEAD, "/static/a.css", &[]).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(headers[CONTENT_LENGTH], "19");
+        assert!(body.is_empty());
+    }
+
+    #[tokio::test]
+    async fn other_methods_are_not_allowed() {
+        let fixture = Fixture::new();
+        let (status, headers, _) = fixture.send(Method::POST, "/static/a.css", &[]).await;
+        assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(headers[ALLOW], "GET, HEAD");
+    }
+
+    #[tokio::test]
+    async fn directories_serve_their_index_or_redirect_to_the_slashed_path() {
+        let fixture = Fixture::new();
+        let (status, headers, body) = fixture.get("/static/docs/", &[]).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body, "<h1>docs</h1>");
+        assert_eq!(headers[CONTENT_TYPE], "text/html; charset=utf-8");
+
+        let (status, headers, _) = fixture.get("/static/docs?x=1", &[]).await;
+        assert_eq!(status, StatusCode::MOVED_PERMANENTLY);
+        assert_eq!(headers[LOCATION], "/static/docs/?x=1");
+
+        let (status, _, _) = fixture.get("/static/docs/empty/", &[]).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        let (status, _, _) = fixture.get("/static/a.css/", &[]).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        let (status, _, _) = fixture.get("/static/missing.css", &[]).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+    }
+
+    #[tokio::test]
+    async fn validators_answer_not_modified() {
+        let fixture = Fixture::new();
+        let (_, headers, _) = fixture.get("/static/a.css", &[]).await;
+        let etag = headers[ETAG].to_str().unwrap().to_owned();
+        let last_modified = headers[LAST_MODIFIED].to_str().unwrap().to_owned();
+
+        let (status, headers, body) = fixture
+            .get("/static/a.css", &[("if-none-match", &etag)])
+            .await;
+        assert_eq!(status, StatusCode::NOT_MODIFIED);
+        assert_eq!(headers[ETAG], etag.as_str());
+        assert!(body.is_empty());
+        let weak_list = format!("\"other\", W/{etag}");
+        let (status, _, _) = fixture
+            .get("/static/a.css", &[("if-none-match", &weak_list)])
+            .await;
+        assert_eq!(status, StatusCode::NOT_MODIFIED);
+        let (status, _, _) = fixture
+            .get("/static/a.css", &[("if-none-match", "\"other\"")])
+            .await;
+        assert_eq!(status, StatusCode::OK);
+
+        let (status, _, _) = fixture
+            .get("/static/a.css", &[("if-modified-since", &last_modified)])
+            .await;
+        assert_eq!(status, StatusCode::NOT_MODIFIED);
+        let old = "Mon, 01 Jan 2001 00:00:00 GMT";
+        let (status, _, _) = fixture
+            .get("/static/a.css", &[("if-modified-since", old)])
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        // If-None-Match wins over If-Modified-Since.
+        let both = [
+            ("if-none-match", "\"other\""),
+            ("if-modified-since", &last_modified),
+        ];
+        let (status, _, _) = fixture.get("/static/a.css", &both).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn ranges_answer_partial_content_or_not_satisfiable() {
+        let fixture = Fixture::new();
+        let data: Vec<u8> = (0..1000u32).map(|i| (i % 251) as u8).collect();
+
+        let (status, headers, body) = fixture
+            .get("/static/data.bin", &[("range", "bytes=100-199")])
+            .await;
+        assert_eq!(status, StatusCode::PARTIAL_CONTENT);
+        assert_eq!(headers[CONTENT_RANGE], "bytes 100-199/1000");
+        assert_eq!(headers[CONTENT_LENGTH], "100");
+        assert_eq!(body, data[100..200]);
+
+        let (status, headers, body) = fixture
+            .get("/static/data.bin", &[("range", "bytes=990-")])
+            .await;
+        assert_eq!(status, StatusCode::PARTIAL_CONTENT);
+        assert_eq!(headers[CONTENT_RANGE], "bytes 990-999/1000");
+        assert_eq!(body, data[990..]);
+
+        let (status, _, body) = fixture
+            .get("/static/data.bin", &[("range", "bytes=-3")])
+            .await;
+        assert_eq!(status, StatusCode::PARTIAL_CONTENT);
+        assert_eq!(body, data[997..]);
+
+        let (status, headers, _) = fixture
+            .get("/static/data.bin", &[("range", "bytes=1000-")])
+            .await;
+        assert_eq!(status, StatusCode::RANGE_NOT_SATISFIABLE);
+        assert_eq!(headers[CONTENT_RANGE], "bytes */1000");
+
+        let stale = [("range", "bytes=0-9"), ("if-range", "\"stale\"")];
+        let (status, _, body) = fixture.get("/static/data.bin", &stale).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body.len(), 1000);
+
+        let (_, headers, _) = fixture.get("/static/data.bin", &[]).await;
+        let etag = headers[ETAG].to_str().unwrap().to_owned();
+        let fresh = [("range", "bytes=0-9"), ("if-range", etag.as_str())];
+        let (status, _, body) = fixture.get("/static/data.bin", &fresh).await;
+        assert_eq!(status, StatusCode::PARTIAL_CONTENT);
+        assert_eq!(body, data[..10]);
+    }
+
+    #[tokio::test]
+    async fn large_files_stream_in_chunks() {
+        let fixture = Fixture::new();
+        let big: Vec<u8> = (0..(3 * CHUNK + 17)).map(|i| (i % 253) as u8).collect();
+        std::fs::write(fixture.root().join("static/big.bin"), &big).unwrap();
+        let (status, headers, body) = fixture.get("/static/big.bin", &[]).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(headers[CONTENT_LENGTH], big.len().to_string().as_str());
+        assert_eq!(body, big);
+    }
+
+    #[tokio::test]
+    async fn traversal_never_reads_outside_the_root() {
+        let fixture = Fixture::new();
+        let attempts = [
+            "/static/../secret",
+            "/static/../../secret",
+            "/static/%2e%2e/secret",
+            "/static/%2e%2e/%2e%2e/secret",
+            "/static/..%2fsecret",
+            "/static/..%2f..%2fsecret",
+            "/static/%2e%2e%2f%2e%2e%2fsecret",
+            "/static/..%5c..%5csecret",
+            "/static/secret%00.css",
+            "/static/link",
+            "/static/dirlink/secret",
+        ];
+        for attempt in attempts {
+            let (status, _, body) = fixture.get(attempt, &[]).await;
+            assert!(
+                matches!(
+                    status,
+                    StatusCode::BAD_REQUEST | StatusCode::FORBIDDEN | StatusCode::NOT_FOUND
+                ),
+                "{attempt}: {status}"
+            );
+            assert!(
+                !String::from_utf8_lossy(&body).contains(SECRET),
+                "{attempt}"
+            );
+        }
+    }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn symlinks_inside_the_root_are_followed() {
+        let fixture = Fixture::new();
+        let (status, headers, body) = fixture.get("/static/inner", &[]).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body, "body { color: red }");
+        // The type comes from the resolved file's name.
+        assert_eq!(headers[CONTENT_TYPE], "text/css; charset=utf-8");
+    }
+}

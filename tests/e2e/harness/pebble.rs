@@ -1,0 +1,304 @@
+//! Pebble (the ACME test CA) and pebble-challtestsrv (its DNS), started on free loopback ports for one
+//! test and killed when it ends.
+//!
+//! challtestsrv answers every A query with 127.0.0.1 (and no AAAA), so when Pebble validates an HTTP-01
+//! challenge for any name it connects to `127.0.0.1:<http_port>`, where the test puts certd's own
+//! `[http].listen`. Validation is real: `PEBBLE_VA_ALWAYS_VALID` is never set.
+
+use std::collections::HashSet;
+use std::fs::File;
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use tempfile::TempDir;
+
+use super::pki::TestPki;
+
+/// The problem type Pebble reports when it cannot connect to the HTTP-01 responder.
+pub const CONNECTION_PROBLEM: &str = "urn:ietf:params:acme:error:connection";
+/// What that problem's detail says when nothing listens on the validation port.
+pub const REFUSED_DETAIL: &str = "connection refused";
+
+/// How long Pebble and challtestsrv get to open their ports.
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Ports already handed out in this process, so two parallel tests never get the same one.
+static HANDED_OUT: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+
+/// A loopback port that is free for both TCP and UDP right now and was not handed out before in this
+/// process. (Another process may still take it before the caller binds it; that race is accepted.)
+pub fn free_port() -> u16 {
+    let mut handed_out = HANDED_OUT
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let handed_out = handed_out.get_or_insert_with(HashSet::new);
+    for _ in 0..1000 {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind 127.0.0.1:0");
+        let port = listener.local_addr().expect("local_addr").port();
+        if handed_out.contains(&port) || UdpSocket::bind((Ipv4Addr::LOCALHOST, port)).is_err() {
+            continue;
+        }
+        handed_out.insert(port);
+        return port;
+    }
+    panic!("no free loopback port found");
+}
+
+/// A child process that is killed (by its own pid) and reaped when dropped.
+pub struct ChildGuard {
+    name: &'static str,
+    child: Child,
+    log: PathBuf,
+}
+
+impl ChildGuard {
+    /// Spawns `command` with stdout and stderr appended to `log`.
+    pub fn spawn(name: &'static str, mut command: Command, log: PathBuf) -> Self {
+        let out =
+            File::create(&log).unwrap_or_else(|err| panic!("create {}: {err}", log.display()));
+        let err = out.try_clone().expect("clone log handle");
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .unwrap_or_else(|err| {
+                panic!("start {name} (is it installed? see scripts/test.sh): {err}")
+            });
+        Self { name, child, log }
+    }
+
+    /// Everything the process printed so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Panics with the log if the process has exited.
+    fn assert_running(&mut self) {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            panic!("{} exited early ({status}):\n{}", self.name, self.log());
+        }
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        // `Child::kill` signals this child's own pid only; then reap it so no zombie is left.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A running Pebble with its challtestsrv, on ports of their own.
+pub struct Pebble {
+    /// The port Pebble connects to for HTTP-01 validation: certd must listen on `127.0.0.1:<http_port>`.
+    pub http_port: u16,
+    /// Pebble's ACME port.
+    pub acme_port: u16,
+    /// Pebble's management API port (HTTPS, same certificate).
+    pub management_port: u16,
+    pki: TestPki,
+    // Drop order: the processes first, then the folder holding their config, PKI and logs.
+    pebble: ChildGuard,
+    challtestsrv: ChildGuard,
+    _dir: TempDir,
+}
+
+impl Pebble {
+    /// Starts challtestsrv and Pebble and waits (bounded) until both accept connections.
+    pub async fn start() -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("certd-pebble-")
+            .tempdir()
+            .expect("tempdir");
+        let pki = TestPki::generate(dir.path());
+        let (http_port, acme_port, management_port, dns_port, tls_port, challtestsrv_port) = (
+            free_port(),
+            free_port(),
+            free_port(),
+            free_port(),
+            free_port(),
+            free_port(),
+        );
+
+        let mut command = Command::new("pebble-challtestsrv");
+        command
+            .args(["-dns01", &format!("127.0.0.1:{dns_port}")])
+            .args(["-http01", "", "-https01", "", "-tlsalpn01", ""])
+            .args(["-management", &format!("127.0.0.1:{challtestsrv_port}")])
+            .args(["-defaultIPv4", "127.0.0.1", "-defaultIPv6", ""]);
+        let mut challtestsrv = ChildGuard::spawn(
+            "pebble-challtestsrv",
+            command,
+            dir.path().join("challtestsrv.log"),
+        );
+        wait_for_ports(&mut challtestsrv, &[challtestsrv_port, dns_port]).await;
+
+        let config = serde_json::json!({
+            "pebble": {
+                "listenAddress": format!("127.0.0.1:{acme_port}"),
+                "managementListenAddress": format!("127.0.0.1:{management_port}"),
+                "certificate": pki.cert_path,
+                "privateKey": pki.key_path,
+                "httpPort": http_port,
+                "tlsPort": tls_port,
+                "ocspResponderURL": "",
+                "externalAccountBindingRequired": false,
+            }
+        });
+        let config_path = dir.path().join("pebble.json");
+        std::fs::write(
+            &config_path,
+            serde_json::to_vec_pretty(&config).expect("serialize"),
+        )
+        .expect("write config");
+
+        let mut command = Command::new("pebble");
+        command
+            .arg("-config")
+            .arg(&config_path)
+            .args(["-dnsserver", &format!("127.0.0.1:{dns_port}")])
+            .env("PEBBLE_VA_NOSLEEP", "1")
+            .env("PEBBLE_WFE_NONCEREJECT", "0")
+            .env("PEBBLE_AUTHZREUSE", "0")
+            .env_remove("PEBBLE_VA_ALWAYS_VALID");
+        let mut pebble = ChildGuard::spawn("pebble", command, dir.path().join("pebble.log"));
+        wait_for_ports(&mut pebble, &[acme_port, management_port]).await;
+
+        Self {
+            http_port,
+            acme_port,
+            management_port,
+            pki,
+            pebble,
+            challtestsrv,
+            _dir: dir,
+        }
+    }
+
+    /// The ACME directory URL.
+    pub fn directory_url(&self) -> String {
+        format!("https://127.0.0.1:{}/dir", self.acme_port)
+    }
+
+    /// The PEM file of the CA that signed Pebble's own HTTPS certificate (certd's `ca_roots`).
+    pub fn ca_roots_path(&self) -> &Path {
+        &self.pki.ca_path
+    }
+
+    /// The test PKI Pebble serves HTTPS with.
+    pub fn pki(&self) -> &TestPki {
+        &self.pki
+    }
+
+    /// The root that signs the certificates Pebble issues (fresh on every start).
+    pub async fn root_pem(&self) -> String {
+        self.management_get("/roots/0").await
+    }
+
+    /// The intermediate that signs the certificates Pebble issues.
+    pub async fn intermediate_pem(&self) -> String {
+        self.management_get("/intermediates/0").await
+    }
+
+    /// GETs `path` over HTTPS from the ACME port (trusting the test CA) and returns the body.
+    pub async fn acme_get(&self, path: &str) -> String {
+        https_get(
+            &self.pki,
+            &format!("https://127.0.0.1:{}{path}", self.acme_port),
+        )
+        .await
+    }
+
+    async fn management_get(&self, path: &str) -> String {
+        https_get(
+            &self.pki,
+            &format!("https://127.0.0.1:{}{path}", self.management_port),
+        )
+        .await
+    }
+
+    /// Everything Pebble printed so far.
+    pub fn log(&self) -> String {
+        self.pebble.log()
+    }
+
+    /// How many certificates Pebble has issued so far (counted from its log).
+    pub fn issued_count(&self) -> usize {
+        self.log().matches("Issued certificate serial").count()
+    }
+
+    /// How many ACME accounts Pebble holds (from its last "There are now N accounts" log line).
+    pub fn account_count(&self) -> usize {
+        self.log()
+            .lines()
+            .rev()
+            .filter_map(|line| line.split("There are now ").nth(1))
+            .filter_map(|rest| rest.strip_suffix(" accounts in memory"))
+            .find_map(|n| n.trim().parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for Pebble {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("----- pebble log -----\n{}", self.pebble.log());
+            eprintln!(
+                "----- pebble-challtestsrv log -----\n{}",
+                self.challtestsrv.log()
+            );
+        }
+    }
+}
+
+/// Polls until every port in `ports` accepts a TCP connection on 127.0.0.1, failing after
+/// [`START_TIMEOUT`] or as soon as the process exits.
+async fn wait_for_ports(child: &mut ChildGuard, ports: &[u16]) {
+    let deadline = Instant::now() + START_TIMEOUT;
+    for &port in ports {
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+        while tokio::net::TcpStream::connect(addr).await.is_err() {
+            child.assert_running();
+            assert!(
+                Instant::now() < deadline,
+                "{} did not open port {port} within {START_TIMEOUT:?}:\n{}",
+                child.name,
+                child.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// GETs `url`, trusting only the test CA, and returns the body; panics unless the status is 200.
+pub async fn https_get(pki: &TestPki, url: &str) -> String {
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(pki.client_config())
+        .https_only()
+        .enable_http1()
+        .build();
+    let client: Client<_, Empty<bytes::Bytes>> =
+        Client::builder(TokioExecutor::new()).build(connector);
+    let uri: hyper::Uri = url.parse().expect("valid URL");
+    let response = tokio::time::timeout(Duration::from_secs(10), client.get(uri))
+        .await
+        .unwrap_or_else(|_| panic!("GET {url}: timed out"))
+        .unwrap_or_else(|err| panic!("GET {url}: {err}"));
+    let status = response.status();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .expect("read body")
+        .to_bytes();
+    let body = String::from_utf8(body.to_vec()).expect("UTF-8 body");
+    assert_eq!(status, 200, "GET {url}: {body}");
+    body
+}

@@ -1,0 +1,8 @@
+//! certd's end-to-end tests: one test binary that runs the real `certd` binary against a real Pebble.
+//!
+//! Needs `pebble` and `pebble-challtestsrv` on `PATH` (`scripts/test.sh` installs them). Run with
+//! `cargo test --test e2e`; `cargo test --test e2e harness` runs only the harness's own checks.
+
+mod check;
+mod harness;
+mod issue;
