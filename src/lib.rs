@@ -13,6 +13,7 @@ pub mod challenge;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod daemon;
 pub mod hostname;
 pub mod proxy;
 pub mod renewal;

@@ -10,8 +10,9 @@ use time::OffsetDateTime;
 use super::{rfc3339, EXIT_OK, EXIT_SOME_FAILED, EXIT_UNUSABLE};
 use crate::challenge::{ChallengeResponder, ChallengeTokens};
 use crate::config;
+use crate::daemon::{self, ControlRequest};
 use crate::renewal::{self, Renewer, SiteState};
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 
 /// Orders certificates for the sites named in `selected` (all when empty) that have none or are due
 /// (all of them with `force`). Returns the exit code.
@@ -39,6 +40,21 @@ pub async fn issue(config_path: &Path, force: bool, selected: &[String]) -> u8 {
     };
     let _lock = match store.lock() {
         Ok(lock) => lock,
+        Err(err @ StoreError::Locked { .. }) => {
+            // A running daemon holds the lock and port 80: hand the request to it.
+            let request = ControlRequest::Issue {
+                force,
+                sites: selected.to_vec(),
+            };
+            let socket = store.layout().control_socket();
+            return match daemon::send_control_request(&socket, &request).await {
+                Ok(code) => code,
+                Err(_) => {
+                    eprintln!("{err}");
+                    EXIT_UNUSABLE
+                }
+            };
+        }
         Err(err) => {
             eprintln!("{err}");
             return EXIT_UNUSABLE;

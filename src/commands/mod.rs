@@ -25,16 +25,14 @@ pub const EXIT_UNUSABLE: u8 = 2;
 pub async fn run(cli: Cli) -> u8 {
     match cli.command {
         Command::Issue { force, sites } => issue(&cli.config, force, &sites).await,
-        Command::Run => {
-            eprintln!("certd run: not yet");
-            EXIT_UNUSABLE
-        }
+        Command::Run => crate::daemon::run(&cli.config).await,
         Command::Status { json } => status(&cli.config, json),
         Command::Check => check(&cli.config),
     }
 }
 
-/// Formats a time as RFC 3339, the one format certd prints and stores.
+/// Formats a time as RFC 3339 in whole seconds, the one format certd prints.
 pub(crate) fn rfc3339(at: OffsetDateTime) -> String {
+    let at = at.replace_nanosecond(0).unwrap_or(at);
     at.format(&Rfc3339).unwrap_or_else(|_| at.to_string())
 }

@@ -16,6 +16,7 @@
 //! route, static misses, unreachable or slow upstreams); an upstream's own 404 passes through, as
 //! with nginx's default `proxy_intercept_errors off`.
 
+mod body;
 mod headers;
 #[cfg(test)]
 mod tests;
@@ -103,8 +104,10 @@ fn prefix_matches(prefix: &str, path: &str) -> bool {
 pub struct ProxyLimits {
     /// How long a TCP connect to an upstream may take before the request fails with 504.
     pub connect_timeout: Duration,
-    /// How long an upstream may take to start answering (connect included) before the request
-    /// fails with 504. The body, once started, may stream for as long as it needs.
+    /// How long an upstream may take to start answering before the request fails with 504, counted
+    /// from when the request body has been forwarded in full (at once for requests without one), so
+    /// a long upload does not count against it. A response body, once started, may stream for as
+    /// long as it needs.
     pub response_timeout: Duration,
     /// How long an idle keep-alive connection to an upstream stays in the pool.
     pub pool_idle_timeout: Duration,
@@ -136,7 +139,7 @@ pub struct UpstreamUsed(pub String);
 /// them at shutdown.
 #[derive(Debug)]
 pub struct Proxy {
-    client: Client<HttpConnector, Incoming>,
+    client: Client<HttpConnector, body::RequestBody>,
     limits: ProxyLimits,
     tunnels: TaskTracker,
     shutdown: CancellationToken,
@@ -235,27 +238,30 @@ impl Proxy {
         })?;
         parts.version = Version::HTTP_11;
         headers::prepare_request_headers(&mut parts.headers, host, client.ip(), upgrade);
+        let (body, body_sent) = body::RequestBody::new(body);
         let request = Request::from_parts(parts, body);
 
-        let answer =
-            tokio::time::timeout(self.limits.response_timeout, self.client.request(request));
-        let mut response = match answer.await {
-            Ok(Ok(response)) => response,
-            Ok(Err(error)) => {
-                let error = error_chain(&error);
-                if error.timed_out {
-                    warn!(upstream = label, error = %error.text, "upstream connect timed out");
-                    return Err(StatusCode::GATEWAY_TIMEOUT);
+        // The upstream has `response_timeout` to start answering once it has the whole request.
+        let deadline = async {
+            body_sent.wait().await;
+            tokio::time::sleep(self.limits.response_timeout).await;
+        };
+        let mut response = tokio::select! {
+            answer = self.client.request(request) => match answer {
+                Ok(response) => response,
+                Err(error) => {
+                    let error = error_chain(&error);
+                    if error.timed_out {
+                        warn!(upstream = label, error = %error.text, "upstream connect timed out");
+                        return Err(StatusCode::GATEWAY_TIMEOUT);
+                    }
+                    warn!(upstream = label, error = %error.text, "upstream request failed");
+                    return Err(StatusCode::BAD_GATEWAY);
                 }
-                warn!(upstream = label, error = %error.text, "upstream request failed");
-                return Err(StatusCode::BAD_GATEWAY);
-            }
-            Err(_elapsed) => {
+            },
+            () = deadline => {
                 let timeout_ms = self.limits.response_timeout.as_millis();
-                warn!(
-                    upstream = label,
-                    timeout_ms, "upstream did not answer in time"
-                );
+                warn!(upstream = label, timeout_ms, "upstream did not answer in time");
                 return Err(StatusCode::GATEWAY_TIMEOUT);
             }
         };

@@ -484,6 +484,32 @@ async fn slow_upstream_is_gateway_timeout() {
     .await;
 }
 
+#[tokio::test]
+async fn slow_uploads_do_not_count_against_the_response_timeout() {
+    bounded(async {
+        let upstream_addr = start_upstream("app").await;
+        let limits = ProxyLimits {
+            response_timeout: Duration::from_millis(300),
+            ..ProxyLimits::default()
+        };
+        let (addr, _proxy) = start_proxy(site(&[("/", upstream(upstream_addr))]), limits).await;
+        let (sender, receiver) = mpsc::channel(1);
+        tokio::spawn(async move {
+            for _ in 0..3 {
+                sender.send(Bytes::from_static(b"chunk")).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(400)).await;
+            }
+        });
+        let request = Request::post("/upload")
+            .header("host", "site.example")
+            .body(ChannelBody(receiver))
+            .unwrap();
+        let seen = echo(addr, request).await;
+        assert_eq!(seen["body_len"], 15);
+    })
+    .await;
+}
+
 fn write_page(dir: &Path, name: &str, content: &str) -> PathBuf {
     let path = dir.join(name);
     std::fs::write(&path, content).unwrap();
@@ -613,6 +639,8 @@ async fn start_websocket_echo() -> (SocketAddr, mpsc::UnboundedReceiver<(String,
             let (stream, _) = listener.accept().await.unwrap();
             let seen_tx = seen_tx.clone();
             tokio::spawn(async move {
+                // The signature (and its large error type) is tungstenite's `Callback`.
+                #[allow(clippy::result_large_err)]
                 let callback =
                     |request: &tokio_tungstenite::tungstenite::handshake::server::Request,
                      response| {

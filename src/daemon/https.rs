@@ -1,0 +1,377 @@
+//! The HTTPS front: accepts TCP connections, terminates TLS with the SNI resolver's certificates, serves
+//! HTTP/1.1 and HTTP/2 on them, and hands each request to the proxy for the site its host names.
+//!
+//! Limits keep a slow or hostile client from exhausting the daemon: a cap on concurrent connections
+//! (excess connections are closed at once), a TLS handshake deadline, a header read deadline, a cap on
+//! header size, and an idle timeout.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, warn, Instrument};
+
+use super::sites::SiteTable;
+use crate::config::LimitsConfig;
+use crate::proxy::{Proxy, ProxyBody, UpstreamUsed};
+use crate::resolver::SniResolver;
+
+/// Everything a connection needs, shared by all of them.
+pub(super) struct HttpsContext {
+    pub sites: Arc<ArcSwap<SiteTable>>,
+    pub proxy: Proxy,
+    pub limits: LimitsConfig,
+    pub connections: Arc<Semaphore>,
+}
+
+/// The rustls configuration: TLS 1.2 and 1.3 only, ALPN h2 then http/1.1, certificates from `resolver`,
+/// and stateless session tickets so returning clients resume without a full handshake.
+pub(super) fn tls_config(
+    resolver: Arc<SniResolver>,
+) -> Result<Arc<rustls::ServerConfig>, rustls::Error> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .with_no_client_auth()
+        .with_cert_resolver(resolver);
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    config.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new()?;
+    Ok(Arc::new(config))
+}
+
+/// Accepts connections on `listener` until `shutdown`; each connection runs as a task on `tasks`.
+pub(super) async fn accept_loop(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    context: Arc<HttpsContext>,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+) {
+    loop {
+        let (stream, peer) = tokio::select! {
+            () = shutdown.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                // Accept errors (e.g. out of file descriptors) are transient; never fatal.
+                Err(err) => {
+                    warn!(%err, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(permit) = context.connections.clone().try_acquire_owned() else {
+            debug!(%peer, "connection limit reached; closing");
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let acceptor = acceptor.clone();
+        let context = context.clone();
+        let shutdown = shutdown.clone();
+        tasks.spawn(
+            async move {
+                let _permit = permit;
+                serve_connection(stream, peer, acceptor, context, shutdown).await;
+            }
+            .instrument(tracing::debug_span!("conn", %peer)),
+        );
+    }
+}
+
+async fn serve_connection(
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    acceptor: TlsAcceptor,
+    context: Arc<HttpsContext>,
+    shutdown: CancellationToken,
+) {
+    let limits = &context.limits;
+    let tls = match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream)).await
+    {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(err)) => {
+            debug!(%err, "TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            debug!("TLS handshake timed out");
+            return;
+        }
+    };
+    let sni = tls.get_ref().1.server_name().map(str::to_owned);
+    let io = IdleIo::new(TokioIo::new(tls));
+    let activity = io.activity.clone();
+
+    let service_context = context.clone();
+    let service_activity = activity.clone();
+    let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+        let context = service_context.clone();
+        let sni = sni.clone();
+        let activity = service_activity.clone();
+        async move {
+            let _busy = activity.begin_request();
+            Ok::<_, Infallible>(handle(&context, request, peer, sni.as_deref()).await)
+        }
+    });
+
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_header_bytes.max(8192));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+        .max_concurrent_streams(256);
+    let connection = builder.serve_connection_with_upgrades(io, service);
+    tokio::pin!(connection);
+
+    let idle_timeout = limits.idle_timeout;
+    let mut draining = false;
+    loop {
+        let idle_for = activity.idle_for();
+        let check_in = idle_timeout
+            .saturating_sub(idle_for)
+            .max(Duration::from_millis(100));
+        tokio::select! {
+            result = connection.as_mut() => {
+                if let Err(err) = result {
+                    debug!(%err, "connection ended with an error");
+                }
+                return;
+            }
+            () = shutdown.cancelled(), if !draining => {
+                // Finish the requests in flight, accept no new ones; the daemon bounds how long.
+                connection.as_mut().graceful_shutdown();
+                draining = true;
+            }
+            () = tokio::time::sleep(check_in) => {
+                if activity.idle_for() >= idle_timeout && !activity.busy() {
+                    debug!("idle timeout");
+                    connection.as_mut().graceful_shutdown();
+                    draining = true;
+                }
+            }
+        }
+    }
+}
+
+/// Routes one request to its site and logs it, access-log style.
+async fn handle(
+    context: &HttpsContext,
+    request: Request<Incoming>,
+    peer: SocketAddr,
+    sni: Option<&str>,
+) -> Response<ProxyBody> {
+    let started = Instant::now();
+    let method = request.method().clone();
+    let path = request
+        .uri()
+        .path_and_query()
+        .map(|pq| pq.as_str().to_owned())
+        .unwrap_or_else(|| "/".into());
+    let host = request_host(&request).or_else(|| sni.map(str::to_owned));
+    let sites = context.sites.load();
+    let site = host.as_deref().and_then(|host| sites.site(host));
+    let response = match site {
+        Some(site) => context.proxy.handle(request, &site.routes, peer).await,
+        None => misdirected(),
+    };
+    let upstream = response
+        .extensions()
+        .get::<UpstreamUsed>()
+        .map(|used| used.0.as_str())
+        .unwrap_or("-");
+    let bytes = response
+        .headers()
+        .get(hyper::header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or("-");
+    info!(
+        target: "certd::access",
+        client = %peer.ip(),
+        site = site.map(|site| site.name.as_str()).unwrap_or("-"),
+        %method,
+        path,
+        status = response.status().as_u16(),
+        bytes,
+        ms = started.elapsed().as_millis() as u64,
+        upstream,
+        "request"
+    );
+    response
+}
+
+/// 421: the connection reached us, but the request names a host this server does not serve.
+fn misdirected() -> Response<ProxyBody> {
+    use http_body_util::BodyExt;
+    let body = http_body_util::Full::new(bytes::Bytes::from_static(
+        b"this server does not serve that host\n",
+    ))
+    .map_err(|never| match never {})
+    .boxed();
+    let mut response = Response::new(body);
+    *response.status_mut() = StatusCode::MISDIRECTED_REQUEST;
+    response
+}
+
+/// The host the request is for: the URI authority (HTTP/2) or the Host header, without port,
+/// lower-cased.
+fn request_host<B>(request: &Request<B>) -> Option<String> {
+    let raw = match request.uri().authority() {
+        Some(authority) => authority.host().to_owned(),
+        None => {
+            let header = request.headers().get(hyper::header::HOST)?.to_str().ok()?;
+            strip_port(header).to_owned()
+        }
+    };
+    Some(raw.trim_end_matches('.').to_ascii_lowercase())
+}
+
+/// `host:port` → `host`, leaving bracketed IPv6 literals whole.
+pub(super) fn strip_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        return host
+            .split(']')
+            .next()
+            .map_or(host, |inner| &host[..inner.len() + 1]);
+    }
+    host.rsplit_once(':').map_or(host, |(name, _)| name)
+}
+
+/// Wraps a connection's IO to note when bytes last moved, for the idle timeout.
+struct IdleIo<T> {
+    inner: T,
+    activity: Arc<Activity>,
+}
+
+/// When a connection last moved bytes.
+struct Activity {
+    started: Instant,
+    last_ms: std::sync::atomic::AtomicU64,
+    in_flight: std::sync::atomic::AtomicU64,
+}
+
+impl Activity {
+    fn touch(&self) {
+        let now = self.started.elapsed().as_millis() as u64;
+        self.last_ms
+            .store(now, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn idle_for(&self) -> Duration {
+        let now = self.started.elapsed().as_millis() as u64;
+        let last = self.last_ms.load(std::sync::atomic::Ordering::Relaxed);
+        Duration::from_millis(now.saturating_sub(last))
+    }
+
+    // A request waiting for its upstream moves no bytes but is not idle.
+    fn busy(&self) -> bool {
+        self.in_flight.load(std::sync::atomic::Ordering::Relaxed) > 0
+    }
+
+    fn begin_request(self: &Arc<Self>) -> RequestInFlight {
+        self.in_flight
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        RequestInFlight(self.clone())
+    }
+}
+
+/// Counts a request as in flight until dropped.
+struct RequestInFlight(Arc<Activity>);
+
+impl Drop for RequestInFlight {
+    fn drop(&mut self) {
+        self.0.touch();
+        self.0
+            .in_flight
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl<T> IdleIo<T> {
+    fn new(inner: T) -> Self {
+        Self {
+            inner,
+            activity: Arc::new(Activity {
+                started: Instant::now(),
+                last_ms: std::sync::atomic::AtomicU64::new(0),
+                in_flight: std::sync::atomic::AtomicU64::new(0),
+            }),
+        }
+    }
+}
+
+impl<T: hyper::rt::Read + Unpin> hyper::rt::Read for IdleIo<T> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        self.activity.touch();
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<T: hyper::rt::Write + Unpin> hyper::rt::Write for IdleIo<T> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        self.activity.touch();
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        self.activity.touch();
+        std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ports_are_stripped_from_hosts() {
+        assert_eq!(strip_port("a.test:8443"), "a.test");
+        assert_eq!(strip_port("a.test"), "a.test");
+        assert_eq!(strip_port("[::1]:443"), "[::1]");
+        assert_eq!(strip_port("[::1]"), "[::1]");
+    }
+}

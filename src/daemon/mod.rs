@@ -1,0 +1,446 @@
+//! `certd run`: the long-running daemon.
+//!
+//! It owns the listeners (:80 answers HTTP-01 challenges and redirects everything else to HTTPS; :443
+//! terminates TLS and reverse-proxies), the renewal scheduler, and the control socket through which
+//! `certd issue` reaches it. Certificates already in the state directory are served at once; missing
+//! ones are ordered while the rest serve. A renewed certificate is validated, stored, then swapped into
+//! the SNI resolver in one atomic store. SIGHUP reloads the configuration (an invalid one is refused and
+//! the running one kept); SIGTERM or SIGINT stops accepting, lets requests in flight and open websockets
+//! finish for up to the grace period, and exits 0.
+
+mod control;
+mod https;
+mod sites;
+
+pub use control::{send as send_control_request, ControlRequest, Reply};
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+use time::OffsetDateTime;
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{error, info, warn, Instrument};
+
+use self::https::HttpsContext;
+use self::sites::SiteTable;
+use crate::certificate::{self, CertifiedPem};
+use crate::challenge::{self, ChallengeResponder, ChallengeTokens, Fallback};
+use crate::commands::{EXIT_OK, EXIT_SOME_FAILED, EXIT_UNUSABLE};
+use crate::config::{self, Config, SiteConfig};
+use crate::proxy::{Proxy, ProxyLimits};
+use crate::renewal::{self, Outcome, Renewer, Scheduler, SchedulerHandle};
+use crate::resolver::{self, SniResolver};
+use crate::store::{StateLock, Store};
+
+/// Why the daemon could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DaemonError {
+    /// The state directory could not be opened or locked.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    /// The plain-HTTP listener could not bind.
+    #[error(transparent)]
+    Http(#[from] challenge::ChallengeError),
+    /// An HTTPS listener could not bind.
+    #[error("cannot listen for HTTPS on {addr}: {source}")]
+    Https {
+        /// The address from `[https].listen`.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The TLS configuration could not be built.
+    #[error("cannot set up TLS: {0}")]
+    Tls(#[from] rustls::Error),
+    /// The control socket could not be created.
+    #[error("cannot create the control socket {}: {source}", path.display())]
+    Control {
+        /// The socket's path.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// Runs the daemon for the configuration at `config_path` until SIGTERM or SIGINT. Returns the exit
+/// code.
+pub async fn run(config_path: &Path) -> u8 {
+    let config = match config::load(config_path) {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("{err}");
+            return EXIT_UNUSABLE;
+        }
+    };
+    let daemon = match Daemon::start(config).await {
+        Ok(daemon) => daemon,
+        Err(err) => {
+            eprintln!("certd: {err}");
+            return EXIT_UNUSABLE;
+        }
+    };
+    if let Err(err) = daemon.wait_for_signals(config_path).await {
+        error!(%err, "cannot listen for signals");
+    }
+    daemon.shutdown().await;
+    EXIT_OK
+}
+
+/// The running daemon.
+pub struct Daemon {
+    shared: Arc<Shared>,
+    https: Arc<HttpsContext>,
+    http: ChallengeResponder,
+    https_addrs: Vec<SocketAddr>,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+    _lock: StateLock,
+}
+
+/// What the daemon's tasks share.
+struct Shared {
+    config: ArcSwap<Config>,
+    store: Store,
+    sites: Arc<ArcSwap<SiteTable>>,
+    resolver: Arc<SniResolver>,
+    renewer: watch::Sender<Renewer>,
+    scheduler: SchedulerHandle,
+}
+
+impl Daemon {
+    /// Locks the state directory, serves the stored certificates, binds every listener, and starts the
+    /// scheduler and the control socket.
+    pub async fn start(config: Config) -> Result<Self, DaemonError> {
+        let store = Store::open(&config.state_dir)?;
+        let lock = store.lock()?;
+        let config = Arc::new(config);
+
+        let resolver = Arc::new(SniResolver::new());
+        let served = serve_stored(&config, &store, &resolver);
+        info!(
+            served,
+            sites = config.sites.len(),
+            "stored certificates in service"
+        );
+        let sites = Arc::new(ArcSwap::from_pointee(SiteTable::from_config(&config)));
+
+        let shutdown = CancellationToken::new();
+        let tasks = TaskTracker::new();
+
+        // Bind everything before serving anything: a port that cannot be had is a start-up error.
+        let mut https_listeners = Vec::with_capacity(config.https.listen.len());
+        for &addr in &config.https.listen {
+            let listener = TcpListener::bind(addr)
+                .await
+                .map_err(|source| DaemonError::Https { addr, source })?;
+            https_listeners.push(listener);
+        }
+        let https_port = https_listeners
+            .first()
+            .and_then(|listener| listener.local_addr().ok())
+            .map_or(443, |addr| addr.port());
+        let tokens = ChallengeTokens::default();
+        let fallback = redirect_to_https(sites.clone(), https_port, config.http.redirect);
+        let http =
+            ChallengeResponder::start_with(&config.http.listen, tokens.clone(), fallback).await?;
+
+        let acceptor = TlsAcceptor::from(https::tls_config(resolver.clone())?);
+        let context = Arc::new(HttpsContext {
+            sites: sites.clone(),
+            proxy: Proxy::new(ProxyLimits {
+                connect_timeout: config.limits.upstream_connect_timeout,
+                response_timeout: config.limits.upstream_response_timeout,
+                ..ProxyLimits::default()
+            }),
+            limits: config.limits.clone(),
+            connections: Arc::new(Semaphore::new(config.limits.max_connections)),
+        });
+        let mut https_addrs = Vec::with_capacity(https_listeners.len());
+        for listener in https_listeners {
+            let local = listener.local_addr().map_err(|source| DaemonError::Https {
+                addr: https_addrs
+                    .first()
+                    .copied()
+                    .unwrap_or(([0, 0, 0, 0], 0).into()),
+                source,
+            })?;
+            info!(%local, "serving HTTPS");
+            https_addrs.push(local);
+            tasks.spawn(
+                https::accept_loop(
+                    listener,
+                    acceptor.clone(),
+                    context.clone(),
+                    shutdown.clone(),
+                    tasks.clone(),
+                )
+                .instrument(tracing::info_span!("https", %local)),
+            );
+        }
+
+        let renewer = Renewer::new(store.clone(), tokens, config.clone());
+        let (renewer_tx, renewer_rx) = watch::channel(renewer);
+        let publish_resolver = resolver.clone();
+        let publish: renewal::Publish = Arc::new(move |site: &SiteConfig, pem: &CertifiedPem| {
+            publish(&publish_resolver, site, pem);
+        });
+        let (scheduler, scheduler_handle) = Scheduler::new(renewer_rx, publish, shutdown.clone());
+        scheduler.spawn(&tasks);
+
+        let shared = Arc::new(Shared {
+            config: ArcSwap::new(config),
+            store: store.clone(),
+            sites,
+            resolver,
+            renewer: renewer_tx,
+            scheduler: scheduler_handle,
+        });
+
+        let control_path = store.layout().control_socket();
+        let control = control::bind(&control_path).map_err(|source| DaemonError::Control {
+            path: control_path.clone(),
+            source,
+        })?;
+        tasks.spawn(control::serve(
+            control,
+            shared.clone(),
+            shutdown.clone(),
+            tasks.clone(),
+        ));
+
+        info!(http = ?http.local_addrs(), https = ?https_addrs, "certd is running");
+        Ok(Self {
+            shared,
+            https: context,
+            http,
+            https_addrs,
+            shutdown,
+            tasks,
+            _lock: lock,
+        })
+    }
+
+    /// The addresses the HTTP listener is bound to.
+    pub fn http_addrs(&self) -> &[SocketAddr] {
+        self.http.local_addrs()
+    }
+
+    /// The addresses the HTTPS listeners are bound to.
+    pub fn https_addrs(&self) -> &[SocketAddr] {
+        &self.https_addrs
+    }
+
+    /// Reloads on SIGHUP until SIGTERM or SIGINT arrives.
+    pub async fn wait_for_signals(&self, config_path: &Path) -> std::io::Result<()> {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut hangup = signal(SignalKind::hangup())?;
+        let mut terminate = signal(SignalKind::terminate())?;
+        let mut interrupt = signal(SignalKind::interrupt())?;
+        loop {
+            tokio::select! {
+                _ = hangup.recv() => self.reload(config_path),
+                _ = terminate.recv() => { info!("SIGTERM: shutting down"); return Ok(()) }
+                _ = interrupt.recv() => { info!("SIGINT: shutting down"); return Ok(()) }
+            }
+        }
+    }
+
+    /// Reads the configuration again and applies it: sites added are served (and ordered when they have
+    /// no certificate), sites removed stop being served, routes change. An invalid configuration is
+    /// refused with the error logged, and the running one stays.
+    pub fn reload(&self, config_path: &Path) {
+        let mut next = match config::load(config_path) {
+            Ok(next) => next,
+            Err(err) => {
+                error!("reload refused, the running configuration stays: {err}");
+                return;
+            }
+        };
+        let current = self.shared.config.load_full();
+        if next.http.listen != current.http.listen || next.https.listen != current.https.listen {
+            warn!("listen addresses changed; they take effect at the next start");
+        }
+        if next.state_dir != current.state_dir {
+            warn!("state_dir changed; it takes effect at the next start");
+            next.state_dir = current.state_dir.clone();
+        }
+        let next = Arc::new(next);
+        let names: Vec<String> = next
+            .sites
+            .iter()
+            .flat_map(|site| site.names.clone())
+            .collect();
+        self.shared.resolver.retain(&names);
+        serve_stored(&next, &self.shared.store, &self.shared.resolver);
+        self.shared
+            .sites
+            .store(Arc::new(SiteTable::from_config(&next)));
+        self.shared.config.store(next.clone());
+        let renewer = self.shared.renewer.borrow().reconfigured(next.clone());
+        self.shared.renewer.send_replace(renewer);
+        info!(sites = next.sites.len(), "configuration reloaded");
+    }
+
+    /// Stops accepting, lets requests in flight finish for up to the grace period, then returns.
+    pub async fn shutdown(self) {
+        let grace = self.shared.config.load().limits.grace_period;
+        self.shutdown.cancel();
+        self.http.shutdown().await;
+        self.tasks.close();
+        let drained = async {
+            self.tasks.wait().await;
+            // Upgraded connections (websockets) live on as proxy tunnels; let them finish too.
+            while self.https.proxy.open_tunnels() > 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        };
+        if tokio::time::timeout(grace, drained).await.is_err() {
+            warn!(
+                seconds = grace.as_secs(),
+                connections = self.tasks.len(),
+                websockets = self.https.proxy.open_tunnels(),
+                "grace period over; closing what is still open"
+            );
+        }
+        self.https.proxy.close_tunnels().await;
+        let _ = std::fs::remove_file(self.shared.store.layout().control_socket());
+        info!("stopped");
+    }
+}
+
+impl Shared {
+    /// `certd issue` handed to the daemon: renew the named sites (all when none) now when due, or
+    /// anyway with `force`, publish what was issued, and report like the CLI does.
+    async fn issue(&self, force: bool, names: &[String]) -> Vec<Reply> {
+        let config = self.config.load_full();
+        let sites = match config.select_sites(names) {
+            Ok(sites) => sites,
+            Err(message) => return vec![Reply::Err(message), Reply::Exit(EXIT_UNUSABLE)],
+        };
+        let renewer = self.renewer.borrow().clone();
+        if let Err(err) = renewer.connect().await {
+            let now = OffsetDateTime::now_utc();
+            for site in &sites {
+                renewal::record_failure(
+                    &self.store,
+                    site,
+                    &err.to_string(),
+                    err.retry_after(),
+                    now,
+                );
+            }
+            return vec![Reply::Err(err.to_string()), Reply::Exit(EXIT_UNUSABLE)];
+        }
+        let mut replies = Vec::with_capacity(sites.len() + 1);
+        let mut failed = false;
+        for (name, outcome) in renewer.renew_all(&sites, force).await {
+            if let (Outcome::Issued { pem, .. }, Some(site)) =
+                (&outcome, sites.iter().find(|site| site.name() == name))
+            {
+                publish(&self.resolver, site, pem);
+            }
+            match outcome.report(&name) {
+                Ok(line) => replies.push(Reply::Out(line)),
+                Err(line) => {
+                    failed = true;
+                    replies.push(Reply::Err(line));
+                }
+            }
+        }
+        self.scheduler.wake();
+        replies.push(Reply::Exit(if failed { EXIT_SOME_FAILED } else { EXIT_OK }));
+        replies
+    }
+}
+
+/// Publishes every usable stored certificate of `config`'s sites; returns how many sites are served.
+fn serve_stored(config: &Config, store: &Store, resolver: &SniResolver) -> usize {
+    let now = OffsetDateTime::now_utc();
+    let mut served = 0;
+    for site in &config.sites {
+        let stored = match store.current(site.name()) {
+            Ok(Some(stored)) => stored,
+            Ok(None) => continue,
+            Err(err) => {
+                warn!(site = site.name(), %err, "cannot read the stored certificate");
+                continue;
+            }
+        };
+        match certificate::check_pair(&stored.pem, &site.names, now) {
+            Ok(_) => {
+                if publish(resolver, site, &stored.pem) {
+                    served += 1;
+                }
+            }
+            Err(err) => {
+                warn!(site = site.name(), %err, "the stored certificate cannot be served; it will be replaced")
+            }
+        }
+    }
+    served
+}
+
+/// Swaps `pem` in for every name of `site`. Returns whether it could be used.
+fn publish(resolver: &SniResolver, site: &SiteConfig, pem: &CertifiedPem) -> bool {
+    match resolver::certified_key(pem) {
+        Ok(key) => {
+            resolver.publish(&site.names, key);
+            let serial = certificate::parse_pem(&pem.cert_pem)
+                .map(|info| info.serial)
+                .unwrap_or_default();
+            info!(site = site.name(), %serial, "certificate in service");
+            true
+        }
+        Err(err) => {
+            warn!(site = site.name(), %err, "certificate not swapped in");
+            false
+        }
+    }
+}
+
+/// The :80 answer for everything but ACME challenges: 301 to `https://<host><path-and-query>` for a
+/// configured name (with the HTTPS port when it is not 443), 404 for any other host.
+fn redirect_to_https(sites: Arc<ArcSwap<SiteTable>>, https_port: u16, redirect: bool) -> Fallback {
+    Arc::new(move |request: &Request<Incoming>| {
+        let host = request
+            .headers()
+            .get(hyper::header::HOST)
+            .and_then(|value| value.to_str().ok())
+            .map(|host| {
+                https::strip_port(host)
+                    .trim_end_matches('.')
+                    .to_ascii_lowercase()
+            });
+        let Some(host) = host.filter(|host| redirect && sites.load().serves(host)) else {
+            return challenge::plain(StatusCode::NOT_FOUND, "not found\n");
+        };
+        let path = request.uri().path_and_query().map_or("/", |pq| pq.as_str());
+        let location = if https_port == 443 {
+            format!("https://{host}{path}")
+        } else {
+            format!("https://{host}:{https_port}{path}")
+        };
+        let mut response = Response::new(Full::new(Bytes::from_static(b"")));
+        *response.status_mut() = StatusCode::MOVED_PERMANENTLY;
+        match hyper::header::HeaderValue::try_from(location) {
+            Ok(value) => {
+                response
+                    .headers_mut()
+                    .insert(hyper::header::LOCATION, value);
+                response
+            }
+            Err(_) => challenge::plain(StatusCode::BAD_REQUEST, "bad request target\n"),
+        }
+    })
+}

@@ -1,0 +1,70 @@
+//! The sites the daemon serves, by host name: each with its routes and error pages, built from the
+//! configuration and swapped whole on reload.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::config::{Config, RouteTargetConfig, SiteConfig};
+use crate::proxy::{Route, RouteTarget, SiteRoutes};
+
+/// One served site.
+pub(super) struct ServedSite {
+    /// The site's first name.
+    pub name: String,
+    /// How its requests are answered.
+    pub routes: SiteRoutes,
+}
+
+/// Every served site, by each of its names.
+#[derive(Default)]
+pub(super) struct SiteTable {
+    by_name: HashMap<String, Arc<ServedSite>>,
+}
+
+impl SiteTable {
+    /// The table for `config`'s sites.
+    pub fn from_config(config: &Config) -> Self {
+        let mut by_name = HashMap::new();
+        for site in &config.sites {
+            let served = Arc::new(ServedSite {
+                name: site.name().to_owned(),
+                routes: routes(site),
+            });
+            for name in &site.names {
+                by_name.insert(name.clone(), served.clone());
+            }
+        }
+        Self { by_name }
+    }
+
+    /// The site serving `host` (lower-case, without port).
+    pub fn site(&self, host: &str) -> Option<&Arc<ServedSite>> {
+        self.by_name.get(host)
+    }
+
+    /// Whether `host` is one of the configured names.
+    pub fn serves(&self, host: &str) -> bool {
+        self.by_name.contains_key(host)
+    }
+}
+
+fn routes(site: &SiteConfig) -> SiteRoutes {
+    SiteRoutes {
+        routes: site
+            .routes
+            .iter()
+            .map(|route| Route {
+                path: route.path.clone(),
+                target: match &route.target {
+                    RouteTargetConfig::Proxy(uri) => RouteTarget::Proxy(uri.clone()),
+                    RouteTargetConfig::Root(root) => RouteTarget::Static(root.clone()),
+                },
+            })
+            .collect(),
+        error_pages: site
+            .error_pages
+            .iter()
+            .map(|(status, path)| (*status, path.clone()))
+            .collect(),
+    }
+}
