@@ -153,6 +153,17 @@ pub enum AcmeError {
 }
 
 impl AcmeError {
+    /// Whether the CA says the account certd used does not exist (RFC 8555 `accountDoesNotExist`).
+    pub fn is_unknown_account(&self) -> bool {
+        match self {
+            Self::Rejected { problem, .. } | Self::AccountRejected { problem } => problem
+                .r#type
+                .as_deref()
+                .is_some_and(|kind| kind.ends_with(":accountDoesNotExist")),
+            _ => false,
+        }
+    }
+
     /// When the CA asked certd to try again, if it did.
     pub fn retry_after(&self) -> Option<OffsetDateTime> {
         match self {
@@ -230,12 +241,31 @@ impl AcmeClient {
     /// Loads the account stored for `acme.directory_url`, or creates one at the CA and stores its
     /// credentials (0600) before returning. After this succeeds, call [`AcmeClient::order`] per site.
     pub async fn connect(acme: &AcmeConfig, store: &Store) -> Result<Self, AcmeError> {
+        Self::connect_inner(acme, store, false).await
+    }
+
+    /// Creates a new account at the CA and stores it in place of the old one. For when the CA no
+    /// longer knows the stored account (a test CA restarted, an account deactivated elsewhere).
+    pub async fn connect_new_account(acme: &AcmeConfig, store: &Store) -> Result<Self, AcmeError> {
+        Self::connect_inner(acme, store, true).await
+    }
+
+    async fn connect_inner(
+        acme: &AcmeConfig,
+        store: &Store,
+        new_account: bool,
+    ) -> Result<Self, AcmeError> {
         let url = acme.directory_url.clone();
         let retry_after = RetryAfter::default();
         let http = CaHttpClient::new(acme.ca_roots.as_deref(), retry_after.clone())?;
         let builder = Account::builder_with_http(Box::new(http.clone()));
 
-        let account = match store.load_account(&url)? {
+        let stored = if new_account {
+            None
+        } else {
+            store.load_account(&url)?
+        };
+        let account = match stored {
             Some(json) => {
                 let credentials: AccountCredentials =
                     serde_json::from_str(&json).map_err(|err| StoreError::Corrupt {

@@ -194,8 +194,7 @@ impl ChallengeResponder {
     ) -> Result<Self, ChallengeError> {
         let mut listeners = Vec::with_capacity(addrs.len());
         for &addr in addrs {
-            let listener = TcpListener::bind(addr)
-                .await
+            let listener = crate::listener::bind_tcp(addr)
                 .map_err(|source| ChallengeError { addr, source })?;
             listeners.push((addr, listener));
         }

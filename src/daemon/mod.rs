@@ -24,7 +24,6 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use time::OffsetDateTime;
-use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
@@ -141,14 +140,13 @@ impl Daemon {
         // Bind everything before serving anything: a port that cannot be had is a start-up error.
         let mut https_listeners = Vec::with_capacity(config.https.listen.len());
         for &addr in &config.https.listen {
-            let listener = TcpListener::bind(addr)
-                .await
+            let listener = crate::listener::bind_tcp(addr)
                 .map_err(|source| DaemonError::Https { addr, source })?;
-            https_listeners.push(listener);
+            https_listeners.push((addr, listener));
         }
         let https_port = https_listeners
             .first()
-            .and_then(|listener| listener.local_addr().ok())
+            .and_then(|(_, listener)| listener.local_addr().ok())
             .map_or(443, |addr| addr.port());
         let tokens = ChallengeTokens::default();
         let fallback = redirect_to_https(sites.clone(), https_port, config.http.redirect);
@@ -167,14 +165,10 @@ impl Daemon {
             connections: Arc::new(Semaphore::new(config.limits.max_connections)),
         });
         let mut https_addrs = Vec::with_capacity(https_listeners.len());
-        for listener in https_listeners {
-            let local = listener.local_addr().map_err(|source| DaemonError::Https {
-                addr: https_addrs
-                    .first()
-                    .copied()
-                    .unwrap_or(([0, 0, 0, 0], 0).into()),
-                source,
-            })?;
+        for (addr, listener) in https_listeners {
+            let local = listener
+                .local_addr()
+                .map_err(|source| DaemonError::Https { addr, source })?;
             info!(%local, "serving HTTPS");
             https_addrs.push(local);
             tasks.spawn(

@@ -223,9 +223,19 @@ impl Renewer {
         site: &SiteConfig,
     ) -> Result<(CertificateInfo, CertifiedPem), RenewError> {
         let acme = self.connect().await?;
-        let pem = acme
-            .order(site, self.inner.config.acme.key_type, &self.inner.tokens)
-            .await?;
+        let key_type = self.inner.config.acme.key_type;
+        let pem = match acme.order(site, key_type, &self.inner.tokens).await {
+            Err(err) if err.is_unknown_account() => {
+                // The CA forgot the stored account: register a new one and try once more.
+                warn!(error = %err, "the CA does not know the stored account; creating a new one");
+                let fresh =
+                    AcmeClient::connect_new_account(&self.inner.config.acme, &self.inner.store)
+                        .await?;
+                *self.inner.acme.lock().await = Some(fresh.clone());
+                fresh.order(site, key_type, &self.inner.tokens).await?
+            }
+            other => other?,
+        };
         let info = certificate::check_pair(&pem, &site.names, OffsetDateTime::now_utc()).map_err(
             |source| RenewError::Unusable {
                 site: site.name().to_owned(),
