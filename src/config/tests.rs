@@ -577,3 +577,26 @@ fn sites_are_selected_by_first_name() {
     let err = config.select_sites(&["www.b.org".into()]).unwrap_err();
     assert!(err.contains("example.org, b.org"), "{err}");
 }
+
+/// The examples in deploy/examples stay valid: each parses once its folders exist (here, in a
+/// temporary folder standing in for /srv).
+#[test]
+fn the_deploy_examples_parse() {
+    let srv = tempfile::tempdir().unwrap();
+    let www = srv.path().join("togetherers/www");
+    std::fs::create_dir_all(&www).unwrap();
+    for page in ["404.html", "50x.html"] {
+        std::fs::write(www.join(page), "page").unwrap();
+    }
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/examples");
+    for name in ["terrax9.toml", "togetherers.toml"] {
+        let text = std::fs::read_to_string(examples.join(name)).unwrap();
+        let text = text.replace("/srv/", &format!("{}/", srv.path().display()));
+        let config = match from_toml(&text, &examples.join(name)) {
+            Ok(config) => config,
+            Err(err) => panic!("{name}:\n{err}"),
+        };
+        assert_eq!(config.https.listen.len(), 2, "{name}");
+        assert!(!config.sites[0].routes.is_empty(), "{name}");
+    }
+}
