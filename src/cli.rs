@@ -47,4 +47,26 @@ pub enum Command {
     },
     /// Validate the configuration and name every problem in it.
     Check,
+    /// Move in from another tool without re-issuing anything.
+    #[command(subcommand)]
+    Import(ImportCommand),
+}
+
+/// What `certd import` can adopt.
+#[derive(Debug, Subcommand)]
+pub enum ImportCommand {
+    /// Adopt certbot's live certificates (and its ACME account) into the state directory, with no new
+    /// order; lineages become sites (or match existing ones by names) and are renewed when due.
+    Certbot {
+        /// certbot's configuration folder.
+        #[arg(long, default_value = "/etc/letsencrypt")]
+        from: PathBuf,
+    },
+    /// Translate nginx server blocks into a certd.toml fragment on stdout; every directive that cannot
+    /// be translated is listed as a comment with its file and line.
+    Nginx {
+        /// nginx configuration files (e.g. /etc/nginx/sites-enabled/example).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
 }

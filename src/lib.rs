@@ -15,6 +15,7 @@ pub mod commands;
 pub mod config;
 pub mod daemon;
 pub mod hostname;
+pub mod import;
 pub mod listener;
 pub mod proxy;
 pub mod renewal;

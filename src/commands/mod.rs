@@ -12,7 +12,7 @@ pub use status::{status, SiteStatus};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-use crate::cli::{Cli, Command};
+use crate::cli::{Cli, Command, ImportCommand};
 
 /// Everything succeeded.
 pub const EXIT_OK: u8 = 0;
@@ -28,6 +28,10 @@ pub async fn run(cli: Cli) -> u8 {
         Command::Run => crate::daemon::run(&cli.config).await,
         Command::Status { json } => status(&cli.config, json),
         Command::Check => check(&cli.config),
+        Command::Import(ImportCommand::Certbot { from }) => {
+            crate::import::certbot::run(&from, &cli.config).await
+        }
+        Command::Import(ImportCommand::Nginx { files }) => crate::import::nginx::run(&files),
     }
 }
 
