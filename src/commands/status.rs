@@ -2,22 +2,83 @@
 //!
 //! Reads only: it takes no lock (the store's layout makes every read see a complete pair) and creates
 //! nothing, so it works while `certd issue` or the daemon runs.
+//!
+//! Exit codes follow the monitoring-plugin convention (Nagios, Icinga, Sensu): 0 OK; 1 WARNING when a
+//! certificate has fewer than `[status] warn_days` left or its last renewal failed; 2 CRITICAL when one
+//! has fewer than `critical_days` left, is expired, or does not exist; 3 UNKNOWN when the configuration
+//! or the state directory cannot be read.
 
 use std::path::Path;
 
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use super::{rfc3339, EXIT_OK, EXIT_UNUSABLE};
-use crate::config::{self, Config};
+use super::rfc3339;
+use crate::config::{self, Config, OperationsConfig};
 use crate::renewal::{self, SiteState};
 use crate::store::{SiteRecord, Store};
+
+/// Exit code: everything is fine.
+pub const STATUS_OK: u8 = 0;
+/// Exit code: something needs attention soon.
+pub const STATUS_WARNING: u8 = 1;
+/// Exit code: a site is (about to be) down.
+pub const STATUS_CRITICAL: u8 = 2;
+/// Exit code: the status could not be determined.
+pub const STATUS_UNKNOWN: u8 = 3;
+
+/// How worried an operator should be about a site.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// Nothing to do.
+    Ok,
+    /// Renewal failed, or expiry is nearer than `warn_days`.
+    Warning,
+    /// No certificate, expired, or expiry nearer than `critical_days`.
+    Critical,
+}
+
+impl Severity {
+    /// The monitoring-plugin exit code.
+    pub fn exit_code(self) -> u8 {
+        match self {
+            Self::Ok => STATUS_OK,
+            Self::Warning => STATUS_WARNING,
+            Self::Critical => STATUS_CRITICAL,
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Self::Ok => "OK",
+            Self::Warning => "WARNING",
+            Self::Critical => "CRITICAL",
+        }
+    }
+}
+
+/// A site's severity from its days left and whether its last renewal failed.
+pub fn severity(
+    days_left: Option<i64>,
+    renewal_failing: bool,
+    thresholds: &OperationsConfig,
+) -> Severity {
+    match days_left {
+        None => Severity::Critical,
+        Some(days) if days < thresholds.critical_days.max(0) || days < 0 => Severity::Critical,
+        Some(days) if days < thresholds.warn_days || renewal_failing => Severity::Warning,
+        Some(_) => Severity::Ok,
+    }
+}
 
 /// One site's row, as printed (and as JSON with `--json`).
 #[derive(Debug, Clone, Serialize)]
 pub struct SiteStatus {
     /// The site's first name.
     pub site: String,
+    /// OK, warning or critical (see the module docs).
+    pub state: Severity,
     /// Every configured name.
     pub names: Vec<String>,
     /// The issuer's distinguished name, when a certificate is stored.
@@ -46,6 +107,7 @@ pub struct SiteStatus {
 
 #[derive(Serialize)]
 struct StatusReport<'a> {
+    state: Severity,
     config: String,
     state_dir: String,
     sites: &'a [SiteStatus],
@@ -57,18 +119,24 @@ pub fn status(config_path: &Path, json: bool) -> u8 {
         Ok(config) => config,
         Err(err) => {
             eprintln!("{err}");
-            return EXIT_UNUSABLE;
+            return STATUS_UNKNOWN;
         }
     };
     let rows = match collect(&config, OffsetDateTime::now_utc()) {
         Ok(rows) => rows,
         Err(message) => {
             eprintln!("{message}");
-            return EXIT_UNUSABLE;
+            return STATUS_UNKNOWN;
         }
     };
+    let overall = rows
+        .iter()
+        .map(|row| row.state)
+        .max()
+        .unwrap_or(Severity::Ok);
     if json {
         let report = StatusReport {
+            state: overall,
             config: config.source.display().to_string(),
             state_dir: config.state_dir.display().to_string(),
             sites: &rows,
@@ -77,13 +145,38 @@ pub fn status(config_path: &Path, json: bool) -> u8 {
             Ok(text) => println!("{text}"),
             Err(err) => {
                 eprintln!("cannot format the status as JSON: {err}");
-                return EXIT_UNUSABLE;
+                return STATUS_UNKNOWN;
             }
         }
     } else {
         print_table(&rows);
+        println!("{}", summary(overall, &rows));
     }
-    EXIT_OK
+    overall.exit_code()
+}
+
+/// The one-line verdict monitoring systems show: `OK: 2 sites`, `WARNING: a.test renewal failing`.
+fn summary(overall: Severity, rows: &[SiteStatus]) -> String {
+    let flagged: Vec<String> = rows
+        .iter()
+        .filter(|row| row.state == overall && overall != Severity::Ok)
+        .map(|row| match (row.days_left, &row.last_error) {
+            (None, _) => format!("{} has no certificate", row.site),
+            (Some(days), _) if days < 0 => format!("{} expired", row.site),
+            (Some(days), Some(_)) => format!("{} renewal failing, {days} days left", row.site),
+            (Some(days), None) => format!("{} expires in {days} days", row.site),
+        })
+        .collect();
+    if flagged.is_empty() {
+        format!(
+            "{}: {} site{}",
+            overall.label(),
+            rows.len(),
+            if rows.len() == 1 { "" } else { "s" }
+        )
+    } else {
+        format!("{}: {}", overall.label(), flagged.join("; "))
+    }
 }
 
 /// Every configured site's status at `now`.
@@ -98,6 +191,7 @@ pub fn collect(config: &Config, now: OffsetDateTime) -> Result<Vec<SiteStatus>, 
     for site in &config.sites {
         let mut row = SiteStatus {
             site: site.name().to_owned(),
+            state: Severity::Critical,
             names: site.names.clone(),
             issuer: None,
             serial: None,
@@ -136,6 +230,7 @@ pub fn collect(config: &Config, now: OffsetDateTime) -> Result<Vec<SiteStatus>, 
             row.last_success = record.last_success.map(rfc3339);
             row.next_attempt = record.next_attempt.map(rfc3339);
         }
+        row.state = severity(row.days_left, row.last_error.is_some(), &config.operations);
         rows.push(row);
     }
     Ok(rows)
@@ -143,10 +238,11 @@ pub fn collect(config: &Config, now: OffsetDateTime) -> Result<Vec<SiteStatus>, 
 
 fn print_table(rows: &[SiteStatus]) {
     let dash = || "-".to_owned();
-    let table: Vec<[String; 7]> = rows
+    let table: Vec<[String; 8]> = rows
         .iter()
         .map(|row| {
             [
+                row.state.label().to_owned(),
                 row.site.clone(),
                 row.names.join(","),
                 row.not_after
@@ -196,6 +292,31 @@ fn print_table(rows: &[SiteStatus]) {
             if let Some(next) = &row.next_attempt {
                 println!("  next attempt not before {next}");
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn severity_follows_days_left_and_failures() {
+        let thresholds = OperationsConfig::default(); // warn 14, critical 7
+        let cases = [
+            (None, false, Severity::Critical),
+            (Some(-1), false, Severity::Critical),
+            (Some(3), false, Severity::Critical),
+            (Some(10), false, Severity::Warning),
+            (Some(60), true, Severity::Warning),
+            (Some(60), false, Severity::Ok),
+        ];
+        for (days, failing, expected) in cases {
+            assert_eq!(
+                severity(days, failing, &thresholds),
+                expected,
+                "{days:?} {failing}"
+            );
         }
     }
 }

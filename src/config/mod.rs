@@ -38,6 +38,16 @@
 //! [renewal]                     # optional
 //! remaining_fraction = 0.333    # renew when less than this part of the lifetime remains (default 1/3)
 //!
+//! [status]                      # optional: `certd status` exit codes (0 ok, 1 warning, 2 critical)
+//! warn_days = 14                # warn below this many days left, or after a failed renewal
+//! critical_days = 7             # critical below this, when expired, or with no certificate
+//!
+//! [metrics]                     # optional, for `certd run`: Prometheus text at /metrics
+//! listen = "127.0.0.1:9443"     # off by default
+//!
+//! [hook]                        # optional: run after each renewal and each failed attempt
+//! command = ["/usr/local/bin/reload-mail", "--quiet"]   # argv, no shell; CERTD_* in its env
+//!
 //! [[site]]                      # at least one; one certificate per site
 //! names = ["example.org", "www.example.org"]  # DNS names, each used once in the whole file
 //!
@@ -56,6 +66,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+mod operations;
 mod raw;
 mod serving;
 #[cfg(test)]
@@ -85,6 +96,8 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// When certificates are renewed.
     pub renewal: RenewalConfig,
+    /// When `certd status` warns, and what the daemon exposes and runs for operators.
+    pub operations: OperationsConfig,
     /// The sites, in file order. Each gets one certificate covering all its names.
     pub sites: Vec<SiteConfig>,
 }
@@ -195,6 +208,34 @@ impl Default for RenewalConfig {
     fn default() -> Self {
         Self {
             remaining_fraction: 1.0 / 3.0,
+        }
+    }
+}
+
+/// `[status]`, `[metrics]` and `[hook]`: what operators watch and plug in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OperationsConfig {
+    /// `[status] warn_days`: `certd status` exits 1 (warning) when a certificate has fewer days left,
+    /// or its last renewal failed (default 14).
+    pub warn_days: i64,
+    /// `[status] critical_days`: `certd status` exits 2 (critical) when a certificate has fewer days
+    /// left, is expired, or is missing (default 7).
+    pub critical_days: i64,
+    /// `[metrics] listen`: where `certd run` serves Prometheus metrics at `/metrics` (off by default;
+    /// keep it on loopback or a private network).
+    pub metrics_listen: Option<SocketAddr>,
+    /// `[hook] command`: a program (argv, no shell) run after each renewal and each failed attempt,
+    /// with the site and file paths in its environment.
+    pub hook: Option<Vec<String>>,
+}
+
+impl Default for OperationsConfig {
+    fn default() -> Self {
+        Self {
+            warn_days: 14,
+            critical_days: 7,
+            metrics_listen: None,
+            hook: None,
         }
     }
 }

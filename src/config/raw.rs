@@ -28,6 +28,9 @@ pub(super) struct RawConfig {
     pub(super) https: Option<Spanned<RawHttps>>,
     pub(super) limits: Option<Spanned<RawLimits>>,
     pub(super) renewal: Option<Spanned<RawRenewal>>,
+    pub(super) status: Option<Spanned<RawStatus>>,
+    pub(super) metrics: Option<Spanned<RawMetrics>>,
+    pub(super) hook: Option<Spanned<RawHook>>,
     #[serde(default)]
     pub(super) site: Vec<Spanned<RawSite>>,
 }
@@ -80,6 +83,28 @@ pub(super) struct RawLimits {
 pub(super) enum RawDuration {
     Seconds(i64),
     Text(String),
+}
+
+/// `[status]`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawStatus {
+    pub(super) warn_days: Option<Spanned<i64>>,
+    pub(super) critical_days: Option<Spanned<i64>>,
+}
+
+/// `[metrics]`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawMetrics {
+    pub(super) listen: Option<Spanned<String>>,
+}
+
+/// `[hook]`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawHook {
+    pub(super) command: Option<Spanned<Vec<String>>>,
 }
 
 /// One `[[site.route]]`.

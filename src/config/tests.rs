@@ -600,3 +600,40 @@ fn the_deploy_examples_parse() {
         assert!(!config.sites[0].routes.is_empty(), "{name}");
     }
 }
+
+#[test]
+fn status_metrics_and_hook_are_read_and_checked() {
+    let config = parse(&format!(
+        "{MINIMAL}[status]\nwarn_days = 20\ncritical_days = 5\n[metrics]\nlisten = \"127.0.0.1:9443\"\n\
+         [hook]\ncommand = [\"/bin/true\", \"x\"]\n"
+    ));
+    assert_eq!(config.operations.warn_days, 20);
+    assert_eq!(config.operations.critical_days, 5);
+    assert_eq!(
+        config.operations.metrics_listen,
+        Some("127.0.0.1:9443".parse().unwrap())
+    );
+    assert_eq!(
+        config.operations.hook,
+        Some(vec!["/bin/true".to_string(), "x".to_string()])
+    );
+
+    let err = from_toml(
+        &format!(
+            "{MINIMAL}[status]\nwarn_days = 3\ncritical_days = 5\n[metrics]\nlisten = \"nine\"\n\
+             [hook]\ncommand = []\n"
+        ),
+        Path::new(PATH),
+    )
+    .unwrap_err();
+    let keys: Vec<&str> = err
+        .problems
+        .iter()
+        .map(|problem| problem.key.as_str())
+        .collect();
+    assert_eq!(
+        keys,
+        ["status.critical_days", "metrics.listen", "hook.command"],
+        "{err}"
+    );
+}

@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use toml::Spanned;
 
 use super::raw::{line_at, RawAcme, RawConfig, RawHttp, RawRenewal, RawSite};
-use super::serving;
 use super::*;
+use super::{operations, serving};
 use crate::hostname;
 
 // ---------------------------------------------------------------------------------------------------
@@ -73,6 +73,7 @@ pub(super) fn validate(raw: RawConfig, path: &Path, problems: &mut Problems<'_>)
         https: serving::https(raw.https, problems),
         limits: serving::limits(raw.limits, problems),
         renewal: renewal(raw.renewal, problems),
+        operations: operations::operations(raw.status, raw.metrics, raw.hook, problems),
         sites: sites(raw.site, &folder, problems),
     }
 }

@@ -23,6 +23,7 @@ use tracing::{debug, info, warn, Instrument};
 
 use super::sites::SiteTable;
 use crate::config::LimitsConfig;
+use crate::metrics::Metrics;
 use crate::proxy::{Proxy, ProxyBody, UpstreamUsed};
 use crate::resolver::SniResolver;
 
@@ -32,6 +33,7 @@ pub(super) struct HttpsContext {
     pub proxy: Proxy,
     pub limits: LimitsConfig,
     pub connections: Arc<Semaphore>,
+    pub metrics: Arc<Metrics>,
 }
 
 /// The rustls configuration: TLS 1.2 and 1.3 only, ALPN h2 then http/1.1, certificates from `resolver`,
@@ -98,12 +100,17 @@ async fn serve_connection(
     let limits = &context.limits;
     let tls = match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream)).await
     {
-        Ok(Ok(tls)) => tls,
+        Ok(Ok(tls)) => {
+            context.metrics.handshake_ok();
+            tls
+        }
         Ok(Err(err)) => {
+            context.metrics.handshake_failed();
             debug!(%err, "TLS handshake failed");
             return;
         }
         Err(_) => {
+            context.metrics.handshake_failed();
             debug!("TLS handshake timed out");
             return;
         }
@@ -189,6 +196,9 @@ async fn handle(
         Some(site) => context.proxy.handle(request, &site.routes, peer).await,
         None => misdirected(),
     };
+    if let Some(site) = site {
+        site.counters.count(response.status());
+    }
     let upstream = response
         .extensions()
         .get::<UpstreamUsed>()

@@ -36,6 +36,7 @@ use crate::certificate::{self, CertifiedPem};
 use crate::challenge::{self, ChallengeResponder, ChallengeTokens, Fallback};
 use crate::commands::{EXIT_OK, EXIT_SOME_FAILED, EXIT_UNUSABLE};
 use crate::config::{self, Config, SiteConfig};
+use crate::metrics::Metrics;
 use crate::proxy::{Proxy, ProxyLimits};
 use crate::renewal::{self, Outcome, Renewer, Scheduler, SchedulerHandle};
 use crate::resolver::{self, SniResolver};
@@ -62,6 +63,14 @@ pub enum DaemonError {
     /// The TLS configuration could not be built.
     #[error("cannot set up TLS: {0}")]
     Tls(#[from] rustls::Error),
+    /// The metrics listener could not bind.
+    #[error("cannot listen for metrics on {addr}: {source}")]
+    Metrics {
+        /// The address from `[metrics].listen`.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
     /// The control socket could not be created.
     #[error("cannot create the control socket {}: {source}", path.display())]
     Control {
@@ -115,6 +124,7 @@ struct Shared {
     resolver: Arc<SniResolver>,
     renewer: watch::Sender<Renewer>,
     scheduler: SchedulerHandle,
+    metrics: Arc<Metrics>,
 }
 
 impl Daemon {
@@ -132,7 +142,10 @@ impl Daemon {
             sites = config.sites.len(),
             "stored certificates in service"
         );
-        let sites = Arc::new(ArcSwap::from_pointee(SiteTable::from_config(&config)));
+        let metrics = Arc::new(Metrics::default());
+        let sites = Arc::new(ArcSwap::from_pointee(SiteTable::from_config(
+            &config, &metrics,
+        )));
 
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
@@ -163,6 +176,7 @@ impl Daemon {
             }),
             limits: config.limits.clone(),
             connections: Arc::new(Semaphore::new(config.limits.max_connections)),
+            metrics: metrics.clone(),
         });
         let mut https_addrs = Vec::with_capacity(https_listeners.len());
         for (addr, listener) in https_listeners {
@@ -199,7 +213,29 @@ impl Daemon {
             resolver,
             renewer: renewer_tx,
             scheduler: scheduler_handle,
+            metrics,
         });
+
+        if let Some(addr) = shared.config.load().operations.metrics_listen {
+            let listener = crate::listener::bind_tcp(addr)
+                .map_err(|source| DaemonError::Metrics { addr, source })?;
+            info!(%addr, "serving metrics at /metrics");
+            let scrape_shared = shared.clone();
+            let render: crate::metrics::ScrapeSource = Arc::new(move || {
+                let config = scrape_shared.config.load();
+                scrape_shared.metrics.render(
+                    &config,
+                    &scrape_shared.store,
+                    OffsetDateTime::now_utc(),
+                )
+            });
+            tasks.spawn(crate::metrics::serve(
+                listener,
+                render,
+                shutdown.clone(),
+                tasks.clone(),
+            ));
+        }
 
         let control_path = store.layout().control_socket();
         let control = control::bind(&control_path).map_err(|source| DaemonError::Control {
@@ -277,9 +313,10 @@ impl Daemon {
             .collect();
         self.shared.resolver.retain(&names);
         serve_stored(&next, &self.shared.store, &self.shared.resolver);
-        self.shared
-            .sites
-            .store(Arc::new(SiteTable::from_config(&next)));
+        self.shared.sites.store(Arc::new(SiteTable::from_config(
+            &next,
+            &self.shared.metrics,
+        )));
         self.shared.config.store(next.clone());
         let renewer = self.shared.renewer.borrow().reconfigured(next.clone());
         self.shared.renewer.send_replace(renewer);

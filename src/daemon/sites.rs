@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::config::{Config, RouteTargetConfig, SiteConfig};
+use crate::metrics::{Metrics, SiteCounters};
 use crate::proxy::{Route, RouteTarget, SiteRoutes};
 
 /// One served site.
@@ -13,6 +14,8 @@ pub(super) struct ServedSite {
     pub name: String,
     /// How its requests are answered.
     pub routes: SiteRoutes,
+    /// Its request counters (kept across reloads).
+    pub counters: Arc<SiteCounters>,
 }
 
 /// Every served site, by each of its names.
@@ -23,12 +26,13 @@ pub(super) struct SiteTable {
 
 impl SiteTable {
     /// The table for `config`'s sites.
-    pub fn from_config(config: &Config) -> Self {
+    pub fn from_config(config: &Config, metrics: &Metrics) -> Self {
         let mut by_name = HashMap::new();
         for site in &config.sites {
             let served = Arc::new(ServedSite {
                 name: site.name().to_owned(),
                 routes: routes(site),
+                counters: metrics.site(site.name()),
             });
             for name in &site.names {
                 by_name.insert(name.clone(), served.clone());

@@ -15,6 +15,7 @@ use crate::acme::{AcmeClient, AcmeError};
 use crate::certificate::{self, CertificateError, CertificateInfo, CertifiedPem};
 use crate::challenge::ChallengeTokens;
 use crate::config::{Config, SiteConfig};
+use crate::hook::{self, HookEvent};
 use crate::store::{SiteRecord, Store, StoreError};
 
 /// The outcome of renewing one site.
@@ -209,6 +210,17 @@ impl Renewer {
             }
             let result = self.order_and_store(site).await;
             self.record(site, &result);
+            if let Some(command) = &self.inner.config.operations.hook {
+                let event = match &result {
+                    Ok((info, _)) => HookEvent::Renewed {
+                        serial: &info.serial,
+                    },
+                    Err(err) => HookEvent::Failed {
+                        error: &err.to_string(),
+                    },
+                };
+                hook::run(command, site, self.inner.store.layout(), event).await;
+            }
             match result {
                 Ok((info, pem)) => Outcome::Issued { info, pem },
                 Err(err) => Outcome::Failed(err),

@@ -1,0 +1,276 @@
+//! Prometheus metrics for `certd run` (`[metrics] listen`, off by default): per certificate its expiry,
+//! next renewal attempt, consecutive failures and last success; per site the requests by status class;
+//! and TLS handshakes and their failures.
+//!
+//! Counters are atomics bumped on the request path; certificate gauges are read from the state
+//! directory at scrape time, so they always say what is on disk (and what `certd status` says).
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use time::OffsetDateTime;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, warn};
+
+use crate::config::Config;
+use crate::renewal::{next_action_at, site_state, SiteState};
+use crate::store::Store;
+
+/// The daemon's counters. Cheap to share (`Arc`).
+#[derive(Debug, Default)]
+pub struct Metrics {
+    handshakes: AtomicU64,
+    handshake_errors: AtomicU64,
+    sites: RwLock<HashMap<String, Arc<SiteCounters>>>,
+}
+
+/// One site's request counters, by status class (1xx … 5xx).
+#[derive(Debug, Default)]
+pub struct SiteCounters {
+    by_class: [AtomicU64; 5],
+}
+
+impl SiteCounters {
+    /// Counts one response with `status`.
+    pub fn count(&self, status: StatusCode) {
+        let class = usize::from(status.as_u16() / 100).clamp(1, 5) - 1;
+        self.by_class[class].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl Metrics {
+    /// Counts a completed TLS handshake.
+    pub fn handshake_ok(&self) {
+        self.handshakes.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a failed or abandoned TLS handshake (unknown name, garbage, timeout).
+    pub fn handshake_failed(&self) {
+        self.handshake_errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The counters of `site` (its first name), created on first use and kept across reloads.
+    pub fn site(&self, site: &str) -> Arc<SiteCounters> {
+        if let Some(counters) = self.read().get(site) {
+            return counters.clone();
+        }
+        self.sites
+            .write()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .entry(site.to_owned())
+            .or_default()
+            .clone()
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Arc<SiteCounters>>> {
+        self.sites
+            .read()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    /// The Prometheus text exposition of everything, with certificate gauges for `config`'s sites.
+    pub fn render(&self, config: &Config, store: &Store, now: OffsetDateTime) -> String {
+        let mut out = String::new();
+        let mut gauge = |name: &str, help: &str, rows: Vec<(String, f64)>| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+            for (site, value) in rows {
+                let _ = writeln!(out, "{name}{{site=\"{}\"}} {value}", escape(&site));
+            }
+        };
+        let mut not_after = Vec::new();
+        let mut next_renewal = Vec::new();
+        let mut failures = Vec::new();
+        let mut last_success = Vec::new();
+        for site in &config.sites {
+            let name = site.name().to_owned();
+            let record = store.load_record(&name).unwrap_or_default();
+            if let Ok(state) = site_state(store, site, config.renewal.remaining_fraction, now) {
+                if let SiteState::Present { info, .. } = &state {
+                    not_after.push((name.clone(), info.not_after.unix_timestamp() as f64));
+                }
+                let next = next_action_at(&state, &record, now);
+                next_renewal.push((name.clone(), next.unix_timestamp() as f64));
+            }
+            failures.push((name.clone(), f64::from(record.consecutive_failures)));
+            if let Some(success) = record.last_success {
+                last_success.push((name, success.unix_timestamp() as f64));
+            }
+        }
+        gauge(
+            "certd_certificate_not_after_seconds",
+            "End of validity of the certificate in service (Unix time).",
+            not_after,
+        );
+        gauge(
+            "certd_certificate_next_renewal_seconds",
+            "When the next renewal attempt is planned (Unix time).",
+            next_renewal,
+        );
+        gauge(
+            "certd_renewal_consecutive_failures",
+            "Failed renewal attempts since the last success.",
+            failures,
+        );
+        gauge(
+            "certd_renewal_last_success_seconds",
+            "When a certificate was last obtained (Unix time).",
+            last_success,
+        );
+
+        let _ = writeln!(
+            out,
+            "# HELP certd_http_requests_total Requests answered over HTTPS, by site and status class.\n\
+             # TYPE certd_http_requests_total counter"
+        );
+        let mut sites: Vec<(String, Arc<SiteCounters>)> = self
+            .read()
+            .iter()
+            .map(|(site, counters)| (site.clone(), counters.clone()))
+            .collect();
+        sites.sort_by(|a, b| a.0.cmp(&b.0));
+        for (site, counters) in sites {
+            for (class, count) in counters.by_class.iter().enumerate() {
+                let _ = writeln!(
+                    out,
+                    "certd_http_requests_total{{site=\"{}\",code=\"{}xx\"}} {}",
+                    escape(&site),
+                    class + 1,
+                    count.load(Ordering::Relaxed)
+                );
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP certd_tls_handshakes_total Completed TLS handshakes.\n\
+             # TYPE certd_tls_handshakes_total counter\n\
+             certd_tls_handshakes_total {}\n\
+             # HELP certd_tls_handshake_errors_total TLS handshakes that failed or timed out.\n\
+             # TYPE certd_tls_handshake_errors_total counter\n\
+             certd_tls_handshake_errors_total {}",
+            self.handshakes.load(Ordering::Relaxed),
+            self.handshake_errors.load(Ordering::Relaxed),
+        );
+        out
+    }
+}
+
+/// Label values escape backslash, quote and newline (Prometheus text format).
+fn escape(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// What a scrape needs: the counters, and the current configuration and store for the gauges.
+pub type ScrapeSource = Arc<dyn Fn() -> String + Send + Sync>;
+
+/// Serves `GET /metrics` on `listener` until `shutdown`.
+pub async fn serve(
+    listener: TcpListener,
+    render: ScrapeSource,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+) {
+    loop {
+        let (stream, _) = tokio::select! {
+            () = shutdown.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(err) => {
+                    warn!(%err, "metrics accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let render = render.clone();
+        tasks.spawn(async move {
+            let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+                let render = render.clone();
+                async move {
+                    let mut response = if request.uri().path() == "/metrics" {
+                        let mut response = Response::new(Full::new(Bytes::from(render())));
+                        response.headers_mut().insert(
+                            hyper::header::CONTENT_TYPE,
+                            hyper::header::HeaderValue::from_static("text/plain; version=0.0.4"),
+                        );
+                        response
+                    } else {
+                        Response::new(Full::new(Bytes::from_static(b"see /metrics\n")))
+                    };
+                    if request.uri().path() != "/metrics" {
+                        *response.status_mut() = StatusCode::NOT_FOUND;
+                    }
+                    Ok::<_, Infallible>(response)
+                }
+            });
+            if let Err(err) = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await
+            {
+                debug!(%err, "metrics connection ended");
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_are_counted_by_site_and_class() {
+        let metrics = Metrics::default();
+        metrics.site("a.test").count(StatusCode::OK);
+        metrics.site("a.test").count(StatusCode::NOT_FOUND);
+        metrics.site("a.test").count(StatusCode::OK);
+        metrics.handshake_ok();
+        metrics.handshake_failed();
+        let config = crate::config::from_toml(
+            "[acme]\ndirectory = \"letsencrypt\"\nagree_tos = true\n[[site]]\nnames = [\"a.test\"]\n",
+            std::path::Path::new("/tmp/certd.toml"),
+        )
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let text = metrics.render(&config, &store, OffsetDateTime::now_utc());
+        assert!(
+            text.contains("certd_http_requests_total{site=\"a.test\",code=\"2xx\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("certd_http_requests_total{site=\"a.test\",code=\"4xx\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("certd_tls_handshakes_total 1"), "{text}");
+        assert!(
+            text.contains("certd_tls_handshake_errors_total 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("certd_renewal_consecutive_failures{site=\"a.test\"} 0"),
+            "{text}"
+        );
+        // No certificate yet: the next renewal is now.
+        assert!(
+            text.contains("certd_certificate_next_renewal_seconds{site=\"a.test\"}"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("certd_certificate_not_after_seconds{"),
+            "{text}"
+        );
+    }
+}
