@@ -4,6 +4,7 @@
 //! `cargo test --test e2e`; `cargo test --test e2e harness` runs only the harness's own checks.
 
 mod check;
+mod deploy;
 mod harness;
 mod issue;
 mod lock;
