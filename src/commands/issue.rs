@@ -100,7 +100,14 @@ pub async fn issue(config_path: &Path, force: bool, selected: &[String]) -> u8 {
         // Every due site failed with it; `status` should say so for each.
         let now = OffsetDateTime::now_utc();
         for site in &due {
-            renewal::record_failure(&store, site, &err.to_string(), err.retry_after(), now);
+            renewal::record_failure(
+                &store,
+                &renewer.config().renewal,
+                site,
+                &err.to_string(),
+                err.retry_after(),
+                now,
+            );
         }
         return EXIT_UNUSABLE;
     }

@@ -37,6 +37,8 @@
 //!
 //! [renewal]                     # optional
 //! remaining_fraction = 0.333    # renew when less than this part of the lifetime remains (default 1/3)
+//! first_retry = "5m"            # wait after a failed attempt, doubling per failure (default 5m)
+//! longest_retry = "6h"          # the longest wait between attempts (default 6h)
 //!
 //! [status]                      # optional: `certd status` exit codes (0 ok, 1 warning, 2 critical)
 //! warn_days = 14                # warn below this many days left, or after a failed renewal
@@ -202,12 +204,18 @@ impl Default for LimitsConfig {
 pub struct RenewalConfig {
     /// Renew when less than this fraction of the certificate's lifetime remains (default 1/3).
     pub remaining_fraction: f64,
+    /// The wait after a first failed attempt; each further failure doubles it (default 5 minutes).
+    pub first_retry: Duration,
+    /// Retries never wait longer than this (default 6 hours).
+    pub longest_retry: Duration,
 }
 
 impl Default for RenewalConfig {
     fn default() -> Self {
         Self {
             remaining_fraction: 1.0 / 3.0,
+            first_retry: Duration::from_secs(5 * 60),
+            longest_retry: Duration::from_secs(6 * 3600),
         }
     }
 }

@@ -121,6 +121,8 @@ pub(super) struct RawRoute {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawRenewal {
     pub(super) remaining_fraction: Option<Spanned<f64>>,
+    pub(super) first_retry: Option<Spanned<RawDuration>>,
+    pub(super) longest_retry: Option<Spanned<RawDuration>>,
 }
 
 /// One `[[site]]`.

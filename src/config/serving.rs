@@ -98,7 +98,7 @@ pub(super) fn limits(raw: Option<Spanned<RawLimits>>, problems: &mut Problems<'_
 }
 
 /// `"10s"`, `"2m"`, `"1h"`, `"500ms"`, or whole seconds.
-fn parse_duration(raw: &RawDuration) -> Result<Duration, String> {
+pub(super) fn parse_duration(raw: &RawDuration) -> Result<Duration, String> {
     let text = match raw {
         RawDuration::Seconds(seconds) => {
             return u64::try_from(*seconds)

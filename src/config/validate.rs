@@ -361,7 +361,30 @@ pub(super) fn listen_addresses(
 
 fn renewal(raw: Option<Spanned<RawRenewal>>, problems: &mut Problems<'_>) -> RenewalConfig {
     let mut renewal = RenewalConfig::default();
-    if let Some(fraction) = raw.and_then(|table| table.into_inner().remaining_fraction) {
+    let Some(raw) = raw.map(Spanned::into_inner) else {
+        return renewal;
+    };
+    for (key, value, into) in [
+        (
+            "renewal.first_retry",
+            raw.first_retry,
+            &mut renewal.first_retry,
+        ),
+        (
+            "renewal.longest_retry",
+            raw.longest_retry,
+            &mut renewal.longest_retry,
+        ),
+    ] {
+        if let Some(value) = value {
+            match serving::parse_duration(value.get_ref()) {
+                Ok(parsed) if !parsed.is_zero() => *into = parsed,
+                Ok(_) => problems.add(key, Some(value.span()), "must be more than zero"),
+                Err(reason) => problems.add(key, Some(value.span()), reason),
+            }
+        }
+    }
+    if let Some(fraction) = raw.remaining_fraction {
         let value = *fraction.get_ref();
         // Written so that NaN fails too.
         if value > 0.0 && value < 1.0 {

@@ -365,6 +365,7 @@ impl Shared {
             for site in &sites {
                 renewal::record_failure(
                     &self.store,
+                    &config.renewal,
                     site,
                     &err.to_string(),
                     err.retry_after(),

@@ -14,13 +14,8 @@ pub use scheduler::{Publish, Scheduler, SchedulerHandle};
 use time::{Duration, OffsetDateTime};
 
 use crate::certificate::{self, CertificateError, CertificateInfo};
-use crate::config::SiteConfig;
+use crate::config::{RenewalConfig, SiteConfig};
 use crate::store::{SiteRecord, Store, StoreError};
-
-/// The first retry after a failure waits this long; each further failure doubles it.
-const FIRST_RETRY: Duration = Duration::minutes(5);
-/// Retries never wait longer than this.
-const LONGEST_RETRY: Duration = Duration::hours(6);
 
 /// When a certificate valid from `not_before` to `not_after` is due for renewal: when less than
 /// `remaining_fraction` of its lifetime remains.
@@ -34,14 +29,18 @@ pub fn renew_at(
 }
 
 /// When to try again after `consecutive_failures` failures (1 for the first), at `now`: exponential
-/// backoff from minutes to hours, but never before the CA's `Retry-After`.
+/// backoff from `[renewal] first_retry` (minutes) to `longest_retry` (hours), but never before the CA's
+/// `Retry-After`.
 pub fn retry_at(
     consecutive_failures: u32,
     now: OffsetDateTime,
     ca_retry_after: Option<OffsetDateTime>,
+    renewal: &RenewalConfig,
 ) -> OffsetDateTime {
     let doublings = consecutive_failures.saturating_sub(1).min(16);
-    let backoff = (FIRST_RETRY * 2_i32.pow(doublings)).min(LONGEST_RETRY);
+    let first = Duration::try_from(renewal.first_retry).unwrap_or(Duration::minutes(5));
+    let longest = Duration::try_from(renewal.longest_retry).unwrap_or(Duration::hours(6));
+    let backoff = (first * 2_i32.pow(doublings)).min(longest);
     let ours = now + backoff;
     match ca_retry_after {
         Some(theirs) if theirs > ours => theirs,
@@ -202,7 +201,7 @@ mod tests {
         ];
         for (failures, retry_after, expected) in cases {
             assert_eq!(
-                retry_at(failures, now, retry_after),
+                retry_at(failures, now, retry_after, &RenewalConfig::default()),
                 expected,
                 "{failures} failures, {retry_after:?}"
             );

@@ -14,7 +14,7 @@ use super::{retry_at, site_state, SiteState};
 use crate::acme::{AcmeClient, AcmeError};
 use crate::certificate::{self, CertificateError, CertificateInfo, CertifiedPem};
 use crate::challenge::ChallengeTokens;
-use crate::config::{Config, SiteConfig};
+use crate::config::{Config, RenewalConfig, SiteConfig};
 use crate::hook::{self, HookEvent};
 use crate::store::{SiteRecord, Store, StoreError};
 
@@ -280,6 +280,7 @@ impl Renewer {
                 };
                 let record = record_failure(
                     &self.inner.store,
+                    &self.inner.config.renewal,
                     site,
                     &err.to_string(),
                     ca_retry_after,
@@ -301,6 +302,7 @@ impl Renewer {
 /// record as saved. Also used when the CA cannot be reached at all, which fails every due site.
 pub fn record_failure(
     store: &Store,
+    renewal: &RenewalConfig,
     site: &SiteConfig,
     error: &str,
     ca_retry_after: Option<OffsetDateTime>,
@@ -310,7 +312,12 @@ pub fn record_failure(
     record.last_attempt = Some(now);
     record.last_error = Some(error.to_owned());
     record.consecutive_failures = record.consecutive_failures.saturating_add(1);
-    record.next_attempt = Some(retry_at(record.consecutive_failures, now, ca_retry_after));
+    record.next_attempt = Some(retry_at(
+        record.consecutive_failures,
+        now,
+        ca_retry_after,
+        renewal,
+    ));
     if let Err(err) = store.save_record(site.name(), &record) {
         warn!(site = site.name(), %err, "cannot save the site's record");
     }

@@ -103,7 +103,8 @@ impl Scheduler {
                                 RenewError::Acme(acme) => acme.retry_after(),
                                 _ => None,
                             };
-                            let until = retry_at(failures, now, ca_retry_after);
+                            let until =
+                                retry_at(failures, now, ca_retry_after, &renewer.config().renewal);
                             self.held_off.insert(name.clone(), (failures, until));
                             warn!(site = %name, error = %err, next_attempt = %until, "renewal failed; the current certificate stays in service");
                         }
