@@ -20,7 +20,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, info, warn, Instrument};
+use tracing::{debug, info, Instrument};
 
 /// The path prefix of HTTP-01 requests (RFC 8555 §8.3).
 pub const CHALLENGE_PREFIX: &str = "/.well-known/acme-challenge/";
@@ -246,17 +246,8 @@ async fn accept_loop(
     tasks: TaskTracker,
 ) {
     loop {
-        let (stream, peer) = tokio::select! {
-            () = shutdown.cancelled() => return,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                // Accept errors (e.g. out of file descriptors) are transient; never fatal.
-                Err(err) => {
-                    warn!(%err, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
+        let Some((stream, peer)) = crate::listener::accept(&listener, &shutdown).await else {
+            return;
         };
         let tokens = tokens.clone();
         let fallback = fallback.clone();

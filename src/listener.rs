@@ -1,13 +1,17 @@
 //! Listening sockets, bound the way a server needs them: `SO_REUSEADDR` so a restart does not wait
 //! for old connections in TIME_WAIT, `IPV6_V6ONLY` on IPv6 addresses so `[::]:80` can sit beside
 //! `0.0.0.0:80` (the usual dual-stack configuration) instead of failing with "address in use", and a
-//! deep accept backlog for bursts of new connections.
+//! deep accept backlog for bursts of new connections. [`accept`] is the one accept step every listener
+//! loop uses.
 
 use std::io;
 use std::net::SocketAddr;
 
+use std::time::Duration;
+
 use socket2::{Domain, Protocol, Socket, Type};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
 
 /// Pending connections the kernel may queue before certd accepts them.
 const BACKLOG: i32 = 1024;
@@ -23,6 +27,27 @@ pub fn bind_tcp(addr: SocketAddr) -> io::Result<TcpListener> {
     socket.bind(&addr.into())?;
     socket.listen(BACKLOG)?;
     TcpListener::from_std(socket.into())
+}
+
+/// The next connection on `listener`, or `None` once `shutdown` is cancelled. Accept errors (out of
+/// file descriptors, a connection reset before it was accepted) are transient: they are logged and
+/// retried after a short pause, never fatal.
+pub async fn accept(
+    listener: &TcpListener,
+    shutdown: &CancellationToken,
+) -> Option<(TcpStream, SocketAddr)> {
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return None,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => return Some(accepted),
+                Err(err) => {
+                    tracing::warn!(%err, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+        }
+    }
 }
 
 #[cfg(test)]

@@ -20,7 +20,7 @@ use time::OffsetDateTime;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, warn};
+use tracing::debug;
 
 use crate::config::Config;
 use crate::renewal::{next_action_at, site_state, SiteState};
@@ -183,16 +183,8 @@ pub async fn serve(
     tasks: TaskTracker,
 ) {
     loop {
-        let (stream, _) = tokio::select! {
-            () = shutdown.cancelled() => return,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(err) => {
-                    warn!(%err, "metrics accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
+        let Some((stream, _)) = crate::listener::accept(&listener, &shutdown).await else {
+            return;
         };
         let render = render.clone();
         tasks.spawn(async move {

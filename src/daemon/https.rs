@@ -19,7 +19,7 @@ use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, info, warn, Instrument};
+use tracing::{debug, info, Instrument};
 
 use super::sites::SiteTable;
 use crate::config::LimitsConfig;
@@ -60,17 +60,8 @@ pub(super) async fn accept_loop(
     tasks: TaskTracker,
 ) {
     loop {
-        let (stream, peer) = tokio::select! {
-            () = shutdown.cancelled() => return,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                // Accept errors (e.g. out of file descriptors) are transient; never fatal.
-                Err(err) => {
-                    warn!(%err, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
+        let Some((stream, peer)) = crate::listener::accept(&listener, &shutdown).await else {
+            return;
         };
         let Ok(permit) = context.connections.clone().try_acquire_owned() else {
             debug!(%peer, "connection limit reached; closing");
