@@ -257,7 +257,9 @@ fn print_table(rows: &[SiteStatus]) {
             ]
         })
         .collect();
+    // The state leads each row so problems stand out.
     let header = [
+        "STATE",
         "SITE",
         "NAMES",
         "NOT AFTER",
