@@ -1,0 +1,540 @@
+//! What a server block serves: its `location` blocks (→ routes, with `proxy_pass` and the proxy
+//! headers certd handles itself), `index`, and `error_page` (→ `[site.error_pages]`, each file
+//! resolved against the root nginx would read it from).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::parse::{directive_text, Directive};
+use super::server::ServerPart;
+use super::translate::{
+    cover, why_untranslated, Covered, ErrorPage, Loc, Note, Route, Target, Topic,
+};
+
+/// What a server block's locations and error pages need to know about the block.
+pub(super) struct Scope<'a> {
+    file: usize,
+    upstreams: &'a BTreeMap<String, Loc>,
+    /// The server-level `root`, and where it is.
+    pub(super) root: Option<(&'a str, Loc)>,
+    /// The block's prefix and exact-match locations.
+    locations: Vec<LocationInfo<'a>>,
+    /// The URIs its `error_page` directives name.
+    error_uris: BTreeSet<&'a str>,
+}
+
+/// One location of a server block, as the error page lookup sees it.
+struct LocationInfo<'a> {
+    exact: bool,
+    path: &'a str,
+    root: Option<&'a str>,
+    proxied: bool,
+}
+
+impl<'a> Scope<'a> {
+    /// The scope of the server block whose directives are `body`, in file `file`.
+    pub(super) fn new(
+        file: usize,
+        upstreams: &'a BTreeMap<String, Loc>,
+        body: &'a [Directive],
+    ) -> Self {
+        let root =
+            body.iter()
+                .rev()
+                .find_map(|d| match (d.name.as_str(), d.args.as_slice(), &d.block) {
+                    ("root", [root], None) => Some((root.as_str(), Loc { file, line: d.line })),
+                    _ => None,
+                });
+        let locations = body
+            .iter()
+            .filter(|d| d.name == "location")
+            .filter_map(|d| {
+                let (exact, path) = match matched(&d.args) {
+                    Matched::Prefix(path) => (false, path),
+                    Matched::Exact(path) => (true, path),
+                    Matched::Other => return None,
+                };
+                let inner: &[Directive] = d.block.as_deref().unwrap_or_default();
+                Some(LocationInfo {
+                    exact,
+                    path,
+                    root: inner
+                        .iter()
+                        .find_map(|d| match (d.name.as_str(), d.args.as_slice()) {
+                            ("root", [root]) => Some(root.as_str()),
+                            _ => None,
+                        }),
+                    proxied: inner.iter().any(|d| d.name == "proxy_pass"),
+                })
+            })
+            .collect();
+        let error_uris = body
+            .iter()
+            .filter(|d| d.name == "error_page")
+            .filter_map(|d| d.args.last().map(String::as_str))
+            .collect();
+        Self {
+            file,
+            upstreams,
+            root,
+            locations,
+            error_uris,
+        }
+    }
+
+    fn at(&self, d: &Directive) -> Loc {
+        Loc {
+            file: self.file,
+            line: d.line,
+        }
+    }
+
+    /// The root nginx reads `uri` from after an internal redirect to it (as `error_page` does):
+    /// the exact location for it, else the longest prefix location, else the server's root.
+    fn root_for(&self, uri: &str) -> Result<&'a str, String> {
+        let location = self
+            .locations
+            .iter()
+            .find(|l| l.exact && l.path == uri)
+            .or_else(|| {
+                self.locations
+                    .iter()
+                    .filter(|l| !l.exact && uri.starts_with(l.path))
+                    .max_by_key(|l| l.path.len())
+            });
+        if let Some(location) = location.filter(|l| l.proxied) {
+            return Err(format!(
+                "nginx fetches {uri} from the upstream of `location {}`; certd error pages are files",
+                location.path
+            ));
+        }
+        location
+            .and_then(|l| l.root)
+            .or(self.root.map(|(root, _)| root))
+            .ok_or_else(|| format!("there is no root to find {uri} in"))
+    }
+}
+
+/// How a `location` matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Matched<'a> {
+    /// `location /path` or `location ^~ /path`.
+    Prefix(&'a str),
+    /// `location = /path`.
+    Exact(&'a str),
+    /// Regular expressions (`~`, `~*`) and named locations (`@name`).
+    Other,
+}
+
+/// How a `location` with arguments `args` matches.
+pub(super) fn matched(args: &[String]) -> Matched<'_> {
+    match args {
+        [modifier, path] if modifier == "=" => Matched::Exact(path),
+        [modifier, path] if modifier == "^~" => Matched::Prefix(path),
+        [one] => {
+            if let Some(path) = one.strip_prefix("^~") {
+                Matched::Prefix(path)
+            } else if let Some(path) = one.strip_prefix('=') {
+                Matched::Exact(path)
+            } else if one.starts_with('/') {
+                Matched::Prefix(one)
+            } else {
+                Matched::Other
+            }
+        }
+        _ => Matched::Other,
+    }
+}
+
+/// Translates the server-level `location` `d` into `part`. Returns whether it uses the server's
+/// root.
+pub(super) fn location(scope: &Scope<'_>, d: &Directive, part: &mut ServerPart) -> bool {
+    let at = scope.at(d);
+    match matched(&d.args) {
+        Matched::Prefix(path) if path.starts_with('/') => prefix(scope, d, path, part),
+        Matched::Exact(path) => {
+            let inner: &[Directive] = d.block.as_deref().unwrap_or_default();
+            let simple = inner
+                .iter()
+                .all(|d| matches!(d.name.as_str(), "root" | "internal"));
+            if simple && scope.error_uris.contains(path) {
+                cover(&mut part.covered, Topic::ErrorPageLocation, at);
+            } else if simple && !inner.iter().any(|d| d.name == "root") {
+                cover(&mut part.covered, Topic::EmptyExactLocation, at);
+            } else {
+                part.notes.push(Note::untranslated(
+                    at,
+                    d,
+                    Some("certd routes by path prefix; it has no exact-match locations".to_owned()),
+                ));
+            }
+            false
+        }
+        _ => {
+            part.notes.push(Note::untranslated(
+                at,
+                d,
+                Some(
+                    "certd routes by path prefix only (no regular expressions or named locations)"
+                        .to_owned(),
+                ),
+            ));
+            false
+        }
+    }
+}
+
+/// A prefix location: a route that proxies, or serves its own root or the server's.
+fn prefix(scope: &Scope<'_>, d: &Directive, path: &str, part: &mut ServerPart) -> bool {
+    let at = scope.at(d);
+    let mut covered = Covered::new();
+    let mut notes = Vec::new();
+    let mut proxy_pass = None;
+    let mut root = None;
+    for inner in d.block.as_deref().unwrap_or_default() {
+        let here = scope.at(inner);
+        let args: Vec<&str> = inner.args.iter().map(String::as_str).collect();
+        match (inner.name.as_str(), args.as_slice()) {
+            ("proxy_pass", [_]) => proxy_pass = Some(inner),
+            ("root", [dir]) => root = Some((*dir, here)),
+            ("index", _) => index(inner, here, &mut covered, &mut notes),
+            ("proxy_http_version", ["1.1" | "1.0"])
+            | ("proxy_cache_bypass", _)
+            | ("proxy_redirect", ["off"]) => cover(&mut covered, Topic::ProxyHeaders, here),
+            ("proxy_set_header", [name, value]) => match proxy_header(name, value) {
+                Some(differs) => {
+                    cover(&mut covered, Topic::ProxyHeaders, here);
+                    if let Some(text) = differs {
+                        notes.push(Note::Differs {
+                            at: here,
+                            text: text.to_owned(),
+                        });
+                    }
+                }
+                None => notes.push(Note::untranslated(
+                    here,
+                    inner,
+                    Some(
+                        "certd sends the client's Host and its own X-Forwarded-* headers, and no \
+                         others"
+                            .to_owned(),
+                    ),
+                )),
+            },
+            _ => notes.push(Note::untranslated(here, inner, why_untranslated(inner))),
+        }
+    }
+    let mut uses_server_root = false;
+    let target = if let Some(proxy_pass) = proxy_pass {
+        match proxy_target(&proxy_pass.args[0], path, scope.upstreams) {
+            Ok((url, differs)) => {
+                if let Some(text) = differs {
+                    notes.push(Note::Differs {
+                        at: scope.at(proxy_pass),
+                        text,
+                    });
+                }
+                if let Some((dir, root_at)) = root {
+                    notes.push(Note::Untranslated {
+                        at: root_at,
+                        text: format!("root {dir};"),
+                        why: Some(
+                            "this location proxies; certd has no use for its root".to_owned(),
+                        ),
+                    });
+                }
+                Target::Proxy(url)
+            }
+            Err(why) => {
+                part.notes.push(Note::untranslated(at, d, Some(why)));
+                return false;
+            }
+        }
+    } else if let Some((dir, root_at)) = root {
+        notes.extend(relative_root(dir, root_at));
+        Target::Root(dir.to_owned())
+    } else if let Some((dir, _)) = scope.root {
+        uses_server_root = true;
+        Target::Root(dir.to_owned())
+    } else {
+        part.notes.push(Note::untranslated(
+            at,
+            d,
+            Some("no proxy_pass and no root (nginx would serve its own html folder)".to_owned()),
+        ));
+        return false;
+    };
+    if !path.ends_with('/') {
+        notes.push(Note::Differs {
+            at,
+            text: format!(
+                "nginx's `location {path}` also matches {path}x…; certd's route matches {path} and \
+                 {path}/… only"
+            ),
+        });
+    }
+    let mut source = format!("location {path}");
+    if uses_server_root {
+        if let Some((_, root_at)) = scope.root {
+            source.push_str(&format!(" (root from line {})", root_at.line));
+        }
+    }
+    part.routes.push(Route {
+        path: path.to_owned(),
+        target,
+        at,
+        source,
+        text: directive_text(d),
+        covered,
+        notes,
+    });
+    uses_server_root
+}
+
+/// `proxy_set_header NAME VALUE`: `Some` when certd does the same by itself (with a difference to
+/// mention, if any), `None` when it does not.
+fn proxy_header(name: &str, value: &str) -> Option<Option<&'static str>> {
+    let ok = match name.to_ascii_lowercase().as_str() {
+        "upgrade" => value == "$http_upgrade",
+        "connection" => matches!(
+            value.to_ascii_lowercase().as_str(),
+            "upgrade" | "$connection_upgrade" | ""
+        ),
+        "host" => matches!(value, "$host" | "$http_host"),
+        "x-forwarded-for" => matches!(value, "$proxy_add_x_forwarded_for" | "$remote_addr"),
+        "x-forwarded-proto" => matches!(value, "$scheme" | "https"),
+        "x-forwarded-host" => matches!(value, "$host" | "$http_host" | "$server_name"),
+        "x-real-ip" if value == "$remote_addr" => {
+            return Some(Some(
+                "certd sends no X-Real-IP: the client's address is the last entry of \
+                 X-Forwarded-For",
+            ))
+        }
+        _ => false,
+    };
+    ok.then_some(None)
+}
+
+/// The `proxy = "…"` for `proxy_pass URL` in `location PATH`, with a note when certd treats the
+/// URL's path differently; `Err` with the reason when certd cannot proxy there.
+fn proxy_target(
+    url: &str,
+    path: &str,
+    upstreams: &BTreeMap<String, Loc>,
+) -> Result<(String, Option<String>), String> {
+    if url.contains('$') {
+        return Err("the address uses variables; certd proxies to a fixed address".to_owned());
+    }
+    let Some(rest) = url.strip_prefix("http://") else {
+        return Err(if url.starts_with("https://") {
+            "certd reaches upstreams over plain http only (on loopback or a private network)"
+                .to_owned()
+        } else {
+            "certd proxies to http:// addresses only".to_owned()
+        });
+    };
+    let (authority, uri) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    if authority.is_empty() {
+        return Err("the address has no host".to_owned());
+    }
+    if let Some(upstream) = upstreams.get(authority) {
+        return Err(format!(
+            "`{authority}` is the upstream block on line {}: certd proxies a route to one \
+             address, so write that address here",
+            upstream.line
+        ));
+    }
+    if uri.contains('?') {
+        return Err("certd upstreams cannot have a query".to_owned());
+    }
+    let base = format!("http://{authority}");
+    let (proxy, differs) = if uri.is_empty() || uri == path {
+        // With its own path, nginx swaps the location's prefix for that path: the same path.
+        (base, None)
+    } else {
+        let example = if path.ends_with('/') {
+            format!("{path}x")
+        } else {
+            format!("{path}/x")
+        };
+        let nginx = format!("{uri}{}", &example[path.len()..]);
+        let certd = format!("{}{example}", uri.trim_end_matches('/'));
+        let text = format!(
+            "nginx replaces the matched prefix {path} with {uri} ({example} → {nginx}); certd \
+             puts the base path {uri} in front of the whole path ({example} → {certd})"
+        );
+        (format!("{base}{uri}"), Some(text))
+    };
+    proxy
+        .parse::<hyper::Uri>()
+        .map_err(|err| format!("`{proxy}` is not a URL certd accepts: {err}"))?;
+    Ok((proxy, differs))
+}
+
+/// `index`: translated when it names just index.html, which certd serves for folders.
+pub(super) fn index(d: &Directive, at: Loc, covered: &mut Covered, notes: &mut Vec<Note>) {
+    if d.args == ["index.html"] {
+        cover(covered, Topic::Index, at);
+    } else {
+        notes.push(Note::untranslated(
+            at,
+            d,
+            Some("certd serves index.html as a folder's index, and no other file".to_owned()),
+        ));
+    }
+}
+
+/// A server-level `error_page CODE... URI`: one `[site.error_pages]` entry per code, the file
+/// being URI under the root nginx would read it from. Returns whether that is the server's root.
+pub(super) fn error_page(scope: &Scope<'_>, d: &Directive, part: &mut ServerPart) -> bool {
+    let at = scope.at(d);
+    match error_files(scope, d) {
+        Ok(files) => {
+            let text = directive_text(d);
+            for code in files.codes {
+                part.error_pages.push((
+                    code,
+                    ErrorPage {
+                        file: files.file.clone(),
+                        at,
+                        text: text.clone(),
+                    },
+                ));
+            }
+            scope
+                .root
+                .is_some_and(|(server_root, _)| server_root == files.root)
+        }
+        Err(why) => {
+            part.notes.push(Note::untranslated(at, d, Some(why)));
+            false
+        }
+    }
+}
+
+/// What one `error_page` directive sets.
+struct ErrorFiles<'a> {
+    codes: Vec<u16>,
+    /// The file for all of them.
+    file: String,
+    /// The root it is under.
+    root: &'a str,
+}
+
+/// The codes, file and root of `error_page` `d`, or why certd cannot take it over.
+fn error_files<'a>(scope: &Scope<'a>, d: &Directive) -> Result<ErrorFiles<'a>, String> {
+    let Some((uri, codes)) = d.args.split_last().filter(|(_, codes)| !codes.is_empty()) else {
+        return Err("expected `error_page CODE... URI`".to_owned());
+    };
+    if d.args.iter().any(|arg| arg.starts_with('=')) {
+        return Err("`=CODE` changes the status; certd keeps the status of its error".to_owned());
+    }
+    if !uri.starts_with('/') || uri.contains('$') {
+        return Err("certd error pages are files, not redirects or named locations".to_owned());
+    }
+    let root = scope.root_for(uri)?;
+    let codes = codes
+        .iter()
+        .map(|code| match code.parse::<u16>() {
+            Ok(parsed) if (400..=599).contains(&parsed) => Ok(parsed),
+            _ => Err(format!(
+                "`{code}`: certd error pages are for statuses 400 to 599"
+            )),
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    Ok(ErrorFiles {
+        codes,
+        file: format!("{}{uri}", root.trim_end_matches('/')),
+        root,
+    })
+}
+
+/// For a relative `root`: nginx and certd resolve it against different folders.
+pub(super) fn relative_root(root: &str, at: Loc) -> Option<Note> {
+    (!root.starts_with('/')).then(|| Note::Differs {
+        at,
+        text: format!(
+            "the root `{root}` is relative: nginx resolves it against its prefix (often \
+             /usr/share/nginx or /etc/nginx), certd against certd.toml's folder; write an \
+             absolute path"
+        ),
+    })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proxy_pass_paths() {
+        let none = BTreeMap::new();
+        let ok = |url, path| proxy_target(url, path, &none).unwrap();
+        assert_eq!(
+            ok("http://localhost:8080", "/"),
+            ("http://localhost:8080".into(), None)
+        );
+        assert_eq!(
+            ok("http://127.0.0.1:8081", "/ws"),
+            ("http://127.0.0.1:8081".into(), None)
+        );
+        // The same path as the location: nginx maps /api/x to /api/x, as certd does without one.
+        assert_eq!(
+            ok("http://127.0.0.1:9000/api/", "/api/"),
+            ("http://127.0.0.1:9000".into(), None)
+        );
+        assert_eq!(
+            ok("http://127.0.0.1:9000/", "/"),
+            ("http://127.0.0.1:9000".into(), None)
+        );
+        let (proxy, differs) = ok("http://127.0.0.1:9000/", "/api/");
+        assert_eq!(proxy, "http://127.0.0.1:9000/");
+        let differs = differs.unwrap();
+        assert!(differs.contains("/api/x → /x"), "{differs}");
+        assert!(differs.contains("/api/x → /api/x"), "{differs}");
+        let (_, differs) = ok("http://127.0.0.1:9000/v1", "/api");
+        assert!(differs.unwrap().contains("/api/x → /v1/x"));
+
+        let upstreams = BTreeMap::from([("app".to_owned(), Loc { file: 0, line: 3 })]);
+        assert!(proxy_target("http://app", "/", &upstreams)
+            .unwrap_err()
+            .contains("line 3"));
+        assert!(proxy_target("https://127.0.0.1:8443", "/", &none).is_err());
+        assert!(proxy_target("http://$backend", "/", &none).is_err());
+        assert!(proxy_target("unix:/run/app.sock", "/", &none).is_err());
+        assert!(proxy_target("http://127.0.0.1:8080/?a=b", "/", &none).is_err());
+    }
+
+    #[test]
+    fn proxy_headers_certd_sets_itself() {
+        assert_eq!(proxy_header("Upgrade", "$http_upgrade"), Some(None));
+        assert_eq!(proxy_header("Connection", "upgrade"), Some(None));
+        assert_eq!(proxy_header("Connection", "Upgrade"), Some(None));
+        assert_eq!(proxy_header("Host", "$host"), Some(None));
+        assert_eq!(
+            proxy_header("X-Forwarded-For", "$proxy_add_x_forwarded_for"),
+            Some(None)
+        );
+        assert_eq!(proxy_header("X-Forwarded-Proto", "$scheme"), Some(None));
+        assert!(matches!(
+            proxy_header("X-Real-IP", "$remote_addr"),
+            Some(Some(_))
+        ));
+        assert_eq!(proxy_header("Host", "backend.internal"), None);
+        assert_eq!(proxy_header("X-Api-Key", "secret"), None);
+    }
+
+    #[test]
+    fn location_modifiers() {
+        let m = |args: &[&str]| {
+            let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+            format!("{:?}", matched(&args))
+        };
+        assert_eq!(m(&["/"]), "Prefix(\"/\")");
+        assert_eq!(m(&["^~", "/static/"]), "Prefix(\"/static/\")");
+        assert_eq!(m(&["=", "/50x.html"]), "Exact(\"/50x.html\")");
+        assert_eq!(m(&["=/50x.html"]), "Exact(\"/50x.html\")");
+        assert_eq!(m(&["~", "\\.php$"]), "Other");
+        assert_eq!(m(&["~*", "\\.(png|jpg)$"]), "Other");
+        assert_eq!(m(&["@fallback"]), "Other");
+    }
+}

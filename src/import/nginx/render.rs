@@ -1,0 +1,301 @@
+//! A [`Translation`] as the certd.toml fragment `certd import nginx` prints: `[[site]]` tables with
+//! their routes and error pages, and comments that say where each part came from, what certd does
+//! instead of the translated lines, and every line it did not translate.
+
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+
+use super::translate::{Covered, Loc, Note, Site, Target, Topic, Translation};
+
+/// The whole fragment.
+pub(super) fn render(translation: &Translation) -> String {
+    let mut out = String::new();
+    let r = Renderer {
+        files: &translation.files,
+    };
+    r.comment(
+        &mut out,
+        "",
+        &format!(
+            "certd.toml fragment written by `certd import nginx` from {}",
+            translation.files.join(", ")
+        ),
+    );
+    for line in [
+        "Append it to a certd.toml that has one [acme] table (directory, agree_tos, email) and at",
+        "most one [http] and one [https] table (the listeners: :80 and :443 when absent); this",
+        "fragment holds only sites. `# untranslated` lines are nginx directives certd does not take",
+        "over; `# differs` marks a translated line where certd does not behave quite like nginx.",
+    ] {
+        r.comment(&mut out, "", line);
+    }
+
+    if !translation.outside_covered.is_empty() || !translation.outside.is_empty() {
+        out.push('\n');
+        r.comment(&mut out, "", "outside server blocks:");
+        r.covered(&mut out, "", &translation.outside_covered, false);
+        r.notes(&mut out, "", &translation.outside);
+    }
+    if translation.sites.is_empty() {
+        out.push('\n');
+        r.comment(&mut out, "", "no server block became a site");
+    }
+    for site in &translation.sites {
+        r.site(&mut out, site);
+    }
+    let untranslated = translation.untranslated();
+    if untranslated > 0 {
+        out.push('\n');
+        r.comment(
+            &mut out,
+            "",
+            &format!(
+                "{untranslated} nginx directive{} not translated: see the `# untranslated` \
+                 comments above",
+                if untranslated == 1 { " was" } else { "s were" }
+            ),
+        );
+    }
+    out
+}
+
+struct Renderer<'a> {
+    files: &'a [String],
+}
+
+impl Renderer<'_> {
+    fn site(&self, out: &mut String, site: &Site) {
+        let servers: Vec<String> = site
+            .servers
+            .iter()
+            .map(|(at, role)| format!("{} ({role})", self.at(*at)))
+            .collect();
+        out.push('\n');
+        self.comment(
+            out,
+            "",
+            &format!(
+                "site {}: nginx server block{} {}",
+                site.names[0],
+                if servers.len() == 1 { "" } else { "s" },
+                servers.join(", ")
+            ),
+        );
+        out.push_str("[[site]]\n");
+        let names: Vec<String> = site.names.iter().map(|name| toml_str(name)).collect();
+        let _ = writeln!(out, "names = [{}]", names.join(", "));
+        self.covered(out, "", &site.covered, site.certbot);
+        self.notes(out, "", &site.notes);
+
+        for route in &site.routes {
+            out.push('\n');
+            self.comment(
+                out,
+                "  ",
+                &format!("{}: {}", self.at(route.at), route.source),
+            );
+            out.push_str("  [[site.route]]\n");
+            let _ = writeln!(out, "  path = {}", toml_str(&route.path));
+            match &route.target {
+                Target::Proxy(url) => {
+                    let _ = writeln!(out, "  proxy = {}", toml_str(url));
+                }
+                Target::Root(dir) => {
+                    let _ = writeln!(out, "  root = {}", toml_str(dir));
+                }
+            }
+            self.covered(out, "  ", &route.covered, false);
+            self.notes(out, "  ", &route.notes);
+        }
+
+        if !site.error_pages.is_empty() {
+            let lines: BTreeSet<Loc> = site.error_pages.values().map(|page| page.at).collect();
+            out.push('\n');
+            self.comment(out, "  ", &format!("{}: error_page", self.lines(&lines)));
+            out.push_str("  [site.error_pages]\n");
+            for (code, page) in &site.error_pages {
+                let _ = writeln!(out, "  {code} = {}", toml_str(&page.file));
+            }
+        }
+    }
+
+    /// One `# translated (lines): what certd does` comment per topic.
+    fn covered(&self, out: &mut String, indent: &str, covered: &Covered, certbot: bool) {
+        for (topic, lines) in covered {
+            self.comment(
+                out,
+                indent,
+                &format!("translated ({}): {}", self.lines(lines), topic_text(*topic)),
+            );
+            if certbot && *topic == Topic::Tls {
+                self.comment(
+                    out,
+                    indent,
+                    "  certbot manages this certificate: `certd import certbot` adopts it (and \
+                     its account) instead of ordering a new one",
+                );
+            }
+        }
+    }
+
+    /// The notes, in line order.
+    fn notes(&self, out: &mut String, indent: &str, notes: &[Note]) {
+        let mut notes: Vec<&Note> = notes.iter().collect();
+        notes.sort_by_key(|note| match note {
+            Note::Untranslated { at, .. } | Note::Differs { at, .. } => *at,
+        });
+        for note in notes {
+            match note {
+                Note::Untranslated { at, text, why } => {
+                    self.comment_line(
+                        out,
+                        indent,
+                        &format!("untranslated ({}): {text}", self.at(*at)),
+                    );
+                    if let Some(why) = why {
+                        self.comment(out, indent, &format!("  why: {why}"));
+                    }
+                }
+                Note::Differs { at, text } => {
+                    self.comment(out, indent, &format!("differs ({}): {text}", self.at(*at)));
+                }
+            }
+        }
+    }
+
+    /// `# text`, wrapped at [`WIDTH`] columns with `#   ` continuation lines; control characters
+    /// (a quoted newline) are escaped so each comment stays valid TOML.
+    fn comment(&self, out: &mut String, indent: &str, text: &str) {
+        let room = WIDTH.saturating_sub(indent.len() + 2);
+        let body = text.trim_start_matches(' ');
+        let lead = &text[..text.len() - body.len()];
+        let mut line = lead.to_owned();
+        let mut fresh = true;
+        for word in body.split(' ') {
+            if !fresh && line.chars().count() + 1 + word.chars().count() > room {
+                self.comment_line(out, indent, &line);
+                line = format!("{lead}  ");
+                fresh = true;
+            }
+            if !fresh {
+                line.push(' ');
+            }
+            line.push_str(word);
+            fresh = false;
+        }
+        self.comment_line(out, indent, &line);
+    }
+
+    /// `# text` on one line, however long (untranslated directives stay whole, for grep).
+    fn comment_line(&self, out: &mut String, indent: &str, text: &str) {
+        out.push_str(indent);
+        out.push('#');
+        if !text.is_empty() {
+            out.push(' ');
+        }
+        out.push_str(&escape_controls(text));
+        out.push('\n');
+    }
+
+    /// `FILE:LINE`.
+    fn at(&self, at: Loc) -> String {
+        let file = self.files.get(at.file).map_or("?", String::as_str);
+        format!("{file}:{}", at.line)
+    }
+
+    /// `FILE:1-3,7` (per file, runs of lines as ranges), files separated by `; `.
+    fn lines(&self, lines: &BTreeSet<Loc>) -> String {
+        let mut parts: Vec<String> = Vec::new();
+        let mut current: Option<(usize, Vec<(usize, usize)>)> = None;
+        let flush = |current: Option<(usize, Vec<(usize, usize)>)>, parts: &mut Vec<String>| {
+            if let Some((file, runs)) = current {
+                let runs: Vec<String> = runs
+                    .iter()
+                    .map(|(first, last)| {
+                        if first == last {
+                            first.to_string()
+                        } else {
+                            format!("{first}-{last}")
+                        }
+                    })
+                    .collect();
+                let name = self.files.get(file).map_or("?", String::as_str);
+                parts.push(format!("{name}:{}", runs.join(",")));
+            }
+        };
+        for loc in lines {
+            match &mut current {
+                Some((file, runs)) if *file == loc.file => match runs.last_mut() {
+                    Some((_, last)) if *last + 1 == loc.line => *last = loc.line,
+                    _ => runs.push((loc.line, loc.line)),
+                },
+                _ => {
+                    flush(current.take(), &mut parts);
+                    current = Some((loc.file, vec![(loc.line, loc.line)]));
+                }
+            }
+        }
+        flush(current, &mut parts);
+        parts.join("; ")
+    }
+}
+
+/// The width comments are wrapped at.
+const WIDTH: usize = 100;
+
+/// `text` with control characters other than tab escaped (`\\n`).
+fn escape_controls(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() && c != '\t' {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// What certd does instead of the lines of `topic`.
+fn topic_text(topic: Topic) -> &'static str {
+    match topic {
+        Topic::Tls => {
+            "TLS: certd obtains and renews the certificate for these names itself and offers TLS \
+             1.2 and 1.3 only (HTTP/2 by ALPN), with its own protocol, cipher and session settings"
+        }
+        Topic::TlsDefaults => {
+            "TLS settings: certd offers TLS 1.2 and 1.3 only, with its own protocol, cipher and \
+             session settings"
+        }
+        Topic::Redirect => {
+            "http → https: certd redirects :80 to https for every name of its sites ([http] \
+             redirect = true, the default) and answers 404 for other hosts"
+        }
+        Topic::PlainHttp => {
+            "plain http: certd serves these names over https, with a certificate it obtains, and \
+             redirects :80 to https"
+        }
+        Topic::Index => "index index.html: certd serves a folder's index.html",
+        Topic::ProxyHeaders => {
+            "proxy settings: certd speaks HTTP/1.1 to upstreams, passes websocket upgrades \
+             through, keeps Host, and sets X-Forwarded-For, X-Forwarded-Proto and \
+             X-Forwarded-Host itself"
+        }
+        Topic::ErrorPageLocation => {
+            "the location of an error page: certd reads that file for [site.error_pages]"
+        }
+        Topic::EmptyExactLocation => {
+            "an empty exact-match location: the route for its prefix serves the same file"
+        }
+        Topic::UnusedRoot => "root: no route or error page of this server block serves files",
+        Topic::Unreachable => {
+            "never used by nginx either: this server block redirects every request to https first"
+        }
+        Topic::SameRoute => "the same location in another server block: one route serves both",
+    }
+}
+
+/// `s` as a TOML string.
+fn toml_str(s: &str) -> String {
+    toml::Value::String(s.to_owned()).to_string()
+}

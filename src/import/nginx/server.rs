@@ -1,0 +1,476 @@
+//! One nginx `server { }` block, translated on its own into a [`ServerPart`]: its valid names, whether
+//! it only redirects :80 to https, its `listen` and TLS lines, and (through [`super::location`]) its
+//! routes and error pages. [`super::translate`] then groups parts into sites.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::location::{self, Scope};
+use super::parse::{directive_text, Directive};
+use super::translate::{
+    cover, is_tls_setting, why_untranslated, Covered, ErrorPage, Loc, Note, Route, Topic,
+};
+use crate::hostname::validate_dns_name;
+
+/// A name from `server_name`, with where it was written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Name {
+    /// Validated and lower-cased.
+    pub(super) name: String,
+    pub(super) at: Loc,
+    /// The whole `server_name` directive as nginx text.
+    pub(super) text: String,
+}
+
+/// What a server block does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Kind {
+    /// It serves something: it becomes a site.
+    Content,
+    /// It only redirects to https (and certbot's `return 404` for other hosts): it joins the site
+    /// with its names.
+    Redirect,
+}
+
+/// One server block, translated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct ServerPart {
+    pub(super) at: Loc,
+    /// The block as nginx text, for a note if it becomes no site.
+    pub(super) text: String,
+    pub(super) names: Vec<Name>,
+    /// Why names were left out (`_`, IP addresses, wildcards).
+    pub(super) name_problems: Vec<String>,
+    pub(super) kind: Kind,
+    pub(super) tls: bool,
+    pub(super) plain: bool,
+    pub(super) covered: Covered,
+    pub(super) certbot: bool,
+    pub(super) notes: Vec<Note>,
+    pub(super) routes: Vec<Route>,
+    pub(super) error_pages: Vec<(u16, ErrorPage)>,
+}
+
+impl ServerPart {
+    /// The set of names, which decides the site it belongs to.
+    pub(super) fn key(&self) -> BTreeSet<String> {
+        self.names.iter().map(|name| name.name.clone()).collect()
+    }
+
+    /// What it did in nginx, for the site's header comment.
+    pub(super) fn role(&self) -> &'static str {
+        match (self.kind, self.tls, self.plain) {
+            (Kind::Redirect, ..) => "http → https redirect",
+            (Kind::Content, true, true) => "http and https",
+            (Kind::Content, true, false) => "https",
+            (Kind::Content, false, _) => "http",
+        }
+    }
+}
+
+/// Translates the server block `d` of file `file`; `upstreams` are the `upstream` blocks seen.
+pub(super) fn server(d: &Directive, file: usize, upstreams: &BTreeMap<String, Loc>) -> ServerPart {
+    let body: &[Directive] = d.block.as_deref().unwrap_or_default();
+    let at = |d: &Directive| Loc { file, line: d.line };
+    let mut part = ServerPart {
+        at: at(d),
+        text: directive_text(d),
+        names: Vec::new(),
+        name_problems: Vec::new(),
+        kind: Kind::Content,
+        tls: false,
+        plain: false,
+        covered: Covered::new(),
+        certbot: false,
+        notes: Vec::new(),
+        routes: Vec::new(),
+        error_pages: Vec::new(),
+    };
+    for name in body.iter().filter(|d| d.name == "server_name") {
+        names(name, at(name), &mut part);
+    }
+
+    let ssl_on = body.iter().any(|d| d.name == "ssl" && d.args == ["on"]);
+    let listens: Vec<(&Directive, Listen)> = body
+        .iter()
+        .filter(|d| d.name == "listen")
+        .map(|d| (d, listen(d)))
+        .collect();
+    let is_tls = |l: &Listen| l.ssl || l.port == Some(443) || (ssl_on && l.port != Some(80));
+    part.tls = ssl_on || listens.iter().any(|(_, l)| is_tls(l));
+    part.plain = listens.is_empty() || listens.iter().any(|(_, l)| !is_tls(l));
+    let owned: Vec<String> = part.names.iter().map(|n| n.name.clone()).collect();
+    let names: Vec<&str> = owned.iter().map(String::as_str).collect();
+    // A server-level `return`/`rewrite` to https runs before any location is matched, so such a
+    // block serves nothing; certbot's `if ($host = …)` blocks redirect only the hosts they name
+    // and end in `return 404`.
+    let redirects: Vec<Redirect> = body
+        .iter()
+        .filter_map(|d| https_redirect(d, &names)?.ok())
+        .collect();
+    let serves = body
+        .iter()
+        .any(|d| matches!(d.name.as_str(), "location" | "root"));
+    if redirects.iter().any(|r| r.every_request) || (!redirects.is_empty() && !serves) {
+        part.kind = Kind::Redirect;
+    }
+
+    let scope = Scope::new(file, upstreams, body);
+    let mut root_used = false;
+    for d in body {
+        let here = at(d);
+        match d.name.as_str() {
+            "server_name" => {}
+            "listen" => {
+                let l = listen(d);
+                match l.problem {
+                    Some(why) => part.notes.push(Note::untranslated(here, d, Some(why))),
+                    None if is_tls(&l) => cover(&mut part.covered, Topic::Tls, here),
+                    None if part.kind == Kind::Redirect => {
+                        cover(&mut part.covered, Topic::Redirect, here)
+                    }
+                    None => cover(&mut part.covered, Topic::PlainHttp, here),
+                }
+                part.certbot |= d.certbot;
+            }
+            _ if is_tls_setting(d) => {
+                cover(&mut part.covered, Topic::Tls, here);
+                part.certbot |= d.certbot;
+            }
+            "return" | "rewrite" | "if" => match https_redirect(d, &names) {
+                Some(Ok(redirect)) => {
+                    cover(&mut part.covered, Topic::Redirect, here);
+                    if !redirect.keeps_host {
+                        part.notes.push(Note::Differs {
+                            at: here,
+                            text: "nginx redirects to https://$server_name, the first name; \
+                                   certd redirects to the name the client asked for"
+                                .to_owned(),
+                        });
+                    }
+                }
+                Some(Err(why)) => part.notes.push(Note::untranslated(here, d, Some(why))),
+                None if part.kind == Kind::Redirect && d.name == "return" && d.args == ["404"] => {
+                    cover(&mut part.covered, Topic::Redirect, here)
+                }
+                None => part
+                    .notes
+                    .push(Note::untranslated(here, d, why_untranslated(d))),
+            },
+            "root" | "location" | "index" | "error_page" if part.kind == Kind::Redirect => {
+                cover(&mut part.covered, Topic::Unreachable, here)
+            }
+            "root" if d.args.len() == 1 && d.block.is_none() => {}
+            "index" => location::index(d, here, &mut part.covered, &mut part.notes),
+            "error_page" => root_used |= location::error_page(&scope, d, &mut part),
+            "location" if d.block.is_some() => {
+                root_used |= location::location(&scope, d, &mut part)
+            }
+            _ => part
+                .notes
+                .push(Note::untranslated(here, d, why_untranslated(d))),
+        }
+    }
+
+    if let Some((root, root_at)) = scope.root.filter(|_| part.kind == Kind::Content) {
+        let has_slash = body.iter().any(|d| {
+            d.name == "location"
+                && matches!(location::matched(&d.args), location::Matched::Prefix("/"))
+        });
+        if !has_slash {
+            part.routes.push(Route {
+                path: "/".to_owned(),
+                target: super::translate::Target::Root(root.to_owned()),
+                at: root_at,
+                source: "root (no `location /`: nginx serves the root for every path)".to_owned(),
+                text: format!("root {root};"),
+                covered: Covered::new(),
+                notes: Vec::new(),
+            });
+            root_used = true;
+        }
+        if root_used {
+            if let Some(note) = location::relative_root(root, root_at) {
+                part.notes.push(note);
+            }
+        } else {
+            cover(&mut part.covered, Topic::UnusedRoot, root_at);
+        }
+    }
+    part
+}
+
+/// Reads one `server_name` directive into `part`: names are split on whitespace and commas,
+/// validated, lower-cased and de-duplicated; invalid ones are noted.
+fn names(d: &Directive, at: Loc, part: &mut ServerPart) {
+    let text = directive_text(d);
+    for arg in &d.args {
+        for piece in arg.split(',') {
+            let piece = piece.trim();
+            if piece.is_empty() {
+                continue;
+            }
+            match validate_dns_name(piece) {
+                Ok(name) => {
+                    if arg.contains(',') {
+                        part.notes.push(Note::Differs {
+                            at,
+                            text: format!(
+                                "nginx takes `{arg}`, comma included, as a name that no request \
+                                 matches; certd uses `{name}`"
+                            ),
+                        });
+                    }
+                    if !part.names.iter().any(|seen| seen.name == name) {
+                        part.names.push(Name {
+                            name,
+                            at,
+                            text: text.clone(),
+                        });
+                    }
+                }
+                Err(reason) => {
+                    let why = format!("`{piece}` is left out: {reason}");
+                    part.notes
+                        .push(Note::untranslated(at, d, Some(why.clone())));
+                    part.name_problems.push(why);
+                }
+            }
+        }
+    }
+}
+
+/// A `listen` directive, as far as certd cares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Listen {
+    port: Option<u16>,
+    ssl: bool,
+    /// Why it is not translated (a port other than 80 and 443, a parameter certd lacks).
+    problem: Option<String>,
+}
+
+fn listen(d: &Directive) -> Listen {
+    let mut listen = Listen {
+        port: None,
+        ssl: false,
+        problem: None,
+    };
+    let Some((address, params)) = d.args.split_first() else {
+        listen.problem = Some("no address".to_owned());
+        return listen;
+    };
+    if address.starts_with("unix:") {
+        listen.problem = Some("certd listens on TCP addresses only".to_owned());
+        return listen;
+    }
+    let port = if address.chars().all(|c| c.is_ascii_digit()) {
+        Some(address.as_str())
+    } else if address.starts_with('[') {
+        address.split_once("]:").map(|(_, port)| port)
+    } else {
+        address.rsplit_once(':').map(|(_, port)| port)
+    };
+    listen.port = match port {
+        None => Some(80),
+        Some(port) => port.parse().ok(),
+    };
+    for param in params {
+        let known = [
+            "http2",
+            "default_server",
+            "default",
+            "reuseport",
+            "deferred",
+            "bind",
+        ];
+        let tuning = [
+            "ipv6only=",
+            "backlog=",
+            "rcvbuf=",
+            "sndbuf=",
+            "fastopen=",
+            "so_keepalive=",
+        ];
+        if param == "ssl" {
+            listen.ssl = true;
+        } else if !known.contains(&param.as_str()) && !tuning.iter().any(|t| param.starts_with(t)) {
+            listen.problem = Some(format!("certd's listeners have no `{param}`"));
+        }
+    }
+    if !matches!(listen.port, Some(80 | 443)) && listen.problem.is_none() {
+        listen.problem = Some(
+            "certd serves every site on [http] listen and [https] listen (:80 and :443 by \
+             default); set those for other ports"
+                .to_owned(),
+        );
+    }
+    listen
+}
+
+/// An https redirect certd takes over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Redirect {
+    /// A server-level `return` or `rewrite`: every request is redirected, before any location.
+    every_request: bool,
+    /// False for a redirect to `$server_name` (the first name) instead of the requested host.
+    keeps_host: bool,
+}
+
+/// Whether `d` redirects to https at the same host and path: `return 301 https://$host$request_uri`,
+/// `rewrite ^(.*)$ https://$host$1 permanent`, and certbot's `if ($host = NAME) { return 301 …; }`
+/// or `if ($scheme != "https") { … }`. `None` when it is not such a redirect at all; `Some(Err)`
+/// when it is an `if` redirect certd cannot take over.
+fn https_redirect(d: &Directive, names: &[&str]) -> Option<Result<Redirect, String>> {
+    let args: Vec<&str> = d.args.iter().map(String::as_str).collect();
+    let every_request = |keeps_host| {
+        Ok(Redirect {
+            every_request: true,
+            keeps_host,
+        })
+    };
+    match (d.name.as_str(), args.as_slice(), &d.block) {
+        ("return", [code, url], None) if matches!(*code, "301" | "302" | "303" | "307" | "308") => {
+            let (keeps_host, tail) = https_host(url)?;
+            (tail == "$request_uri").then(|| every_request(keeps_host))
+        }
+        ("rewrite", [regex, replacement, "permanent" | "redirect"], None) => {
+            let (keeps_host, tail) = https_host(replacement)?;
+            let whole = ["^(.*)$", "^(.*)", "(.*)", "(.*)$"];
+            let after_slash = ["^/(.*)$", "^/(.*)", "/(.*)", "/(.*)$"];
+            let any = ["^", "^.*", "^.*$", ".*", "^/", "^/.*"];
+            let ok = match tail {
+                "$1" => whole.contains(regex),
+                "/$1" => after_slash.contains(regex),
+                "$request_uri" | "$request_uri?" => {
+                    any.contains(regex) || whole.contains(regex) || after_slash.contains(regex)
+                }
+                _ => false,
+            };
+            ok.then(|| every_request(keeps_host))
+        }
+        ("if", _, Some(inner)) => {
+            let [only] = inner.as_slice() else {
+                return None;
+            };
+            let redirect = Redirect {
+                // Only the requests the condition picks.
+                every_request: false,
+                ..https_redirect(only, names)?.ok()?
+            };
+            let condition = args.join(" ");
+            let condition = condition
+                .trim()
+                .trim_start_matches('(')
+                .trim_end_matches(')');
+            let words: Vec<&str> = condition.split_whitespace().collect();
+            match words.as_slice() {
+                ["$host", "=", host] => {
+                    let host = host.to_ascii_lowercase();
+                    if names.contains(&host.as_str()) {
+                        Some(Ok(redirect))
+                    } else {
+                        Some(Err(format!(
+                            "redirects `{host}`, which is not a name of this server block"
+                        )))
+                    }
+                }
+                ["$scheme", "!=", "https"] | ["$scheme", "=", "http"] => Some(Ok(redirect)),
+                _ => None,
+            }
+        }
+        _ => None,
+    }
+}
+
+/// For `https://$host…` (or `$http_host`, `$server_name`): whether the host is kept, and the rest.
+fn https_host(url: &str) -> Option<(bool, &str)> {
+    let rest = url.strip_prefix("https://")?;
+    if let Some(tail) = rest
+        .strip_prefix("$host")
+        .or_else(|| rest.strip_prefix("$http_host"))
+    {
+        Some((true, tail))
+    } else {
+        rest.strip_prefix("$server_name").map(|tail| (false, tail))
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::import::nginx::parse::parse;
+
+    fn first(text: &str) -> Directive {
+        parse(text).unwrap().remove(0)
+    }
+
+    #[test]
+    fn https_redirects_are_recognised() {
+        let names = ["a.example", "www.a.example"];
+        let all = |keeps_host| {
+            Some(Ok(Redirect {
+                every_request: true,
+                keeps_host,
+            }))
+        };
+        let some = Some(Ok(Redirect {
+            every_request: false,
+            keeps_host: true,
+        }));
+        let cases = [
+            ("return 301 https://$host$request_uri;", all(true)),
+            ("return 302 https://$http_host$request_uri;", all(true)),
+            ("return 301 https://$server_name$request_uri;", all(false)),
+            ("rewrite ^(.*)$ https://$host$1 permanent;", all(true)),
+            ("rewrite ^/(.*)$ https://$host/$1 permanent;", all(true)),
+            ("rewrite ^ https://$host$request_uri? permanent;", all(true)),
+            (
+                "if ($host = www.a.example) { return 301 https://$host$request_uri; }",
+                some.clone(),
+            ),
+            (
+                "if ($scheme != \"https\") { return 301 https://$host$request_uri; }",
+                some.clone(),
+            ),
+            (
+                "if ($host = b.example) { return 301 https://$host$request_uri; }",
+                Some(Err(
+                    "redirects `b.example`, which is not a name of this server block".to_owned(),
+                )),
+            ),
+            ("return 301 https://a.example$request_uri;", None),
+            ("return 301 http://$host$request_uri;", None),
+            ("return 404;", None),
+            ("rewrite ^/old$ https://$host/new permanent;", None),
+            ("rewrite ^(.*)$ https://$host$1 last;", None),
+            ("if ($http_user_agent ~ bot) { return 403; }", None),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(https_redirect(&first(text), &names), expected, "{text}");
+        }
+    }
+
+    #[test]
+    fn listen_forms() {
+        let cases = [
+            ("listen 80;", Some(80), false, false),
+            ("listen [::]:80 default_server;", Some(80), false, false),
+            ("listen 443 ssl http2;", Some(443), true, false),
+            ("listen [::]:443 ssl ipv6only=on;", Some(443), true, false),
+            ("listen 0.0.0.0:443 ssl;", Some(443), true, false),
+            ("listen 127.0.0.1;", Some(80), false, false),
+            ("listen 443;", Some(443), false, false),
+            ("listen 8443 ssl;", Some(8443), true, true),
+            ("listen 443 ssl proxy_protocol;", Some(443), true, true),
+            ("listen unix:/run/nginx.sock;", None, false, true),
+        ];
+        for (text, port, ssl, problem) in cases {
+            let l = listen(&first(text));
+            assert_eq!(
+                (l.port, l.ssl, l.problem.is_some()),
+                (port, ssl, problem),
+                "{text}"
+            );
+        }
+    }
+}

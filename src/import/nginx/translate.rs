@@ -1,0 +1,453 @@
+//! From parsed nginx files to certd sites: what a translation holds ([`Translation`], [`Site`],
+//! [`Route`], [`Note`]), the walk over the files' top level, and the grouping of server blocks into
+//! sites.
+//!
+//! Server blocks are grouped by their set of names: the :443 block and the :80 block that only
+//! redirects to https (certbot's `if ($host = …)` or a hand-written `return 301` / `rewrite`) become
+//! one site, because certd redirects :80 to https by itself. A :80 block that serves content becomes
+//! a site too (certd adds TLS). Each name may appear in one site only, as in certd.toml.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::parse::{directive_text, Directive};
+use super::server::{self, Kind, ServerPart};
+
+/// Where a directive is: the index of its file in [`Translation::files`], and its line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) struct Loc {
+    pub(super) file: usize,
+    pub(super) line: usize,
+}
+
+/// What a translated directive meant, grouped so that one comment explains a set of lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) enum Topic {
+    /// Certificates, protocols, ciphers, `listen 443 ssl`: certd's own business.
+    Tls,
+    /// TLS settings outside any server block.
+    TlsDefaults,
+    /// The :80 → https redirect, and certbot's `return 404` for other hosts.
+    Redirect,
+    /// `listen 80` on a block that serves content: certd serves it over https instead.
+    PlainHttp,
+    /// `index index.html`.
+    Index,
+    /// `proxy_http_version`, websocket and forwarding headers.
+    ProxyHeaders,
+    /// `location = /50x.html { }` that an `error_page` uses.
+    ErrorPageLocation,
+    /// An empty `location = /x { }` that the route for its prefix serves anyway.
+    EmptyExactLocation,
+    /// A server-level `root` that no route or error page uses.
+    UnusedRoot,
+    /// `root`, `location`, … in a block that redirects every request before using them.
+    Unreachable,
+    /// The same location (same path and target) in another server block of the site.
+    SameRoute,
+}
+
+/// The lines translated per topic.
+pub(super) type Covered = BTreeMap<Topic, BTreeSet<Loc>>;
+
+/// Adds `at` to `topic` in `covered`.
+pub(super) fn cover(covered: &mut Covered, topic: Topic, at: Loc) {
+    covered.entry(topic).or_default().insert(at);
+}
+
+fn merge_covered(into: &mut Covered, from: Covered) {
+    for (topic, lines) in from {
+        into.entry(topic).or_default().extend(lines);
+    }
+}
+
+/// A directive that needs the operator's attention.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Note {
+    /// Not translated: listed so nothing is dropped silently. Makes the exit code 1.
+    Untranslated {
+        at: Loc,
+        /// The directive as nginx text.
+        text: String,
+        /// Why, when there is something useful to say.
+        why: Option<String>,
+    },
+    /// Translated, but certd behaves differently in a way that may matter.
+    Differs { at: Loc, text: String },
+}
+
+impl Note {
+    /// `d` (at `at`) is not translated, because of `why`.
+    pub(super) fn untranslated(at: Loc, d: &Directive, why: Option<String>) -> Self {
+        Self::Untranslated {
+            at,
+            text: directive_text(d),
+            why,
+        }
+    }
+}
+
+/// What a route does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Target {
+    /// `proxy = "…"`.
+    Proxy(String),
+    /// `root = "…"`.
+    Root(String),
+}
+
+/// One `[[site.route]]`, from one `location` (or from a server-level `root`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Route {
+    pub(super) path: String,
+    pub(super) target: Target,
+    /// Where it came from, and how to name that in a comment (`location /ws`).
+    pub(super) at: Loc,
+    pub(super) source: String,
+    /// The `location` as nginx text, for a note when it cannot be merged.
+    pub(super) text: String,
+    pub(super) covered: Covered,
+    pub(super) notes: Vec<Note>,
+}
+
+/// One `[site.error_pages]` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct ErrorPage {
+    pub(super) file: String,
+    pub(super) at: Loc,
+    pub(super) text: String,
+}
+
+/// One `[[site]]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Site {
+    pub(super) names: Vec<String>,
+    /// The server blocks it came from, with what each did (`https`, `http → https redirect`, …).
+    pub(super) servers: Vec<(Loc, &'static str)>,
+    pub(super) covered: Covered,
+    /// Whether certbot wrote some of its TLS lines (then `certd import certbot` is worth a hint).
+    pub(super) certbot: bool,
+    pub(super) notes: Vec<Note>,
+    pub(super) routes: Vec<Route>,
+    pub(super) error_pages: BTreeMap<u16, ErrorPage>,
+}
+
+/// Everything `certd import nginx` found in its files.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub(super) struct Translation {
+    /// The files, as named on the command line.
+    pub(super) files: Vec<String>,
+    /// Translated lines outside any site (http-level TLS settings, a catch-all redirect).
+    pub(super) outside_covered: Covered,
+    /// Notes outside any site: top-level and `http {}` directives, server blocks without a site.
+    pub(super) outside: Vec<Note>,
+    pub(super) sites: Vec<Site>,
+}
+
+impl Translation {
+    /// Every note, wherever it is.
+    pub(super) fn notes(&self) -> impl Iterator<Item = &Note> {
+        self.outside
+            .iter()
+            .chain(self.sites.iter().flat_map(|site| {
+                site.notes
+                    .iter()
+                    .chain(site.routes.iter().flat_map(|route| route.notes.iter()))
+            }))
+    }
+
+    /// How many directives were not translated.
+    pub(super) fn untranslated(&self) -> usize {
+        self.notes()
+            .filter(|note| matches!(note, Note::Untranslated { .. }))
+            .count()
+    }
+}
+
+/// Translates parsed files: `files` holds each file's name and directives.
+pub(super) fn translate(files: &[(String, Vec<Directive>)]) -> Translation {
+    let mut translation = Translation {
+        files: files.iter().map(|(name, _)| name.clone()).collect(),
+        ..Translation::default()
+    };
+    let mut upstreams = BTreeMap::new();
+    for (file, (_, directives)) in files.iter().enumerate() {
+        find_upstreams(directives, file, &mut upstreams);
+    }
+    let mut parts = Vec::new();
+    for (file, (_, directives)) in files.iter().enumerate() {
+        walk(
+            directives,
+            file,
+            &upstreams,
+            false,
+            &mut parts,
+            &mut translation,
+        );
+    }
+    group(parts, &mut translation);
+    translation
+}
+
+/// Records the `upstream NAME { }` blocks at the top level or in `http { }`, so a `proxy_pass` that
+/// names one can say so.
+fn find_upstreams(directives: &[Directive], file: usize, into: &mut BTreeMap<String, Loc>) {
+    for d in directives {
+        match (d.name.as_str(), &d.block, d.args.as_slice()) {
+            ("upstream", Some(_), [name]) => {
+                into.entry(name.clone())
+                    .or_insert(Loc { file, line: d.line });
+            }
+            ("http", Some(inner), _) => find_upstreams(inner, file, into),
+            _ => {}
+        }
+    }
+}
+
+/// The top level of a file (a sites-enabled snippet or a whole nginx.conf) and its `http { }`.
+fn walk(
+    directives: &[Directive],
+    file: usize,
+    upstreams: &BTreeMap<String, Loc>,
+    in_http: bool,
+    parts: &mut Vec<ServerPart>,
+    translation: &mut Translation,
+) {
+    for d in directives {
+        let at = Loc { file, line: d.line };
+        match (d.name.as_str(), &d.block) {
+            ("server", Some(_)) => parts.push(server::server(d, file, upstreams)),
+            ("http", Some(inner)) if !in_http => {
+                walk(inner, file, upstreams, true, parts, translation)
+            }
+            _ if is_tls_setting(d) => {
+                cover(&mut translation.outside_covered, Topic::TlsDefaults, at)
+            }
+            _ => translation
+                .outside
+                .push(Note::untranslated(at, d, why_untranslated(d))),
+        }
+    }
+}
+
+/// Whether `d` is a TLS setting that certd decides itself (certificates, protocols, ciphers,
+/// sessions, OCSP stapling, certbot's options file).
+pub(super) fn is_tls_setting(d: &Directive) -> bool {
+    const SETTINGS: [&str; 14] = [
+        "ssl_certificate",
+        "ssl_certificate_key",
+        "ssl_protocols",
+        "ssl_ciphers",
+        "ssl_session_timeout",
+        "ssl_session_cache",
+        "ssl_session_tickets",
+        "ssl_prefer_server_ciphers",
+        "ssl_dhparam",
+        "ssl_ecdh_curve",
+        "ssl_stapling",
+        "ssl_stapling_verify",
+        "ssl_trusted_certificate",
+        "ssl_buffer_size",
+    ];
+    let args: Vec<&str> = d.args.iter().map(String::as_str).collect();
+    d.block.is_none()
+        && (SETTINGS.contains(&d.name.as_str())
+            || (d.name == "ssl" && args == ["on"])
+            || (d.name == "http2" && args == ["on"])
+            || (d.name == "include"
+                && matches!(args.as_slice(), [path] if path.ends_with("/options-ssl-nginx.conf"))))
+}
+
+/// A hint for an untranslated directive, for the ones people often have.
+pub(super) fn why_untranslated(d: &Directive) -> Option<String> {
+    let why = match d.name.as_str() {
+        "include" => {
+            "not followed: if that file holds server blocks, pass it to `certd import nginx` too"
+        }
+        "upstream" => "certd has no upstream groups: a route proxies to one address",
+        "try_files" => {
+            "certd serves the file under root, or a folder's index.html, and has no fallbacks"
+        }
+        "add_header" | "more_set_headers" => "certd does not add response headers",
+        "auth_basic" | "auth_basic_user_file" | "auth_request" => "certd has no authentication",
+        "access_log" | "error_log" => {
+            "certd logs one line per request (site, method, path, status) to stderr"
+        }
+        "alias" => "certd routes have `root` only (the whole request path is appended)",
+        "rewrite" | "return" | "if" | "set" | "map" => {
+            "certd does not rewrite, redirect or answer by itself, other than :80 → https"
+        }
+        "proxy_read_timeout" | "proxy_connect_timeout" | "proxy_send_timeout" => {
+            "certd's upstream timeouts are global: [limits] upstream_connect_timeout and \
+             upstream_response_timeout"
+        }
+        "client_max_body_size" => "certd has no request body size limit",
+        "events" | "user" | "worker_processes" | "worker_connections" | "pid" => {
+            "nginx process settings; certd has none of these"
+        }
+        name if name.starts_with("gzip") => "certd does not compress responses",
+        _ => return None,
+    };
+    Some(why.to_owned())
+}
+
+/// Turns the server blocks into sites (see the module documentation).
+fn group(parts: Vec<ServerPart>, translation: &mut Translation) {
+    let (content, redirects): (Vec<ServerPart>, Vec<ServerPart>) = parts
+        .into_iter()
+        .partition(|part| part.kind == Kind::Content);
+    // The site each name belongs to.
+    let mut claimed: BTreeMap<String, usize> = BTreeMap::new();
+
+    let mut groups: Vec<(BTreeSet<String>, Vec<ServerPart>)> = Vec::new();
+    for part in content {
+        if part.names.is_empty() {
+            translation.outside.push(whole_server(
+                &part,
+                "no name in server_name that certd can obtain a certificate for, so there is \
+                 no site for it",
+            ));
+            continue;
+        }
+        let key = part.key();
+        match groups.iter_mut().find(|(seen, _)| *seen == key) {
+            Some((_, group)) => group.push(part),
+            None => groups.push((key, vec![part])),
+        }
+    }
+    for (_, parts) in groups {
+        let mut names = Vec::new();
+        let mut notes = Vec::new();
+        for name in &parts[0].names {
+            match claimed.get(&name.name) {
+                Some(&site) => notes.push(Note::Untranslated {
+                    at: name.at,
+                    text: name.text.clone(),
+                    why: Some(format!(
+                        "`{}` is left out: it is already a name of site {} (certd allows each \
+                         name in one site only)",
+                        name.name, translation.sites[site].names[0]
+                    )),
+                }),
+                None => names.push(name.name.clone()),
+            }
+        }
+        if names.is_empty() {
+            for part in &parts {
+                translation.outside.push(whole_server(
+                    part,
+                    "all its names belong to other sites already",
+                ));
+            }
+            continue;
+        }
+        let index = translation.sites.len();
+        for name in &names {
+            claimed.insert(name.clone(), index);
+        }
+        let mut site = Site {
+            names,
+            servers: Vec::new(),
+            covered: Covered::new(),
+            certbot: false,
+            notes,
+            routes: Vec::new(),
+            error_pages: BTreeMap::new(),
+        };
+        for part in parts {
+            site.merge(part);
+        }
+        translation.sites.push(site);
+    }
+
+    for part in redirects {
+        if part.names.is_empty() {
+            merge_covered(&mut translation.outside_covered, part.covered);
+            translation.outside.extend(part.notes);
+            continue;
+        }
+        let key = part.key();
+        if let Some(site) = translation
+            .sites
+            .iter_mut()
+            .find(|site| site.names.iter().cloned().collect::<BTreeSet<_>>() == key)
+        {
+            site.merge(part);
+            continue;
+        }
+        let unserved: Vec<&str> = part
+            .names
+            .iter()
+            .filter(|name| !claimed.contains_key(&name.name))
+            .map(|name| name.name.as_str())
+            .collect();
+        let first_site = part.names.first().and_then(|name| claimed.get(&name.name));
+        if let (true, Some(&site)) = (unserved.is_empty(), first_site) {
+            translation.sites[site].merge(part);
+        } else {
+            let why = format!(
+                "no server block in these files serves {} over https; certd redirects :80 to \
+                 https only for the names of its sites",
+                unserved.join(", ")
+            );
+            translation.outside.push(whole_server(&part, &why));
+        }
+    }
+}
+
+/// A note for a whole server block that becomes no site, with the reasons it gave for its names.
+fn whole_server(part: &ServerPart, why: &str) -> Note {
+    let mut why = why.to_owned();
+    for problem in &part.name_problems {
+        why.push_str("; ");
+        why.push_str(problem);
+    }
+    Note::Untranslated {
+        at: part.at,
+        text: part.text.clone(),
+        why: Some(why),
+    }
+}
+
+impl Site {
+    /// Adds one server block's routes, error pages and notes to this site.
+    fn merge(&mut self, part: ServerPart) {
+        self.servers.push((part.at, part.role()));
+        merge_covered(&mut self.covered, part.covered);
+        self.certbot |= part.certbot;
+        self.notes.extend(part.notes);
+        for route in part.routes {
+            match self.routes.iter_mut().find(|seen| seen.path == route.path) {
+                None => self.routes.push(route),
+                Some(seen) if seen.target == route.target => {
+                    cover(&mut seen.covered, Topic::SameRoute, route.at);
+                    merge_covered(&mut seen.covered, route.covered);
+                    seen.notes.extend(route.notes);
+                }
+                Some(seen) => self.notes.push(Note::Untranslated {
+                    at: route.at,
+                    text: route.text,
+                    why: Some(format!(
+                        "`{}` is already routed by line {} of another server block",
+                        route.path, seen.at.line
+                    )),
+                }),
+            }
+        }
+        for (code, page) in part.error_pages {
+            match self.error_pages.get(&code) {
+                None => {
+                    self.error_pages.insert(code, page);
+                }
+                Some(seen) if seen.file == page.file => {}
+                Some(seen) => self.notes.push(Note::Untranslated {
+                    at: page.at,
+                    text: page.text,
+                    why: Some(format!(
+                        "the {code} page is already {} (line {})",
+                        seen.file, seen.at.line
+                    )),
+                }),
+            }
+        }
+    }
+}
