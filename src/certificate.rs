@@ -14,7 +14,7 @@ pub struct CertifiedPem {
     pub cert_pem: String,
     /// The intermediates, in the order the CA sent them (may be empty).
     pub chain_pem: String,
-    /// The private key (PKCS#8).
+    /// The private key: PKCS#8 as certd writes it (SEC1 or PKCS#1 when imported from certbot).
     pub key_pem: Zeroizing<String>,
 }
 
