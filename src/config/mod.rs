@@ -18,6 +18,7 @@
 //! ca_roots = "pebble-root.pem"  # optional: extra PEM roots for the CA's own HTTPS; must exist
 //! key_type = "ecdsa-p256"       # ecdsa-p256 (default), ecdsa-p384, rsa2048, rsa4096
 //! concurrency = 4               # orders in flight at once, 1..=64 (default 4)
+//! profile = "tlsserver"         # optional ACME profile, sent when the CA offers profiles
 //!
 //! [http]                        # optional
 //! listen = ["0.0.0.0:80"]       # default ["0.0.0.0:80"]; each an IP address with a port
@@ -50,8 +51,13 @@
 //! [hook]                        # optional: run after each renewal and each failed attempt
 //! command = ["/usr/local/bin/reload-mail", "--quiet"]   # argv, no shell; CERTD_* in its env
 //!
+//! [preflight]                   # optional: checks before the first order for a name
+//! enabled = true                # DNS resolves, and http://<name>/.well-known/… reaches this certd
+//! resolver = "127.0.0.1:53"     # the DNS server to ask (default: the system's resolver)
+//!
 //! [[site]]                      # at least one; one certificate per site
 //! names = ["example.org", "www.example.org"]  # DNS names, each used once in the whole file
+//! profile = "shortlived"        # optional: this site's ACME profile, overriding [acme] profile
 //!
 //!   [[site.route]]              # optional, for `certd run`; the longest matching prefix wins
 //!   path = "/"                  # required, starts with /
@@ -117,6 +123,9 @@ pub struct AcmeConfig {
     pub key_type: KeyType,
     /// How many orders may be in flight at once.
     pub concurrency: usize,
+    /// The ACME profile to ask for (`classic`, `tlsserver`, `shortlived`, …), when the CA offers
+    /// profiles; a site's own `profile` wins.
+    pub profile: Option<String>,
 }
 
 /// The kind of private key generated for a certificate.
@@ -235,6 +244,11 @@ pub struct OperationsConfig {
     /// `[hook] command`: a program (argv, no shell) run after each renewal and each failed attempt,
     /// with the site and file paths in its environment.
     pub hook: Option<Vec<String>>,
+    /// `[preflight] enabled`: check DNS and reachability before the first order for a name (default
+    /// true).
+    pub preflight: bool,
+    /// `[preflight] resolver`: the DNS server preflight asks (default: the system's resolver).
+    pub preflight_resolver: Option<SocketAddr>,
 }
 
 impl Default for OperationsConfig {
@@ -244,6 +258,8 @@ impl Default for OperationsConfig {
             critical_days: 7,
             metrics_listen: None,
             hook: None,
+            preflight: true,
+            preflight_resolver: None,
         }
     }
 }
@@ -257,6 +273,8 @@ pub struct SiteConfig {
     pub routes: Vec<RouteConfig>,
     /// `[site.error_pages]`: a file served as the body of each listed status.
     pub error_pages: BTreeMap<u16, PathBuf>,
+    /// The ACME profile for this site's certificate, overriding `[acme] profile`.
+    pub profile: Option<String>,
 }
 
 /// One `[[site.route]]`.
@@ -290,6 +308,7 @@ impl SiteConfig {
             names,
             routes: Vec::new(),
             error_pages: BTreeMap::new(),
+            profile: None,
         }
     }
 }

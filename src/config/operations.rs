@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 
 use toml::Spanned;
 
-use super::raw::{RawHook, RawMetrics, RawStatus};
+use super::raw::{RawHook, RawMetrics, RawPreflight, RawStatus};
 use super::validate::Problems;
 use super::OperationsConfig;
 
@@ -12,6 +12,7 @@ pub(super) fn operations(
     status: Option<Spanned<RawStatus>>,
     metrics: Option<Spanned<RawMetrics>>,
     hook: Option<Spanned<RawHook>>,
+    preflight: Option<Spanned<RawPreflight>>,
     problems: &mut Problems<'_>,
 ) -> OperationsConfig {
     let mut operations = OperationsConfig::default();
@@ -78,6 +79,24 @@ pub(super) fn operations(
                 Some(span),
                 "missing: [hook] needs `command = [\"/path/to/program\", \"arg\"]`",
             ),
+        }
+    }
+    if let Some(preflight) = preflight.map(Spanned::into_inner) {
+        if let Some(enabled) = preflight.enabled {
+            operations.preflight = *enabled.get_ref();
+        }
+        if let Some(resolver) = preflight.resolver {
+            match resolver.get_ref().parse::<SocketAddr>() {
+                Ok(addr) => operations.preflight_resolver = Some(addr),
+                Err(_) => problems.add(
+                    "preflight.resolver",
+                    Some(resolver.span()),
+                    format!(
+                        "`{}` is not a DNS server address with a port, such as \"127.0.0.1:53\"",
+                        resolver.get_ref()
+                    ),
+                ),
+            }
         }
     }
     operations

@@ -31,6 +31,7 @@ pub(super) struct RawConfig {
     pub(super) status: Option<Spanned<RawStatus>>,
     pub(super) metrics: Option<Spanned<RawMetrics>>,
     pub(super) hook: Option<Spanned<RawHook>>,
+    pub(super) preflight: Option<Spanned<RawPreflight>>,
     #[serde(default)]
     pub(super) site: Vec<Spanned<RawSite>>,
 }
@@ -47,6 +48,7 @@ pub(super) struct RawAcme {
     /// the others instead of a deserializer error that stops at the first.
     pub(super) key_type: Option<Spanned<String>>,
     pub(super) concurrency: Option<Spanned<i64>>,
+    pub(super) profile: Option<Spanned<String>>,
 }
 
 /// `[http]`.
@@ -100,6 +102,14 @@ pub(super) struct RawMetrics {
     pub(super) listen: Option<Spanned<String>>,
 }
 
+/// `[preflight]`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawPreflight {
+    pub(super) enabled: Option<Spanned<bool>>,
+    pub(super) resolver: Option<Spanned<String>>,
+}
+
 /// `[hook]`.
 #[derive(Debug, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -134,6 +144,7 @@ pub(super) struct RawSite {
     pub(super) route: Vec<Spanned<RawRoute>>,
     /// Status code (as a TOML key, so a string) → file.
     pub(super) error_pages: Option<Spanned<std::collections::BTreeMap<String, Spanned<String>>>>,
+    pub(super) profile: Option<Spanned<String>>,
 }
 
 // ---------------------------------------------------------------------------------------------------

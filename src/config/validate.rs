@@ -73,7 +73,13 @@ pub(super) fn validate(raw: RawConfig, path: &Path, problems: &mut Problems<'_>)
         https: serving::https(raw.https, problems),
         limits: serving::limits(raw.limits, problems),
         renewal: renewal(raw.renewal, problems),
-        operations: operations::operations(raw.status, raw.metrics, raw.hook, problems),
+        operations: operations::operations(
+            raw.status,
+            raw.metrics,
+            raw.hook,
+            raw.preflight,
+            problems,
+        ),
         sites: sites(raw.site, &folder, problems),
     }
 }
@@ -112,6 +118,7 @@ fn acme(raw: Option<Spanned<RawAcme>>, folder: &Path, problems: &mut Problems<'_
         ca_roots: None,
         key_type: KeyType::default(),
         concurrency: DEFAULT_CONCURRENCY,
+        profile: None,
     };
     let Some(raw) = raw else {
         problems.add(
@@ -190,6 +197,13 @@ fn acme(raw: Option<Spanned<RawAcme>>, folder: &Path, problems: &mut Problems<'_
         }
     }
 
+    if let Some(profile) = raw.profile {
+        match profile_name(profile.get_ref()) {
+            Ok(name) => acme.profile = Some(name),
+            Err(reason) => problems.add("acme.profile", Some(profile.span()), reason),
+        }
+    }
+
     if let Some(concurrency) = raw.concurrency {
         let value = *concurrency.get_ref();
         match usize::try_from(value) {
@@ -208,6 +222,23 @@ fn acme(raw: Option<Spanned<RawAcme>>, folder: &Path, problems: &mut Problems<'_
     }
 
     acme
+}
+
+/// An ACME profile name as CAs spell them (`classic`, `tlsserver`, `shortlived`): whether the CA
+/// offers it is checked against its directory when certd connects.
+pub(super) fn profile_name(value: &str) -> Result<String, String> {
+    let valid = !value.is_empty()
+        && value.len() <= 64
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
+    if valid {
+        Ok(value.to_owned())
+    } else {
+        Err(format!(
+            "{value:?} is not a profile name (letters, digits, '-', '_', '.'), such as \"tlsserver\""
+        ))
+    }
 }
 
 /// Expands the `letsencrypt` shorthands, and otherwise checks for an `https://` URL with a host.
@@ -427,7 +458,15 @@ fn sites(
             names,
             route,
             error_pages,
+            profile,
         } = site.into_inner();
+        let profile = profile.and_then(|profile| match profile_name(profile.get_ref()) {
+            Ok(name) => Some(name),
+            Err(reason) => {
+                problems.add(format!("site[{i}].profile"), Some(profile.span()), reason);
+                None
+            }
+        });
         let routes = serving::routes(i, route, folder, problems);
         let error_pages = serving::error_pages(i, error_pages, folder, problems);
         let Some(names) = names else {
@@ -480,6 +519,7 @@ fn sites(
                 names: valid,
                 routes,
                 error_pages,
+                profile,
             });
         }
     }
