@@ -28,12 +28,12 @@ use instant_acme::{
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
 use time::OffsetDateTime;
-use tracing::{debug, info, info_span, Instrument};
+use tracing::{debug, info, info_span, warn, Instrument};
 use zeroize::Zeroizing;
 
 use crate::certificate::{self, CertificateError, CertifiedPem};
 use crate::challenge::ChallengeTokens;
-use crate::config::{AcmeConfig, KeyType, SiteConfig};
+use crate::config::{AcmeConfig, Config, KeyType, SiteConfig};
 use crate::store::{Store, StoreError};
 
 /// How long one HTTP request to the CA may take before it counts as unreachable.
@@ -115,6 +115,16 @@ pub enum AcmeError {
         /// The CA's problem document.
         problem: Box<Problem>,
     },
+    /// The configuration asks for a profile the CA does not offer.
+    #[error("site {site} asks for the ACME profile {profile:?}, which the CA does not offer (it offers: {offered}); fix `profile` in the configuration")]
+    UnknownProfile {
+        /// The site.
+        site: String,
+        /// The profile asked for.
+        profile: String,
+        /// What the CA offers.
+        offered: String,
+    },
     /// The CA offers no HTTP-01 challenge for a name (certd only answers HTTP-01).
     #[error("the CA offers no http-01 challenge for {name} (site {site})")]
     NoHttp01 {
@@ -182,6 +192,7 @@ impl AcmeError {
                 | Self::NotAcme { .. }
                 | Self::CaRoots { .. }
                 | Self::AccountRejected { .. }
+                | Self::UnknownProfile { .. }
         )
     }
 }
@@ -218,6 +229,36 @@ impl fmt::Display for Described<'_> {
         }
         Ok(())
     }
+}
+
+/// How to order one certificate.
+#[derive(Debug, Clone, Default)]
+pub struct OrderOptions {
+    /// The kind of key to generate.
+    pub key_type: KeyType,
+    /// The ACME profile to ask for (only sent when the CA offers profiles).
+    pub profile: Option<String>,
+    /// The PEM of the certificate this order replaces, for ARI's `replaces`.
+    pub replaces: Option<String>,
+}
+
+/// The CA's suggested renewal window for a certificate (RFC 9773).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RenewalWindow {
+    /// Renew no earlier than this.
+    pub start: OffsetDateTime,
+    /// Renew before this.
+    pub end: OffsetDateTime,
+    /// Ask again after this long (the CA's `Retry-After`).
+    pub poll_after: Duration,
+    /// Why the window is where it is, when the CA says (e.g. after a revocation).
+    pub explanation_url: Option<String>,
+}
+
+/// The ARI identifier (authority key identifier and serial) of the certificate in `cert_pem`.
+fn certificate_id(cert_pem: &str) -> Result<instant_acme::CertificateIdentifier<'static>, String> {
+    let der = CertificateDer::from_pem_slice(cert_pem.as_bytes()).map_err(|err| err.to_string())?;
+    instant_acme::CertificateIdentifier::try_from(&der).map(|id| id.into_owned())
 }
 
 /// An ACME account at one CA, ready to order certificates.
@@ -326,7 +367,56 @@ impl AcmeClient {
         self.account.id()
     }
 
-    /// Orders a certificate for all of `site`'s names over HTTP-01 with a fresh `key_type` key.
+    /// The profiles the CA's directory offers (RFC draft "ACME profiles"); empty when it offers none.
+    pub fn offered_profiles(&self) -> Vec<String> {
+        self.account
+            .profiles()
+            .map(|profile| profile.name.to_owned())
+            .collect()
+    }
+
+    /// Checks every profile `config` asks for against the CA's directory, so that a profile the CA
+    /// does not offer is a configuration error when certd connects, not a failed order at 3 a.m. A CA
+    /// that offers no profiles at all is told none (and this returns `Ok`).
+    pub fn check_profiles(&self, config: &Config) -> Result<(), AcmeError> {
+        let offered = self.offered_profiles();
+        if offered.is_empty() {
+            return Ok(());
+        }
+        for site in &config.sites {
+            if let Some(profile) = site.profile.as_ref().or(config.acme.profile.as_ref()) {
+                if !offered.contains(profile) {
+                    return Err(AcmeError::UnknownProfile {
+                        site: site.name().to_owned(),
+                        profile: profile.clone(),
+                        offered: offered.join(", "),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The CA's suggested renewal window for `cert_pem` (ACME Renewal Information, RFC 9773), or
+    /// `None` when the CA does not offer ARI.
+    pub async fn renewal_window(&self, cert_pem: &str) -> Result<Option<RenewalWindow>, AcmeError> {
+        let id = certificate_id(cert_pem).map_err(|reason| AcmeError::NotAcme {
+            url: self.directory_url.clone(),
+            reason: format!("cannot build the ARI certificate identifier: {reason}"),
+        })?;
+        match self.account.renewal_info(&id).await {
+            Ok((info, poll_after)) => Ok(Some(RenewalWindow {
+                start: info.suggested_window.start,
+                end: info.suggested_window.end,
+                poll_after,
+                explanation_url: info.explanation_url,
+            })),
+            Err(instant_acme::Error::Unsupported(_)) => Ok(None),
+            Err(err) => Err(self.site_error("(renewal information)", err)),
+        }
+    }
+
+    /// Orders a certificate for all of `site`'s names over HTTP-01 with a fresh key, as `options` say.
     ///
     /// The challenge responder must be answering from `tokens` (on the port the CA validates) while this
     /// runs; tokens are withdrawn when it returns, whatever the outcome. The returned material has not
@@ -334,29 +424,89 @@ impl AcmeClient {
     pub async fn order(
         &self,
         site: &SiteConfig,
-        key_type: KeyType,
+        options: &OrderOptions,
         tokens: &ChallengeTokens,
     ) -> Result<CertifiedPem, AcmeError> {
         let span = info_span!("order", site = site.name());
-        self.order_inner(site, key_type, tokens)
+        self.order_inner(site, options, tokens)
             .instrument(span)
             .await
+    }
+
+    /// Creates the order, with `replaces` when renewing a certificate the CA knows through ARI. A CA
+    /// that refuses `replaces` (`alreadyReplaced`, or a certificate from another account or CA) gets
+    /// the same order once more without it, rather than a renewal that never happens.
+    async fn new_order(
+        &self,
+        site: &str,
+        identifiers: &[Identifier],
+        options: &OrderOptions,
+    ) -> Result<instant_acme::Order, AcmeError> {
+        let mut request = NewOrder::new(identifiers);
+        if let Some(profile) = options.profile.as_deref() {
+            request = request.profile(profile);
+        }
+        let replaces = match options.replaces.as_deref().map(certificate_id) {
+            Some(Ok(id)) => Some(id),
+            Some(Err(reason)) => {
+                debug!(%reason, "renewing without `replaces`");
+                None
+            }
+            None => None,
+        };
+        let Some(replaces) = replaces else {
+            return self
+                .account
+                .new_order(&request)
+                .await
+                .map_err(|err| self.site_error(site, err));
+        };
+        match self.account.new_order(&request.replaces(replaces)).await {
+            Ok(order) => {
+                info!("order replaces the current certificate (ARI)");
+                Ok(order)
+            }
+            // No ARI at this CA: `replaces` means nothing here.
+            Err(instant_acme::Error::Unsupported(_)) => {
+                let mut request = NewOrder::new(identifiers);
+                if let Some(profile) = options.profile.as_deref() {
+                    request = request.profile(profile);
+                }
+                self.account
+                    .new_order(&request)
+                    .await
+                    .map_err(|err| self.site_error(site, err))
+            }
+            Err(err @ (instant_acme::Error::Api(_) | instant_acme::Error::Other(_))) => {
+                let refused = self.site_error(site, err);
+                if matches!(refused, AcmeError::RateLimited { .. }) {
+                    return Err(refused);
+                }
+                warn!(error = %refused, "the CA refused `replaces`; ordering once more without it");
+                let mut request = NewOrder::new(identifiers);
+                if let Some(profile) = options.profile.as_deref() {
+                    request = request.profile(profile);
+                }
+                self.account
+                    .new_order(&request)
+                    .await
+                    .map_err(|err| self.site_error(site, err))
+            }
+            Err(err) => Err(self.site_error(site, err)),
+        }
     }
 
     async fn order_inner(
         &self,
         site: &SiteConfig,
-        key_type: KeyType,
+        options: &OrderOptions,
         tokens: &ChallengeTokens,
     ) -> Result<CertifiedPem, AcmeError> {
         let site_name = site.name().to_owned();
+        let key_type = options.key_type;
         let identifiers: Vec<Identifier> =
             site.names.iter().cloned().map(Identifier::Dns).collect();
-        let mut order = self
-            .account
-            .new_order(&NewOrder::new(&identifiers))
-            .await
-            .map_err(|err| self.site_error(&site_name, err))?;
+        let mut order = self.new_order(&site_name, &identifiers, options).await?;
         info!(url = order.url(), "order created");
 
         // Held until this function returns: the CA may validate any time after `set_ready`.

@@ -98,7 +98,7 @@ impl Metrics {
                 if let SiteState::Present { info, .. } = &state {
                     not_after.push((name.clone(), info.not_after.unix_timestamp() as f64));
                 }
-                let next = next_action_at(&state, &record, now);
+                let next = next_action_at(&state, &record, now, &config.renewal);
                 next_renewal.push((name.clone(), next.unix_timestamp() as f64));
             }
             failures.push((name.clone(), f64::from(record.consecutive_failures)));

@@ -66,12 +66,15 @@ pub async fn issue(config_path: &Path, force: bool, selected: &[String]) -> u8 {
     let mut due = Vec::new();
     let mut failed = false;
     for site in sites {
+        let record = store.load_record(site.name()).unwrap_or_default();
         match renewal::site_state(&store, &site, config.renewal.remaining_fraction, now) {
-            Ok(SiteState::Present { renew_at, .. }) if !force && now < renew_at => {
+            Ok(SiteState::Present { info, renew_at })
+                if !force && now < renewal::due_at(&info, renew_at, &record) =>
+            {
                 println!(
                     "{}: skipped, not due until {}",
                     site.name(),
-                    rfc3339(renew_at)
+                    rfc3339(renewal::due_at(&info, renew_at, &record))
                 );
             }
             Ok(_) => due.push(site),

@@ -27,7 +27,7 @@ pub async fn run(cli: Cli) -> u8 {
         Command::Issue { force, sites } => issue(&cli.config, force, &sites).await,
         Command::Run => crate::daemon::run(&cli.config).await,
         Command::Status { json } => status(&cli.config, json),
-        Command::Check => check(&cli.config),
+        Command::Check { preflight } => check(&cli.config, preflight).await,
         Command::Import(ImportCommand::Certbot { from }) => {
             crate::import::certbot::run(&from, &cli.config).await
         }

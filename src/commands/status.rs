@@ -93,6 +93,12 @@ pub struct SiteStatus {
     pub days_left: Option<i64>,
     /// When renewal is due (RFC 3339).
     pub renew_at: Option<String>,
+    /// What decided `renew_at`: `"ari"` (the CA's renewal window) or `"lifetime"` (the fraction rule).
+    pub renewal_window: Option<&'static str>,
+    /// Failed attempts since the last success.
+    pub consecutive_failures: u32,
+    /// Whether attempts have slowed to one a day after repeated failures.
+    pub slowed: bool,
     /// Why the stored pair cannot be served, when it cannot.
     pub problem: Option<String>,
     /// The last failure, cleared by a success.
@@ -199,6 +205,9 @@ pub fn collect(config: &Config, now: OffsetDateTime) -> Result<Vec<SiteStatus>, 
             not_after: None,
             days_left: None,
             renew_at: None,
+            renewal_window: None,
+            consecutive_failures: 0,
+            slowed: false,
             problem: None,
             last_error: None,
             last_attempt: None,
@@ -206,25 +215,30 @@ pub fn collect(config: &Config, now: OffsetDateTime) -> Result<Vec<SiteStatus>, 
             next_attempt: None,
         };
         if let Some(store) = &store {
+            let record: SiteRecord = match store.load_record(site.name()) {
+                Ok(record) => record,
+                Err(err) => {
+                    row.problem = Some(err.to_string());
+                    SiteRecord::default()
+                }
+            };
             match renewal::site_state(store, site, config.renewal.remaining_fraction, now) {
                 Ok(SiteState::Present { info, renew_at }) => {
+                    let from_ari = record.ari_serial.as_deref() == Some(info.serial.as_str())
+                        && record.ari_renew_at.is_some();
+                    row.renew_at = Some(rfc3339(renewal::due_at(&info, renew_at, &record)));
+                    row.renewal_window = Some(if from_ari { "ari" } else { "lifetime" });
                     row.issuer = Some(info.issuer);
                     row.serial = Some(info.serial);
                     row.not_before = Some(rfc3339(info.not_before));
                     row.not_after = Some(rfc3339(info.not_after));
                     row.days_left = Some((info.not_after - now).whole_days());
-                    row.renew_at = Some(rfc3339(renew_at));
                 }
-                Ok(SiteState::Missing { problem }) => row.problem = problem,
+                Ok(SiteState::Missing { problem }) => row.problem = row.problem.take().or(problem),
                 Err(err) => row.problem = Some(err.to_string()),
             }
-            let record: SiteRecord = match store.load_record(site.name()) {
-                Ok(record) => record,
-                Err(err) => {
-                    row.problem.get_or_insert(err.to_string());
-                    SiteRecord::default()
-                }
-            };
+            row.consecutive_failures = record.consecutive_failures;
+            row.slowed = renewal::is_slowed(record.consecutive_failures, &config.renewal);
             row.last_error = record.last_error;
             row.last_attempt = record.last_attempt.map(rfc3339);
             row.last_success = record.last_success.map(rfc3339);
@@ -293,6 +307,12 @@ fn print_table(rows: &[SiteStatus]) {
             println!("  last error ({when}): {error}");
             if let Some(next) = &row.next_attempt {
                 println!("  next attempt not before {next}");
+            }
+            if row.slowed {
+                println!(
+                    "  {} failures in a row: attempts slowed to one a day",
+                    row.consecutive_failures
+                );
             }
         }
     }

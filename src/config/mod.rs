@@ -39,7 +39,8 @@
 //! [renewal]                     # optional
 //! remaining_fraction = 0.333    # renew when less than this part of the lifetime remains (default 1/3)
 //! first_retry = "5m"            # wait after a failed attempt, doubling per failure (default 5m)
-//! longest_retry = "6h"          # the longest wait between attempts (default 6h)
+//! longest_retry = "6h"          # the longest wait between attempts (default 6h) ...
+//! slow_after_failures = 5       # ... until this many failures in a row: then one a day (0: never)
 //!
 //! [status]                      # optional: `certd status` exit codes (0 ok, 1 warning, 2 critical)
 //! warn_days = 14                # warn below this many days left, or after a failed renewal
@@ -215,8 +216,11 @@ pub struct RenewalConfig {
     pub remaining_fraction: f64,
     /// The wait after a first failed attempt; each further failure doubles it (default 5 minutes).
     pub first_retry: Duration,
-    /// Retries never wait longer than this (default 6 hours).
+    /// Retries never wait longer than this (default 6 hours)...
     pub longest_retry: Duration,
+    /// ...until this many failures in a row, after which attempts slow to one a day, so that a name
+    /// that keeps failing cannot burn the CA's rate limits (default 5; 0 never slows).
+    pub slow_after_failures: u32,
 }
 
 impl Default for RenewalConfig {
@@ -225,6 +229,7 @@ impl Default for RenewalConfig {
             remaining_fraction: 1.0 / 3.0,
             first_retry: Duration::from_secs(5 * 60),
             longest_retry: Duration::from_secs(6 * 3600),
+            slow_after_failures: 5,
         }
     }
 }

@@ -133,6 +133,7 @@ pub(super) struct RawRenewal {
     pub(super) remaining_fraction: Option<Spanned<f64>>,
     pub(super) first_retry: Option<Spanned<RawDuration>>,
     pub(super) longest_retry: Option<Spanned<RawDuration>>,
+    pub(super) slow_after_failures: Option<Spanned<i64>>,
 }
 
 /// One `[[site]]`.

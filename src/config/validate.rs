@@ -415,6 +415,16 @@ fn renewal(raw: Option<Spanned<RawRenewal>>, problems: &mut Problems<'_>) -> Ren
             }
         }
     }
+    if let Some(count) = raw.slow_after_failures {
+        match u32::try_from(*count.get_ref()) {
+            Ok(count) => renewal.slow_after_failures = count,
+            Err(_) => problems.add(
+                "renewal.slow_after_failures",
+                Some(count.span()),
+                "must be a whole number, 0 or more (0: never slow down)",
+            ),
+        }
+    }
     if let Some(fraction) = raw.remaining_fraction {
         let value = *fraction.get_ref();
         // Written so that NaN fails too.

@@ -1,8 +1,9 @@
 //! The renewal schedule: when a site's certificate is due, when to try again after a failure, and when
 //! the daemon should next act for a site.
 //!
-//! The decisions are pure functions of times ([`renew_at`], [`retry_at`], [`next_action_at`]) with
-//! table-driven tests, as in certmagic. [`Renewer`] is the one pipeline that renews a site (order →
+//! The decisions are pure functions of times ([`renew_at`], [`due_at`], [`retry_at`],
+//! [`next_action_at`], [`pick_in_window`]) with table-driven tests, as in certmagic. When the CA offers
+//! ACME Renewal Information (RFC 9773), its window decides; otherwise the lifetime rule does. [`Renewer`] is the one pipeline that renews a site (order →
 //! check → store → record); [`Scheduler`] is the daemon's loop that runs it when due.
 
 mod renewer;
@@ -17,15 +18,58 @@ use crate::certificate::{self, CertificateError, CertificateInfo};
 use crate::config::{RenewalConfig, SiteConfig};
 use crate::store::{SiteRecord, Store, StoreError};
 
-/// When a certificate valid from `not_before` to `not_after` is due for renewal: when less than
-/// `remaining_fraction` of its lifetime remains.
+/// Certificates living this long or less renew with half their lifetime left, whatever the configured
+/// fraction (a 6-day certificate renewed with a third left has two days to spare: too few).
+const SHORT_LIFETIME: Duration = Duration::days(10);
+
+/// The spacing of attempts once they have slowed (`[renewal] slow_after_failures`).
+const SLOW_RETRY: Duration = Duration::days(1);
+
+/// The lifetime rule: a certificate valid from `not_before` to `not_after` is due when less than
+/// `remaining_fraction` of its lifetime remains (at least half for lifetimes of 10 days or less).
 pub fn renew_at(
     not_before: OffsetDateTime,
     not_after: OffsetDateTime,
     remaining_fraction: f64,
 ) -> OffsetDateTime {
     let lifetime = not_after - not_before;
-    not_after - lifetime * remaining_fraction.clamp(0.0, 1.0)
+    let mut fraction = remaining_fraction.clamp(0.0, 1.0);
+    if lifetime <= SHORT_LIFETIME {
+        fraction = fraction.max(0.5);
+    }
+    not_after - lifetime * fraction
+}
+
+/// When the certificate `info` is due: the time picked inside the CA's ARI window when the record
+/// holds one for this very certificate, else the lifetime rule (`lifetime_renew_at`) plus [`jitter`].
+pub fn due_at(
+    info: &CertificateInfo,
+    lifetime_renew_at: OffsetDateTime,
+    record: &SiteRecord,
+) -> OffsetDateTime {
+    match (&record.ari_serial, record.ari_renew_at) {
+        (Some(serial), Some(at)) if *serial == info.serial => at,
+        _ => lifetime_renew_at + jitter(info),
+    }
+}
+
+/// A time inside the CA's suggested window `[start, end]`, uniformly at random as RFC 9773 §4.2
+/// advises (so that many clients do not renew at the window's first second); `now` when the window
+/// is already over. `random` is in `[0, 1)`.
+pub fn pick_in_window(
+    start: OffsetDateTime,
+    end: OffsetDateTime,
+    now: OffsetDateTime,
+    random: f64,
+) -> OffsetDateTime {
+    if end <= now {
+        return now;
+    }
+    let start = start.max(now);
+    if end <= start {
+        return start;
+    }
+    start + (end - start) * random.clamp(0.0, 1.0)
 }
 
 /// When to try again after `consecutive_failures` failures (1 for the first), at `now`: exponential
@@ -40,12 +84,20 @@ pub fn retry_at(
     let doublings = consecutive_failures.saturating_sub(1).min(16);
     let first = Duration::try_from(renewal.first_retry).unwrap_or(Duration::minutes(5));
     let longest = Duration::try_from(renewal.longest_retry).unwrap_or(Duration::hours(6));
-    let backoff = (first * 2_i32.pow(doublings)).min(longest);
+    let mut backoff = (first * 2_i32.pow(doublings)).min(longest);
+    if is_slowed(consecutive_failures, renewal) {
+        backoff = backoff.max(SLOW_RETRY);
+    }
     let ours = now + backoff;
     match ca_retry_after {
         Some(theirs) if theirs > ours => theirs,
         _ => ours,
     }
+}
+
+/// Whether attempts have slowed to one a day after `consecutive_failures` failures in a row.
+pub fn is_slowed(consecutive_failures: u32, renewal: &RenewalConfig) -> bool {
+    renewal.slow_after_failures > 0 && consecutive_failures >= renewal.slow_after_failures
 }
 
 /// Spreads renewals of many certificates: a delay after `renew_at` derived from the serial, up to 1% of
@@ -65,21 +117,29 @@ pub fn jitter(info: &CertificateInfo) -> Duration {
     Duration::milliseconds((hash % ceiling_ms) as i64)
 }
 
-/// When the daemon should next act for a site: at once when it has no usable certificate, otherwise at
-/// its renewal time plus jitter; never before a retry time recorded after a failure.
+/// When the daemon should next act for a site: at once when it has no usable certificate, otherwise
+/// when it is due ([`due_at`]); never before a retry time recorded after a failure, and, when an
+/// attempt was cut short by a crash, never before that attempt plus the first retry delay.
 pub fn next_action_at(
     state: &SiteState,
     record: &SiteRecord,
     now: OffsetDateTime,
+    renewal: &RenewalConfig,
 ) -> OffsetDateTime {
-    let planned = match state {
+    let mut planned = match state {
         SiteState::Missing { .. } => now,
-        SiteState::Present { info, renew_at } => *renew_at + jitter(info),
+        SiteState::Present { info, renew_at } => due_at(info, *renew_at, record),
     };
-    match record.next_attempt {
-        Some(retry) if record.consecutive_failures > 0 && retry > planned => retry,
-        _ => planned,
+    if let Some(retry) = record.next_attempt {
+        if record.consecutive_failures > 0 {
+            planned = planned.max(retry);
+        }
     }
+    if let Some(started) = record.attempt_started {
+        let first = Duration::try_from(renewal.first_retry).unwrap_or(Duration::minutes(5));
+        planned = planned.max(started + first);
+    }
+    planned
 }
 
 /// What the store holds for a site, and whether it needs renewing.
@@ -167,9 +227,9 @@ mod tests {
             ),
             (
                 datetime!(2026-01-01 0:00 UTC),
-                datetime!(2026-01-11 0:00 UTC),
+                datetime!(2026-02-20 0:00 UTC),
                 0.0,
-                datetime!(2026-01-11 0:00 UTC),
+                datetime!(2026-02-20 0:00 UTC),
             ),
         ];
         for (not_before, not_after, fraction, expected) in cases {
@@ -188,8 +248,9 @@ mod tests {
             (1, None, now + Duration::minutes(5)),
             (2, None, now + Duration::minutes(10)),
             (4, None, now + Duration::minutes(40)),
-            (9, None, now + Duration::hours(6)),
-            (30, None, now + Duration::hours(6)),
+            (3, None, now + Duration::minutes(20)),
+            // Five failures in a row: one attempt a day (`slow_after_failures`).
+            (9, None, now + Duration::days(1)),
             // The CA's Retry-After wins when it is later than our backoff...
             (1, Some(now + Duration::hours(3)), now + Duration::hours(3)),
             // ...and never makes us retry sooner.
@@ -235,12 +296,15 @@ mod tests {
             next_attempt: Some(now + Duration::minutes(10)),
             ..SiteRecord::default()
         };
-        assert_eq!(next_action_at(&missing, &clean, now), now);
         assert_eq!(
-            next_action_at(&missing, &failing, now),
+            next_action_at(&missing, &clean, now, &RenewalConfig::default()),
+            now
+        );
+        assert_eq!(
+            next_action_at(&missing, &failing, now, &RenewalConfig::default()),
             now + Duration::minutes(10)
         );
-        let planned = next_action_at(&present, &clean, now);
+        let planned = next_action_at(&present, &clean, now, &RenewalConfig::default());
         assert!(planned >= datetime!(2026-06-30 0:00 UTC));
         assert!(
             planned <= datetime!(2026-06-30 1:00 UTC),
@@ -248,11 +312,11 @@ mod tests {
         );
         assert_eq!(
             planned,
-            next_action_at(&present, &clean, now),
+            next_action_at(&present, &clean, now, &RenewalConfig::default()),
             "jitter is stable"
         );
         assert_eq!(
-            next_action_at(&present, &failing, now),
+            next_action_at(&present, &failing, now, &RenewalConfig::default()),
             planned,
             "an earlier retry does not pull renewal forward"
         );
@@ -283,5 +347,103 @@ mod tests {
         assert!(jitters
             .iter()
             .all(|j| *j >= Duration::ZERO && *j <= Duration::minutes(101)));
+    }
+
+    #[test]
+    fn short_lifetimes_renew_with_half_left() {
+        let start = datetime!(2026-01-01 0:00 UTC);
+        // 6 days (shortlived profile): half, not a third.
+        assert_eq!(
+            renew_at(start, start + Duration::days(6), 1.0 / 3.0),
+            start + Duration::days(3)
+        );
+        // 45 days (tlsserver profile): a third.
+        assert_eq!(
+            renew_at(start, start + Duration::days(45), 1.0 / 3.0),
+            start + Duration::days(30)
+        );
+        // A configured fraction above a half stays.
+        assert_eq!(
+            renew_at(start, start + Duration::days(6), 0.75),
+            start + Duration::hours(36)
+        );
+    }
+
+    #[test]
+    fn repeated_failures_slow_to_one_attempt_a_day() {
+        let now = datetime!(2026-06-01 12:00 UTC);
+        let renewal = RenewalConfig::default();
+        assert_eq!(
+            retry_at(4, now, None, &renewal),
+            now + Duration::minutes(40)
+        );
+        assert_eq!(retry_at(5, now, None, &renewal), now + Duration::days(1));
+        assert_eq!(retry_at(40, now, None, &renewal), now + Duration::days(1));
+        let never = RenewalConfig {
+            slow_after_failures: 0,
+            ..renewal
+        };
+        assert_eq!(retry_at(40, now, None, &never), now + Duration::hours(6));
+    }
+
+    #[test]
+    fn the_ari_window_decides_when_it_is_for_this_certificate() {
+        let info = CertificateInfo {
+            serial: "0a1b".into(),
+            issuer: "CN=test".into(),
+            not_before: datetime!(2026-05-01 0:00 UTC),
+            not_after: datetime!(2026-07-30 0:00 UTC),
+            names: vec!["a.test".into()],
+        };
+        let lifetime = datetime!(2026-06-30 0:00 UTC);
+        let ari = SiteRecord {
+            ari_serial: Some("0a1b".into()),
+            ari_renew_at: Some(datetime!(2026-06-05 3:00 UTC)),
+            ..SiteRecord::default()
+        };
+        assert_eq!(
+            due_at(&info, lifetime, &ari),
+            datetime!(2026-06-05 3:00 UTC)
+        );
+        let stale = SiteRecord {
+            ari_serial: Some("ffff".into()),
+            ..ari.clone()
+        };
+        assert_eq!(due_at(&info, lifetime, &stale), lifetime + jitter(&info));
+        assert_eq!(
+            due_at(&info, lifetime, &SiteRecord::default()),
+            lifetime + jitter(&info)
+        );
+    }
+
+    #[test]
+    fn a_time_is_picked_inside_the_window() {
+        let now = datetime!(2026-06-01 12:00 UTC);
+        let (start, end) = (now + Duration::hours(10), now + Duration::hours(20));
+        assert_eq!(pick_in_window(start, end, now, 0.0), start);
+        assert_eq!(
+            pick_in_window(start, end, now, 0.5),
+            now + Duration::hours(15)
+        );
+        // A window already open starts now; one already over means now.
+        assert_eq!(pick_in_window(now - Duration::hours(1), end, now, 0.0), now);
+        assert_eq!(
+            pick_in_window(now - Duration::hours(2), now - Duration::hours(1), now, 0.7),
+            now
+        );
+    }
+
+    #[test]
+    fn a_crash_mid_order_counts_as_a_failed_attempt() {
+        let now = datetime!(2026-06-01 12:00 UTC);
+        let missing = SiteState::Missing { problem: None };
+        let crashed = SiteRecord {
+            attempt_started: Some(now - Duration::minutes(1)),
+            ..SiteRecord::default()
+        };
+        assert_eq!(
+            next_action_at(&missing, &crashed, now, &RenewalConfig::default()),
+            now + Duration::minutes(4)
+        );
     }
 }

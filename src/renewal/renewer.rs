@@ -10,8 +10,8 @@ use time::OffsetDateTime;
 use tokio::sync::{Mutex, Semaphore};
 use tracing::{info, warn, Instrument};
 
-use super::{retry_at, site_state, SiteState};
-use crate::acme::{AcmeClient, AcmeError};
+use super::{due_at, is_slowed, retry_at, site_state, SiteState};
+use crate::acme::{AcmeClient, AcmeError, OrderOptions};
 use crate::certificate::{self, CertificateError, CertificateInfo, CertifiedPem};
 use crate::challenge::ChallengeTokens;
 use crate::config::{Config, RenewalConfig, SiteConfig};
@@ -153,6 +153,7 @@ impl Renewer {
             return Ok(client.clone());
         }
         let client = AcmeClient::connect(&self.inner.config.acme, &self.inner.store).await?;
+        client.check_profiles(&self.inner.config)?;
         *acme = Some(client.clone());
         Ok(client)
     }
@@ -196,19 +197,42 @@ impl Renewer {
                 Ok(state) => state,
                 Err(err) => return Outcome::Failed(err.into()),
             };
+            let record = self
+                .inner
+                .store
+                .load_record(site.name())
+                .unwrap_or_default();
+            let mut replaces = None;
             match &state {
-                SiteState::Present { renew_at, .. } if !force && now < *renew_at => {
-                    info!(renew_at = %renew_at, "not due");
-                    return Outcome::NotDue {
-                        renew_at: *renew_at,
-                    };
+                SiteState::Present { info, renew_at } => {
+                    let due = due_at(info, *renew_at, &record);
+                    if !force && now < due {
+                        info!(renew_at = %due, "not due");
+                        return Outcome::NotDue { renew_at: due };
+                    }
+                    replaces = self
+                        .inner
+                        .store
+                        .current(site.name())
+                        .ok()
+                        .flatten()
+                        .map(|stored| stored.pem.cert_pem);
                 }
                 SiteState::Missing {
                     problem: Some(problem),
                 } => warn!(%problem, "the stored certificate cannot be served; ordering a new one"),
-                _ => {}
+                SiteState::Missing { problem: None } => {}
             }
-            let result = self.order_and_store(site).await;
+            // Marked before the order, cleared with its outcome: a crash in between counts as a
+            // failed attempt at the next start (see `next_action_at`).
+            let started = SiteRecord {
+                attempt_started: Some(now),
+                ..record
+            };
+            if let Err(err) = self.inner.store.save_record(site.name(), &started) {
+                warn!(%err, "cannot save the site's record");
+            }
+            let result = self.order_and_store(site, replaces).await;
             self.record(site, &result);
             if let Some(command) = &self.inner.config.operations.hook {
                 let event = match &result {
@@ -233,10 +257,20 @@ impl Renewer {
     async fn order_and_store(
         &self,
         site: &SiteConfig,
+        replaces: Option<String>,
     ) -> Result<(CertificateInfo, CertifiedPem), RenewError> {
         let acme = self.connect().await?;
-        let key_type = self.inner.config.acme.key_type;
-        let pem = match acme.order(site, key_type, &self.inner.tokens).await {
+        let offers_profiles = !acme.offered_profiles().is_empty();
+        let options = OrderOptions {
+            key_type: self.inner.config.acme.key_type,
+            profile: site
+                .profile
+                .clone()
+                .or_else(|| self.inner.config.acme.profile.clone())
+                .filter(|_| offers_profiles),
+            replaces,
+        };
+        let pem = match acme.order(site, &options, &self.inner.tokens).await {
             Err(err) if err.is_unknown_account() => {
                 // The CA forgot the stored account: register a new one and try once more.
                 warn!(error = %err, "the CA does not know the stored account; creating a new one");
@@ -244,7 +278,12 @@ impl Renewer {
                     AcmeClient::connect_new_account(&self.inner.config.acme, &self.inner.store)
                         .await?;
                 *self.inner.acme.lock().await = Some(fresh.clone());
-                fresh.order(site, key_type, &self.inner.tokens).await?
+                // Another account cannot replace this one's certificate.
+                let options = OrderOptions {
+                    replaces: None,
+                    ..options
+                };
+                fresh.order(site, &options, &self.inner.tokens).await?
             }
             other => other?,
         };
@@ -289,6 +328,12 @@ impl Renewer {
                 if let Some(next) = record.next_attempt {
                     warn!(error = %err, next_attempt = %next, "renewal failed; the current certificate stays in service");
                 }
+                if is_slowed(record.consecutive_failures, &self.inner.config.renewal) {
+                    warn!(
+                        failures = record.consecutive_failures,
+                        "renewal keeps failing; slowed to one attempt a day"
+                    );
+                }
                 return;
             }
         };
@@ -310,6 +355,7 @@ pub fn record_failure(
 ) -> SiteRecord {
     let mut record = store.load_record(site.name()).unwrap_or_default();
     record.last_attempt = Some(now);
+    record.attempt_started = None;
     record.last_error = Some(error.to_owned());
     record.consecutive_failures = record.consecutive_failures.saturating_add(1);
     record.next_attempt = Some(retry_at(

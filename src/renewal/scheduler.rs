@@ -14,13 +14,18 @@ use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument};
 
-use super::{next_action_at, retry_at, site_state, Outcome, RenewError, Renewer};
+use super::{next_action_at, pick_in_window, retry_at, site_state, Outcome, RenewError, Renewer};
+use crate::certificate;
 use crate::certificate::CertifiedPem;
 use crate::config::SiteConfig;
 
 /// Re-evaluate at least this often even when nothing is due, so clock jumps and outside changes to the
 /// state directory are noticed.
 const LONGEST_SLEEP: Duration = Duration::from_secs(3600);
+/// Ask for an ARI window at most this often, whatever the CA's `Retry-After` says...
+const ARI_SHORTEST_POLL: Duration = Duration::from_secs(60);
+/// ...and at least this often.
+const ARI_LONGEST_POLL: Duration = Duration::from_secs(24 * 3600);
 /// When a site's state cannot be read, look again after this long.
 const UNREADABLE_RETRY: time::Duration = time::Duration::minutes(5);
 
@@ -78,6 +83,10 @@ impl Scheduler {
     pub async fn run(mut self) {
         loop {
             let renewer = self.renewer.borrow_and_update().clone();
+            tokio::select! {
+                () = refresh_renewal_windows(&renewer) => {}
+                () = self.shutdown.cancelled() => return,
+            }
             let (due, next) = plan(&renewer, &self.held_off, OffsetDateTime::now_utc());
             if !due.is_empty() {
                 let names: Vec<&str> = due.iter().map(SiteConfig::name).collect();
@@ -139,6 +148,78 @@ impl Scheduler {
     }
 }
 
+/// Asks the CA for the renewal window (ARI, RFC 9773) of every stored certificate whose last answer
+/// has expired, picks a time at random inside it, and records it with the next poll time, so a restart
+/// keeps the choice. A CA without ARI is asked again a day later; one that cannot be reached is left
+/// for the next pass (the lifetime rule still applies meanwhile).
+async fn refresh_renewal_windows(renewer: &Renewer) {
+    let config = renewer.config();
+    let store = renewer.store();
+    for site in &config.sites {
+        let now = OffsetDateTime::now_utc();
+        let Ok(Some(stored)) = store.current(site.name()) else {
+            continue;
+        };
+        let Ok(info) = certificate::parse_pem(&stored.pem.cert_pem) else {
+            continue;
+        };
+        let mut record = store.load_record(site.name()).unwrap_or_default();
+        let for_this_certificate = record.ari_serial.as_deref() == Some(info.serial.as_str());
+        if for_this_certificate && record.ari_poll_at.is_some_and(|poll| poll > now) {
+            continue;
+        }
+        let acme = match renewer.connect().await {
+            Ok(acme) => acme,
+            Err(err) => {
+                debug!(%err, "cannot ask the CA for renewal windows now");
+                return;
+            }
+        };
+        match acme.renewal_window(&stored.pem.cert_pem).await {
+            Ok(Some(window)) => {
+                // RFC 9773 §4.2: keep an earlier pick while it stays inside the window.
+                let keep = for_this_certificate
+                    && record
+                        .ari_renew_at
+                        .is_some_and(|at| at >= window.start && at <= window.end);
+                if !keep {
+                    record.ari_renew_at = Some(pick_in_window(
+                        window.start,
+                        window.end,
+                        now,
+                        rand::random::<f64>(),
+                    ));
+                }
+                let poll = window.poll_after.clamp(ARI_SHORTEST_POLL, ARI_LONGEST_POLL);
+                record.ari_poll_at = Some(now + poll);
+                info!(
+                    site = site.name(),
+                    window_start = %window.start,
+                    window_end = %window.end,
+                    renew_at = ?record.ari_renew_at,
+                    explanation = window.explanation_url.as_deref().unwrap_or("-"),
+                    "renewal window from the CA (ARI)"
+                );
+            }
+            Ok(None) => {
+                record.ari_renew_at = None;
+                record.ari_poll_at = Some(now + ARI_LONGEST_POLL);
+            }
+            Err(err) => {
+                warn!(site = site.name(), %err, "cannot fetch the renewal window (ARI); using the lifetime rule for now");
+                record.ari_poll_at = Some(now + UNREADABLE_RETRY);
+                if !for_this_certificate {
+                    record.ari_renew_at = None;
+                }
+            }
+        }
+        record.ari_serial = Some(info.serial);
+        if let Err(err) = store.save_record(site.name(), &record) {
+            warn!(site = site.name(), %err, "cannot save the site's record");
+        }
+    }
+}
+
 /// The sites due at `now`, and the earliest future action time among the others.
 fn plan(
     renewer: &Renewer,
@@ -153,7 +234,7 @@ fn plan(
         let mut at = match site_state(store, site, config.renewal.remaining_fraction, now) {
             Ok(state) => {
                 let record = store.load_record(site.name()).unwrap_or_default();
-                next_action_at(&state, &record, now)
+                next_action_at(&state, &record, now, &config.renewal)
             }
             Err(err) => {
                 warn!(site = site.name(), %err, "cannot read the stored certificate");
@@ -162,6 +243,15 @@ fn plan(
         };
         if let Some((_, until)) = held_off.get(site.name()) {
             at = at.max(*until);
+        }
+        // Wake up to ask the CA for a fresh renewal window too.
+        if let Some(poll) = store
+            .load_record(site.name())
+            .ok()
+            .and_then(|record| record.ari_poll_at)
+            .filter(|poll| *poll > now)
+        {
+            next = Some(next.map_or(poll, |earliest| earliest.min(poll)));
         }
         if at <= now {
             due.push(site.clone());

@@ -128,6 +128,20 @@ pub struct SiteRecord {
     /// The earliest time the next attempt should be made (backoff, `Retry-After`).
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub next_attempt: Option<time::OffsetDateTime>,
+    /// Set when an order starts and cleared when its outcome is recorded: still set at start-up means
+    /// certd died mid-order, which counts as a failed attempt so that a crash loop cannot order again
+    /// and again.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub attempt_started: Option<time::OffsetDateTime>,
+    /// The certificate (serial) the ARI choice below belongs to.
+    #[serde(default)]
+    pub ari_serial: Option<String>,
+    /// The renewal time picked at random inside the CA's ARI window, kept so restarts keep it.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub ari_renew_at: Option<time::OffsetDateTime>,
+    /// When to ask the CA for the window again (its `Retry-After`).
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub ari_poll_at: Option<time::OffsetDateTime>,
 }
 
 /// Proof that this process holds the state directory's lock; released on drop.

@@ -381,6 +381,9 @@ fn records_round_trip_and_bad_json_is_corrupt() {
         last_error: Some("urn:ietf:params:acme:error:rateLimited".into()),
         consecutive_failures: 3,
         next_attempt: Some(time::OffsetDateTime::from_unix_timestamp(1_735_790_645).unwrap()),
+        ari_serial: Some("0a1b".into()),
+        ari_renew_at: Some(time::OffsetDateTime::from_unix_timestamp(1_735_800_000).unwrap()),
+        ..SiteRecord::default()
     };
     store.save_record(SITE, &record).unwrap();
     assert_eq!(store.load_record(SITE).unwrap(), record);
