@@ -15,6 +15,7 @@ use time::OffsetDateTime;
 
 use super::rfc3339;
 use crate::config::{self, Config, OperationsConfig};
+use crate::ledger::{self, Ledger, LedgerSummary};
 use crate::renewal::{self, SiteState};
 use crate::store::{SiteRecord, Store};
 
@@ -99,6 +100,8 @@ pub struct SiteStatus {
     pub consecutive_failures: u32,
     /// Whether attempts have slowed to one a day after repeated failures.
     pub slowed: bool,
+    /// The rate-limit ledger's view of this exact name set over the last 7 days.
+    pub orders_last_week: LedgerSummary,
     /// Why the stored pair cannot be served, when it cannot.
     pub problem: Option<String>,
     /// The last failure, cleared by a success.
@@ -193,6 +196,12 @@ pub fn collect(config: &Config, now: OffsetDateTime) -> Result<Vec<SiteStatus>, 
     } else {
         None
     };
+    let ledger = match &store {
+        Some(store) => Ledger::for_ca(store, &config.acme.directory_url)
+            .entries()
+            .map_err(|err| err.to_string())?,
+        None => Vec::new(),
+    };
     let mut rows = Vec::with_capacity(config.sites.len());
     for site in &config.sites {
         let mut row = SiteStatus {
@@ -208,6 +217,7 @@ pub fn collect(config: &Config, now: OffsetDateTime) -> Result<Vec<SiteStatus>, 
             renewal_window: None,
             consecutive_failures: 0,
             slowed: false,
+            orders_last_week: LedgerSummary::default(),
             problem: None,
             last_error: None,
             last_attempt: None,
@@ -238,6 +248,7 @@ pub fn collect(config: &Config, now: OffsetDateTime) -> Result<Vec<SiteStatus>, 
                 Err(err) => row.problem = Some(err.to_string()),
             }
             row.consecutive_failures = record.consecutive_failures;
+            row.orders_last_week = ledger::summary(&ledger, &site.names, now);
             row.slowed = renewal::is_slowed(record.consecutive_failures, &config.renewal);
             row.last_error = record.last_error;
             row.last_attempt = record.last_attempt.map(rfc3339);
@@ -308,6 +319,13 @@ fn print_table(rows: &[SiteStatus]) {
             if let Some(next) = &row.next_attempt {
                 println!("  next attempt not before {next}");
             }
+            let week = &row.orders_last_week;
+            println!(
+                "  orders in the last 7 days: {} issued, {} failed (the CA allows {} per name set)",
+                week.issued,
+                week.failed,
+                ledger::DUPLICATE_LIMIT
+            );
             if row.slowed {
                 println!(
                     "  {} failures in a row: attempts slowed to one a day",

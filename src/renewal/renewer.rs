@@ -16,6 +16,7 @@ use crate::certificate::{self, CertificateError, CertificateInfo, CertifiedPem};
 use crate::challenge::ChallengeTokens;
 use crate::config::{Config, RenewalConfig, SiteConfig};
 use crate::hook::{self, HookEvent};
+use crate::ledger::{self, Ledger, LedgerEntry, LedgerEvent};
 use crate::store::{SiteRecord, Store, StoreError};
 
 /// The outcome of renewing one site.
@@ -35,6 +36,17 @@ pub enum Outcome {
     },
     /// The attempt failed; the stored pair (if any) is unchanged.
     Failed(RenewError),
+}
+
+impl RenewError {
+    /// When to try again at the earliest, if the CA (or the ledger) said.
+    pub fn retry_after(&self) -> Option<OffsetDateTime> {
+        match self {
+            Self::Acme(acme) => acme.retry_after(),
+            Self::DuplicateLimit { until, .. } => Some(*until),
+            _ => None,
+        }
+    }
 }
 
 impl Outcome {
@@ -73,6 +85,14 @@ pub enum RenewError {
     /// The state directory could not be read or written.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The ledger shows this name set already got as many certificates this week as the CA allows.
+    #[error("{site}: {limit} certificates for these exact names were issued in the last 7 days (the CA's duplicate-certificate limit); not ordering again before {until}", limit = crate::ledger::DUPLICATE_LIMIT)]
+    DuplicateLimit {
+        /// The site.
+        site: String,
+        /// When the oldest of those certificates leaves the window.
+        until: OffsetDateTime,
+    },
 }
 
 /// Renews sites: decides, orders, checks, stores and records. Cheap to clone; clones share the ACME
@@ -223,6 +243,24 @@ impl Renewer {
                 } => warn!(%problem, "the stored certificate cannot be served; ordering a new one"),
                 SiteState::Missing { problem: None } => {}
             }
+            let ledger = Ledger::for_ca(&self.inner.store, &self.inner.config.acme.directory_url);
+            let entries = ledger.entries().unwrap_or_default();
+            if let Some(until) = ledger::duplicate_limit_until(&entries, &site.names, now) {
+                let err = RenewError::DuplicateLimit {
+                    site: site.name().to_owned(),
+                    until,
+                };
+                self.record(site, Err(&err));
+                return Outcome::Failed(err);
+            }
+            // No entry, no order: a state directory that cannot record orders cannot protect the
+            // CA's rate limits (nor store a certificate).
+            let ordered = LedgerEntry::new(now, site.name(), &site.names, LedgerEvent::Ordered);
+            if let Err(err) = ledger.append(&ordered) {
+                let err = RenewError::Store(err);
+                self.record(site, Err(&err));
+                return Outcome::Failed(err);
+            }
             // Marked before the order, cleared with its outcome: a crash in between counts as a
             // failed attempt at the next start (see `next_action_at`).
             let started = SiteRecord {
@@ -233,7 +271,24 @@ impl Renewer {
                 warn!(%err, "cannot save the site's record");
             }
             let result = self.order_and_store(site, replaces).await;
-            self.record(site, &result);
+            let mut outcome = LedgerEntry::new(
+                OffsetDateTime::now_utc(),
+                site.name(),
+                &site.names,
+                LedgerEvent::Issued,
+            );
+            match &result {
+                Ok((info, _)) => outcome.serial = Some(info.serial.clone()),
+                Err(err) => {
+                    outcome.event = LedgerEvent::Failed;
+                    outcome.error = Some(err.to_string());
+                    outcome.retry_after = err.retry_after();
+                }
+            }
+            if let Err(err) = ledger.append(&outcome) {
+                warn!(%err, "cannot record the order's outcome in the ledger");
+            }
+            self.record(site, result.as_ref().map(|(info, _)| info));
             if let Some(command) = &self.inner.config.operations.hook {
                 let event = match &result {
                     Ok((info, _)) => HookEvent::Renewed {
@@ -300,11 +355,7 @@ impl Renewer {
 
     // A record that cannot be written must not turn a stored certificate into a failure: it only feeds
     // `status` and retry spacing, so it is logged and left.
-    fn record(
-        &self,
-        site: &SiteConfig,
-        result: &Result<(CertificateInfo, CertifiedPem), RenewError>,
-    ) {
+    fn record(&self, site: &SiteConfig, result: Result<&CertificateInfo, &RenewError>) {
         let now = OffsetDateTime::now_utc();
         let record = match result {
             Ok(_) => SiteRecord {
@@ -313,10 +364,7 @@ impl Renewer {
                 ..SiteRecord::default()
             },
             Err(err) => {
-                let ca_retry_after = match err {
-                    RenewError::Acme(acme) => acme.retry_after(),
-                    _ => None,
-                };
+                let ca_retry_after = err.retry_after();
                 let record = record_failure(
                     &self.inner.store,
                     &self.inner.config.renewal,

@@ -14,7 +14,7 @@ use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument};
 
-use super::{next_action_at, pick_in_window, retry_at, site_state, Outcome, RenewError, Renewer};
+use super::{next_action_at, pick_in_window, retry_at, site_state, Outcome, Renewer};
 use crate::certificate;
 use crate::certificate::CertifiedPem;
 use crate::config::SiteConfig;
@@ -108,10 +108,7 @@ impl Scheduler {
                         Outcome::Failed(err) => {
                             let failures =
                                 self.held_off.get(&name).map_or(0, |(count, _)| *count) + 1;
-                            let ca_retry_after = match &err {
-                                RenewError::Acme(acme) => acme.retry_after(),
-                                _ => None,
-                            };
+                            let ca_retry_after = err.retry_after();
                             let until =
                                 retry_at(failures, now, ca_retry_after, &renewer.config().renewal);
                             self.held_off.insert(name.clone(), (failures, until));

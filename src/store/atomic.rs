@@ -71,7 +71,7 @@ pub(super) fn sync_dir(dir: &Path) -> Result<(), StoreError> {
 }
 
 /// Creates `dir` (and missing parents) with mode 0700, or makes an existing one 0700.
-pub(super) fn ensure_dir(dir: &Path) -> Result<(), StoreError> {
+pub fn ensure_dir(dir: &Path) -> Result<(), StoreError> {
     fs::DirBuilder::new()
         .recursive(true)
         .mode(DIR_MODE)

@@ -43,6 +43,13 @@ impl Layout {
             .join("account.json")
     }
 
+    /// `<root>/ledger/<ca>.jsonl`: the rate-limit ledger of orders placed with one CA.
+    pub fn ledger_file(&self, directory_url: &str) -> PathBuf {
+        self.root
+            .join("ledger")
+            .join(format!("{}.jsonl", ca_key(directory_url)))
+    }
+
     /// `<root>/certs`.
     pub fn certs_dir(&self) -> PathBuf {
         self.root.join("certs")

@@ -7,6 +7,7 @@
 //!   lock                               held (flock) by the certd process that may write; holds its pid
 //!   control.sock                       `certd run`'s control socket (0600), for `certd issue`
 //!   accounts/<ca>/account.json         ACME account credentials for one CA directory URL (0600)
+//!   ledger/<ca>.jsonl                  every order placed with that CA and its outcome (0600)
 //!   certs/<site>/
 //!     versions/<NNNNNN>/               one issued pair per folder, never modified once complete
 //!       cert.pem chain.pem fullchain.pem privkey.pem (0600)
@@ -37,7 +38,7 @@ mod layout;
 #[cfg(test)]
 mod tests;
 
-pub use atomic::write_atomic;
+pub use atomic::{ensure_dir, write_atomic};
 use atomic::*;
 use layout::check_site;
 pub use layout::{ca_key, Layout};
