@@ -85,6 +85,14 @@ pub enum RenewError {
     /// The state directory could not be read or written.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The configured CA is a staging CA and the certificate in service came from a production one.
+    #[error("{site}: the certificate in service comes from {production}; a staging CA never replaces it (use another state_dir for staging runs)")]
+    StagingOverProduction {
+        /// The site.
+        site: String,
+        /// The CA that issued the certificate in service.
+        production: String,
+    },
     /// The ledger shows this name set already got as many certificates this week as the CA allows.
     #[error("{site}: {limit} certificates for these exact names were issued in the last 7 days (the CA's duplicate-certificate limit); not ordering again before {until}", limit = crate::ledger::DUPLICATE_LIMIT)]
     DuplicateLimit {
@@ -223,6 +231,17 @@ impl Renewer {
                 .load_record(site.name())
                 .unwrap_or_default();
             let mut replaces = None;
+            if let (SiteState::Present { .. }, Some(issuer)) = (&state, &record.issued_by) {
+                let ours = &self.inner.config.acme.directory_url;
+                if issuer != ours && is_staging(ours) && !is_staging(issuer) {
+                    let err = RenewError::StagingOverProduction {
+                        site: site.name().to_owned(),
+                        production: issuer.clone(),
+                    };
+                    self.record(site, Err(&err));
+                    return Outcome::Failed(err);
+                }
+            }
             match &state {
                 SiteState::Present { info, renew_at } => {
                     let due = due_at(info, *renew_at, &record);
@@ -361,6 +380,7 @@ impl Renewer {
             Ok(_) => SiteRecord {
                 last_attempt: Some(now),
                 last_success: Some(now),
+                issued_by: Some(self.inner.config.acme.directory_url.clone()),
                 ..SiteRecord::default()
             },
             Err(err) => {
@@ -391,6 +411,11 @@ impl Renewer {
     }
 }
 
+/// Whether `directory_url` is a staging (test) CA, whose certificates browsers do not trust.
+pub fn is_staging(directory_url: &str) -> bool {
+    directory_url == crate::config::LETSENCRYPT_STAGING || directory_url.contains("staging")
+}
+
 /// Records a failed attempt for `site` (error text, failure count, next retry time) and returns the
 /// record as saved. Also used when the CA cannot be reached at all, which fails every due site.
 pub fn record_failure(
@@ -416,4 +441,16 @@ pub fn record_failure(
         warn!(site = site.name(), %err, "cannot save the site's record");
     }
     record
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn staging_cas_are_recognised() {
+        assert!(is_staging(crate::config::LETSENCRYPT_STAGING));
+        assert!(!is_staging(crate::config::LETSENCRYPT_PRODUCTION));
+        assert!(!is_staging("https://127.0.0.1:14000/dir"));
+    }
 }

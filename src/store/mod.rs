@@ -134,6 +134,10 @@ pub struct SiteRecord {
     /// and again.
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub attempt_started: Option<time::OffsetDateTime>,
+    /// The directory URL of the CA that issued the certificate in service (so a staging CA never
+    /// replaces a production certificate).
+    #[serde(default)]
+    pub issued_by: Option<String>,
     /// The certificate (serial) the ARI choice below belongs to.
     #[serde(default)]
     pub ari_serial: Option<String>,
