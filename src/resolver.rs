@@ -74,6 +74,24 @@ impl SniResolver {
         });
     }
 
+    /// Serves each `(names, key)` pair, all in one atomic store: loading thousands of sites at start
+    /// costs one copy of the map, not one per site.
+    pub fn publish_all(&self, entries: Vec<(Vec<String>, Arc<CertifiedKey>)>) {
+        if entries.is_empty() {
+            return;
+        }
+        self.by_name.rcu(|current| {
+            let mut next = HashMap::clone(current);
+            next.reserve(entries.iter().map(|(names, _)| names.len()).sum());
+            for (names, key) in &entries {
+                for name in names {
+                    next.insert(name.to_ascii_lowercase(), key.clone());
+                }
+            }
+            next
+        });
+    }
+
     /// Stops serving `names` (a site removed from the configuration).
     pub fn withdraw(&self, names: &[String]) {
         self.by_name.rcu(|current| {
@@ -192,7 +210,8 @@ mod tests {
         assert!(Arc::ptr_eq(&before, &old));
         assert!(Arc::ptr_eq(&after, &new));
 
-        resolver.publish(&names(&["b.test"]), old);
+        resolver.publish_all(vec![(names(&["b.test", "c.test"]), old)]);
+        assert_eq!(resolver.len(), 3);
         resolver.retain(&names(&["b.test"]));
         assert!(resolver.lookup("a.test").is_none());
         resolver.withdraw(&names(&["b.test"]));

@@ -399,28 +399,78 @@ impl Shared {
 /// Publishes every usable stored certificate of `config`'s sites; returns how many sites are served.
 fn serve_stored(config: &Config, store: &Store, resolver: &SniResolver) -> usize {
     let now = OffsetDateTime::now_utc();
-    let mut served = 0;
-    for site in &config.sites {
-        let stored = match store.current(site.name()) {
-            Ok(Some(stored)) => stored,
-            Ok(None) => continue,
-            Err(err) => {
-                warn!(site = site.name(), %err, "cannot read the stored certificate");
-                continue;
-            }
-        };
-        match certificate::check_pair(&stored.pem, &site.names, now) {
-            Ok(_) => {
-                if publish(resolver, site, &stored.pem) {
-                    served += 1;
-                }
-            }
-            Err(err) => {
-                warn!(site = site.name(), %err, "the stored certificate cannot be served; it will be replaced")
-            }
+    // Reading and checking thousands of pairs is CPU-bound (certificate and key parsing): spread it
+    // over the cores, then publish everything in one store.
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(8);
+    let chunk = config.sites.len().div_ceil(threads).max(1);
+    let ready: Vec<(Vec<String>, Arc<rustls::sign::CertifiedKey>)> = std::thread::scope(|scope| {
+        let workers: Vec<_> = config
+            .sites
+            .chunks(chunk)
+            .map(|sites| {
+                scope.spawn(move || {
+                    sites
+                        .iter()
+                        .filter_map(|site| usable_key(store, site, now))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|worker| worker.join().unwrap_or_default())
+            .collect()
+    });
+    let served = ready.len();
+    resolver.publish_all(ready);
+    served
+}
+
+/// The stored pair of `site` in the form rustls serves, if it can be served now: it covers the
+/// site's names, is in date, and its key belongs to it (checked by [`resolver::certified_key`]).
+fn usable_key(
+    store: &Store,
+    site: &SiteConfig,
+    now: OffsetDateTime,
+) -> Option<(Vec<String>, Arc<rustls::sign::CertifiedKey>)> {
+    let unusable = |reason: &dyn std::fmt::Display| {
+        warn!(site = site.name(), %reason, "the stored certificate cannot be served; it will be replaced");
+    };
+    let stored = match store.current(site.name()) {
+        Ok(Some(stored)) => stored,
+        Ok(None) => return None,
+        Err(err) => {
+            warn!(site = site.name(), %err, "cannot read the stored certificate");
+            return None;
+        }
+    };
+    let info = match certificate::parse_pem(&stored.pem.cert_pem) {
+        Ok(info) => info,
+        Err(err) => {
+            unusable(&err);
+            return None;
+        }
+    };
+    if let Some(missing) = site.names.iter().find(|name| !info.names.contains(name)) {
+        unusable(&format!("it does not cover {missing}"));
+        return None;
+    }
+    if now < info.not_before || now > info.not_after {
+        unusable(&format!(
+            "it is valid from {} to {}",
+            info.not_before, info.not_after
+        ));
+        return None;
+    }
+    match resolver::certified_key(&stored.pem) {
+        Ok(key) => Some((site.names.clone(), key)),
+        Err(err) => {
+            unusable(&err);
+            None
         }
     }
-    served
 }
 
 /// Swaps `pem` in for every name of `site`. Returns whether it could be used.

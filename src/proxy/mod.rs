@@ -121,7 +121,9 @@ impl Default for ProxyLimits {
             connect_timeout: Duration::from_secs(5),
             response_timeout: Duration::from_secs(60),
             pool_idle_timeout: Duration::from_secs(90),
-            pool_max_idle_per_host: 64,
+            // Enough idle connections for many HTTP/2 streams in flight at once; idle ones still
+            // close after `pool_idle_timeout`.
+            pool_max_idle_per_host: 1024,
         }
     }
 }

@@ -1,0 +1,172 @@
+//! The scale setup of `bench/run.sh`: a certd configuration with many sites (10,000 by default) and a
+//! certificate for each already in the state directory, so that `certd run` can be timed from start
+//! to serving every name with no CA involved.
+//!
+//! ```text
+//! cargo build --release --example bench_gen_sites
+//! target/release/examples/bench_gen_sites --dir /tmp/scale --sites 10000 \
+//!     --https 127.0.0.1:8443 --http 127.0.0.1:8080 --upstream http://127.0.0.1:18080
+//! ```
+//!
+//! It writes, under `--dir`:
+//! - `ca.pem`: a throwaway test CA (rcgen) that signed every site certificate, for clients to trust;
+//! - `state/`: one certificate per site, installed through certd's own [`Store::install`] (so the
+//!   layout is exactly what `certd issue` leaves), ECDSA P-256 leaves valid for 90 days with the CA as
+//!   the chain, like a Let's Encrypt leaf and intermediate;
+//! - `certd.toml`: `site-NNNNN.scale.test` for every site, each proxying `/` to `--upstream`;
+//! - `names.txt`: the names, in configuration order.
+//!
+//! Installing fsyncs every file and folder, so it runs on several threads.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+use anyhow::Context as _;
+use clap::Parser;
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256,
+};
+use time::{Duration, OffsetDateTime};
+use zeroize::Zeroizing;
+
+use certd::certificate::CertifiedPem;
+use certd::store::Store;
+
+#[derive(Parser)]
+#[command(about = "Make a certd configuration with many sites and their certificates")]
+struct Args {
+    /// Where to write ca.pem, state/, certd.toml and names.txt (created; must not hold a state/ yet).
+    #[arg(long)]
+    dir: PathBuf,
+    /// How many sites.
+    #[arg(long, default_value_t = 10_000)]
+    sites: usize,
+    /// `[https] listen` of the configuration.
+    #[arg(long)]
+    https: SocketAddr,
+    /// `[http] listen` of the configuration.
+    #[arg(long)]
+    http: SocketAddr,
+    /// Where every site proxies `/`.
+    #[arg(long)]
+    upstream: String,
+    /// Threads installing certificates.
+    #[arg(long, default_value_t = 8)]
+    threads: usize,
+}
+
+fn site_name(index: usize) -> String {
+    format!("site-{index:05}.scale.test")
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let started = Instant::now();
+    std::fs::create_dir_all(&args.dir)
+        .with_context(|| format!("cannot create {}", args.dir.display()))?;
+    let dir = args.dir.canonicalize()?;
+    let state_dir = dir.join("state");
+    anyhow::ensure!(
+        !state_dir.exists(),
+        "{} exists already; start from an empty --dir",
+        state_dir.display()
+    );
+
+    let now = OffsetDateTime::now_utc();
+    let ca_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
+    let mut ca_params = CertificateParams::default();
+    ca_params.distinguished_name = DistinguishedName::new();
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "certd bench scale CA");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    ca_params.not_before = now - Duration::hours(1);
+    ca_params.not_after = now + Duration::days(100);
+    let ca_cert = ca_params.self_signed(&ca_key)?;
+    let ca_pem = ca_cert.pem();
+    std::fs::write(dir.join("ca.pem"), &ca_pem)?;
+    let issuer = Issuer::new(ca_params, ca_key);
+
+    let store = Store::open(&state_dir)?;
+    let _lock = store.lock()?;
+    let next = AtomicUsize::new(0);
+    std::thread::scope(|scope| -> anyhow::Result<()> {
+        let workers: Vec<_> = (0..args.threads.max(1))
+            .map(|_| {
+                scope.spawn(|| -> anyhow::Result<()> {
+                    loop {
+                        let index = next.fetch_add(1, Ordering::Relaxed);
+                        if index >= args.sites {
+                            return Ok(());
+                        }
+                        let name = site_name(index);
+                        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
+                        let mut params = CertificateParams::new(vec![name.clone()])?;
+                        params.distinguished_name = DistinguishedName::new();
+                        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+                        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+                        params.not_before = now - Duration::hours(1);
+                        params.not_after = now + Duration::days(90);
+                        let cert = params.signed_by(&key, &issuer)?;
+                        let pem = CertifiedPem {
+                            cert_pem: cert.pem(),
+                            chain_pem: ca_pem.clone(),
+                            key_pem: Zeroizing::new(key.serialize_pem()),
+                        };
+                        store
+                            .install(&name, &pem)
+                            .with_context(|| format!("installing {name}"))?;
+                    }
+                })
+            })
+            .collect();
+        for worker in workers {
+            worker
+                .join()
+                .map_err(|_| anyhow::anyhow!("an installing thread panicked"))??;
+        }
+        Ok(())
+    })?;
+
+    let mut config = String::new();
+    let mut names = String::new();
+    writeln!(
+        config,
+        "# {sites} sites made by bench_gen_sites; every certificate is already in state/.\n\
+         state_dir = \"state\"\n\n\
+         [acme]\n\
+         # Never contacted: every stored certificate is fresh, so nothing is due.\n\
+         directory = \"https://127.0.0.1:9/dir\"\n\
+         agree_tos = true\n\n\
+         [http]\n\
+         listen = [\"{http}\"]\n\n\
+         [https]\n\
+         listen = [\"{https}\"]\n",
+        sites = args.sites,
+        http = args.http,
+        https = args.https,
+    )?;
+    for index in 0..args.sites {
+        let name = site_name(index);
+        writeln!(
+            config,
+            "[[site]]\nnames = [\"{name}\"]\n  [[site.route]]\n  path = \"/\"\n  proxy = \"{}\"\n",
+            args.upstream
+        )?;
+        writeln!(names, "{name}")?;
+    }
+    std::fs::write(dir.join("certd.toml"), config)?;
+    std::fs::write(dir.join("names.txt"), names)?;
+    println!(
+        "sites={} dir={} seconds={:.1}",
+        args.sites,
+        dir.display(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
