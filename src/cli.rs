@@ -46,7 +46,15 @@ pub enum Command {
         json: bool,
     },
     /// Validate the configuration and name every problem in it.
-    Check,
+    ///
+    /// Exits 0 when it is valid (and, with `--preflight`, every name passed), 1 when a preflight check
+    /// found a problem, 2 when the configuration is invalid.
+    Check {
+        /// Also check that every name resolves and that an HTTP request for it reaches certd (a
+        /// self-test token served on `[http].listen`), naming what is wrong otherwise.
+        #[arg(long)]
+        preflight: bool,
+    },
     /// Move in from another tool without re-issuing anything.
     #[command(subcommand)]
     Import(ImportCommand),
