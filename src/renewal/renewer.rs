@@ -17,6 +17,7 @@ use crate::challenge::ChallengeTokens;
 use crate::config::{Config, RenewalConfig, SiteConfig};
 use crate::hook::{self, HookEvent};
 use crate::ledger::{self, Ledger, LedgerEntry, LedgerEvent};
+use crate::preflight::Preflight;
 use crate::store::{SiteRecord, Store, StoreError};
 
 /// The outcome of renewing one site.
@@ -93,6 +94,9 @@ pub enum RenewError {
         /// The CA that issued the certificate in service.
         production: String,
     },
+    /// A name does not resolve or does not reach this certd, so no order was placed.
+    #[error("preflight failed, so no order was placed:\n{0}")]
+    Preflight(#[from] crate::preflight::PreflightError),
     /// The ledger shows this name set already got as many certificates this week as the CA allows.
     #[error("{site}: {limit} certificates for these exact names were issued in the last 7 days (the CA's duplicate-certificate limit); not ordering again before {until}", limit = crate::ledger::DUPLICATE_LIMIT)]
     DuplicateLimit {
@@ -261,6 +265,30 @@ impl Renewer {
                     problem: Some(problem),
                 } => warn!(%problem, "the stored certificate cannot be served; ordering a new one"),
                 SiteState::Missing { problem: None } => {}
+            }
+            // A name certd has never had a certificate for gets checked first: an order whose
+            // validation is bound to fail would only spend the CA's rate limits.
+            if self.inner.config.operations.preflight {
+                let new_names: Vec<String> = match &state {
+                    SiteState::Present { info, .. } => site
+                        .names
+                        .iter()
+                        .filter(|name| !info.names.contains(name))
+                        .cloned()
+                        .collect(),
+                    SiteState::Missing { .. } => site.names.clone(),
+                };
+                if !new_names.is_empty() {
+                    let preflight = Preflight::new(&self.inner.config);
+                    if let Err(err) = preflight
+                        .check_names(site.name(), &new_names, &self.inner.tokens)
+                        .await
+                    {
+                        let err = RenewError::Preflight(err);
+                        self.record(site, Err(&err));
+                        return Outcome::Failed(err);
+                    }
+                }
             }
             let ledger = Ledger::for_ca(&self.inner.store, &self.inner.config.acme.directory_url);
             let entries = ledger.entries().unwrap_or_default();

@@ -431,6 +431,7 @@ async fn unreachable_ca_fails_fast_with_exit_2() {
         email: None,
         listen: vec![SocketAddr::from(([127, 0, 0, 1], free_port()))],
         sites: vec![vec!["a.test".to_owned()]],
+        preflight_resolver: None,
     });
 
     let run = certd.issue(&[]).await;

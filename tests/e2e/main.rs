@@ -6,5 +6,9 @@
 mod check;
 mod deploy;
 mod harness;
+mod import_certbot;
+mod import_nginx;
 mod issue;
 mod lock;
+mod operations;
+mod preflight;

@@ -30,6 +30,9 @@ pub struct CertdConfig {
     pub listen: Vec<SocketAddr>,
     /// One `[[site]]` per entry, each with its names.
     pub sites: Vec<Vec<String>>,
+    /// `[preflight] resolver`: challtestsrv, which answers 127.0.0.1 for every name as it does for
+    /// Pebble, so certd's preflight sees what the CA sees.
+    pub preflight_resolver: Option<SocketAddr>,
 }
 
 impl CertdConfig {
@@ -44,6 +47,7 @@ impl CertdConfig {
                 .iter()
                 .map(|names| names.iter().map(|name| (*name).to_owned()).collect())
                 .collect(),
+            preflight_resolver: Some(pebble.dns_addr()),
         }
     }
 
@@ -65,6 +69,12 @@ impl CertdConfig {
             .map(|addr| toml_str(&addr.to_string()))
             .collect();
         toml += &format!("listen = [{}]\n", listen.join(", "));
+        if let Some(resolver) = self.preflight_resolver {
+            toml += &format!(
+                "\n[preflight]\nresolver = {}\n",
+                toml_str(&resolver.to_string())
+            );
+        }
         for names in &self.sites {
             let names: Vec<String> = names.iter().map(|name| toml_str(name)).collect();
             toml += &format!("\n[[site]]\nnames = [{}]\n", names.join(", "));

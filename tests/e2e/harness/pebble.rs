@@ -58,10 +58,14 @@ pub struct ChildGuard {
 }
 
 impl ChildGuard {
-    /// Spawns `command` with stdout and stderr appended to `log`.
+    /// Spawns `command` with stdout and stderr appended to `log` (so a restarted process adds to the
+    /// log of the one before).
     pub fn spawn(name: &'static str, mut command: Command, log: PathBuf) -> Self {
-        let out =
-            File::create(&log).unwrap_or_else(|err| panic!("create {}: {err}", log.display()));
+        let out = File::options()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap_or_else(|err| panic!("open {}: {err}", log.display()));
         let err = out.try_clone().expect("clone log handle");
         let child = command
             .stdin(Stdio::null())
@@ -85,14 +89,27 @@ impl ChildGuard {
             panic!("{} exited early ({status}):\n{}", self.name, self.log());
         }
     }
+
+    /// Kills the process (by its own pid) and reaps it.
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 impl Drop for ChildGuard {
     fn drop(&mut self) {
         // `Child::kill` signals this child's own pid only; then reap it so no zombie is left.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.stop();
     }
+}
+
+/// How to start Pebble, beyond the defaults.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PebbleOptions {
+    /// `certificateValidityPeriod`: the lifetime of the certificates Pebble issues, in seconds (Pebble's
+    /// default is five years). A short one lets a test watch a scheduled renewal happen.
+    pub cert_validity_secs: Option<u64>,
 }
 
 /// A running Pebble with its challtestsrv, on ports of their own.
@@ -104,6 +121,10 @@ pub struct Pebble {
     /// Pebble's management API port (HTTPS, same certificate).
     pub management_port: u16,
     pki: TestPki,
+    dns_port: u16,
+    challtestsrv_port: u16,
+    config_path: PathBuf,
+    log_path: PathBuf,
     // Drop order: the processes first, then the folder holding their config, PKI and logs.
     pebble: ChildGuard,
     challtestsrv: ChildGuard,
@@ -113,6 +134,11 @@ pub struct Pebble {
 impl Pebble {
     /// Starts challtestsrv and Pebble and waits (bounded) until both accept connections.
     pub async fn start() -> Self {
+        Self::start_with(PebbleOptions::default()).await
+    }
+
+    /// [`Pebble::start`] with `options`.
+    pub async fn start_with(options: PebbleOptions) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("certd-pebble-")
             .tempdir()
@@ -140,7 +166,7 @@ impl Pebble {
         );
         wait_for_ports(&mut challtestsrv, &[challtestsrv_port, dns_port]).await;
 
-        let config = serde_json::json!({
+        let mut config = serde_json::json!({
             "pebble": {
                 "listenAddress": format!("127.0.0.1:{acme_port}"),
                 "managementListenAddress": format!("127.0.0.1:{management_port}"),
@@ -152,6 +178,9 @@ impl Pebble {
                 "externalAccountBindingRequired": false,
             }
         });
+        if let Some(secs) = options.cert_validity_secs {
+            config["pebble"]["certificateValidityPeriod"] = secs.into();
+        }
         let config_path = dir.path().join("pebble.json");
         std::fs::write(
             &config_path,
@@ -159,16 +188,8 @@ impl Pebble {
         )
         .expect("write config");
 
-        let mut command = Command::new("pebble");
-        command
-            .arg("-config")
-            .arg(&config_path)
-            .args(["-dnsserver", &format!("127.0.0.1:{dns_port}")])
-            .env("PEBBLE_VA_NOSLEEP", "1")
-            .env("PEBBLE_WFE_NONCEREJECT", "0")
-            .env("PEBBLE_AUTHZREUSE", "0")
-            .env_remove("PEBBLE_VA_ALWAYS_VALID");
-        let mut pebble = ChildGuard::spawn("pebble", command, dir.path().join("pebble.log"));
+        let log_path = dir.path().join("pebble.log");
+        let mut pebble = spawn_pebble(&config_path, dns_port, &log_path);
         wait_for_ports(&mut pebble, &[acme_port, management_port]).await;
 
         Self {
@@ -176,15 +197,66 @@ impl Pebble {
             acme_port,
             management_port,
             pki,
+            dns_port,
+            challtestsrv_port,
+            config_path,
+            log_path,
             pebble,
             challtestsrv,
             _dir: dir,
         }
     }
 
+    /// Kills Pebble (challtestsrv keeps running): the CA is gone, its ports refuse connections.
+    pub fn stop(&mut self) {
+        self.pebble.stop();
+    }
+
+    /// Starts Pebble again on the same ports with the same configuration (after [`Pebble::stop`]).
+    /// Pebble keeps nothing between runs: accounts, orders and its root and intermediate are new.
+    pub async fn restart(&mut self) {
+        self.pebble.stop();
+        self.pebble = spawn_pebble(&self.config_path, self.dns_port, &self.log_path);
+        wait_for_ports(&mut self.pebble, &[self.acme_port, self.management_port]).await;
+    }
+
     /// The ACME directory URL.
     pub fn directory_url(&self) -> String {
         format!("https://127.0.0.1:{}/dir", self.acme_port)
+    }
+
+    /// challtestsrv's DNS server (what Pebble resolves names with): for certd's `[preflight] resolver`.
+    pub fn dns_addr(&self) -> SocketAddr {
+        SocketAddr::from((Ipv4Addr::LOCALHOST, self.dns_port))
+    }
+
+    /// POSTs `body` to challtestsrv's management `endpoint` (`/add-a`, `/clear-a`, `/add-aaaa`,
+    /// `/set-default-ipv4`, `/add-servfail`, …), changing what its DNS answers for Pebble and for
+    /// certd alike; panics unless it answers 200.
+    pub async fn challtestsrv(&self, endpoint: &str, body: serde_json::Value) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, self.challtestsrv_port));
+        let body = body.to_string();
+        let request = format!(
+            "POST {endpoint} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let exchange = async {
+            let mut stream = tokio::net::TcpStream::connect(addr).await?;
+            stream.write_all(request.as_bytes()).await?;
+            let mut response = String::new();
+            stream.read_to_string(&mut response).await?;
+            Ok::<_, std::io::Error>(response)
+        };
+        let response = tokio::time::timeout(Duration::from_secs(10), exchange)
+            .await
+            .unwrap_or_else(|_| panic!("challtestsrv {endpoint}: timed out"))
+            .unwrap_or_else(|err| panic!("challtestsrv {endpoint}: {err}"));
+        assert!(
+            response.starts_with("HTTP/1.1 200"),
+            "challtestsrv {endpoint} {body}: {response}"
+        );
     }
 
     /// The PEM file of the CA that signed Pebble's own HTTPS certificate (certd's `ca_roots`).
@@ -256,6 +328,20 @@ impl Drop for Pebble {
             );
         }
     }
+}
+
+/// Spawns Pebble with its configuration at `config_path`, resolving names through challtestsrv.
+fn spawn_pebble(config_path: &Path, dns_port: u16, log: &Path) -> ChildGuard {
+    let mut command = Command::new("pebble");
+    command
+        .arg("-config")
+        .arg(config_path)
+        .args(["-dnsserver", &format!("127.0.0.1:{dns_port}")])
+        .env("PEBBLE_VA_NOSLEEP", "1")
+        .env("PEBBLE_WFE_NONCEREJECT", "0")
+        .env("PEBBLE_AUTHZREUSE", "0")
+        .env_remove("PEBBLE_VA_ALWAYS_VALID");
+    ChildGuard::spawn("pebble", command, log.to_path_buf())
 }
 
 /// Polls until every port in `ports` accepts a TCP connection on 127.0.0.1, failing after
