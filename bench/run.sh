@@ -202,6 +202,9 @@ listen = ["127.0.0.1:$http_port"]   # Pebble's httpPort: where it validates HTTP
 [https]
 listen = ["127.0.0.1:$certd_port"]
 
+[preflight]
+resolver = "127.0.0.1:$dns_port"    # challtestsrv, the DNS Pebble uses too
+
 [limits]
 grace_period = "2s"
 

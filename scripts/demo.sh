@@ -191,6 +191,9 @@ listen = ["127.0.0.1:$http_port"]   # Pebble's httpPort: where it looks for the 
 [https]                             # \`certd run\` only
 listen = ["127.0.0.1:$https_port"]
 
+[preflight]                         # before the first order: DNS and a self-test request
+resolver = "127.0.0.1:$dns_port"    # challtestsrv, the DNS Pebble uses too
+
 [limits]
 grace_period = "2s"                 # on SIGTERM, time for requests to finish
 

@@ -16,10 +16,14 @@ as_root() {
 }
 
 # --- Pebble -----------------------------------------------------------------------------------------
-if ! command -v pebble >/dev/null || ! command -v pebble-challtestsrv >/dev/null; then
-    echo "==> installing pebble (ACME test CA) with apt-get"
+missing=()
+command -v pebble >/dev/null && command -v pebble-challtestsrv >/dev/null || missing+=(pebble)
+# testssl.sh grades certd's TLS in the reliability tests.
+command -v testssl >/dev/null || command -v testssl.sh >/dev/null || missing+=(testssl.sh)
+if [ "${#missing[@]}" -gt 0 ]; then
+    echo "==> installing ${missing[*]} with apt-get"
     as_root apt-get update -qq
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pebble
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
 fi
 echo "==> $(command -v pebble) $(dpkg-query -W -f='${Version}' pebble 2>/dev/null || true)"
 

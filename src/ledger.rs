@@ -3,8 +3,9 @@
 //!
 //! Let's Encrypt allows 5 certificates per exact set of names per week; a restart loop, a lost state
 //! directory or an operator's repeated `--force` can burn that in minutes and lock a site out for days.
-//! Before ordering, certd asks the ledger: when the name set already got [`DUPLICATE_LIMIT`]
-//! certificates within [`DUPLICATE_WINDOW`], it does not order and says when it can again. The
+//! Before ordering from Let's Encrypt, certd asks the ledger: when the name set already got
+//! [`DUPLICATE_LIMIT`] certificates within [`DUPLICATE_WINDOW`], it does not order and says when it
+//! can again. The
 //! ledger also feeds `certd status` (orders and failures this week).
 
 use std::fs::OpenOptions;
@@ -199,6 +200,12 @@ pub fn summary(entries: &[LedgerEntry], names: &[String], now: OffsetDateTime) -
     summary
 }
 
+/// Whether the duplicate-certificate limit applies at the CA at `directory_url`: it is Let's Encrypt's
+/// limit (production and staging); other CAs (a private CA, Pebble) are not held to it.
+pub fn duplicate_limit_applies(directory_url: &str) -> bool {
+    directory_url.contains(".api.letsencrypt.org/")
+}
+
 /// When `names` may be ordered again if they already got [`DUPLICATE_LIMIT`] certificates within
 /// [`DUPLICATE_WINDOW`] before `now`: when the oldest of those leaves the window. `None`: order away.
 pub fn duplicate_limit_until(
@@ -276,6 +283,15 @@ mod tests {
                 & 0o777,
             0o600
         );
+    }
+
+    #[test]
+    fn the_duplicate_limit_is_let_s_encrypt_s() {
+        assert!(duplicate_limit_applies(
+            crate::config::LETSENCRYPT_PRODUCTION
+        ));
+        assert!(duplicate_limit_applies(crate::config::LETSENCRYPT_STAGING));
+        assert!(!duplicate_limit_applies("https://127.0.0.1:14000/dir"));
     }
 
     #[test]

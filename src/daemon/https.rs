@@ -183,9 +183,15 @@ async fn handle(
     let host = request_host(&request).or_else(|| sni.map(str::to_owned));
     let sites = context.sites.load();
     let site = host.as_deref().and_then(|host| sites.site(host));
-    let response = match site {
-        Some(site) => context.proxy.handle(request, &site.routes, peer).await,
-        None => misdirected(),
+    let response = if head_size(&request) > context.limits.max_header_bytes {
+        // hyper's own HTTP/1 cap cannot go below 8 KiB and HTTP/2's counts differently; this one
+        // enforces `[limits] max_header_bytes` as configured, for both.
+        status_only(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE)
+    } else {
+        match site {
+            Some(site) => context.proxy.handle(request, &site.routes, peer).await,
+            None => status_only(StatusCode::MISDIRECTED_REQUEST),
+        }
     };
     if let Some(site) = site {
         site.counters.count(response.status());
@@ -215,17 +221,37 @@ async fn handle(
     response
 }
 
-/// 421: the connection reached us, but the request names a host this server does not serve.
-fn misdirected() -> Response<ProxyBody> {
+/// A response certd makes itself: 421 (the request names a host this server does not serve), 431
+/// (its headers are over `[limits] max_header_bytes`).
+fn status_only(status: StatusCode) -> Response<ProxyBody> {
     use http_body_util::BodyExt;
-    let body = http_body_util::Full::new(bytes::Bytes::from_static(
-        b"this server does not serve that host\n",
-    ))
-    .map_err(|never| match never {})
-    .boxed();
+    let text = match status {
+        StatusCode::MISDIRECTED_REQUEST => "this server does not serve that host\n",
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => "request headers too large\n",
+        _ => "\n",
+    };
+    let body = http_body_util::Full::new(bytes::Bytes::from_static(text.as_bytes()))
+        .map_err(|never| match never {})
+        .boxed();
     let mut response = Response::new(body);
-    *response.status_mut() = StatusCode::MISDIRECTED_REQUEST;
+    *response.status_mut() = status;
     response
+}
+
+/// The size of a request's head as sent: the request line and every header line.
+fn head_size<B>(request: &Request<B>) -> usize {
+    let line = request.method().as_str().len()
+        + request
+            .uri()
+            .path_and_query()
+            .map_or(1, |pq| pq.as_str().len())
+        + 12;
+    let headers: usize = request
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum();
+    line + headers
 }
 
 /// The host the request is for: the URI authority (HTTP/2) or the Host header, without port,

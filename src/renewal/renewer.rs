@@ -292,7 +292,10 @@ impl Renewer {
             }
             let ledger = Ledger::for_ca(&self.inner.store, &self.inner.config.acme.directory_url);
             let entries = ledger.entries().unwrap_or_default();
-            if let Some(until) = ledger::duplicate_limit_until(&entries, &site.names, now) {
+            let limited = ledger::duplicate_limit_applies(&self.inner.config.acme.directory_url)
+                .then(|| ledger::duplicate_limit_until(&entries, &site.names, now))
+                .flatten();
+            if let Some(until) = limited {
                 let err = RenewError::DuplicateLimit {
                     site: site.name().to_owned(),
                     until,
