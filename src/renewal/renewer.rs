@@ -182,6 +182,8 @@ impl Renewer {
     pub async fn connect(&self) -> Result<AcmeClient, AcmeError> {
         let mut acme = self.inner.acme.lock().await;
         if let Some(client) = acme.as_ref() {
+            // A reload may have brought new profiles; the directory is already at hand.
+            client.check_profiles(&self.inner.config)?;
             return Ok(client.clone());
         }
         let client = AcmeClient::connect(&self.inner.config.acme, &self.inner.store).await?;
