@@ -311,12 +311,14 @@ impl Daemon {
             .iter()
             .flat_map(|site| site.names.clone())
             .collect();
-        self.shared.resolver.retain(&names);
-        serve_stored(&next, &self.shared.store, &self.shared.resolver);
+        // Routes first, then certificates: a removed name stops being routed (and redirected) at
+        // the same moment as an added one starts, and its certificate goes last.
         self.shared.sites.store(Arc::new(SiteTable::from_config(
             &next,
             &self.shared.metrics,
         )));
+        serve_stored(&next, &self.shared.store, &self.shared.resolver);
+        self.shared.resolver.retain(&names);
         self.shared.config.store(next.clone());
         let renewer = self.shared.renewer.borrow().reconfigured(next.clone());
         self.shared.renewer.send_replace(renewer);

@@ -38,8 +38,8 @@ mod layout;
 #[cfg(test)]
 mod tests;
 
-pub use atomic::{ensure_dir, write_atomic};
 use atomic::*;
+pub use atomic::{ensure_dir, write_atomic};
 use layout::check_site;
 pub use layout::{ca_key, Layout};
 

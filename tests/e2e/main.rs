@@ -3,6 +3,7 @@
 //! Needs `pebble` and `pebble-challtestsrv` on `PATH` (`scripts/test.sh` installs them). Run with
 //! `cargo test --test e2e`; `cargo test --test e2e harness` runs only the harness's own checks.
 
+mod ari;
 mod check;
 mod deploy;
 mod harness;
@@ -12,3 +13,5 @@ mod issue;
 mod lock;
 mod operations;
 mod preflight;
+mod reliability;
+mod run;

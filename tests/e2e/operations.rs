@@ -25,20 +25,34 @@ async fn status_exit_codes_follow_the_monitoring_plugin_convention() {
     // No certificate yet: critical.
     let (code, stdout) = status_code(&certd).await;
     assert_eq!(code, Some(2), "{stdout}");
-    assert!(stdout.contains("CRITICAL: a.test has no certificate"), "{stdout}");
+    assert!(
+        stdout.contains("CRITICAL: a.test has no certificate"),
+        "{stdout}"
+    );
 
     // A fresh five-year certificate: OK.
     certd.issue(&[]).await.expect_code(0);
     let (code, stdout) = status_code(&certd).await;
     assert_eq!(code, Some(0), "{stdout}");
-    assert!(stdout.lines().last().unwrap_or_default().starts_with("OK: 1 site"), "{stdout}");
+    assert!(
+        stdout
+            .lines()
+            .last()
+            .unwrap_or_default()
+            .starts_with("OK: 1 site"),
+        "{stdout}"
+    );
 
     // Thresholds beyond its lifetime: warning, then critical.
-    certd.write_config_text(&format!("{base}\n[status]\nwarn_days = 3000\ncritical_days = 7\n"));
+    certd.write_config_text(&format!(
+        "{base}\n[status]\nwarn_days = 3000\ncritical_days = 7\n"
+    ));
     let (code, stdout) = status_code(&certd).await;
     assert_eq!(code, Some(1), "{stdout}");
     assert!(stdout.contains("WARNING: a.test expires in"), "{stdout}");
-    certd.write_config_text(&format!("{base}\n[status]\nwarn_days = 3000\ncritical_days = 3000\n"));
+    certd.write_config_text(&format!(
+        "{base}\n[status]\nwarn_days = 3000\ncritical_days = 3000\n"
+    ));
     assert_eq!(status_code(&certd).await.0, Some(2));
 
     // A failed renewal (the CA is gone): warning, with the error.
@@ -98,19 +112,36 @@ async fn metrics_are_scraped_after_an_issuance_and_after_a_failed_renewal() {
             .unwrap_or_default(),
     );
     assert_eq!(
-        metric(&text, "certd_certificate_not_after_seconds{site=\"m.test\"}") as i64,
+        metric(
+            &text,
+            "certd_certificate_not_after_seconds{site=\"m.test\"}"
+        ) as i64,
         not_after.unix_timestamp()
     );
-    assert_eq!(metric(&text, "certd_renewal_consecutive_failures{site=\"m.test\"}"), 0.0);
+    assert_eq!(
+        metric(&text, "certd_renewal_consecutive_failures{site=\"m.test\"}"),
+        0.0
+    );
     assert!(metric(&text, "certd_renewal_last_success_seconds{site=\"m.test\"}") > 0.0);
-    assert!(metric(&text, "certd_certificate_next_renewal_seconds{site=\"m.test\"}") > 0.0);
+    assert!(
+        metric(
+            &text,
+            "certd_certificate_next_renewal_seconds{site=\"m.test\"}"
+        ) > 0.0
+    );
 
     // A request is counted for its site.
     let mut connection = client.http1("m.test").await;
     let reply = connection.get("m.test", "/nothing-routed").await;
     assert_eq!(reply.status, hyper::StatusCode::NOT_FOUND);
     let text = scrape(metrics_port).await;
-    assert_eq!(metric(&text, "certd_http_requests_total{site=\"m.test\",code=\"4xx\"}"), 1.0);
+    assert_eq!(
+        metric(
+            &text,
+            "certd_http_requests_total{site=\"m.test\",code=\"4xx\"}"
+        ),
+        1.0
+    );
     // Counted once the server side has finished it, which a request on the connection proves.
     assert!(metric(&text, "certd_tls_handshakes_total") >= 1.0);
 
@@ -129,10 +160,16 @@ async fn metrics_are_scraped_after_an_issuance_and_after_a_failed_renewal() {
     let run = certd.issue(&["--force"]).await;
     assert_ne!(run.code, Some(0), "{run}");
     let text = scrape(metrics_port).await;
-    assert_eq!(metric(&text, "certd_renewal_consecutive_failures{site=\"m.test\"}"), 1.0);
+    assert_eq!(
+        metric(&text, "certd_renewal_consecutive_failures{site=\"m.test\"}"),
+        1.0
+    );
     // The daemon's account was already connected, so the order itself was attempted and failed.
     let hook_seen = std::fs::read_to_string(&hook_log).unwrap_or_default();
-    assert!(hook_seen.contains("failed m.test"), "hook log: {hook_seen:?}");
+    assert!(
+        hook_seen.contains("failed m.test"),
+        "hook log: {hook_seen:?}"
+    );
     // The old certificate stays in service.
     assert_eq!(client.serial("m.test").await.ok(), Some(serial));
     drop(daemon);

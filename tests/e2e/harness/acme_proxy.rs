@@ -166,7 +166,6 @@ pub struct RenewalInfoRequest {
 #[derive(Default)]
 struct State {
     windows: BTreeMap<String, Window>,
-    default_window: Option<Window>,
     refuse_next_replaces: bool,
     orders: Vec<SeenOrder>,
     renewal_info: Vec<RenewalInfoRequest>,
@@ -231,10 +230,7 @@ impl AcmeProxy {
             .enable_http1()
             .build();
         let shared = Arc::new(Shared {
-            state: Mutex::new(State {
-                default_window: options.default_window.clone(),
-                ..State::default()
-            }),
+            state: Mutex::new(State::default()),
             options,
             client: Client::builder(TokioExecutor::new()).build(connector),
             pebble_base: format!("https://127.0.0.1:{}", pebble.acme_port),
@@ -247,6 +243,8 @@ impl AcmeProxy {
             let mut connections = JoinSet::new();
             loop {
                 let Ok((tcp, _)) = listener.accept().await else {
+                    // Out of descriptors, say: let connections finish rather than spin.
+                    tokio::time::sleep(Duration::from_millis(10)).await;
                     continue;
                 };
                 let acceptor = acceptor.clone();
@@ -414,6 +412,7 @@ fn problem(status: StatusCode, r#type: &str, detail: &str) -> Response<Full<Byte
     )
 }
 
+/// Answers one request and logs it.
 async fn handle(shared: &Shared, request: Request<Incoming>) -> Response<Full<Bytes>> {
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
@@ -425,6 +424,8 @@ async fn handle(shared: &Shared, request: Request<Incoming>) -> Response<Full<By
     response
 }
 
+/// Renewal information from the table; new-orders recorded, refused or forwarded with their fields
+/// reflected; the directory extended; everything else forwarded as is.
 async fn route(shared: &Shared, request: Request<Incoming>) -> Response<Full<Bytes>> {
     let path = request.uri().path().to_owned();
     if let Some(cert_id) = path.strip_prefix("/renewal-info/") {
@@ -576,7 +577,7 @@ fn renewal_info(shared: &Shared, cert_id: &str) -> Response<Full<Bytes>> {
     let window = state
         .windows
         .get(cert_id)
-        .or(state.default_window.as_ref())
+        .or(shared.options.default_window.as_ref())
         .cloned();
     let response = match window {
         Some(window) => {
