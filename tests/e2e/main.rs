@@ -10,6 +10,7 @@ mod harness;
 mod import_certbot;
 mod import_nginx;
 mod issue;
+mod ledger;
 mod lock;
 mod operations;
 mod preflight;
