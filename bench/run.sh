@@ -14,7 +14,7 @@
 #  1. installs what is missing with apt-get (nginx, wrk, nghttp2-client for h2load, pebble, openssl,
 #     curl, procps) and builds `certd` and the benchmark helpers (`examples/bench_*.rs`) in release;
 #  2. starts Pebble with real HTTP-01 validation (pebble-challtestsrv answering 127.0.0.1 for every
-#     name, never PEBBLE_VA_ALWAYS_VALID) and gets ONE certificate for bench.test with `certd issue`;
+#     name, validation always real) and gets ONE certificate for bench.test with `certd issue`;
 #  3. starts the upstreams (bench_upstream: 1 KiB answers; bench_ws echo), `certd run`, and nginx
 #     configured the same way (same certificate files from certd's state directory, same upstream,
 #     TLS 1.2+1.3, HTTP/1.1 and HTTP/2, 2 workers, pooled keep-alive upstream connections, /ws);
@@ -170,7 +170,7 @@ cat >"$work/pebble.json" <<JSON
 }
 JSON
 wait_port "$challtestsrv_port"
-env -u PEBBLE_VA_ALWAYS_VALID PEBBLE_VA_NOSLEEP=1 PEBBLE_WFE_NONCEREJECT=0 PEBBLE_AUTHZREUSE=0 \
+env PEBBLE_VA_NOSLEEP=1 PEBBLE_WFE_NONCEREJECT=0 PEBBLE_AUTHZREUSE=0 \
     pebble -config "$work/pebble.json" -dnsserver "127.0.0.1:$dns_port" \
     >"$work/pebble.log" 2>&1 </dev/null &
 pids+=($!)

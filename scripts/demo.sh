@@ -143,7 +143,7 @@ cat >"$demo/pebble.json" <<JSON
 }
 JSON
 # Real validation: Pebble connects to <name>:$http_port (resolved to 127.0.0.1), where certd listens.
-env -u PEBBLE_VA_ALWAYS_VALID PEBBLE_VA_NOSLEEP=1 PEBBLE_WFE_NONCEREJECT=0 PEBBLE_AUTHZREUSE=0 \
+env PEBBLE_VA_NOSLEEP=1 PEBBLE_WFE_NONCEREJECT=0 PEBBLE_AUTHZREUSE=0 \
     pebble -config "$demo/pebble.json" -dnsserver "127.0.0.1:$dns_port" \
     >"$demo/pebble.log" 2>&1 </dev/null &
 pids+=($!)
