@@ -1,0 +1,239 @@
+//! ACME ordering: the account at the CA and the order that turns a site's names into a certificate.
+//!
+//! Built on instant-acme. [`AcmeClient::connect`] loads the account stored for the CA's directory URL
+//! (creating and storing one on first use), then [`AcmeClient::order`] runs one RFC 8555 order for a
+//! site over HTTP-01: it publishes each challenge's key authorization in [`ChallengeTokens`] (answered by
+//! the challenge responder), waits for the CA to validate, finalizes with a fresh key and CSR, and returns
+//! the chain and key. Nothing here touches the certificate store: callers validate and persist.
+//!
+//! Errors keep what the operator needs: the CA's problem document intact (type, detail, subproblems),
+//! the site and name at fault, `Retry-After` when the CA sent one, and distinct messages for a CA that
+//! cannot be reached and for a TLS failure talking to it.
+//!
+//! Files: this one holds the account ([`AcmeClient::connect`]), profiles and renewal information;
+//! `order.rs` the order itself; `error.rs` what can go wrong; `http.rs` the HTTP client to the CA.
+
+mod error;
+mod http;
+mod order;
+#[cfg(test)]
+mod tests;
+
+pub use error::{AcmeError, Described};
+
+use std::fmt;
+use std::time::Duration;
+
+use instant_acme::{Account, AccountCredentials, NewAccount};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::CertificateDer;
+use time::OffsetDateTime;
+use tracing::{debug, info};
+
+use self::error::{classify_ca_error, is_rate_limit};
+use self::http::{CaHttpClient, RetryAfter};
+use crate::config::{AcmeConfig, Config, KeyType};
+use crate::store::{Store, StoreError};
+
+/// How to order one certificate.
+#[derive(Debug, Clone, Default)]
+pub struct OrderOptions {
+    /// The kind of key to generate.
+    pub key_type: KeyType,
+    /// The ACME profile to ask for (only sent when the CA offers profiles).
+    pub profile: Option<String>,
+    /// The PEM of the certificate this order replaces, for ARI's `replaces`.
+    pub replaces: Option<String>,
+}
+
+/// The CA's suggested renewal window for a certificate (RFC 9773).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RenewalWindow {
+    /// Renew no earlier than this.
+    pub start: OffsetDateTime,
+    /// Renew before this.
+    pub end: OffsetDateTime,
+    /// Ask again after this long (the CA's `Retry-After`).
+    pub poll_after: Duration,
+    /// Why the window is where it is, when the CA says (e.g. after a revocation).
+    pub explanation_url: Option<String>,
+}
+
+/// The ARI identifier (authority key identifier and serial) of the certificate in `cert_pem`.
+fn certificate_id(cert_pem: &str) -> Result<instant_acme::CertificateIdentifier<'static>, String> {
+    let der = CertificateDer::from_pem_slice(cert_pem.as_bytes()).map_err(|err| err.to_string())?;
+    instant_acme::CertificateIdentifier::try_from(&der).map(|id| id.into_owned())
+}
+
+/// An ACME account at one CA, ready to order certificates.
+#[derive(Clone)]
+pub struct AcmeClient {
+    account: Account,
+    directory_url: String,
+    retry_after: RetryAfter,
+}
+
+impl fmt::Debug for AcmeClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AcmeClient")
+            .field("directory_url", &self.directory_url)
+            .field("account", &self.account.id())
+            .finish()
+    }
+}
+
+impl AcmeClient {
+    /// Loads the account stored for `acme.directory_url`, or creates one at the CA and stores its
+    /// credentials (0600) before returning. After this succeeds, call [`AcmeClient::order`] per site.
+    pub async fn connect(acme: &AcmeConfig, store: &Store) -> Result<Self, AcmeError> {
+        Self::connect_inner(acme, store, false).await
+    }
+
+    /// Creates a new account at the CA and stores it in place of the old one. For when the CA no
+    /// longer knows the stored account (a test CA restarted, an account deactivated elsewhere).
+    pub async fn connect_new_account(acme: &AcmeConfig, store: &Store) -> Result<Self, AcmeError> {
+        Self::connect_inner(acme, store, true).await
+    }
+
+    async fn connect_inner(
+        acme: &AcmeConfig,
+        store: &Store,
+        new_account: bool,
+    ) -> Result<Self, AcmeError> {
+        let url = acme.directory_url.clone();
+        let retry_after = RetryAfter::default();
+        let http = CaHttpClient::new(acme.ca_roots.as_deref(), retry_after.clone())?;
+        let builder = Account::builder_with_http(Box::new(http.clone()));
+
+        let stored = if new_account {
+            None
+        } else {
+            store.load_account(&url)?
+        };
+        let account = match stored {
+            Some(json) => {
+                let credentials: AccountCredentials =
+                    serde_json::from_str(&json).map_err(|err| StoreError::Corrupt {
+                        path: store.layout().account_file(&url),
+                        reason: format!("not ACME account credentials: {err}"),
+                    })?;
+                let account = builder
+                    .from_credentials(credentials)
+                    .await
+                    .map_err(|err| classify_ca_error(&url, err))?;
+                debug!(account = account.id(), "reusing the stored ACME account");
+                account
+            }
+            None => {
+                let contact = acme.email.as_ref().map(|email| format!("mailto:{email}"));
+                let contacts: Vec<&str> = contact.iter().map(String::as_str).collect();
+                let (account, credentials) = builder
+                    .create(
+                        &NewAccount {
+                            contact: &contacts,
+                            terms_of_service_agreed: true,
+                            only_return_existing: false,
+                        },
+                        url.clone(),
+                        None,
+                    )
+                    .await
+                    .map_err(|err| match err {
+                        instant_acme::Error::Api(problem) => AcmeError::AccountRejected {
+                            problem: Box::new(problem),
+                        },
+                        other => classify_ca_error(&url, other),
+                    })?;
+                let json =
+                    serde_json::to_string(&credentials).map_err(|err| StoreError::Corrupt {
+                        path: store.layout().account_file(&url),
+                        reason: format!("cannot serialize the account credentials: {err}"),
+                    })?;
+                store.save_account(&url, &json)?;
+                info!(account = account.id(), directory = %url, "created an ACME account");
+                account
+            }
+        };
+        Ok(Self {
+            account,
+            directory_url: url,
+            retry_after,
+        })
+    }
+
+    /// The CA's directory URL.
+    pub fn directory_url(&self) -> &str {
+        &self.directory_url
+    }
+
+    /// The account's URL at the CA.
+    pub fn account_id(&self) -> &str {
+        self.account.id()
+    }
+
+    /// The profiles the CA's directory offers (RFC draft "ACME profiles"); empty when it offers none.
+    pub fn offered_profiles(&self) -> Vec<String> {
+        self.account
+            .profiles()
+            .map(|profile| profile.name.to_owned())
+            .collect()
+    }
+
+    /// Checks every profile `config` asks for against the CA's directory, so that a profile the CA
+    /// does not offer is a configuration error when certd connects, not a failed order at 3 a.m. A CA
+    /// that offers no profiles at all is told none (and this returns `Ok`).
+    pub fn check_profiles(&self, config: &Config) -> Result<(), AcmeError> {
+        let offered = self.offered_profiles();
+        if offered.is_empty() {
+            return Ok(());
+        }
+        for site in &config.sites {
+            if let Some(profile) = site.profile.as_ref().or(config.acme.profile.as_ref()) {
+                if !offered.contains(profile) {
+                    return Err(AcmeError::UnknownProfile {
+                        site: site.name().to_owned(),
+                        profile: profile.clone(),
+                        offered: offered.join(", "),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The CA's suggested renewal window for `cert_pem` (ACME Renewal Information, RFC 9773), or
+    /// `None` when the CA does not offer ARI.
+    pub async fn renewal_window(&self, cert_pem: &str) -> Result<Option<RenewalWindow>, AcmeError> {
+        let id = certificate_id(cert_pem).map_err(|reason| AcmeError::NotAcme {
+            url: self.directory_url.clone(),
+            reason: format!("cannot build the ARI certificate identifier: {reason}"),
+        })?;
+        match self.account.renewal_info(&id).await {
+            Ok((info, poll_after)) => Ok(Some(RenewalWindow {
+                start: info.suggested_window.start,
+                end: info.suggested_window.end,
+                poll_after,
+                explanation_url: info.explanation_url,
+            })),
+            Err(instant_acme::Error::Unsupported(_)) => Ok(None),
+            Err(err) => Err(self.site_error("(renewal information)", err)),
+        }
+    }
+
+    fn site_error(&self, site: &str, err: instant_acme::Error) -> AcmeError {
+        match err {
+            instant_acme::Error::Api(problem) if is_rate_limit(&problem) => {
+                AcmeError::RateLimited {
+                    site: site.to_owned(),
+                    problem: Box::new(problem),
+                    retry_after: self.retry_after.take(),
+                }
+            }
+            instant_acme::Error::Api(problem) => AcmeError::Rejected {
+                site: site.to_owned(),
+                problem: Box::new(problem),
+            },
+            other => classify_ca_error(&self.directory_url, other),
+        }
+    }
+}

@@ -1,0 +1,336 @@
+//! Static file tests: content types, index, redirects, ETag, ranges, and traversal attempts.
+#![allow(clippy::unwrap_used)]
+
+use super::*;
+use hyper::Request;
+
+/// A static root `www/` with files under `www/static/`, and a secret beside the root.
+struct Fixture {
+    dir: tempfile::TempDir,
+}
+
+const SECRET: &str = "TOP-SECRET-CONTENT";
+
+impl Fixture {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let static_dir = dir.path().join("www/static");
+        std::fs::create_dir_all(static_dir.join("docs/empty")).unwrap();
+        std::fs::write(static_dir.join("a.css"), "body { color: red }").unwrap();
+        std::fs::write(static_dir.join("docs/index.html"), "<h1>docs</h1>").unwrap();
+        let data: Vec<u8> = (0..1000u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(static_dir.join("data.bin"), data).unwrap();
+        std::fs::write(dir.path().join("secret"), SECRET).unwrap();
+        std::fs::write(dir.path().join("www/secret"), SECRET).unwrap();
+        #[cfg(unix)]
+        {
+            std::os::unix::fs::symlink(dir.path().join("secret"), static_dir.join("link")).unwrap();
+            std::os::unix::fs::symlink(dir.path(), static_dir.join("dirlink")).unwrap();
+            std::os::unix::fs::symlink(static_dir.join("a.css"), static_dir.join("inner")).unwrap();
+        }
+        Self { dir }
+    }
+
+    fn root(&self) -> PathBuf {
+        self.dir.path().join("www")
+    }
+
+    async fn get(&self, uri: &str, headers: &[(&str, &str)]) -> (StatusCode, HeaderMap, Bytes) {
+        self.send(Method::GET, uri, headers).await
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        uri: &str,
+        headers: &[(&str, &str)],
+    ) -> (StatusCode, HeaderMap, Bytes) {
+        let mut request = Request::builder().method(method).uri(uri);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let (parts, ()) = request.body(()).unwrap().into_parts();
+        let response = serve(&self.root(), &parts).await;
+        let (parts, body) = response.into_parts();
+        let body = body.collect().await.unwrap().to_bytes();
+        (parts.status, parts.headers, body)
+    }
+}
+
+#[test]
+fn content_types_by_extension() {
+    let cases = [
+        ("a.html", "text/html; charset=utf-8"),
+        ("A.CSS", "text/css; charset=utf-8"),
+        ("app.js", "text/javascript; charset=utf-8"),
+        ("x.json", "application/json"),
+        ("logo.png", "image/png"),
+        ("photo.JPG", "image/jpeg"),
+        ("anim.gif", "image/gif"),
+        ("icon.svg", "image/svg+xml"),
+        ("favicon.ico", "image/x-icon"),
+        ("notes.txt", "text/plain; charset=utf-8"),
+        ("app.wasm", "application/wasm"),
+        ("font.woff2", "font/woff2"),
+        ("paper.pdf", "application/pdf"),
+        ("archive.unknown", "application/octet-stream"),
+        ("Makefile", "application/octet-stream"),
+    ];
+    for (name, expected) in cases {
+        assert_eq!(content_type(Path::new(name)), expected, "{name}");
+    }
+}
+
+#[test]
+fn range_parsing() {
+    use ByteRange::{Full, Partial, Unsatisfiable};
+    let cases = [
+        ("bytes=0-9", 100, Partial { start: 0, end: 9 }),
+        ("bytes=90-", 100, Partial { start: 90, end: 99 }),
+        ("bytes=90-500", 100, Partial { start: 90, end: 99 }),
+        ("bytes=-10", 100, Partial { start: 90, end: 99 }),
+        ("bytes=-500", 100, Partial { start: 0, end: 99 }),
+        ("Bytes = 5-5", 100, Partial { start: 5, end: 5 }),
+        ("bytes=100-", 100, Unsatisfiable),
+        ("bytes=100-200", 100, Unsatisfiable),
+        ("bytes=-0", 100, Unsatisfiable),
+        ("bytes=0-", 0, Unsatisfiable),
+        ("bytes=-5", 0, Unsatisfiable),
+        ("bytes=9-0", 100, Full),
+        ("bytes=0-1,5-6", 100, Full),
+        ("bytes=a-b", 100, Full),
+        ("bytes=+1-2", 100, Full),
+        ("bytes=-", 100, Full),
+        ("items=0-1", 100, Full),
+        ("0-1", 100, Full),
+    ];
+    for (value, size, expected) in cases {
+        assert_eq!(parse_range(value, size), expected, "{value} of {size}");
+    }
+}
+
+#[test]
+fn request_paths_map_to_relative_paths_or_are_refused() {
+    let accepted = [
+        ("/", ""),
+        ("/static/a.css", "static/a.css"),
+        ("/static//a%20b.css", "static/a b.css"),
+        ("/static/docs/", "static/docs"),
+        ("/static/%C3%A9t%C3%A9", "static/été"),
+        ("/static/.well-known", "static/.well-known"),
+    ];
+    for (raw, expected) in accepted {
+        assert_eq!(
+            relative_path(raw).unwrap(),
+            PathBuf::from(expected),
+            "{raw}"
+        );
+    }
+    let refused = [
+        "static/a.css",
+        "/static/../secret",
+        "/static/./a.css",
+        "/static/%2e%2e/secret",
+        "/static/%2E%2E/secret",
+        "/static/..%2fsecret",
+        "/static/%2fetc%2fpasswd",
+        "/static/..%5csecret",
+        "/static/a%00.css",
+        "/static/%zz",
+        "/static/%2",
+        "/static/%ff",
+    ];
+    for raw in refused {
+        assert!(relative_path(raw).is_err(), "{raw}");
+    }
+}
+
+#[tokio::test]
+async fn serves_a_file_with_type_validators_and_length() {
+    let fixture = Fixture::new();
+    let (status, headers, body) = fixture.get("/static/a.css?v=3", &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, "body { color: red }");
+    assert_eq!(headers[CONTENT_TYPE], "text/css; charset=utf-8");
+    assert_eq!(headers[CONTENT_LENGTH], "19");
+    assert_eq!(headers[ACCEPT_RANGES], "bytes");
+    assert!(headers[ETAG].to_str().unwrap().starts_with("\"13-"));
+    assert!(httpdate::parse_http_date(headers[LAST_MODIFIED].to_str().unwrap()).is_ok());
+}
+
+#[tokio::test]
+async fn head_has_headers_but_no_body() {
+    let fixture = Fixture::new();
+    let (status, headers, body) = fixture.send(Method::HEAD, "/static/a.css", &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers[CONTENT_LENGTH], "19");
+    assert!(body.is_empty());
+}
+
+#[tokio::test]
+async fn other_methods_are_not_allowed() {
+    let fixture = Fixture::new();
+    let (status, headers, _) = fixture.send(Method::POST, "/static/a.css", &[]).await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(headers[ALLOW], "GET, HEAD");
+}
+
+#[tokio::test]
+async fn directories_serve_their_index_or_redirect_to_the_slashed_path() {
+    let fixture = Fixture::new();
+    let (status, headers, body) = fixture.get("/static/docs/", &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, "<h1>docs</h1>");
+    assert_eq!(headers[CONTENT_TYPE], "text/html; charset=utf-8");
+
+    let (status, headers, _) = fixture.get("/static/docs?x=1", &[]).await;
+    assert_eq!(status, StatusCode::MOVED_PERMANENTLY);
+    assert_eq!(headers[LOCATION], "/static/docs/?x=1");
+
+    let (status, _, _) = fixture.get("/static/docs/empty/", &[]).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _, _) = fixture.get("/static/a.css/", &[]).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _, _) = fixture.get("/static/missing.css", &[]).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn validators_answer_not_modified() {
+    let fixture = Fixture::new();
+    let (_, headers, _) = fixture.get("/static/a.css", &[]).await;
+    let etag = headers[ETAG].to_str().unwrap().to_owned();
+    let last_modified = headers[LAST_MODIFIED].to_str().unwrap().to_owned();
+
+    let (status, headers, body) = fixture
+        .get("/static/a.css", &[("if-none-match", &etag)])
+        .await;
+    assert_eq!(status, StatusCode::NOT_MODIFIED);
+    assert_eq!(headers[ETAG], etag.as_str());
+    assert!(body.is_empty());
+    let weak_list = format!("\"other\", W/{etag}");
+    let (status, _, _) = fixture
+        .get("/static/a.css", &[("if-none-match", &weak_list)])
+        .await;
+    assert_eq!(status, StatusCode::NOT_MODIFIED);
+    let (status, _, _) = fixture
+        .get("/static/a.css", &[("if-none-match", "\"other\"")])
+        .await;
+    assert_eq!(status, StatusCode::OK);
+
+    let (status, _, _) = fixture
+        .get("/static/a.css", &[("if-modified-since", &last_modified)])
+        .await;
+    assert_eq!(status, StatusCode::NOT_MODIFIED);
+    let old = "Mon, 01 Jan 2001 00:00:00 GMT";
+    let (status, _, _) = fixture
+        .get("/static/a.css", &[("if-modified-since", old)])
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    // If-None-Match wins over If-Modified-Since.
+    let both = [
+        ("if-none-match", "\"other\""),
+        ("if-modified-since", &last_modified),
+    ];
+    let (status, _, _) = fixture.get("/static/a.css", &both).await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn ranges_answer_partial_content_or_not_satisfiable() {
+    let fixture = Fixture::new();
+    let data: Vec<u8> = (0..1000u32).map(|i| (i % 251) as u8).collect();
+
+    let (status, headers, body) = fixture
+        .get("/static/data.bin", &[("range", "bytes=100-199")])
+        .await;
+    assert_eq!(status, StatusCode::PARTIAL_CONTENT);
+    assert_eq!(headers[CONTENT_RANGE], "bytes 100-199/1000");
+    assert_eq!(headers[CONTENT_LENGTH], "100");
+    assert_eq!(body, data[100..200]);
+
+    let (status, headers, body) = fixture
+        .get("/static/data.bin", &[("range", "bytes=990-")])
+        .await;
+    assert_eq!(status, StatusCode::PARTIAL_CONTENT);
+    assert_eq!(headers[CONTENT_RANGE], "bytes 990-999/1000");
+    assert_eq!(body, data[990..]);
+
+    let (status, _, body) = fixture
+        .get("/static/data.bin", &[("range", "bytes=-3")])
+        .await;
+    assert_eq!(status, StatusCode::PARTIAL_CONTENT);
+    assert_eq!(body, data[997..]);
+
+    let (status, headers, _) = fixture
+        .get("/static/data.bin", &[("range", "bytes=1000-")])
+        .await;
+    assert_eq!(status, StatusCode::RANGE_NOT_SATISFIABLE);
+    assert_eq!(headers[CONTENT_RANGE], "bytes */1000");
+
+    let stale = [("range", "bytes=0-9"), ("if-range", "\"stale\"")];
+    let (status, _, body) = fixture.get("/static/data.bin", &stale).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body.len(), 1000);
+
+    let (_, headers, _) = fixture.get("/static/data.bin", &[]).await;
+    let etag = headers[ETAG].to_str().unwrap().to_owned();
+    let fresh = [("range", "bytes=0-9"), ("if-range", etag.as_str())];
+    let (status, _, body) = fixture.get("/static/data.bin", &fresh).await;
+    assert_eq!(status, StatusCode::PARTIAL_CONTENT);
+    assert_eq!(body, data[..10]);
+}
+
+#[tokio::test]
+async fn large_files_stream_in_chunks() {
+    let fixture = Fixture::new();
+    let big: Vec<u8> = (0..(3 * CHUNK + 17)).map(|i| (i % 253) as u8).collect();
+    std::fs::write(fixture.root().join("static/big.bin"), &big).unwrap();
+    let (status, headers, body) = fixture.get("/static/big.bin", &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers[CONTENT_LENGTH], big.len().to_string().as_str());
+    assert_eq!(body, big);
+}
+
+#[tokio::test]
+async fn traversal_never_reads_outside_the_root() {
+    let fixture = Fixture::new();
+    let attempts = [
+        "/static/../secret",
+        "/static/../../secret",
+        "/static/%2e%2e/secret",
+        "/static/%2e%2e/%2e%2e/secret",
+        "/static/..%2fsecret",
+        "/static/..%2f..%2fsecret",
+        "/static/%2e%2e%2f%2e%2e%2fsecret",
+        "/static/..%5c..%5csecret",
+        "/static/secret%00.css",
+        "/static/link",
+        "/static/dirlink/secret",
+    ];
+    for attempt in attempts {
+        let (status, _, body) = fixture.get(attempt, &[]).await;
+        assert!(
+            matches!(
+                status,
+                StatusCode::BAD_REQUEST | StatusCode::FORBIDDEN | StatusCode::NOT_FOUND
+            ),
+            "{attempt}: {status}"
+        );
+        assert!(
+            !String::from_utf8_lossy(&body).contains(SECRET),
+            "{attempt}"
+        );
+    }
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn symlinks_inside_the_root_are_followed() {
+    let fixture = Fixture::new();
+    let (status, headers, body) = fixture.get("/static/inner", &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, "body { color: red }");
+    // The type comes from the resolved file's name.
+    assert_eq!(headers[CONTENT_TYPE], "text/css; charset=utf-8");
+}
