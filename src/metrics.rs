@@ -90,6 +90,7 @@ impl Metrics {
         let mut not_after = Vec::new();
         let mut next_renewal = Vec::new();
         let mut failures = Vec::new();
+        let mut slowed = Vec::new();
         let mut last_success = Vec::new();
         for site in &config.sites {
             let name = site.name().to_owned();
@@ -102,6 +103,8 @@ impl Metrics {
                 next_renewal.push((name.clone(), next.unix_timestamp() as f64));
             }
             failures.push((name.clone(), f64::from(record.consecutive_failures)));
+            let is_slowed = crate::renewal::is_slowed(record.consecutive_failures, &config.renewal);
+            slowed.push((name.clone(), if is_slowed { 1.0 } else { 0.0 }));
             if let Some(success) = record.last_success {
                 last_success.push((name, success.unix_timestamp() as f64));
             }
@@ -120,6 +123,11 @@ impl Metrics {
             "certd_renewal_consecutive_failures",
             "Failed renewal attempts since the last success.",
             failures,
+        );
+        gauge(
+            "certd_renewal_slowed",
+            "1 when repeated failures have slowed attempts to one a day.",
+            slowed,
         );
         gauge(
             "certd_renewal_last_success_seconds",
