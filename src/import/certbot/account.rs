@@ -300,15 +300,15 @@ fn is_plain_component(name: &str) -> bool {
 
 /// Reads a file holding a secret into a buffer that is wiped when dropped.
 fn read_secret(path: &Path) -> Result<Zeroizing<String>, AccountError> {
-    let bytes = Zeroizing::new(fs::read(path).map_err(|source| AccountError::Read {
-        path: path.to_owned(),
-        source,
-    })?);
-    match std::str::from_utf8(&bytes) {
-        Ok(text) => Ok(Zeroizing::new(text.to_owned())),
-        Err(_) => Err(AccountError::Invalid {
+    match super::read_secret(path) {
+        Ok(Some(text)) => Ok(text),
+        Ok(None) => Err(AccountError::Invalid {
             path: path.to_owned(),
             reason: "not UTF-8".to_owned(),
+        }),
+        Err(source) => Err(AccountError::Read {
+            path: path.to_owned(),
+            source,
         }),
     }
 }

@@ -298,15 +298,15 @@ fn read_text(path: &Path) -> Result<String, LineageError> {
 
 /// Reads a private key into a buffer that is wiped when dropped.
 fn read_secret(path: &Path) -> Result<Zeroizing<String>, LineageError> {
-    let bytes = Zeroizing::new(fs::read(path).map_err(|source| LineageError::Read {
-        path: path.to_owned(),
-        source,
-    })?);
-    match std::str::from_utf8(&bytes) {
-        Ok(text) => Ok(Zeroizing::new(text.to_owned())),
-        Err(_) => Err(LineageError::Invalid {
+    match super::read_secret(path) {
+        Ok(Some(text)) => Ok(text),
+        Ok(None) => Err(LineageError::Invalid {
             path: path.to_owned(),
             reason: "not a PEM private key (not UTF-8)".to_owned(),
+        }),
+        Err(source) => Err(LineageError::Read {
+            path: path.to_owned(),
+            source,
         }),
     }
 }

@@ -472,3 +472,12 @@ fn import_accounts(
     }
     outcomes
 }
+
+/// Reads a file holding a secret (a key, an account key) into a buffer that is wiped when dropped.
+/// `Ok(None)` when the file is not UTF-8 text; each caller says what it expected instead.
+fn read_secret(path: &Path) -> std::io::Result<Option<zeroize::Zeroizing<String>>> {
+    let bytes = zeroize::Zeroizing::new(std::fs::read(path)?);
+    Ok(std::str::from_utf8(&bytes)
+        .ok()
+        .map(|text| zeroize::Zeroizing::new(text.to_owned())))
+}
