@@ -7,11 +7,22 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = certd::cli::Cli::parse();
+    // Log lines (one per request with the access log) are written by a thread of their own, in
+    // batches: the request path never waits for a write(2) to stderr. Nothing is dropped when the
+    // queue is full (`lossy(false)`), and the guard flushes what is left when main returns.
+    let (log_writer, _flush_on_exit) =
+        tracing_appender::non_blocking::NonBlockingBuilder::default()
+            .lossy(false)
+            .thread_name("certd-log")
+            .finish(std::io::BufWriter::with_capacity(
+                64 * 1024,
+                std::io::stderr(),
+            ));
     let filter = tracing_subscriber::EnvFilter::try_from_env("CERTD_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,certd=info"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(log_writer)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     // Every TLS config in certd uses aws-lc-rs; installing it as the process default also covers

@@ -5,12 +5,16 @@
 //! handshakes after the swap see the new certificate while connections already open keep theirs. Names
 //! are matched exactly (lower-cased), then as a `*.` wildcard one label up; an unknown name, or a
 //! ClientHello without SNI, gets no certificate and rustls refuses the handshake with an alert.
+//!
+//! The one exception to "no I/O" is the first second or so after start, while the stored certificates
+//! of thousands of sites are still being loaded behind the listeners: a name asked for before its turn
+//! is loaded there and then by the [`OnDemand`] loader, instead of being refused.
 
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject;
@@ -18,10 +22,15 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::certificate::CertifiedPem;
 
+/// Loads the certificate for a (lower-cased) server name that is not published yet: the names of its
+/// site and the key to serve them with, or `None` when no usable certificate is stored for it.
+pub type OnDemand = dyn Fn(&str) -> Option<(Vec<String>, Arc<CertifiedKey>)> + Send + Sync;
+
 /// The certificate each server name is answered with.
 #[derive(Default)]
 pub struct SniResolver {
     by_name: ArcSwap<HashMap<String, Arc<CertifiedKey>>>,
+    on_demand: ArcSwapOption<Box<OnDemand>>,
 }
 
 impl fmt::Debug for SniResolver {
@@ -105,18 +114,42 @@ impl SniResolver {
 
     /// Keeps only `names`, withdrawing every other name in one store.
     pub fn retain(&self, names: &[String]) {
+        let keep: std::collections::HashSet<String> =
+            names.iter().map(|name| name.to_ascii_lowercase()).collect();
         self.by_name.rcu(|current| {
             let mut next = HashMap::clone(current);
-            next.retain(|name, _| names.iter().any(|keep| keep.eq_ignore_ascii_case(name)));
+            next.retain(|name, _| keep.contains(name));
             next
         });
     }
 
+    /// Until [`SniResolver::loaded`], names that are not published yet are looked up with `load`
+    /// (and published when it finds them).
+    pub fn load_on_demand(&self, load: Box<OnDemand>) {
+        self.on_demand.store(Some(Arc::new(load)));
+    }
+
+    /// Everything stored is published: unknown names are refused from now on, without a look at the
+    /// disk.
+    pub fn loaded(&self) {
+        self.on_demand.store(None);
+    }
+
     /// The certificate for `server_name`: an exact match, else a `*.` wildcard for its parent.
     pub fn lookup(&self, server_name: &str) -> Option<Arc<CertifiedKey>> {
-        let map = self.by_name.load();
         let name = server_name.trim_end_matches('.').to_ascii_lowercase();
-        if let Some(key) = map.get(&name) {
+        if let Some(key) = self.published(&name) {
+            return Some(key);
+        }
+        let load = self.on_demand.load_full()?;
+        let (names, key) = load(&name)?;
+        self.publish(&names, key.clone());
+        Some(key)
+    }
+
+    fn published(&self, name: &str) -> Option<Arc<CertifiedKey>> {
+        let map = self.by_name.load();
+        if let Some(key) = map.get(name) {
             return Some(key.clone());
         }
         let (_, parent) = name.split_once('.')?;
@@ -216,6 +249,35 @@ mod tests {
         assert!(resolver.lookup("a.test").is_none());
         resolver.withdraw(&names(&["b.test"]));
         assert!(resolver.is_empty());
+    }
+
+    #[test]
+    fn names_not_published_yet_are_loaded_on_demand_until_everything_is() {
+        let resolver = SniResolver::new();
+        let stored = key_for(&["a.test", "www.a.test"]);
+        let asked = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        let (key, log) = (stored.clone(), asked.clone());
+        resolver.load_on_demand(Box::new(move |name| {
+            log.lock().unwrap().push(name.to_owned());
+            (name == "www.a.test").then(|| (names(&["a.test", "www.a.test"]), key.clone()))
+        }));
+
+        assert!(Arc::ptr_eq(
+            &resolver.lookup("WWW.a.test.").unwrap(),
+            &stored
+        ));
+        // Published with every name of its site: no second load for either.
+        assert!(Arc::ptr_eq(&resolver.lookup("a.test").unwrap(), &stored));
+        assert!(resolver.lookup("other.test").is_none());
+        assert_eq!(*asked.lock().unwrap(), ["www.a.test", "other.test"]);
+
+        resolver.loaded();
+        assert!(resolver.lookup("other.test").is_none());
+        assert_eq!(
+            asked.lock().unwrap().len(),
+            2,
+            "no loads once everything is loaded"
+        );
     }
 
     #[test]

@@ -1,9 +1,10 @@
 //! `certd run`: the long-running daemon.
 //!
 //! It owns the listeners (:80 answers HTTP-01 challenges and redirects everything else to HTTPS; :443
-//! terminates TLS and reverse-proxies), the renewal scheduler, and the control socket through which
-//! `certd issue` reaches it. Certificates already in the state directory are served at once; missing
-//! ones are ordered while the rest serve. A renewed certificate is validated, stored, then swapped into
+//! terminates TLS and reverse-proxies, on one worker thread per core: see `workers`), the renewal
+//! scheduler, and the control socket through which `certd issue` reaches it. The listeners accept at
+//! once; certificates already in the state directory are loaded behind them (a name asked for before
+//! its turn is loaded on demand), and missing ones are ordered while the rest serve. A renewed certificate is validated, stored, then swapped into
 //! the SNI resolver in one atomic store. SIGHUP reloads the configuration (an invalid one is refused and
 //! the running one kept); SIGTERM or SIGINT stops accepting, lets requests in flight and open websockets
 //! finish for up to the grace period, and exits 0.
@@ -11,6 +12,7 @@
 mod control;
 mod https;
 mod sites;
+mod workers;
 
 pub use control::{send as send_control_request, ControlRequest, Reply};
 
@@ -28,16 +30,17 @@ use tokio::sync::{watch, Semaphore};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{error, info, warn, Instrument};
+use tracing::{error, info, warn};
 
 use self::https::HttpsContext;
 use self::sites::SiteTable;
+use self::workers::{WorkerSetup, Workers};
 use crate::certificate::{self, CertifiedPem};
 use crate::challenge::{self, ChallengeResponder, ChallengeTokens, Fallback};
 use crate::commands::{EXIT_OK, EXIT_SOME_FAILED, EXIT_UNUSABLE};
 use crate::config::{self, Config, SiteConfig};
 use crate::metrics::Metrics;
-use crate::proxy::{Proxy, ProxyLimits};
+use crate::proxy::ProxyLimits;
 use crate::renewal::{self, Outcome, Renewer, Scheduler, SchedulerHandle};
 use crate::resolver::{self, SniResolver};
 use crate::store::{StateLock, Store};
@@ -60,6 +63,9 @@ pub enum DaemonError {
         /// Why.
         source: std::io::Error,
     },
+    /// The HTTPS workers' threads could not be started.
+    #[error("cannot start the HTTPS workers: {0}")]
+    Workers(std::io::Error),
     /// The TLS configuration could not be built.
     #[error("cannot set up TLS: {0}")]
     Tls(#[from] rustls::Error),
@@ -108,7 +114,7 @@ pub async fn run(config_path: &Path) -> u8 {
 /// The running daemon.
 pub struct Daemon {
     shared: Arc<Shared>,
-    https: Arc<HttpsContext>,
+    workers: Workers,
     http: ChallengeResponder,
     https_addrs: Vec<SocketAddr>,
     shutdown: CancellationToken,
@@ -125,23 +131,24 @@ struct Shared {
     renewer: watch::Sender<Renewer>,
     scheduler: SchedulerHandle,
     metrics: Arc<Metrics>,
+    /// Held until the stored certificates are all published at start. Reloads and `certd issue`
+    /// wait for it, so that nothing they publish is then overwritten by an older stored version.
+    initial_load: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Daemon {
-    /// Locks the state directory, serves the stored certificates, binds every listener, and starts the
-    /// scheduler and the control socket.
+    /// Locks the state directory, binds every listener, starts the HTTPS workers and the control
+    /// socket, then loads the stored certificates in the background and starts the scheduler once
+    /// they are in.
     pub async fn start(config: Config) -> Result<Self, DaemonError> {
         let store = Store::open(&config.state_dir)?;
         let lock = store.lock()?;
         let config = Arc::new(config);
 
+        // The stored certificates are loaded behind listeners that already accept (thousands of
+        // sites take a while); until then, a name asked for is loaded on demand.
         let resolver = Arc::new(SniResolver::new());
-        let served = serve_stored(&config, &store, &resolver);
-        info!(
-            served,
-            sites = config.sites.len(),
-            "stored certificates in service"
-        );
+        resolver.load_on_demand(load_on_demand(config.clone(), store.clone()));
         let metrics = Arc::new(Metrics::default());
         let sites = Arc::new(ArcSwap::from_pointee(SiteTable::from_config(
             &config, &metrics,
@@ -151,50 +158,53 @@ impl Daemon {
         let tasks = TaskTracker::new();
 
         // Bind everything before serving anything: a port that cannot be had is a start-up error.
-        let mut https_listeners = Vec::with_capacity(config.https.listen.len());
+        let worker_count = workers::default_count();
+        let mut https_addrs = Vec::with_capacity(config.https.listen.len());
+        let mut worker_sockets: Vec<Vec<_>> = (0..worker_count).map(|_| Vec::new()).collect();
         for &addr in &config.https.listen {
-            let listener = crate::listener::bind_tcp(addr)
+            let group = crate::listener::bind_tcp_group(addr, worker_count)
                 .map_err(|source| DaemonError::Https { addr, source })?;
-            https_listeners.push((addr, listener));
+            let local = group
+                .first()
+                .map(|socket| socket.local_addr())
+                .transpose()
+                .map_err(|source| DaemonError::Https { addr, source })?
+                .unwrap_or(addr);
+            https_addrs.push(local);
+            for (sockets, socket) in worker_sockets.iter_mut().zip(group) {
+                sockets.push((local, socket));
+            }
         }
-        let https_port = https_listeners
-            .first()
-            .and_then(|(_, listener)| listener.local_addr().ok())
-            .map_or(443, |addr| addr.port());
+        let https_port = https_addrs.first().map_or(443, SocketAddr::port);
         let tokens = ChallengeTokens::default();
         let fallback = redirect_to_https(sites.clone(), https_port, config.http.redirect);
         let http =
             ChallengeResponder::start_with(&config.http.listen, tokens.clone(), fallback).await?;
 
         let acceptor = TlsAcceptor::from(https::tls_config(resolver.clone())?);
-        let context = Arc::new(HttpsContext {
-            sites: sites.clone(),
-            proxy: Proxy::new(ProxyLimits {
+        let context_sites = sites.clone();
+        let context_metrics = metrics.clone();
+        let limits = config.limits.clone();
+        let connections = Arc::new(Semaphore::new(config.limits.max_connections));
+        let setup = Arc::new(WorkerSetup {
+            acceptor,
+            proxy_limits: ProxyLimits {
                 connect_timeout: config.limits.upstream_connect_timeout,
                 response_timeout: config.limits.upstream_response_timeout,
                 ..ProxyLimits::default()
+            },
+            context: Arc::new(move |proxy| HttpsContext {
+                sites: context_sites.clone(),
+                proxy,
+                limits: limits.clone(),
+                connections: connections.clone(),
+                metrics: context_metrics.clone(),
             }),
-            limits: config.limits.clone(),
-            connections: Arc::new(Semaphore::new(config.limits.max_connections)),
-            metrics: metrics.clone(),
         });
-        let mut https_addrs = Vec::with_capacity(https_listeners.len());
-        for (addr, listener) in https_listeners {
-            let local = listener
-                .local_addr()
-                .map_err(|source| DaemonError::Https { addr, source })?;
-            info!(%local, "serving HTTPS");
-            https_addrs.push(local);
-            tasks.spawn(
-                https::accept_loop(
-                    listener,
-                    acceptor.clone(),
-                    context.clone(),
-                    shutdown.clone(),
-                    tasks.clone(),
-                )
-                .instrument(tracing::info_span!("https", %local)),
-            );
+        let workers = Workers::start(worker_sockets, setup, shutdown.clone())
+            .map_err(DaemonError::Workers)?;
+        for local in &https_addrs {
+            info!(%local, workers = worker_count, "serving HTTPS");
         }
 
         let renewer = Renewer::new(store.clone(), tokens, config.clone());
@@ -204,7 +214,29 @@ impl Daemon {
             publish(&publish_resolver, site, pem);
         });
         let (scheduler, scheduler_handle) = Scheduler::new(renewer_rx, publish, shutdown.clone());
-        scheduler.spawn(&tasks);
+        let initial_load = Arc::new(tokio::sync::Mutex::new(()));
+        let loading = initial_load.clone().try_lock_owned().ok();
+        let (load_config, load_store, load_resolver) =
+            (config.clone(), store.clone(), resolver.clone());
+        let load_tasks = tasks.clone();
+        tasks.spawn(async move {
+            let _loading = loading;
+            let load = tokio::task::spawn_blocking(move || {
+                let served = serve_stored(&load_config, &load_store, &load_resolver);
+                load_resolver.loaded();
+                info!(
+                    served,
+                    sites = load_config.sites.len(),
+                    "stored certificates in service"
+                );
+            });
+            if load.await.is_err() {
+                error!("loading the stored certificates failed");
+            }
+            // Renewals publish what they issue: only once the stored versions are all in, so that
+            // none of them can replace a newer one.
+            scheduler.spawn(&load_tasks);
+        });
 
         let shared = Arc::new(Shared {
             config: ArcSwap::new(config),
@@ -214,6 +246,7 @@ impl Daemon {
             renewer: renewer_tx,
             scheduler: scheduler_handle,
             metrics,
+            initial_load,
         });
 
         if let Some(addr) = shared.config.load().operations.metrics_listen {
@@ -252,7 +285,7 @@ impl Daemon {
         info!(http = ?http.local_addrs(), https = ?https_addrs, "certd is running");
         Ok(Self {
             shared,
-            https: context,
+            workers,
             http,
             https_addrs,
             shutdown,
@@ -279,7 +312,10 @@ impl Daemon {
         let mut interrupt = signal(SignalKind::interrupt())?;
         loop {
             tokio::select! {
-                _ = hangup.recv() => self.reload(config_path),
+                _ = hangup.recv() => {
+                    drop(self.shared.initial_load.lock().await);
+                    self.reload(config_path);
+                }
                 _ = terminate.recv() => { info!("SIGTERM: shutting down"); return Ok(()) }
                 _ = interrupt.recv() => { info!("SIGINT: shutting down"); return Ok(()) }
             }
@@ -333,20 +369,16 @@ impl Daemon {
         self.tasks.close();
         let drained = async {
             self.tasks.wait().await;
-            // Upgraded connections (websockets) live on as proxy tunnels; let them finish too.
-            while self.https.proxy.open_tunnels() > 0 {
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-            }
+            self.workers.drained().await;
         };
         if tokio::time::timeout(grace, drained).await.is_err() {
             warn!(
                 seconds = grace.as_secs(),
-                connections = self.tasks.len(),
-                websockets = self.https.proxy.open_tunnels(),
+                connections = self.workers.open_connections(),
                 "grace period over; closing what is still open"
             );
         }
-        self.https.proxy.close_tunnels().await;
+        self.workers.abort().await;
         let _ = std::fs::remove_file(self.shared.store.layout().control_socket());
         info!("stopped");
     }
@@ -356,6 +388,7 @@ impl Shared {
     /// `certd issue` handed to the daemon: renew the named sites (all when none) now when due, or
     /// anyway with `force`, publish what was issued, and report like the CLI does.
     async fn issue(&self, force: bool, names: &[String]) -> Vec<Reply> {
+        drop(self.initial_load.lock().await);
         let config = self.config.load_full();
         let sites = match config.select_sites(names) {
             Ok(sites) => sites,
@@ -428,6 +461,27 @@ fn serve_stored(config: &Config, store: &Store, resolver: &SniResolver) -> usize
     let served = ready.len();
     resolver.publish_all(ready);
     served
+}
+
+/// The loader of [`SniResolver::load_on_demand`] for `config`'s sites: finds the site of a name
+/// (exactly, else by the `*.` wildcard of its parent, like the resolver) and loads its stored pair.
+fn load_on_demand(config: Arc<Config>, store: Store) -> Box<resolver::OnDemand> {
+    let mut site_of = std::collections::HashMap::new();
+    for (index, site) in config.sites.iter().enumerate() {
+        for name in &site.names {
+            site_of.entry(name.to_ascii_lowercase()).or_insert(index);
+        }
+    }
+    Box::new(move |name: &str| {
+        let wildcard = name
+            .split_once('.')
+            .map(|(_, parent)| format!("*.{parent}"));
+        let index = site_of
+            .get(name)
+            .or_else(|| wildcard.and_then(|wildcard| site_of.get(&wildcard)))?;
+        let site = config.sites.get(*index)?;
+        usable_key(&store, site, OffsetDateTime::now_utc())
+    })
 }
 
 /// The stored pair of `site` in the form rustls serves, if it can be served now: it covers the

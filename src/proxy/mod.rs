@@ -180,13 +180,23 @@ impl Proxy {
         let head = request.method() == Method::HEAD;
         let Some(route) = site.route(request.uri().path()) else {
             debug!(path = request.uri().path(), "no route");
-            return error_page(site, status_response(StatusCode::NOT_FOUND), head).await;
+            return Box::pin(error_page(
+                site,
+                status_response(StatusCode::NOT_FOUND),
+                head,
+            ))
+            .await;
         };
         match &route.target {
             RouteTarget::Static(root) => {
                 let (parts, _body) = request.into_parts();
-                let response = static_files::serve(root, &parts).await;
-                let mut response = error_page(site, response, head).await;
+                // Boxed, like the error pages below: the future of every proxied request is moved
+                // a few times on its way into hyper, so branches it rarely takes stay out of it.
+                let response = Box::pin(async {
+                    let response = static_files::serve(root, &parts).await;
+                    error_page(site, response, head).await
+                });
+                let mut response = response.await;
                 let used = UpstreamUsed(format!("static:{}", root.display()));
                 response.extensions_mut().insert(used);
                 response
@@ -196,7 +206,7 @@ impl Proxy {
                 let response = self.forward(request, upstream, &label, client).await;
                 let mut response = match response {
                     Ok(response) => response,
-                    Err(status) => error_page(site, status_response(status), head).await,
+                    Err(status) => Box::pin(error_page(site, status_response(status), head)).await,
                 };
                 response.extensions_mut().insert(UpstreamUsed(label));
                 response
