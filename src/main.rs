@@ -5,6 +5,11 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+/// Log lines queued for the log thread at most; a full queue makes the next line wait. The queue is
+/// allocated whole at start, so this bounds memory too (tracing-appender's default, 128,000 lines,
+/// costs about 4 MiB of resident memory).
+const LOG_QUEUE_LINES: usize = 8192;
+
 fn main() -> ExitCode {
     let cli = certd::cli::Cli::parse();
     // Log lines (one per request with the access log) are written by a thread of their own, in
@@ -14,6 +19,7 @@ fn main() -> ExitCode {
         tracing_appender::non_blocking::NonBlockingBuilder::default()
             .lossy(false)
             .thread_name("certd-log")
+            .buffered_lines_limit(LOG_QUEUE_LINES)
             .finish(std::io::BufWriter::with_capacity(
                 64 * 1024,
                 std::io::stderr(),
