@@ -328,6 +328,19 @@ sum_status() { # $1: field of /proc/<pid>/status or smaps_rollup, $2: file, rest
     echo "$total"
 }
 mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
+# CPU time used so far by a server's processes, user and system, in clock ticks: "<user> <system>".
+cpu_ticks() {
+    local pid user=0 system=0 u s
+    for pid in $(pids_of "$1"); do
+        read -r u s < <(awk '{ print $14, $15 }' "/proc/$pid/stat" 2>/dev/null || echo "0 0")
+        user=$((user + u)) system=$((system + s))
+    done
+    echo "$user $system"
+}
+clock_ticks=$(getconf CLK_TCK)
+per_request_us() { # ticks, requests → microseconds per request
+    awk -v t="$1" -v n="$2" -v hz="$clock_ticks" 'BEGIN { if (n == 0) print 0; else printf "%.1f", t * 1e6 / hz / n }'
+}
 rss_mib() { mib "$(sum_status VmRSS status $(pids_of "$1"))"; }
 pss_mib() { mib "$(sum_status Pss smaps_rollup $(pids_of "$1"))"; }
 
@@ -373,14 +386,20 @@ for round in $(seq "$rounds"); do
         out="$work/r$round-$server"
         url="$(url_of $server)"
 
+        read -r user0 system0 < <(cpu_ticks "$server")
         wrk -t2 -c64 -d"${seconds}s" --latency "$url" >"$out.wrk" 2>&1
+        read -r user1 system1 < <(cpu_ticks "$server")
+        requests=$(awk '/requests in/ { print $1 }' "$out.wrk")
+        user_us=$(per_request_us $((user1 - user0)) "${requests:-0}")
+        system_us=$(per_request_us $((system1 - system0)) "${requests:-0}")
+        record "$server" user_us "$user_us"; record "$server" system_us "$system_us"
         rps=$(awk '/^Requests\/sec:/ { print $2 }' "$out.wrk")
         p50=$(to_ms "$(awk '$1 == "50%" { print $2 }' "$out.wrk")")
         p99=$(to_ms "$(awk '$1 == "99%" { print $2 }' "$out.wrk")")
         errs=$(wrk_errors "$out.wrk")
         record "$server" rps "$rps"; record "$server" p50 "$p50"; record "$server" p99 "$p99"
         record "$server" errors "$errs"
-        note "HTTP/1.1 keep-alive: $rps req/s, p50 $p50 ms, p99 $p99 ms, errors $errs"
+        note "HTTP/1.1 keep-alive: $rps req/s, p50 $p50 ms, p99 $p99 ms, errors $errs; CPU per request: user $user_us µs, system $system_us µs"
 
         h2load -n "$h2_requests" -c 64 -m 10 "$url" >"$out.h2load" 2>&1 || true
         h2rps=$(awk '/^finished in/ { print $4 }' "$out.h2load")
@@ -517,6 +536,8 @@ table="$work/results.md"
     row "HTTP/1.1 keep-alive req/s (wrk -t2 -c64)" rps "%.0f" "≥ 1.2"
     row "  p50 latency, ms" p50 "%.2f" ""
     row "  p99 latency, ms" p99 "%.2f" "≤ 1.0"
+    row "  CPU per request, user, µs" user_us "%.1f" ""
+    row "  CPU per request, system, µs" system_us "%.1f" ""
     row "HTTP/2 req/s (h2load -c64 -m10)" h2rps "%.0f" ""
     row "new TLS connection per request, /s (wrk Connection: close)" handshakes "%.0f" "≥ 1.0"
     row "websocket echo messages/s (64 connections)" ws "%.0f" ""

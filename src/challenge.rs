@@ -22,11 +22,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, Instrument};
 
+use crate::config::LimitsConfig;
+
 /// The path prefix of HTTP-01 requests (RFC 8555 §8.3).
 pub const CHALLENGE_PREFIX: &str = "/.well-known/acme-challenge/";
-
-/// How long a client may take to send its request headers before the connection is closed.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The key authorizations of the HTTP-01 challenges currently in flight, by token.
 ///
@@ -177,20 +176,23 @@ pub struct ChallengeResponder {
 }
 
 impl ChallengeResponder {
-    /// Binds every address (all or nothing) and starts answering from `tokens`, 404 for anything else.
+    /// Binds every address (all or nothing) and starts answering from `tokens`, 404 for anything else,
+    /// with the default `[limits]`.
     pub async fn start(
         addrs: &[SocketAddr],
         tokens: ChallengeTokens,
     ) -> Result<Self, ChallengeError> {
-        Self::start_with(addrs, tokens, not_found()).await
+        Self::start_with(addrs, tokens, not_found(), &LimitsConfig::default()).await
     }
 
     /// Binds every address (all or nothing) and starts answering from `tokens`, and every other request
-    /// with `fallback`.
+    /// with `fallback`. `limits` apply as on :443: the header read timeout (which also closes a
+    /// keep-alive connection that sends nothing more), the header size cap and the connection cap.
     pub async fn start_with(
         addrs: &[SocketAddr],
         tokens: ChallengeTokens,
         fallback: Fallback,
+        limits: &LimitsConfig,
     ) -> Result<Self, ChallengeError> {
         let mut listeners = Vec::with_capacity(addrs.len());
         for &addr in addrs {
@@ -200,6 +202,7 @@ impl ChallengeResponder {
         }
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
+        let connections = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
         let mut local_addrs = Vec::with_capacity(listeners.len());
         for (addr, listener) in listeners {
             let local = listener
@@ -210,8 +213,12 @@ impl ChallengeResponder {
             tasks.spawn(
                 accept_loop(
                     listener,
-                    tokens.clone(),
-                    fallback.clone(),
+                    Served {
+                        tokens: tokens.clone(),
+                        fallback: fallback.clone(),
+                        limits: limits.clone(),
+                        connections: connections.clone(),
+                    },
                     shutdown.clone(),
                     tasks.clone(),
                 )
@@ -238,10 +245,17 @@ impl ChallengeResponder {
     }
 }
 
-async fn accept_loop(
-    listener: TcpListener,
+/// What an accept loop answers with, and within which limits.
+struct Served {
     tokens: ChallengeTokens,
     fallback: Fallback,
+    limits: LimitsConfig,
+    connections: Arc<tokio::sync::Semaphore>,
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    served: Served,
     shutdown: CancellationToken,
     tasks: TaskTracker,
 ) {
@@ -249,11 +263,18 @@ async fn accept_loop(
         let Some((stream, peer)) = crate::listener::accept(&listener, &shutdown).await else {
             return;
         };
-        let tokens = tokens.clone();
-        let fallback = fallback.clone();
+        let Ok(permit) = served.connections.clone().try_acquire_owned() else {
+            debug!(%peer, "connection limit reached; closing");
+            continue;
+        };
+        let tokens = served.tokens.clone();
+        let fallback = served.fallback.clone();
         let shutdown = shutdown.clone();
+        let header_read_timeout = served.limits.header_read_timeout;
+        let max_buf_size = served.limits.max_header_bytes.max(8192);
         tasks.spawn(
             async move {
+                let _permit = permit;
                 let service = hyper::service::service_fn(move |request: Request<Incoming>| {
                     let response = tokens
                         .answer(request.method(), request.uri().path())
@@ -263,7 +284,8 @@ async fn accept_loop(
                 let mut builder = hyper::server::conn::http1::Builder::new();
                 builder
                     .timer(hyper_util::rt::TokioTimer::new())
-                    .header_read_timeout(HEADER_READ_TIMEOUT)
+                    .header_read_timeout(header_read_timeout)
+                    .max_buf_size(max_buf_size)
                     .keep_alive(true);
                 let connection = builder.serve_connection(TokioIo::new(stream), service);
                 tokio::pin!(connection);
@@ -360,6 +382,67 @@ mod tests {
 
         responder.shutdown().await;
         assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+    }
+
+    async fn responder_with(limits: LimitsConfig) -> (ChallengeResponder, SocketAddr) {
+        let responder = ChallengeResponder::start_with(
+            &["127.0.0.1:0".parse().unwrap()],
+            ChallengeTokens::default(),
+            not_found(),
+            &limits,
+        )
+        .await
+        .unwrap();
+        let addr = responder.local_addrs()[0];
+        (responder, addr)
+    }
+
+    /// Whether the server closes `stream` (EOF or reset) within `bound`.
+    async fn closed_within(mut stream: tokio::net::TcpStream, bound: Duration) -> bool {
+        use tokio::io::AsyncReadExt;
+        let mut rest = Vec::new();
+        tokio::time::timeout(bound, stream.read_to_end(&mut rest))
+            .await
+            .is_ok()
+    }
+
+    #[tokio::test]
+    async fn silent_and_idle_connections_are_closed_after_the_header_timeout() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (responder, addr) = responder_with(LimitsConfig {
+            header_read_timeout: Duration::from_millis(300),
+            ..LimitsConfig::default()
+        })
+        .await;
+        // One never sends its headers; the other goes quiet after a request.
+        let silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut quiet = tokio::net::TcpStream::connect(addr).await.unwrap();
+        quiet
+            .write_all(b"GET / HTTP/1.1\r\nHost: a.test\r\n\r\n")
+            .await
+            .unwrap();
+        let mut head = [0u8; 12];
+        quiet.read_exact(&mut head).await.unwrap();
+        assert_eq!(&head, b"HTTP/1.1 404");
+        // Well before the default 10 s would.
+        assert!(closed_within(silent, Duration::from_secs(5)).await);
+        assert!(closed_within(quiet, Duration::from_secs(5)).await);
+        responder.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn connections_over_the_cap_are_closed_at_once() {
+        let (responder, addr) = responder_with(LimitsConfig {
+            max_connections: 1,
+            ..LimitsConfig::default()
+        })
+        .await;
+        let held = tokio::net::TcpStream::connect(addr).await.unwrap();
+        // The held one would get 10 s for its headers; the excess one is closed long before.
+        let excess = tokio::net::TcpStream::connect(addr).await.unwrap();
+        assert!(closed_within(excess, Duration::from_secs(5)).await);
+        drop(held);
+        responder.shutdown().await;
     }
 
     #[tokio::test]

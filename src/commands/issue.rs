@@ -12,7 +12,7 @@ use crate::challenge::{ChallengeResponder, ChallengeTokens};
 use crate::config;
 use crate::daemon::{self, ControlRequest};
 use crate::renewal::{self, Renewer, SiteState};
-use crate::store::{Store, StoreError};
+use crate::store::Store;
 
 /// Orders certificates for the sites named in `selected` (all when empty) that have none or are due
 /// (all of them with `force`). Returns the exit code.
@@ -40,8 +40,10 @@ pub async fn issue(config_path: &Path, force: bool, selected: &[String]) -> u8 {
     };
     let _lock = match store.lock() {
         Ok(lock) => lock,
-        Err(err @ StoreError::Locked { .. }) => {
-            // A running daemon holds the lock and port 80: hand the request to it.
+        Err(err) => {
+            // A running daemon holds the lock and port 80, or this user may not take the lock at
+            // all (a state directory owned by the service's user): hand the request to the daemon
+            // when one answers, else report why the lock could not be had.
             let request = ControlRequest::Issue {
                 force,
                 sites: selected.to_vec(),
@@ -54,10 +56,6 @@ pub async fn issue(config_path: &Path, force: bool, selected: &[String]) -> u8 {
                     EXIT_UNUSABLE
                 }
             };
-        }
-        Err(err) => {
-            eprintln!("{err}");
-            return EXIT_UNUSABLE;
         }
     };
 

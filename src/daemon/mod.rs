@@ -178,8 +178,13 @@ impl Daemon {
         let https_port = https_addrs.first().map_or(443, SocketAddr::port);
         let tokens = ChallengeTokens::default();
         let fallback = redirect_to_https(sites.clone(), https_port, config.http.redirect);
-        let http =
-            ChallengeResponder::start_with(&config.http.listen, tokens.clone(), fallback).await?;
+        let http = ChallengeResponder::start_with(
+            &config.http.listen,
+            tokens.clone(),
+            fallback,
+            &config.limits,
+        )
+        .await?;
 
         let acceptor = TlsAcceptor::from(https::tls_config(resolver.clone())?);
         let context_sites = sites.clone();
