@@ -236,7 +236,10 @@ impl Daemon {
                 );
             });
             if load.await.is_err() {
-                error!("loading the stored certificates failed");
+                // Only a panic gets here; the resolver keeps loading names as they are asked for.
+                error!(
+                    "loading the stored certificates failed; each name is loaded when asked for"
+                );
             }
             // Renewals publish what they issue: only once the stored versions are all in, so that
             // none of them can replace a newer one.
