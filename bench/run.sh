@@ -108,73 +108,14 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 [ "$(ulimit -n)" = unlimited ] || [ "$(ulimit -n)" -ge $((hold * 3)) ] ||
     { echo "ulimit -n is $(ulimit -n); need at least $((hold * 3)) open files" >&2; exit 1; }
 
-used_ports=" "
-free_port() { # a loopback port nobody listens on, outside the ephemeral range
-    local port
-    for _ in $(seq 200); do
-        port=$((20000 + RANDOM % 10000))
-        case "$used_ports" in *" $port "*) continue ;; esac
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-            used_ports+="$port "
-            echo "$port"
-            return
-        fi
-    done
-    echo "no free port found" >&2
-    return 1
-}
-wait_port() { # until 127.0.0.1:$1 accepts connections, at most 20 s
-    for _ in $(seq 200); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-        sleep 0.1
-    done
-    echo "nothing listens on 127.0.0.1:$1 after 20 s" >&2
-    return 1
-}
-
-acme_port=$(free_port) mgmt_port=$(free_port) http_port=$(free_port) tls_port=$(free_port)
-dns_port=$(free_port) challtestsrv_port=$(free_port) up_port=$(free_port) ws_port=$(free_port)
-certd_port=$(free_port) nginx_port=$(free_port) scale_https=$(free_port) scale_http=$(free_port)
+# shellcheck source=scripts/local-pebble.sh
+. "$repo/scripts/local-pebble.sh"
+for port in up_port ws_port certd_port nginx_port scale_https scale_http; do pick_port "$port"; done
 
 # --- Pebble, as in scripts/demo.sh ------------------------------------------------------------------
-step "Pebble with real HTTP-01 validation (ACME on 127.0.0.1:$acme_port)"
-mkdir -p "$work/pki"
-(
-    cd "$work/pki"
-    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
-        -subj "/CN=certd bench CA" -keyout ca.key -out ca.pem \
-        -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null
-    openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
-        -subj "/CN=localhost" -keyout key.pem -out leaf.csr 2>/dev/null
-    printf '%s\n' "subjectAltName=DNS:localhost,IP:127.0.0.1" "extendedKeyUsage=serverAuth" \
-        "basicConstraints=CA:FALSE" "keyUsage=critical,digitalSignature" >leaf.ext
-    openssl x509 -req -in leaf.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 \
-        -extfile leaf.ext -out cert.pem 2>/dev/null
-)
-pebble-challtestsrv -dns01 "127.0.0.1:$dns_port" -http01 "" -https01 "" -tlsalpn01 "" \
-    -management "127.0.0.1:$challtestsrv_port" -defaultIPv4 127.0.0.1 -defaultIPv6 "" \
-    >"$work/challtestsrv.log" 2>&1 </dev/null &
-pids+=($!)
-cat >"$work/pebble.json" <<JSON
-{
-  "pebble": {
-    "listenAddress": "127.0.0.1:$acme_port",
-    "managementListenAddress": "127.0.0.1:$mgmt_port",
-    "certificate": "$work/pki/cert.pem",
-    "privateKey": "$work/pki/key.pem",
-    "httpPort": $http_port,
-    "tlsPort": $tls_port,
-    "ocspResponderURL": "",
-    "externalAccountBindingRequired": false
-  }
-}
-JSON
-wait_port "$challtestsrv_port"
-env PEBBLE_VA_NOSLEEP=1 PEBBLE_WFE_NONCEREJECT=0 PEBBLE_AUTHZREUSE=0 \
-    pebble -config "$work/pebble.json" -dnsserver "127.0.0.1:$dns_port" \
-    >"$work/pebble.log" 2>&1 </dev/null &
-pids+=($!)
-wait_port "$acme_port"
+step "Pebble with real HTTP-01 validation"
+start_pebble "$work" "certd bench CA"
+note "ACME on 127.0.0.1:$acme_port, HTTP-01 validated on :$http_port"
 
 # --- upstreams --------------------------------------------------------------------------------------
 step "upstreams: bench_upstream (1 KiB) on :$up_port, bench_ws echo on :$ws_port"
@@ -193,7 +134,7 @@ state_dir = "state"
 [acme]
 directory = "https://127.0.0.1:$acme_port/dir"
 agree_tos = true
-ca_roots = "$work/pki/ca.pem"
+ca_roots = "$pebble_ca"
 key_type = "ecdsa-p256"
 
 [http]

@@ -71,84 +71,18 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# A loopback TCP port nobody is listening on (outside the ephemeral range).
-used_ports=" "
-free_port() {
-    local port
-    for _ in $(seq 200); do
-        port=$((20000 + RANDOM % 10000))
-        case "$used_ports" in *" $port "*) continue ;; esac
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-            used_ports+="$port "
-            echo "$port"
-            return
-        fi
-    done
-    echo "no free port found" >&2
-    return 1
-}
-
-# Waits (at most 20 s) until 127.0.0.1:$1 accepts connections.
-wait_port() {
-    for _ in $(seq 200); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-        sleep 0.1
-    done
-    echo "nothing listens on 127.0.0.1:$1 after 20 s" >&2
-    return 1
-}
-
-acme_port=$(free_port) mgmt_port=$(free_port) http_port=$(free_port) tls_port=$(free_port)
-dns_port=$(free_port) challtestsrv_port=$(free_port) https_port=$(free_port) api_port=$(free_port)
+# shellcheck source=scripts/local-pebble.sh
+. "$repo/scripts/local-pebble.sh"
+pick_port https_port
+pick_port api_port
 
 fail() { echo "FAILED: $*" >&2; exit 1; }
 ok() { printf '\033[32mok\033[0m: %s\n' "$*"; }
 
-# --- Pebble's own HTTPS certificate -----------------------------------------------------------------
-step "making a throwaway CA and a certificate for Pebble's HTTPS (openssl)"
-mkdir -p "$demo/pki"
-(
-    cd "$demo/pki"
-    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
-        -subj "/CN=certd demo CA" -keyout ca.key -out ca.pem \
-        -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null
-    openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
-        -subj "/CN=localhost" -keyout key.pem -out leaf.csr 2>/dev/null
-    printf '%s\n' "subjectAltName=DNS:localhost,IP:127.0.0.1" "extendedKeyUsage=serverAuth" \
-        "basicConstraints=CA:FALSE" "keyUsage=critical,digitalSignature" >leaf.ext
-    openssl x509 -req -in leaf.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 \
-        -extfile leaf.ext -out cert.pem 2>/dev/null
-)
-
-# --- challtestsrv and Pebble ------------------------------------------------------------------------
-step "starting pebble-challtestsrv (DNS on 127.0.0.1:$dns_port) and pebble (ACME on 127.0.0.1:$acme_port)"
-pebble-challtestsrv -dns01 "127.0.0.1:$dns_port" -http01 "" -https01 "" -tlsalpn01 "" \
-    -management "127.0.0.1:$challtestsrv_port" -defaultIPv4 127.0.0.1 -defaultIPv6 "" \
-    >"$demo/challtestsrv.log" 2>&1 </dev/null &
-pids+=($!)
-wait_port "$challtestsrv_port"
-
-cat >"$demo/pebble.json" <<JSON
-{
-  "pebble": {
-    "listenAddress": "127.0.0.1:$acme_port",
-    "managementListenAddress": "127.0.0.1:$mgmt_port",
-    "certificate": "$demo/pki/cert.pem",
-    "privateKey": "$demo/pki/key.pem",
-    "httpPort": $http_port,
-    "tlsPort": $tls_port,
-    "ocspResponderURL": "",
-    "externalAccountBindingRequired": false
-  }
-}
-JSON
-# Real validation: Pebble connects to <name>:$http_port (resolved to 127.0.0.1), where certd listens.
-env PEBBLE_VA_NOSLEEP=1 PEBBLE_WFE_NONCEREJECT=0 PEBBLE_AUTHZREUSE=0 \
-    pebble -config "$demo/pebble.json" -dnsserver "127.0.0.1:$dns_port" \
-    >"$demo/pebble.log" 2>&1 </dev/null &
-pids+=($!)
-wait_port "$acme_port"
-wait_port "$mgmt_port"
+# --- Pebble -----------------------------------------------------------------------------------------
+step "starting Pebble: its own HTTPS certificate (openssl), pebble-challtestsrv as its DNS, pebble"
+start_pebble "$demo" "certd demo CA"
+echo "ACME directory https://127.0.0.1:$acme_port/dir, HTTP-01 validated on :$http_port, DNS on :$dns_port"
 
 # --- what `certd run` will serve: static files, and (with python3) an upstream for /api/ -------------
 mkdir -p "$demo/www"
@@ -182,7 +116,7 @@ state_dir = "state"
 directory = "https://127.0.0.1:$acme_port/dir"
 email = "ops@example.com"
 agree_tos = true
-ca_roots = "$demo/pki/ca.pem"   # trust Pebble's own HTTPS certificate
+ca_roots = "$pebble_ca"   # trust Pebble's own HTTPS certificate
 key_type = "ecdsa-p256"
 
 [http]
@@ -224,7 +158,7 @@ run issue --config "$demo/certd.toml"
 
 # --- verify the issued chains against Pebble's root -------------------------------------------------
 step "verifying the chains with openssl against Pebble's root (from its management API)"
-curl -sS --fail --cacert "$demo/pki/ca.pem" "https://127.0.0.1:$mgmt_port/roots/0" -o "$demo/pebble-root.pem"
+curl -sS --fail --cacert "$pebble_ca" "https://127.0.0.1:$mgmt_port/roots/0" -o "$demo/pebble-root.pem"
 for site in example.test:www.example.test app.example.test; do
     dir="$demo/state/certs/${site%%:*}"
     for name in ${site//:/ }; do
