@@ -4,10 +4,11 @@
 //! terminates TLS and reverse-proxies, on one worker thread per core: see `workers`), the renewal
 //! scheduler, and the control socket through which `certd issue` reaches it. The listeners accept at
 //! once; certificates already in the state directory are loaded behind them (a name asked for before
-//! its turn is loaded on demand), and missing ones are ordered while the rest serve. A renewed certificate is validated, stored, then swapped into
-//! the SNI resolver in one atomic store. SIGHUP reloads the configuration (an invalid one is refused and
-//! the running one kept); SIGTERM or SIGINT stops accepting, lets requests in flight and open websockets
-//! finish for up to the grace period, and exits 0.
+//! its turn is loaded on demand), and missing ones are ordered while the rest serve. A renewed
+//! certificate is validated, stored, then swapped into the SNI resolver in one atomic store. SIGHUP
+//! reloads the configuration (an invalid one is refused and the running one kept); SIGTERM or SIGINT
+//! stops accepting, lets requests in flight and open websockets finish for up to the grace period, and
+//! exits 0.
 
 mod control;
 mod https;
@@ -32,7 +33,6 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
-use self::https::HttpsContext;
 use self::sites::SiteTable;
 use self::workers::{WorkerSetup, Workers};
 use crate::certificate::{self, CertifiedPem};
@@ -186,25 +186,17 @@ impl Daemon {
         )
         .await?;
 
-        let acceptor = TlsAcceptor::from(https::tls_config(resolver.clone())?);
-        let context_sites = sites.clone();
-        let context_metrics = metrics.clone();
-        let limits = config.limits.clone();
-        let connections = Arc::new(Semaphore::new(config.limits.max_connections));
         let setup = Arc::new(WorkerSetup {
-            acceptor,
+            acceptor: TlsAcceptor::from(https::tls_config(resolver.clone())?),
             proxy_limits: ProxyLimits {
                 connect_timeout: config.limits.upstream_connect_timeout,
                 response_timeout: config.limits.upstream_response_timeout,
                 ..ProxyLimits::default()
             },
-            context: Arc::new(move |proxy| HttpsContext {
-                sites: context_sites.clone(),
-                proxy,
-                limits: limits.clone(),
-                connections: connections.clone(),
-                metrics: context_metrics.clone(),
-            }),
+            sites: sites.clone(),
+            limits: config.limits.clone(),
+            connections: Arc::new(Semaphore::new(config.limits.max_connections)),
+            metrics: metrics.clone(),
         });
         let workers = Workers::start(worker_sockets, setup, shutdown.clone())
             .map_err(DaemonError::Workers)?;

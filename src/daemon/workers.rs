@@ -13,20 +13,29 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
+use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, Instrument};
 
 use super::https::{self, HttpsContext};
+use super::sites::SiteTable;
+use crate::config::LimitsConfig;
+use crate::metrics::Metrics;
 use crate::proxy::{Proxy, ProxyLimits};
 
-/// What every worker shares; each builds its own [`HttpsContext`] from it.
+/// What every worker shares; each builds its own [`HttpsContext`] from it, around a proxy (and so an
+/// upstream pool) of its own.
 pub(super) struct WorkerSetup {
     pub acceptor: TlsAcceptor,
     pub proxy_limits: ProxyLimits,
-    /// Builds a worker's context around its own proxy.
-    pub context: Arc<dyn Fn(Proxy) -> HttpsContext + Send + Sync>,
+    pub sites: Arc<ArcSwap<SiteTable>>,
+    pub limits: LimitsConfig,
+    /// `[limits] max_connections` counts the connections of all workers together.
+    pub connections: Arc<Semaphore>,
+    pub metrics: Arc<Metrics>,
 }
 
 /// The running workers.
@@ -120,7 +129,13 @@ async fn run_worker(
     connections: TaskTracker,
 ) {
     // Built here so that the pool's connection tasks and timers belong to this worker's runtime.
-    let context = Arc::new((setup.context)(Proxy::new(setup.proxy_limits)));
+    let context = Arc::new(HttpsContext {
+        sites: setup.sites.clone(),
+        proxy: Proxy::new(setup.proxy_limits),
+        limits: setup.limits.clone(),
+        connections: setup.connections.clone(),
+        metrics: setup.metrics.clone(),
+    });
     let mut accepting = Vec::with_capacity(sockets.len());
     for (local, socket) in sockets {
         let listener = match tokio::net::TcpListener::from_std(socket) {
