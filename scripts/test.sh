@@ -15,11 +15,15 @@ as_root() {
     if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
 }
 
-# --- Pebble -----------------------------------------------------------------------------------------
+# --- Pebble and the tools the tests drive -----------------------------------------------------------
 missing=()
 command -v pebble >/dev/null && command -v pebble-challtestsrv >/dev/null || missing+=(pebble)
-# testssl.sh grades certd's TLS in the reliability tests.
+# Tools some tests drive; a test whose tool is missing fails (it does not skip). testssl.sh grades
+# certd's TLS (reliability::tls_grade), systemd-analyze verifies the unit (deploy), mount makes the
+# tmpfs and read-only bind mounts of reliability::disk.
 command -v testssl >/dev/null || command -v testssl.sh >/dev/null || missing+=(testssl.sh)
+command -v systemd-analyze >/dev/null || missing+=(systemd)
+command -v mount >/dev/null && command -v umount >/dev/null || missing+=(mount)
 if [ "${#missing[@]}" -gt 0 ]; then
     echo "==> installing ${missing[*]} with apt-get"
     as_root apt-get update -qq

@@ -126,16 +126,55 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_missing_program_is_only_logged() {
+    async fn a_failed_attempt_gives_the_error_and_no_serial() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("hook.out");
+        let script = format!(
+            "echo \"$CERTD_EVENT $CERTD_SITE [$CERTD_NAMES] [${{CERTD_SERIAL-unset}}] $CERTD_ERROR\" > {}",
+            out.display()
+        );
+        let command = vec!["/bin/sh".to_string(), "-c".to_string(), script];
         let site = SiteConfig::with_names(vec!["a.test".into()]);
-        let layout = Layout::new("/nonexistent");
-        let command = vec!["/nonexistent/hook".to_string()];
+        let layout = Layout::new(dir.path().join("state"));
         run(
             &command,
             &site,
             &layout,
-            HookEvent::Failed { error: "boom" },
+            HookEvent::Failed {
+                error: "the CA said no",
+            },
         )
         .await;
+        let seen = std::fs::read_to_string(&out).unwrap();
+        assert_eq!(seen.trim(), "failed a.test [a.test] [unset] the CA said no");
+    }
+
+    // A hook that cannot start, or that fails, is logged and returns: the renewal goes on.
+    #[tokio::test]
+    async fn a_missing_or_failing_program_returns_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let site = SiteConfig::with_names(vec!["a.test".into()]);
+        let layout = Layout::new(dir.path().join("state"));
+        let missing = vec![dir.path().join("no-such-hook").display().to_string()];
+        let marker = dir.path().join("ran");
+        let failing = vec![
+            "/bin/sh".to_string(),
+            "-c".to_string(),
+            format!("echo ran > {}; echo oops >&2; exit 3", marker.display()),
+        ];
+        for command in [missing, failing] {
+            let ran = tokio::time::timeout(
+                Duration::from_secs(10),
+                run(
+                    &command,
+                    &site,
+                    &layout,
+                    HookEvent::Failed { error: "boom" },
+                ),
+            )
+            .await;
+            assert!(ran.is_ok(), "{command:?} held the caller for 10 s");
+        }
+        assert_eq!(std::fs::read_to_string(&marker).unwrap(), "ran\n");
     }
 }

@@ -2,13 +2,38 @@
 //! restart; a failed preflight orders nothing; every order and outcome is in the ledger.
 
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::harness::{free_port, status_site, Certd, CertdConfig, Daemon, Pebble, RunConfig, Site};
 
 /// How many new-order requests Pebble received (from its "There are now N orders" log lines).
 fn orders(pebble: &Pebble) -> usize {
     pebble.log().matches("orders in the db").count()
+}
+
+/// Polls `daemon`'s log (bounded by `timeout`) for the scheduler's decision after a start with nothing
+/// due: its `next renewal check seconds=N` line. Returns how long it chose to sleep.
+async fn wait_for_decision(daemon: &Daemon, timeout: Duration) -> Duration {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let log = daemon.log();
+        let decided = log
+            .lines()
+            .filter(|line| line.contains("next renewal check"))
+            .find_map(|line| {
+                let (_, after) = line.split_once("seconds=")?;
+                let digits: String = after.chars().take_while(char::is_ascii_digit).collect();
+                digits.parse::<u64>().ok()
+            });
+        if let Some(seconds) = decided {
+            return Duration::from_secs(seconds);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the scheduler logged no decision within {timeout:?}:\n{log}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
 }
 
 #[tokio::test]
@@ -27,11 +52,23 @@ async fn a_crash_loop_with_a_failing_site_orders_once() {
         .await;
     assert_eq!(orders(&pebble), 1, "{}", pebble.log());
 
-    // Ten restarts, each killed soon after it starts, as a crash loop would.
-    for _ in 0..10 {
+    // Ten restarts, each killed as soon as its scheduler has decided, as a crash loop would. The
+    // decision is the scheduler's first "next renewal check" line (it sleeps until the recorded retry
+    // time); a scheduler that chose to renew would have logged "renewing" before it.
+    for restart in 1..=10 {
         drop(daemon);
         daemon = Daemon::start(&certd, config.https_addr()).await;
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        let wait = wait_for_decision(&daemon, Duration::from_secs(30)).await;
+        let log = daemon.log();
+        assert!(
+            !log.contains("renewing sites="),
+            "restart {restart}: the scheduler renewed instead of waiting for the recorded retry \
+             time:\n{log}"
+        );
+        assert!(
+            wait > Duration::ZERO,
+            "restart {restart}: the scheduler must sleep until the retry time, not wake at once:\n{log}"
+        );
     }
     drop(daemon);
     assert_eq!(

@@ -2,11 +2,13 @@
 //! metrics of `certd run` scraped over HTTP after an issuance and after a failed renewal, and the hook
 //! run after each renewal and each failed attempt.
 
+use std::collections::BTreeMap;
+use std::path::Path;
 use std::time::Duration;
 
 use crate::harness::{
-    free_port, normalize_serial, status_site, Certd, CertdConfig, Daemon, HttpsClient, Pebble,
-    RunConfig, Site,
+    free_port, key_matches, normalize_serial, serial_hex, status_site, Certd, CertdConfig, Daemon,
+    HttpsClient, Pebble, RunConfig, Site,
 };
 
 /// `certd status` with the harness's folder, returning its exit code and stdout.
@@ -85,17 +87,49 @@ fn metric(text: &str, prefix: &str) -> f64 {
         .unwrap_or_else(|| panic!("no metric {prefix} in:\n{text}"))
 }
 
+/// The environments the hook saved for `event` (files `<event>.<pid>.env`, NUL-separated `KEY=value`),
+/// each as a map of its `CERTD_*` variables.
+fn hook_runs(dir: &Path, event: &str) -> Vec<BTreeMap<String, String>> {
+    let mut runs = Vec::new();
+    for entry in std::fs::read_dir(dir).expect("read the hook folder") {
+        let path = entry.expect("hook folder entry").path();
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        if !name.starts_with(&format!("{event}.")) {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).expect("read a hook environment");
+        runs.push(
+            text.split('\0')
+                .filter_map(|pair| pair.split_once('='))
+                .filter(|(key, _)| key.starts_with("CERTD_"))
+                .map(|(key, value)| (key.to_owned(), value.to_owned()))
+                .collect(),
+        );
+    }
+    runs
+}
+
+/// `variable` of a hook environment; panics, showing the environment, when it is missing.
+fn var<'a>(env: &'a BTreeMap<String, String>, variable: &str) -> &'a str {
+    env.get(variable)
+        .unwrap_or_else(|| panic!("the hook got no {variable}: {env:#?}"))
+}
+
 #[tokio::test]
 async fn metrics_are_scraped_after_an_issuance_and_after_a_failed_renewal() {
     let mut pebble = Pebble::start().await;
     let certd = Certd::new();
-    let config = RunConfig::for_pebble(&pebble, vec![Site::new(&["m.test"])]);
+    let config = RunConfig::for_pebble(&pebble, vec![Site::new(&["m.test", "www.m.test"])]);
     let metrics_port = free_port();
-    let hook_log = certd.dir().join("hook.log");
+    // The hook saves its whole environment (NUL-separated, so an error text with newlines survives) to
+    // one file per run, named after its event.
+    let hook_dir = certd.dir().join("hook");
+    std::fs::create_dir_all(&hook_dir).expect("create the hook folder");
     let hook = format!(
         "\n[metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n\n[hook]\ncommand = [\"/bin/sh\", \"-c\", \
-         \"echo \\\"$CERTD_EVENT $CERTD_SITE $CERTD_SERIAL\\\" >> {}\"]\n",
-        hook_log.display()
+         {}, \"hook\", {}]\n",
+        crate::harness::toml_str("env -0 > \"$1/$CERTD_EVENT.$$.env\""),
+        crate::harness::toml_str(&hook_dir.display().to_string()),
     );
     certd.write_config_text(&format!("{}{hook}", config.to_toml()));
     let daemon = Daemon::start(&certd, config.https_addr()).await;
@@ -145,14 +179,51 @@ async fn metrics_are_scraped_after_an_issuance_and_after_a_failed_renewal() {
     // Counted once the server side has finished it, which a request on the connection proves.
     assert!(metric(&text, "certd_tls_handshakes_total") >= 1.0);
 
-    // The hook saw the issuance.
-    let hook_seen = std::fs::read_to_string(&hook_log).unwrap_or_default();
+    // The hook saw the issuance: the event, the site and its names, the serial being served, and the
+    // contract paths, which hold that very certificate and its key.
+    let renewed = hook_runs(&hook_dir, "renewed");
+    assert_eq!(renewed.len(), 1, "one hook run per issuance: {renewed:#?}");
+    let env = &renewed[0];
+    assert_eq!(var(env, "CERTD_EVENT"), "renewed", "{env:#?}");
+    assert_eq!(var(env, "CERTD_SITE"), "m.test", "{env:#?}");
+    assert_eq!(var(env, "CERTD_NAMES"), "m.test www.m.test", "{env:#?}");
+    assert_eq!(
+        normalize_serial(var(env, "CERTD_SERIAL")),
+        serial,
+        "{env:#?}"
+    );
+    assert!(!env.contains_key("CERTD_ERROR"), "{env:#?}");
+    let read = |variable: &str| {
+        let path = var(env, variable);
+        assert!(
+            path.starts_with(&certd.state_dir().display().to_string()),
+            "{variable}={path} is not under the state directory"
+        );
+        std::fs::read_to_string(path).unwrap_or_else(|err| panic!("{variable}={path}: {err}"))
+    };
+    let (fullchain, cert, chain, key) = (
+        read("CERTD_FULLCHAIN"),
+        read("CERTD_CERT"),
+        read("CERTD_CHAIN"),
+        read("CERTD_PRIVKEY"),
+    );
+    assert_eq!(
+        serial_hex(&fullchain),
+        serial,
+        "CERTD_FULLCHAIN holds another certificate"
+    );
+    assert_eq!(
+        serial_hex(&cert),
+        serial,
+        "CERTD_CERT holds another certificate"
+    );
     assert!(
-        hook_seen.contains(&format!("renewed m.test {}", serial.to_lowercase()))
-            || hook_seen
-                .to_lowercase()
-                .contains(&format!("renewed m.test {}", normalize_serial(&serial))),
-        "hook log: {hook_seen:?}, serial {serial}"
+        fullchain.starts_with(cert.trim_end()) && fullchain.trim_end().ends_with(chain.trim_end()),
+        "CERTD_FULLCHAIN is not CERTD_CERT followed by CERTD_CHAIN"
+    );
+    assert!(
+        key_matches(&cert, &key),
+        "CERTD_PRIVKEY does not belong to CERTD_CERT"
     );
 
     // A forced renewal with the CA gone fails; the gauge and the hook say so.
@@ -165,10 +236,29 @@ async fn metrics_are_scraped_after_an_issuance_and_after_a_failed_renewal() {
         1.0
     );
     // The daemon's account was already connected, so the order itself was attempted and failed.
-    let hook_seen = std::fs::read_to_string(&hook_log).unwrap_or_default();
+    // The hook ran once more, for the failure, with the error and no serial.
+    let failed = hook_runs(&hook_dir, "failed");
+    assert_eq!(
+        failed.len(),
+        1,
+        "one hook run per failed attempt: {failed:#?}"
+    );
+    let env = &failed[0];
+    assert_eq!(var(env, "CERTD_EVENT"), "failed", "{env:#?}");
+    assert_eq!(var(env, "CERTD_SITE"), "m.test", "{env:#?}");
+    assert_eq!(var(env, "CERTD_NAMES"), "m.test www.m.test", "{env:#?}");
+    assert!(!env.contains_key("CERTD_SERIAL"), "{env:#?}");
+    // The error as the operator sees it: the same text `certd issue` printed for the site.
+    let error = var(env, "CERTD_ERROR");
+    assert!(!error.trim().is_empty(), "{env:#?}");
     assert!(
-        hook_seen.contains("failed m.test"),
-        "hook log: {hook_seen:?}"
+        run.stderr.contains(error.trim()),
+        "CERTD_ERROR={error:?} is not what certd issue reported:\n{run}"
+    );
+    assert_eq!(
+        hook_runs(&hook_dir, "renewed").len(),
+        1,
+        "no renewed hook for the failure"
     );
     // The old certificate stays in service.
     assert_eq!(client.serial("m.test").await.ok(), Some(serial));

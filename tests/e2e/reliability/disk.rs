@@ -5,9 +5,9 @@
 //!
 //! The tests run as root, which ignores permission bits, so the faults are made with mounts: a small
 //! tmpfs as the state directory (filled up for "full") and read-only bind mounts over `state/certs` and
-//! over the whole state directory. Where mounting is not permitted, `chattr +i` on the versions folder
-//! stands in for read-only and the other phases are skipped (said on stdout); where neither works, the
-//! test is skipped with a message. Mounts are undone by a guard, whatever happens.
+//! over the whole state directory. Where mounting is not permitted (not root, no `mount`), the test
+//! fails and says what it needs: a disk fault it cannot make is not a pass. Mounts are undone by a
+//! guard, whatever happens.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -28,8 +28,6 @@ struct FsGuard {
 enum Undo {
     /// `umount` (lazily if busy).
     Unmount(PathBuf),
-    /// `chattr -i`.
-    Mutable(PathBuf),
 }
 
 impl FsGuard {
@@ -43,13 +41,6 @@ impl FsGuard {
     /// `mount -o remount,<options> <point>` on a mount this guard made.
     fn remount(&self, options: &str, point: &Path) -> Result<(), String> {
         run("mount", &["-o", &format!("remount,{options}")], point)
-    }
-
-    /// `chattr +i <path>`; on success remembers to undo it.
-    fn immutable(&mut self, path: &Path) -> Result<(), String> {
-        run("chattr", &["+i"], path)?;
-        self.undo.push(Undo::Mutable(path.to_owned()));
-        Ok(())
     }
 
     /// Undoes the last step now.
@@ -67,9 +58,6 @@ impl Undo {
                 if run("umount", &[], point).is_err() {
                     let _ = run("umount", &["-l"], point);
                 }
-            }
-            Self::Mutable(path) => {
-                let _ = run("chattr", &["-i"], path);
             }
         }
     }
@@ -162,10 +150,15 @@ async fn read_only_or_full_state_fails_the_renewal_and_keeps_the_old_certificate
     let state_arg = state.display().to_string();
     std::fs::create_dir_all(&state).expect("create state dir");
     let mut guard = FsGuard::default();
-    let tmpfs = guard.mount(&["-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs"], &state);
-    if let Err(err) = &tmpfs {
-        println!("disk: cannot mount a tmpfs here ({err}); falling back to chattr +i");
-    }
+    guard
+        .mount(&["-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs"], &state)
+        .unwrap_or_else(|err| {
+            panic!(
+                "disk: this test makes its disk faults with mounts and could not mount a tmpfs \
+                 ({err}): run it as root (CI does) with `mount` installed (Debian package `mount`, \
+                 from util-linux)"
+            )
+        });
 
     let pebble = Pebble::start().await;
     write_file(&certd.dir().join("www/index.html"), b"kept\n");
@@ -197,101 +190,75 @@ async fn read_only_or_full_state_fails_the_renewal_and_keeps_the_old_certificate
         assert!(left.is_empty(), "{what}: left behind {left:?}");
     };
 
-    if tmpfs.is_ok() {
-        // 1. The certificate folders read-only (a read-only bind mount over state/certs).
-        guard
-            .mount(&["--bind", &certs_arg], &certs)
-            .expect("bind mount state/certs");
-        guard
-            .remount("bind,ro", &certs)
-            .expect("remount state/certs read-only");
-        let run = certd.issue(&["--force"]).await;
-        expect_failure(
-            "certs read-only",
-            &state,
-            run.code,
-            &run.stderr_messages(),
-            &run,
-            "Read-only file system",
-            &[1],
-        );
-        assert!(
-            run.stderr_messages()
-                .iter()
-                .any(|line| line.starts_with("a.test: failed: ")),
-            "{run}"
-        );
-        assert_eq!(client.serial(SITE).await.expect("served"), old);
-        check_kept("certs read-only", &mut daemon);
-        guard.undo_last();
+    // 1. The certificate folders read-only (a read-only bind mount over state/certs).
+    guard
+        .mount(&["--bind", &certs_arg], &certs)
+        .expect("bind mount state/certs");
+    guard
+        .remount("bind,ro", &certs)
+        .expect("remount state/certs read-only");
+    let run = certd.issue(&["--force"]).await;
+    expect_failure(
+        "certs read-only",
+        &state,
+        run.code,
+        &run.stderr_messages(),
+        &run,
+        "Read-only file system",
+        &[1],
+    );
+    assert!(
+        run.stderr_messages()
+            .iter()
+            .any(|line| line.starts_with("a.test: failed: ")),
+        "{run}"
+    );
+    assert_eq!(client.serial(SITE).await.expect("served"), old);
+    check_kept("certs read-only", &mut daemon);
+    guard.undo_last();
 
-        // 2. The state directory full.
-        let filler = state.join("filler");
-        let filled = fill(&filler);
-        let run = certd.issue(&["--force"]).await;
-        expect_failure(
-            "state full",
-            &state,
-            run.code,
-            &run.stderr_messages(),
-            &run,
-            "No space left on device",
-            &[1],
-        );
-        assert_eq!(client.serial(SITE).await.expect("served"), old);
-        check_kept("state full", &mut daemon);
-        std::fs::remove_file(&filler).expect("remove filler");
-        println!("disk: state full: filled with {filled} bytes");
+    // 2. The state directory full.
+    let filler = state.join("filler");
+    let filled = fill(&filler);
+    let run = certd.issue(&["--force"]).await;
+    expect_failure(
+        "state full",
+        &state,
+        run.code,
+        &run.stderr_messages(),
+        &run,
+        "No space left on device",
+        &[1],
+    );
+    assert_eq!(client.serial(SITE).await.expect("served"), old);
+    check_kept("state full", &mut daemon);
+    std::fs::remove_file(&filler).expect("remove filler");
+    println!("disk: state full: filled with {filled} bytes");
 
-        // 3. The whole state directory read-only (as after `errors=remount-ro`), through a read-only
-        //    bind mount over it (a plain read-only remount is refused while the daemon holds its lock
-        //    file open for writing). `certd issue` cannot even open the lock file, so it may fail
-        //    before reaching the daemon; either way it must say which path and why, and the daemon
-        //    keeps serving.
-        guard
-            .mount(&["--bind", &state_arg], &state)
-            .expect("bind mount the state directory");
-        guard
-            .remount("bind,ro", &state)
-            .expect("remount the state directory read-only");
-        let run = certd.issue(&["--force"]).await;
-        expect_failure(
-            "state read-only",
-            &state,
-            run.code,
-            &run.stderr_messages(),
-            &run,
-            "Read-only file system",
-            &[1, 2],
-        );
-        assert_eq!(client.serial(SITE).await.expect("served"), old);
-        check_kept("state read-only", &mut daemon);
-        guard.undo_last();
-    } else {
-        // Without mounts: an immutable versions folder refuses new versions, like a read-only one.
-        let versions = site_dir.join("versions");
-        if let Err(err) = guard.immutable(&versions) {
-            println!(
-                "disk: SKIPPED: neither mount nor chattr +i works here ({err}); no disk fault \
-                 could be made"
-            );
-            return;
-        }
-        let run = certd.issue(&["--force"]).await;
-        expect_failure(
-            "versions immutable",
-            &state,
-            run.code,
-            &run.stderr_messages(),
-            &run,
-            "Operation not permitted",
-            &[1],
-        );
-        assert_eq!(client.serial(SITE).await.expect("served"), old);
-        check_kept("versions immutable", &mut daemon);
-        guard.undo_last();
-        println!("disk: SKIPPED the full and read-only state phases: they need mount rights");
-    }
+    // 3. The whole state directory read-only (as after `errors=remount-ro`), through a read-only
+    //    bind mount over it (a plain read-only remount is refused while the daemon holds its lock
+    //    file open for writing). `certd issue` cannot even open the lock file, so it may fail
+    //    before reaching the daemon; either way it must say which path and why, and the daemon
+    //    keeps serving.
+    guard
+        .mount(&["--bind", &state_arg], &state)
+        .expect("bind mount the state directory");
+    guard
+        .remount("bind,ro", &state)
+        .expect("remount the state directory read-only");
+    let run = certd.issue(&["--force"]).await;
+    expect_failure(
+        "state read-only",
+        &state,
+        run.code,
+        &run.stderr_messages(),
+        &run,
+        "Read-only file system",
+        &[1, 2],
+    );
+    assert_eq!(client.serial(SITE).await.expect("served"), old);
+    check_kept("state read-only", &mut daemon);
+    guard.undo_last();
 
     // Healthy again: renewal through the daemon works and is served at once.
     let run = certd.issue(&["--force"]).await;

@@ -12,8 +12,10 @@
 //! - `upstream`: upstreams that close, reset or hang give 502/504, and leak no file descriptors.
 //! - `disk`: a read-only or full state directory fails the renewal with the path named, and the old
 //!   pair keeps serving, intact.
-//! - `tls_grade`: `testssl.sh` finds no old protocol, weak cipher or broken chain (skipped, with a
-//!   note, where testssl is not installed).
+//! - `tls_grade`: `testssl.sh` finds no old protocol, weak cipher or broken chain.
+//!
+//! The tools some tests drive (`testssl.sh`, `mount` for the disk faults, `systemd-analyze`) are
+//! installed by scripts/test.sh; a test whose tool is missing fails and says what to install.
 //!
 //! Every test has its own Pebble, folders and ports, and every wait is bounded.
 

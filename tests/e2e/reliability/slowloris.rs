@@ -299,3 +299,199 @@ pub(super) fn client_hello_bytes(name: &str) -> Vec<u8> {
     }
     bytes
 }
+
+/// `[limits] idle_timeout` for the HTTP/2 idle tests...
+const H2_IDLE_TIMEOUT: Duration = Duration::from_secs(2);
+/// ...far below `header_read_timeout`, so a close near [`H2_IDLE_TIMEOUT`] can only be the idle timer
+/// (certd's own loop in `src/daemon/https.rs`; hyper's header timer covers HTTP/1.1 only).
+const H2_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// How late after the idle timeout the close may come (a loaded CI machine).
+const H2_CLOSE_SLACK: Duration = Duration::from_secs(3);
+/// How much earlier than the idle timeout (measured by the client, from the last answer) the close may
+/// come: the server's clock starts when it wrote the answer, a little before the client read it.
+const H2_EARLY_SLACK: Duration = Duration::from_millis(300);
+
+/// An HTTP/2 client connection whose end (GOAWAY and close by the server) the test can watch.
+struct WatchedH2 {
+    sender: hyper::client::conn::http2::SendRequest<http_body_util::Full<bytes::Bytes>>,
+    ended: tokio::task::JoinHandle<()>,
+    authority: String,
+}
+
+impl WatchedH2 {
+    async fn open(served: &Served, name: &str) -> Self {
+        let handshake = served.client.handshake(name, Alpn::H2).await;
+        assert_eq!(
+            handshake.alpn.as_deref(),
+            Some(&b"h2"[..]),
+            "certd must choose h2"
+        );
+        let (sender, connection) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(handshake.stream),
+        )
+        .await
+        .expect("HTTP/2 client handshake");
+        let ended = tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        Self {
+            sender,
+            ended,
+            authority: served.authority(name),
+        }
+    }
+
+    /// `GET path` on this connection: the status and body, or the error (a refused stream after a
+    /// GOAWAY, a closed connection).
+    async fn get(&mut self, path: &str) -> Result<(StatusCode, String), String> {
+        use http_body_util::BodyExt;
+        let request = hyper::Request::get(format!("https://{}{path}", self.authority))
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
+            .expect("request");
+        let response = tokio::time::timeout(Duration::from_secs(20), async {
+            self.sender.ready().await?;
+            self.sender.send_request(request).await
+        })
+        .await
+        .map_err(|_| format!("GET {path}: no answer within 20 s"))?
+        .map_err(|err| format!("GET {path}: {err}"))?;
+        let status = response.status();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|err| format!("GET {path}: body: {err}"))?
+            .to_bytes();
+        Ok((status, String::from_utf8_lossy(&body).into_owned()))
+    }
+
+    /// Waits (at most `within`) for the server to end the connection; how long that took, or `None`.
+    async fn wait_closed(&mut self, within: Duration) -> Option<Duration> {
+        let start = Instant::now();
+        tokio::time::timeout(within, &mut self.ended)
+            .await
+            .ok()
+            .map(|_| start.elapsed())
+    }
+}
+
+impl Drop for WatchedH2 {
+    fn drop(&mut self) {
+        self.ended.abort();
+    }
+}
+
+/// A daemon serving `a.test` from files, with `/slow` proxied to `slow`, an idle timeout of
+/// [`H2_IDLE_TIMEOUT`] and a header timeout of [`H2_HEADER_READ_TIMEOUT`].
+async fn served_for_h2_idle(slow: &crate::harness::Upstream) -> Served {
+    let pebble = Pebble::start().await;
+    let certd = Certd::new();
+    write_file(&certd.dir().join("www/index.html"), b"hello\n");
+    let site = static_site("a.test", "www").proxy("/slow", &slow.url());
+    let config = RunConfig::for_pebble(&pebble, vec![site])
+        .limit(
+            "header_read_timeout",
+            &format!("\"{}s\"", H2_HEADER_READ_TIMEOUT.as_secs()),
+        )
+        .limit(
+            "idle_timeout",
+            &format!("\"{}s\"", H2_IDLE_TIMEOUT.as_secs()),
+        );
+    Served::start(pebble, certd, config, &[]).await
+}
+
+#[tokio::test]
+async fn an_idle_http2_connection_is_closed_after_the_idle_timeout_and_not_before() {
+    let slow = crate::harness::Upstream::slow(Duration::ZERO).await;
+    let served = served_for_h2_idle(&slow).await;
+    let mut h2 = WatchedH2::open(&served, "a.test").await;
+    let opened = Instant::now();
+
+    // Requests spaced by less than the idle timeout keep the connection open well past it: each one
+    // starts the idle clock again.
+    for _ in 0..4 {
+        let reply = h2.get("/index.html").await.expect("served while in use");
+        assert_eq!(reply, (StatusCode::OK, "hello\n".to_owned()));
+        assert!(
+            h2.wait_closed(H2_IDLE_TIMEOUT * 3 / 5).await.is_none(),
+            "the connection was closed less than the idle timeout after a request"
+        );
+    }
+    assert!(opened.elapsed() > H2_IDLE_TIMEOUT);
+
+    // Then silence: the server ends the connection one idle timeout after the last answer.
+    let reply = h2.get("/index.html").await.expect("served");
+    assert_eq!(reply.0, StatusCode::OK);
+    let closed_after = h2
+        .wait_closed(H2_IDLE_TIMEOUT + H2_CLOSE_SLACK)
+        .await
+        .unwrap_or_else(|| {
+            panic!(
+                "an idle HTTP/2 connection was still open {:?} after its last answer \
+                 (idle_timeout {H2_IDLE_TIMEOUT:?})",
+                H2_IDLE_TIMEOUT + H2_CLOSE_SLACK
+            )
+        });
+    assert!(
+        closed_after + H2_EARLY_SLACK >= H2_IDLE_TIMEOUT,
+        "closed {closed_after:?} after the last answer, before idle_timeout {H2_IDLE_TIMEOUT:?}"
+    );
+    assert!(
+        h2.get("/index.html").await.is_err(),
+        "a request on the closed connection must fail"
+    );
+    println!("slowloris: idle HTTP/2 connection closed {closed_after:?} after its last answer");
+}
+
+#[tokio::test]
+async fn an_http2_connection_waiting_for_its_upstream_is_not_idle() {
+    let upstream_delay = H2_IDLE_TIMEOUT * 3;
+    let slow = crate::harness::Upstream::slow(upstream_delay).await;
+    let served = served_for_h2_idle(&slow).await;
+    let mut h2 = WatchedH2::open(&served, "a.test").await;
+
+    // One request waits for the slow upstream, moving no bytes for three idle timeouts.
+    let mut waiting = h2.sender.clone();
+    let request = hyper::Request::get(format!("https://{}/slow/wait", h2.authority))
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .expect("request");
+    let started = Instant::now();
+    let slow_reply = tokio::spawn(async move {
+        use http_body_util::BodyExt;
+        let response = waiting.send_request(request).await?;
+        let status = response.status();
+        response.into_body().collect().await?;
+        Ok::<_, hyper::Error>(status)
+    });
+    slow.wait_received(1, Duration::from_secs(10)).await;
+
+    // Well past the idle timeout, the connection still takes new requests: no GOAWAY was sent.
+    tokio::time::sleep(H2_IDLE_TIMEOUT * 2).await;
+    assert!(
+        slow.answered() == 0,
+        "the upstream answered early; the test shows nothing"
+    );
+    let reply = h2
+        .get("/index.html")
+        .await
+        .expect("a new request while one waits for its upstream (the idle timer must not fire)");
+    assert_eq!(reply, (StatusCode::OK, "hello\n".to_owned()));
+
+    // The waiting request gets its answer.
+    let status = tokio::time::timeout(Duration::from_secs(20), slow_reply)
+        .await
+        .expect("the slow answer in time")
+        .expect("slow request task")
+        .expect("the slow request must be answered, not cut off");
+    assert_eq!(status, StatusCode::OK);
+    assert!(started.elapsed() >= upstream_delay);
+
+    // Then, idle for real, it is closed.
+    assert!(
+        h2.wait_closed(H2_IDLE_TIMEOUT + H2_CLOSE_SLACK)
+            .await
+            .is_some(),
+        "the connection was not closed once idle"
+    );
+}

@@ -4,7 +4,8 @@
 //! rated HIGH or CRITICAL (but what only the CA decides), and a chain that verifies up to Pebble's root
 //! (given to testssl with `--add-ca`). testssl's report and findings are printed in the test output.
 //!
-//! Skipped, with a note, when neither `testssl` (Debian's name) nor `testssl.sh` is on `PATH`.
+//! Fails, saying what to install, when neither `testssl` (Debian's name) nor `testssl.sh` is on
+//! `PATH`: an ungraded TLS setup is not a pass.
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -28,13 +29,12 @@ fn find_testssl() -> Option<PathBuf> {
 
 #[tokio::test]
 async fn testssl_finds_no_old_protocol_weak_cipher_or_broken_chain() {
-    let Some(testssl) = find_testssl() else {
-        println!(
-            "tls_grade: SKIPPED: neither `testssl` nor `testssl.sh` is on PATH (Debian package \
-             `testssl.sh`; scripts/test.sh would need to install it)"
-        );
-        return;
-    };
+    let testssl = find_testssl().unwrap_or_else(|| {
+        panic!(
+            "tls_grade: neither `testssl` nor `testssl.sh` is on PATH: install the Debian package \
+             `testssl.sh` (scripts/test.sh does)"
+        )
+    });
     let started = Instant::now();
     let pebble = Pebble::start().await;
     let certd = Certd::new();
