@@ -347,8 +347,13 @@ impl<T: hyper::rt::Read + Unpin> hyper::rt::Read for IdleIo<T> {
         cx: &mut std::task::Context<'_>,
         buf: hyper::rt::ReadBufCursor<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
-        self.activity.touch();
-        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+        // Only bytes (or EOF) count: hyper polls the connection without any arriving, and counting
+        // those polls would keep restarting the idle clock.
+        let polled = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        if polled.is_ready() {
+            self.activity.touch();
+        }
+        polled
     }
 }
 
@@ -358,8 +363,11 @@ impl<T: hyper::rt::Write + Unpin> hyper::rt::Write for IdleIo<T> {
         cx: &mut std::task::Context<'_>,
         buf: &[u8],
     ) -> std::task::Poll<std::io::Result<usize>> {
-        self.activity.touch();
-        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+        let polled = std::pin::Pin::new(&mut self.inner).poll_write(cx, buf);
+        if polled.is_ready() {
+            self.activity.touch();
+        }
+        polled
     }
 
     fn poll_flush(
@@ -385,8 +393,11 @@ impl<T: hyper::rt::Write + Unpin> hyper::rt::Write for IdleIo<T> {
         cx: &mut std::task::Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> std::task::Poll<std::io::Result<usize>> {
-        self.activity.touch();
-        std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let polled = std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if polled.is_ready() {
+            self.activity.touch();
+        }
+        polled
     }
 }
 
