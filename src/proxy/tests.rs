@@ -144,6 +144,8 @@ fn site(routes: &[(&str, RouteTarget)]) -> SiteRoutes {
             .map(|(path, target)| Route {
                 path: (*path).to_owned(),
                 target: target.clone(),
+                tunnel_idle_timeout: None,
+                allow_dotfiles: false,
             })
             .collect(),
         error_pages: HashMap::new(),
