@@ -135,7 +135,7 @@ impl Default for ProxyLimits {
             // Enough idle connections for many HTTP/2 streams in flight at once; idle ones still
             // close after `pool_idle_timeout`.
             pool_max_idle_per_host: 1024,
-            tunnel_idle_timeout: Duration::from_secs(3600),
+            tunnel_idle_timeout: crate::config::DEFAULT_TUNNEL_IDLE_TIMEOUT,
         }
     }
 }
