@@ -10,11 +10,12 @@
 
 use std::fs::OpenOptions;
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use time::{Duration, OffsetDateTime};
+use tracing::warn;
 
 use crate::store::{ensure_dir, write_atomic, Store, StoreError};
 
@@ -131,16 +132,22 @@ impl Ledger {
         line.push('\n');
         let mut file = OpenOptions::new()
             .create(true)
+            .read(true)
             .append(true)
             .mode(0o600)
             .open(&self.path)
             .map_err(io("open"))?;
+        // A crash in the middle of an earlier write leaves a last line without its newline; the new
+        // entry must start a line of its own, or it is glued onto the fragment and lost with it.
+        if !ends_with_newline(&file).map_err(io("read"))? {
+            line.insert(0, '\n');
+        }
         file.write_all(line.as_bytes()).map_err(io("append to"))?;
         file.sync_data().map_err(io("fsync"))
     }
 
-    /// Every entry, oldest first. A line that cannot be read (a torn last write after a crash) is
-    /// skipped.
+    /// Every entry, oldest first. A line that cannot be read (a torn write after a crash) is logged
+    /// with its line number and skipped.
     pub fn entries(&self) -> Result<Vec<LedgerEntry>, StoreError> {
         let text = match std::fs::read_to_string(&self.path) {
             Ok(text) => text,
@@ -153,10 +160,16 @@ impl Ledger {
                 })
             }
         };
-        Ok(text
-            .lines()
-            .filter_map(|line| serde_json::from_str(line).ok())
-            .collect())
+        let parsed = parse(&text);
+        for skipped in &parsed.skipped {
+            warn!(
+                file = %self.path.display(),
+                line = skipped.line,
+                error = %skipped.reason,
+                "skipping an unreadable ledger line (torn by a crash mid-write?)"
+            );
+        }
+        Ok(parsed.entries)
     }
 
     fn compact(&self, now: OffsetDateTime) -> Result<(), StoreError> {
@@ -169,6 +182,53 @@ impl Ledger {
             .collect();
         write_atomic(&self.path, kept.as_bytes(), 0o600)
     }
+}
+
+/// Whether `file` is empty or its last byte is a newline, i.e. whether an append starts a new line.
+fn ends_with_newline(file: &std::fs::File) -> std::io::Result<bool> {
+    let len = file.metadata()?.len();
+    let Some(last) = len.checked_sub(1) else {
+        return Ok(true);
+    };
+    let mut byte = [0u8; 1];
+    file.read_exact_at(&mut byte, last)?;
+    Ok(byte[0] == b'\n')
+}
+
+/// The lines of a ledger file, read.
+#[derive(Debug, Default)]
+struct Parsed {
+    /// The entries of every readable line, in file order.
+    entries: Vec<LedgerEntry>,
+    /// The lines that are not entries.
+    skipped: Vec<SkippedLine>,
+}
+
+/// A line of the ledger that is not an entry.
+#[derive(Debug, PartialEq, Eq)]
+struct SkippedLine {
+    /// Its 1-based line number.
+    line: usize,
+    /// Why it could not be read.
+    reason: String,
+}
+
+/// Reads every line of a ledger file; blank lines are ignored, unreadable ones are skipped.
+fn parse(text: &str) -> Parsed {
+    let mut parsed = Parsed::default();
+    for (index, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        match serde_json::from_str(line) {
+            Ok(entry) => parsed.entries.push(entry),
+            Err(error) => parsed.skipped.push(SkippedLine {
+                line: index + 1,
+                reason: error.to_string(),
+            }),
+        }
+    }
+    parsed
 }
 
 /// What the ledger says about one name set over the last [`DUPLICATE_WINDOW`].
@@ -283,6 +343,51 @@ mod tests {
                 & 0o777,
             0o600
         );
+    }
+
+    #[test]
+    fn an_append_after_a_torn_line_starts_a_new_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let ledger = Ledger::for_ca(&store, "https://ca.test/dir");
+        let now = datetime!(2026-06-01 12:00 UTC);
+        let ordered = LedgerEntry::new(now, "a.test", &names(&["a.test"]), LedgerEvent::Ordered);
+        ledger.append(&ordered).unwrap();
+        // A crash in the middle of the second write leaves half a line, without its newline.
+        let mut file = OpenOptions::new().append(true).open(ledger.path()).unwrap();
+        file.write_all(b"{\"at\":\"2026-").unwrap();
+        drop(file);
+        let issued = LedgerEntry::new(now, "a.test", &names(&["a.test"]), LedgerEvent::Issued);
+        ledger.append(&issued).unwrap();
+
+        assert_eq!(ledger.entries().unwrap(), vec![ordered, issued]);
+        let text = std::fs::read_to_string(ledger.path()).unwrap();
+        let parsed = parse(&text);
+        assert_eq!(parsed.entries.len(), 2);
+        assert_eq!(parsed.skipped.len(), 1, "{:?}", parsed.skipped);
+        assert_eq!(
+            parsed.skipped[0].line, 2,
+            "the fragment is reported by its line"
+        );
+        // The entry, the fragment on a line of its own, the new entry.
+        assert_eq!(text.lines().count(), 3);
+    }
+
+    #[test]
+    fn an_append_to_an_empty_or_whole_file_adds_no_blank_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let ledger = Ledger::for_ca(&store, "https://ca.test/dir");
+        let now = datetime!(2026-06-01 12:00 UTC);
+        let entry = LedgerEntry::new(now, "a.test", &names(&["a.test"]), LedgerEvent::Ordered);
+        ensure_dir(ledger.path().parent().unwrap()).unwrap();
+        std::fs::write(ledger.path(), b"").unwrap();
+        ledger.append(&entry).unwrap();
+        ledger.append(&entry).unwrap();
+        let text = std::fs::read_to_string(ledger.path()).unwrap();
+        assert!(!text.starts_with('\n'));
+        assert_eq!(text.lines().count(), 2);
+        assert!(parse(&text).skipped.is_empty());
     }
 
     #[test]

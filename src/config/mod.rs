@@ -35,6 +35,7 @@
 //! grace_period = "30s"          # on SIGTERM, time for requests and websockets to finish
 //! upstream_connect_timeout = "5s"    # else 502
 //! upstream_response_timeout = "60s"  # else 504
+//! tunnel_idle_timeout = "1h"    # a websocket moving no bytes either way is closed after this
 //!
 //! [renewal]                     # optional
 //! remaining_fraction = 0.333    # renew when less than this part of the lifetime remains (default 1/3)
@@ -64,6 +65,8 @@
 //!   path = "/"                  # required, starts with /
 //!   proxy = "http://127.0.0.1:8080"   # reverse-proxy here (http, optional base path) ...
 //!   # root = "/srv/www"         # ... or serve files (nginx `root`: the full path is appended)
+//!   # tunnel_idle_timeout = "10m"  # proxy routes: overrides [limits] tunnel_idle_timeout
+//!   # allow_dotfiles = false    # static routes: serve `.name` paths (default 404; .well-known is served)
 //!
 //!   [site.error_pages]          # optional: a file as the body of an error status
 //!   404 = "/srv/www/404.html"
@@ -193,7 +196,19 @@ pub struct LimitsConfig {
     pub upstream_connect_timeout: Duration,
     /// An upstream must start answering within this, else the client gets 504 (default 60 s).
     pub upstream_response_timeout: Duration,
+    /// A WebSocket (or other upgraded) tunnel that moves no bytes either way for this long is closed
+    /// (default 1 h; a route's `tunnel_idle_timeout` overrides it).
+    pub tunnel_idle_timeout: Duration,
 }
+
+/// The default `[limits] tunnel_idle_timeout`. nginx closes a tunnel after `proxy_read_timeout`
+/// (60 s) without a byte from the upstream, and WebSocket guides for nginx raise it to an hour or
+/// more for apps that do not ping; an hour keeps those apps working while a tunnel whose peer
+/// vanished without a FIN still gives its connection slot back.
+pub const DEFAULT_TUNNEL_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// The longest `tunnel_idle_timeout` accepted: a week. Longer would make the idle timeout no bound.
+pub const MAX_TUNNEL_IDLE_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 3600);
 
 impl Default for LimitsConfig {
     fn default() -> Self {
@@ -205,6 +220,7 @@ impl Default for LimitsConfig {
             grace_period: Duration::from_secs(30),
             upstream_connect_timeout: Duration::from_secs(5),
             upstream_response_timeout: Duration::from_secs(60),
+            tunnel_idle_timeout: DEFAULT_TUNNEL_IDLE_TIMEOUT,
         }
     }
 }
@@ -289,6 +305,12 @@ pub struct RouteConfig {
     pub path: String,
     /// Where its requests go.
     pub target: RouteTargetConfig,
+    /// `tunnel_idle_timeout` (proxy routes): overrides `[limits] tunnel_idle_timeout` for the
+    /// WebSocket tunnels of this route.
+    pub tunnel_idle_timeout: Option<Duration>,
+    /// `allow_dotfiles` (static routes): serve files and folders whose name starts with `.`
+    /// (default false: 404, except under `/.well-known/`).
+    pub allow_dotfiles: bool,
 }
 
 /// What a route does.

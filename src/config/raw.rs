@@ -77,6 +77,7 @@ pub(super) struct RawLimits {
     pub(super) grace_period: Option<Spanned<RawDuration>>,
     pub(super) upstream_connect_timeout: Option<Spanned<RawDuration>>,
     pub(super) upstream_response_timeout: Option<Spanned<RawDuration>>,
+    pub(super) tunnel_idle_timeout: Option<Spanned<RawDuration>>,
 }
 
 /// A duration: whole seconds, or text such as `"10s"`, `"2m"`, `"500ms"`, `"1h"`.
@@ -124,6 +125,8 @@ pub(super) struct RawRoute {
     pub(super) path: Option<Spanned<String>>,
     pub(super) proxy: Option<Spanned<String>>,
     pub(super) root: Option<Spanned<String>>,
+    pub(super) tunnel_idle_timeout: Option<Spanned<RawDuration>>,
+    pub(super) allow_dotfiles: Option<Spanned<bool>>,
 }
 
 /// `[renewal]`.

@@ -9,7 +9,7 @@ use toml::Spanned;
 
 use super::raw::{RawDuration, RawHttps, RawLimits, RawRoute};
 use super::validate::{listen_addresses, Problems};
-use super::{HttpsConfig, LimitsConfig, RouteConfig, RouteTargetConfig};
+use super::{HttpsConfig, LimitsConfig, RouteConfig, RouteTargetConfig, MAX_TUNNEL_IDLE_TIMEOUT};
 
 /// `0.0.0.0:443`.
 const DEFAULT_HTTPS_LISTEN: std::net::SocketAddr = std::net::SocketAddr::V4(
@@ -62,6 +62,13 @@ pub(super) fn limits(raw: Option<Spanned<RawLimits>>, problems: &mut Problems<'_
         raw.upstream_response_timeout,
         &mut limits.upstream_response_timeout,
     );
+    if let Some(timeout) = tunnel_idle_timeout(
+        "limits.tunnel_idle_timeout".into(),
+        raw.tunnel_idle_timeout,
+        problems,
+    ) {
+        limits.tunnel_idle_timeout = timeout;
+    }
     let mut count = |key: &str,
                      value: Option<Spanned<i64>>,
                      range: std::ops::RangeInclusive<i64>,
@@ -95,6 +102,38 @@ pub(super) fn limits(raw: Option<Spanned<RawLimits>>, problems: &mut Problems<'_
         &mut limits.max_connections,
     );
     limits
+}
+
+/// A `tunnel_idle_timeout` (in `[limits]` or on a route): more than zero, at most
+/// [`MAX_TUNNEL_IDLE_TIMEOUT`]. `None` when absent or refused (the refusal is a problem).
+fn tunnel_idle_timeout(
+    key: String,
+    value: Option<Spanned<RawDuration>>,
+    problems: &mut Problems<'_>,
+) -> Option<Duration> {
+    let value = value?;
+    match parse_duration(value.get_ref()) {
+        Ok(parsed) if parsed.is_zero() => {
+            problems.add(key, Some(value.span()), "must be more than zero");
+            None
+        }
+        Ok(parsed) if parsed > MAX_TUNNEL_IDLE_TIMEOUT => {
+            problems.add(
+                key,
+                Some(value.span()),
+                format!(
+                    "must be at most {}h (a week)",
+                    MAX_TUNNEL_IDLE_TIMEOUT.as_secs() / 3600
+                ),
+            );
+            None
+        }
+        Ok(parsed) => Some(parsed),
+        Err(reason) => {
+            problems.add(key, Some(value.span()), reason);
+            None
+        }
+    }
 }
 
 /// `"10s"`, `"2m"`, `"1h"`, `"500ms"`, or whole seconds.
@@ -200,9 +239,36 @@ pub(super) fn routes(
                 continue;
             }
         };
+        // Each option belongs to one kind of route; on the other it would silently do nothing.
+        let is_proxy = matches!(target, RouteTargetConfig::Proxy(_));
+        if let (false, Some(timeout)) = (is_proxy, &route.tunnel_idle_timeout) {
+            problems.add(
+                format!("{key}.tunnel_idle_timeout"),
+                Some(timeout.span()),
+                "only applies to `proxy` routes (a static route has no tunnels)",
+            );
+        }
+        if let (true, Some(allow)) = (is_proxy, &route.allow_dotfiles) {
+            problems.add(
+                format!("{key}.allow_dotfiles"),
+                Some(allow.span()),
+                "only applies to `root` routes (the upstream decides what it serves)",
+            );
+        }
+        let tunnel_idle_timeout = if is_proxy {
+            tunnel_idle_timeout(
+                format!("{key}.tunnel_idle_timeout"),
+                route.tunnel_idle_timeout,
+                problems,
+            )
+        } else {
+            None
+        };
         routes.push(RouteConfig {
             path: path.into_inner(),
             target,
+            tunnel_idle_timeout,
+            allow_dotfiles: route.allow_dotfiles.is_some_and(|allow| *allow.get_ref()),
         });
     }
     routes

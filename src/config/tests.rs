@@ -637,3 +637,68 @@ fn status_metrics_and_hook_are_read_and_checked() {
         "{err}"
     );
 }
+
+#[test]
+fn tunnel_timeouts_and_dotfiles_are_read_for_their_kind_of_route() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("www")).unwrap();
+    let text = format!(
+        "{MINIMAL}[[site.route]]\npath = \"/ws\"\nproxy = \"http://127.0.0.1:1\"\n\
+         tunnel_idle_timeout = \"10m\"\n\
+         [[site.route]]\npath = \"/\"\nroot = \"www\"\nallow_dotfiles = true\n\
+         [limits]\ntunnel_idle_timeout = \"2h\"\n"
+    );
+    let config = from_toml(&text, &dir.path().join("certd.toml")).unwrap();
+    assert_eq!(
+        config.limits.tunnel_idle_timeout,
+        std::time::Duration::from_secs(7200)
+    );
+    let routes = &config.sites[0].routes;
+    assert_eq!(
+        routes[0].tunnel_idle_timeout,
+        Some(std::time::Duration::from_secs(600))
+    );
+    assert!(!routes[0].allow_dotfiles);
+    assert_eq!(routes[1].tunnel_idle_timeout, None);
+    assert!(routes[1].allow_dotfiles);
+    assert_eq!(
+        parse(MINIMAL).limits.tunnel_idle_timeout,
+        DEFAULT_TUNNEL_IDLE_TIMEOUT
+    );
+}
+
+#[test]
+fn tunnel_timeouts_and_dotfiles_on_the_wrong_route_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("www")).unwrap();
+    let text = format!(
+        "{MINIMAL}[[site.route]]\npath = \"/ws\"\nproxy = \"http://127.0.0.1:1\"\n\
+         allow_dotfiles = true\n\
+         [[site.route]]\npath = \"/\"\nroot = \"www\"\ntunnel_idle_timeout = \"1m\"\n\
+         [[site.route]]\npath = \"/long\"\nproxy = \"http://127.0.0.1:1\"\n\
+         tunnel_idle_timeout = \"1000h\"\n\
+         [limits]\ntunnel_idle_timeout = \"0s\"\n"
+    );
+    let err = from_toml(&text, &dir.path().join("certd.toml")).unwrap_err();
+    let found: Vec<(&str, Option<usize>)> = err
+        .problems
+        .iter()
+        .map(|problem| (problem.key.as_str(), problem.line))
+        .collect();
+    for expected in [
+        ("site[0].route[0].allow_dotfiles", Some(9)),
+        ("site[0].route[1].tunnel_idle_timeout", Some(13)),
+        ("site[0].route[2].tunnel_idle_timeout", Some(17)),
+        ("limits.tunnel_idle_timeout", Some(19)),
+    ] {
+        assert!(
+            found.contains(&expected),
+            "{expected:?} not in {found:?}\n{err}"
+        );
+    }
+    assert!(
+        err.to_string().contains("only applies to `root` routes"),
+        "{err}"
+    );
+    assert!(err.to_string().contains("at most 168h"), "{err}");
+}

@@ -24,7 +24,7 @@ use tracing::{debug, info, Instrument};
 use super::sites::SiteTable;
 use crate::config::LimitsConfig;
 use crate::metrics::Metrics;
-use crate::proxy::{Proxy, ProxyBody, UpstreamUsed};
+use crate::proxy::{ConnectionPermit, Proxy, ProxyBody, UpstreamUsed};
 use crate::resolver::SniResolver;
 
 /// Everything a connection needs, shared by all of them.
@@ -73,8 +73,8 @@ pub(super) async fn accept_loop(
         let shutdown = shutdown.clone();
         tasks.spawn(
             async move {
-                let _permit = permit;
-                serve_connection(stream, peer, acceptor, context, shutdown).await;
+                let permit = ConnectionPermit::new(permit);
+                serve_connection(stream, peer, acceptor, context, shutdown, permit).await;
             }
             .instrument(tracing::debug_span!("conn", %peer)),
         );
@@ -87,6 +87,7 @@ async fn serve_connection(
     acceptor: TlsAcceptor,
     context: Arc<HttpsContext>,
     shutdown: CancellationToken,
+    permit: ConnectionPermit,
 ) {
     let limits = &context.limits;
     let tls = match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream)).await
@@ -112,7 +113,9 @@ async fn serve_connection(
 
     let service_context = context.clone();
     let service_activity = activity.clone();
-    let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+    let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
+        // A request that becomes a tunnel keeps the connection's slot after hyper lets go of it.
+        request.extensions_mut().insert(permit.clone());
         let context = service_context.clone();
         let sni = sni.clone();
         let activity = service_activity.clone();

@@ -191,6 +191,7 @@ impl Daemon {
             proxy_limits: ProxyLimits {
                 connect_timeout: config.limits.upstream_connect_timeout,
                 response_timeout: config.limits.upstream_response_timeout,
+                tunnel_idle_timeout: config.limits.tunnel_idle_timeout,
                 // Each worker has a pool of its own and about its share of the requests: the
                 // default is for all of them together, or a 64-core machine could keep 65,536 idle
                 // connections to one upstream.

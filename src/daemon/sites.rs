@@ -63,6 +63,8 @@ fn routes(site: &SiteConfig) -> SiteRoutes {
                     RouteTargetConfig::Proxy(uri) => RouteTarget::Proxy(uri.clone()),
                     RouteTargetConfig::Root(root) => RouteTarget::Static(root.clone()),
                 },
+                tunnel_idle_timeout: route.tunnel_idle_timeout,
+                allow_dotfiles: route.allow_dotfiles,
             })
             .collect(),
         error_pages: site

@@ -22,6 +22,8 @@ mod headers;
 mod tests;
 mod websocket;
 
+pub use websocket::ConnectionPermit;
+
 use std::collections::HashMap;
 use std::error::Error as _;
 use std::net::SocketAddr;
@@ -65,6 +67,12 @@ pub struct Route {
     pub path: String,
     /// Where matching requests go.
     pub target: RouteTarget,
+    /// For proxy routes: how long a WebSocket tunnel may move no bytes before it is closed, in place
+    /// of [`ProxyLimits::tunnel_idle_timeout`].
+    pub tunnel_idle_timeout: Option<Duration>,
+    /// For static routes: serve paths with a segment starting with `.` (otherwise 404, except
+    /// `/.well-known/`).
+    pub allow_dotfiles: bool,
 }
 
 /// The routes and error pages of one site.
@@ -113,6 +121,9 @@ pub struct ProxyLimits {
     pub pool_idle_timeout: Duration,
     /// How many idle keep-alive connections are kept per upstream.
     pub pool_max_idle_per_host: usize,
+    /// How long a WebSocket tunnel may move no bytes either way before it is closed, unless its
+    /// route says otherwise.
+    pub tunnel_idle_timeout: Duration,
 }
 
 impl Default for ProxyLimits {
@@ -124,6 +135,7 @@ impl Default for ProxyLimits {
             // Enough idle connections for many HTTP/2 streams in flight at once; idle ones still
             // close after `pool_idle_timeout`.
             pool_max_idle_per_host: 1024,
+            tunnel_idle_timeout: crate::config::DEFAULT_TUNNEL_IDLE_TIMEOUT,
         }
     }
 }
@@ -193,7 +205,7 @@ impl Proxy {
                 // Boxed, like the error pages below: the future of every proxied request is moved
                 // a few times on its way into hyper, so branches it rarely takes stay out of it.
                 let response = Box::pin(async {
-                    let response = static_files::serve(root, &parts).await;
+                    let response = static_files::serve(root, &parts, route.allow_dotfiles).await;
                     error_page(site, response, head).await
                 });
                 let mut response = response.await;
@@ -203,7 +215,10 @@ impl Proxy {
             }
             RouteTarget::Proxy(upstream) => {
                 let label = upstream_label(upstream);
-                let response = self.forward(request, upstream, &label, client).await;
+                let idle = route
+                    .tunnel_idle_timeout
+                    .unwrap_or(self.limits.tunnel_idle_timeout);
+                let response = self.forward(request, upstream, &label, client, idle).await;
                 let mut response = match response {
                     Ok(response) => response,
                     Err(status) => Box::pin(error_page(site, status_response(status), head)).await,
@@ -234,10 +249,13 @@ impl Proxy {
         upstream: &Uri,
         label: &str,
         client: SocketAddr,
+        tunnel_idle_timeout: Duration,
     ) -> Result<Response<ProxyBody>, StatusCode> {
         let websocket =
             headers::is_websocket_upgrade(request.method(), request.version(), request.headers());
         let client_upgrade = websocket.then(|| hyper::upgrade::on(&mut request));
+        // Kept only by a tunnel: its connection slot stays taken for as long as the tunnel is open.
+        let permit = request.extensions_mut().remove::<ConnectionPermit>();
 
         let (mut parts, body) = request.into_parts();
         let host = headers::original_host(&parts.uri, &parts.headers);
@@ -290,10 +308,14 @@ impl Proxy {
             websocket::spawn_tunnel(
                 &self.tunnels,
                 self.shutdown.child_token(),
-                client_upgrade,
-                upstream_upgrade,
-                client,
-                label.to_owned(),
+                websocket::Tunnel {
+                    client: client_upgrade,
+                    upstream: upstream_upgrade,
+                    client_addr: client,
+                    upstream_label: label.to_owned(),
+                    idle_timeout: tunnel_idle_timeout,
+                    permit,
+                },
             );
             let (mut parts, _body) = response.into_parts();
             headers::prepare_switching_headers(&mut parts.headers);

@@ -144,6 +144,8 @@ fn site(routes: &[(&str, RouteTarget)]) -> SiteRoutes {
             .map(|(path, target)| Route {
                 path: (*path).to_owned(),
                 target: target.clone(),
+                tunnel_idle_timeout: None,
+                allow_dotfiles: false,
             })
             .collect(),
         error_pages: HashMap::new(),
@@ -756,6 +758,82 @@ async fn upgrade_refused_by_the_upstream_is_an_ordinary_response() {
         assert_eq!(seen["headers"]["upgrade"], json!(["websocket"]));
         assert_eq!(seen["headers"]["connection"], json!(["upgrade"]));
         wait_for_no_tunnels(&proxy).await;
+    })
+    .await;
+}
+
+/// Like [`start_proxy`], but each connection takes a permit from `slots` and puts it in its
+/// requests' extensions, as the HTTPS front does.
+async fn start_proxy_with_slots(
+    site: SiteRoutes,
+    slots: Arc<tokio::sync::Semaphore>,
+) -> SocketAddr {
+    let proxy = Arc::new(Proxy::new(ProxyLimits::default()));
+    let site = Arc::new(site);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (stream, peer) = listener.accept().await.unwrap();
+            let permit = ConnectionPermit::new(slots.clone().try_acquire_owned().unwrap());
+            let (proxy, site) = (Arc::clone(&proxy), Arc::clone(&site));
+            let service = service_fn(move |mut request: Request<Incoming>| {
+                request.extensions_mut().insert(permit.clone());
+                let (proxy, site) = (Arc::clone(&proxy), Arc::clone(&site));
+                async move { Ok::<_, Infallible>(proxy.handle(request, &site, peer).await) }
+            });
+            tokio::spawn(async move {
+                let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                let _ = builder
+                    .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn a_tunnel_keeps_its_connection_slot_until_its_route_idle_timeout_closes_it() {
+    bounded(async {
+        let (ws_addr, _seen) = start_websocket_echo().await;
+        let routes = SiteRoutes {
+            routes: vec![Route {
+                path: "/ws".into(),
+                target: upstream(ws_addr),
+                tunnel_idle_timeout: Some(Duration::from_millis(600)),
+                allow_dotfiles: false,
+            }],
+            error_pages: HashMap::new(),
+        };
+        let slots = Arc::new(tokio::sync::Semaphore::new(10));
+        let addr = start_proxy_with_slots(routes, slots.clone()).await;
+        let stream = TcpStream::connect(addr).await.unwrap();
+        let (mut socket, _) = tokio_tungstenite::client_async("ws://site.example/ws", stream)
+            .await
+            .unwrap();
+        socket.send(Message::text("ping")).await.unwrap();
+        let echoed = socket.next().await.unwrap().unwrap();
+        assert_eq!(echoed.to_text().unwrap(), "ping");
+        let started = tokio::time::Instant::now();
+        // hyper's connection is over (it ended at the upgrade); the tunnel holds the slot.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(slots.available_permits(), 9, "the tunnel holds its slot");
+
+        // Idle past the route's 600 ms (not ProxyLimits' hour): certd cuts the tunnel.
+        while let Some(Ok(_)) = socket.next().await {}
+        let idle = started.elapsed();
+        assert!(
+            idle >= Duration::from_millis(500) && idle < Duration::from_secs(5),
+            "closed after {idle:?}"
+        );
+        while slots.available_permits() < 10 {
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "the slot is not given back"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     })
     .await;
 }

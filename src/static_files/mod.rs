@@ -36,8 +36,10 @@ const CHUNK: usize = 64 * 1024;
 /// stripped of the route's prefix). Requests that try to leave `root` are refused: `..` or `.`
 /// segments (also percent-encoded), encoded `/` or `\`, NUL bytes and invalid UTF-8 get 400, and a
 /// symlink that resolves outside `root` gets 404, as does anything missing or not a regular file.
-/// Other methods get 405. The file is streamed, never read whole.
-pub async fn serve(root: &Path, request: &Parts) -> Response<ProxyBody> {
+/// Unless `allow_dotfiles`, a path with a segment starting with `.` (`/.env`, `/.git/config`) gets
+/// 404 too, except the `/.well-known/` folder itself. Other methods get 405. The file is streamed,
+/// never read whole.
+pub async fn serve(root: &Path, request: &Parts, allow_dotfiles: bool) -> Response<ProxyBody> {
     let head = request.method == Method::HEAD;
     if request.method != Method::GET && !head {
         let mut response = status_response(StatusCode::METHOD_NOT_ALLOWED);
@@ -54,16 +56,22 @@ pub async fn serve(root: &Path, request: &Parts) -> Response<ProxyBody> {
             return status_response(StatusCode::BAD_REQUEST);
         }
     };
+    if !allow_dotfiles && is_hidden(&relative) {
+        debug!(path = raw_path, "dotfile refused");
+        return status_response(StatusCode::NOT_FOUND);
+    }
     let file = match resolve(root, &relative, raw_path.ends_with('/')).await {
         Ok(Found::File(path)) => path,
         Ok(Found::Directory) => {
-            let location = match request.uri.query() {
-                Some(query) => format!("{raw_path}/?{query}"),
-                None => format!("{raw_path}/"),
-            };
+            let location = folder_location(raw_path, request.uri.query());
             let mut response = status_response(StatusCode::MOVED_PERMANENTLY);
-            if let Ok(location) = HeaderValue::from_str(&location) {
-                response.headers_mut().insert(LOCATION, location);
+            match HeaderValue::from_str(&location) {
+                Ok(location) => {
+                    response.headers_mut().insert(LOCATION, location);
+                }
+                Err(error) => {
+                    debug!(path = raw_path, %error, "no Location for the folder redirect");
+                }
             }
             return response;
         }
@@ -137,6 +145,37 @@ fn relative_path(raw: &str) -> Result<PathBuf, &'static str> {
         }
     }
     Ok(relative)
+}
+
+/// Whether a (decoded, relative) path names a dotfile or goes through a dot-folder: any component
+/// starting with `.`, except a first component `.well-known` (RFC 8615), which sites publish on
+/// purpose (`security.txt`, ACME challenges served from disk, app links).
+fn is_hidden(relative: &Path) -> bool {
+    relative.components().enumerate().any(|(index, component)| {
+        let name = component.as_os_str().as_encoded_bytes();
+        name.starts_with(b".") && !(index == 0 && name == b".well-known")
+    })
+}
+
+/// The `Location` of the redirect from a folder to its slashed path: the request's path with empty
+/// segments merged (so it always starts with exactly one `/`: `//evil.test` must not become the
+/// protocol-relative `//evil.test/`, another host), a trailing `/`, and the query.
+///
+/// Root-relative, so it stays on the scheme and host the client used. `raw_path` is the request's
+/// path as received; its segments were already checked by [`relative_path`] (no `\`, no dot
+/// segments), so nothing in it can make a browser leave the site.
+fn folder_location(raw_path: &str, query: Option<&str>) -> String {
+    let mut location = String::with_capacity(raw_path.len() + 2);
+    for segment in raw_path.split('/').filter(|segment| !segment.is_empty()) {
+        location.push('/');
+        location.push_str(segment);
+    }
+    location.push('/');
+    if let Some(query) = query {
+        location.push('?');
+        location.push_str(query);
+    }
+    location
 }
 
 fn percent_decode(segment: &str) -> Option<Vec<u8>> {

@@ -7,6 +7,8 @@ use hyper::Request;
 /// A static root `www/` with files under `www/static/`, and a secret beside the root.
 struct Fixture {
     dir: tempfile::TempDir,
+    /// Passed to [`serve`].
+    allow_dotfiles: bool,
 }
 
 const SECRET: &str = "TOP-SECRET-CONTENT";
@@ -28,7 +30,25 @@ impl Fixture {
             std::os::unix::fs::symlink(dir.path(), static_dir.join("dirlink")).unwrap();
             std::os::unix::fs::symlink(static_dir.join("a.css"), static_dir.join("inner")).unwrap();
         }
-        Self { dir }
+        Self {
+            dir,
+            allow_dotfiles: false,
+        }
+    }
+
+    /// Adds what a careless deploy leaves in a web root: `.env`, `.git/`, a hidden folder, a
+    /// dotfile in `.well-known/`, beside a `.well-known/security.txt` that is meant to be served.
+    fn with_dotfiles(self) -> Self {
+        let root = self.root();
+        std::fs::write(root.join(".env"), SECRET).unwrap();
+        std::fs::create_dir_all(root.join(".git")).unwrap();
+        std::fs::write(root.join(".git/config"), SECRET).unwrap();
+        std::fs::create_dir_all(root.join("a/.hidden")).unwrap();
+        std::fs::write(root.join("a/.hidden/x"), SECRET).unwrap();
+        std::fs::create_dir_all(root.join(".well-known")).unwrap();
+        std::fs::write(root.join(".well-known/security.txt"), "Contact: x").unwrap();
+        std::fs::write(root.join(".well-known/.secret"), SECRET).unwrap();
+        self
     }
 
     fn root(&self) -> PathBuf {
@@ -50,7 +70,7 @@ impl Fixture {
             request = request.header(*name, *value);
         }
         let (parts, ()) = request.body(()).unwrap().into_parts();
-        let response = serve(&self.root(), &parts).await;
+        let response = serve(&self.root(), &parts, self.allow_dotfiles).await;
         let (parts, body) = response.into_parts();
         let body = body.collect().await.unwrap().to_bytes();
         (parts.status, parts.headers, body)
@@ -333,4 +353,88 @@ async fn symlinks_inside_the_root_are_followed() {
     assert_eq!(body, "body { color: red }");
     // The type comes from the resolved file's name.
     assert_eq!(headers[CONTENT_TYPE], "text/css; charset=utf-8");
+}
+
+#[tokio::test]
+async fn dotfiles_are_not_found_but_well_known_is_served() {
+    let fixture = Fixture::new().with_dotfiles();
+    for hidden in [
+        "/.env",
+        "/.git/config",
+        "/.git/",
+        "/.git",
+        "/a/.hidden/x",
+        "/a/.hidden",
+        "/%2eenv",
+        "//.env",
+        "/.well-known/.secret",
+    ] {
+        let (status, _, body) = fixture.get(hidden, &[]).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{hidden}");
+        assert_ne!(body, SECRET, "{hidden}");
+    }
+    let (status, _, body) = fixture.get("/.well-known/security.txt", &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, "Contact: x");
+}
+
+#[tokio::test]
+async fn dotfiles_are_served_when_the_route_allows_them() {
+    let mut fixture = Fixture::new().with_dotfiles();
+    fixture.allow_dotfiles = true;
+    for path in [
+        "/.env",
+        "/.git/config",
+        "/a/.hidden/x",
+        "/.well-known/.secret",
+    ] {
+        let (status, _, body) = fixture.get(path, &[]).await;
+        assert_eq!(status, StatusCode::OK, "{path}");
+        assert_eq!(body, SECRET, "{path}");
+    }
+}
+
+#[test]
+fn hidden_paths_are_those_with_a_dot_segment_outside_well_known() {
+    let cases = [
+        (".env", true),
+        (".git/config", true),
+        ("a/.hidden/x", true),
+        ("a/b.txt", false),
+        ("a/b.", false),
+        (".well-known/security.txt", false),
+        (".well-known/acme-challenge/t", false),
+        (".well-known/.x", true),
+        ("static/.well-known/x", true),
+        ("", false),
+    ];
+    for (path, hidden) in cases {
+        assert_eq!(is_hidden(Path::new(path)), hidden, "{path}");
+    }
+}
+
+#[tokio::test]
+async fn a_folder_redirect_is_never_protocol_relative() {
+    let fixture = Fixture::new();
+    for (request, expected) in [
+        ("//static", "/static/"),
+        ("///static", "/static/"),
+        ("//static/docs?x=1", "/static/docs/?x=1"),
+        ("/static//docs", "/static/docs/"),
+        ("/static/docs", "/static/docs/"),
+    ] {
+        let (status, headers, _) = fixture.get(request, &[]).await;
+        assert_eq!(status, StatusCode::MOVED_PERMANENTLY, "{request}");
+        let location = headers[LOCATION].to_str().unwrap();
+        assert_eq!(location, expected, "{request}");
+        assert!(!location.starts_with("//"), "{request} → {location}");
+    }
+}
+
+#[test]
+fn folder_locations_are_root_relative_with_one_leading_slash() {
+    assert_eq!(folder_location("//evil.test", None), "/evil.test/");
+    assert_eq!(folder_location("/a//b", Some("q=1")), "/a/b/?q=1");
+    assert_eq!(folder_location("/", None), "/");
+    assert_eq!(folder_location("/%2fx", None), "/%2fx/");
 }

@@ -12,6 +12,8 @@
 mod proxy;
 mod renewal;
 mod signals;
+mod static_roots;
+mod tunnels;
 
 use std::time::Duration;
 

@@ -34,6 +34,8 @@ pub struct Site {
     pub routes: Vec<(String, Target)>,
     /// `[site.error_pages]`: status and file (relative to the config folder).
     pub error_pages: Vec<(u16, String)>,
+    /// More keys of a `[[site.route]]`: its path, the key, and the value as TOML.
+    pub route_options: Vec<(String, String, String)>,
 }
 
 impl Site {
@@ -43,7 +45,15 @@ impl Site {
             names: names.iter().map(|name| (*name).to_owned()).collect(),
             routes: Vec::new(),
             error_pages: Vec::new(),
+            route_options: Vec::new(),
         }
+    }
+
+    /// Sets `key = value` (`value` as TOML) on the route for `path`, added before or after.
+    pub fn route_option(mut self, path: &str, key: &str, value: &str) -> Self {
+        self.route_options
+            .push((path.to_owned(), key.to_owned(), value.to_owned()));
+        self
     }
 
     /// Adds a route proxying `path` to `url`.
@@ -133,6 +143,9 @@ impl RunConfig {
                 match target {
                     Target::Proxy(url) => toml += &format!("  proxy = {}\n", toml_str(url)),
                     Target::Root(root) => toml += &format!("  root = {}\n", toml_str(root)),
+                }
+                for (_, key, value) in site.route_options.iter().filter(|(at, ..)| at == path) {
+                    toml += &format!("  {key} = {value}\n");
                 }
             }
             if !site.error_pages.is_empty() {
