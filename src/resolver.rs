@@ -31,6 +31,8 @@ pub type OnDemand = dyn Fn(&str) -> Option<(Vec<String>, Arc<CertifiedKey>)> + S
 pub struct SniResolver {
     by_name: ArcSwap<HashMap<String, Arc<CertifiedKey>>>,
     on_demand: ArcSwapOption<Box<OnDemand>>,
+    /// The name whose certificate a ClientHello without SNI gets (`[https] default_site`).
+    default_name: ArcSwapOption<String>,
 }
 
 impl fmt::Debug for SniResolver {
@@ -135,6 +137,13 @@ impl SniResolver {
         self.on_demand.store(None);
     }
 
+    /// From the next handshake on, a ClientHello without SNI gets the certificate served for `name`
+    /// (looked up at each handshake, so a renewal is picked up), or is refused when `None`.
+    pub fn set_default(&self, name: Option<&str>) {
+        self.default_name
+            .store(name.map(|name| Arc::new(name.trim_end_matches('.').to_ascii_lowercase())));
+    }
+
     /// The certificate for `server_name`: an exact match, else a `*.` wildcard for its parent.
     pub fn lookup(&self, server_name: &str) -> Option<Arc<CertifiedKey>> {
         let name = server_name.trim_end_matches('.').to_ascii_lowercase();
@@ -169,8 +178,17 @@ impl SniResolver {
 
 impl ResolvesServerCert for SniResolver {
     fn resolve(&self, client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        // No SNI: refusing is better than guessing and handing out some other site's certificate.
-        let name = client_hello.server_name()?;
+        // No SNI (or an IP address, which rustls does not pass on as a name): the default site's
+        // certificate if one is configured; refusing is better than guessing and handing out some
+        // other site's certificate.
+        let default;
+        let name = match client_hello.server_name() {
+            Some(name) => name,
+            None => {
+                default = self.default_name.load_full()?;
+                default.as_str()
+            }
+        };
         let key = self.lookup(name);
         if key.is_none() {
             tracing::debug!(

@@ -637,3 +637,35 @@ fn status_metrics_and_hook_are_read_and_checked() {
         "{err}"
     );
 }
+
+#[test]
+fn the_default_site_is_a_first_name_of_a_site() {
+    let with = |value: &str| {
+        format!(
+            "[acme]\ndirectory = \"letsencrypt\"\nagree_tos = true\n[https]\ndefault_site = \
+             \"{value}\"\n[[site]]\nnames = [\"a.example\", \"www.a.example\"]\n[[site]]\nnames = \
+             [\"b.example\"]\n"
+        )
+    };
+    assert_eq!(parse(MINIMAL).https.default_site, None);
+    assert_eq!(
+        parse(&with("b.example")).https.default_site.as_deref(),
+        Some("b.example")
+    );
+    assert_eq!(
+        parse(&with("A.Example")).https.default_site.as_deref(),
+        Some("a.example")
+    );
+    assert_problem(
+        &with("www.a.example"),
+        "https.default_site",
+        Some(5),
+        "write the site's first name, `a.example`",
+    );
+    assert_problem(
+        &with("c.example"),
+        "https.default_site",
+        Some(5),
+        "not the first name of any [[site]]; the sites are: `a.example`, `b.example`",
+    );
+}

@@ -18,6 +18,7 @@
 
 mod body;
 mod headers;
+mod path;
 #[cfg(test)]
 mod tests;
 mod websocket;
@@ -41,6 +42,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
+use self::path::NormalPath;
 use crate::static_files;
 
 /// The body of every response the proxy returns: an upstream's body streamed through, a file
@@ -178,8 +180,17 @@ impl Proxy {
         client: SocketAddr,
     ) -> Response<ProxyBody> {
         let head = request.method() == Method::HEAD;
-        let Some(route) = site.route(request.uri().path()) else {
-            debug!(path = request.uri().path(), "no route");
+        // Routing, static files and upstreams all see this one path, never the raw one.
+        let (request, path) = match normalise_request_path(request) {
+            Ok(normalised) => normalised,
+            Err(refused) => {
+                debug!(%refused, "request path refused");
+                let response = status_response(StatusCode::BAD_REQUEST);
+                return Box::pin(error_page(site, response, head)).await;
+            }
+        };
+        let Some(route) = site.route(path.as_str()) else {
+            debug!(path = path.as_str(), "no route");
             return Box::pin(error_page(
                 site,
                 status_response(StatusCode::NOT_FOUND),
@@ -203,7 +214,7 @@ impl Proxy {
             }
             RouteTarget::Proxy(upstream) => {
                 let label = upstream_label(upstream);
-                let response = self.forward(request, upstream, &label, client).await;
+                let response = self.forward(request, &path, upstream, &label, client).await;
                 let mut response = match response {
                     Ok(response) => response,
                     Err(status) => Box::pin(error_page(site, status_response(status), head)).await,
@@ -231,6 +242,7 @@ impl Proxy {
     async fn forward(
         &self,
         mut request: Request<Incoming>,
+        path: &NormalPath,
         upstream: &Uri,
         label: &str,
         client: SocketAddr,
@@ -244,7 +256,7 @@ impl Proxy {
         let upgrade = websocket
             .then(|| parts.headers.get(hyper::header::UPGRADE).cloned())
             .flatten();
-        parts.uri = headers::upstream_uri(upstream, &parts.uri).map_err(|error| {
+        parts.uri = headers::upstream_uri(upstream, path, parts.uri.query()).map_err(|error| {
             warn!(upstream = label, %error, "cannot build the upstream URI");
             StatusCode::BAD_GATEWAY
         })?;
@@ -303,6 +315,31 @@ impl Proxy {
         headers::remove_hop_by_hop(response.headers_mut());
         Ok(response.map(|body| body.map_err(std::io::Error::other).boxed()))
     }
+}
+
+/// `request` with its URI's path replaced by the normalised one (the query kept as sent), and that
+/// path; `Err` when the path is refused (400).
+fn normalise_request_path(
+    request: Request<Incoming>,
+) -> Result<(Request<Incoming>, NormalPath), path::PathRefused> {
+    let path = path::normalise(request.uri().path())?;
+    if path.as_str() == request.uri().path() {
+        return Ok((request, path));
+    }
+    let (mut parts, body) = request.into_parts();
+    let path_and_query = match parts.uri.query() {
+        Some(query) => format!("{path}?{query}"),
+        None => path.to_string(),
+    };
+    let mut uri = hyper::http::uri::Parts::from(parts.uri);
+    // The normalised path is made of the bytes of a path that parsed, so this cannot fail; if it
+    // did, refusing is the safe answer.
+    uri.path_and_query = Some(
+        hyper::http::uri::PathAndQuery::try_from(path_and_query)
+            .map_err(|_| path::PathRefused::BadPercentEncoding)?,
+    );
+    parts.uri = Uri::from_parts(uri).map_err(|_| path::PathRefused::BadPercentEncoding)?;
+    Ok((Request::from_parts(parts, body), path))
 }
 
 /// How an upstream is named in logs and [`UpstreamUsed`]: its URI without a trailing `/`.
