@@ -62,6 +62,20 @@ pub(super) fn admit<'t, B>(
 /// differing lengths; the rest it would accept (dropping `Content-Length`, joining equal lengths),
 /// and a front that accepts what a back end reads differently is how requests are smuggled.
 fn check_framing(headers: &HeaderMap) -> Result<(), Refusal> {
+    // `Transfer_Encoding` is another header to hyper, but some back ends (CGI-style frameworks)
+    // read `_` as `-`: it would frame the request differently there. nginx drops such headers
+    // (`underscores_in_headers off`); refusing says why.
+    if headers.keys().any(|name| {
+        let name = name.as_str();
+        name.contains('_')
+            && ["transfer-encoding", "content-length"]
+                .iter()
+                .any(|framing| name.replace('_', "-") == *framing)
+    }) {
+        return Err(Refusal::BadRequest(
+            "a framing header spelt with `_` (Transfer_Encoding, Content_Length)",
+        ));
+    }
     let mut lengths = headers.get_all(CONTENT_LENGTH).iter();
     let length = lengths.next();
     if lengths.next().is_some() {
@@ -311,7 +325,9 @@ mod tests {
 
     #[test]
     fn framing_is_refused_unless_it_has_one_reading() {
-        let cases: [(&[(&str, &str)], bool); 12] = [
+        let cases: [(&[(&str, &str)], bool); 14] = [
+            (&[("transfer_encoding", "chunked")], false),
+            (&[("content_length", "5")], false),
             (&[], true),
             (&[("content-length", "5")], true),
             (&[("transfer-encoding", "chunked")], true),
