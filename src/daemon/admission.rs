@@ -205,7 +205,8 @@ mod tests {
         let sites = table(None);
         let bad = |reason| Err(Refusal::BadRequest(reason));
         let a = Ok("a.test".to_owned());
-        let cases: Vec<(Option<&str>, Request<()>, Result<String, Refusal>)> = vec![
+        type Case<'a> = (Option<&'a str>, Request<()>, Result<String, Refusal>);
+        let cases: Vec<Case<'_>> = vec![
             (
                 Some("a.test"),
                 request(HTTP_11, "/", &[("host", "a.test")]),
