@@ -606,5 +606,25 @@ async fn a_handshake_without_sni_gets_the_default_site() {
     .await;
     assert_eq!(status_of(&text), Some(421), "{text}");
     assert!(b.seen().is_empty(), "{:?}", b.seen());
+
+    // A reload without `default_site`: handshakes without SNI are refused again.
+    certd.write_config_text(&config.to_toml());
+    daemon.signal("HUP");
+    daemon
+        .wait_for_log("configuration reloaded", Duration::from_secs(10))
+        .await;
+    let tcp = tokio::net::TcpStream::connect(config.https_addr())
+        .await
+        .expect("connect");
+    let refused = tokio::time::timeout(
+        Duration::from_secs(10),
+        connector.connect(dns("a.test"), tcp),
+    )
+    .await
+    .expect("handshake in time");
+    assert!(
+        refused.is_err(),
+        "a handshake without SNI succeeded after default_site was removed"
+    );
     drop(daemon);
 }
