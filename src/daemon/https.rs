@@ -1,5 +1,6 @@
 //! The HTTPS front: accepts TCP connections, terminates TLS with the SNI resolver's certificates, serves
-//! HTTP/1.1 and HTTP/2 on them, and hands each request to the proxy for the site its host names.
+//! HTTP/1.1 and HTTP/2 on them, and hands each request to the proxy for the site its host names, once
+//! [`admission`](super::admission) has accepted it for this connection.
 //!
 //! Limits keep a slow or hostile client from exhausting the daemon: a cap on concurrent connections
 //! (excess connections are closed at once), a TLS handshake deadline, a header read deadline, a cap on
@@ -242,8 +243,8 @@ fn refused(refusal: admission::Refusal, http1: bool) -> Response<ProxyBody> {
     response
 }
 
-/// A response certd makes itself: 400 (a malformed request), 421 (the request names a host this server does not serve), 431
-/// (its headers are over `[limits] max_header_bytes`).
+/// A response certd makes itself: 400 (a malformed request), 421 (the request names a host this
+/// connection's site does not have), 431 (its headers are over `[limits] max_header_bytes`).
 fn status_only(status: StatusCode) -> Response<ProxyBody> {
     use http_body_util::BodyExt;
     let text = match status {

@@ -10,6 +10,8 @@
 //! error_page 404 /404.html;  error_page 502 /50x.html;
 //! ```
 //!
+//! Every request's path is normalised first ([`path`]: dot segments, merged slashes, decoded
+//! unreserved characters); routes match that path, static roots look it up, and upstreams receive it.
 //! Requests arrive over TLS as HTTP/1.1 or HTTP/2 and are forwarded over HTTP/1.1 with their bodies
 //! streamed both ways. Hop-by-hop headers are dropped in both directions, `Host` is kept and the
 //! `X-Forwarded-*` headers are set. Error pages replace only the responses certd makes itself (no
