@@ -3,8 +3,9 @@
 //! rustls calls [`SniResolver::resolve`] inside the handshake, so it must not block or do I/O: it reads
 //! a map behind an atomic pointer (arc-swap). A renewed certificate is swapped in with one store, so
 //! handshakes after the swap see the new certificate while connections already open keep theirs. Names
-//! are matched exactly (lower-cased), then as a `*.` wildcard one label up; an unknown name, or a
-//! ClientHello without SNI, gets no certificate and rustls refuses the handshake with an alert.
+//! are matched exactly (lower-cased), then as a `*.` wildcard one label up; an unknown name gets no
+//! certificate and rustls refuses the handshake with an alert. A ClientHello without SNI gets the
+//! certificate of `[https] default_site` ([`SniResolver::set_default`]), and is refused without one.
 //!
 //! The one exception to "no I/O" is the first second or so after start, while the stored certificates
 //! of thousands of sites are still being loaded behind the listeners: a name asked for before its turn
@@ -31,6 +32,8 @@ pub type OnDemand = dyn Fn(&str) -> Option<(Vec<String>, Arc<CertifiedKey>)> + S
 pub struct SniResolver {
     by_name: ArcSwap<HashMap<String, Arc<CertifiedKey>>>,
     on_demand: ArcSwapOption<Box<OnDemand>>,
+    /// The name whose certificate a ClientHello without SNI gets (`[https] default_site`).
+    default_name: ArcSwapOption<String>,
 }
 
 impl fmt::Debug for SniResolver {
@@ -135,6 +138,13 @@ impl SniResolver {
         self.on_demand.store(None);
     }
 
+    /// From the next handshake on, a ClientHello without SNI gets the certificate served for `name`
+    /// (looked up at each handshake, so a renewal is picked up), or is refused when `None`.
+    pub fn set_default(&self, name: Option<&str>) {
+        self.default_name
+            .store(name.map(|name| Arc::new(name.trim_end_matches('.').to_ascii_lowercase())));
+    }
+
     /// The certificate for `server_name`: an exact match, else a `*.` wildcard for its parent.
     pub fn lookup(&self, server_name: &str) -> Option<Arc<CertifiedKey>> {
         let name = server_name.trim_end_matches('.').to_ascii_lowercase();
@@ -167,10 +177,19 @@ impl SniResolver {
     }
 }
 
-impl ResolvesServerCert for SniResolver {
-    fn resolve(&self, client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        // No SNI: refusing is better than guessing and handing out some other site's certificate.
-        let name = client_hello.server_name()?;
+impl SniResolver {
+    /// The certificate for a handshake that named `sni`, or none: when it named nothing (or an IP
+    /// address, which rustls does not pass on as a name), the default site's certificate if one is
+    /// set; refusing is better than guessing and handing out some other site's certificate.
+    fn certificate_for(&self, sni: Option<&str>) -> Option<Arc<CertifiedKey>> {
+        let default;
+        let name = match sni {
+            Some(name) => name,
+            None => {
+                default = self.default_name.load_full()?;
+                default.as_str()
+            }
+        };
         let key = self.lookup(name);
         if key.is_none() {
             tracing::debug!(
@@ -179,6 +198,12 @@ impl ResolvesServerCert for SniResolver {
             );
         }
         key
+    }
+}
+
+impl ResolvesServerCert for SniResolver {
+    fn resolve(&self, client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        self.certificate_for(client_hello.server_name())
     }
 }
 
@@ -278,6 +303,29 @@ mod tests {
             2,
             "no loads once everything is loaded"
         );
+    }
+
+    #[test]
+    fn a_handshake_without_sni_gets_the_default_sites_certificate_if_any() {
+        let resolver = SniResolver::new();
+        let site = key_for(&["a.test", "www.a.test"]);
+        resolver.publish(&names(&["a.test", "www.a.test"]), site.clone());
+        assert!(
+            resolver.certificate_for(None).is_none(),
+            "no default: refused"
+        );
+        resolver.set_default(Some("A.test."));
+        assert!(Arc::ptr_eq(&resolver.certificate_for(None).unwrap(), &site));
+        // Looked up at each handshake: a renewed certificate is served without SNI too.
+        let renewed = key_for(&["a.test", "www.a.test"]);
+        resolver.publish(&names(&["a.test", "www.a.test"]), renewed.clone());
+        assert!(Arc::ptr_eq(
+            &resolver.certificate_for(None).unwrap(),
+            &renewed
+        ));
+        assert!(resolver.certificate_for(Some("other.test")).is_none());
+        resolver.set_default(None);
+        assert!(resolver.certificate_for(None).is_none());
     }
 
     #[test]

@@ -26,6 +26,7 @@
 //!
 //! [https]                       # optional, for `certd run`
 //! listen = ["0.0.0.0:443"]      # default ["0.0.0.0:443"]
+//! default_site = "example.com"  # a site's first name: its certificate for handshakes without SNI
 //!
 //! [limits]                      # optional, for `certd run`; durations as "500ms", "10s", "2m", "1h"
 //! header_read_timeout = "10s"   # TLS handshake and each request's headers
@@ -177,6 +178,10 @@ pub struct HttpConfig {
 pub struct HttpsConfig {
     /// Addresses `certd run` terminates TLS on (default `0.0.0.0:443`).
     pub listen: Vec<SocketAddr>,
+    /// The first name of the site whose certificate a handshake without SNI gets, and whose names
+    /// are the only ones requests on such a connection may ask for; `None`: such handshakes are
+    /// refused.
+    pub default_site: Option<String>,
 }
 
 /// The `[limits]` table. Durations are written `"10s"`, `"2m"`, `"500ms"` or as whole seconds.

@@ -64,6 +64,7 @@ pub(super) struct RawHttp {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawHttps {
     pub(super) listen: Option<Spanned<Vec<Spanned<String>>>>,
+    pub(super) default_site: Option<Spanned<String>>,
 }
 
 /// `[limits]`.

@@ -9,7 +9,9 @@ use toml::Spanned;
 
 use super::raw::{RawDuration, RawHttps, RawLimits, RawRoute};
 use super::validate::{listen_addresses, Problems};
-use super::{HttpsConfig, LimitsConfig, RouteConfig, RouteTargetConfig, MAX_TUNNEL_IDLE_TIMEOUT};
+use super::{
+    HttpsConfig, LimitsConfig, RouteConfig, RouteTargetConfig, SiteConfig, MAX_TUNNEL_IDLE_TIMEOUT,
+};
 
 /// `0.0.0.0:443`.
 const DEFAULT_HTTPS_LISTEN: std::net::SocketAddr = std::net::SocketAddr::V4(
@@ -20,11 +22,50 @@ pub(super) fn https(raw: Option<Spanned<RawHttps>>, problems: &mut Problems<'_>)
     match raw.and_then(|table| table.into_inner().listen) {
         Some(listen) => HttpsConfig {
             listen: listen_addresses("https.listen", listen, problems),
+            default_site: None,
         },
         None => HttpsConfig {
             listen: vec![DEFAULT_HTTPS_LISTEN],
+            default_site: None,
         },
     }
+}
+
+/// `https.default_site`: the first name of one of `sites` (checked against the validated sites, so
+/// it is called once they are).
+pub(super) fn default_site(
+    raw: Option<Spanned<String>>,
+    sites: &[SiteConfig],
+    problems: &mut Problems<'_>,
+) -> Option<String> {
+    let raw = raw?;
+    let name = raw
+        .get_ref()
+        .trim()
+        .trim_end_matches('.')
+        .to_ascii_lowercase();
+    if sites.iter().any(|site| site.name() == name) {
+        return Some(name);
+    }
+    let reason = match sites.iter().find(|site| site.names.contains(&name)) {
+        Some(site) => format!(
+            "`{}` is a name of the site `{}`: write the site's first name, `{}`",
+            raw.get_ref(),
+            site.name(),
+            site.name()
+        ),
+        None => format!(
+            "`{}` is not the first name of any [[site]]; the sites are: {}",
+            raw.get_ref(),
+            sites
+                .iter()
+                .map(|site| format!("`{}`", site.name()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    };
+    problems.add("https.default_site", Some(raw.span()), reason);
+    None
 }
 
 pub(super) fn limits(raw: Option<Spanned<RawLimits>>, problems: &mut Problems<'_>) -> LimitsConfig {

@@ -702,3 +702,35 @@ fn tunnel_timeouts_and_dotfiles_on_the_wrong_route_are_refused() {
     );
     assert!(err.to_string().contains("at most 168h"), "{err}");
 }
+
+#[test]
+fn the_default_site_is_a_first_name_of_a_site() {
+    let with = |value: &str| {
+        format!(
+            "[acme]\ndirectory = \"letsencrypt\"\nagree_tos = true\n[https]\ndefault_site = \
+             \"{value}\"\n[[site]]\nnames = [\"a.example\", \"www.a.example\"]\n[[site]]\nnames = \
+             [\"b.example\"]\n"
+        )
+    };
+    assert_eq!(parse(MINIMAL).https.default_site, None);
+    assert_eq!(
+        parse(&with("b.example")).https.default_site.as_deref(),
+        Some("b.example")
+    );
+    assert_eq!(
+        parse(&with("A.Example")).https.default_site.as_deref(),
+        Some("a.example")
+    );
+    assert_problem(
+        &with("www.a.example"),
+        "https.default_site",
+        Some(5),
+        "write the site's first name, `a.example`",
+    );
+    assert_problem(
+        &with("c.example"),
+        "https.default_site",
+        Some(5),
+        "not the first name of any [[site]]; the sites are: `a.example`, `b.example`",
+    );
+}

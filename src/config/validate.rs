@@ -65,7 +65,11 @@ impl<'a> Problems<'a> {
 
 pub(super) fn validate(raw: RawConfig, path: &Path, problems: &mut Problems<'_>) -> Config {
     let folder = config_folder(path);
-    Config {
+    let default_site = raw
+        .https
+        .as_ref()
+        .and_then(|https| https.get_ref().default_site.clone());
+    let mut config = Config {
         source: path.to_path_buf(),
         state_dir: state_dir(raw.state_dir, &folder, problems),
         acme: acme(raw.acme, &folder, problems),
@@ -81,7 +85,9 @@ pub(super) fn validate(raw: RawConfig, path: &Path, problems: &mut Problems<'_>)
             problems,
         ),
         sites: sites(raw.site, &folder, problems),
-    }
+    };
+    config.https.default_site = serving::default_site(default_site, &config.sites, problems);
+    config
 }
 
 /// The folder relative paths in the file are resolved against: the file's own folder, or `.` for a

@@ -1,5 +1,6 @@
 //! The HTTPS front: accepts TCP connections, terminates TLS with the SNI resolver's certificates, serves
-//! HTTP/1.1 and HTTP/2 on them, and hands each request to the proxy for the site its host names.
+//! HTTP/1.1 and HTTP/2 on them, and hands each request to the proxy for the site its host names, once
+//! [`admission`](super::admission) has accepted it for this connection.
 //!
 //! Limits keep a slow or hostile client from exhausting the daemon: a cap on concurrent connections
 //! (excess connections are closed at once), a TLS handshake deadline, a header read deadline, a cap on
@@ -21,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, Instrument};
 
+use super::admission;
 use super::sites::SiteTable;
 use crate::config::LimitsConfig;
 use crate::metrics::Metrics;
@@ -183,17 +185,21 @@ async fn handle(
         .path_and_query()
         .map(|pq| pq.as_str().to_owned())
         .unwrap_or_else(|| "/".into());
-    let host = request_host(&request).or_else(|| sni.map(str::to_owned));
     let sites = context.sites.load();
-    let site = host.as_deref().and_then(|host| sites.site(host));
+    let admitted = admission::admit(&request, sni, &sites);
+    let site = admitted.as_ref().ok();
+    let http1 = request.version() != hyper::Version::HTTP_2;
     let response = if head_size(&request) > context.limits.max_header_bytes {
         // hyper's own HTTP/1 cap cannot go below 8 KiB and HTTP/2's counts differently; this one
         // enforces `[limits] max_header_bytes` as configured, for both.
         status_only(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE)
     } else {
-        match site {
-            Some(site) => context.proxy.handle(request, &site.routes, peer).await,
-            None => status_only(StatusCode::MISDIRECTED_REQUEST),
+        match &admitted {
+            Ok(site) => context.proxy.handle(request, &site.routes, peer).await,
+            Err(refusal) => {
+                debug!(%refusal, "request refused");
+                refused(*refusal, http1)
+            }
         }
     };
     if let Some(site) = site {
@@ -224,12 +230,29 @@ async fn handle(
     response
 }
 
-/// A response certd makes itself: 421 (the request names a host this server does not serve), 431
-/// (its headers are over `[limits] max_header_bytes`).
+/// The answer to a request [`admission::admit`] refused. Over HTTP/1 the connection is closed
+/// after it: whatever follows a request whose framing or host was in doubt is not read as another.
+fn refused(refusal: admission::Refusal, http1: bool) -> Response<ProxyBody> {
+    let mut response = match refusal {
+        admission::Refusal::BadRequest(_) => status_only(StatusCode::BAD_REQUEST),
+        admission::Refusal::Misdirected => status_only(StatusCode::MISDIRECTED_REQUEST),
+    };
+    if http1 {
+        response.headers_mut().insert(
+            hyper::header::CONNECTION,
+            hyper::header::HeaderValue::from_static("close"),
+        );
+    }
+    response
+}
+
+/// A response certd makes itself: 400 (a malformed request), 421 (the request names a host this
+/// connection's site does not have), 431 (its headers are over `[limits] max_header_bytes`).
 fn status_only(status: StatusCode) -> Response<ProxyBody> {
     use http_body_util::BodyExt;
     let text = match status {
         StatusCode::MISDIRECTED_REQUEST => "this server does not serve that host\n",
+        StatusCode::BAD_REQUEST => "bad request\n",
         StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => "request headers too large\n",
         _ => "\n",
     };
@@ -255,19 +278,6 @@ fn head_size<B>(request: &Request<B>) -> usize {
         .map(|(name, value)| name.as_str().len() + value.len() + 4)
         .sum();
     line + headers
-}
-
-/// The host the request is for: the URI authority (HTTP/2) or the Host header, without port,
-/// lower-cased.
-fn request_host<B>(request: &Request<B>) -> Option<String> {
-    let raw = match request.uri().authority() {
-        Some(authority) => authority.host().to_owned(),
-        None => {
-            let header = request.headers().get(hyper::header::HOST)?.to_str().ok()?;
-            strip_port(header).to_owned()
-        }
-    };
-    Some(raw.trim_end_matches('.').to_ascii_lowercase())
 }
 
 /// `host:port` → `host`, leaving bracketed IPv6 literals whole.

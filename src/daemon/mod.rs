@@ -10,6 +10,7 @@
 //! stops accepting, lets requests in flight and open websockets finish for up to the grace period, and
 //! exits 0.
 
+mod admission;
 mod control;
 mod https;
 mod sites;
@@ -149,6 +150,7 @@ impl Daemon {
         // sites take a while); until then, a name asked for is loaded on demand.
         let resolver = Arc::new(SniResolver::new());
         resolver.load_on_demand(load_on_demand(config.clone(), store.clone()));
+        resolver.set_default(config.https.default_site.as_deref());
         let metrics = Arc::new(Metrics::default());
         let sites = Arc::new(ArcSwap::from_pointee(SiteTable::from_config(
             &config, &metrics,
@@ -362,6 +364,9 @@ impl Daemon {
         )));
         serve_stored(&next, &self.shared.store, &self.shared.resolver);
         self.shared.resolver.retain(&names);
+        self.shared
+            .resolver
+            .set_default(next.https.default_site.as_deref());
         self.shared.config.store(next.clone());
         let renewer = self.shared.renewer.borrow().reconfigured(next.clone());
         self.shared.renewer.send_replace(renewer);

@@ -22,6 +22,8 @@ pub(super) struct ServedSite {
 #[derive(Default)]
 pub(super) struct SiteTable {
     by_name: HashMap<String, Arc<ServedSite>>,
+    /// The site of connections without SNI (`[https] default_site`).
+    default: Option<Arc<ServedSite>>,
 }
 
 impl SiteTable {
@@ -38,12 +40,22 @@ impl SiteTable {
                 by_name.insert(name.clone(), served.clone());
             }
         }
-        Self { by_name }
+        let default = config
+            .https
+            .default_site
+            .as_deref()
+            .and_then(|name| by_name.get(name).cloned());
+        Self { by_name, default }
     }
 
     /// The site serving `host` (lower-case, without port).
     pub fn site(&self, host: &str) -> Option<&Arc<ServedSite>> {
         self.by_name.get(host)
+    }
+
+    /// The site of connections whose handshake had no SNI, if `[https] default_site` names one.
+    pub fn default_site(&self) -> Option<&Arc<ServedSite>> {
+        self.default.as_ref()
     }
 
     /// Whether `host` is one of the configured names.

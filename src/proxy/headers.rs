@@ -12,6 +12,8 @@ use hyper::header::{
 use hyper::http::uri::{Authority, PathAndQuery, Scheme};
 use hyper::{HeaderMap, Method, Uri, Version};
 
+use super::path::NormalPath;
+
 /// `X-Forwarded-For`: the chain of client addresses.
 pub(super) const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 /// `X-Forwarded-Proto`: the scheme the client used to reach certd.
@@ -79,12 +81,16 @@ pub(super) fn original_host(uri: &Uri, headers: &HeaderMap) -> Option<HeaderValu
 }
 
 /// The URI to request from `upstream`: its scheme and authority, its base path (if any) followed by
-/// the request's path, and the request's query.
-pub(super) fn upstream_uri(upstream: &Uri, request: &Uri) -> Result<Uri, hyper::http::Error> {
+/// the request's normalised path, and the request's query as sent. Taking a [`NormalPath`] means the
+/// raw path of a request cannot reach an upstream.
+pub(super) fn upstream_uri(
+    upstream: &Uri,
+    path: &NormalPath,
+    query: Option<&str>,
+) -> Result<Uri, hyper::http::Error> {
     let base = upstream.path().trim_end_matches('/');
-    let path = request.path();
-    let path = if path.starts_with('/') { path } else { "/" };
-    let path_and_query = match request.query() {
+    let path = path.as_str();
+    let path_and_query = match query {
         Some(query) => format!("{base}{path}?{query}"),
         None => format!("{base}{path}"),
     };
@@ -259,9 +265,17 @@ mod tests {
             ),
             ("http://u:1", "https://example.com/x?y", "http://u:1/x?y"),
             ("http://u:1", "*", "http://u:1/"),
+            // The upstream gets the normalised path; the query goes as sent.
+            (
+                "http://127.0.0.1:9000/app",
+                "/x/../a//%2e/b?q=/../%2e",
+                "http://127.0.0.1:9000/app/a/b?q=/../%2e",
+            ),
         ];
         for (upstream, request, expected) in cases {
-            let uri = upstream_uri(&upstream.parse().unwrap(), &request.parse().unwrap()).unwrap();
+            let request: Uri = request.parse().unwrap();
+            let path = super::super::path::normalise(request.path()).unwrap();
+            let uri = upstream_uri(&upstream.parse().unwrap(), &path, request.query()).unwrap();
             assert_eq!(uri.to_string(), expected, "{upstream} + {request}");
         }
     }

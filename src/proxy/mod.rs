@@ -10,6 +10,8 @@
 //! error_page 404 /404.html;  error_page 502 /50x.html;
 //! ```
 //!
+//! Every request's path is normalised first ([`path`]: dot segments, merged slashes, decoded
+//! unreserved characters); routes match that path, static roots look it up, and upstreams receive it.
 //! Requests arrive over TLS as HTTP/1.1 or HTTP/2 and are forwarded over HTTP/1.1 with their bodies
 //! streamed both ways. Hop-by-hop headers are dropped in both directions, `Host` is kept and the
 //! `X-Forwarded-*` headers are set. Error pages replace only the responses certd makes itself (no
@@ -18,6 +20,7 @@
 
 mod body;
 mod headers;
+mod path;
 #[cfg(test)]
 mod tests;
 mod websocket;
@@ -43,6 +46,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
+use self::path::NormalPath;
 use crate::static_files;
 
 /// The body of every response the proxy returns: an upstream's body streamed through, a file
@@ -190,8 +194,17 @@ impl Proxy {
         client: SocketAddr,
     ) -> Response<ProxyBody> {
         let head = request.method() == Method::HEAD;
-        let Some(route) = site.route(request.uri().path()) else {
-            debug!(path = request.uri().path(), "no route");
+        // Routing, static files and upstreams all see this one path, never the raw one.
+        let (request, path) = match normalise_request_path(request) {
+            Ok(normalised) => normalised,
+            Err(refused) => {
+                debug!(%refused, "request path refused");
+                let response = status_response(StatusCode::BAD_REQUEST);
+                return Box::pin(error_page(site, response, head)).await;
+            }
+        };
+        let Some(route) = site.route(path.as_str()) else {
+            debug!(path = path.as_str(), "no route");
             return Box::pin(error_page(
                 site,
                 status_response(StatusCode::NOT_FOUND),
@@ -218,7 +231,9 @@ impl Proxy {
                 let idle = route
                     .tunnel_idle_timeout
                     .unwrap_or(self.limits.tunnel_idle_timeout);
-                let response = self.forward(request, upstream, &label, client, idle).await;
+                let response = self
+                    .forward(request, &path, upstream, &label, client, idle)
+                    .await;
                 let mut response = match response {
                     Ok(response) => response,
                     Err(status) => Box::pin(error_page(site, status_response(status), head)).await,
@@ -246,6 +261,7 @@ impl Proxy {
     async fn forward(
         &self,
         mut request: Request<Incoming>,
+        path: &NormalPath,
         upstream: &Uri,
         label: &str,
         client: SocketAddr,
@@ -262,7 +278,7 @@ impl Proxy {
         let upgrade = websocket
             .then(|| parts.headers.get(hyper::header::UPGRADE).cloned())
             .flatten();
-        parts.uri = headers::upstream_uri(upstream, &parts.uri).map_err(|error| {
+        parts.uri = headers::upstream_uri(upstream, path, parts.uri.query()).map_err(|error| {
             warn!(upstream = label, %error, "cannot build the upstream URI");
             StatusCode::BAD_GATEWAY
         })?;
@@ -325,6 +341,31 @@ impl Proxy {
         headers::remove_hop_by_hop(response.headers_mut());
         Ok(response.map(|body| body.map_err(std::io::Error::other).boxed()))
     }
+}
+
+/// `request` with its URI's path replaced by the normalised one (the query kept as sent), and that
+/// path; `Err` when the path is refused (400).
+fn normalise_request_path(
+    request: Request<Incoming>,
+) -> Result<(Request<Incoming>, NormalPath), path::PathRefused> {
+    let path = path::normalise(request.uri().path())?;
+    if path.as_str() == request.uri().path() {
+        return Ok((request, path));
+    }
+    let (mut parts, body) = request.into_parts();
+    let path_and_query = match parts.uri.query() {
+        Some(query) => format!("{path}?{query}"),
+        None => path.to_string(),
+    };
+    let mut uri = hyper::http::uri::Parts::from(parts.uri);
+    // The normalised path is made of the bytes of a path that parsed, so this cannot fail; if it
+    // did, refusing is the safe answer.
+    uri.path_and_query = Some(
+        hyper::http::uri::PathAndQuery::try_from(path_and_query)
+            .map_err(|_| path::PathRefused::BadPercentEncoding)?,
+    );
+    parts.uri = Uri::from_parts(uri).map_err(|_| path::PathRefused::BadPercentEncoding)?;
+    Ok((Request::from_parts(parts, body), path))
 }
 
 /// How an upstream is named in logs and [`UpstreamUsed`]: its URI without a trailing `/`.

@@ -373,6 +373,35 @@ async fn requests_go_to_the_longest_matching_route() {
 }
 
 #[tokio::test]
+async fn routes_match_and_upstreams_receive_the_normalised_path() {
+    bounded(async {
+        let (root, api) = (start_upstream("root").await, start_upstream("api").await);
+        let routes = site(&[("/", upstream(root)), ("/api/", upstream(api))]);
+        let (addr, _proxy) = start_proxy(routes, ProxyLimits::default()).await;
+        let cases = [
+            ("/api/../admin", "root", "/admin"),
+            ("/api/%2e%2e/admin", "root", "/admin"),
+            ("/api/%2E%2E/admin?x=/../y", "root", "/admin?x=/../y"),
+            ("/x/../api/secret", "api", "/api/secret"),
+            ("//api//users", "api", "/api/users"),
+            ("/%61pi/./v1/", "api", "/api/v1/"),
+        ];
+        for (path, expected, forwarded) in cases {
+            let (status, _, body) = read(send(addr, get(path)).await).await;
+            assert_eq!(status, StatusCode::OK, "{path}");
+            let seen: Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(seen["name"], expected, "{path}");
+            assert_eq!(seen["uri"], forwarded, "{path}");
+        }
+        for refused in ["/api/..%2fadmin", "/api/%2e%2e%2fadmin", "/..", "/a%00"] {
+            let (status, _, _) = read(send(addr, get(refused)).await).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{refused}");
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn upstream_connections_are_kept_alive_and_reused() {
     bounded(async {
         let upstream_addr = start_upstream("app").await;

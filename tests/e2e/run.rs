@@ -11,6 +11,7 @@
 
 mod proxy;
 mod renewal;
+mod requests;
 mod signals;
 mod static_roots;
 mod tunnels;
