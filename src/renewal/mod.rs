@@ -10,7 +10,7 @@ mod renewer;
 mod scheduler;
 
 pub use renewer::{record_failure, Outcome, RenewError, Renewer};
-pub use scheduler::{Publish, Scheduler, SchedulerHandle};
+pub use scheduler::{Publish, Scheduler, SchedulerHandle, STALE_AFTER};
 
 use time::macros::datetime;
 use time::{Duration, OffsetDateTime};
