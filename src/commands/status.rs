@@ -451,6 +451,7 @@ fn print_table(rows: &[SiteStatus]) {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -537,12 +537,7 @@ mod tests {
     #[tokio::test]
     async fn a_task_that_ignores_shutdown_is_aborted_and_backoff_waits_end_on_shutdown() {
         let shutdown = CancellationToken::new();
-        let stuck = supervise(
-            || std::future::pending::<()>(),
-            shutdown.clone(),
-            QUICK,
-            |_| {},
-        );
+        let stuck = supervise(std::future::pending::<()>, shutdown.clone(), QUICK, |_| {});
         let supervisor = tokio::spawn(stuck);
         tokio::time::sleep(Duration::from_millis(20)).await;
         shutdown.cancel();
