@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
@@ -32,6 +32,9 @@ pub struct Metrics {
     handshakes: AtomicU64,
     handshake_errors: AtomicU64,
     sites: RwLock<HashMap<String, Arc<SiteCounters>>>,
+    scheduler_restarts: AtomicU64,
+    // Unix seconds; 0 until the first pass.
+    scheduler_last_run: AtomicI64,
 }
 
 /// One site's request counters, by status class (1xx … 5xx).
@@ -70,6 +73,30 @@ impl Metrics {
             .entry(site.to_owned())
             .or_default()
             .clone()
+    }
+
+    /// Counts a restart of the renewal scheduler after it ended abnormally.
+    pub fn scheduler_restarted(&self) {
+        self.scheduler_restarts.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// How often the renewal scheduler was restarted.
+    pub fn scheduler_restarts(&self) -> u64 {
+        self.scheduler_restarts.load(Ordering::Relaxed)
+    }
+
+    /// Records that the renewal scheduler completed a pass at `at`.
+    pub fn scheduler_ran(&self, at: OffsetDateTime) {
+        self.scheduler_last_run
+            .store(at.unix_timestamp(), Ordering::Relaxed);
+    }
+
+    /// When the renewal scheduler last completed a pass, if it has.
+    pub fn scheduler_last_run(&self) -> Option<OffsetDateTime> {
+        match self.scheduler_last_run.load(Ordering::Relaxed) {
+            0 => None,
+            seconds => OffsetDateTime::from_unix_timestamp(seconds).ok(),
+        }
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Arc<SiteCounters>>> {
@@ -167,6 +194,17 @@ impl Metrics {
              certd_tls_handshake_errors_total {}",
             self.handshakes.load(Ordering::Relaxed),
             self.handshake_errors.load(Ordering::Relaxed),
+        );
+        let _ = writeln!(
+            out,
+            "# HELP certd_scheduler_restarts_total Times the renewal scheduler ended abnormally and was started again.\n\
+             # TYPE certd_scheduler_restarts_total counter\n\
+             certd_scheduler_restarts_total {}\n\
+             # HELP certd_scheduler_last_run_seconds When the renewal scheduler last completed a pass (Unix time; 0: not yet).\n\
+             # TYPE certd_scheduler_last_run_seconds gauge\n\
+             certd_scheduler_last_run_seconds {}",
+            self.scheduler_restarts.load(Ordering::Relaxed),
+            self.scheduler_last_run.load(Ordering::Relaxed),
         );
         out
     }
@@ -272,5 +310,53 @@ mod tests {
             !text.contains("certd_certificate_not_after_seconds{"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn the_scheduler_is_reported_and_far_record_dates_do_not_panic() {
+        let metrics = Metrics::default();
+        let config = crate::config::from_toml(
+            "[acme]\ndirectory = \"letsencrypt\"\nagree_tos = true\n[[site]]\nnames = [\"a.test\"]\n",
+            std::path::Path::new("/tmp/certd.toml"),
+        )
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        // A crash mid-order recorded at the last second of year 9999 (a broken clock, an edited
+        // file): the first retry after it is beyond what a date can hold.
+        let last_second = OffsetDateTime::from_unix_timestamp(253_402_300_799).unwrap();
+        let record = crate::store::SiteRecord {
+            attempt_started: Some(last_second),
+            ..Default::default()
+        };
+        store.save_record("a.test", &record).unwrap();
+        let now = OffsetDateTime::from_unix_timestamp(1_780_000_000).unwrap();
+        let text = metrics.render(&config, &store, now);
+        assert!(
+            text.contains("certd_scheduler_last_run_seconds 0\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("certd_scheduler_restarts_total 0\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("certd_certificate_next_renewal_seconds{site=\"a.test\"} 253402214400\n"),
+            "held at 9999-12-31: {text}"
+        );
+        metrics.scheduler_restarted();
+        metrics.scheduler_ran(now);
+        let text = metrics.render(&config, &store, now);
+        assert!(
+            text.contains(
+                "# TYPE certd_scheduler_restarts_total counter\ncertd_scheduler_restarts_total 1\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE certd_scheduler_last_run_seconds gauge\ncertd_scheduler_last_run_seconds 1780000000"),
+            "{text}"
+        );
+        assert_eq!(metrics.scheduler_last_run(), Some(now));
     }
 }

@@ -139,12 +139,69 @@ impl HttpClient for CaHttpClient {
     }
 }
 
-/// `Retry-After` is either delay-seconds or an HTTP-date (RFC 9110 §10.2.3).
+/// The longest wait a CA's `Retry-After` can impose (on an error, a rate limit or ARI). Let's
+/// Encrypt's rate limits refill within a week at most (the duplicate-certificate limit counts over 7
+/// days), so a longer wait is a CA defect or a typo; after it certd simply asks again, and the CA can
+/// repeat itself. It also keeps every later date computation far from overflow (the raw header can
+/// say 300000000000 seconds, beyond year 9999, where converting to a date panics).
+pub(super) const MAX_RETRY_AFTER: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// `Retry-After` is either delay-seconds or an HTTP-date (RFC 9110 §10.2.3); either way at most
+/// [`MAX_RETRY_AFTER`] after `now`. A run of digits too long for a `u64` is still delay-seconds.
 pub(super) fn parse_retry_after(value: &str, now: SystemTime) -> Option<OffsetDateTime> {
     let value = value.trim();
-    let at = match value.parse::<u64>() {
-        Ok(seconds) => now.checked_add(Duration::from_secs(seconds))?,
-        Err(_) => httpdate::parse_http_date(value).ok()?,
+    let latest = now.checked_add(MAX_RETRY_AFTER)?;
+    let at = if !value.is_empty() && value.bytes().all(|byte| byte.is_ascii_digit()) {
+        let seconds = value.parse::<u64>().unwrap_or(u64::MAX);
+        now.checked_add(Duration::from_secs(seconds))
+            .map_or(latest, |at| at.min(latest))
+    } else {
+        httpdate::parse_http_date(value).ok()?.min(latest)
     };
-    Some(OffsetDateTime::from(at))
+    // Within a week of the real clock, so well inside what `OffsetDateTime` holds; checked anyway.
+    let nanos = at.duration_since(SystemTime::UNIX_EPOCH).ok()?.as_nanos();
+    OffsetDateTime::from_unix_timestamp_nanos(i128::try_from(nanos).ok()?).ok()
+}
+
+/// The same client with every `Retry-After` it returns rewritten to delay-seconds of at most
+/// [`MAX_RETRY_AFTER`]: instant-acme adds the raw number to `SystemTime::now()` (ARI polling, order
+/// polling), which panics for values near `u64::MAX`, and would wait as long as it says.
+#[derive(Clone)]
+pub(super) struct BoundedRetryAfter(pub(super) CaHttpClient);
+
+impl HttpClient for BoundedRetryAfter {
+    fn request(
+        &self,
+        req: hyper::Request<BodyWrapper<Bytes>>,
+    ) -> Pin<Box<dyn Future<Output = Result<BytesResponse, instant_acme::Error>> + Send>> {
+        let response = self.0.request(req);
+        Box::pin(async move {
+            let mut response = response.await?;
+            bound_retry_after_header(&mut response.parts.headers, SystemTime::now());
+            Ok(response)
+        })
+    }
+}
+
+/// Replaces a `Retry-After` in `headers` by the number of seconds [`parse_retry_after`] allows (0
+/// for a date already past); one that is neither delay-seconds nor a date is left for instant-acme
+/// to ignore.
+pub(super) fn bound_retry_after_header(headers: &mut hyper::HeaderMap, now: SystemTime) {
+    let Some(at) = headers
+        .get(hyper::header::RETRY_AFTER)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| parse_retry_after(value, now))
+    else {
+        return;
+    };
+    let now_seconds = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |since| {
+            i64::try_from(since.as_secs()).unwrap_or(i64::MAX)
+        });
+    let seconds = at.unix_timestamp().saturating_sub(now_seconds).max(0);
+    headers.insert(
+        hyper::header::RETRY_AFTER,
+        hyper::header::HeaderValue::from(seconds),
+    );
 }

@@ -31,7 +31,7 @@ use time::OffsetDateTime;
 use tracing::{debug, info};
 
 use self::error::{classify_ca_error, is_rate_limit};
-use self::http::{CaHttpClient, RetryAfter};
+use self::http::{BoundedRetryAfter, CaHttpClient, RetryAfter};
 use crate::config::{AcmeConfig, Config, KeyType};
 use crate::store::{Store, StoreError};
 
@@ -103,7 +103,7 @@ impl AcmeClient {
         let url = acme.directory_url.clone();
         let retry_after = RetryAfter::default();
         let http = CaHttpClient::new(acme.ca_roots.as_deref(), retry_after.clone())?;
-        let builder = Account::builder_with_http(Box::new(http.clone()));
+        let builder = Account::builder_with_http(Box::new(BoundedRetryAfter(http.clone())));
 
         let stored = if new_account {
             None

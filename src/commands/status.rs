@@ -7,6 +7,10 @@
 //! certificate has fewer than `[status] warn_days` left or its last renewal failed; 2 CRITICAL when one
 //! has fewer than `critical_days` left, is expired, or does not exist; 3 UNKNOWN when the configuration
 //! or the state directory cannot be read.
+//!
+//! While a daemon holds the state directory's lock, its renewal scheduler is checked too: one that
+//! has not completed a pass for [`renewal::STALE_AFTER`] (`state/scheduler.json`) is a WARNING, since
+//! the daemon then keeps serving while nothing renews.
 
 use std::path::Path;
 
@@ -17,7 +21,7 @@ use super::rfc3339;
 use crate::config::{self, Config, OperationsConfig};
 use crate::ledger::{self, Ledger, LedgerSummary};
 use crate::renewal::{self, SiteState};
-use crate::store::{SiteRecord, Store};
+use crate::store::{SchedulerHeartbeat, SiteRecord, Store};
 
 /// Exit code: everything is fine.
 pub const STATUS_OK: u8 = 0;
@@ -114,12 +118,97 @@ pub struct SiteStatus {
     pub next_attempt: Option<String>,
 }
 
+/// The running daemon's renewal scheduler, as its heartbeat (`state/scheduler.json`) tells.
+#[derive(Debug, Clone, Serialize)]
+pub struct SchedulerStatus {
+    /// OK, or a warning when it has not run for [`renewal::STALE_AFTER`].
+    pub state: Severity,
+    /// The daemon's process id.
+    pub daemon_pid: u32,
+    /// When the daemon's scheduler started (RFC 3339).
+    pub started: Option<String>,
+    /// When it last completed a pass (RFC 3339).
+    pub last_run: Option<String>,
+    /// How often it ended abnormally and was started again.
+    pub restarts: u64,
+    /// Why it is a warning.
+    pub problem: Option<String>,
+}
+
+/// The scheduler of the daemon holding the state lock (`lock_holder`), judged from `heartbeat` at
+/// `now`; `None` when no daemon runs, since then there is no scheduler to judge (the lock may be
+/// held by `certd issue`, whose pid the heartbeat does not carry).
+pub fn scheduler_status(
+    heartbeat: Option<&SchedulerHeartbeat>,
+    lock_holder: Option<u32>,
+    now: OffsetDateTime,
+) -> Option<SchedulerStatus> {
+    let heartbeat = heartbeat.filter(|beat| Some(beat.pid) == lock_holder)?;
+    let stale = time::Duration::try_from(renewal::STALE_AFTER).unwrap_or(time::Duration::hours(2));
+    let problem = match heartbeat.last_run {
+        Some(at) if now - at > stale => {
+            Some(format!("renewal scheduler last ran {} ago", ago(now - at)))
+        }
+        None if now - heartbeat.started > stale => Some(format!(
+            "renewal scheduler has not completed a pass since the daemon started {} ago",
+            ago(now - heartbeat.started)
+        )),
+        _ => None,
+    };
+    Some(SchedulerStatus {
+        state: if problem.is_some() {
+            Severity::Warning
+        } else {
+            Severity::Ok
+        },
+        daemon_pid: heartbeat.pid,
+        started: Some(rfc3339(heartbeat.started)),
+        last_run: heartbeat.last_run.map(rfc3339),
+        restarts: heartbeat.restarts,
+        problem,
+    })
+}
+
+/// `3h`, `2h 5m`, `45m`, `2d 3h`: how long ago, to the minute.
+fn ago(elapsed: time::Duration) -> String {
+    let minutes = elapsed.whole_minutes().max(0);
+    let (days, hours, minutes) = (minutes / 1440, minutes / 60 % 24, minutes % 60);
+    match (days, hours, minutes) {
+        (0, 0, minutes) => format!("{minutes}m"),
+        (0, hours, 0) => format!("{hours}h"),
+        (0, hours, minutes) => format!("{hours}h {minutes}m"),
+        (days, 0, _) => format!("{days}d"),
+        (days, hours, _) => format!("{days}d {hours}h"),
+    }
+}
+
+/// The daemon's scheduler, if a daemon holds the lock of `config`'s state directory.
+fn scheduler(config: &Config, now: OffsetDateTime) -> Option<SchedulerStatus> {
+    if !config.state_dir.exists() {
+        return None;
+    }
+    let store = Store::open(&config.state_dir).ok()?;
+    let holder = store.lock_holder()?;
+    match store.scheduler_heartbeat() {
+        Ok(heartbeat) => scheduler_status(heartbeat.as_ref(), Some(holder), now),
+        Err(err) => Some(SchedulerStatus {
+            state: Severity::Warning,
+            daemon_pid: holder,
+            started: None,
+            last_run: None,
+            restarts: 0,
+            problem: Some(format!("renewal scheduler state unreadable: {err}")),
+        }),
+    }
+}
+
 #[derive(Serialize)]
 struct StatusReport<'a> {
     state: Severity,
     config: String,
     state_dir: String,
     sites: &'a [SiteStatus],
+    scheduler: Option<&'a SchedulerStatus>,
 }
 
 /// Prints the status of every configured site. Returns the exit code.
@@ -138,9 +227,11 @@ pub fn status(config_path: &Path, json: bool) -> u8 {
             return STATUS_UNKNOWN;
         }
     };
+    let scheduler = scheduler(&config, OffsetDateTime::now_utc());
     let overall = rows
         .iter()
         .map(|row| row.state)
+        .chain(scheduler.as_ref().map(|scheduler| scheduler.state))
         .max()
         .unwrap_or(Severity::Ok);
     if json {
@@ -149,6 +240,7 @@ pub fn status(config_path: &Path, json: bool) -> u8 {
             config: config.source.display().to_string(),
             state_dir: config.state_dir.display().to_string(),
             sites: &rows,
+            scheduler: scheduler.as_ref(),
         };
         match serde_json::to_string_pretty(&report) {
             Ok(text) => println!("{text}"),
@@ -159,14 +251,18 @@ pub fn status(config_path: &Path, json: bool) -> u8 {
         }
     } else {
         print_table(&rows);
-        println!("{}", summary(overall, &rows));
+        if let Some(scheduler) = &scheduler {
+            print_scheduler(scheduler);
+        }
+        println!("{}", summary(overall, &rows, scheduler.as_ref()));
     }
     overall.exit_code()
 }
 
-/// The one-line verdict monitoring systems show: `OK: 2 sites`, `WARNING: a.test renewal failing`.
-fn summary(overall: Severity, rows: &[SiteStatus]) -> String {
-    let flagged: Vec<String> = rows
+/// The one-line verdict monitoring systems show: `OK: 2 sites`, `WARNING: a.test renewal failing`,
+/// `WARNING: renewal scheduler last ran 3h ago`. A stale scheduler is named whatever else is.
+fn summary(overall: Severity, rows: &[SiteStatus], scheduler: Option<&SchedulerStatus>) -> String {
+    let mut flagged: Vec<String> = rows
         .iter()
         .filter(|row| row.state == overall && overall != Severity::Ok)
         .map(|row| match (row.days_left, &row.last_error) {
@@ -176,6 +272,7 @@ fn summary(overall: Severity, rows: &[SiteStatus]) -> String {
             (Some(days), None) => format!("{} expires in {days} days", row.site),
         })
         .collect();
+    flagged.extend(scheduler.and_then(|scheduler| scheduler.problem.clone()));
     if flagged.is_empty() {
         format!(
             "{}: {} site{}",
@@ -261,6 +358,23 @@ pub fn collect(config: &Config, now: OffsetDateTime) -> Result<Vec<SiteStatus>, 
     Ok(rows)
 }
 
+fn print_scheduler(scheduler: &SchedulerStatus) {
+    let last_run = scheduler.last_run.as_deref().unwrap_or("never");
+    let restarts = match scheduler.restarts {
+        0 => String::new(),
+        1 => ", restarted once".to_owned(),
+        n => format!(", restarted {n} times"),
+    };
+    println!(
+        "scheduler: {} (daemon pid {}), last ran {last_run}{restarts}",
+        scheduler.state.label(),
+        scheduler.daemon_pid
+    );
+    if let Some(problem) = &scheduler.problem {
+        println!("  problem: {problem}");
+    }
+}
+
 fn print_table(rows: &[SiteStatus]) {
     let dash = || "-".to_owned();
     let table: Vec<[String; 8]> = rows
@@ -337,6 +451,7 @@ fn print_table(rows: &[SiteStatus]) {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -358,5 +473,76 @@ mod tests {
                 "{days:?} {failing}"
             );
         }
+    }
+
+    fn heartbeat(last_run: Option<OffsetDateTime>) -> SchedulerHeartbeat {
+        SchedulerHeartbeat {
+            pid: 4242,
+            started: time::macros::datetime!(2026-06-01 8:00 UTC),
+            last_run,
+            restarts: 1,
+        }
+    }
+
+    #[test]
+    fn a_daemon_whose_scheduler_stopped_running_is_a_warning() {
+        use time::macros::datetime;
+        let now = datetime!(2026-06-01 12:00 UTC);
+        // Ran 59 minutes ago: fine.
+        let recent = heartbeat(Some(datetime!(2026-06-01 11:01 UTC)));
+        let status = scheduler_status(Some(&recent), Some(4242), now).unwrap();
+        assert_eq!(status.state, Severity::Ok);
+        assert_eq!(status.problem, None);
+        assert_eq!(status.last_run.as_deref(), Some("2026-06-01T11:01:00Z"));
+        // Exactly two hours is still fine; three hours is not.
+        let edge = heartbeat(Some(datetime!(2026-06-01 10:00 UTC)));
+        assert_eq!(
+            scheduler_status(Some(&edge), Some(4242), now)
+                .unwrap()
+                .state,
+            Severity::Ok
+        );
+        let stale = heartbeat(Some(datetime!(2026-06-01 9:00 UTC)));
+        let status = scheduler_status(Some(&stale), Some(4242), now).unwrap();
+        assert_eq!(status.state, Severity::Warning);
+        assert_eq!(
+            status.problem.as_deref(),
+            Some("renewal scheduler last ran 3h ago")
+        );
+        // Never completed a pass in the four hours since the daemon started.
+        let never = heartbeat(None);
+        assert_eq!(
+            scheduler_status(Some(&never), Some(4242), now)
+                .unwrap()
+                .problem
+                .as_deref(),
+            Some("renewal scheduler has not completed a pass since the daemon started 4h ago")
+        );
+        // No daemon (nobody holds the lock, or someone else does, e.g. `certd issue`): no verdict.
+        assert!(scheduler_status(Some(&stale), None, now).is_none());
+        assert!(scheduler_status(Some(&stale), Some(7), now).is_none());
+        assert!(scheduler_status(None, Some(4242), now).is_none());
+        // A last run in the future (clock stepped back) is no warning.
+        let future = heartbeat(Some(datetime!(2026-06-02 0:00 UTC)));
+        assert_eq!(
+            scheduler_status(Some(&future), Some(4242), now)
+                .unwrap()
+                .state,
+            Severity::Ok
+        );
+    }
+
+    #[test]
+    fn the_summary_names_a_stale_scheduler() {
+        let now = time::macros::datetime!(2026-06-01 12:00 UTC);
+        let stale = heartbeat(Some(time::macros::datetime!(2026-06-01 9:00 UTC)));
+        let status = scheduler_status(Some(&stale), Some(4242), now).unwrap();
+        assert_eq!(
+            summary(Severity::Warning, &[], Some(&status)),
+            "WARNING: renewal scheduler last ran 3h ago"
+        );
+        assert_eq!(ago(time::Duration::minutes(125)), "2h 5m");
+        assert_eq!(ago(time::Duration::minutes(45)), "45m");
+        assert_eq!(ago(time::Duration::hours(51)), "2d 3h");
     }
 }

@@ -75,7 +75,7 @@ pub(super) fn limits(raw: Option<Spanned<RawLimits>>, problems: &mut Problems<'_
     };
     let mut duration = |key: &str, value: Option<Spanned<RawDuration>>, into: &mut Duration| {
         if let Some(value) = value {
-            match parse_duration(value.get_ref()) {
+            match parse_duration_at_most(value.get_ref(), LONGEST_LIMIT) {
                 Ok(parsed) if !parsed.is_zero() => *into = parsed,
                 Ok(_) => problems.add(
                     format!("limits.{key}"),
@@ -177,6 +177,29 @@ fn tunnel_idle_timeout(
     }
 }
 
+/// The longest any `[limits]` duration may be: a timeout or grace period of more than a day is a typo
+/// (and a huge one would overflow the deadline arithmetic built on it).
+pub(super) const LONGEST_LIMIT: (Duration, &str) = (Duration::from_secs(24 * 3600), "24h");
+
+/// [`parse_duration`], refusing more than `longest` (the duration, and how the error message shows
+/// it) with a reason naming the limit.
+pub(super) fn parse_duration_at_most(
+    raw: &RawDuration,
+    (longest, shown): (Duration, &str),
+) -> Result<Duration, String> {
+    let parsed = parse_duration(raw)?;
+    if parsed > longest {
+        let written = match raw {
+            RawDuration::Seconds(seconds) => seconds.to_string(),
+            RawDuration::Text(text) => format!("{:?}", text.trim()),
+        };
+        return Err(format!(
+            "{written} is more than the longest allowed, {shown}"
+        ));
+    }
+    Ok(parsed)
+}
+
 /// `"10s"`, `"2m"`, `"1h"`, `"500ms"`, or whole seconds.
 pub(super) fn parse_duration(raw: &RawDuration) -> Result<Duration, String> {
     let text = match raw {
@@ -194,13 +217,17 @@ pub(super) fn parse_duration(raw: &RawDuration) -> Result<Duration, String> {
     let bad =
         || format!("{text:?} is not a duration: write e.g. \"500ms\", \"10s\", \"2m\" or \"1h\"");
     let number: u64 = number.parse().map_err(|_| bad())?;
-    let millis = match unit.trim() {
-        "ms" => number,
-        "s" | "" => number.saturating_mul(1000),
-        "m" => number.saturating_mul(60_000),
-        "h" => number.saturating_mul(3_600_000),
+    let per_unit: u64 = match unit.trim() {
+        "ms" => 1,
+        "s" | "" => 1000,
+        "m" => 60_000,
+        "h" => 3_600_000,
         _ => return Err(bad()),
     };
+    // Checked: saturating would silently turn a typo into u64::MAX milliseconds.
+    let millis = number
+        .checked_mul(per_unit)
+        .ok_or_else(|| format!("{text:?} is too long to be a duration"))?;
     Ok(Duration::from_millis(millis))
 }
 
@@ -402,6 +429,28 @@ mod tests {
         }
         assert!(parse_duration(&RawDuration::Text("10 parsecs".into())).is_err());
         assert!(parse_duration(&RawDuration::Seconds(-1)).is_err());
+    }
+
+    #[test]
+    fn durations_that_overflow_or_exceed_the_limit_are_refused() {
+        // u64::MAX hours in milliseconds does not fit: no silent u64::MAX ms.
+        assert_eq!(
+            parse_duration(&RawDuration::Text("18446744073709551615h".into())),
+            Err("\"18446744073709551615h\" is too long to be a duration".into())
+        );
+        assert_eq!(
+            parse_duration_at_most(&RawDuration::Text("1000000000h".into()), LONGEST_LIMIT),
+            Err("\"1000000000h\" is more than the longest allowed, 24h".into())
+        );
+        assert_eq!(
+            parse_duration_at_most(&RawDuration::Seconds(i64::MAX), LONGEST_LIMIT),
+            Err("9223372036854775807 is more than the longest allowed, 24h".into())
+        );
+        assert_eq!(
+            parse_duration_at_most(&RawDuration::Text("24h".into()), LONGEST_LIMIT),
+            Ok(Duration::from_secs(86_400))
+        );
+        assert!(parse_duration_at_most(&RawDuration::Seconds(86_401), LONGEST_LIMIT).is_err());
     }
 
     #[test]

@@ -734,3 +734,91 @@ fn the_default_site_is_a_first_name_of_a_site() {
         "not the first name of any [[site]]; the sites are: `a.example`, `b.example`",
     );
 }
+
+#[test]
+fn durations_have_an_upper_bound_named_in_the_error() {
+    // Every [limits] duration: at most a day.
+    for key in [
+        "header_read_timeout",
+        "idle_timeout",
+        "grace_period",
+        "upstream_connect_timeout",
+        "upstream_response_timeout",
+    ] {
+        let text = format!("{MINIMAL}[limits]\n{key} = \"1000000000h\"\n");
+        assert_problem(
+            &text,
+            &format!("limits.{key}"),
+            Some(7),
+            "\"1000000000h\" is more than the longest allowed, 24h",
+        );
+        let text = format!("{MINIMAL}[limits]\n{key} = \"24h\"\n");
+        parse(&text);
+    }
+    let err = from_toml(
+        &format!("{MINIMAL}[limits]\nidle_timeout = \"1000000000h\"\n"),
+        Path::new(PATH),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains(PATH) && err.contains("line 7") || err.contains(&format!("{PATH}:7")),
+        "the file and line are named: {err}"
+    );
+    assert!(
+        err.contains("limits.idle_timeout") && err.contains("the longest allowed, 24h"),
+        "{err}"
+    );
+    // Overflowing u64 milliseconds is refused rather than saturated.
+    assert_problem(
+        &format!("{MINIMAL}[limits]\nidle_timeout = \"18446744073709551615h\"\n"),
+        "limits.idle_timeout",
+        Some(7),
+        "too long",
+    );
+
+    // [renewal] delays: at most 30 days, as seconds or text.
+    for (key, value) in [
+        ("first_retry", "\"1000000000h\""),
+        ("longest_retry", "\"721h\""),
+        ("longest_retry", "9223372036854775807"),
+    ] {
+        assert_problem(
+            &format!("{MINIMAL}[renewal]\n{key} = {value}\n"),
+            &format!("renewal.{key}"),
+            Some(7),
+            "is more than the longest allowed, 720h (30 days)",
+        );
+    }
+    let config = parse(&format!(
+        "{MINIMAL}[renewal]\nfirst_retry = \"720h\"\nlongest_retry = \"720h\"\n"
+    ));
+    assert_eq!(
+        config.renewal.longest_retry,
+        std::time::Duration::from_secs(30 * 86_400)
+    );
+}
+
+#[test]
+fn the_longest_retry_is_not_shorter_than_the_first() {
+    assert_problem(
+        &format!("{MINIMAL}[renewal]\nfirst_retry = \"2h\"\nlongest_retry = \"1h\"\n"),
+        "renewal.longest_retry",
+        Some(8),
+        "1h is shorter than renewal.first_retry (2h)",
+    );
+    // Against the default longest_retry (6h), the first_retry is at fault.
+    assert_problem(
+        &format!("{MINIMAL}[renewal]\nfirst_retry = \"12h\"\n"),
+        "renewal.first_retry",
+        Some(7),
+        "12h is longer than renewal.longest_retry (6h, the default)",
+    );
+    let config = parse(&format!(
+        "{MINIMAL}[renewal]\nfirst_retry = \"30m\"\nlongest_retry = \"30m\"\n"
+    ));
+    assert_eq!(
+        config.renewal.first_retry,
+        std::time::Duration::from_secs(1800)
+    );
+}

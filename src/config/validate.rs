@@ -401,6 +401,11 @@ fn renewal(raw: Option<Spanned<RawRenewal>>, problems: &mut Problems<'_>) -> Ren
     let Some(raw) = raw.map(Spanned::into_inner) else {
         return renewal;
     };
+    let (first_span, longest_span) = (
+        raw.first_retry.as_ref().map(Spanned::span),
+        raw.longest_retry.as_ref().map(Spanned::span),
+    );
+    let mut delays_valid = true;
     for (key, value, into) in [
         (
             "renewal.first_retry",
@@ -414,11 +419,37 @@ fn renewal(raw: Option<Spanned<RawRenewal>>, problems: &mut Problems<'_>) -> Ren
         ),
     ] {
         if let Some(value) = value {
-            match serving::parse_duration(value.get_ref()) {
+            match serving::parse_duration_at_most(value.get_ref(), LONGEST_RETRY) {
                 Ok(parsed) if !parsed.is_zero() => *into = parsed,
-                Ok(_) => problems.add(key, Some(value.span()), "must be more than zero"),
-                Err(reason) => problems.add(key, Some(value.span()), reason),
+                Ok(_) => {
+                    delays_valid = false;
+                    problems.add(key, Some(value.span()), "must be more than zero");
+                }
+                Err(reason) => {
+                    delays_valid = false;
+                    problems.add(key, Some(value.span()), reason);
+                }
             }
+        }
+    }
+    // The backoff starts at first_retry and grows to longest_retry; the other way round, longest_retry
+    // would silently win.
+    if delays_valid && renewal.longest_retry < renewal.first_retry {
+        let (first, longest) = (
+            DurationText(renewal.first_retry),
+            DurationText(renewal.longest_retry),
+        );
+        match longest_span {
+            Some(span) => problems.add(
+                "renewal.longest_retry",
+                Some(span),
+                format!("{longest} is shorter than renewal.first_retry ({first}): the wait after a failure starts at first_retry and grows up to longest_retry"),
+            ),
+            None => problems.add(
+                "renewal.first_retry",
+                first_span,
+                format!("{first} is longer than renewal.longest_retry ({longest}, the default): set longest_retry to at least as much"),
+            ),
         }
     }
     if let Some(count) = raw.slow_after_failures {
@@ -448,6 +479,29 @@ fn renewal(raw: Option<Spanned<RawRenewal>>, problems: &mut Problems<'_>) -> Ren
         }
     }
     renewal
+}
+
+/// The longest `[renewal] first_retry` or `longest_retry` may be: CA rate limits refill within a
+/// week, so waiting a month between attempts is already generous, and anything longer is a typo that
+/// would stop renewals until the certificate lapses.
+const LONGEST_RETRY: (std::time::Duration, &str) = (
+    std::time::Duration::from_secs(30 * 24 * 3600),
+    "720h (30 days)",
+);
+
+/// A duration as `[renewal]` messages show it: `90s`, `5m`, `6h`, or `1500ms`.
+struct DurationText(std::time::Duration);
+
+impl std::fmt::Display for DurationText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let millis = self.0.as_millis();
+        match millis {
+            m if m % 3_600_000 == 0 => write!(f, "{}h", m / 3_600_000),
+            m if m % 60_000 == 0 => write!(f, "{}m", m / 60_000),
+            m if m % 1000 == 0 => write!(f, "{}s", m / 1000),
+            m => write!(f, "{m}ms"),
+        }
+    }
 }
 
 /// The `[[site]]` tables. Names are validated and lower-cased; a name may appear only once in the

@@ -10,8 +10,9 @@ mod renewer;
 mod scheduler;
 
 pub use renewer::{record_failure, Outcome, RenewError, Renewer};
-pub use scheduler::{Publish, Scheduler, SchedulerHandle};
+pub use scheduler::{Publish, Scheduler, SchedulerHandle, STALE_AFTER};
 
+use time::macros::datetime;
 use time::{Duration, OffsetDateTime};
 
 use crate::certificate::{self, CertificateError, CertificateInfo};
@@ -24,6 +25,33 @@ const SHORT_LIFETIME: Duration = Duration::days(10);
 
 /// The spacing of attempts once they have slowed (`[renewal] slow_after_failures`).
 const SLOW_RETRY: Duration = Duration::days(1);
+
+/// The latest time any renewal decision yields. Dates from the network (certificate validity, ARI
+/// windows, `Retry-After`) or the configuration (retry delays) are added with [`saturating_add`], which
+/// stops here instead of overflowing (a panic in `OffsetDateTime + Duration`). It is far beyond any
+/// certificate's life, yet RFC 3339 (four-digit years) and Unix time can still express it.
+pub const FAR_FUTURE: OffsetDateTime = datetime!(9999-12-31 0:00 UTC);
+
+/// The earliest time a decision yields (the start of Unix time, so metrics never see a negative one).
+pub const FAR_PAST: OffsetDateTime = datetime!(1970-01-01 0:00 UTC);
+
+/// `at + by`, held within [`FAR_PAST`, `FAR_FUTURE`] instead of panicking on overflow.
+pub fn saturating_add(at: OffsetDateTime, by: Duration) -> OffsetDateTime {
+    match at.checked_add(by) {
+        Some(sum) => sum.clamp(FAR_PAST, FAR_FUTURE),
+        None if by.is_negative() => FAR_PAST,
+        None => FAR_FUTURE,
+    }
+}
+
+/// `at + by` for a `std` duration (which may exceed what `time::Duration` holds), saturating like
+/// [`saturating_add`].
+pub fn saturating_add_std(at: OffsetDateTime, by: std::time::Duration) -> OffsetDateTime {
+    match Duration::try_from(by) {
+        Ok(by) => saturating_add(at, by),
+        Err(_) => FAR_FUTURE,
+    }
+}
 
 /// The lifetime rule: a certificate valid from `not_before` to `not_after` is due when less than
 /// `remaining_fraction` of its lifetime remains (at least half for lifetimes of 10 days or less).
@@ -49,7 +77,7 @@ pub fn due_at(
 ) -> OffsetDateTime {
     match (&record.ari_serial, record.ari_renew_at) {
         (Some(serial), Some(at)) if *serial == info.serial => at,
-        _ => lifetime_renew_at + jitter(info),
+        _ => saturating_add(lifetime_renew_at, jitter(info)),
     }
 }
 
@@ -69,7 +97,14 @@ pub fn pick_in_window(
     if end <= start {
         return start;
     }
-    start + (end - start) * random.clamp(0.0, 1.0)
+    // NaN would panic in `Duration * f64`.
+    let random = if random.is_finite() {
+        random.clamp(0.0, 1.0)
+    } else {
+        0.0
+    };
+    // Both ends are valid dates, so the span fits a `Duration` and the pick lies between them.
+    saturating_add(start, (end - start) * random)
 }
 
 /// When to try again after `consecutive_failures` failures (1 for the first), at `now`: exponential
@@ -84,11 +119,15 @@ pub fn retry_at(
     let doublings = consecutive_failures.saturating_sub(1).min(16);
     let first = Duration::try_from(renewal.first_retry).unwrap_or(Duration::minutes(5));
     let longest = Duration::try_from(renewal.longest_retry).unwrap_or(Duration::hours(6));
-    let mut backoff = (first * 2_i32.pow(doublings)).min(longest);
+    // The configuration bounds both delays, but this must not panic whatever it holds.
+    let mut backoff = first
+        .checked_mul(2_i32.pow(doublings))
+        .unwrap_or(Duration::MAX)
+        .min(longest);
     if is_slowed(consecutive_failures, renewal) {
         backoff = backoff.max(SLOW_RETRY);
     }
-    let ours = now + backoff;
+    let ours = saturating_add(now, backoff);
     match ca_retry_after {
         Some(theirs) if theirs > ours => theirs,
         _ => ours,
@@ -137,7 +176,7 @@ pub fn next_action_at(
     }
     if let Some(started) = record.attempt_started {
         let first = Duration::try_from(renewal.first_retry).unwrap_or(Duration::minutes(5));
-        planned = planned.max(started + first);
+        planned = planned.max(saturating_add(started, first));
     }
     planned
 }
@@ -305,16 +344,8 @@ mod tests {
             now + Duration::minutes(10)
         );
         let planned = next_action_at(&present, &clean, now, &RenewalConfig::default());
-        assert!(planned >= datetime!(2026-06-30 0:00 UTC));
-        assert!(
-            planned <= datetime!(2026-06-30 1:00 UTC),
-            "jitter is at most an hour: {planned}"
-        );
-        assert_eq!(
-            planned,
-            next_action_at(&present, &clean, now, &RenewalConfig::default()),
-            "jitter is stable"
-        );
+        // The lifetime rule's time plus serial 0a1b's jitter: FNV-1a("0a1b") mod one hour = 249 ms.
+        assert_eq!(planned, datetime!(2026-06-30 0:00:00.249 UTC));
         assert_eq!(
             next_action_at(&present, &failing, now, &RenewalConfig::default()),
             planned,
@@ -344,9 +375,36 @@ mod tests {
             "serials should spread: {}",
             jitters.len()
         );
-        assert!(jitters
-            .iter()
-            .all(|j| *j >= Duration::ZERO && *j <= Duration::minutes(101)));
+        // 1% of 7 days is 100.8 minutes, so the one-hour ceiling applies.
+        assert!(
+            jitters
+                .iter()
+                .all(|j| *j >= Duration::ZERO && *j < Duration::hours(1)),
+            "{jitters:?}"
+        );
+        // Fixed values (FNV-1a of the serial, modulo the ceiling in milliseconds), so that a change
+        // to the spreading is noticed: serial 0000 → 548,789 ms under a one-hour ceiling...
+        let ninety_days = CertificateInfo {
+            serial: "0000".into(),
+            not_after: datetime!(2026-04-01 0:00 UTC),
+            ..base.clone()
+        };
+        assert_eq!(jitter(&ninety_days), Duration::milliseconds(548_789));
+        // ...and serial 0001 (920,578 under one hour) under 1% of one day, 864,000 ms.
+        let one_day = CertificateInfo {
+            serial: "0001".into(),
+            not_after: datetime!(2026-01-02 0:00 UTC),
+            ..base.clone()
+        };
+        assert_eq!(jitter(&one_day), Duration::milliseconds(776_578));
+        // A certificate that ends before it starts gets none (and no panic).
+        let backwards = CertificateInfo {
+            serial: "0001".into(),
+            not_before: datetime!(2026-01-02 0:00 UTC),
+            not_after: datetime!(2026-01-01 0:00 UTC),
+            ..base
+        };
+        assert_eq!(jitter(&backwards), Duration::ZERO);
     }
 
     #[test]
@@ -409,11 +467,10 @@ mod tests {
             ari_serial: Some("ffff".into()),
             ..ari.clone()
         };
-        assert_eq!(due_at(&info, lifetime, &stale), lifetime + jitter(&info));
-        assert_eq!(
-            due_at(&info, lifetime, &SiteRecord::default()),
-            lifetime + jitter(&info)
-        );
+        // Otherwise the lifetime rule plus serial 0a1b's jitter (249 ms).
+        let with_jitter = datetime!(2026-06-30 0:00:00.249 UTC);
+        assert_eq!(due_at(&info, lifetime, &stale), with_jitter);
+        assert_eq!(due_at(&info, lifetime, &SiteRecord::default()), with_jitter);
     }
 
     #[test]
@@ -444,6 +501,131 @@ mod tests {
         assert_eq!(
             next_action_at(&missing, &crashed, now, &RenewalConfig::default()),
             now + Duration::minutes(4)
+        );
+    }
+    #[test]
+    fn absurd_durations_and_dates_saturate_instead_of_panicking() {
+        let now = datetime!(2026-06-01 12:00 UTC);
+        assert_eq!(
+            saturating_add(now, Duration::hours(1)),
+            datetime!(2026-06-01 13:00 UTC)
+        );
+        for by in [
+            Duration::MAX,
+            Duration::seconds(i64::MAX),
+            Duration::seconds(300_000_000_000),
+        ] {
+            assert_eq!(saturating_add(now, by), FAR_FUTURE, "{by}");
+        }
+        for by in [Duration::MIN, Duration::seconds(-300_000_000_000)] {
+            assert_eq!(saturating_add(now, by), FAR_PAST, "{by}");
+        }
+        assert_eq!(
+            saturating_add_std(now, std::time::Duration::MAX),
+            FAR_FUTURE
+        );
+        assert_eq!(
+            saturating_add_std(now, std::time::Duration::from_secs(300_000_000_000)),
+            FAR_FUTURE
+        );
+        assert_eq!(
+            saturating_add(datetime!(9999-12-31 23:59:59 UTC), Duration::ZERO),
+            FAR_FUTURE
+        );
+    }
+
+    #[test]
+    fn retries_with_absurd_delays_saturate() {
+        let now = datetime!(2026-06-01 12:00 UTC);
+        let huge = std::time::Duration::from_secs(i64::MAX as u64);
+        let renewal = RenewalConfig {
+            first_retry: huge,
+            longest_retry: huge,
+            ..RenewalConfig::default()
+        };
+        for failures in [1, 2, 17, u32::MAX] {
+            assert_eq!(
+                retry_at(failures, now, None, &renewal),
+                FAR_FUTURE,
+                "{failures}"
+            );
+        }
+        // A CA's far date is kept (it is valid) and never pulls a retry sooner.
+        assert_eq!(
+            retry_at(
+                1,
+                now,
+                Some(datetime!(9000-01-01 0:00 UTC)),
+                &RenewalConfig::default()
+            ),
+            datetime!(9000-01-01 0:00 UTC)
+        );
+        // A crash mid-order at the very end of time, plus a first retry of i64::MAX seconds.
+        let crashed = SiteRecord {
+            attempt_started: Some(datetime!(9999-12-31 23:00 UTC)),
+            ..SiteRecord::default()
+        };
+        let missing = SiteState::Missing { problem: None };
+        assert_eq!(
+            next_action_at(&missing, &crashed, now, &renewal),
+            FAR_FUTURE
+        );
+    }
+
+    #[test]
+    fn far_certificate_dates_and_windows_do_not_panic() {
+        let info = CertificateInfo {
+            serial: "0000".into(),
+            issuer: "CN=test".into(),
+            not_before: datetime!(-9999-01-01 0:00 UTC),
+            not_after: datetime!(9999-12-31 23:59:59 UTC),
+            names: vec!["a.test".into()],
+        };
+        // X.509's "no expiry" date: renew_at is two thirds through, due_at saturates (jitter 9 min).
+        let renew = renew_at(info.not_before, info.not_after, 1.0 / 3.0);
+        assert!(renew > datetime!(3000-01-01 0:00 UTC), "{renew}");
+        assert_eq!(
+            due_at(&info, info.not_after, &SiteRecord::default()),
+            FAR_FUTURE
+        );
+        let present = SiteState::Present {
+            info: info.clone(),
+            renew_at: info.not_after,
+        };
+        assert_eq!(
+            next_action_at(
+                &present,
+                &SiteRecord::default(),
+                datetime!(2026-06-01 12:00 UTC),
+                &RenewalConfig::default()
+            ),
+            FAR_FUTURE
+        );
+
+        let now = datetime!(2026-06-01 12:00 UTC);
+        let (far_start, far_end) = (
+            datetime!(9999-12-30 0:00 UTC),
+            datetime!(9999-12-31 23:59:59 UTC),
+        );
+        assert_eq!(pick_in_window(far_start, far_end, now, 0.0), far_start);
+        assert_eq!(
+            pick_in_window(far_start, far_end, now, 1.0),
+            FAR_FUTURE,
+            "held at FAR_FUTURE"
+        );
+        // The widest window there is, and a random number that is not one.
+        let widest = pick_in_window(datetime!(-9999-01-01 0:00 UTC), far_end, now, 0.5);
+        assert!(widest > now && widest <= FAR_FUTURE, "{widest}");
+        assert_eq!(pick_in_window(far_start, far_end, now, f64::NAN), far_start);
+        // A window that ends before it starts.
+        assert_eq!(
+            pick_in_window(
+                datetime!(2026-06-03 0:00 UTC),
+                datetime!(2026-06-02 0:00 UTC),
+                now,
+                0.5
+            ),
+            datetime!(2026-06-03 0:00 UTC)
         );
     }
 }

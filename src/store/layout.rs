@@ -31,6 +31,11 @@ impl Layout {
         self.root.join("control.sock")
     }
 
+    /// `<root>/scheduler.json`: the daemon's renewal scheduler heartbeat, for `certd status`.
+    pub fn scheduler_file(&self) -> PathBuf {
+        self.root.join("scheduler.json")
+    }
+
     /// `<root>/accounts`.
     pub fn accounts_dir(&self) -> PathBuf {
         self.root.join("accounts")

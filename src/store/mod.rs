@@ -6,6 +6,7 @@
 //! state/
 //!   lock                               held (flock) by the certd process that may write; holds its pid
 //!   control.sock                       `certd run`'s control socket (0600), for `certd issue`
+//!   scheduler.json                     when `certd run`'s renewal scheduler last ran (0600), for `status`
 //!   accounts/<ca>/account.json         ACME account credentials for one CA directory URL (0600)
 //!   ledger/<ca>.jsonl                  every order placed with that CA and its outcome (0600)
 //!   certs/<site>/
@@ -34,12 +35,14 @@ use std::path::{Component, Path, PathBuf};
 use crate::certificate::CertifiedPem;
 
 mod atomic;
+mod heartbeat;
 mod layout;
 #[cfg(test)]
 mod tests;
 
 use atomic::*;
 pub use atomic::{ensure_dir, write_atomic};
+pub use heartbeat::SchedulerHeartbeat;
 use layout::check_site;
 pub use layout::{ca_key, Layout};
 

@@ -17,6 +17,7 @@ mod selftest;
 
 pub use acme_proxy::{
     cert_id, AcmeProxy, ProxyOptions, SeenOrder, Window, ALREADY_REPLACED, INVALID_PROFILE,
+    RATE_LIMITED,
 };
 pub use certd::{
     mode, parse_issue_stdout, parse_time, status_site, toml_str, walk, Certd, CertdConfig,

@@ -16,3 +16,4 @@ mod operations;
 mod preflight;
 mod reliability;
 mod run;
+mod scheduler;

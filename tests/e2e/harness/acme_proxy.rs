@@ -20,7 +20,10 @@
 //! - a new-order for a profile the directory does not list fails with 400 `invalidProfile`, as at a
 //!   CA that offers profiles (Pebble would ignore it and issue);
 //! - [`AcmeProxy::refuse_next_replaces`] makes the next new-order carrying `replaces` fail with a 409
-//!   `alreadyReplaced` problem (with a fresh `Replay-Nonce`), never reaching Pebble.
+//!   `alreadyReplaced` problem (with a fresh `Replay-Nonce`), never reaching Pebble;
+//! - [`AcmeProxy::rate_limit_next_order`] makes the next new-order fail with 429 `rateLimited` and a
+//!   `Retry-After` of the test's choosing, and [`AcmeProxy::fail_renewal_info`] answers a
+//!   certificate's renewal-information requests with an error and a `Retry-After` (absurd ones too).
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -54,6 +57,9 @@ pub const ALREADY_REPLACED: &str = "urn:ietf:params:acme:error:alreadyReplaced";
 
 /// The problem type of a CA refusing an order for a profile it does not offer (ACME profiles draft).
 pub const INVALID_PROFILE: &str = "urn:ietf:params:acme:error:invalidProfile";
+
+/// The problem type of a CA's rate limit.
+pub const RATE_LIMITED: &str = "urn:ietf:params:acme:error:rateLimited";
 
 /// How long one forwarded request to Pebble may take.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(30);
@@ -173,6 +179,10 @@ struct State {
     order_fields: BTreeMap<String, (Option<String>, Option<String>)>,
     // "METHOD path -> status" for every request, shown when a test fails.
     log: Vec<String>,
+    // The next new-order is refused with 429 rateLimited and this Retry-After (raw header text).
+    rate_limit_next_order: Option<String>,
+    // certID → (status, Retry-After) answered to its renewal-information requests.
+    renewal_info_errors: BTreeMap<String, (StatusCode, String)>,
 }
 
 type PebbleClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
@@ -298,6 +308,21 @@ impl AcmeProxy {
     /// Refuses the next new-order that carries `replaces` with 409 `alreadyReplaced`.
     pub fn refuse_next_replaces(&self) {
         self.shared.state().refuse_next_replaces = true;
+    }
+
+    /// Refuses the next new-order with 429 `rateLimited` and `Retry-After: <retry_after>` (sent as
+    /// is, so it can be absurd).
+    pub fn rate_limit_next_order(&self, retry_after: &str) {
+        self.shared.state().rate_limit_next_order = Some(retry_after.to_owned());
+    }
+
+    /// Answers every renewal-information request for `cert_id` from now on with `status` (a
+    /// `serverInternal` problem) and `Retry-After: <retry_after>`, instead of a window.
+    pub fn fail_renewal_info(&self, cert_id: &str, status: StatusCode, retry_after: &str) {
+        self.shared
+            .state()
+            .renewal_info_errors
+            .insert(cert_id.to_owned(), (status, retry_after.to_owned()));
     }
 
     /// Every new-order seen so far, in order.
@@ -477,8 +502,25 @@ async fn route(shared: &Shared, request: Request<Incoming>) -> Response<Full<Byt
         } else {
             None
         };
+        let rate_limited = match refusal {
+            None => shared.state().rate_limit_next_order.take(),
+            Some(_) => None,
+        };
+        let refusal = refusal.or(rate_limited.as_ref().map(|_| {
+            (
+                StatusCode::TOO_MANY_REQUESTS,
+                RATE_LIMITED,
+                "too many new orders (test proxy)".to_owned(),
+            )
+        }));
         if let Some((status, r#type, detail)) = refusal {
             let mut response = problem(status, r#type, &detail);
+            if let Some(retry_after) = rate_limited {
+                response.headers_mut().insert(
+                    "retry-after",
+                    HeaderValue::from_str(&retry_after).expect("retry-after"),
+                );
+            }
             if let Some(nonce) = fresh_nonce(shared).await {
                 response.headers_mut().insert("replay-nonce", nonce);
             }
@@ -579,8 +621,21 @@ fn renewal_info(shared: &Shared, cert_id: &str) -> Response<Full<Bytes>> {
         .get(cert_id)
         .or(shared.options.default_window.as_ref())
         .cloned();
-    let response = match window {
-        Some(window) => {
+    let failure = state.renewal_info_errors.get(cert_id).cloned();
+    let response = match (failure, window) {
+        (Some((status, retry_after)), _) => {
+            let mut response = problem(
+                status,
+                "urn:ietf:params:acme:error:serverInternal",
+                "renewal information unavailable (test proxy)",
+            );
+            response.headers_mut().insert(
+                "retry-after",
+                HeaderValue::from_str(&retry_after).expect("retry-after"),
+            );
+            response
+        }
+        (None, Some(window)) => {
             let mut response = respond(
                 StatusCode::OK,
                 "application/json",
@@ -591,7 +646,7 @@ fn renewal_info(shared: &Shared, cert_id: &str) -> Response<Full<Bytes>> {
                 .insert("retry-after", HeaderValue::from(window.retry_after_secs));
             response
         }
-        None => problem(
+        (None, None) => problem(
             StatusCode::NOT_FOUND,
             "urn:ietf:params:acme:error:malformed",
             "no renewal window for this certificate (test proxy)",
