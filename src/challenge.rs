@@ -23,6 +23,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, Instrument};
 
 use crate::config::LimitsConfig;
+use crate::proxy_protocol::ProxyProtocol;
 
 /// The path prefix of HTTP-01 requests (RFC 8555 §8.3).
 pub const CHALLENGE_PREFIX: &str = "/.well-known/acme-challenge/";
@@ -182,17 +183,45 @@ impl ChallengeResponder {
         addrs: &[SocketAddr],
         tokens: ChallengeTokens,
     ) -> Result<Self, ChallengeError> {
-        Self::start_with(addrs, tokens, not_found(), &LimitsConfig::default()).await
+        Self::start_with(
+            addrs,
+            tokens,
+            not_found(),
+            &LimitsConfig::default(),
+            ProxyProtocol::Off,
+        )
+        .await
+    }
+
+    /// [`ChallengeResponder::start`] on `config`'s `[http]` listeners, speaking the PROXY protocol
+    /// there when `[http] proxy_protocol` says so (for `certd issue` behind a TCP load balancer).
+    pub async fn start_for(
+        config: &crate::config::Config,
+        tokens: ChallengeTokens,
+    ) -> Result<Self, ChallengeError> {
+        let proxy_protocol =
+            ProxyProtocol::new(config.http.proxy_protocol, &config.https.trusted_proxies);
+        Self::start_with(
+            &config.http.listen,
+            tokens,
+            not_found(),
+            &LimitsConfig::default(),
+            proxy_protocol,
+        )
+        .await
     }
 
     /// Binds every address (all or nothing) and starts answering from `tokens`, and every other request
     /// with `fallback`. `limits` apply as on :443: the header read timeout (which also closes a
     /// keep-alive connection that sends nothing more), the header size cap and the connection cap.
+    /// With `proxy_protocol` required, each connection must first send a PROXY header (read within
+    /// the header read timeout) from a trusted proxy, or it is closed.
     pub async fn start_with(
         addrs: &[SocketAddr],
         tokens: ChallengeTokens,
         fallback: Fallback,
         limits: &LimitsConfig,
+        proxy_protocol: ProxyProtocol,
     ) -> Result<Self, ChallengeError> {
         let mut listeners = Vec::with_capacity(addrs.len());
         for &addr in addrs {
@@ -218,6 +247,7 @@ impl ChallengeResponder {
                         fallback: fallback.clone(),
                         limits: limits.clone(),
                         connections: connections.clone(),
+                        proxy_protocol: proxy_protocol.clone(),
                     },
                     shutdown.clone(),
                     tasks.clone(),
@@ -251,6 +281,7 @@ struct Served {
     fallback: Fallback,
     limits: LimitsConfig,
     connections: Arc<tokio::sync::Semaphore>,
+    proxy_protocol: ProxyProtocol,
 }
 
 async fn accept_loop(
@@ -272,9 +303,26 @@ async fn accept_loop(
         let shutdown = shutdown.clone();
         let header_read_timeout = served.limits.header_read_timeout;
         let max_buf_size = served.limits.max_header_bytes.max(8192);
+        let proxy_protocol = served.proxy_protocol.clone();
         tasks.spawn(
             async move {
                 let _permit = permit;
+                let mut stream = stream;
+                // Behind a TCP load balancer the connection starts with a PROXY header; its source
+                // is the client, for the log lines of this connection.
+                let client = match proxy_protocol
+                    .client_address(&mut stream, peer, header_read_timeout)
+                    .await
+                {
+                    Ok(client) => client,
+                    Err(err) => {
+                        debug!(%err, "connection closed");
+                        return;
+                    }
+                };
+                if client != peer {
+                    debug!(%client, "PROXY header read");
+                }
                 let service = hyper::service::service_fn(move |request: Request<Incoming>| {
                     let response = tokens
                         .answer(request.method(), request.uri().path())

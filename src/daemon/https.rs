@@ -25,6 +25,7 @@ use super::sites::SiteTable;
 use crate::config::LimitsConfig;
 use crate::metrics::Metrics;
 use crate::proxy::{Proxy, ProxyBody, UpstreamUsed};
+use crate::proxy_protocol::ProxyProtocol;
 use crate::resolver::SniResolver;
 
 /// Everything a connection needs, shared by all of them.
@@ -34,6 +35,8 @@ pub(super) struct HttpsContext {
     pub limits: LimitsConfig,
     pub connections: Arc<Semaphore>,
     pub metrics: Arc<Metrics>,
+    /// Whether connections start with a PROXY header (`[https] proxy_protocol`), and from whom.
+    pub proxy_protocol: ProxyProtocol,
 }
 
 /// The rustls configuration: TLS 1.2 and 1.3 only, ALPN h2 then http/1.1, certificates from `resolver`,
@@ -89,6 +92,19 @@ async fn serve_connection(
     shutdown: CancellationToken,
 ) {
     let limits = &context.limits;
+    let mut stream = stream;
+    // Behind a TCP load balancer, the client is the PROXY header's source, read before TLS.
+    let peer = match context
+        .proxy_protocol
+        .client_address(&mut stream, peer, limits.header_read_timeout)
+        .await
+    {
+        Ok(client) => client,
+        Err(err) => {
+            debug!(%err, "connection closed");
+            return;
+        }
+    };
     let tls = match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream)).await
     {
         Ok(Ok(tls)) => {
@@ -181,6 +197,7 @@ async fn handle(
         .map(|pq| pq.as_str().to_owned())
         .unwrap_or_else(|| "/".into());
     let host = request_host(&request).or_else(|| sni.map(str::to_owned));
+    let client = context.proxy.client_ip(request.headers(), peer.ip());
     let sites = context.sites.load();
     let site = host.as_deref().and_then(|host| sites.site(host));
     let response = if head_size(&request) > context.limits.max_header_bytes {
@@ -208,7 +225,7 @@ async fn handle(
         .unwrap_or("-");
     info!(
         target: "certd::access",
-        client = %peer.ip(),
+        %client,
         site = site.map(|site| site.name.as_str()).unwrap_or("-"),
         %method,
         path,
