@@ -438,11 +438,78 @@ mod tests {
             ChallengeTokens::default(),
             not_found(),
             &limits,
+            ProxyProtocol::Off,
         )
         .await
         .unwrap();
         let addr = responder.local_addrs()[0];
         (responder, addr)
+    }
+
+    /// Sends `prefix` then a challenge request; the answer, or "" when the server closed at once.
+    async fn exchange(addr: SocketAddr, prefix: &[u8]) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut request = prefix.to_vec();
+        request.extend_from_slice(
+            b"GET /.well-known/acme-challenge/tok HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n",
+        );
+        // The server may close before reading everything: then the write or the read fails.
+        let _ = stream.write_all(&request).await;
+        let mut answer = Vec::new();
+        let read = stream.read_to_end(&mut answer);
+        let _ = tokio::time::timeout(Duration::from_secs(5), read).await;
+        String::from_utf8_lossy(&answer).into_owned()
+    }
+
+    #[tokio::test]
+    async fn with_the_proxy_protocol_only_proxied_connections_are_answered() {
+        let tokens = ChallengeTokens::default();
+        let _guard = tokens.publish("tok".into(), "tok.key".into());
+        let trusted = |entry: &str| {
+            crate::trusted_proxies::TrustedProxies::new(vec![crate::trusted_proxies::parse_range(
+                entry,
+            )
+            .unwrap()])
+        };
+        let listen: [SocketAddr; 1] = ["127.0.0.1:0".parse().unwrap()];
+        let limits = LimitsConfig::default();
+        let start = |trusted| {
+            ChallengeResponder::start_with(
+                &listen,
+                tokens.clone(),
+                not_found(),
+                &limits,
+                ProxyProtocol::Required(trusted),
+            )
+        };
+        let responder = start(trusted("127.0.0.1")).await.unwrap();
+        let addr = responder.local_addrs()[0];
+        let mut v2_local = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+        v2_local.extend_from_slice(&[0x20, 0x00, 0x00, 0x00]);
+        let answered: [&[u8]; 3] = [
+            b"PROXY TCP4 198.51.100.7 127.0.0.1 40000 80\r\n",
+            b"PROXY UNKNOWN\r\n",
+            &v2_local,
+        ];
+        for prefix in answered {
+            let answer = exchange(addr, prefix).await;
+            assert!(answer.starts_with("HTTP/1.1 200"), "{prefix:?}: {answer}");
+            assert!(answer.ends_with("tok.key"), "{prefix:?}: {answer}");
+        }
+        // Without a header (Pebble or a client reaching :80 directly) or with a broken one: closed.
+        for prefix in [&b""[..], b"PROXY TCP4 1.2.3\r\n"] {
+            let answer = exchange(addr, prefix).await;
+            assert_eq!(answer, "", "{prefix:?}");
+        }
+        responder.shutdown().await;
+
+        // From an address outside trusted_proxies, even a well-formed header is refused.
+        let responder = start(trusted("10.0.0.0/8")).await.unwrap();
+        let addr = responder.local_addrs()[0];
+        let answer = exchange(addr, answered[0]).await;
+        assert_eq!(answer, "");
+        responder.shutdown().await;
     }
 
     /// Whether the server closes `stream` (EOF or reset) within `bound`.
