@@ -257,7 +257,7 @@ async fn proxy_protocol_headers_name_the_client_and_nothing_else_gets_in() {
         .wait_for_log("client=198.51.100.7", Duration::from_secs(5))
         .await;
 
-    // v2 PROXY, and v2 LOCAL (a balancer's own health check: the peer itself).
+    // v2 PROXY, and v2 LOCAL (a balancer's own health check: the peer itself is the client).
     let source: SocketAddr = "203.0.113.9:5555".parse().expect("address");
     let echoed = client
         .get(&v2_header(1, source, https), &host)
@@ -270,7 +270,8 @@ async fn proxy_protocol_headers_name_the_client_and_nothing_else_gets_in() {
         .get(&v2_header(0, source, https), &host)
         .await
         .expect("through a PROXY v2 LOCAL header");
-    assert_eq!(only(&echoed, "x-real-ip"), "127.0.0.1");
+    // LOCAL leaves the balancer (127.0.0.1, trusted) as the peer, so its chain is believed.
+    assert_eq!(only(&echoed, "x-forwarded-for"), "6.6.6.6, 127.0.0.1");
 
     // No header, or a malformed one: closed before TLS.
     let err = client.get(b"", &host).await.expect_err("no PROXY header");
