@@ -3,7 +3,8 @@
 //!
 //! Limits keep a slow or hostile client from exhausting the daemon: a cap on concurrent connections
 //! (excess connections are closed at once), a TLS handshake deadline, a header read deadline, a cap on
-//! header size, and an idle timeout.
+//! header size, and an idle timeout. With `[https] proxy_protocol`, a connection's PROXY header is read
+//! (from a trusted proxy only) before TLS, and its source stands for the client from then on.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
