@@ -23,6 +23,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, Instrument};
 
 use crate::config::LimitsConfig;
+use crate::proxy_protocol::ProxyProtocol;
 
 /// The path prefix of HTTP-01 requests (RFC 8555 §8.3).
 pub const CHALLENGE_PREFIX: &str = "/.well-known/acme-challenge/";
@@ -182,17 +183,45 @@ impl ChallengeResponder {
         addrs: &[SocketAddr],
         tokens: ChallengeTokens,
     ) -> Result<Self, ChallengeError> {
-        Self::start_with(addrs, tokens, not_found(), &LimitsConfig::default()).await
+        Self::start_with(
+            addrs,
+            tokens,
+            not_found(),
+            &LimitsConfig::default(),
+            ProxyProtocol::Off,
+        )
+        .await
+    }
+
+    /// [`ChallengeResponder::start`] on `config`'s `[http]` listeners, speaking the PROXY protocol
+    /// there when `[http] proxy_protocol` says so (for `certd issue` behind a TCP load balancer).
+    pub async fn start_for(
+        config: &crate::config::Config,
+        tokens: ChallengeTokens,
+    ) -> Result<Self, ChallengeError> {
+        let proxy_protocol =
+            ProxyProtocol::new(config.http.proxy_protocol, &config.https.trusted_proxies);
+        Self::start_with(
+            &config.http.listen,
+            tokens,
+            not_found(),
+            &LimitsConfig::default(),
+            proxy_protocol,
+        )
+        .await
     }
 
     /// Binds every address (all or nothing) and starts answering from `tokens`, and every other request
     /// with `fallback`. `limits` apply as on :443: the header read timeout (which also closes a
     /// keep-alive connection that sends nothing more), the header size cap and the connection cap.
+    /// With `proxy_protocol` required, each connection must first send a PROXY header (read within
+    /// the header read timeout) from a trusted proxy, or it is closed.
     pub async fn start_with(
         addrs: &[SocketAddr],
         tokens: ChallengeTokens,
         fallback: Fallback,
         limits: &LimitsConfig,
+        proxy_protocol: ProxyProtocol,
     ) -> Result<Self, ChallengeError> {
         let mut listeners = Vec::with_capacity(addrs.len());
         for &addr in addrs {
@@ -218,6 +247,7 @@ impl ChallengeResponder {
                         fallback: fallback.clone(),
                         limits: limits.clone(),
                         connections: connections.clone(),
+                        proxy_protocol: proxy_protocol.clone(),
                     },
                     shutdown.clone(),
                     tasks.clone(),
@@ -251,6 +281,7 @@ struct Served {
     fallback: Fallback,
     limits: LimitsConfig,
     connections: Arc<tokio::sync::Semaphore>,
+    proxy_protocol: ProxyProtocol,
 }
 
 async fn accept_loop(
@@ -272,9 +303,26 @@ async fn accept_loop(
         let shutdown = shutdown.clone();
         let header_read_timeout = served.limits.header_read_timeout;
         let max_buf_size = served.limits.max_header_bytes.max(8192);
+        let proxy_protocol = served.proxy_protocol.clone();
         tasks.spawn(
             async move {
                 let _permit = permit;
+                let mut stream = stream;
+                // Behind a TCP load balancer the connection starts with a PROXY header; its source
+                // is the client, for the log lines of this connection.
+                let client = match proxy_protocol
+                    .client_address(&mut stream, peer, header_read_timeout)
+                    .await
+                {
+                    Ok(client) => client,
+                    Err(err) => {
+                        debug!(%err, "connection closed");
+                        return;
+                    }
+                };
+                if client != peer {
+                    debug!(%client, "PROXY header read");
+                }
                 let service = hyper::service::service_fn(move |request: Request<Incoming>| {
                     let response = tokens
                         .answer(request.method(), request.uri().path())
@@ -390,11 +438,78 @@ mod tests {
             ChallengeTokens::default(),
             not_found(),
             &limits,
+            ProxyProtocol::Off,
         )
         .await
         .unwrap();
         let addr = responder.local_addrs()[0];
         (responder, addr)
+    }
+
+    /// Sends `prefix` then a challenge request; the answer, or "" when the server closed at once.
+    async fn exchange(addr: SocketAddr, prefix: &[u8]) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut request = prefix.to_vec();
+        request.extend_from_slice(
+            b"GET /.well-known/acme-challenge/tok HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n",
+        );
+        // The server may close before reading everything: then the write or the read fails.
+        let _ = stream.write_all(&request).await;
+        let mut answer = Vec::new();
+        let read = stream.read_to_end(&mut answer);
+        let _ = tokio::time::timeout(Duration::from_secs(5), read).await;
+        String::from_utf8_lossy(&answer).into_owned()
+    }
+
+    #[tokio::test]
+    async fn with_the_proxy_protocol_only_proxied_connections_are_answered() {
+        let tokens = ChallengeTokens::default();
+        let _guard = tokens.publish("tok".into(), "tok.key".into());
+        let trusted = |entry: &str| {
+            crate::trusted_proxies::TrustedProxies::new(vec![crate::trusted_proxies::parse_range(
+                entry,
+            )
+            .unwrap()])
+        };
+        let listen: [SocketAddr; 1] = ["127.0.0.1:0".parse().unwrap()];
+        let limits = LimitsConfig::default();
+        let start = |trusted| {
+            ChallengeResponder::start_with(
+                &listen,
+                tokens.clone(),
+                not_found(),
+                &limits,
+                ProxyProtocol::Required(trusted),
+            )
+        };
+        let responder = start(trusted("127.0.0.1")).await.unwrap();
+        let addr = responder.local_addrs()[0];
+        let mut v2_local = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+        v2_local.extend_from_slice(&[0x20, 0x00, 0x00, 0x00]);
+        let answered: [&[u8]; 3] = [
+            b"PROXY TCP4 198.51.100.7 127.0.0.1 40000 80\r\n",
+            b"PROXY UNKNOWN\r\n",
+            &v2_local,
+        ];
+        for prefix in answered {
+            let answer = exchange(addr, prefix).await;
+            assert!(answer.starts_with("HTTP/1.1 200"), "{prefix:?}: {answer}");
+            assert!(answer.ends_with("tok.key"), "{prefix:?}: {answer}");
+        }
+        // Without a header (Pebble or a client reaching :80 directly) or with a broken one: closed.
+        for prefix in [&b""[..], b"PROXY TCP4 1.2.3\r\n"] {
+            let answer = exchange(addr, prefix).await;
+            assert_eq!(answer, "", "{prefix:?}");
+        }
+        responder.shutdown().await;
+
+        // From an address outside trusted_proxies, even a well-formed header is refused.
+        let responder = start(trusted("10.0.0.0/8")).await.unwrap();
+        let addr = responder.local_addrs()[0];
+        let answer = exchange(addr, answered[0]).await;
+        assert_eq!(answer, "");
+        responder.shutdown().await;
     }
 
     /// Whether the server closes `stream` (EOF or reset) within `bound`.

@@ -45,7 +45,7 @@ async fn run_preflight(config: &Config) -> u8 {
     let port = preflight.http_port();
     let tokens = ChallengeTokens::default();
     let mut failed = false;
-    let responder = match ChallengeResponder::start(&config.http.listen, tokens.clone()).await {
+    let responder = match ChallengeResponder::start_for(config, tokens.clone()).await {
         Ok(responder) => Some(responder),
         Err(err) => {
             // A running daemon holds the port (and answers only its own tokens), so the self-test

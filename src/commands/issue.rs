@@ -87,7 +87,7 @@ pub async fn issue(config_path: &Path, force: bool, selected: &[String]) -> u8 {
     }
 
     let tokens = ChallengeTokens::default();
-    let responder = match ChallengeResponder::start(&config.http.listen, tokens.clone()).await {
+    let responder = match ChallengeResponder::start_for(&config, tokens.clone()).await {
         Ok(responder) => responder,
         Err(err) => {
             eprintln!("{err}");

@@ -23,10 +23,13 @@
 //! [http]                        # optional
 //! listen = ["0.0.0.0:80"]       # default ["0.0.0.0:80"]; each an IP address with a port
 //! redirect = true               # `certd run`: 301 to https for configured names (default true)
+//! proxy_protocol = false        # connections start with a PROXY header (needs trusted_proxies)
 //!
 //! [https]                       # optional, for `certd run`
 //! listen = ["0.0.0.0:443"]      # default ["0.0.0.0:443"]
 //! default_site = "example.com"  # a site's first name: its certificate for handshakes without SNI
+//! trusted_proxies = ["10.0.0.0/8"]  # default none: whose X-Forwarded-For / PROXY header to believe
+//! proxy_protocol = false        # connections start with a PROXY header (needs trusted_proxies)
 //!
 //! [limits]                      # optional, for `certd run`; durations as "500ms", "10s", "2m", "1h"
 //! header_read_timeout = "10s"   # TLS handshake and each request's headers
@@ -171,6 +174,9 @@ pub struct HttpConfig {
     /// Whether `certd run` answers every other request for a configured name with a 301 to HTTPS
     /// (default true); when false those get 404.
     pub redirect: bool,
+    /// `proxy_protocol = true`: every connection must come from `[https] trusted_proxies` and start
+    /// with a PROXY protocol (v1 or v2) header (default false).
+    pub proxy_protocol: bool,
 }
 
 /// The `[https]` table.
@@ -182,6 +188,12 @@ pub struct HttpsConfig {
     /// are the only ones requests on such a connection may ask for; `None`: such handshakes are
     /// refused.
     pub default_site: Option<String>,
+    /// Proxies in front of certd whose `X-Forwarded-For` chain and PROXY headers are believed
+    /// (default none: every client's own forwarding headers are replaced).
+    pub trusted_proxies: crate::trusted_proxies::TrustedProxies,
+    /// `proxy_protocol = true`: every connection must come from `trusted_proxies` and start with a
+    /// PROXY protocol (v1 or v2) header (default false).
+    pub proxy_protocol: bool,
 }
 
 /// The `[limits]` table. Durations are written `"10s"`, `"2m"`, `"500ms"` or as whole seconds.

@@ -57,6 +57,7 @@ pub(super) struct RawAcme {
 pub(super) struct RawHttp {
     pub(super) listen: Option<Spanned<Vec<Spanned<String>>>>,
     pub(super) redirect: Option<Spanned<bool>>,
+    pub(super) proxy_protocol: Option<Spanned<bool>>,
 }
 
 /// `[https]`.
@@ -65,6 +66,8 @@ pub(super) struct RawHttp {
 pub(super) struct RawHttps {
     pub(super) listen: Option<Spanned<Vec<Spanned<String>>>>,
     pub(super) default_site: Option<Spanned<String>>,
+    pub(super) trusted_proxies: Option<Spanned<Vec<Spanned<String>>>>,
+    pub(super) proxy_protocol: Option<Spanned<bool>>,
 }
 
 /// `[limits]`.

@@ -1,4 +1,4 @@
-//! Validation of what `certd run` serves: the `[https]` listener, `[limits]`, and each site's
+//! Validation of what `certd run` serves: the `[https]` listener (and who it trusts), `[limits]`, and each site's
 //! `[[site.route]]` and `[site.error_pages]`.
 
 use std::collections::BTreeMap;
@@ -12,6 +12,7 @@ use super::validate::{listen_addresses, Problems};
 use super::{
     HttpsConfig, LimitsConfig, RouteConfig, RouteTargetConfig, SiteConfig, MAX_TUNNEL_IDLE_TIMEOUT,
 };
+use crate::trusted_proxies::{self, TrustedProxies};
 
 /// `0.0.0.0:443`.
 const DEFAULT_HTTPS_LISTEN: std::net::SocketAddr = std::net::SocketAddr::V4(
@@ -19,15 +20,20 @@ const DEFAULT_HTTPS_LISTEN: std::net::SocketAddr = std::net::SocketAddr::V4(
 );
 
 pub(super) fn https(raw: Option<Spanned<RawHttps>>, problems: &mut Problems<'_>) -> HttpsConfig {
-    match raw.and_then(|table| table.into_inner().listen) {
-        Some(listen) => HttpsConfig {
-            listen: listen_addresses("https.listen", listen, problems),
-            default_site: None,
+    let raw = raw.map(Spanned::into_inner);
+    let (listen, trusted, proxy_protocol) = match raw {
+        Some(raw) => (raw.listen, raw.trusted_proxies, raw.proxy_protocol),
+        None => (None, None, None),
+    };
+    let trusted_proxies = trusted_proxies(trusted, problems);
+    HttpsConfig {
+        listen: match listen {
+            Some(listen) => listen_addresses("https.listen", listen, problems),
+            None => vec![DEFAULT_HTTPS_LISTEN],
         },
-        None => HttpsConfig {
-            listen: vec![DEFAULT_HTTPS_LISTEN],
-            default_site: None,
-        },
+        default_site: None,
+        proxy_protocol: proxy_protocol_flag("https", proxy_protocol, &trusted_proxies, problems),
+        trusted_proxies,
     }
 }
 
@@ -66,6 +72,50 @@ pub(super) fn default_site(
     };
     problems.add("https.default_site", Some(raw.span()), reason);
     None
+}
+
+/// `https.trusted_proxies`: CIDR ranges or single addresses.
+fn trusted_proxies(
+    raw: Option<Spanned<Vec<Spanned<String>>>>,
+    problems: &mut Problems<'_>,
+) -> TrustedProxies {
+    let Some(raw) = raw else {
+        return TrustedProxies::default();
+    };
+    let mut ranges = Vec::new();
+    for (i, entry) in raw.into_inner().into_iter().enumerate() {
+        match trusted_proxies::parse_range(entry.get_ref()) {
+            Ok(range) => ranges.push(range),
+            Err(reason) => problems.add(
+                format!("https.trusted_proxies[{i}]"),
+                Some(entry.span()),
+                reason,
+            ),
+        }
+    }
+    TrustedProxies::new(ranges)
+}
+
+/// `<table>.proxy_protocol`, which needs someone to accept PROXY headers from.
+pub(super) fn proxy_protocol_flag(
+    table: &str,
+    raw: Option<Spanned<bool>>,
+    trusted: &TrustedProxies,
+    problems: &mut Problems<'_>,
+) -> bool {
+    let Some(raw) = raw else {
+        return false;
+    };
+    let enabled = *raw.get_ref();
+    if enabled && trusted.is_empty() {
+        problems.add(
+            format!("{table}.proxy_protocol"),
+            Some(raw.span()),
+            "needs `[https] trusted_proxies`: PROXY headers are only accepted from the load \
+             balancers listed there (e.g. trusted_proxies = [\"10.0.0.0/8\"])",
+        );
+    }
+    enabled
 }
 
 pub(super) fn limits(raw: Option<Spanned<RawLimits>>, problems: &mut Problems<'_>) -> LimitsConfig {

@@ -822,3 +822,60 @@ fn the_longest_retry_is_not_shorter_than_the_first() {
         std::time::Duration::from_secs(1800)
     );
 }
+
+#[test]
+fn trusted_proxies_and_proxy_protocol() {
+    let config = parse(&format!(
+        "{MINIMAL}[https]\ntrusted_proxies = [\"10.0.0.0/8\", \"192.0.2.1\", \"::1\"]\n\
+         proxy_protocol = true\n[http]\nproxy_protocol = true\n"
+    ));
+    let ranges: Vec<String> = config
+        .https
+        .trusted_proxies
+        .ranges()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(ranges, ["10.0.0.0/8", "192.0.2.1/32", "::1/128"]);
+    assert!(config.https.proxy_protocol);
+    assert!(config.http.proxy_protocol);
+
+    let defaults = parse(MINIMAL);
+    assert!(defaults.https.trusted_proxies.is_empty());
+    assert!(!defaults.https.proxy_protocol);
+    assert!(!defaults.http.proxy_protocol);
+}
+
+#[test]
+fn bad_trusted_proxies_and_proxy_protocol_without_them_are_refused() {
+    assert_problem(
+        &format!("{MINIMAL}[https]\ntrusted_proxies = [\"10.0.0.0/8\", \"lb.internal\"]\n"),
+        "https.trusted_proxies[1]",
+        Some(7),
+        "`lb.internal` is not an IP address or a CIDR range",
+    );
+    assert_problem(
+        &format!("{MINIMAL}[https]\ntrusted_proxies = [\"10.0.0.0/40\"]\n"),
+        "https.trusted_proxies[0]",
+        Some(7),
+        "10.0.0.0/40",
+    );
+    assert_problem(
+        &format!("{MINIMAL}[https]\nproxy_protocol = true\n"),
+        "https.proxy_protocol",
+        Some(7),
+        "needs `[https] trusted_proxies`",
+    );
+    assert_problem(
+        &format!("{MINIMAL}[http]\nproxy_protocol = true\n"),
+        "http.proxy_protocol",
+        Some(7),
+        "needs `[https] trusted_proxies`",
+    );
+    assert_problem(
+        &format!("{MINIMAL}[https]\ntrusted_proxies = []\nproxy_protocol = true\n"),
+        "https.proxy_protocol",
+        Some(8),
+        "needs `[https] trusted_proxies`",
+    );
+}

@@ -69,12 +69,14 @@ pub(super) fn validate(raw: RawConfig, path: &Path, problems: &mut Problems<'_>)
         .https
         .as_ref()
         .and_then(|https| https.get_ref().default_site.clone());
+    // Before `[http]`, whose `proxy_protocol` needs `[https] trusted_proxies`.
+    let https = serving::https(raw.https, problems);
     let mut config = Config {
         source: path.to_path_buf(),
         state_dir: state_dir(raw.state_dir, &folder, problems),
         acme: acme(raw.acme, &folder, problems),
-        http: http(raw.http, problems),
-        https: serving::https(raw.https, problems),
+        http: http(raw.http, &https.trusted_proxies, problems),
+        https,
         limits: serving::limits(raw.limits, problems),
         renewal: renewal(raw.renewal, problems),
         operations: operations::operations(
@@ -337,13 +339,17 @@ fn check_pem_file(path: &Path) -> Result<(), String> {
     }
 }
 
-fn http(raw: Option<Spanned<RawHttp>>, problems: &mut Problems<'_>) -> HttpConfig {
-    let (listen, redirect) = match raw {
+fn http(
+    raw: Option<Spanned<RawHttp>>,
+    trusted: &crate::trusted_proxies::TrustedProxies,
+    problems: &mut Problems<'_>,
+) -> HttpConfig {
+    let (listen, redirect, proxy_protocol) = match raw {
         Some(table) => {
             let table = table.into_inner();
-            (table.listen, table.redirect)
+            (table.listen, table.redirect, table.proxy_protocol)
         }
-        None => (None, None),
+        None => (None, None, None),
     };
     HttpConfig {
         listen: match listen {
@@ -351,6 +357,7 @@ fn http(raw: Option<Spanned<RawHttp>>, problems: &mut Problems<'_>) -> HttpConfi
             None => default_http_listen(),
         },
         redirect: redirect.is_none_or(|redirect| *redirect.get_ref()),
+        proxy_protocol: serving::proxy_protocol_flag("http", proxy_protocol, trusted, problems),
     }
 }
 

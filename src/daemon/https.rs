@@ -4,7 +4,8 @@
 //!
 //! Limits keep a slow or hostile client from exhausting the daemon: a cap on concurrent connections
 //! (excess connections are closed at once), a TLS handshake deadline, a header read deadline, a cap on
-//! header size, and an idle timeout.
+//! header size, and an idle timeout. With `[https] proxy_protocol`, a connection's PROXY header is read
+//! (from a trusted proxy only) before TLS, and its source stands for the client from then on.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -27,6 +28,7 @@ use super::sites::SiteTable;
 use crate::config::LimitsConfig;
 use crate::metrics::Metrics;
 use crate::proxy::{ConnectionPermit, Proxy, ProxyBody, UpstreamUsed};
+use crate::proxy_protocol::ProxyProtocol;
 use crate::resolver::SniResolver;
 
 /// Everything a connection needs, shared by all of them.
@@ -36,6 +38,8 @@ pub(super) struct HttpsContext {
     pub limits: LimitsConfig,
     pub connections: Arc<Semaphore>,
     pub metrics: Arc<Metrics>,
+    /// Whether connections start with a PROXY header (`[https] proxy_protocol`), and from whom.
+    pub proxy_protocol: ProxyProtocol,
 }
 
 /// The rustls configuration: TLS 1.2 and 1.3 only, ALPN h2 then http/1.1, certificates from `resolver`,
@@ -92,6 +96,19 @@ async fn serve_connection(
     permit: ConnectionPermit,
 ) {
     let limits = &context.limits;
+    let mut stream = stream;
+    // Behind a TCP load balancer, the client is the PROXY header's source, read before TLS.
+    let peer = match context
+        .proxy_protocol
+        .client_address(&mut stream, peer, limits.header_read_timeout)
+        .await
+    {
+        Ok(client) => client,
+        Err(err) => {
+            debug!(%err, "connection closed");
+            return;
+        }
+    };
     let tls = match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream)).await
     {
         Ok(Ok(tls)) => {
@@ -185,6 +202,7 @@ async fn handle(
         .path_and_query()
         .map(|pq| pq.as_str().to_owned())
         .unwrap_or_else(|| "/".into());
+    let client = context.proxy.client_ip(request.headers(), peer.ip());
     let sites = context.sites.load();
     let admitted = admission::admit(&request, sni, &sites);
     let site = admitted.as_ref().ok();
@@ -217,7 +235,7 @@ async fn handle(
         .unwrap_or("-");
     info!(
         target: "certd::access",
-        client = %peer.ip(),
+        %client,
         site = site.map(|site| site.name.as_str()).unwrap_or("-"),
         %method,
         path,

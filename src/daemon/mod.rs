@@ -42,6 +42,7 @@ use crate::commands::{EXIT_OK, EXIT_SOME_FAILED, EXIT_UNUSABLE};
 use crate::config::{self, Config, SiteConfig};
 use crate::metrics::Metrics;
 use crate::proxy::ProxyLimits;
+use crate::proxy_protocol::ProxyProtocol;
 use crate::renewal::{self, Outcome, Renewer, Scheduler, SchedulerHandle};
 use crate::resolver::{self, SniResolver};
 use crate::store::{StateLock, Store};
@@ -185,6 +186,7 @@ impl Daemon {
             tokens.clone(),
             fallback,
             &config.limits,
+            ProxyProtocol::new(config.http.proxy_protocol, &config.https.trusted_proxies),
         )
         .await?;
 
@@ -206,6 +208,11 @@ impl Daemon {
             limits: config.limits.clone(),
             connections: Arc::new(Semaphore::new(config.limits.max_connections)),
             metrics: metrics.clone(),
+            trusted_proxies: config.https.trusted_proxies.clone(),
+            proxy_protocol: ProxyProtocol::new(
+                config.https.proxy_protocol,
+                &config.https.trusted_proxies,
+            ),
         });
         let workers = Workers::start(worker_sockets, setup, shutdown.clone())
             .map_err(DaemonError::Workers)?;
@@ -346,6 +353,12 @@ impl Daemon {
         let current = self.shared.config.load_full();
         if next.http.listen != current.http.listen || next.https.listen != current.https.listen {
             warn!("listen addresses changed; they take effect at the next start");
+        }
+        if next.https.trusted_proxies != current.https.trusted_proxies
+            || next.https.proxy_protocol != current.https.proxy_protocol
+            || next.http.proxy_protocol != current.http.proxy_protocol
+        {
+            warn!("trusted_proxies or proxy_protocol changed; they take effect at the next start");
         }
         if next.state_dir != current.state_dir {
             warn!("state_dir changed; it takes effect at the next start");

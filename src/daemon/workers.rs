@@ -25,6 +25,8 @@ use super::sites::SiteTable;
 use crate::config::LimitsConfig;
 use crate::metrics::Metrics;
 use crate::proxy::{Proxy, ProxyLimits};
+use crate::proxy_protocol::ProxyProtocol;
+use crate::trusted_proxies::TrustedProxies;
 
 /// What every worker shares; each builds its own [`HttpsContext`] from it, around a proxy (and so an
 /// upstream pool) of its own.
@@ -36,6 +38,10 @@ pub(super) struct WorkerSetup {
     /// `[limits] max_connections` counts the connections of all workers together.
     pub connections: Arc<Semaphore>,
     pub metrics: Arc<Metrics>,
+    /// `[https] trusted_proxies`: whose forwarding headers the proxy believes.
+    pub trusted_proxies: TrustedProxies,
+    /// `[https] proxy_protocol`.
+    pub proxy_protocol: ProxyProtocol,
 }
 
 /// The running workers.
@@ -131,10 +137,11 @@ async fn run_worker(
     // Built here so that the pool's connection tasks and timers belong to this worker's runtime.
     let context = Arc::new(HttpsContext {
         sites: setup.sites.clone(),
-        proxy: Proxy::new(setup.proxy_limits),
+        proxy: Proxy::new(setup.proxy_limits).with_trusted_proxies(setup.trusted_proxies.clone()),
         limits: setup.limits.clone(),
         connections: setup.connections.clone(),
         metrics: setup.metrics.clone(),
+        proxy_protocol: setup.proxy_protocol.clone(),
     });
     let mut accepting = Vec::with_capacity(sockets.len());
     for (local, socket) in sockets {

@@ -1,18 +1,20 @@
 //! Header and URI rewriting for proxied requests and responses: hop-by-hop removal, the `Host` and
-//! `X-Forwarded-*` headers, WebSocket upgrade detection and the upstream URI.
+//! forwarding headers (`X-Forwarded-*`, `X-Real-IP`, `Forwarded`: who the client is, believed only
+//! from `[https] trusted_proxies`), WebSocket upgrade detection and the upstream URI.
 //!
 //! Everything here is a pure function of headers and URIs so it can be tested without sockets.
 
 use std::net::IpAddr;
 
 use hyper::header::{
-    HeaderName, HeaderValue, CONNECTION, COOKIE, EXPECT, HOST, PROXY_AUTHENTICATE,
+    HeaderName, HeaderValue, CONNECTION, COOKIE, EXPECT, FORWARDED, HOST, PROXY_AUTHENTICATE,
     PROXY_AUTHORIZATION, TE, TRAILER, TRANSFER_ENCODING, UPGRADE,
 };
 use hyper::http::uri::{Authority, PathAndQuery, Scheme};
 use hyper::{HeaderMap, Method, Uri, Version};
 
 use super::path::NormalPath;
+use crate::trusted_proxies::TrustedProxies;
 
 /// `X-Forwarded-For`: the chain of client addresses.
 pub(super) const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -20,6 +22,8 @@ pub(super) const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwar
 pub(super) const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 /// `X-Forwarded-Host`: the host the client asked for.
 pub(super) const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+/// `X-Real-IP`: the client's address alone (nginx's `proxy_set_header X-Real-IP $remote_addr`).
+pub(super) const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 
 /// Headers that describe one connection rather than the message (RFC 9110 §7.6.1, plus the
 /// non-standard `Keep-Alive` and `Proxy-Connection` that old clients still send).
@@ -106,46 +110,151 @@ fn localhost() -> Authority {
 }
 
 /// Rewrites a request's headers for the upstream: hop-by-hop headers removed, `Host` kept as the
-/// client sent it, `X-Forwarded-For` extended with the client's address, `X-Forwarded-Proto: https`,
-/// `X-Forwarded-Host`, HTTP/2 cookie fields joined into one, and, for a WebSocket handshake,
-/// `Upgrade` (the client's value) with `Connection: upgrade` put back.
+/// client sent it, the forwarding headers set by [`set_forwarding_headers`], HTTP/2 cookie fields
+/// joined into one, and, for a WebSocket handshake, `Upgrade` (the client's value) with
+/// `Connection: upgrade` put back. `peer` is the address the request's connection came from (the
+/// PROXY header's source where the listener speaks the PROXY protocol).
 pub(super) fn prepare_request_headers(
     headers: &mut HeaderMap,
     host: Option<HeaderValue>,
-    client_ip: IpAddr,
+    peer: IpAddr,
+    trusted: &TrustedProxies,
     websocket_upgrade: Option<HeaderValue>,
 ) {
-    let forwarded_for = forwarded_for(headers, client_ip);
     remove_hop_by_hop(headers);
     // certd has already answered any `Expect: 100-continue` itself (hyper sends the 100 when the body
     // is first read); the upstream must not be asked to do it again.
     headers.remove(EXPECT);
     join_cookies(headers);
-    if let Some(host) = host {
+    if let Some(host) = &host {
         headers.insert(HOST, host.clone());
-        headers.insert(X_FORWARDED_HOST, host);
     }
-    if let Some(forwarded_for) = forwarded_for {
-        headers.insert(X_FORWARDED_FOR, forwarded_for);
-    }
-    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
+    set_forwarding_headers(headers, host, peer, trusted);
     if let Some(upgrade) = websocket_upgrade {
         headers.insert(UPGRADE, upgrade);
         headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
     }
 }
 
-/// The `X-Forwarded-For` value to send: every existing value, then the client's address.
-fn forwarded_for(headers: &HeaderMap, client_ip: IpAddr) -> Option<HeaderValue> {
-    let mut chain: Vec<String> = headers
-        .get_all(&X_FORWARDED_FOR)
+/// Sets the headers that tell the upstream who the client is, like Caddy's `trusted_proxies`.
+///
+/// From a `peer` that is not trusted, nothing the client said about itself survives:
+/// `X-Forwarded-For` and `X-Real-IP` are its address, `X-Forwarded-Proto` is `https`,
+/// `X-Forwarded-Host` is the host it asked for, and `Forwarded` (RFC 7239) is replaced by one element
+/// saying the same. From a trusted proxy, the chain it brings is kept: its `X-Forwarded-For` gets the
+/// proxy's own address appended, its `X-Forwarded-Proto` and `-Host` stay (certd's values where it
+/// sent none), its `Forwarded` gets certd's element appended, and `X-Real-IP` is the real client as
+/// [`real_client`] finds it.
+pub(super) fn set_forwarding_headers(
+    headers: &mut HeaderMap,
+    host: Option<HeaderValue>,
+    peer: IpAddr,
+    trusted: &TrustedProxies,
+) {
+    let peer = peer.to_canonical();
+    let from_trusted = trusted.contains(peer);
+    let client = real_client(headers, peer, trusted);
+    let element = forwarded_element(peer, host.as_ref());
+    let (forwarded_for, forwarded) = if from_trusted {
+        (
+            joined(headers, &X_FORWARDED_FOR, &peer.to_string()),
+            joined(headers, &FORWARDED, &element),
+        )
+    } else {
+        (peer.to_string(), element)
+    };
+    let keep = |headers: &HeaderMap, name: &HeaderName| from_trusted && headers.contains_key(name);
+    if !keep(headers, &X_FORWARDED_PROTO) {
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
+    }
+    if !keep(headers, &X_FORWARDED_HOST) {
+        match host {
+            Some(host) => headers.insert(X_FORWARDED_HOST, host),
+            None => headers.remove(X_FORWARDED_HOST),
+        };
+    }
+    set_or_remove(headers, X_FORWARDED_FOR, &forwarded_for);
+    set_or_remove(headers, FORWARDED, &forwarded);
+    set_or_remove(headers, X_REAL_IP, &client.to_string());
+}
+
+/// The real client of a request that came from `peer`: `peer` itself unless it is a trusted proxy;
+/// else the `X-Forwarded-For` chain is walked from the right, skipping trusted addresses, and the
+/// first untrusted one is the client (nginx's `real_ip_recursive on`). When every address is trusted
+/// it is the leftmost; an entry that is not an address ends the walk at the last one that was.
+pub(crate) fn real_client(headers: &HeaderMap, peer: IpAddr, trusted: &TrustedProxies) -> IpAddr {
+    let mut client = peer.to_canonical();
+    if !trusted.contains(client) {
+        return client;
+    }
+    let chain: Vec<&str> = list_values(headers, &X_FORWARDED_FOR).collect();
+    for entry in chain.into_iter().rev() {
+        let Some(ip) = chain_address(entry) else {
+            return client;
+        };
+        client = ip;
+        if !trusted.contains(ip) {
+            return ip;
+        }
+    }
+    client
+}
+
+/// An `X-Forwarded-For` entry as an address: `192.0.2.1`, `2001:db8::1`, or with a port as some
+/// proxies write them (`192.0.2.1:4711`, `[2001:db8::1]:4711`).
+fn chain_address(entry: &str) -> Option<IpAddr> {
+    if let Ok(ip) = entry.parse::<IpAddr>() {
+        return Some(ip.to_canonical());
+    }
+    entry
+        .parse::<std::net::SocketAddr>()
+        .ok()
+        .map(|address| address.ip().to_canonical())
+        .or_else(|| {
+            let inner = entry.strip_prefix('[')?.strip_suffix(']')?;
+            inner.parse::<IpAddr>().ok()
+        })
+}
+
+/// certd's own `Forwarded` element (RFC 7239 §4): `for=192.0.2.1;host="a.test";proto=https`, an
+/// IPv6 address quoted and bracketed (`for="[2001:db8::1]"`, §6), the host always quoted (it may
+/// hold a `:port`, which a token cannot).
+fn forwarded_element(peer: IpAddr, host: Option<&HeaderValue>) -> String {
+    let mut element = match peer {
+        IpAddr::V4(ip) => format!("for={ip}"),
+        IpAddr::V6(ip) => format!("for=\"[{ip}]\""),
+    };
+    if let Some(host) = host.and_then(|host| host.to_str().ok()) {
+        let quoted = host.replace('\\', "\\\\").replace('"', "\\\"");
+        element.push_str(&format!(";host=\"{quoted}\""));
+    }
+    element.push_str(";proto=https");
+    element
+}
+
+/// Every `name` header's value joined with `", "`, then `last`.
+fn joined(headers: &HeaderMap, name: &HeaderName, last: &str) -> String {
+    let mut chain: Vec<&str> = headers
+        .get_all(name)
         .iter()
         .filter_map(|value| value.to_str().ok())
-        .map(|value| value.trim().to_owned())
+        .map(str::trim)
         .filter(|value| !value.is_empty())
         .collect();
-    chain.push(client_ip.to_string());
-    HeaderValue::from_str(&chain.join(", ")).ok()
+    chain.push(last);
+    chain.join(", ")
+}
+
+/// Sets `name` to `value` alone; removes it when `value` cannot be a header value.
+fn set_or_remove(headers: &mut HeaderMap, name: HeaderName, value: &str) {
+    match HeaderValue::from_str(value) {
+        Ok(value) => {
+            headers.insert(name, value);
+        }
+        Err(_) => {
+            headers.remove(name);
+        }
+    }
 }
 
 /// HTTP/2 clients may split `Cookie` into several fields (RFC 9113 §8.2.3); HTTP/1.1 upstreams expect
@@ -310,19 +419,188 @@ mod tests {
             ("cookie", "b=2"),
         ]);
         let host = original_host(&"/".parse().unwrap(), &map);
-        prepare_request_headers(&mut map, host, "192.0.2.9".parse().unwrap(), None);
+        let trusted = trusted(&["192.0.2.9"]);
+        prepare_request_headers(&mut map, host, "192.0.2.9".parse().unwrap(), &trusted, None);
         assert_eq!(map["host"], "site.example");
         assert_eq!(map["x-forwarded-host"], "site.example");
         assert_eq!(
             map["x-forwarded-for"],
             "203.0.113.7, 198.51.100.1, 192.0.2.9"
         );
+        assert_eq!(map["x-forwarded-proto"], "http");
+        assert_eq!(map["x-real-ip"], "198.51.100.1");
         assert_eq!(map.get_all("x-forwarded-for").iter().count(), 1);
-        assert_eq!(map["x-forwarded-proto"], "https");
         assert_eq!(map["cookie"], "a=1; b=2");
         for gone in ["connection", "x-drop", "expect", "upgrade"] {
             assert!(!map.contains_key(gone), "{gone}");
         }
+    }
+
+    fn trusted(entries: &[&str]) -> TrustedProxies {
+        TrustedProxies::new(
+            entries
+                .iter()
+                .map(|entry| crate::trusted_proxies::parse_range(entry).unwrap())
+                .collect(),
+        )
+    }
+
+    /// What a client can put in a request to claim another address.
+    fn forged() -> HeaderMap {
+        headers(&[
+            ("host", "site.example"),
+            ("x-real-ip", "6.6.6.6"),
+            ("forwarded", "for=6.6.6.6;proto=http"),
+            ("x-forwarded-for", "6.6.6.6"),
+            ("x-forwarded-for", "6.6.6.7"),
+            ("x-forwarded-proto", "http"),
+            ("x-forwarded-host", "evil.example"),
+        ])
+    }
+
+    #[test]
+    fn an_untrusted_client_cannot_forge_its_identity() {
+        // (trusted proxies, peer, X-Forwarded-For / X-Real-IP, Forwarded)
+        let cases = [
+            (
+                vec![],
+                "192.0.2.9",
+                "192.0.2.9",
+                "for=192.0.2.9;host=\"site.example\";proto=https",
+            ),
+            (
+                vec!["10.0.0.0/8"],
+                "192.0.2.9",
+                "192.0.2.9",
+                "for=192.0.2.9;host=\"site.example\";proto=https",
+            ),
+            (
+                vec!["10.0.0.0/8", "6.6.6.0/24"],
+                "2001:db8::9",
+                "2001:db8::9",
+                "for=\"[2001:db8::9]\";host=\"site.example\";proto=https",
+            ),
+            (
+                vec![],
+                "::ffff:192.0.2.9",
+                "192.0.2.9",
+                "for=192.0.2.9;host=\"site.example\";proto=https",
+            ),
+        ];
+        for (trusted_entries, peer, client, forwarded) in cases {
+            let mut map = forged();
+            let host = original_host(&"/".parse().unwrap(), &map);
+            let trusted = trusted(&trusted_entries);
+            prepare_request_headers(&mut map, host, peer.parse().unwrap(), &trusted, None);
+            assert_eq!(map["x-forwarded-for"], client, "{peer}");
+            assert_eq!(map["x-real-ip"], client, "{peer}");
+            assert_eq!(map["forwarded"], forwarded, "{peer}");
+            assert_eq!(map["x-forwarded-proto"], "https", "{peer}");
+            assert_eq!(map["x-forwarded-host"], "site.example", "{peer}");
+            for (name, value) in &map {
+                let value = value.to_str().unwrap();
+                assert!(!value.contains("6.6.6"), "{peer}: {name}: {value}");
+                assert!(!value.contains("evil"), "{peer}: {name}: {value}");
+            }
+            for name in ["x-forwarded-for", "x-real-ip", "forwarded"] {
+                assert_eq!(map.get_all(name).iter().count(), 1, "{peer}: {name}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_trusted_proxy_keeps_its_chain() {
+        // (trusted proxies, peer, incoming X-Forwarded-For, sent X-Forwarded-For, X-Real-IP)
+        let cases = [
+            // One balancer in front: the client is the address it reports.
+            (
+                vec!["10.0.0.0/8"],
+                "10.0.0.5",
+                Some("203.0.113.7"),
+                "203.0.113.7, 10.0.0.5",
+                "203.0.113.7",
+            ),
+            // Two trusted hops: both are skipped.
+            (
+                vec!["10.0.0.0/8"],
+                "10.0.0.5",
+                Some("6.6.6.6, 203.0.113.7, 10.0.0.9"),
+                "6.6.6.6, 203.0.113.7, 10.0.0.9, 10.0.0.5",
+                "203.0.113.7",
+            ),
+            // No chain: the proxy itself is the client.
+            (vec!["10.0.0.0/8"], "10.0.0.5", None, "10.0.0.5", "10.0.0.5"),
+            // Everything trusted: the leftmost address.
+            (
+                vec!["10.0.0.0/8"],
+                "10.0.0.5",
+                Some("10.1.1.1, 10.2.2.2"),
+                "10.1.1.1, 10.2.2.2, 10.0.0.5",
+                "10.1.1.1",
+            ),
+            // Entries with ports, and IPv6.
+            (
+                vec!["::1", "10.0.0.0/8"],
+                "::1",
+                Some("[2001:db8::7]:4711, 10.0.0.9:80"),
+                "[2001:db8::7]:4711, 10.0.0.9:80, ::1",
+                "2001:db8::7",
+            ),
+            // Garbage stops the walk at the last address that was one.
+            (
+                vec!["10.0.0.0/8"],
+                "10.0.0.5",
+                Some("203.0.113.7, unknown, 10.0.0.9"),
+                "203.0.113.7, unknown, 10.0.0.9, 10.0.0.5",
+                "10.0.0.9",
+            ),
+        ];
+        for (trusted_entries, peer, incoming, sent, client) in cases {
+            let mut map = headers(&[("host", "site.example"), ("x-real-ip", "6.6.6.6")]);
+            if let Some(incoming) = incoming {
+                map.insert(X_FORWARDED_FOR, HeaderValue::from_str(incoming).unwrap());
+            }
+            let host = original_host(&"/".parse().unwrap(), &map);
+            let trusted = trusted(&trusted_entries);
+            prepare_request_headers(&mut map, host, peer.parse().unwrap(), &trusted, None);
+            assert_eq!(map["x-forwarded-for"], sent, "{incoming:?}");
+            assert_eq!(map["x-real-ip"], client, "{incoming:?}");
+            assert_eq!(
+                real_client(&map, peer.parse().unwrap(), &trusted).to_string(),
+                client,
+                "{incoming:?}: the access log's client"
+            );
+        }
+    }
+
+    #[test]
+    fn a_trusted_proxy_keeps_its_proto_host_and_forwarded() {
+        let trusted = trusted(&["10.0.0.0/8"]);
+        let mut map = headers(&[
+            ("host", "site.example"),
+            ("x-forwarded-proto", "http"),
+            ("x-forwarded-host", "public.example"),
+            ("forwarded", "for=203.0.113.7;proto=http"),
+        ]);
+        let host = original_host(&"/".parse().unwrap(), &map);
+        prepare_request_headers(&mut map, host, "10.0.0.5".parse().unwrap(), &trusted, None);
+        assert_eq!(map["x-forwarded-proto"], "http");
+        assert_eq!(map["x-forwarded-host"], "public.example");
+        assert_eq!(
+            map["forwarded"],
+            "for=203.0.113.7;proto=http, for=10.0.0.5;host=\"site.example\";proto=https"
+        );
+
+        // Where it sent none, certd's own values.
+        let mut map = headers(&[("host", "site.example")]);
+        let host = original_host(&"/".parse().unwrap(), &map);
+        prepare_request_headers(&mut map, host, "10.0.0.5".parse().unwrap(), &trusted, None);
+        assert_eq!(map["x-forwarded-proto"], "https");
+        assert_eq!(map["x-forwarded-host"], "site.example");
+        assert_eq!(
+            map["forwarded"],
+            "for=10.0.0.5;host=\"site.example\";proto=https"
+        );
     }
 
     #[test]
@@ -334,7 +612,8 @@ mod tests {
             ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
         ]);
         let upgrade = map.get(UPGRADE).cloned();
-        prepare_request_headers(&mut map, None, "::1".parse().unwrap(), upgrade);
+        let nobody = TrustedProxies::default();
+        prepare_request_headers(&mut map, None, "::1".parse().unwrap(), &nobody, upgrade);
         assert_eq!(map["connection"], "upgrade");
         assert_eq!(map["upgrade"], "websocket");
         assert_eq!(map["sec-websocket-key"], "dGhlIHNhbXBsZSBub25jZQ==");

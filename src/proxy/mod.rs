@@ -14,7 +14,8 @@
 //! unreserved characters); routes match that path, static roots look it up, and upstreams receive it.
 //! Requests arrive over TLS as HTTP/1.1 or HTTP/2 and are forwarded over HTTP/1.1 with their bodies
 //! streamed both ways. Hop-by-hop headers are dropped in both directions, `Host` is kept and the
-//! `X-Forwarded-*` headers are set. Error pages replace only the responses certd makes itself (no
+//! `X-Forwarded-*`, `X-Real-IP` and `Forwarded` headers are set (a client's own are believed only
+//! from `[https] trusted_proxies`). Error pages replace only the responses certd makes itself (no
 //! route, static misses, unreachable or slow upstreams); an upstream's own 404 passes through, as
 //! with nginx's default `proxy_intercept_errors off`.
 
@@ -48,6 +49,7 @@ use tracing::{debug, warn};
 
 use self::path::NormalPath;
 use crate::static_files;
+use crate::trusted_proxies::TrustedProxies;
 
 /// The body of every response the proxy returns: an upstream's body streamed through, a file
 /// streamed from disk, or a short generated body.
@@ -161,6 +163,7 @@ pub struct Proxy {
     limits: ProxyLimits,
     tunnels: TaskTracker,
     shutdown: CancellationToken,
+    trusted_proxies: TrustedProxies,
 }
 
 impl Proxy {
@@ -179,7 +182,26 @@ impl Proxy {
             limits,
             tunnels: TaskTracker::new(),
             shutdown: CancellationToken::new(),
+            trusted_proxies: TrustedProxies::default(),
         }
+    }
+
+    /// This proxy, believing the `X-Forwarded-For` chain of requests whose connection comes from
+    /// `trusted` (see [`Proxy::client_ip`]); by default it believes nobody's.
+    pub fn with_trusted_proxies(mut self, trusted: TrustedProxies) -> Self {
+        self.trusted_proxies = trusted;
+        self
+    }
+
+    /// The real client of a request whose connection came from `peer` (the PROXY header's source
+    /// where the listener speaks the PROXY protocol): `peer`, unless it is a trusted proxy and the
+    /// request's `X-Forwarded-For` names someone behind it. What the upstream gets as `X-Real-IP`.
+    pub fn client_ip(
+        &self,
+        headers: &hyper::HeaderMap,
+        peer: std::net::IpAddr,
+    ) -> std::net::IpAddr {
+        headers::real_client(headers, peer, &self.trusted_proxies)
     }
 
     /// Handles one request that arrived over TLS for a configured site, from `client`.
@@ -283,7 +305,13 @@ impl Proxy {
             StatusCode::BAD_GATEWAY
         })?;
         parts.version = Version::HTTP_11;
-        headers::prepare_request_headers(&mut parts.headers, host, client.ip(), upgrade);
+        headers::prepare_request_headers(
+            &mut parts.headers,
+            host,
+            client.ip(),
+            &self.trusted_proxies,
+            upgrade,
+        );
         let (body, body_sent) = body::RequestBody::new(body);
         let request = Request::from_parts(parts, body);
 

@@ -281,10 +281,9 @@ async fn host_and_forwarded_headers_reach_the_upstream() {
         assert_eq!(seen["uri"], "/app/x?y=1&z");
         assert_eq!(seen["version"], "HTTP/1.1");
         assert_eq!(headers["host"], json!(["site.example"]));
-        assert_eq!(
-            headers["x-forwarded-for"],
-            json!(["203.0.113.7, 127.0.0.1"])
-        );
+        // The client is not a trusted proxy: its own X-Forwarded-* are replaced, not appended to.
+        assert_eq!(headers["x-forwarded-for"], json!(["127.0.0.1"]));
+        assert_eq!(headers["x-real-ip"], json!(["127.0.0.1"]));
         assert_eq!(headers["x-forwarded-proto"], json!(["https"]));
         assert_eq!(headers["x-forwarded-host"], json!(["site.example"]));
         assert_eq!(headers["x-kept"], json!(["yes"]));

@@ -7,8 +7,10 @@
 //! SIGTERM draining, a CA that is down during a renewal, and `certd status` while the daemon runs.
 //!
 //! Each test starts its own Pebble, upstreams and daemon on free ports, so they run in parallel. The
-//! tests are grouped by what they exercise: [`proxy`], [`renewal`] and [`signals`].
+//! tests are grouped by what they exercise: [`proxy`], [`identity`] (who the client is: trusted
+//! proxies, the PROXY protocol), [`renewal`] and [`signals`].
 
+mod identity;
 mod proxy;
 mod renewal;
 mod requests;

@@ -220,6 +220,8 @@ fn prefix(scope: &Scope<'_>, d: &Directive, path: &str, part: &mut ServerPart) -
                     ),
                 )),
             },
+            // Translated for every file at once: see `super::edge`.
+            _ if super::edge::is_edge_directive(inner) => {}
             _ => notes.push(Note::untranslated(here, inner, why_untranslated(inner))),
         }
     }
@@ -303,12 +305,9 @@ fn proxy_header(name: &str, value: &str) -> Option<Option<&'static str>> {
         "x-forwarded-for" => matches!(value, "$proxy_add_x_forwarded_for" | "$remote_addr"),
         "x-forwarded-proto" => matches!(value, "$scheme" | "https"),
         "x-forwarded-host" => matches!(value, "$host" | "$http_host" | "$server_name"),
-        "x-real-ip" if value == "$remote_addr" => {
-            return Some(Some(
-                "certd sends no X-Real-IP: the client's address is the last entry of \
-                 X-Forwarded-For",
-            ))
-        }
+        // certd sets X-Real-IP to the client's address itself (the real client behind
+        // `[https] trusted_proxies`, like nginx's $remote_addr with the realip module).
+        "x-real-ip" => value == "$remote_addr",
         _ => false,
     };
     ok.then_some(None)
@@ -515,10 +514,9 @@ mod tests {
             Some(None)
         );
         assert_eq!(proxy_header("X-Forwarded-Proto", "$scheme"), Some(None));
-        assert!(matches!(
-            proxy_header("X-Real-IP", "$remote_addr"),
-            Some(Some(_))
-        ));
+        // What certd sets by itself (the real client behind [https] trusted_proxies).
+        assert_eq!(proxy_header("X-Real-IP", "$remote_addr"), Some(None));
+        assert_eq!(proxy_header("X-Real-IP", "$http_x_real_ip"), None);
         assert_eq!(proxy_header("Host", "backend.internal"), None);
         assert_eq!(proxy_header("X-Api-Key", "secret"), None);
     }

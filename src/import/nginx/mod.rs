@@ -4,15 +4,19 @@
 //! The files are parsed (`parse.rs`: nginx's tokenizer rules, a line number on every directive), each
 //! server block is translated on its own (`server.rs`, `location.rs`), blocks with the same names are
 //! grouped into one `[[site]]` (`translate.rs`: the certbot-style :80 redirect block joins the :443
-//! block it redirects to), and the result is written out with comments (`render.rs`). Nothing is
-//! dropped silently: every directive certd does not take over is listed as
+//! block it redirects to), the realip and `proxy_protocol` lines of all files become certd's
+//! `[https] trusted_proxies` and `proxy_protocol` keys (`edge.rs`), and the result is written out
+//! with comments (`render.rs`). Nothing is dropped silently: every directive certd does not take
+//! over is listed as
 //! `# untranslated (FILE:LINE): <directive>`, and the translated ones are named in comments that
-//! say what certd does instead (TLS, the https redirect, websocket and forwarding headers).
+//! say what certd does instead (TLS, the https redirect, websocket and forwarding headers, client
+//! addresses).
 //!
 //! Exit codes: 0 when everything was translated, 1 when some directives were not (they are listed),
 //! 2 when a file cannot be read or parsed (nothing is printed on stdout then, so `>> certd.toml`
 //! appends nothing).
 
+mod edge;
 mod location;
 mod parse;
 mod render;

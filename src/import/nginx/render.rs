@@ -5,6 +5,7 @@
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 
+use super::edge::Edge;
 use super::translate::{Covered, Loc, Note, Site, Target, Topic, Translation};
 
 /// The whole fragment.
@@ -21,12 +22,25 @@ pub(super) fn render(translation: &Translation) -> String {
             translation.files.join(", ")
         ),
     );
-    for line in [
+    let only_sites = [
         "Append it to a certd.toml that has one [acme] table (directory, agree_tos, email) and at",
         "most one [http] and one [https] table (the listeners: :80 and :443 when absent); this",
         "fragment holds only sites. `# untranslated` lines are nginx directives certd does not take",
         "over; `# differs` marks a translated line where certd does not behave quite like nginx.",
-    ] {
+    ];
+    let with_tables = [
+        "Append it to a certd.toml that has one [acme] table (directory, agree_tos, email) and at",
+        "most one [http] and one [https] table (the listeners: :80 and :443 when absent); this",
+        "fragment holds sites, and the [https] / [http] keys for client addresses that nginx had.",
+        "`# untranslated` lines are nginx directives certd does not take over; `# differs` marks a",
+        "translated line where certd does not behave quite like nginx.",
+    ];
+    let header: &[&str] = if translation.edge.has_tables() {
+        &with_tables
+    } else {
+        &only_sites
+    };
+    for line in header {
         r.comment(&mut out, "", line);
     }
 
@@ -36,6 +50,7 @@ pub(super) fn render(translation: &Translation) -> String {
         r.covered(&mut out, "", &translation.outside_covered, false);
         r.notes(&mut out, "", &translation.outside);
     }
+    r.edge(&mut out, &translation.edge);
     if translation.sites.is_empty() {
         out.push('\n');
         r.comment(&mut out, "", "no server block became a site");
@@ -64,6 +79,38 @@ struct Renderer<'a> {
 }
 
 impl Renderer<'_> {
+    /// The `[https]` and `[http]` keys for client addresses, when the files have any.
+    fn edge(&self, out: &mut String, edge: &Edge) {
+        if edge.covered.is_empty() && edge.notes.is_empty() {
+            return;
+        }
+        out.push('\n');
+        self.comment(
+            out,
+            "",
+            "client addresses (nginx's real_ip and listen … proxy_protocol lines): certd has \
+             these once, for every site, in [https] and [http]. A certd.toml holds one table of \
+             each: if yours has them already, move these keys into them (certd check names a \
+             table written twice).",
+        );
+        self.covered(out, "", &edge.covered, false);
+        self.notes(out, "", &edge.notes);
+        if !edge.trusted_proxies.is_empty() || edge.https_proxy_protocol {
+            out.push_str("[https]\n");
+            if !edge.trusted_proxies.is_empty() {
+                let ranges: Vec<String> =
+                    edge.trusted_proxies.iter().map(|r| toml_str(r)).collect();
+                let _ = writeln!(out, "trusted_proxies = [{}]", ranges.join(", "));
+            }
+            if edge.https_proxy_protocol {
+                out.push_str("proxy_protocol = true\n");
+            }
+        }
+        if edge.http_proxy_protocol {
+            out.push_str("\n[http]\nproxy_protocol = true\n");
+        }
+    }
+
     fn site(&self, out: &mut String, site: &Site) {
         let servers: Vec<String> = site
             .servers
@@ -278,8 +325,8 @@ fn topic_text(topic: Topic) -> &'static str {
         Topic::Index => "index index.html: certd serves a folder's index.html",
         Topic::ProxyHeaders => {
             "proxy settings: certd speaks HTTP/1.1 to upstreams, passes websocket upgrades \
-             through, keeps Host, and sets X-Forwarded-For, X-Forwarded-Proto and \
-             X-Forwarded-Host itself"
+             through, keeps Host, and sets X-Forwarded-For, X-Forwarded-Proto, \
+             X-Forwarded-Host, X-Real-IP and Forwarded itself"
         }
         Topic::ErrorPageLocation => {
             "the location of an error page: certd reads that file for [site.error_pages]"
@@ -292,6 +339,16 @@ fn topic_text(topic: Topic) -> &'static str {
             "never used by nginx either: this server block redirects every request to https first"
         }
         Topic::SameRoute => "the same location in another server block: one route serves both",
+        Topic::TrustedProxies => {
+            "real client addresses: from these proxies ([https] trusted_proxies) certd keeps \
+             X-Forwarded-For and takes the client from it, skipping every trusted address from \
+             the right (real_ip_recursive on); from anyone else it replaces X-Forwarded-For, \
+             X-Real-IP and Forwarded with the address it sees"
+        }
+        Topic::ProxyProtocol => {
+            "PROXY protocol: connections start with a PROXY header (v1 or v2), accepted only from \
+             [https] trusted_proxies, and its source address is the client"
+        }
     }
 }
 

@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use super::edge;
 use super::location::{self, Scope};
 use super::parse::{directive_text, Directive};
 use super::translate::{
@@ -165,6 +166,8 @@ pub(super) fn server(d: &Directive, file: usize, upstreams: &BTreeMap<String, Lo
             "location" if d.block.is_some() => {
                 root_used |= location::location(&scope, d, &mut part)
             }
+            // Translated for every file at once: see `super::edge`.
+            _ if edge::is_edge_directive(d) => {}
             _ => part
                 .notes
                 .push(Note::untranslated(here, d, why_untranslated(d))),
@@ -241,17 +244,34 @@ fn names(d: &Directive, at: Loc, part: &mut ServerPart) {
 
 /// A `listen` directive, as far as certd cares.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Listen {
+pub(super) struct Listen {
     port: Option<u16>,
     ssl: bool,
+    /// `proxy_protocol`: connections start with a PROXY header (see [`super::edge`]).
+    pub(super) proxy_protocol: bool,
     /// Why it is not translated (a port other than 80 and 443, a parameter certd lacks).
     problem: Option<String>,
+}
+
+/// The `listen` directives of a server block's `body`, each with whether it is TLS (`ssl`, port
+/// 443, or `ssl on` in the block and not port 80).
+pub(super) fn listens(body: &[Directive]) -> Vec<(&Directive, Listen, bool)> {
+    let ssl_on = body.iter().any(|d| d.name == "ssl" && d.args == ["on"]);
+    body.iter()
+        .filter(|d| d.name == "listen")
+        .map(|d| {
+            let l = listen(d);
+            let tls = l.ssl || l.port == Some(443) || (ssl_on && l.port != Some(80));
+            (d, l, tls)
+        })
+        .collect()
 }
 
 fn listen(d: &Directive) -> Listen {
     let mut listen = Listen {
         port: None,
         ssl: false,
+        proxy_protocol: false,
         problem: None,
     };
     let Some((address, params)) = d.args.split_first() else {
@@ -292,6 +312,8 @@ fn listen(d: &Directive) -> Listen {
         ];
         if param == "ssl" {
             listen.ssl = true;
+        } else if param == "proxy_protocol" {
+            listen.proxy_protocol = true;
         } else if !known.contains(&param.as_str()) && !tuning.iter().any(|t| param.starts_with(t)) {
             listen.problem = Some(format!("certd's listeners have no `{param}`"));
         }
@@ -461,7 +483,8 @@ mod tests {
             ("listen 127.0.0.1;", Some(80), false, false),
             ("listen 443;", Some(443), false, false),
             ("listen 8443 ssl;", Some(8443), true, true),
-            ("listen 443 ssl proxy_protocol;", Some(443), true, true),
+            ("listen 443 ssl proxy_protocol;", Some(443), true, false),
+            ("listen 80 proxy_protocol;", Some(80), false, false),
             ("listen unix:/run/nginx.sock;", None, false, true),
         ];
         for (text, port, ssl, problem) in cases {
@@ -471,6 +494,7 @@ mod tests {
                 (port, ssl, problem),
                 "{text}"
             );
+            assert_eq!(l.proxy_protocol, text.contains("proxy_protocol"), "{text}");
         }
     }
 }

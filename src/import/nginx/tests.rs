@@ -160,8 +160,8 @@ names = ["terrax9.se", "www.terrax9.se"]
   path = "/"
   proxy = "http://localhost:8080"
   # translated (terrax9.conf:6-10): proxy settings: certd speaks HTTP/1.1 to upstreams, passes
-  #   websocket upgrades through, keeps Host, and sets X-Forwarded-For, X-Forwarded-Proto and
-  #   X-Forwarded-Host itself
+  #   websocket upgrades through, keeps Host, and sets X-Forwarded-For, X-Forwarded-Proto,
+  #   X-Forwarded-Host, X-Real-IP and Forwarded itself
 "#;
     assert_eq!(fragment(&[("terrax9.conf", TERRAX9)]).text, expected);
 }
@@ -621,4 +621,178 @@ server {
     );
     assert_eq!(lines(site.covered.get(&Topic::Unreachable)), [4, 5, 6]);
     assert_eq!(lines(site.covered.get(&Topic::Redirect)), [2, 7]);
+}
+
+/// A site behind a load balancer: realip from its addresses, PROXY protocol on both listeners.
+const BEHIND_A_BALANCER: &str = "http {
+  set_real_ip_from 10.0.0.0/8;
+  set_real_ip_from 192.0.2.1;
+  real_ip_header X-Forwarded-For;
+  real_ip_recursive on;
+  server {
+    listen 443 ssl proxy_protocol;
+    server_name app.example;
+    ssl_certificate /etc/ssl/app.pem;
+    set_real_ip_from 10.0.0.0/8;
+    location / {
+      proxy_pass http://127.0.0.1:8080;
+      proxy_set_header X-Real-IP $remote_addr;
+      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+    }
+  }
+  server {
+    listen 80 proxy_protocol;
+    server_name app.example;
+    return 301 https://$host$request_uri;
+  }
+}
+";
+
+#[test]
+fn real_ip_and_proxy_protocol_become_trusted_proxies_and_proxy_protocol() {
+    let t = translated(&[("lb.conf", BEHIND_A_BALANCER)]);
+    assert_eq!(untranslated(&t), []);
+    assert_eq!(t.edge.trusted_proxies, ["10.0.0.0/8", "192.0.2.1/32"]);
+    assert!(t.edge.https_proxy_protocol);
+    assert!(t.edge.http_proxy_protocol);
+    assert_eq!(
+        lines(t.edge.covered.get(&Topic::TrustedProxies)),
+        [2, 3, 4, 5, 10]
+    );
+    assert_eq!(lines(t.edge.covered.get(&Topic::ProxyProtocol)), [7, 18]);
+    // The server-level range is certd's for every site: said so.
+    assert!(t.edge.notes.iter().any(|note| matches!(
+        note,
+        Note::Differs { at, .. } if at.line == 10
+    )));
+    // `proxy_set_header X-Real-IP $remote_addr` is what certd does by itself: translated.
+    let route = &t.sites[0].routes[0];
+    assert_eq!(lines(route.covered.get(&Topic::ProxyHeaders)), [13, 14]);
+
+    // The fragment, appended to a certd.toml without [https] and [http], is what certd loads.
+    let fragment = fragment(&[("lb.conf", BEHIND_A_BALANCER)]);
+    assert_eq!(fragment.untranslated, 0, "{}", fragment.text);
+    assert!(
+        fragment.text.contains(
+            "[https]\ntrusted_proxies = [\"10.0.0.0/8\", \"192.0.2.1/32\"]\nproxy_protocol = true\n"
+        ),
+        "{}",
+        fragment.text
+    );
+    assert!(
+        fragment.text.contains("\n[http]\nproxy_protocol = true\n"),
+        "{}",
+        fragment.text
+    );
+    let text = format!(
+        "[acme]\ndirectory = \"letsencrypt\"\nagree_tos = true\n\n{}",
+        fragment.text
+    );
+    let config = crate::config::from_toml(&text, Path::new("/etc/certd/certd.toml"))
+        .unwrap_or_else(|err| panic!("{err}\n{text}"));
+    let ranges: Vec<String> = config
+        .https
+        .trusted_proxies
+        .ranges()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(ranges, ["10.0.0.0/8", "192.0.2.1/32"]);
+    assert!(config.https.proxy_protocol);
+    assert!(config.http.proxy_protocol);
+    assert_eq!(config.sites[0].names, ["app.example"]);
+
+    // `real_ip_header proxy_protocol` (the address from the PROXY header) is certd's way too.
+    let from_header = BEHIND_A_BALANCER.replace("X-Forwarded-For;", "proxy_protocol;");
+    let t = translated(&[("lb.conf", &from_header)]);
+    assert_eq!(untranslated(&t), []);
+    assert_eq!(lines(t.edge.covered.get(&Topic::ProxyProtocol)), [4, 7, 18]);
+}
+
+#[test]
+fn real_ip_forms_certd_cannot_follow_are_listed_with_a_reason() {
+    /// The untranslated notes of `text`: (line, why).
+    fn reasons(text: &str) -> Vec<(usize, String)> {
+        translated(&[("lb.conf", text)])
+            .notes()
+            .filter_map(|note| match note {
+                Note::Untranslated { at, why, .. } => Some((at.line, why.clone().unwrap())),
+                Note::Differs { .. } => None,
+            })
+            .collect()
+    }
+    let site = |listen: &str, extra: &str| {
+        format!(
+            "server {{\n  listen {listen};\n  server_name app.example;\n  {extra}\n  \
+             location / {{ proxy_pass http://127.0.0.1:8080; }}\n}}\n"
+        )
+    };
+    let cases: [(String, usize, &str); 7] = [
+        (
+            format!(
+                "set_real_ip_from 10.0.0.0/8;\nreal_ip_header CF-Connecting-IP;\n{}",
+                site("443 ssl", "")
+            ),
+            2,
+            "never from CF-Connecting-IP",
+        ),
+        (
+            format!("set_real_ip_from 10.0.0.0/8;\n{}", site("443 ssl", "")),
+            1,
+            "not from X-Real-IP",
+        ),
+        (
+            format!(
+                "set_real_ip_from unix:;\nreal_ip_header X-Forwarded-For;\n{}",
+                site("443 ssl", "")
+            ),
+            1,
+            "TCP only",
+        ),
+        (
+            format!(
+                "set_real_ip_from lb.internal;\nreal_ip_header X-Forwarded-For;\n{}",
+                site("443 ssl", "")
+            ),
+            1,
+            "not an IP address or a CIDR range",
+        ),
+        (site("443 ssl proxy_protocol", ""), 2, "no set_real_ip_from"),
+        (
+            format!(
+                "set_real_ip_from 10.0.0.0/8;\nreal_ip_header X-Forwarded-For;\n{}{}",
+                site("443 ssl proxy_protocol", ""),
+                site("443 ssl", "").replace("app.example", "other.example")
+            ),
+            4,
+            "lb.conf:10 listens without it",
+        ),
+        (
+            format!(
+                "set_real_ip_from 10.0.0.0/8;\nreal_ip_header proxy_protocol;\n{}",
+                site("443 ssl", "")
+            ),
+            2,
+            "no PROXY header",
+        ),
+    ];
+    for (text, line, reason) in cases {
+        let found = reasons(&text);
+        assert!(
+            found
+                .iter()
+                .any(|(at, why)| *at == line && why.contains(reason)),
+            "line {line}, {reason:?} in {found:#?}\n{text}"
+        );
+        assert_eq!(found.len(), 1, "{found:#?}\n{text}");
+    }
+
+    // Nothing certd would refuse is written: no proxy_protocol without trusted_proxies.
+    let fragment = fragment(&[("lb.conf", &site("443 ssl proxy_protocol", ""))]);
+    assert!(
+        !fragment.text.contains("proxy_protocol = true"),
+        "{}",
+        fragment.text
+    );
+    assert_eq!(fragment.untranslated, 1);
 }

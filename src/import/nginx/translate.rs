@@ -44,6 +44,11 @@ pub(super) enum Topic {
     Unreachable,
     /// The same location (same path and target) in another server block of the site.
     SameRoute,
+    /// `set_real_ip_from`, `real_ip_header X-Forwarded-For`, `real_ip_recursive`: `[https]
+    /// trusted_proxies`.
+    TrustedProxies,
+    /// `listen … proxy_protocol`, `real_ip_header proxy_protocol`: `proxy_protocol = true`.
+    ProxyProtocol,
 }
 
 /// The lines translated per topic.
@@ -141,13 +146,17 @@ pub(super) struct Translation {
     /// Notes outside any site: top-level and `http {}` directives, server blocks without a site.
     pub(super) outside: Vec<Note>,
     pub(super) sites: Vec<Site>,
+    /// Who the client is: `[https] trusted_proxies` and the `proxy_protocol` keys.
+    pub(super) edge: super::edge::Edge,
 }
 
 impl Translation {
     /// Every note, wherever it is.
     pub(super) fn notes(&self) -> impl Iterator<Item = &Note> {
-        self.outside
+        self.edge
+            .notes
             .iter()
+            .chain(self.outside.iter())
             .chain(self.sites.iter().flat_map(|site| {
                 site.notes
                     .iter()
@@ -185,6 +194,7 @@ pub(super) fn translate(files: &[(String, Vec<Directive>)]) -> Translation {
         );
     }
     group(parts, &mut translation);
+    translation.edge = super::edge::edge(files);
     translation
 }
 
@@ -222,6 +232,8 @@ fn walk(
             _ if is_tls_setting(d) => {
                 cover(&mut translation.outside_covered, Topic::TlsDefaults, at)
             }
+            // Translated for every file at once: see `super::edge`.
+            _ if super::edge::is_edge_directive(d) => {}
             _ => translation
                 .outside
                 .push(Note::untranslated(at, d, why_untranslated(d))),

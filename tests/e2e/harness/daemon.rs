@@ -91,6 +91,8 @@ pub struct RunConfig {
     pub remaining_fraction: Option<f64>,
     /// The sites.
     pub sites: Vec<Site>,
+    /// More `[https]` entries as written, e.g. `("trusted_proxies", "[\"127.0.0.1\"]")`.
+    pub https: Vec<(String, String)>,
 }
 
 impl RunConfig {
@@ -105,7 +107,14 @@ impl RunConfig {
             limits: Vec::new(),
             remaining_fraction: None,
             sites,
+            https: Vec::new(),
         }
+    }
+
+    /// Sets `[https] key = value` (`value` as TOML, e.g. `"true"`).
+    pub fn https(mut self, key: &str, value: &str) -> Self {
+        self.https.push((key.to_owned(), value.to_owned()));
+        self
     }
 
     /// Sets `[limits] key = value` (`value` as TOML, e.g. `"\"2s\""`).
@@ -126,6 +135,9 @@ impl RunConfig {
             "\n[https]\nlisten = [{}]\n",
             toml_str(&self.https_addr().to_string())
         );
+        for (key, value) in &self.https {
+            toml += &format!("{key} = {value}\n");
+        }
         if !self.limits.is_empty() {
             toml += "\n[limits]\n";
             for (key, value) in &self.limits {
