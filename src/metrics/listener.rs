@@ -331,9 +331,9 @@ mod tests {
         });
         let server = Server::start_rendering(Limits::default(), render).await;
         let addr = server.addr;
+        let started = Instant::now();
         let slow = tokio::spawn(async move { served(addr).await });
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let started = Instant::now();
         let mut tcp = TcpStream::connect(addr).await.unwrap();
         tcp.write_all(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
             .await
