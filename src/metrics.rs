@@ -164,8 +164,20 @@ impl Metrics {
             self.handshakes.load(Ordering::Relaxed),
             self.handshake_errors.load(Ordering::Relaxed),
         );
+        render_log_drops(&mut out, crate::logging::dropped_lines());
         out
     }
+}
+
+/// Log lines dropped because stderr did not keep up (see [`crate::logging`]).
+fn render_log_drops(out: &mut String, dropped: u64) {
+    let _ = writeln!(
+        out,
+        "# HELP certd_log_lines_dropped_total Log lines dropped because the log queue was full \
+         (stderr did not keep up).\n\
+         # TYPE certd_log_lines_dropped_total counter\n\
+         certd_log_lines_dropped_total {dropped}"
+    );
 }
 
 /// Label values escape backslash, quote and newline (Prometheus text format).
@@ -225,6 +237,20 @@ mod tests {
         assert!(
             !text.contains("certd_certificate_not_after_seconds{"),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn dropped_log_lines_are_a_counter() {
+        let mut out = String::new();
+        render_log_drops(&mut out, 42);
+        assert!(
+            out.contains("# TYPE certd_log_lines_dropped_total counter\n"),
+            "{out}"
+        );
+        assert!(
+            out.ends_with("\ncertd_log_lines_dropped_total 42\n"),
+            "{out}"
         );
     }
 }
