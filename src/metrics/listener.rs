@@ -20,7 +20,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::debug;
+use tracing::{debug, Instrument as _};
 
 use super::ScrapeSource;
 
@@ -79,10 +79,13 @@ pub(super) async fn serve_with(
         };
         let render = render.clone();
         let shutdown = shutdown.clone();
-        tasks.spawn(async move {
-            connection(stream, render, limits, &shutdown).await;
-            drop(permit);
-        });
+        tasks.spawn(
+            async move {
+                connection(stream, render, limits, &shutdown).await;
+                drop(permit);
+            }
+            .instrument(tracing::debug_span!("metrics", client = %peer)),
+        );
     }
 }
 
