@@ -19,6 +19,7 @@ pub mod hostname;
 pub mod import;
 pub mod ledger;
 pub mod listener;
+pub mod logging;
 pub mod metrics;
 pub mod preflight;
 pub mod proxy;

@@ -3,28 +3,24 @@
 //! and TLS handshakes and their failures.
 //!
 //! Counters are atomics bumped on the request path; certificate gauges are read from the state
-//! directory at scrape time, so they always say what is on disk (and what `certd status` says).
+//! directory at scrape time, so they always say what is on disk (and what `certd status` says). The
+//! HTTP listener scrapers talk to, with its deadlines and connection cap, is the `listener` module.
+
+mod listener;
 
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper::body::Incoming;
-use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper::StatusCode;
 use time::OffsetDateTime;
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
-use tracing::debug;
 
 use crate::config::Config;
 use crate::renewal::{next_action_at, site_state, SiteState};
 use crate::store::Store;
+
+pub use listener::serve;
 
 /// The daemon's counters. Cheap to share (`Arc`).
 #[derive(Debug, Default)]
@@ -206,8 +202,20 @@ impl Metrics {
             self.scheduler_restarts.load(Ordering::Relaxed),
             self.scheduler_last_run.load(Ordering::Relaxed),
         );
+        render_log_drops(&mut out, crate::logging::dropped_lines());
         out
     }
+}
+
+/// Log lines dropped because stderr did not keep up (see [`crate::logging`]).
+fn render_log_drops(out: &mut String, dropped: u64) {
+    let _ = writeln!(
+        out,
+        "# HELP certd_log_lines_dropped_total Log lines dropped because the log queue was full \
+         (stderr did not keep up).\n\
+         # TYPE certd_log_lines_dropped_total counter\n\
+         certd_log_lines_dropped_total {dropped}"
+    );
 }
 
 /// Label values escape backslash, quote and newline (Prometheus text format).
@@ -220,48 +228,6 @@ fn escape(value: &str) -> String {
 
 /// What a scrape needs: the counters, and the current configuration and store for the gauges.
 pub type ScrapeSource = Arc<dyn Fn() -> String + Send + Sync>;
-
-/// Serves `GET /metrics` on `listener` until `shutdown`.
-pub async fn serve(
-    listener: TcpListener,
-    render: ScrapeSource,
-    shutdown: CancellationToken,
-    tasks: TaskTracker,
-) {
-    loop {
-        let Some((stream, _)) = crate::listener::accept(&listener, &shutdown).await else {
-            return;
-        };
-        let render = render.clone();
-        tasks.spawn(async move {
-            let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-                let render = render.clone();
-                async move {
-                    let mut response = if request.uri().path() == "/metrics" {
-                        let mut response = Response::new(Full::new(Bytes::from(render())));
-                        response.headers_mut().insert(
-                            hyper::header::CONTENT_TYPE,
-                            hyper::header::HeaderValue::from_static("text/plain; version=0.0.4"),
-                        );
-                        response
-                    } else {
-                        Response::new(Full::new(Bytes::from_static(b"see /metrics\n")))
-                    };
-                    if request.uri().path() != "/metrics" {
-                        *response.status_mut() = StatusCode::NOT_FOUND;
-                    }
-                    Ok::<_, Infallible>(response)
-                }
-            });
-            if let Err(err) = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await
-            {
-                debug!(%err, "metrics connection ended");
-            }
-        });
-    }
-}
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
@@ -358,5 +324,19 @@ mod tests {
             "{text}"
         );
         assert_eq!(metrics.scheduler_last_run(), Some(now));
+    }
+
+    #[test]
+    fn dropped_log_lines_are_a_counter() {
+        let mut out = String::new();
+        render_log_drops(&mut out, 42);
+        assert!(
+            out.contains("# TYPE certd_log_lines_dropped_total counter\n"),
+            "{out}"
+        );
+        assert!(
+            out.ends_with("\ncertd_log_lines_dropped_total 42\n"),
+            "{out}"
+        );
     }
 }

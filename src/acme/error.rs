@@ -222,6 +222,18 @@ pub(super) fn classify_ca_error(url: &str, err: instant_acme::Error) -> AcmeErro
             url,
             reason: "timed out".into(),
         },
+        // A CA that answers with megabytes is reachable but not behaving like an ACME CA.
+        instant_acme::Error::Other(inner)
+            if matches!(
+                inner.downcast_ref(),
+                Some(super::http::CaResponseError::TooLarge(_))
+            ) =>
+        {
+            AcmeError::NotAcme {
+                url,
+                reason: inner.to_string(),
+            }
+        }
         other => {
             let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&other);
             let mut reasons = Vec::new();

@@ -12,6 +12,8 @@
 //! - `upstream`: upstreams that close, reset or hang give 502/504, and leak no file descriptors.
 //! - `disk`: a read-only or full state directory fails the renewal with the path named, and the old
 //!   pair keeps serving, intact.
+//! - `stalls`: a kept-alive metrics scraper does not hold SIGTERM; a stderr nobody reads drops (and
+//!   counts, and reports) log lines instead of stalling requests.
 //! - `tls_grade`: `testssl.sh` finds no old protocol, weak cipher or broken chain.
 //!
 //! The tools some tests drive (`testssl.sh`, `mount` for the disk faults, `systemd-analyze`) are
@@ -24,6 +26,7 @@ mod disk;
 mod hostile;
 mod outage;
 mod slowloris;
+mod stalls;
 mod tls_grade;
 mod upstream;
 
