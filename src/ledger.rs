@@ -288,7 +288,11 @@ pub fn duplicate_limit_until(
     }
     // Oldest first in the file; the window reopens when enough of them have aged out.
     let reopening = issued.len() - DUPLICATE_LIMIT;
-    issued.get(reopening).map(|at| *at + DUPLICATE_WINDOW)
+    // Checked: an entry dated in the last week of year 9999 (an edited file, a broken clock) would
+    // overflow; such an entry keeps the window shut as far as a date can say.
+    issued
+        .get(reopening)
+        .map(|at| at.checked_add(DUPLICATE_WINDOW).unwrap_or(*at))
 }
 
 #[cfg(test)]
@@ -427,5 +431,18 @@ mod tests {
         let summary = summary(&entries, &set, now);
         assert_eq!(summary.issued, 5);
         assert_eq!(summary.failed, 0);
+    }
+
+    #[test]
+    fn entries_dated_at_the_end_of_time_do_not_panic() {
+        let last_day = datetime!(9999-12-31 0:00 UTC);
+        let set = names(&["a.test"]);
+        let entries: Vec<LedgerEntry> = (0..5)
+            .map(|_| LedgerEntry::new(last_day, "a.test", &set, LedgerEvent::Issued))
+            .collect();
+        assert_eq!(
+            duplicate_limit_until(&entries, &set, last_day),
+            Some(last_day)
+        );
     }
 }
