@@ -24,6 +24,8 @@ command -v pebble >/dev/null && command -v pebble-challtestsrv >/dev/null || mis
 command -v testssl >/dev/null || command -v testssl.sh >/dev/null || missing+=(testssl.sh)
 command -v systemd-analyze >/dev/null || missing+=(systemd)
 command -v mount >/dev/null && command -v umount >/dev/null || missing+=(mount)
+# htpasswd writes the bcrypt, apr1 and SHA fixtures of the basic-auth tests (run::access).
+command -v htpasswd >/dev/null || missing+=(apache2-utils)
 if [ "${#missing[@]}" -gt 0 ]; then
     echo "==> installing ${missing[*]} with apt-get"
     as_root apt-get update -qq

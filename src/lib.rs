@@ -7,6 +7,7 @@
 //! site's certificate is renewed) and [`commands`] (what each CLI verb does).
 #![warn(missing_docs)]
 
+pub mod access;
 pub mod acme;
 pub mod certificate;
 pub mod challenge;

@@ -71,6 +71,11 @@
 //!   # root = "/srv/www"         # ... or serve files (nginx `root`: the full path is appended)
 //!   # tunnel_idle_timeout = "10m"  # proxy routes: overrides [limits] tunnel_idle_timeout
 //!   # allow_dotfiles = false    # static routes: serve `.name` paths (default 404; .well-known is served)
+//!   # access = ["allow 10.0.0.0/8", "deny all"]  # nginx allow/deny, in order (403)
+//!   # auth_basic = "Staff only"  # basic auth realm ("off": none), with ...
+//!   # auth_basic_user_file = "/etc/certd/htpasswd"  # ... an htpasswd file (bcrypt, apr1, SHA)
+//!   # satisfy = "all"           # "any": an allowed address or a right password is enough
+//!   # (the four access keys may also be set on the [[site]], for routes that do not set them)
 //!
 //!   [site.error_pages]          # optional: a file as the body of an error status
 //!   404 = "/srv/www/404.html"
@@ -82,6 +87,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+mod access;
 mod operations;
 mod raw;
 mod serving;
@@ -328,6 +334,9 @@ pub struct RouteConfig {
     /// `allow_dotfiles` (static routes): serve files and folders whose name starts with `.`
     /// (default false: 404, except under `/.well-known/`).
     pub allow_dotfiles: bool,
+    /// `access`, `auth_basic`, `auth_basic_user_file`, `satisfy`: who may use the route, with the
+    /// site-level keys already inherited; `None` when it is open to everyone.
+    pub access: Option<std::sync::Arc<crate::access::Policy>>,
 }
 
 /// What a route does.

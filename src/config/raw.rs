@@ -131,6 +131,11 @@ pub(super) struct RawRoute {
     pub(super) root: Option<Spanned<String>>,
     pub(super) tunnel_idle_timeout: Option<Spanned<RawDuration>>,
     pub(super) allow_dotfiles: Option<Spanned<bool>>,
+    /// `access`, `auth_basic`, `auth_basic_user_file`, `satisfy` (see `config::access`).
+    pub(super) access: Option<Spanned<Vec<Spanned<String>>>>,
+    pub(super) auth_basic: Option<Spanned<String>>,
+    pub(super) auth_basic_user_file: Option<Spanned<String>>,
+    pub(super) satisfy: Option<Spanned<String>>,
 }
 
 /// `[renewal]`.
@@ -153,6 +158,11 @@ pub(super) struct RawSite {
     /// Status code (as a TOML key, so a string) → file.
     pub(super) error_pages: Option<Spanned<std::collections::BTreeMap<String, Spanned<String>>>>,
     pub(super) profile: Option<Spanned<String>>,
+    /// The site-level defaults of the route keys of the same names (see `config::access`).
+    pub(super) access: Option<Spanned<Vec<Spanned<String>>>>,
+    pub(super) auth_basic: Option<Spanned<String>>,
+    pub(super) auth_basic_user_file: Option<Spanned<String>>,
+    pub(super) satisfy: Option<Spanned<String>>,
 }
 
 // ---------------------------------------------------------------------------------------------------

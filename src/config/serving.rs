@@ -387,6 +387,7 @@ pub(super) fn routes(
             target,
             tunnel_idle_timeout,
             allow_dotfiles: route.allow_dotfiles.is_some_and(|allow| *allow.get_ref()),
+            access: None,
         });
     }
     routes

@@ -10,7 +10,7 @@ use toml::Spanned;
 
 use super::raw::{line_at, RawAcme, RawConfig, RawHttp, RawRenewal, RawSite};
 use super::*;
-use super::{operations, serving};
+use super::{access, operations, serving};
 use crate::hostname;
 
 // ---------------------------------------------------------------------------------------------------
@@ -533,10 +533,21 @@ fn sites(
         let table = site.span();
         let RawSite {
             names,
-            route,
+            mut route,
             error_pages,
             profile,
+            access,
+            auth_basic,
+            auth_basic_user_file,
+            satisfy,
         } = site.into_inner();
+        let site_access = access::AccessKeys {
+            access,
+            auth_basic,
+            auth_basic_user_file,
+            satisfy,
+        };
+        let route_access = access::take_route_keys(i, site_access, &mut route, folder, problems);
         let profile = profile.and_then(|profile| match profile_name(profile.get_ref()) {
             Ok(name) => Some(name),
             Err(reason) => {
@@ -544,7 +555,8 @@ fn sites(
                 None
             }
         });
-        let routes = serving::routes(i, route, folder, problems);
+        let mut routes = serving::routes(i, route, folder, problems);
+        route_access.attach(&mut routes, problems);
         let error_pages = serving::error_pages(i, error_pages, folder, problems);
         let Some(names) = names else {
             problems.add(

@@ -77,6 +77,7 @@ fn routes(site: &SiteConfig) -> SiteRoutes {
                 },
                 tunnel_idle_timeout: route.tunnel_idle_timeout,
                 allow_dotfiles: route.allow_dotfiles,
+                access: route.access.clone(),
             })
             .collect(),
         error_pages: site

@@ -79,6 +79,9 @@ pub struct Route {
     /// For static routes: serve paths with a segment starting with `.` (otherwise 404, except
     /// `/.well-known/`).
     pub allow_dotfiles: bool,
+    /// Who may use the route (`access`, `auth_basic`, `satisfy`), checked before its target runs;
+    /// `None`: everyone.
+    pub access: Option<std::sync::Arc<crate::access::Policy>>,
 }
 
 /// The routes and error pages of one site.
@@ -164,6 +167,7 @@ pub struct Proxy {
     tunnels: TaskTracker,
     shutdown: CancellationToken,
     trusted_proxies: TrustedProxies,
+    access: crate::access::Guard,
 }
 
 impl Proxy {
@@ -183,6 +187,7 @@ impl Proxy {
             tunnels: TaskTracker::new(),
             shutdown: CancellationToken::new(),
             trusted_proxies: TrustedProxies::default(),
+            access: crate::access::Guard::default(),
         }
     }
 
@@ -234,6 +239,9 @@ impl Proxy {
             ))
             .await;
         };
+        if let Some(refused) = self.refused_access(&request, route, client).await {
+            return Box::pin(error_page(site, refused, head)).await;
+        }
         match &route.target {
             RouteTarget::Static(root) => {
                 let (parts, _body) = request.into_parts();
@@ -262,6 +270,35 @@ impl Proxy {
                 };
                 response.extensions_mut().insert(UpstreamUsed(label));
                 response
+            }
+        }
+    }
+
+    /// The 403 or 401 for a request the route's access policy refuses; `None` lets it through.
+    /// Checked on the real client address, the one `X-Real-IP` carries (nginx's realip module).
+    async fn refused_access(
+        &self,
+        request: &Request<Incoming>,
+        route: &Route,
+        client: SocketAddr,
+    ) -> Option<Response<ProxyBody>> {
+        let policy = route.access.as_deref()?;
+        let ip = self.client_ip(request.headers(), client.ip());
+        match self.access.check(policy, request.headers(), ip).await {
+            crate::access::Outcome::Allowed => None,
+            crate::access::Outcome::Forbidden => {
+                debug!(%ip, route = route.path, "access denied");
+                Some(status_response(StatusCode::FORBIDDEN))
+            }
+            crate::access::Outcome::Unauthorized(realm) => {
+                let mut response = status_response(StatusCode::UNAUTHORIZED);
+                // The realm was checked to be printable ASCII when the configuration was loaded.
+                if let Ok(value) = HeaderValue::from_str(&crate::access::challenge(&realm)) {
+                    response
+                        .headers_mut()
+                        .insert(hyper::header::WWW_AUTHENTICATE, value);
+                }
+                Some(response)
             }
         }
     }
