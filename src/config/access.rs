@@ -221,3 +221,165 @@ fn level(prefix: &str, keys: AccessKeys, folder: &Path, problems: &mut Problems<
         satisfy,
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::super::{from_toml, Config, ConfigProblem};
+    use crate::access::{Outcome, Satisfy};
+
+    /// A folder with an htpasswd file `users` (alice: "password", as `{SHA}`), and a config file
+    /// path in it.
+    fn folder() -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("users"),
+            "alice:{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=\n",
+        )
+        .unwrap();
+        let path = dir.path().join("certd.toml");
+        (dir, path)
+    }
+
+    fn config(site_keys: &str, routes: &str) -> String {
+        format!(
+            "[acme]\ndirectory = \"letsencrypt\"\nagree_tos = true\n[[site]]\n\
+             names = [\"example.org\"]\n{site_keys}\n{routes}"
+        )
+    }
+
+    fn parse(text: &str, path: &std::path::Path) -> Config {
+        match from_toml(text, path) {
+            Ok(config) => config,
+            Err(err) => panic!("expected a valid config, got:\n{err}"),
+        }
+    }
+
+    fn problems(text: &str, path: &std::path::Path) -> Vec<ConfigProblem> {
+        match from_toml(text, path) {
+            Ok(_) => panic!("expected problems"),
+            Err(err) => err.problems,
+        }
+    }
+
+    const ROUTES: &str = "[[site.route]]\npath = \"/\"\nproxy = \"http://127.0.0.1:8080\"\n\
+                          [[site.route]]\npath = \"/admin\"\nproxy = \"http://127.0.0.1:8081\"\n\
+                          access = [\"allow 10.0.0.0/8\", \"deny all\"]\nsatisfy = \"any\"\n\
+                          [[site.route]]\npath = \"/open\"\nproxy = \"http://127.0.0.1:8082\"\n\
+                          auth_basic = \"off\"\naccess = []\n";
+
+    #[tokio::test]
+    async fn routes_inherit_each_key_from_their_site_unless_they_set_it() {
+        let (_dir, path) = folder();
+        let site = "access = [\"deny 192.0.2.0/24\"]\nauth_basic = \"Staff\"\n\
+                    auth_basic_user_file = \"users\"";
+        let config = parse(&config(site, ROUTES), &path);
+        let routes = &config.sites[0].routes;
+        let root = routes[0].access.as_deref().unwrap();
+        let admin = routes[1].access.as_deref().unwrap();
+        assert!(routes[2].access.is_none(), "auth off and rules cleared");
+
+        // `/` has the site's rules and auth, satisfy all.
+        assert_eq!(root.satisfy, Satisfy::All);
+        assert_eq!(root.auth.as_ref().unwrap().realm, "Staff");
+        let guard = crate::access::Guard::default();
+        let none = hyper::HeaderMap::new();
+        let denied = "192.0.2.7".parse().unwrap();
+        assert_eq!(guard.check(root, &none, denied).await, Outcome::Forbidden);
+        // `/admin` replaced the rules, kept the site's auth, and satisfies either.
+        assert_eq!(admin.satisfy, Satisfy::Any);
+        assert!(admin.auth.is_some());
+        let inside = "10.1.1.1".parse().unwrap();
+        assert_eq!(guard.check(admin, &none, inside).await, Outcome::Allowed);
+        assert_eq!(
+            guard.check(admin, &none, denied).await,
+            Outcome::Unauthorized("Staff".into())
+        );
+    }
+
+    #[test]
+    fn routes_without_access_keys_stay_open() {
+        let (_dir, path) = folder();
+        let config = parse(&config("", ROUTES), &path);
+        let routes = &config.sites[0].routes;
+        assert!(routes[0].access.is_none());
+        assert!(routes[1].access.is_some());
+        assert!(routes[2].access.is_none());
+    }
+
+    #[test]
+    fn bad_entries_name_key_index_and_line() {
+        let (_dir, path) = folder();
+        let text = config(
+            "",
+            "[[site.route]]\npath = \"/\"\nproxy = \"http://127.0.0.1:8080\"\n\
+             access = [\"allow 10.0.0.0/8\", \"allow 10.0.0.0/40\", \"permit all\"]\n\
+             satisfy = \"some\"\n",
+        );
+        let found = problems(&text, &path);
+        let keys: Vec<(&str, Option<usize>)> = found
+            .iter()
+            .map(|problem| (problem.key.as_str(), problem.line))
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                ("site[0].route[0].access[1]", Some(10)),
+                ("site[0].route[0].access[2]", Some(10)),
+                ("site[0].route[0].satisfy", Some(11)),
+            ],
+            "{found:#?}"
+        );
+        assert!(found[2].reason.contains("\"all\""), "{found:#?}");
+    }
+
+    #[test]
+    fn htpasswd_problems_name_the_file_and_its_line() {
+        let (dir, path) = folder();
+        std::fs::write(
+            dir.path().join("bad"),
+            "ok:{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=\nold:abJnggxhB/yWI\n",
+        )
+        .unwrap();
+        let site = "auth_basic = \"Staff\"\nauth_basic_user_file = \"bad\"";
+        let found = problems(&config(site, ROUTES), &path);
+        assert_eq!(found.len(), 1, "{found:#?}");
+        assert_eq!(found[0].key, "site[0].auth_basic_user_file");
+        assert_eq!(found[0].line, Some(7));
+        let file = dir.path().join("bad");
+        assert!(
+            found[0]
+                .reason
+                .starts_with(&format!("{}:2: user `old`: crypt(3)", file.display())),
+            "{found:#?}"
+        );
+
+        let site = "auth_basic = \"Staff\"\nauth_basic_user_file = \"missing\"";
+        let found = problems(&config(site, ROUTES), &path);
+        assert_eq!(found[0].key, "site[0].auth_basic_user_file");
+        assert!(
+            found[0].reason.contains("cannot read the file"),
+            "{found:#?}"
+        );
+    }
+
+    #[test]
+    fn auth_needs_both_a_realm_and_users() {
+        let (_dir, path) = folder();
+        // Reported once, at the site's key, although three routes inherit it.
+        let found = problems(&config("auth_basic = \"Staff\"", ROUTES), &path);
+        assert_eq!(found.len(), 1, "{found:#?}");
+        assert_eq!(found[0].key, "site[0].auth_basic");
+        assert!(found[0].reason.contains("auth_basic_user_file"));
+
+        let found = problems(&config("auth_basic_user_file = \"users\"", ROUTES), &path);
+        assert_eq!(found.len(), 1, "{found:#?}");
+        assert_eq!(found[0].key, "site[0].auth_basic_user_file");
+
+        let found = problems(&config("auth_basic = \"bad\\nrealm\"", ROUTES), &path);
+        assert_eq!(found[0].key, "site[0].auth_basic");
+        assert!(found[0].reason.contains("printable"), "{found:#?}");
+    }
+}
