@@ -27,5 +27,6 @@ pub use daemon::{Daemon, RunConfig, Site};
 pub use net::{
     der_serial, dns, http_get, Alpn, Handshake, HttpsClient, Refused, TlsVersions, Upstream,
 };
+pub use net::{Http1, Reply};
 pub use pebble::{free_port, Pebble, PebbleOptions, CONNECTION_PROBLEM, REFUSED_DETAIL};
 pub use pki::{key_matches, normalize_serial, not_after, sans, serial_hex, verify_chain, TestPki};

@@ -36,6 +36,8 @@ pub struct Site {
     pub error_pages: Vec<(u16, String)>,
     /// More keys of a `[[site.route]]`: its path, the key, and the value as TOML.
     pub route_options: Vec<(String, String, String)>,
+    /// More keys of the `[[site]]` itself: the key, and the value as TOML.
+    pub site_options: Vec<(String, String)>,
 }
 
 impl Site {
@@ -46,7 +48,14 @@ impl Site {
             routes: Vec::new(),
             error_pages: Vec::new(),
             route_options: Vec::new(),
+            site_options: Vec::new(),
         }
+    }
+
+    /// Sets `key = value` (`value` as TOML) on the `[[site]]` itself.
+    pub fn site_option(mut self, key: &str, value: &str) -> Self {
+        self.site_options.push((key.to_owned(), value.to_owned()));
+        self
     }
 
     /// Sets `key = value` (`value` as TOML) on the route for `path`, added before or after.
@@ -150,6 +159,9 @@ impl RunConfig {
         for site in &self.sites {
             let names: Vec<String> = site.names.iter().map(|name| toml_str(name)).collect();
             toml += &format!("\n[[site]]\nnames = [{}]\n", names.join(", "));
+            for (key, value) in &site.site_options {
+                toml += &format!("{key} = {value}\n");
+            }
             for (path, target) in &site.routes {
                 toml += &format!("\n  [[site.route]]\n  path = {}\n", toml_str(path));
                 match target {

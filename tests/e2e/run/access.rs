@@ -1,0 +1,270 @@
+//! Access control per route over real TLS: `allow`/`deny` on the real client address (403, and the
+//! upstream never hears of the request), HTTP basic auth from an htpasswd file written by Apache's
+//! `htpasswd` (bcrypt, apr1 and SHA lines; 401 with the realm until the right password), `satisfy`,
+//! site-level keys inherited by routes, and a changed htpasswd file taking effect on SIGHUP.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use base64::Engine as _;
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{Request, StatusCode};
+
+use super::{World, CERT_WAIT};
+use crate::harness::{Certd, Http1, Pebble, Reply, RunConfig, Site, Upstream};
+
+/// `GET path` for `host`, with `X-Forwarded-For` and `Authorization: Basic` when given.
+async fn get(
+    h1: &mut Http1,
+    host: &str,
+    path: &str,
+    forwarded_for: Option<&str>,
+    credentials: Option<(&str, &str)>,
+) -> Reply {
+    let mut request = Request::get(path).header(hyper::header::HOST, host);
+    if let Some(client) = forwarded_for {
+        request = request.header("x-forwarded-for", client);
+    }
+    if let Some((user, password)) = credentials {
+        let encoded =
+            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        request = request.header(hyper::header::AUTHORIZATION, format!("Basic {encoded}"));
+    }
+    h1.send(request.body(Full::new(Bytes::new())).expect("request"))
+        .await
+}
+
+#[track_caller]
+fn assert_status(reply: &Reply, status: StatusCode, what: &str) {
+    assert_eq!(reply.status, status, "{what}: {reply:?}");
+}
+
+#[tokio::test]
+async fn addresses_are_allowed_and_denied_in_order_for_the_real_client() {
+    let pebble = Pebble::start().await;
+    let upstream = Upstream::echo().await;
+    let site = Site::new(&["a.test"])
+        .proxy("/", &upstream.url())
+        .proxy("/lan", &upstream.url())
+        .route_option(
+            "/lan",
+            "access",
+            r#"["deny 10.9.0.0/16", "allow 10.0.0.0/8", "allow 2001:db8::/32", "deny all"]"#,
+        )
+        .proxy("/local", &upstream.url())
+        .route_option("/local", "access", r#"["allow 127.0.0.1", "deny all"]"#);
+    // The test client connects from 127.0.0.1, trusted as a proxy: its X-Forwarded-For names the
+    // real client, as nginx's realip module would take it.
+    let config =
+        RunConfig::for_pebble(&pebble, vec![site]).https("trusted_proxies", r#"["127.0.0.1"]"#);
+    let world = World::serve(pebble, Certd::new(), config).await;
+    world.client.wait_for_certificate("a.test", CERT_WAIT).await;
+    let host = world.authority("a.test");
+    let mut h1 = world.client.http1("a.test").await;
+
+    let cases = [
+        ("/lan/x", Some("10.1.2.3"), StatusCode::OK),
+        ("/lan/x", Some("10.9.1.1"), StatusCode::FORBIDDEN),
+        ("/lan", Some("2001:db8::7"), StatusCode::OK),
+        ("/lan", Some("2001:db9::7"), StatusCode::FORBIDDEN),
+        ("/lan", Some("192.0.2.1"), StatusCode::FORBIDDEN),
+        // Without a forwarded address the client is the connection's own, 127.0.0.1.
+        ("/lan", None, StatusCode::FORBIDDEN),
+        ("/local", None, StatusCode::OK),
+        ("/local", Some("10.1.2.3"), StatusCode::FORBIDDEN),
+        // A chain: the last address not of a trusted proxy is the client.
+        ("/lan", Some("192.0.2.1, 10.1.2.3"), StatusCode::OK),
+        ("/lan", Some("10.1.2.3, 192.0.2.1"), StatusCode::FORBIDDEN),
+        ("/", Some("192.0.2.1"), StatusCode::OK),
+    ];
+    for (path, client, status) in cases {
+        let before = upstream.received();
+        let reply = get(&mut h1, &host, path, client, None).await;
+        assert_status(&reply, status, &format!("{path} from {client:?}"));
+        let reached = upstream.received() - before;
+        if status == StatusCode::OK {
+            assert_eq!(reached, 1, "{path} from {client:?} reaches the upstream");
+            assert_eq!(reply.echoed().path, path);
+        } else {
+            assert_eq!(
+                reached, 0,
+                "{path} from {client:?} must not reach the upstream"
+            );
+            assert!(reply.text().starts_with("403"), "{reply:?}");
+        }
+    }
+}
+
+/// Writes `users` with Apache's `htpasswd`: `(user, password, format flag)`.
+fn htpasswd(file: &Path, users: &[(&str, &str, &str)]) {
+    let _ = std::fs::remove_file(file);
+    for (i, (user, password, flag)) in users.iter().enumerate() {
+        let mut command = Command::new("htpasswd");
+        if i == 0 {
+            command.arg("-c");
+        }
+        let output = command
+            .args(["-b", flag])
+            .arg(file)
+            .args([user, password])
+            .output()
+            .expect("htpasswd runs (Debian package apache2-utils; scripts/test.sh installs it)");
+        assert!(
+            output.status.success(),
+            "htpasswd {flag} {user}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
+
+#[tokio::test]
+async fn basic_auth_accepts_each_htpasswd_format_and_reloads_on_sighup() {
+    let pebble = Pebble::start().await;
+    let upstream = Upstream::echo().await;
+    let certd = Certd::new();
+    let users = certd.dir().join("htpasswd");
+    htpasswd(
+        &users,
+        &[
+            ("bcrypt", "first secret", "-B"),
+            ("apr1", "second secret", "-m"),
+            ("sha", "third secret", "-s"),
+        ],
+    );
+    let lines = std::fs::read_to_string(&users).expect("htpasswd file");
+    for prefix in ["bcrypt:$2y$", "apr1:$apr1$", "sha:{SHA}"] {
+        assert!(lines.contains(prefix), "{prefix} in {lines}");
+    }
+    let site = Site::new(&["a.test"])
+        .site_option("auth_basic", r#""Staff only""#)
+        .site_option("auth_basic_user_file", r#""htpasswd""#)
+        .proxy("/", &upstream.url())
+        .proxy("/public", &upstream.url())
+        .route_option("/public", "auth_basic", r#""off""#)
+        .proxy("/office", &upstream.url())
+        .route_option("/office", "access", r#"["allow 127.0.0.1", "deny all"]"#)
+        .route_option("/office", "satisfy", r#""any""#)
+        .proxy("/closed", &upstream.url())
+        .route_option("/closed", "access", r#"["deny 127.0.0.1"]"#);
+    let config = RunConfig::for_pebble(&pebble, vec![site]);
+    let world = World::serve(pebble, certd, config).await;
+    world.client.wait_for_certificate("a.test", CERT_WAIT).await;
+    let host = world.authority("a.test");
+    let mut h1 = world.client.http1("a.test").await;
+
+    let refused: [(&str, Option<(&str, &str)>); 4] = [
+        ("missing", None),
+        ("wrong password", Some(("bcrypt", "second secret"))),
+        ("unknown user", Some(("nobody", "first secret"))),
+        ("another user's password", Some(("sha", "first secret"))),
+    ];
+    for (what, credentials) in refused {
+        let before = upstream.received();
+        let reply = get(&mut h1, &host, "/app", None, credentials).await;
+        assert_status(&reply, StatusCode::UNAUTHORIZED, what);
+        assert_eq!(
+            reply.header("www-authenticate"),
+            Some("Basic realm=\"Staff only\""),
+            "{what}: {reply:?}"
+        );
+        assert_eq!(
+            upstream.received(),
+            before,
+            "{what} must not reach the upstream"
+        );
+    }
+    for (user, password) in [
+        ("bcrypt", "first secret"),
+        ("apr1", "second secret"),
+        ("sha", "third secret"),
+    ] {
+        let reply = get(&mut h1, &host, "/app", None, Some((user, password))).await;
+        assert_status(&reply, StatusCode::OK, user);
+        assert_eq!(reply.echoed().path, "/app");
+    }
+    // A page's assets with the same credentials: each answered (bcrypt runs once, then the cache).
+    for i in 0..20 {
+        let path = format!("/asset/{i}.css");
+        let reply = get(
+            &mut h1,
+            &host,
+            &path,
+            None,
+            Some(("bcrypt", "first secret")),
+        )
+        .await;
+        assert_status(&reply, StatusCode::OK, &path);
+    }
+
+    // `auth_basic = "off"` on a route; `satisfy any` with an allowed address needs no password;
+    // with `satisfy all` a denied address gets 403 even with the right password.
+    let reply = get(&mut h1, &host, "/public/x", None, None).await;
+    assert_status(&reply, StatusCode::OK, "auth off");
+    let reply = get(&mut h1, &host, "/office", None, None).await;
+    assert_status(&reply, StatusCode::OK, "satisfy any, allowed address");
+    let reply = get(
+        &mut h1,
+        &host,
+        "/closed",
+        None,
+        Some(("sha", "third secret")),
+    )
+    .await;
+    assert_status(&reply, StatusCode::FORBIDDEN, "satisfy all, denied address");
+
+    // A new password, read on SIGHUP: the old one (cached a moment ago) no longer works.
+    htpasswd(
+        &users,
+        &[
+            ("bcrypt", "new secret", "-B"),
+            ("sha", "third secret", "-s"),
+        ],
+    );
+    world.daemon.signal("HUP");
+    world
+        .daemon
+        .wait_for_log("configuration reloaded", Duration::from_secs(10))
+        .await;
+    let reply = get(
+        &mut h1,
+        &host,
+        "/app",
+        None,
+        Some(("bcrypt", "first secret")),
+    )
+    .await;
+    assert_status(
+        &reply,
+        StatusCode::UNAUTHORIZED,
+        "old password after reload",
+    );
+    let reply = get(
+        &mut h1,
+        &host,
+        "/app",
+        None,
+        Some(("apr1", "second secret")),
+    )
+    .await;
+    assert_status(
+        &reply,
+        StatusCode::UNAUTHORIZED,
+        "removed user after reload",
+    );
+    let reply = get(&mut h1, &host, "/app", None, Some(("bcrypt", "new secret"))).await;
+    assert_status(&reply, StatusCode::OK, "new password after reload");
+
+    // Neither passwords nor the Authorization header are logged.
+    let log = world.daemon.log();
+    let header = base64::engine::general_purpose::STANDARD.encode("bcrypt:first secret");
+    for secret in [
+        "first secret",
+        "second secret",
+        "new secret",
+        header.as_str(),
+    ] {
+        assert!(!log.contains(secret), "{secret:?} is in the daemon's log");
+    }
+}
