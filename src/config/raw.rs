@@ -131,6 +131,15 @@ pub(super) struct RawRoute {
     pub(super) root: Option<Spanned<String>>,
     pub(super) tunnel_idle_timeout: Option<Spanned<RawDuration>>,
     pub(super) allow_dotfiles: Option<Spanned<bool>>,
+    pub(super) exact: Option<Spanned<String>>,
+    pub(super) prefix_priority: Option<Spanned<bool>>,
+    pub(super) regex: Option<Spanned<String>>,
+    pub(super) iregex: Option<Spanned<String>>,
+    pub(super) name: Option<Spanned<String>>,
+    pub(super) try_files: Option<Spanned<Vec<Spanned<String>>>>,
+    /// Nested `[[site.route.route]]` tables.
+    #[serde(default)]
+    pub(super) route: Vec<Spanned<RawRoute>>,
 }
 
 /// `[renewal]`.

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use toml::Spanned;
 
+use super::location::{self as route_location, NamedReference, Parent};
 use super::raw::{RawDuration, RawHttps, RawLimits, RawRoute};
 use super::validate::{listen_addresses, Problems};
 use super::{
@@ -281,45 +282,45 @@ pub(super) fn parse_duration(raw: &RawDuration) -> Result<Duration, String> {
     Ok(Duration::from_millis(millis))
 }
 
-/// The `[[site.route]]` tables of site `site`.
+/// The `[[site.route]]` tables of site `site`, with their nested routes.
 pub(super) fn routes(
     site: usize,
     raw: Vec<Spanned<RawRoute>>,
     folder: &Path,
     problems: &mut Problems<'_>,
 ) -> Vec<RouteConfig> {
+    let mut references = Vec::new();
+    let routes = routes_in(
+        &format!("site[{site}]"),
+        None,
+        raw,
+        folder,
+        &mut references,
+        problems,
+    );
+    route_location::check_references(&references, &routes, problems);
+    routes
+}
+
+/// The routes `raw` of `owner` (a site, or the route they are nested in, `parent`).
+fn routes_in(
+    owner: &str,
+    parent: Option<&Parent<'_>>,
+    raw: Vec<Spanned<RawRoute>>,
+    folder: &Path,
+    references: &mut Vec<NamedReference>,
+    problems: &mut Problems<'_>,
+) -> Vec<RouteConfig> {
     let mut routes: Vec<RouteConfig> = Vec::with_capacity(raw.len());
     for (i, route) in raw.into_iter().enumerate() {
-        let key = format!("site[{site}].route[{i}]");
+        let key = format!("{owner}.route[{i}]");
         let table = route.span();
-        let route = route.into_inner();
-        let Some(path) = route.path else {
-            problems.add(
-                format!("{key}.path"),
-                Some(table),
-                "missing: each route needs `path = \"/...\"`",
-            );
+        let mut route = route.into_inner();
+        let Some((path, location)) =
+            route_location::route_match(&key, table.clone(), &mut route, parent, &routes, problems)
+        else {
             continue;
         };
-        if !path.get_ref().starts_with('/') {
-            problems.add(
-                format!("{key}.path"),
-                Some(path.span()),
-                format!("{:?} must start with `/`", path.get_ref()),
-            );
-            continue;
-        }
-        if let Some(first) = routes.iter().position(|seen| seen.path == *path.get_ref()) {
-            problems.add(
-                format!("{key}.path"),
-                Some(path.span()),
-                format!(
-                    "{:?} is routed twice (also site[{site}].route[{first}])",
-                    path.get_ref()
-                ),
-            );
-            continue;
-        }
         let target = match (route.proxy, route.root) {
             (Some(proxy), None) => match upstream(proxy.get_ref()) {
                 Ok(uri) => RouteTargetConfig::Proxy(uri),
@@ -382,11 +383,28 @@ pub(super) fn routes(
         } else {
             None
         };
+        let try_files =
+            route_location::try_files(&key, route.try_files, !is_proxy, references, problems);
+        let nested = routes_in(
+            &key,
+            Some(&Parent {
+                key: &key,
+                path: &path,
+                location: &location,
+            }),
+            route.route,
+            folder,
+            references,
+            problems,
+        );
         routes.push(RouteConfig {
-            path: path.into_inner(),
+            path,
             target,
             tunnel_idle_timeout,
             allow_dotfiles: route.allow_dotfiles.is_some_and(|allow| *allow.get_ref()),
+            location,
+            routes: nested,
+            try_files,
         });
     }
     routes

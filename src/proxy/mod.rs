@@ -21,11 +21,15 @@
 
 mod body;
 mod headers;
+pub mod location;
 mod path;
 #[cfg(test)]
 mod tests;
+pub mod try_files;
 mod websocket;
 
+pub use location::{LocationMatch, LocationRegex};
+pub use try_files::{TryFallback, TryFiles};
 pub use websocket::ConnectionPermit;
 
 use std::collections::HashMap;
@@ -79,12 +83,19 @@ pub struct Route {
     /// For static routes: serve paths with a segment starting with `.` (otherwise 404, except
     /// `/.well-known/`).
     pub allow_dotfiles: bool,
+    /// How [`Route::path`] is matched (prefix, `^~`, exact, regex, named); see [`location`].
+    pub location: LocationMatch,
+    /// Routes nested in this one, searched when it is the longest prefix (or the regex) that
+    /// matched, as nginx searches nested locations.
+    pub routes: Vec<Route>,
+    /// For static routes: files to look for before falling back (nginx `try_files`).
+    pub try_files: Option<TryFiles>,
 }
 
 /// The routes and error pages of one site.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SiteRoutes {
-    /// The site's routes, in any order: the longest matching prefix wins.
+    /// The site's routes, in config order (regexes are tried in it); see [`SiteRoutes::route`].
     pub routes: Vec<Route>,
     /// Files served in place of certd's own error responses, by status code (like nginx
     /// `error_page`): 404 (no route, static miss), 502 (upstream unreachable), 504 (upstream too
@@ -93,23 +104,15 @@ pub struct SiteRoutes {
 }
 
 impl SiteRoutes {
-    /// The route for a request path: the one with the longest prefix that matches it.
+    /// The route for a request path, by nginx's `location` precedence ([`location`]): an exact
+    /// route, else the longest prefix if it is `^~`, else the first matching regex, else the longest
+    /// prefix. Named routes are never matched by path.
     ///
     /// A prefix ending in `/` matches every path under it (`"/static/"` matches `"/static/a.css"`
     /// but not `"/static"`); any other prefix matches itself and the paths below it (`"/ws"` matches
     /// `"/ws"` and `"/ws/x"` but not `"/wsx"`).
     pub fn route(&self, path: &str) -> Option<&Route> {
-        self.routes
-            .iter()
-            .filter(|route| prefix_matches(&route.path, path))
-            .max_by_key(|route| route.path.len())
-    }
-}
-
-fn prefix_matches(prefix: &str, path: &str) -> bool {
-    match path.strip_prefix(prefix) {
-        None => false,
-        Some(rest) => prefix.ends_with('/') || rest.is_empty() || rest.starts_with('/'),
+        location::find(&self.routes, path)
     }
 }
 
@@ -225,14 +228,25 @@ impl Proxy {
                 return Box::pin(error_page(site, response, head)).await;
             }
         };
-        let Some(route) = site.route(path.as_str()) else {
-            debug!(path = path.as_str(), "no route");
-            return Box::pin(error_page(
-                site,
-                status_response(StatusCode::NOT_FOUND),
-                head,
-            ))
-            .await;
+        let (route, request, path) = match try_files::resolve(site, path).await {
+            try_files::Resolved::Route(route, routed) => match with_path(request, routed) {
+                Ok((request, path)) => (route, request, path),
+                Err(status) => {
+                    return Box::pin(error_page(site, status_response(status), head)).await
+                }
+            },
+            try_files::Resolved::Status(status) => {
+                return Box::pin(error_page(site, status_response(status), head)).await
+            }
+            try_files::Resolved::NoRoute => {
+                debug!("no route");
+                return Box::pin(error_page(
+                    site,
+                    status_response(StatusCode::NOT_FOUND),
+                    head,
+                ))
+                .await;
+            }
         };
         match &route.target {
             RouteTarget::Static(root) => {
@@ -393,6 +407,30 @@ fn normalise_request_path(
             .map_err(|_| path::PathRefused::BadPercentEncoding)?,
     );
     parts.uri = Uri::from_parts(uri).map_err(|_| path::PathRefused::BadPercentEncoding)?;
+    Ok((Request::from_parts(parts, body), path))
+}
+
+/// `request` with its URI's path set to `path` (by `try_files`: the file found or the fallback
+/// URI), the query kept; unchanged when it already has that path.
+fn with_path(
+    request: Request<Incoming>,
+    path: NormalPath,
+) -> Result<(Request<Incoming>, NormalPath), StatusCode> {
+    if path.as_str() == request.uri().path() {
+        return Ok((request, path));
+    }
+    let (mut parts, body) = request.into_parts();
+    let path_and_query = match parts.uri.query() {
+        Some(query) => format!("{path}?{query}"),
+        None => path.to_string(),
+    };
+    let mut uri = hyper::http::uri::Parts::from(parts.uri);
+    // A normalised path from the config or a request parses; if not, that is certd's fault: 500.
+    uri.path_and_query = Some(
+        hyper::http::uri::PathAndQuery::try_from(path_and_query)
+            .map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)?,
+    );
+    parts.uri = Uri::from_parts(uri).map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)?;
     Ok((Request::from_parts(parts, body), path))
 }
 

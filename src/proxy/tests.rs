@@ -146,6 +146,9 @@ fn site(routes: &[(&str, RouteTarget)]) -> SiteRoutes {
                 target: target.clone(),
                 tunnel_idle_timeout: None,
                 allow_dotfiles: false,
+                location: LocationMatch::Prefix,
+                routes: Vec::new(),
+                try_files: None,
             })
             .collect(),
         error_pages: HashMap::new(),
@@ -831,6 +834,9 @@ async fn a_tunnel_keeps_its_connection_slot_until_its_route_idle_timeout_closes_
                 target: upstream(ws_addr),
                 tunnel_idle_timeout: Some(Duration::from_millis(600)),
                 allow_dotfiles: false,
+                location: LocationMatch::Prefix,
+                routes: Vec::new(),
+                try_files: None,
             }],
             error_pages: HashMap::new(),
         };
