@@ -151,3 +151,246 @@ fn search<'a>(routes: &'a [Route], path: &str) -> Search<'a> {
     }
     result
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::proxy::RouteTarget;
+
+    /// A route answering with upstream `http://{label}`, so a test can say which one matched.
+    fn route(location: LocationMatch, path: &str, label: &str, nested: Vec<Route>) -> Route {
+        Route {
+            path: path.to_owned(),
+            target: RouteTarget::Proxy(format!("http://{label}").parse().unwrap()),
+            tunnel_idle_timeout: None,
+            allow_dotfiles: false,
+            location,
+            routes: nested,
+            try_files: None,
+        }
+    }
+
+    fn prefix(path: &str, label: &str) -> Route {
+        route(LocationMatch::Prefix, path, label, Vec::new())
+    }
+
+    fn preferred(path: &str, label: &str) -> Route {
+        route(LocationMatch::PreferredPrefix, path, label, Vec::new())
+    }
+
+    fn exact(path: &str, label: &str) -> Route {
+        route(LocationMatch::Exact, path, label, Vec::new())
+    }
+
+    fn regex(pattern: &str, label: &str) -> Route {
+        let compiled = LocationMatch::Regex(LocationRegex::new(pattern, false).unwrap());
+        route(compiled, pattern, label, Vec::new())
+    }
+
+    fn iregex(pattern: &str, label: &str) -> Route {
+        let compiled = LocationMatch::Regex(LocationRegex::new(pattern, true).unwrap());
+        route(compiled, pattern, label, Vec::new())
+    }
+
+    fn nest(mut parent: Route, nested: Vec<Route>) -> Route {
+        parent.routes = nested;
+        parent
+    }
+
+    /// Which route (by label) answers each path; `None` for no route.
+    fn assert_answers(routes: &[Route], cases: &[(&str, Option<&str>)]) {
+        for (path, expected) in cases {
+            let found = find(routes, path).map(|route| match &route.target {
+                RouteTarget::Proxy(uri) => uri.authority().unwrap().to_string(),
+                RouteTarget::Static(_) => unreachable!("tests route to upstreams"),
+            });
+            assert_eq!(found.as_deref(), *expected, "request {path}");
+        }
+    }
+
+    /// The example of nginx's documentation of `location` (ngx_http_core_module), with its
+    /// documented answers.
+    #[test]
+    fn the_nginx_documentation_example_answers_as_documented() {
+        let routes = [
+            exact("/", "a"),
+            prefix("/", "b"),
+            prefix("/documents/", "c"),
+            preferred("/images/", "d"),
+            iregex(r"\.(gif|jpg|jpeg)$", "e"),
+        ];
+        assert_answers(
+            &routes,
+            &[
+                ("/", Some("a")),
+                ("/index.html", Some("b")),
+                ("/documents/document.html", Some("c")),
+                ("/images/1.gif", Some("d")),
+                ("/documents/1.jpg", Some("e")),
+                // Case-insensitive, and a regex beats the longest plain prefix.
+                ("/documents/1.JPG", Some("e")),
+                ("/1.jpeg", Some("e")),
+            ],
+        );
+    }
+
+    #[test]
+    fn plain_prefixes_keep_certds_longest_prefix_meaning() {
+        let routes = [
+            prefix("/", "root"),
+            prefix("/ws", "ws"),
+            prefix("/static/", "static"),
+        ];
+        assert_answers(
+            &routes,
+            &[
+                ("/ws", Some("ws")),
+                ("/ws/chat", Some("ws")),
+                ("/wsx", Some("root")),
+                ("/static/a.css", Some("static")),
+                ("/static", Some("root")),
+                ("/", Some("root")),
+            ],
+        );
+        assert_answers(&[prefix("/api", "api")], &[("/", None), ("/apix", None)]);
+    }
+
+    #[test]
+    fn exact_wins_at_once_and_matches_only_itself() {
+        let routes = [
+            preferred("/login", "prefix"),
+            exact("/login", "exact"),
+            regex("login", "regex"),
+        ];
+        assert_answers(
+            &routes,
+            &[
+                ("/login", Some("exact")),
+                ("/login/", Some("prefix")),
+                ("/login/x", Some("prefix")),
+                ("/relogin", Some("regex")),
+            ],
+        );
+    }
+
+    #[test]
+    fn regexes_are_tried_in_config_order_unless_the_longest_prefix_is_preferred() {
+        let routes = [
+            prefix("/", "root"),
+            regex(r"\.php$", "php"),
+            regex(r"^/app/.*\.php$", "app-php"),
+            preferred("/assets/", "assets"),
+            // Only the longest prefix counts: a shorter `^~` does not stop the regexes.
+            preferred("/files/", "files"),
+            prefix("/files/deep/", "deep"),
+        ];
+        assert_answers(
+            &routes,
+            &[
+                ("/index.php", Some("php")),
+                // The first regex in order wins, not the most specific.
+                ("/app/index.php", Some("php")),
+                ("/assets/x.php", Some("assets")),
+                ("/files/x.php", Some("files")),
+                ("/files/deep/x.php", Some("php")),
+                ("/files/deep/x.txt", Some("deep")),
+                ("/readme", Some("root")),
+            ],
+        );
+    }
+
+    #[test]
+    fn case_sensitive_regexes_do_not_match_other_cases() {
+        let routes = [prefix("/", "root"), regex(r"\.png$", "png")];
+        assert_answers(
+            &routes,
+            &[("/a.png", Some("png")), ("/A.PNG", Some("root"))],
+        );
+        let routes = [prefix("/", "root"), iregex(r"\.png$", "png")];
+        assert_answers(&routes, &[("/a.png", Some("png")), ("/A.PNG", Some("png"))]);
+    }
+
+    #[test]
+    fn nested_routes_are_searched_first_as_nginx_does() {
+        let routes = [
+            prefix("/", "root"),
+            nest(
+                prefix("/app/", "app"),
+                vec![
+                    regex(r"\.php$", "app-php"),
+                    prefix("/app/static/", "app-static"),
+                    exact("/app/health", "app-health"),
+                ],
+            ),
+            regex(r"\.php$", "php"),
+            regex(r"\.css$", "css"),
+            nest(
+                regex(r"^/media/", "media"),
+                vec![iregex(r"\.(png|jpg)$", "media-image")],
+            ),
+        ];
+        assert_answers(
+            &routes,
+            &[
+                // A nested regex of the longest prefix goes before the site's regexes.
+                ("/app/x.php", Some("app-php")),
+                ("/x.php", Some("php")),
+                // A nested prefix is remembered, but a site regex still beats it.
+                ("/app/static/a.js", Some("app-static")),
+                ("/app/static/a.css", Some("css")),
+                ("/app/health", Some("app-health")),
+                ("/app/other", Some("app")),
+                // Inside a regex route, its nested regexes are tried.
+                ("/media/a.PNG", Some("media-image")),
+                ("/media/a.txt", Some("media")),
+            ],
+        );
+    }
+
+    #[test]
+    fn a_nested_preferred_prefix_skips_only_its_own_levels_regexes() {
+        let routes = [
+            nest(
+                prefix("/a/", "a"),
+                vec![
+                    nest(preferred("/a/b/", "b"), Vec::new()),
+                    regex(r"\.txt$", "nested-txt"),
+                ],
+            ),
+            regex(r"\.css$", "css"),
+        ];
+        assert_answers(
+            &routes,
+            &[
+                ("/a/b/x.txt", Some("b")),
+                ("/a/x.txt", Some("nested-txt")),
+                // As in nginx, the enclosing level's regexes are still tried.
+                ("/a/b/x.css", Some("css")),
+            ],
+        );
+    }
+
+    #[test]
+    fn named_routes_are_never_matched_by_path() {
+        let routes = [route(LocationMatch::Named, "@app", "app", Vec::new())];
+        assert_answers(&routes, &[("/", None), ("/@app", None)]);
+        assert_eq!(named(&routes, "@app").unwrap().path, "@app");
+        assert!(named(&routes, "@other").is_none());
+        assert!(named(&[prefix("/", "root")], "/").is_none());
+    }
+
+    #[test]
+    fn regex_size_is_bounded() {
+        assert!(LocationRegex::new(r"\w{1000}{1000}", false).is_err());
+        assert!(LocationRegex::new(r"\.(png|jpg)$", true).is_ok());
+        assert_eq!(
+            LocationRegex::new("a", true).unwrap(),
+            LocationRegex::new("a", true).unwrap()
+        );
+        assert_ne!(
+            LocationRegex::new("a", true).unwrap(),
+            LocationRegex::new("a", false).unwrap()
+        );
+    }
+}
