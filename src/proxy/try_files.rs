@@ -99,3 +99,169 @@ pub async fn resolve(site: &SiteRoutes, path: NormalPath) -> Resolved<'_> {
     );
     Resolved::Status(StatusCode::INTERNAL_SERVER_ERROR)
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::collections::HashMap;
+    use std::path::Path;
+
+    use super::*;
+    use crate::proxy::LocationMatch;
+
+    fn static_route(path: &str, root: &Path, try_files: &[&str]) -> Route {
+        let (last, candidates) = try_files.split_last().unwrap();
+        let fallback = if let Some(code) = last.strip_prefix('=') {
+            TryFallback::Status(StatusCode::from_u16(code.parse().unwrap()).unwrap())
+        } else if last.starts_with('@') {
+            TryFallback::Named((*last).to_owned())
+        } else {
+            TryFallback::Uri((*last).to_owned())
+        };
+        Route {
+            path: path.to_owned(),
+            target: RouteTarget::Static(root.to_owned()),
+            tunnel_idle_timeout: None,
+            allow_dotfiles: false,
+            location: LocationMatch::Prefix,
+            routes: Vec::new(),
+            try_files: Some(TryFiles {
+                candidates: candidates.iter().map(|c| (*c).to_owned()).collect(),
+                fallback,
+            }),
+        }
+    }
+
+    fn app() -> Route {
+        Route {
+            path: "@app".into(),
+            target: RouteTarget::Proxy("http://127.0.0.1:9".parse().unwrap()),
+            tunnel_idle_timeout: None,
+            allow_dotfiles: false,
+            location: LocationMatch::Named,
+            routes: Vec::new(),
+            try_files: None,
+        }
+    }
+
+    fn root() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("index.html"), "spa").unwrap();
+        std::fs::write(dir.path().join("a.css"), "css").unwrap();
+        std::fs::write(dir.path().join(".env"), "SECRET=1").unwrap();
+        std::fs::create_dir(dir.path().join("docs")).unwrap();
+        std::fs::write(dir.path().join("docs/index.html"), "docs").unwrap();
+        std::fs::create_dir(dir.path().join("empty")).unwrap();
+        dir
+    }
+
+    fn site(routes: Vec<Route>) -> SiteRoutes {
+        SiteRoutes {
+            routes,
+            error_pages: HashMap::new(),
+        }
+    }
+
+    /// Where `path` ends up: the route's path and the path it is served with, or the status.
+    async fn outcome(site: &SiteRoutes, path: &str) -> String {
+        match resolve(site, path::normalise(path).unwrap()).await {
+            Resolved::Route(route, path) => format!("{} {}", route.path, path),
+            Resolved::NoRoute => "no route".into(),
+            Resolved::Status(status) => status.as_u16().to_string(),
+        }
+    }
+
+    #[tokio::test]
+    async fn spa_fallback_serves_files_folders_then_index_html() {
+        let dir = root();
+        let site = site(vec![static_route(
+            "/",
+            dir.path(),
+            &["$uri", "$uri/", "/index.html"],
+        )]);
+        for (request, expected) in [
+            ("/a.css", "/ /a.css"),
+            ("/docs", "/ /docs/"),
+            ("/docs/", "/ /docs/"),
+            ("/settings/profile", "/ /index.html"),
+            // A folder without index.html is not there.
+            ("/empty", "/ /index.html"),
+            // Dotfiles count as absent: the SPA answers, the file is never served.
+            ("/.env", "/ /index.html"),
+        ] {
+            assert_eq!(outcome(&site, request).await, expected, "{request}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_named_fallback_hands_the_original_path_to_the_named_route() {
+        let dir = root();
+        let site = site(vec![
+            static_route("/", dir.path(), &["$uri", "@app"]),
+            app(),
+        ]);
+        assert_eq!(outcome(&site, "/a.css").await, "/ /a.css");
+        assert_eq!(outcome(&site, "/users/1").await, "@app /users/1");
+        assert_eq!(outcome(&site, "/.env").await, "@app /.env");
+    }
+
+    #[tokio::test]
+    async fn a_uri_fallback_is_matched_again() {
+        let dir = root();
+        let site = site(vec![
+            static_route("/", dir.path(), &["$uri", "/api$uri"]),
+            Route {
+                path: "/api".into(),
+                location: LocationMatch::Prefix,
+                ..app()
+            },
+        ]);
+        assert_eq!(outcome(&site, "/a.css").await, "/ /a.css");
+        assert_eq!(outcome(&site, "/users").await, "/api /api/users");
+    }
+
+    #[tokio::test]
+    async fn status_fallbacks_loops_and_missing_names_end_in_a_status() {
+        let dir = root();
+        let site = site(vec![
+            static_route("/", dir.path(), &["$uri", "=404"]),
+            static_route("/loop/", dir.path(), &["$uri", "/loop/again"]),
+            static_route("/lost/", dir.path(), &["$uri", "@nowhere"]),
+        ]);
+        assert_eq!(outcome(&site, "/a.css").await, "/ /a.css");
+        assert_eq!(outcome(&site, "/missing").await, "404");
+        assert_eq!(outcome(&site, "/loop/x").await, "500");
+        assert_eq!(outcome(&site, "/lost/x").await, "500");
+    }
+
+    #[tokio::test]
+    async fn ten_fallbacks_are_followed_and_the_eleventh_is_refused() {
+        let dir = root();
+        // /r0/ falls back to /r1/x, …, /r{n-1}/ to /index.html (a file): n fallbacks in all.
+        let chain = |n: usize| {
+            let routes = (0..n)
+                .map(|i| {
+                    let next = if i + 1 == n {
+                        "/index.html".to_owned()
+                    } else {
+                        format!("/r{}/x", i + 1)
+                    };
+                    static_route(&format!("/r{i}/"), dir.path(), &["$uri", &next])
+                })
+                .chain([Route {
+                    try_files: None,
+                    ..static_route("/index.html", dir.path(), &["=404"])
+                }])
+                .collect();
+            site(routes)
+        };
+        assert_eq!(
+            outcome(&chain(MAX_INTERNAL_REDIRECTS), "/r0/x").await,
+            "/index.html /index.html"
+        );
+        assert_eq!(
+            outcome(&chain(MAX_INTERNAL_REDIRECTS + 1), "/r0/x").await,
+            "500"
+        );
+    }
+}
