@@ -30,13 +30,15 @@ pub(super) struct NamedReference {
 
 /// How route `key` is matched: its path (or pattern, or name) and kind, taken out of `route`.
 /// `None` (with a problem) when the keys conflict, are missing or are invalid. `siblings` are the
-/// routes already accepted at the same level, to refuse duplicates as nginx does.
+/// routes already accepted at the same level, and `sibling_indexes` their places in the file, to
+/// refuse duplicates as nginx does.
 pub(super) fn route_match(
     key: &str,
     table: Range<usize>,
     route: &mut RawRoute,
     parent: Option<&Parent<'_>>,
     siblings: &[RouteConfig],
+    sibling_indexes: &[usize],
     problems: &mut Problems<'_>,
 ) -> Option<(String, LocationMatch)> {
     let priority = route.prefix_priority.take();
@@ -148,7 +150,11 @@ pub(super) fn route_match(
                 (seen, new) => seen == new,
             }
     };
-    if let Some(first) = siblings.iter().position(same) {
+    if let Some(first) = siblings
+        .iter()
+        .position(same)
+        .and_then(|at| sibling_indexes.get(at))
+    {
         let owner = key.rsplit_once('.').map_or("", |(owner, _)| owner);
         problems.add(
             field,
@@ -214,6 +220,7 @@ pub(super) fn try_files(
         );
         return None;
     };
+    let last_key = format!("{field}[{}]", items.len());
     let mut candidates = Vec::with_capacity(items.len());
     let mut valid = true;
     for (i, item) in items.into_iter().enumerate() {
@@ -225,7 +232,6 @@ pub(super) fn try_files(
             }
         }
     }
-    let last_key = format!("{field}[{}]", candidates.len());
     let text = last.get_ref().trim();
     let fallback = if let Some(code) = text.strip_prefix('=') {
         match code
@@ -303,5 +309,238 @@ pub(super) fn check_references(
                 ),
             );
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::path::Path;
+
+    use super::super::{from_toml, Config};
+    use super::*;
+
+    const HEAD: &str = "[acme]\ndirectory = \"letsencrypt\"\nagree_tos = true\n\
+                        [[site]]\nnames = [\"example.org\"]\n";
+
+    fn parse(routes: &str) -> Result<Config, Vec<(String, Option<usize>, String)>> {
+        from_toml(
+            &format!("{HEAD}{routes}"),
+            Path::new("/etc/certd/certd.toml"),
+        )
+        .map_err(|err| {
+            err.problems
+                .into_iter()
+                .map(|problem| (problem.key, problem.line, problem.reason))
+                .collect()
+        })
+    }
+
+    #[test]
+    fn every_kind_of_route_is_read_with_nested_routes_and_try_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().display();
+        let config = parse(&format!(
+            r#"
+[[site.route]]
+exact = "/"
+proxy = "http://127.0.0.1:1"
+[[site.route]]
+path = "/"
+root = "{root}"
+try_files = ["$uri", "$uri/", "@app"]
+  [[site.route.route]]
+  iregex = '\.(png|jpg)$'
+  root = "{root}"
+  [[site.route.route]]
+  path = "/docs/"
+  root = "{root}"
+  try_files = ["$uri", "/index.php?$args"]
+[[site.route]]
+path = "/images/"
+prefix_priority = true
+root = "{root}"
+[[site.route]]
+regex = '\.php$'
+proxy = "http://127.0.0.1:2"
+[[site.route]]
+name = "@app"
+proxy = "http://127.0.0.1:3"
+"#
+        ))
+        .unwrap();
+        let routes = &config.sites[0].routes;
+        let kinds: Vec<(&str, &LocationMatch)> = routes
+            .iter()
+            .map(|route| (route.path.as_str(), &route.location))
+            .collect();
+        assert_eq!(kinds[0], ("/", &LocationMatch::Exact));
+        assert_eq!(kinds[1], ("/", &LocationMatch::Prefix));
+        assert_eq!(kinds[2], ("/images/", &LocationMatch::PreferredPrefix));
+        assert!(matches!(kinds[3], (r"\.php$", LocationMatch::Regex(_))));
+        assert_eq!(kinds[4], ("@app", &LocationMatch::Named));
+        assert_eq!(
+            routes[1].try_files,
+            Some(TryFiles {
+                candidates: vec!["$uri".into(), "$uri/".into()],
+                fallback: TryFallback::Named("@app".into()),
+            })
+        );
+        let nested = &routes[1].routes;
+        assert_eq!(
+            nested[0].location,
+            LocationMatch::Regex(LocationRegex::new(r"\.(png|jpg)$", true).unwrap())
+        );
+        assert_eq!(
+            nested[1].try_files.as_ref().unwrap().fallback,
+            TryFallback::Uri("/index.php".into())
+        );
+    }
+
+    #[test]
+    fn bad_locations_are_each_named_with_key_and_line() {
+        let problems = parse(
+            r#"
+[[site.route]]
+regex = '\.(php$'
+proxy = "http://127.0.0.1:1"
+[[site.route]]
+path = "/a"
+exact = "/a"
+proxy = "http://127.0.0.1:1"
+[[site.route]]
+exact = "/b"
+prefix_priority = true
+proxy = "http://127.0.0.1:1"
+[[site.route]]
+name = "app"
+proxy = "http://127.0.0.1:1"
+[[site.route]]
+path = "/x/"
+proxy = "http://127.0.0.1:1"
+  [[site.route.route]]
+  path = "/y/"
+  proxy = "http://127.0.0.1:1"
+  [[site.route.route]]
+  name = "@inner"
+  proxy = "http://127.0.0.1:1"
+[[site.route]]
+iregex = 'a'
+proxy = "http://127.0.0.1:1"
+  [[site.route.route]]
+  path = "/a/"
+  proxy = "http://127.0.0.1:1"
+[[site.route]]
+path = "/c"
+proxy = "http://127.0.0.1:1"
+[[site.route]]
+path = "/c"
+prefix_priority = true
+proxy = "http://127.0.0.1:1"
+[[site.route]]
+regex = '\w{1000}{1000}'
+proxy = "http://127.0.0.1:1"
+"#,
+        )
+        .unwrap_err();
+        let has = |key: &str, line: usize, reason: &str| {
+            assert!(
+                problems
+                    .iter()
+                    .any(|(k, l, r)| k == key && *l == Some(line) && r.contains(reason)),
+                "{key} (line {line}) with {reason:?} not in {problems:#?}"
+            );
+        };
+        has(
+            "site[0].route[0].regex",
+            8,
+            "not a valid regular expression",
+        );
+        has("site[0].route[1]", 10, "has `path` and `exact`");
+        has(
+            "site[0].route[2].prefix_priority",
+            16,
+            "only applies to `path`",
+        );
+        has("site[0].route[3].name", 19, "must be `@` and a name");
+        has(
+            "site[0].route[4].route[0].path",
+            25,
+            "is outside site[0].route[4]",
+        );
+        has(
+            "site[0].route[4].route[1].name",
+            28,
+            "a named route can only be",
+        );
+        has(
+            "site[0].route[5].route[0].path",
+            34,
+            "only `regex`/`iregex` routes",
+        );
+        has(
+            "site[0].route[7].path",
+            40,
+            "routed twice (also site[0].route[6])",
+        );
+        has("site[0].route[8].regex", 44, "size limit");
+    }
+
+    #[test]
+    fn bad_try_files_are_each_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().display();
+        let problems = parse(&format!(
+            r#"
+[[site.route]]
+path = "/"
+proxy = "http://127.0.0.1:1"
+try_files = ["$uri", "=404"]
+[[site.route]]
+path = "/a/"
+root = "{root}"
+try_files = ["/index.html"]
+[[site.route]]
+path = "/b/"
+root = "{root}"
+try_files = ["$uri", "/$request_uri", "=999"]
+[[site.route]]
+path = "/c/"
+root = "{root}"
+try_files = ["$uri", "@missing"]
+[[site.route]]
+path = "/d/"
+root = "{root}"
+try_files = ["uri", "/x?a=b"]
+"#
+        ))
+        .unwrap_err();
+        let has = |key: &str, reason: &str| {
+            assert!(
+                problems
+                    .iter()
+                    .any(|(k, l, r)| k == key && l.is_some() && r.contains(reason)),
+                "{key} with {reason:?} not in {problems:#?}"
+            );
+        };
+        has(
+            "site[0].route[0].try_files",
+            "only applies to `root` routes",
+        );
+        has(
+            "site[0].route[1].try_files",
+            "at least one file and a fallback",
+        );
+        has("site[0].route[2].try_files[1]", "only the variable `$uri`");
+        has(
+            "site[0].route[2].try_files[2]",
+            "HTTP status from 200 to 599",
+        );
+        has("site[0].route[3].try_files[1]", "names no route");
+        has(
+            "site[0].route[4].try_files[0]",
+            "must start with `/` or `$uri`",
+        );
+        has("site[0].route[4].try_files[1]", "a query in try_files");
     }
 }

@@ -312,13 +312,21 @@ fn routes_in(
     problems: &mut Problems<'_>,
 ) -> Vec<RouteConfig> {
     let mut routes: Vec<RouteConfig> = Vec::with_capacity(raw.len());
+    // Where each of `routes` is in the file, for problems that name an earlier route.
+    let mut indexes = Vec::with_capacity(raw.len());
     for (i, route) in raw.into_iter().enumerate() {
         let key = format!("{owner}.route[{i}]");
         let table = route.span();
         let mut route = route.into_inner();
-        let Some((path, location)) =
-            route_location::route_match(&key, table.clone(), &mut route, parent, &routes, problems)
-        else {
+        let Some((path, location)) = route_location::route_match(
+            &key,
+            table.clone(),
+            &mut route,
+            parent,
+            &routes,
+            &indexes,
+            problems,
+        ) else {
             continue;
         };
         let target = match (route.proxy, route.root) {
@@ -397,6 +405,7 @@ fn routes_in(
             references,
             problems,
         );
+        indexes.push(i);
         routes.push(RouteConfig {
             path,
             target,
