@@ -11,6 +11,7 @@
 //! proxies, the PROXY protocol), [`renewal`] and [`signals`].
 
 mod identity;
+mod locations;
 mod proxy;
 mod renewal;
 mod requests;
