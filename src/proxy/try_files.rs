@@ -57,10 +57,20 @@ pub enum Resolved<'a> {
 
 /// The route answering `path` on `site`, following `try_files` of the routes it meets.
 pub async fn resolve(site: &SiteRoutes, path: NormalPath) -> Resolved<'_> {
-    let mut path = path;
-    let Some(mut route) = site.route(path.as_str()) else {
+    let Some(route) = site.route(path.as_str()) else {
         return Resolved::NoRoute;
     };
+    if route.try_files.is_none() {
+        return Resolved::Route(route, path);
+    }
+    // Boxed: the file lookups make a large future, and most requests never need it (the future of
+    // every request is moved a few times on its way into hyper).
+    Box::pin(follow(site, route, path)).await
+}
+
+/// [`resolve`] from `route`, which has `try_files`.
+async fn follow<'a>(site: &'a SiteRoutes, route: &'a Route, path: NormalPath) -> Resolved<'a> {
+    let (mut route, mut path) = (route, path);
     for _ in 0..=MAX_INTERNAL_REDIRECTS {
         let (Some(try_files), RouteTarget::Static(root)) = (&route.try_files, &route.target) else {
             return Resolved::Route(route, path);
