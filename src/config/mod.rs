@@ -322,7 +322,8 @@ pub struct SiteConfig {
 /// One `[[site.route]]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RouteConfig {
-    /// The path prefix it answers, starting with `/`.
+    /// The path prefix it answers, starting with `/` (for `exact` routes the path, for `regex` /
+    /// `iregex` routes the pattern, for named routes the `@name`; see `location`).
     pub path: String,
     /// Where its requests go.
     pub target: RouteTargetConfig,

@@ -73,7 +73,8 @@ pub enum RouteTarget {
 /// One `location`: a path prefix and where its requests go.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Route {
-    /// The path prefix, e.g. `"/"`, `"/ws"`, `"/static/"`; see [`SiteRoutes::route`] for matching.
+    /// The path prefix, e.g. `"/"`, `"/ws"`, `"/static/"` (the exact path, regex pattern or
+    /// `@name` for other [`Route::location`]s); see [`SiteRoutes::route`] for matching.
     pub path: String,
     /// Where matching requests go.
     pub target: RouteTarget,
