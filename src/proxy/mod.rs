@@ -12,6 +12,8 @@
 //!
 //! Every request's path is normalised first ([`path`]: dot segments, merged slashes, decoded
 //! unreserved characters); routes match that path, static roots look it up, and upstreams receive it.
+//! Routes are matched with nginx's `location` precedence ([`location`]: exact, prefix, `^~`,
+//! regexes, named and nested routes), and static routes may `try_files` ([`try_files`]).
 //! Requests arrive over TLS as HTTP/1.1 or HTTP/2 and are forwarded over HTTP/1.1 with their bodies
 //! streamed both ways. Hop-by-hop headers are dropped in both directions, `Host` is kept and the
 //! `X-Forwarded-*`, `X-Real-IP` and `Forwarded` headers are set (a client's own are believed only
