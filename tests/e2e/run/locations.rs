@@ -2,7 +2,7 @@
 //! exact, prefix, `^~`, case-insensitive regex and nested routes each reach their own upstream
 //! (on the normalised path), and `try_files` serves a single-page app's files with its
 //! `/index.html` fallback and hands what is not a file to a named proxy route (`try_files $uri
-//! @app`), never a dotfile.
+//! @app`), never a dotfile; `=404` and a fallback loop (500) end in a status.
 
 use hyper::StatusCode;
 
@@ -162,6 +162,10 @@ async fn try_files_serves_a_single_page_app_and_falls_back_to_a_named_proxy() {
   root = "www"
   try_files = ["$uri", "=404"]
   [[site.route]]
+  path = "/loop/"
+  root = "www"
+  try_files = ["$uri", "/loop/again"]
+  [[site.route]]
   path = "/"
   root = "www"
   try_files = ["$uri", "@app"]
@@ -206,6 +210,11 @@ async fn try_files_serves_a_single_page_app_and_falls_back_to_a_named_proxy() {
     assert_eq!(
         h1.get(&host, "/assets/missing.png").await.status,
         StatusCode::NOT_FOUND
+    );
+    // A fallback that matches its own route again ends after 10 internal redirects, as in nginx.
+    assert_eq!(
+        h1.get(&host, "/loop/x").await.status,
+        StatusCode::INTERNAL_SERVER_ERROR
     );
     assert_eq!(app.received(), 0, "files were served without the app");
 
