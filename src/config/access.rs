@@ -16,7 +16,6 @@ use toml::Spanned;
 
 use super::raw::RawRoute;
 use super::validate::Problems;
-use super::RouteConfig;
 use crate::access::{AccessList, BasicAuth, Htpasswd, Policy, Rule, Satisfy};
 
 /// The access keys of one table, as written.
@@ -46,65 +45,64 @@ struct Level {
     satisfy: Option<Satisfy>,
 }
 
-/// The access keys of a site and of each of its routes, taken out of the raw routes before they are
-/// validated, to be attached to the validated routes by [`RouteAccess::attach`].
-pub(super) struct RouteAccess {
-    site: Level,
-    /// Each raw route's path (if it has one) and its keys, in file order.
-    routes: Vec<(Option<String>, Level)>,
-}
+/// The access keys in force at one level of the configuration: a site's own, or a route's merged
+/// over those of the site or route it is nested in (as nginx inherits from `server` into `location`,
+/// and from a `location` into the locations nested in it).
+#[derive(Clone, Default)]
+pub(super) struct AccessScope(Level);
 
-/// Validates the site's access keys and takes those of each of its routes out of `routes`.
-pub(super) fn take_route_keys(
+/// Validates a site's access keys: the scope its routes inherit from.
+pub(super) fn site_scope(
     site: usize,
     keys: AccessKeys,
-    routes: &mut [Spanned<RawRoute>],
     folder: &Path,
     problems: &mut Problems<'_>,
-) -> RouteAccess {
-    let site_level = level(&format!("site[{site}]"), keys, folder, problems);
-    let routes = routes
-        .iter_mut()
-        .enumerate()
-        .map(|(i, route)| {
-            let route = route.get_mut();
-            let keys = AccessKeys {
-                access: route.access.take(),
-                auth_basic: route.auth_basic.take(),
-                auth_basic_user_file: route.auth_basic_user_file.take(),
-                satisfy: route.satisfy.take(),
-            };
-            let path = route.path.as_ref().map(|path| path.get_ref().clone());
-            let level = level(&format!("site[{site}].route[{i}]"), keys, folder, problems);
-            (path, level)
-        })
-        .collect();
-    RouteAccess {
-        site: site_level,
-        routes,
-    }
+) -> AccessScope {
+    AccessScope(level(&format!("site[{site}]"), keys, folder, problems))
 }
 
-impl RouteAccess {
-    /// Sets each validated route's policy: its own keys, then the site's for those it leaves out.
-    pub(super) fn attach(self, routes: &mut [RouteConfig], problems: &mut Problems<'_>) {
-        // A site-level mistake is reported once, not once per route that inherits it.
-        let mut reported = HashSet::new();
-        for route in routes.iter_mut() {
-            let own = self
-                .routes
-                .iter()
-                .find(|(path, _)| path.as_deref() == Some(route.path.as_str()))
-                .map(|(_, level)| level.clone())
-                .unwrap_or_default();
-            match effective(&self.site, own) {
-                Ok(policy) if policy.is_open() => route.access = None,
-                Ok(policy) => route.access = Some(Arc::new(policy)),
-                Err((key, span, reason)) => {
-                    if reported.insert(key.clone()) {
-                        problems.add(key, Some(span), reason);
-                    }
+impl AccessScope {
+    /// The scope of the route `key`: its own keys (taken out of `route`) over this one's, each key
+    /// on its own (`access` as a whole list).
+    pub(super) fn route(
+        &self,
+        key: &str,
+        route: &mut RawRoute,
+        folder: &Path,
+        problems: &mut Problems<'_>,
+    ) -> AccessScope {
+        let keys = AccessKeys {
+            access: route.access.take(),
+            auth_basic: route.auth_basic.take(),
+            auth_basic_user_file: route.auth_basic_user_file.take(),
+            satisfy: route.satisfy.take(),
+        };
+        let own = level(key, keys, folder, problems);
+        let inherited = &self.0;
+        AccessScope(Level {
+            rules: own.rules.or_else(|| inherited.rules.clone()),
+            realm: own.realm.or_else(|| inherited.realm.clone()),
+            users: own.users.or_else(|| inherited.users.clone()),
+            satisfy: own.satisfy.or(inherited.satisfy),
+        })
+    }
+
+    /// The policy of a route with this scope; `None` when it is open to everyone (or the keys are
+    /// unusable, which is reported once per key in `reported`).
+    pub(super) fn policy(
+        &self,
+        reported: &mut HashSet<String>,
+        problems: &mut Problems<'_>,
+    ) -> Option<Arc<Policy>> {
+        match effective(&Level::default(), self.0.clone()) {
+            Ok(policy) if policy.is_open() => None,
+            Ok(policy) => Some(Arc::new(policy)),
+            Err((key, span, reason)) => {
+                // A site-level mistake is reported once, not once per route that inherits it.
+                if reported.insert(key.clone()) {
+                    problems.add(key, Some(span), reason);
                 }
+                None
             }
         }
     }
@@ -297,6 +295,30 @@ mod tests {
             guard.check(admin, &none, denied).await,
             Outcome::Unauthorized("Staff".into())
         );
+    }
+
+    #[tokio::test]
+    async fn nested_routes_inherit_from_the_route_they_are_in() {
+        // nginx: a location nested in `location /admin { deny all; }` is denied too, unless it says
+        // otherwise; an open nested route would be a hole in the parent's rule.
+        let (_dir, path) = folder();
+        let routes = "[[site.route]]\npath = \"/admin/\"\nproxy = \"http://127.0.0.1:8081\"\n\
+                      access = [\"deny all\"]\n\
+                      [[site.route.route]]\nregex = '\\.json$'\nproxy = \"http://127.0.0.1:8082\"\n\
+                      [[site.route.route]]\npath = \"/admin/public/\"\n\
+                      proxy = \"http://127.0.0.1:8083\"\naccess = [\"allow all\"]\n";
+        let config = parse(&config("", routes), &path);
+        let admin = &config.sites[0].routes[0];
+        let json = admin.routes[0].access.as_deref().expect("inherited deny");
+        let guard = crate::access::Guard::default();
+        let none = hyper::HeaderMap::new();
+        let client = "192.0.2.7".parse().unwrap();
+        assert_eq!(guard.check(json, &none, client).await, Outcome::Forbidden);
+        let public = admin.routes[1].access.as_deref();
+        match public {
+            None => {}
+            Some(policy) => assert_eq!(guard.check(policy, &none, client).await, Outcome::Allowed),
+        }
     }
 
     #[test]

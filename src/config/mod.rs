@@ -65,8 +65,11 @@
 //! names = ["example.org", "www.example.org"]  # DNS names, each used once in the whole file
 //! profile = "shortlived"        # optional: this site's ACME profile, overriding [acme] profile
 //!
-//!   [[site.route]]              # optional, for `certd run`; the longest matching prefix wins
-//!   path = "/"                  # required, starts with /
+//!   [[site.route]]              # optional, for `certd run`; matched like nginx `location`
+//!   path = "/"                  # a prefix; or exact = "/x", regex = "\\.php$", iregex = "...",
+//!                               # name = "@app"; prefix_priority = true makes a prefix `^~`
+//!   # try_files = ["$uri", "$uri/", "/index.html"]  # static routes: files first, then a fallback
+//!   # [[site.route.route]]      # nested routes, as nginx nests locations
 //!   proxy = "http://127.0.0.1:8080"   # reverse-proxy here (http, optional base path) ...
 //!   # root = "/srv/www"         # ... or serve files (nginx `root`: the full path is appended)
 //!   # tunnel_idle_timeout = "10m"  # proxy routes: overrides [limits] tunnel_idle_timeout
@@ -88,6 +91,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 mod access;
+mod location;
 mod operations;
 mod raw;
 mod serving;
@@ -324,7 +328,8 @@ pub struct SiteConfig {
 /// One `[[site.route]]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RouteConfig {
-    /// The path prefix it answers, starting with `/`.
+    /// The path prefix it answers, starting with `/` (for `exact` routes the path, for `regex` /
+    /// `iregex` routes the pattern, for named routes the `@name`; see `location`).
     pub path: String,
     /// Where its requests go.
     pub target: RouteTargetConfig,
@@ -337,6 +342,13 @@ pub struct RouteConfig {
     /// `access`, `auth_basic`, `auth_basic_user_file`, `satisfy`: who may use the route, with the
     /// site-level keys already inherited; `None` when it is open to everyone.
     pub access: Option<std::sync::Arc<crate::access::Policy>>,
+    /// How `path` is matched: `path` (prefix), `prefix_priority` (`^~`), `exact`, `regex`,
+    /// `iregex` or `name`.
+    pub location: crate::proxy::LocationMatch,
+    /// Nested `[[site.route.route]]` tables, in file order.
+    pub routes: Vec<RouteConfig>,
+    /// `try_files` (static routes).
+    pub try_files: Option<crate::proxy::TryFiles>,
 }
 
 /// What a route does.

@@ -136,6 +136,15 @@ pub(super) struct RawRoute {
     pub(super) auth_basic: Option<Spanned<String>>,
     pub(super) auth_basic_user_file: Option<Spanned<String>>,
     pub(super) satisfy: Option<Spanned<String>>,
+    pub(super) exact: Option<Spanned<String>>,
+    pub(super) prefix_priority: Option<Spanned<bool>>,
+    pub(super) regex: Option<Spanned<String>>,
+    pub(super) iregex: Option<Spanned<String>>,
+    pub(super) name: Option<Spanned<String>>,
+    pub(super) try_files: Option<Spanned<Vec<Spanned<String>>>>,
+    /// Nested `[[site.route.route]]` tables.
+    #[serde(default)]
+    pub(super) route: Vec<Spanned<RawRoute>>,
 }
 
 /// `[renewal]`.

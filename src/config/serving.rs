@@ -1,12 +1,14 @@
 //! Validation of what `certd run` serves: the `[https]` listener (and who it trusts), `[limits]`, and each site's
 //! `[[site.route]]` and `[site.error_pages]`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use toml::Spanned;
 
+use super::access::AccessScope;
+use super::location::{self as route_location, NamedReference, Parent};
 use super::raw::{RawDuration, RawHttps, RawLimits, RawRoute};
 use super::validate::{listen_addresses, Problems};
 use super::{
@@ -281,45 +283,62 @@ pub(super) fn parse_duration(raw: &RawDuration) -> Result<Duration, String> {
     Ok(Duration::from_millis(millis))
 }
 
-/// The `[[site.route]]` tables of site `site`.
+/// The `[[site.route]]` tables of site `site`, with their nested routes.
 pub(super) fn routes(
     site: usize,
     raw: Vec<Spanned<RawRoute>>,
     folder: &Path,
+    access: &AccessScope,
+    problems: &mut Problems<'_>,
+) -> Vec<RouteConfig> {
+    let mut references = Vec::new();
+    let mut reported = HashSet::new();
+    let routes = routes_in(
+        &format!("site[{site}]"),
+        None,
+        raw,
+        folder,
+        access,
+        &mut references,
+        &mut reported,
+        problems,
+    );
+    route_location::check_references(&references, &routes, problems);
+    routes
+}
+
+/// The routes `raw` of `owner` (a site, or the route they are nested in, `parent`).
+fn routes_in(
+    owner: &str,
+    parent: Option<&Parent<'_>>,
+    raw: Vec<Spanned<RawRoute>>,
+    folder: &Path,
+    inherited: &AccessScope,
+    references: &mut Vec<NamedReference>,
+    reported: &mut HashSet<String>,
     problems: &mut Problems<'_>,
 ) -> Vec<RouteConfig> {
     let mut routes: Vec<RouteConfig> = Vec::with_capacity(raw.len());
+    // Where each of `routes` is in the file, for problems that name an earlier route.
+    let mut indexes = Vec::with_capacity(raw.len());
     for (i, route) in raw.into_iter().enumerate() {
-        let key = format!("site[{site}].route[{i}]");
+        let key = format!("{owner}.route[{i}]");
         let table = route.span();
-        let route = route.into_inner();
-        let Some(path) = route.path else {
-            problems.add(
-                format!("{key}.path"),
-                Some(table),
-                "missing: each route needs `path = \"/...\"`",
-            );
+        let mut route = route.into_inner();
+        // Taken out first, so a route refused below still has its access keys checked, and the
+        // routes nested in it inherit them.
+        let access = inherited.route(&key, &mut route, folder, problems);
+        let Some((path, location)) = route_location::route_match(
+            &key,
+            table.clone(),
+            &mut route,
+            parent,
+            &routes,
+            &indexes,
+            problems,
+        ) else {
             continue;
         };
-        if !path.get_ref().starts_with('/') {
-            problems.add(
-                format!("{key}.path"),
-                Some(path.span()),
-                format!("{:?} must start with `/`", path.get_ref()),
-            );
-            continue;
-        }
-        if let Some(first) = routes.iter().position(|seen| seen.path == *path.get_ref()) {
-            problems.add(
-                format!("{key}.path"),
-                Some(path.span()),
-                format!(
-                    "{:?} is routed twice (also site[{site}].route[{first}])",
-                    path.get_ref()
-                ),
-            );
-            continue;
-        }
         let target = match (route.proxy, route.root) {
             (Some(proxy), None) => match upstream(proxy.get_ref()) {
                 Ok(uri) => RouteTargetConfig::Proxy(uri),
@@ -382,12 +401,32 @@ pub(super) fn routes(
         } else {
             None
         };
+        let try_files =
+            route_location::try_files(&key, route.try_files, !is_proxy, references, problems);
+        let nested = routes_in(
+            &key,
+            Some(&Parent {
+                key: &key,
+                path: &path,
+                location: &location,
+            }),
+            route.route,
+            folder,
+            &access,
+            references,
+            reported,
+            problems,
+        );
+        indexes.push(i);
         routes.push(RouteConfig {
-            path: path.into_inner(),
+            path,
             target,
             tunnel_idle_timeout,
             allow_dotfiles: route.allow_dotfiles.is_some_and(|allow| *allow.get_ref()),
-            access: None,
+            access: access.policy(reported, problems),
+            location,
+            routes: nested,
+            try_files,
         });
     }
     routes

@@ -533,7 +533,7 @@ fn sites(
         let table = site.span();
         let RawSite {
             names,
-            mut route,
+            route,
             error_pages,
             profile,
             access,
@@ -547,7 +547,7 @@ fn sites(
             auth_basic_user_file,
             satisfy,
         };
-        let route_access = access::take_route_keys(i, site_access, &mut route, folder, problems);
+        let access = access::site_scope(i, site_access, folder, problems);
         let profile = profile.and_then(|profile| match profile_name(profile.get_ref()) {
             Ok(name) => Some(name),
             Err(reason) => {
@@ -555,8 +555,7 @@ fn sites(
                 None
             }
         });
-        let mut routes = serving::routes(i, route, folder, problems);
-        route_access.attach(&mut routes, problems);
+        let routes = serving::routes(i, route, folder, &access, problems);
         let error_pages = serving::error_pages(i, error_pages, folder, problems);
         let Some(names) = names else {
             problems.add(

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::config::{Config, RouteTargetConfig, SiteConfig};
+use crate::config::{Config, RouteConfig, RouteTargetConfig, SiteConfig};
 use crate::metrics::{Metrics, SiteCounters};
 use crate::proxy::{Route, RouteTarget, SiteRoutes};
 
@@ -66,24 +66,28 @@ impl SiteTable {
 
 fn routes(site: &SiteConfig) -> SiteRoutes {
     SiteRoutes {
-        routes: site
-            .routes
-            .iter()
-            .map(|route| Route {
-                path: route.path.clone(),
-                target: match &route.target {
-                    RouteTargetConfig::Proxy(uri) => RouteTarget::Proxy(uri.clone()),
-                    RouteTargetConfig::Root(root) => RouteTarget::Static(root.clone()),
-                },
-                tunnel_idle_timeout: route.tunnel_idle_timeout,
-                allow_dotfiles: route.allow_dotfiles,
-                access: route.access.clone(),
-            })
-            .collect(),
+        routes: site.routes.iter().map(route).collect(),
         error_pages: site
             .error_pages
             .iter()
             .map(|(status, path)| (*status, path.clone()))
             .collect(),
+    }
+}
+
+/// The served form of one route and the routes nested in it.
+fn route(route: &RouteConfig) -> Route {
+    Route {
+        path: route.path.clone(),
+        target: match &route.target {
+            RouteTargetConfig::Proxy(uri) => RouteTarget::Proxy(uri.clone()),
+            RouteTargetConfig::Root(root) => RouteTarget::Static(root.clone()),
+        },
+        tunnel_idle_timeout: route.tunnel_idle_timeout,
+        allow_dotfiles: route.allow_dotfiles,
+        location: route.location.clone(),
+        routes: route.routes.iter().map(self::route).collect(),
+        try_files: route.try_files.clone(),
+        access: route.access.clone(),
     }
 }

@@ -12,6 +12,8 @@
 //!
 //! Every request's path is normalised first ([`path`]: dot segments, merged slashes, decoded
 //! unreserved characters); routes match that path, static roots look it up, and upstreams receive it.
+//! Routes are matched with nginx's `location` precedence ([`location`]: exact, prefix, `^~`,
+//! regexes, named and nested routes), and static routes may `try_files` ([`try_files`]).
 //! Requests arrive over TLS as HTTP/1.1 or HTTP/2 and are forwarded over HTTP/1.1 with their bodies
 //! streamed both ways. Hop-by-hop headers are dropped in both directions, `Host` is kept and the
 //! `X-Forwarded-*`, `X-Real-IP` and `Forwarded` headers are set (a client's own are believed only
@@ -21,11 +23,15 @@
 
 mod body;
 mod headers;
+pub mod location;
 mod path;
 #[cfg(test)]
 mod tests;
+pub mod try_files;
 mod websocket;
 
+pub use location::{LocationMatch, LocationRegex};
+pub use try_files::{TryFallback, TryFiles};
 pub use websocket::ConnectionPermit;
 
 use std::collections::HashMap;
@@ -69,7 +75,8 @@ pub enum RouteTarget {
 /// One `location`: a path prefix and where its requests go.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Route {
-    /// The path prefix, e.g. `"/"`, `"/ws"`, `"/static/"`; see [`SiteRoutes::route`] for matching.
+    /// The path prefix, e.g. `"/"`, `"/ws"`, `"/static/"` (the exact path, regex pattern or
+    /// `@name` for other [`Route::location`]s); see [`SiteRoutes::route`] for matching.
     pub path: String,
     /// Where matching requests go.
     pub target: RouteTarget,
@@ -82,12 +89,19 @@ pub struct Route {
     /// Who may use the route (`access`, `auth_basic`, `satisfy`), checked before its target runs;
     /// `None`: everyone.
     pub access: Option<std::sync::Arc<crate::access::Policy>>,
+    /// How [`Route::path`] is matched (prefix, `^~`, exact, regex, named); see [`location`].
+    pub location: LocationMatch,
+    /// Routes nested in this one, searched when it is the longest prefix (or the regex) that
+    /// matched, as nginx searches nested locations.
+    pub routes: Vec<Route>,
+    /// For static routes: files to look for before falling back (nginx `try_files`).
+    pub try_files: Option<TryFiles>,
 }
 
 /// The routes and error pages of one site.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SiteRoutes {
-    /// The site's routes, in any order: the longest matching prefix wins.
+    /// The site's routes, in config order (regexes are tried in it); see [`SiteRoutes::route`].
     pub routes: Vec<Route>,
     /// Files served in place of certd's own error responses, by status code (like nginx
     /// `error_page`): 404 (no route, static miss), 502 (upstream unreachable), 504 (upstream too
@@ -96,23 +110,15 @@ pub struct SiteRoutes {
 }
 
 impl SiteRoutes {
-    /// The route for a request path: the one with the longest prefix that matches it.
+    /// The route for a request path, by nginx's `location` precedence ([`location`]): an exact
+    /// route, else the longest prefix if it is `^~`, else the first matching regex, else the longest
+    /// prefix. Named routes are never matched by path.
     ///
     /// A prefix ending in `/` matches every path under it (`"/static/"` matches `"/static/a.css"`
     /// but not `"/static"`); any other prefix matches itself and the paths below it (`"/ws"` matches
     /// `"/ws"` and `"/ws/x"` but not `"/wsx"`).
     pub fn route(&self, path: &str) -> Option<&Route> {
-        self.routes
-            .iter()
-            .filter(|route| prefix_matches(&route.path, path))
-            .max_by_key(|route| route.path.len())
-    }
-}
-
-fn prefix_matches(prefix: &str, path: &str) -> bool {
-    match path.strip_prefix(prefix) {
-        None => false,
-        Some(rest) => prefix.ends_with('/') || rest.is_empty() || rest.starts_with('/'),
+        location::find(&self.routes, path)
     }
 }
 
@@ -230,14 +236,25 @@ impl Proxy {
                 return Box::pin(error_page(site, response, head)).await;
             }
         };
-        let Some(route) = site.route(path.as_str()) else {
-            debug!(path = path.as_str(), "no route");
-            return Box::pin(error_page(
-                site,
-                status_response(StatusCode::NOT_FOUND),
-                head,
-            ))
-            .await;
+        let (route, request, path) = match try_files::resolve(site, path).await {
+            try_files::Resolved::Route(route, routed) => match with_path(request, routed) {
+                Ok((request, path)) => (route, request, path),
+                Err(status) => {
+                    return Box::pin(error_page(site, status_response(status), head)).await
+                }
+            },
+            try_files::Resolved::Status(status) => {
+                return Box::pin(error_page(site, status_response(status), head)).await
+            }
+            try_files::Resolved::NoRoute => {
+                debug!("no route");
+                return Box::pin(error_page(
+                    site,
+                    status_response(StatusCode::NOT_FOUND),
+                    head,
+                ))
+                .await;
+            }
         };
         if let Some(refused) = self.refused_access(&request, route, client).await {
             return Box::pin(error_page(site, refused, head)).await;
@@ -430,6 +447,30 @@ fn normalise_request_path(
             .map_err(|_| path::PathRefused::BadPercentEncoding)?,
     );
     parts.uri = Uri::from_parts(uri).map_err(|_| path::PathRefused::BadPercentEncoding)?;
+    Ok((Request::from_parts(parts, body), path))
+}
+
+/// `request` with its URI's path set to `path` (by `try_files`: the file found or the fallback
+/// URI), the query kept; unchanged when it already has that path.
+fn with_path(
+    request: Request<Incoming>,
+    path: NormalPath,
+) -> Result<(Request<Incoming>, NormalPath), StatusCode> {
+    if path.as_str() == request.uri().path() {
+        return Ok((request, path));
+    }
+    let (mut parts, body) = request.into_parts();
+    let path_and_query = match parts.uri.query() {
+        Some(query) => format!("{path}?{query}"),
+        None => path.to_string(),
+    };
+    let mut uri = hyper::http::uri::Parts::from(parts.uri);
+    // A normalised path from the config or a request parses; if not, that is certd's fault: 500.
+    uri.path_and_query = Some(
+        hyper::http::uri::PathAndQuery::try_from(path_and_query)
+            .map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)?,
+    );
+    parts.uri = Uri::from_parts(uri).map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)?;
     Ok((Request::from_parts(parts, body), path))
 }
 

@@ -147,6 +147,9 @@ fn site(routes: &[(&str, RouteTarget)]) -> SiteRoutes {
                 tunnel_idle_timeout: None,
                 allow_dotfiles: false,
                 access: None,
+                location: LocationMatch::Prefix,
+                routes: Vec::new(),
+                try_files: None,
             })
             .collect(),
         error_pages: HashMap::new(),
@@ -833,6 +836,9 @@ async fn a_tunnel_keeps_its_connection_slot_until_its_route_idle_timeout_closes_
                 tunnel_idle_timeout: Some(Duration::from_millis(600)),
                 allow_dotfiles: false,
                 access: None,
+                location: LocationMatch::Prefix,
+                routes: Vec::new(),
+                try_files: None,
             }],
             error_pages: HashMap::new(),
         };

@@ -481,5 +481,21 @@ impl Body for FileBody {
     }
 }
 
+/// Whether [`serve`] would find a file for `raw_path` under `root` (for `try_files`): the same
+/// refusals apply (bad segments, dotfiles unless `allow_dotfiles`, symlinks out of the root), and a
+/// path ending in `/` is there when its folder's `index.html` is.
+pub async fn exists(root: &Path, raw_path: &str, allow_dotfiles: bool) -> bool {
+    let Ok(relative) = relative_path(raw_path) else {
+        return false;
+    };
+    if !allow_dotfiles && is_hidden(&relative) {
+        return false;
+    }
+    matches!(
+        resolve(root, &relative, raw_path.ends_with('/')).await,
+        Ok(Found::File(_))
+    )
+}
+
 #[cfg(test)]
 mod tests;

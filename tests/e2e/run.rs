@@ -12,6 +12,7 @@
 
 mod access;
 mod identity;
+mod locations;
 mod proxy;
 mod renewal;
 mod requests;

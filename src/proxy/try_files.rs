@@ -1,0 +1,279 @@
+//! `try_files`: a static route that first looks for files and otherwise falls back to a URI (an
+//! internal redirect, matched again), a named route (e.g. the app's proxy), or a status.
+//!
+//! ```text
+//! try_files $uri $uri/ /index.html;   →  try_files = ["$uri", "$uri/", "/index.html"]
+//! try_files $uri @app;                →  try_files = ["$uri", "@app"]
+//! try_files $uri =404;                →  try_files = ["$uri", "=404"]
+//! ```
+//!
+//! Each candidate but the last is a path under the route's static root, `$uri` standing for the
+//! request's normalised path; a candidate ending in `/` is a folder, present when its `index.html`
+//! is. A candidate the static root would refuse (a dotfile, a symlink out of the root) counts as
+//! absent, so `try_files` never serves what a plain static route would not. As in nginx, at most
+//! [`MAX_INTERNAL_REDIRECTS`] fallbacks are followed for one request; a loop ends in 500.
+
+use hyper::StatusCode;
+
+use super::path::{self, NormalPath};
+use super::{location, Route, RouteTarget, SiteRoutes};
+use crate::static_files;
+
+/// How many fallbacks (URIs or named routes) one request may go through, as nginx's limit of 10
+/// internal redirects.
+pub const MAX_INTERNAL_REDIRECTS: usize = 10;
+
+/// A route's `try_files` list, parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TryFiles {
+    /// The paths to look for, in order, with `$uri` not yet replaced.
+    pub candidates: Vec<String>,
+    /// What happens when none is there.
+    pub fallback: TryFallback,
+}
+
+/// The last element of `try_files`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TryFallback {
+    /// `"/index.html"`: the request continues with this path (`$uri` replaced), matched again
+    /// against the site's routes.
+    Uri(String),
+    /// `"@app"`: the request, unchanged, goes to the named route.
+    Named(String),
+    /// `"=404"`: certd answers with this status.
+    Status(StatusCode),
+}
+
+/// Where a request ends up once `try_files` has been applied.
+#[derive(Debug)]
+pub enum Resolved<'a> {
+    /// This route answers, with this path (the file found, the fallback URI, or the request's own).
+    Route(&'a Route, NormalPath),
+    /// No route matches the path.
+    NoRoute,
+    /// certd answers with this status (`=code`, a loop of fallbacks, or a bad fallback URI).
+    Status(StatusCode),
+}
+
+/// The route answering `path` on `site`, following `try_files` of the routes it meets.
+pub async fn resolve(site: &SiteRoutes, path: NormalPath) -> Resolved<'_> {
+    let Some(route) = site.route(path.as_str()) else {
+        return Resolved::NoRoute;
+    };
+    if route.try_files.is_none() {
+        return Resolved::Route(route, path);
+    }
+    // Boxed: the file lookups make a large future, and most requests never need it (the future of
+    // every request is moved a few times on its way into hyper).
+    Box::pin(follow(site, route, path)).await
+}
+
+/// [`resolve`] from `route`, which has `try_files`.
+async fn follow<'a>(site: &'a SiteRoutes, route: &'a Route, path: NormalPath) -> Resolved<'a> {
+    let (mut route, mut path) = (route, path);
+    for _ in 0..=MAX_INTERNAL_REDIRECTS {
+        let (Some(try_files), RouteTarget::Static(root)) = (&route.try_files, &route.target) else {
+            return Resolved::Route(route, path);
+        };
+        for candidate in &try_files.candidates {
+            let candidate = candidate.replace("$uri", path.as_str());
+            // A candidate that does not normalise (e.g. `..` from the config) is simply absent.
+            let Ok(normal) = path::normalise(&candidate) else {
+                continue;
+            };
+            if static_files::exists(root, normal.as_str(), route.allow_dotfiles).await {
+                return Resolved::Route(route, normal);
+            }
+        }
+        match &try_files.fallback {
+            TryFallback::Status(status) => return Resolved::Status(*status),
+            TryFallback::Named(name) => match location::named(&site.routes, name) {
+                Some(named) => route = named,
+                None => return Resolved::Status(StatusCode::INTERNAL_SERVER_ERROR),
+            },
+            TryFallback::Uri(uri) => {
+                let Ok(normal) = path::normalise(&uri.replace("$uri", path.as_str())) else {
+                    return Resolved::Status(StatusCode::INTERNAL_SERVER_ERROR);
+                };
+                path = normal;
+                match site.route(path.as_str()) {
+                    Some(next) => route = next,
+                    None => return Resolved::NoRoute,
+                }
+            }
+        }
+    }
+    tracing::warn!(
+        path = path.as_str(),
+        "more than {MAX_INTERNAL_REDIRECTS} try_files fallbacks: a loop"
+    );
+    Resolved::Status(StatusCode::INTERNAL_SERVER_ERROR)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::collections::HashMap;
+    use std::path::Path;
+
+    use super::*;
+    use crate::proxy::LocationMatch;
+
+    fn static_route(path: &str, root: &Path, try_files: &[&str]) -> Route {
+        let (last, candidates) = try_files.split_last().unwrap();
+        let fallback = if let Some(code) = last.strip_prefix('=') {
+            TryFallback::Status(StatusCode::from_u16(code.parse().unwrap()).unwrap())
+        } else if last.starts_with('@') {
+            TryFallback::Named((*last).to_owned())
+        } else {
+            TryFallback::Uri((*last).to_owned())
+        };
+        Route {
+            path: path.to_owned(),
+            target: RouteTarget::Static(root.to_owned()),
+            tunnel_idle_timeout: None,
+            allow_dotfiles: false,
+            location: LocationMatch::Prefix,
+            routes: Vec::new(),
+            try_files: Some(TryFiles {
+                candidates: candidates.iter().map(|c| (*c).to_owned()).collect(),
+                fallback,
+            }),
+            access: None,
+        }
+    }
+
+    fn app() -> Route {
+        Route {
+            path: "@app".into(),
+            target: RouteTarget::Proxy("http://127.0.0.1:9".parse().unwrap()),
+            tunnel_idle_timeout: None,
+            allow_dotfiles: false,
+            location: LocationMatch::Named,
+            routes: Vec::new(),
+            try_files: None,
+            access: None,
+        }
+    }
+
+    fn root() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("index.html"), "spa").unwrap();
+        std::fs::write(dir.path().join("a.css"), "css").unwrap();
+        std::fs::write(dir.path().join(".env"), "SECRET=1").unwrap();
+        std::fs::create_dir(dir.path().join("docs")).unwrap();
+        std::fs::write(dir.path().join("docs/index.html"), "docs").unwrap();
+        std::fs::create_dir(dir.path().join("empty")).unwrap();
+        dir
+    }
+
+    fn site(routes: Vec<Route>) -> SiteRoutes {
+        SiteRoutes {
+            routes,
+            error_pages: HashMap::new(),
+        }
+    }
+
+    /// Where `path` ends up: the route's path and the path it is served with, or the status.
+    async fn outcome(site: &SiteRoutes, path: &str) -> String {
+        match resolve(site, path::normalise(path).unwrap()).await {
+            Resolved::Route(route, path) => format!("{} {}", route.path, path),
+            Resolved::NoRoute => "no route".into(),
+            Resolved::Status(status) => status.as_u16().to_string(),
+        }
+    }
+
+    #[tokio::test]
+    async fn spa_fallback_serves_files_folders_then_index_html() {
+        let dir = root();
+        let site = site(vec![static_route(
+            "/",
+            dir.path(),
+            &["$uri", "$uri/", "/index.html"],
+        )]);
+        for (request, expected) in [
+            ("/a.css", "/ /a.css"),
+            ("/docs", "/ /docs/"),
+            ("/docs/", "/ /docs/"),
+            ("/settings/profile", "/ /index.html"),
+            // A folder without index.html is not there.
+            ("/empty", "/ /index.html"),
+            // Dotfiles count as absent: the SPA answers, the file is never served.
+            ("/.env", "/ /index.html"),
+        ] {
+            assert_eq!(outcome(&site, request).await, expected, "{request}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_named_fallback_hands_the_original_path_to_the_named_route() {
+        let dir = root();
+        let site = site(vec![
+            static_route("/", dir.path(), &["$uri", "@app"]),
+            app(),
+        ]);
+        assert_eq!(outcome(&site, "/a.css").await, "/ /a.css");
+        assert_eq!(outcome(&site, "/users/1").await, "@app /users/1");
+        assert_eq!(outcome(&site, "/.env").await, "@app /.env");
+    }
+
+    #[tokio::test]
+    async fn a_uri_fallback_is_matched_again() {
+        let dir = root();
+        let site = site(vec![
+            static_route("/", dir.path(), &["$uri", "/api$uri"]),
+            Route {
+                path: "/api".into(),
+                location: LocationMatch::Prefix,
+                ..app()
+            },
+        ]);
+        assert_eq!(outcome(&site, "/a.css").await, "/ /a.css");
+        assert_eq!(outcome(&site, "/users").await, "/api /api/users");
+    }
+
+    #[tokio::test]
+    async fn status_fallbacks_loops_and_missing_names_end_in_a_status() {
+        let dir = root();
+        let site = site(vec![
+            static_route("/", dir.path(), &["$uri", "=404"]),
+            static_route("/loop/", dir.path(), &["$uri", "/loop/again"]),
+            static_route("/lost/", dir.path(), &["$uri", "@nowhere"]),
+        ]);
+        assert_eq!(outcome(&site, "/a.css").await, "/ /a.css");
+        assert_eq!(outcome(&site, "/missing").await, "404");
+        assert_eq!(outcome(&site, "/loop/x").await, "500");
+        assert_eq!(outcome(&site, "/lost/x").await, "500");
+    }
+
+    #[tokio::test]
+    async fn ten_fallbacks_are_followed_and_the_eleventh_is_refused() {
+        let dir = root();
+        // /r0/ falls back to /r1/x, …, /r{n-1}/ to /index.html (a file): n fallbacks in all.
+        let chain = |n: usize| {
+            let routes = (0..n)
+                .map(|i| {
+                    let next = if i + 1 == n {
+                        "/index.html".to_owned()
+                    } else {
+                        format!("/r{}/x", i + 1)
+                    };
+                    static_route(&format!("/r{i}/"), dir.path(), &["$uri", &next])
+                })
+                .chain([Route {
+                    try_files: None,
+                    ..static_route("/index.html", dir.path(), &["=404"])
+                }])
+                .collect();
+            site(routes)
+        };
+        assert_eq!(
+            outcome(&chain(MAX_INTERNAL_REDIRECTS), "/r0/x").await,
+            "/index.html /index.html"
+        );
+        assert_eq!(
+            outcome(&chain(MAX_INTERNAL_REDIRECTS + 1), "/r0/x").await,
+            "500"
+        );
+    }
+}

@@ -1,0 +1,234 @@
+//! Route matching as nginx matches `location`s, and `try_files`, through the real daemon over TLS:
+//! exact, prefix, `^~`, case-insensitive regex and nested routes each reach their own upstream
+//! (on the normalised path), and `try_files` serves a single-page app's files with its
+//! `/index.html` fallback and hands what is not a file to a named proxy route (`try_files $uri
+//! @app`), never a dotfile; `=404` and a fallback loop (500) end in a status.
+
+use hyper::StatusCode;
+
+use super::{World, CERT_WAIT};
+use crate::harness::{Certd, Daemon, HttpsClient, Pebble, RunConfig, Site, Upstream};
+
+const NAME: &str = "loc.test";
+const SECRET: &str = "DB_PASSWORD=hunter2\n";
+
+/// Starts the daemon for one site, `loc.test`, whose routes are `routes` (TOML written after the
+/// site's `names`), once `files` (path under the config folder, contents) are written.
+async fn serve(routes: &str, files: &[(&str, &str)]) -> World {
+    let pebble = Pebble::start().await;
+    let certd = Certd::new();
+    for (path, contents) in files {
+        let path = certd.dir().join(path);
+        std::fs::create_dir_all(path.parent().expect("a parent")).expect("create the folder");
+        std::fs::write(&path, contents).expect("write the file");
+    }
+    let config = RunConfig::for_pebble(&pebble, vec![Site::new(&[NAME])]);
+    certd.write_config_text(&format!("{}{routes}", config.to_toml()));
+    let daemon = Daemon::start(&certd, config.https_addr()).await;
+    let client = HttpsClient::new(config.https_addr(), &pebble.root_pem().await);
+    let world = World {
+        daemon,
+        client,
+        config,
+        certd,
+        pebble,
+    };
+    world.client.wait_for_certificate(NAME, CERT_WAIT).await;
+    world
+}
+
+/// Which of `upstreams` (by label) received `GET path`, and the path it was sent; panics unless
+/// exactly one did.
+async fn answered_by(
+    world: &World,
+    upstreams: &[(&str, &Upstream)],
+    path: &str,
+) -> (String, String) {
+    let before: Vec<usize> = upstreams.iter().map(|(_, up)| up.received()).collect();
+    let mut h1 = world.client.http1(NAME).await;
+    let reply = h1.get(&world.authority(NAME), path).await;
+    assert_eq!(reply.status, StatusCode::OK, "GET {path}: {reply:?}");
+    let echoed = reply.echoed();
+    let reached: Vec<&str> = upstreams
+        .iter()
+        .zip(before)
+        .filter(|((_, up), before)| up.received() > *before)
+        .map(|((label, _), _)| *label)
+        .collect();
+    assert_eq!(reached.len(), 1, "GET {path} reached {reached:?}");
+    (reached[0].to_owned(), echoed.path)
+}
+
+#[tokio::test]
+async fn each_location_kind_reaches_its_own_upstream_in_nginx_order() {
+    let labels = [
+        "exact",
+        "root",
+        "documents",
+        "images",
+        "gif-jpg",
+        "app",
+        "app-php",
+    ];
+    let mut upstreams = Vec::new();
+    for _ in labels {
+        upstreams.push(Upstream::echo().await);
+    }
+    let url = |label: &str| {
+        let at = labels.iter().position(|l| *l == label).expect("a label");
+        upstreams[at].url()
+    };
+    // nginx's documentation example for `location`, plus a prefix with a nested regex.
+    let routes = format!(
+        r#"
+  [[site.route]]
+  exact = "/"
+  proxy = "{}"
+  [[site.route]]
+  path = "/"
+  proxy = "{}"
+  [[site.route]]
+  path = "/documents/"
+  proxy = "{}"
+  [[site.route]]
+  path = "/images/"
+  prefix_priority = true
+  proxy = "{}"
+  [[site.route]]
+  iregex = '\.(gif|jpg|jpeg)$'
+  proxy = "{}"
+  [[site.route]]
+  path = "/app/"
+  proxy = "{}"
+    [[site.route.route]]
+    regex = '\.php$'
+    proxy = "{}"
+"#,
+        url("exact"),
+        url("root"),
+        url("documents"),
+        url("images"),
+        url("gif-jpg"),
+        url("app"),
+        url("app-php"),
+    );
+    let world = serve(&routes, &[]).await;
+    let pairs: Vec<(&str, &Upstream)> = labels.iter().copied().zip(upstreams.iter()).collect();
+    for (request, expected, sent) in [
+        ("/", "exact", "/"),
+        ("/index.html", "root", "/index.html"),
+        (
+            "/documents/document.html",
+            "documents",
+            "/documents/document.html",
+        ),
+        ("/images/1.gif", "images", "/images/1.gif"),
+        ("/documents/1.jpg", "gif-jpg", "/documents/1.jpg"),
+        ("/documents/1.JPG?v=2", "gif-jpg", "/documents/1.JPG?v=2"),
+        ("/app/page", "app", "/app/page"),
+        ("/app/index.php", "app-php", "/app/index.php"),
+        // The nested regex belongs to /app/ only; `~` is case-sensitive.
+        ("/index.php", "root", "/index.php"),
+        ("/app/INDEX.PHP", "app", "/app/INDEX.PHP"),
+        // Matching sees the normalised path: dot segments and encoded letters are resolved first.
+        (
+            "/images/../documents/2.jpeg",
+            "gif-jpg",
+            "/documents/2.jpeg",
+        ),
+        ("/%64ocuments/x", "documents", "/documents/x"),
+        ("//images//3.gif", "images", "/images/3.gif"),
+    ] {
+        let (label, path) = answered_by(&world, &pairs, request).await;
+        assert_eq!(
+            (label.as_str(), path.as_str()),
+            (expected, sent),
+            "GET {request}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn try_files_serves_a_single_page_app_and_falls_back_to_a_named_proxy() {
+    let app = Upstream::echo().await;
+    let routes = format!(
+        r#"
+  [[site.route]]
+  path = "/spa/"
+  root = "www"
+  try_files = ["$uri", "$uri/", "/spa/index.html"]
+  [[site.route]]
+  path = "/assets/"
+  root = "www"
+  try_files = ["$uri", "=404"]
+  [[site.route]]
+  path = "/loop/"
+  root = "www"
+  try_files = ["$uri", "/loop/again"]
+  [[site.route]]
+  path = "/"
+  root = "www"
+  try_files = ["$uri", "@app"]
+  [[site.route]]
+  name = "@app"
+  proxy = "{}"
+"#,
+        app.url()
+    );
+    let files = [
+        ("www/spa/index.html", "<h1>the app</h1>"),
+        ("www/spa/main.js", "console.log(1)"),
+        ("www/spa/docs/index.html", "<h1>docs</h1>"),
+        ("www/spa/.env", SECRET),
+        ("www/assets/logo.svg", "<svg/>"),
+        ("www/robots.txt", "User-agent: *"),
+        ("www/.env", SECRET),
+        ("www/.git/config", SECRET),
+    ];
+    let world = serve(&routes, &files).await;
+    let host = world.authority(NAME);
+    let mut h1 = world.client.http1(NAME).await;
+
+    // The single-page app: its files, a folder's index, and index.html for every other path.
+    for (request, body) in [
+        ("/spa/main.js", "console.log(1)"),
+        ("/spa/docs", "<h1>docs</h1>"),
+        ("/spa/settings/profile", "<h1>the app</h1>"),
+        ("/spa/", "<h1>the app</h1>"),
+        // A dotfile is not a file to try_files: the app's page answers, never the secret.
+        ("/spa/.env", "<h1>the app</h1>"),
+        ("/assets/logo.svg", "<svg/>"),
+        ("/robots.txt", "User-agent: *"),
+    ] {
+        let reply = h1.get(&host, request).await;
+        assert_eq!(
+            (reply.status, reply.text().as_str()),
+            (StatusCode::OK, body),
+            "GET {request}"
+        );
+    }
+    assert_eq!(
+        h1.get(&host, "/assets/missing.png").await.status,
+        StatusCode::NOT_FOUND
+    );
+    // A fallback that matches its own route again ends after 10 internal redirects, as in nginx.
+    assert_eq!(
+        h1.get(&host, "/loop/x").await.status,
+        StatusCode::INTERNAL_SERVER_ERROR
+    );
+    assert_eq!(app.received(), 0, "files were served without the app");
+
+    // What is not a file goes to the app, with the request's own path and query.
+    for (n, request) in ["/users/1?tab=2", "/.env", "/.git/config"]
+        .iter()
+        .enumerate()
+    {
+        let reply = h1.get(&host, request).await;
+        assert!(
+            !reply.text().contains("hunter2"),
+            "GET {request} served a dotfile"
+        );
+        assert_eq!(reply.echoed().path, *request, "GET {request}");
+        assert_eq!(app.received(), n + 1, "GET {request} reached the app");
+    }
+}
