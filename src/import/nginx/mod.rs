@@ -20,6 +20,7 @@ mod edge;
 mod location;
 mod parse;
 mod render;
+mod safety;
 mod server;
 mod translate;
 
