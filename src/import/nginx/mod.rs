@@ -25,6 +25,8 @@ mod server;
 mod translate;
 
 #[cfg(test)]
+mod corpus_tests;
+#[cfg(test)]
 mod tests;
 
 use std::io::Write;
