@@ -324,4 +324,12 @@ async fn imported_mastodon_port_80_block_is_the_redirect() {
         !reply.text().contains("MASTODON-PUBLIC-FOLDER"),
         "{reply:?}"
     );
+    assert!(
+        fragment.contains("http → https redirect"),
+        "the :80 block joins the site as its redirect:\n{fragment}"
+    );
+    assert!(
+        fragment.contains("ACME webroot on :80"),
+        "the ACME location is certd's own HTTP-01:\n{fragment}"
+    );
 }
