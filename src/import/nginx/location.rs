@@ -184,6 +184,7 @@ fn body<'d>(scope: &Scope<'_>, d: &'d Directive) -> Body<'d> {
         only_refuses: true,
     };
     let mut refuses_something = false;
+    let mut try_files_static = None;
     for inner in d.block.as_deref().unwrap_or_default() {
         let here = scope.at(inner);
         let args: Vec<&str> = inner.args.iter().map(String::as_str).collect();
@@ -199,8 +200,10 @@ fn body<'d>(scope: &Scope<'_>, d: &'d Directive) -> Body<'d> {
             ("proxy_http_version", ["1.1" | "1.0"])
             | ("proxy_cache_bypass", _)
             | ("proxy_redirect", ["off"]) => cover(&mut b.covered, Topic::ProxyHeaders, here),
-            ("try_files", ["$uri", "=404"] | ["$uri", "$uri/", "=404"]) => {
-                // What a static root does: the file, a folder's index, else 404.
+            ("try_files", ["$uri", "$uri/", "=404"]) => {
+                // What a static root does: the file, a folder's index, else 404 — unless the
+                // location proxies: then nginx proxies only paths that exist as files.
+                try_files_static = Some((here, directive_text(inner)));
                 cover(&mut b.covered, Topic::NoEffect, here)
             }
             ("proxy_set_header", [name, value]) if proxy_header(name, value).is_some() => {
@@ -223,6 +226,15 @@ fn body<'d>(scope: &Scope<'_>, d: &'d Directive) -> Body<'d> {
         }
     }
     b.only_refuses &= refuses_something;
+    if let (Some(_), Some((here, text))) = (b.proxy_pass, try_files_static) {
+        b.refusals.push((
+            here,
+            text,
+            "beside proxy_pass: nginx proxies only the paths that exist as files under root and \
+             answers 404 for the others"
+                .to_owned(),
+        ));
+    }
     b
 }
 

@@ -266,6 +266,86 @@ pub(super) fn dotfiles_only(re: &str) -> bool {
 mod tests {
     use super::*;
 
+    fn route(path: &str, target: Target) -> Route {
+        Route {
+            path: path.to_owned(),
+            target,
+            at: Loc { file: 0, line: 1 },
+            source: format!("location {path}"),
+            text: format!("location {path} {{ … }}"),
+            covered: Covered::new(),
+            notes: Vec::new(),
+            preferred: false,
+        }
+    }
+
+    fn left_out(line: usize, matcher: Matcher, answer: Option<Target>) -> LeftOut {
+        LeftOut {
+            at: Loc { file: 0, line },
+            matcher,
+            answer,
+            refuses_dotfiles_only: false,
+            source: format!("location at {line}"),
+            pending: None,
+        }
+    }
+
+    #[test]
+    fn routes_that_would_answer_a_left_out_location_are_dropped_in_turn() {
+        let root = || Target::Root("/srv".to_owned());
+        let app = || Target::Proxy("http://127.0.0.1:3000".to_owned());
+        // `/` and `/a` serve the same root; `/a/admin` (deny all) is left out: `/a` would answer
+        // it, so `/a` goes; then `/` would, so `/` goes too. `/api` proxies and is untouched.
+        let mut routes = vec![
+            route("/", root()),
+            route("/a", root()),
+            route("/api", app()),
+        ];
+        let mut out = vec![left_out(9, Matcher::Prefix("/a/admin".to_owned()), None)];
+        let mut notes = Vec::new();
+        resolve(&mut routes, &mut out, &mut notes);
+        let left: Vec<&str> = routes.iter().map(|r| r.path.as_str()).collect();
+        assert_eq!(left, ["/api"]);
+        assert_eq!(notes.len(), 2);
+
+        // A regex location answering from the same root as `/` changes nothing; one that runs
+        // PHP takes `/` down, but not a `^~` route.
+        let mut routes = vec![route("/", root())];
+        let mut out = vec![left_out(
+            3,
+            Matcher::Regex("\\.css$".to_owned()),
+            Some(root()),
+        )];
+        resolve(&mut routes, &mut out, &mut Vec::new());
+        assert_eq!(routes.len(), 1);
+        let mut preferred = route("/static/", root());
+        preferred.preferred = true;
+        let mut routes = vec![route("/", root()), preferred];
+        let mut out = vec![left_out(4, Matcher::Regex("\\.php$".to_owned()), None)];
+        resolve(&mut routes, &mut out, &mut Vec::new());
+        let left: Vec<&str> = routes.iter().map(|r| r.path.as_str()).collect();
+        assert_eq!(left, ["/static/"]);
+
+        // A dotfile rule leaves static roots alone (they refuse dotfiles too), not proxies.
+        let mut dots = left_out(5, Matcher::Regex("/\\.".to_owned()), None);
+        dots.refuses_dotfiles_only = true;
+        let mut routes = vec![route("/", root())];
+        resolve(&mut routes, &mut vec![dots.clone()], &mut Vec::new());
+        assert_eq!(routes.len(), 1);
+        let mut routes = vec![route("/", app())];
+        resolve(&mut routes, &mut vec![dots], &mut Vec::new());
+        assert!(routes.is_empty());
+
+        // A named location takes no requests by itself.
+        let mut routes = vec![route("/", app())];
+        resolve(
+            &mut routes,
+            &mut vec![left_out(6, Matcher::Named, None)],
+            &mut Vec::new(),
+        );
+        assert_eq!(routes.len(), 1);
+    }
+
     #[test]
     fn anchored_regexes_are_confined_to_their_literal_prefix() {
         assert!(regex_may_match_under("\\.php$", "/"));

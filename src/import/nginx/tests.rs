@@ -802,3 +802,43 @@ fn real_ip_forms_certd_cannot_follow_are_listed_with_a_reason() {
     );
     assert_eq!(fragment.untranslated, 1);
 }
+
+#[test]
+fn try_files_to_404_is_a_static_root_but_not_beside_proxy_pass() {
+    let t = translated(&[(
+        "a.conf",
+        "server {\n  listen 443 ssl;\n  server_name a.example;\n  root /srv/a;\n  location / {\n    \
+         try_files $uri $uri/ =404;\n  }\n  location /app/ {\n    proxy_pass http://127.0.0.1:9000;\n    \
+         try_files $uri $uri/ =404;\n  }\n}\n",
+    )]);
+    let routes: Vec<(&str, &Target)> = t.sites[0]
+        .routes
+        .iter()
+        .map(|r| (r.path.as_str(), &r.target))
+        .collect();
+    // `/app/` proxies only paths that exist as files: no route can do that, and `/` (a static
+    // root) would answer `/app/…` differently, so it is left out too.
+    assert_eq!(routes, []);
+    assert!(untranslated(&t)
+        .iter()
+        .any(|(line, text)| *line == 5 && text.starts_with("location /")));
+    assert!(untranslated(&t)
+        .iter()
+        .any(|(line, text)| *line == 8 && text.starts_with("location /app/")));
+}
+
+#[test]
+fn try_files_to_404_in_a_static_location_is_what_a_root_does() {
+    let t = translated(&[(
+        "a.conf",
+        "server {\n  listen 443 ssl;\n  server_name a.example;\n  root /srv/a;\n  location / {\n    \
+         try_files $uri $uri/ =404;\n  }\n}\n",
+    )]);
+    let routes: Vec<(&str, &Target)> = t.sites[0]
+        .routes
+        .iter()
+        .map(|r| (r.path.as_str(), &r.target))
+        .collect();
+    assert_eq!(routes, [("/", &Target::Root("/srv/a".to_owned()))]);
+    assert_eq!(t.untranslated(), 0);
+}
