@@ -842,3 +842,19 @@ fn try_files_to_404_in_a_static_location_is_what_a_root_does() {
     assert_eq!(routes, [("/", &Target::Root("/srv/a".to_owned()))]);
     assert_eq!(t.untranslated(), 0);
 }
+
+#[test]
+fn default_server_becomes_https_default_site_that_certd_accepts() {
+    let dir = tempfile::tempdir().unwrap();
+    let nginx = "server {\n  listen 443 ssl default_server;\n  server_name a.example;\n  \
+                 location / {\n    proxy_pass http://127.0.0.1:9000;\n  }\n}\n\
+                 server {\n  listen 443 ssl;\n  server_name b.example;\n  location / {\n    \
+                 proxy_pass http://127.0.0.1:9001;\n  }\n}\n";
+    let fragment = fragment(&[("two.conf", nginx)]);
+    assert_eq!(fragment.untranslated, 0, "{}", fragment.text);
+    assert!(fragment
+        .text
+        .contains("[https]\ndefault_site = \"a.example\"\n"));
+    let config = load(&fragment.text, dir.path());
+    assert_eq!(config.https.default_site.as_deref(), Some("a.example"));
+}
