@@ -32,6 +32,9 @@ pub async fn check(path: &Path, preflight: bool) -> u8 {
         config.acme.directory_url,
         config.state_dir.display(),
     );
+    for site in config::sites_without_routes(&config) {
+        eprintln!("{}", config::no_routes_warning(&site.names[0]));
+    }
     if preflight {
         run_preflight(&config).await
     } else {

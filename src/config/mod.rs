@@ -484,3 +484,20 @@ pub fn from_toml(text: &str, path: &Path) -> Result<Config, ConfigError> {
         })
     }
 }
+
+/// The sites of `config` with no `[[site.route]]`: certd obtains and renews their certificates
+/// but answers 404 for every path of theirs. Legitimate for certificates used by another server
+/// (`certd issue`, or the daemon renewing them); `certd check` and `certd run` warn about each.
+pub fn sites_without_routes(config: &Config) -> impl Iterator<Item = &SiteConfig> {
+    config.sites.iter().filter(|site| site.routes.is_empty())
+}
+
+/// The warning for a site without routes: not an error, since a site can exist only for its
+/// certificate (used by another server), but under `certd run` every request to it gets 404.
+pub fn no_routes_warning(site: &str) -> String {
+    format!(
+        "warning: site {site} has no [[site.route]]: certd obtains and renews its certificate, \
+         but `certd run` answers 404 for every path of it (fine if the certificate is for \
+         another server; otherwise add its routes)"
+    )
+}

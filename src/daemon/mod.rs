@@ -99,6 +99,9 @@ pub async fn run(config_path: &Path) -> u8 {
             return EXIT_UNUSABLE;
         }
     };
+    for site in config::sites_without_routes(&config) {
+        warn!(site = %site.names[0], "{}", config::no_routes_warning(&site.names[0]));
+    }
     let daemon = match Daemon::start(config).await {
         Ok(daemon) => daemon,
         Err(err) => {

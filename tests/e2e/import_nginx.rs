@@ -4,8 +4,16 @@
 //! the exit code 1 and are listed with file and line; a file nginx itself would refuse makes it 2.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-use crate::harness::{free_port, Certd};
+use hyper::StatusCode;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::harness::{free_port, Certd, Daemon, HttpsClient, Pebble, RunConfig};
+use crate::run::{World, CERT_WAIT};
+
+const WORDPRESS: &str = include_str!("../fixtures/nginx/wordpress.conf");
+const MASTODON: &str = include_str!("../fixtures/nginx/mastodon.conf");
 
 const TERRAX9: &str = include_str!("../../src/import/nginx/fixtures/terrax9.conf");
 const TERRAX9_BEFORE_CERTBOT: &str =
@@ -178,14 +186,18 @@ async fn unsupported_directives_are_listed_and_exit_1() {
     run.expect_code(1);
     let file = nginx.display();
     for (line, directive) in [
-        (1, "upstream app { server 127.0.0.1:8080; }"),
         (8, "include snippets/headers.conf;"),
         (9, "add_header X-Frame-Options DENY;"),
-        (12, "try_files $uri @app;"),
+        // The whole location: `try_files … @app` would never reach the app.
+        (
+            10,
+            "location / { proxy_pass http://127.0.0.1:9000; try_files $uri @app; }",
+        ),
         (
             14,
             "location ~ \\.php$ { fastcgi_pass unix:/run/php.sock; }",
         ),
+        (5, "server { server_name shop.example.com; … }"),
     ] {
         let comment = format!("# untranslated ({file}:{line}): {directive}");
         assert!(run.stdout.contains(&comment), "missing {comment:?}\n{run}");
@@ -195,7 +207,129 @@ async fn unsupported_directives_are_listed_and_exit_1() {
             .contains("5 directive(s) could not be translated"),
         "{run}"
     );
-    // What did translate is still a valid site.
+    // The site without routes is still valid (for its certificate), with a warning.
     certd.write_config_text(&config_with(&run.stdout));
-    certd.check().await.expect_code(0);
+    let check = certd.check().await;
+    check.expect_code(0);
+    assert!(
+        check
+            .stderr
+            .contains("warning: site shop.example.com has no [[site.route]]"),
+        "{check}"
+    );
+}
+
+/// Imports `nginx` (its `server_name` set to `name`), then starts `certd run` on a configuration
+/// for Pebble with the fragment appended.
+async fn import_and_run(nginx_text: &str, name: &str, from: &str) -> (World, String) {
+    let pebble = Pebble::start().await;
+    let certd = Certd::new();
+    let text = nginx_text.replace(
+        &format!("server_name {from};"),
+        &format!("server_name {name};"),
+    );
+    let nginx = write(&certd, "site.conf", &text);
+    let run = import!(certd, nginx);
+    // Something is left out: always exit 1, never a silent 0.
+    run.expect_code(1);
+    let config = RunConfig::for_pebble(&pebble, Vec::new());
+    certd.write_config_text(&format!("{}\n{}", config.to_toml(), run.stdout));
+    let check = certd.check().await;
+    check.expect_code(0);
+    let daemon = Daemon::start(&certd, config.https_addr()).await;
+    let client = HttpsClient::new(config.https_addr(), &pebble.root_pem().await);
+    let world = World {
+        daemon,
+        client,
+        config,
+        certd,
+        pebble,
+    };
+    world.client.wait_for_certificate(name, CERT_WAIT).await;
+    (world, run.stdout)
+}
+
+#[tokio::test]
+async fn imported_wordpress_never_serves_php_source() {
+    // The docroot nginx runs WordPress from, with its database credentials in wp-config.php.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let www = dir.path().join("wordpress");
+    std::fs::create_dir_all(&www).expect("mkdir");
+    let secret = "<?php define('DB_PASSWORD', 'hunter2');";
+    std::fs::write(www.join("wp-config.php"), secret).expect("write wp-config.php");
+    std::fs::write(www.join("index.php"), "<?php require 'wp-blog-header.php';").expect("write");
+    std::fs::write(www.join("style.css"), "body {}").expect("write");
+    let text = WORDPRESS.replace(
+        "root /var/www/wordpress;",
+        &format!("root {};", www.display()),
+    );
+    let (world, fragment) = import_and_run(&text, "wp.test", "domain.tld").await;
+
+    let host = world.authority("wp.test");
+    let mut h1 = world.client.http1("wp.test").await;
+    for path in ["/wp-config.php", "/index.php", "/", "/style.css"] {
+        let reply = h1.get(&host, path).await;
+        assert_eq!(reply.status, StatusCode::NOT_FOUND, "{path}: {reply:?}");
+        assert!(!reply.text().contains("hunter2"), "{path}: {reply:?}");
+        assert!(!reply.text().contains("<?php"), "{path}: {reply:?}");
+    }
+    // No route at all, and the FastCGI location is listed with its line.
+    assert!(!fragment.contains("[[site.route]]"), "{fragment}");
+    assert!(fragment.contains("fastcgi_pass php;"), "{fragment}");
+}
+
+#[tokio::test]
+async fn imported_mastodon_port_80_block_is_the_redirect() {
+    // The public folder both of Mastodon's server blocks name as root.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let public = dir.path().join("public");
+    std::fs::create_dir_all(&public).expect("mkdir");
+    std::fs::write(public.join("index.html"), "MASTODON-PUBLIC-FOLDER").expect("write");
+    let text = MASTODON.replace(
+        "root /home/mastodon/live/public;",
+        &format!("root {};", public.display()),
+    );
+    let (world, fragment) = import_and_run(&text, "mastodon.test", "example.com").await;
+
+    // Plain http: certd's redirect, the same URL over https.
+    let http = world.config.base.listen[0];
+    let mut tcp = tokio::net::TcpStream::connect(http)
+        .await
+        .expect("connect :80");
+    tcp.write_all(b"GET /about?x=1 HTTP/1.1\r\nHost: mastodon.test\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("send");
+    let mut response = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut response))
+        .await
+        .expect("the answer in time")
+        .expect("read");
+    let response = String::from_utf8_lossy(&response);
+    assert!(response.starts_with("HTTP/1.1 301"), "{response}");
+    let expected = format!(
+        "location: https://{}/about?x=1",
+        world.authority("mastodon.test")
+    );
+    assert!(
+        response.to_ascii_lowercase().contains(&expected),
+        "{response}"
+    );
+
+    // Over https, `/` is not the :80 block's folder served as the site's content.
+    let host = world.authority("mastodon.test");
+    let mut h1 = world.client.http1("mastodon.test").await;
+    let reply = h1.get(&host, "/").await;
+    assert_eq!(reply.status, StatusCode::NOT_FOUND, "{reply:?}");
+    assert!(
+        !reply.text().contains("MASTODON-PUBLIC-FOLDER"),
+        "{reply:?}"
+    );
+    assert!(
+        fragment.contains("http → https redirect"),
+        "the :80 block joins the site as its redirect:\n{fragment}"
+    );
+    assert!(
+        fragment.contains("ACME webroot on :80"),
+        "the ACME location is certd's own HTTP-01:\n{fragment}"
+    );
 }

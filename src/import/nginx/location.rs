@@ -5,15 +5,14 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::parse::{directive_text, Directive};
+use super::safety::{self, Effect, LeftOut, Matcher};
 use super::server::ServerPart;
-use super::translate::{
-    cover, why_untranslated, Covered, ErrorPage, Loc, Note, Route, Target, Topic,
-};
+use super::translate::{cover, Covered, ErrorPage, Loc, Note, Route, Target, Topic, Upstream};
 
 /// What a server block's locations and error pages need to know about the block.
 pub(super) struct Scope<'a> {
     file: usize,
-    upstreams: &'a BTreeMap<String, Loc>,
+    upstreams: &'a BTreeMap<String, Upstream>,
     /// The server-level `root`, and where it is.
     pub(super) root: Option<(&'a str, Loc)>,
     /// The block's prefix and exact-match locations.
@@ -34,7 +33,7 @@ impl<'a> Scope<'a> {
     /// The scope of the server block whose directives are `body`, in file `file`.
     pub(super) fn new(
         file: usize,
-        upstreams: &'a BTreeMap<String, Loc>,
+        upstreams: &'a BTreeMap<String, Upstream>,
         body: &'a [Directive],
     ) -> Self {
         let root =
@@ -145,126 +144,218 @@ pub(super) fn matched(args: &[String]) -> Matched<'_> {
     }
 }
 
-/// Translates the server-level `location` `d` into `part`. Returns whether it uses the server's
-/// root.
-pub(super) fn location(scope: &Scope<'_>, d: &Directive, part: &mut ServerPart) -> bool {
-    let at = scope.at(d);
-    match matched(&d.args) {
-        Matched::Prefix(path) if path.starts_with('/') => prefix(scope, d, path, part),
-        Matched::Exact(path) => {
-            let inner: &[Directive] = d.block.as_deref().unwrap_or_default();
-            let simple = inner
-                .iter()
-                .all(|d| matches!(d.name.as_str(), "root" | "internal"));
-            if simple && scope.error_uris.contains(path) {
-                cover(&mut part.covered, Topic::ErrorPageLocation, at);
-            } else if simple && !inner.iter().any(|d| d.name == "root") {
-                cover(&mut part.covered, Topic::EmptyExactLocation, at);
-            } else {
-                part.notes.push(Note::untranslated(
-                    at,
-                    d,
-                    Some("certd routes by path prefix; it has no exact-match locations".to_owned()),
-                ));
-            }
-            false
-        }
-        _ => {
-            part.notes.push(Note::untranslated(
-                at,
-                d,
-                Some(
-                    "certd routes by path prefix only (no regular expressions or named locations)"
-                        .to_owned(),
-                ),
-            ));
-            false
-        }
+/// How a `location` matches, for [`safety`]: the matcher, and whether it is `^~`.
+fn matcher(args: &[String]) -> (Matcher, bool) {
+    let one = |s: &str| s.to_owned();
+    match args {
+        [m, path] if m == "=" => (Matcher::Exact(one(path)), false),
+        [m, path] if m == "^~" => (Matcher::Prefix(one(path)), true),
+        [m, re] if m == "~" || m == "~*" => (Matcher::Regex(one(re)), false),
+        [arg] if arg.starts_with('@') => (Matcher::Named, false),
+        [arg] if arg.starts_with("^~") => (Matcher::Prefix(one(&arg[2..])), true),
+        [arg] if arg.starts_with('=') => (Matcher::Exact(one(&arg[1..])), false),
+        [arg] if arg.starts_with("~*") => (Matcher::Regex(one(&arg[2..])), false),
+        [arg] if arg.starts_with('~') => (Matcher::Regex(one(&arg[1..])), false),
+        [arg] if arg.starts_with('/') => (Matcher::Prefix(one(arg)), false),
+        // Not a form the importer knows: assume it could match anything.
+        _ => (Matcher::Regex(String::new()), false),
     }
 }
 
-/// A prefix location: a route that proxies, or serves its own root or the server's.
-fn prefix(scope: &Scope<'_>, d: &Directive, path: &str, part: &mut ServerPart) -> bool {
-    let at = scope.at(d);
-    let mut covered = Covered::new();
-    let mut notes = Vec::new();
-    let mut proxy_pass = None;
-    let mut root = None;
+/// What a location's body does, directive by directive.
+struct Body<'d> {
+    proxy_pass: Option<&'d Directive>,
+    root: Option<(&'d str, Loc)>,
+    covered: Covered,
+    notes: Vec<Note>,
+    /// Lines that make the location answer differently from any route: (line, text, why).
+    refusals: Vec<(Loc, String, String)>,
+    /// It only refuses: `deny all` or `return 403|404`, besides lines without effect.
+    only_refuses: bool,
+}
+
+fn body<'d>(scope: &Scope<'_>, d: &'d Directive) -> Body<'d> {
+    let mut b = Body {
+        proxy_pass: None,
+        root: None,
+        covered: Covered::new(),
+        notes: Vec::new(),
+        refusals: Vec::new(),
+        only_refuses: true,
+    };
+    let mut refuses_something = false;
+    let mut try_files_static = None;
     for inner in d.block.as_deref().unwrap_or_default() {
         let here = scope.at(inner);
         let args: Vec<&str> = inner.args.iter().map(String::as_str).collect();
+        let refusing = matches!(
+            (inner.name.as_str(), args.as_slice()),
+            ("deny", ["all"]) | ("return", ["403" | "404"])
+        );
+        refuses_something |= refusing;
         match (inner.name.as_str(), args.as_slice()) {
-            ("proxy_pass", [_]) => proxy_pass = Some(inner),
-            ("root", [dir]) => root = Some((*dir, here)),
-            ("index", _) => index(inner, here, &mut covered, &mut notes),
+            ("proxy_pass", [_]) => b.proxy_pass = Some(inner),
+            ("root", [dir]) if !dir.contains('$') => b.root = Some((*dir, here)),
+            ("index", _) => index(inner, here, &mut b.covered, &mut b.notes),
             ("proxy_http_version", ["1.1" | "1.0"])
             | ("proxy_cache_bypass", _)
-            | ("proxy_redirect", ["off"]) => cover(&mut covered, Topic::ProxyHeaders, here),
-            ("proxy_set_header", [name, value]) => match proxy_header(name, value) {
-                Some(differs) => {
-                    cover(&mut covered, Topic::ProxyHeaders, here);
-                    if let Some(text) = differs {
-                        notes.push(Note::Differs {
-                            at: here,
-                            text: text.to_owned(),
-                        });
-                    }
-                }
-                None => notes.push(Note::untranslated(
-                    here,
-                    inner,
-                    Some(
-                        "certd sends the client's Host and its own X-Forwarded-* headers, and no \
-                         others"
-                            .to_owned(),
-                    ),
-                )),
-            },
-            // Translated for every file at once: see `super::edge`.
+            | ("proxy_redirect", ["off"]) => cover(&mut b.covered, Topic::ProxyHeaders, here),
+            ("try_files", ["$uri", "$uri/", "=404"]) => {
+                // What a static root does: the file, a folder's index, else 404 — unless the
+                // location proxies: then nginx proxies only paths that exist as files.
+                try_files_static = Some((here, directive_text(inner)));
+                cover(&mut b.covered, Topic::NoEffect, here)
+            }
+            ("proxy_set_header", [name, value]) if proxy_header(name, value).is_some() => {
+                cover(&mut b.covered, Topic::ProxyHeaders, here)
+            }
             _ if super::edge::is_edge_directive(inner) => {}
-            _ => notes.push(Note::untranslated(here, inner, why_untranslated(inner))),
+            _ => match safety::effect(inner) {
+                Effect::None => cover(&mut b.covered, Topic::NoEffect, here),
+                Effect::Degrades(why) => b.notes.push(Note::untranslated(here, inner, Some(why))),
+                Effect::Refuses(why) => {
+                    if !refusing {
+                        b.only_refuses = false;
+                    }
+                    b.refusals.push((here, directive_text(inner), why))
+                }
+            },
+        }
+        if !refusing && matches!(inner.name.as_str(), "proxy_pass" | "root") {
+            b.only_refuses = false;
         }
     }
-    let mut uses_server_root = false;
-    let target = if let Some(proxy_pass) = proxy_pass {
-        match proxy_target(&proxy_pass.args[0], path, scope.upstreams) {
-            Ok((url, differs)) => {
-                if let Some(text) = differs {
-                    notes.push(Note::Differs {
-                        at: scope.at(proxy_pass),
-                        text,
-                    });
-                }
-                if let Some((dir, root_at)) = root {
-                    notes.push(Note::Untranslated {
-                        at: root_at,
-                        text: format!("root {dir};"),
-                        why: Some(
-                            "this location proxies; certd has no use for its root".to_owned(),
-                        ),
-                    });
-                }
-                Target::Proxy(url)
-            }
-            Err(why) => {
-                part.notes.push(Note::untranslated(at, d, Some(why)));
-                return false;
-            }
+    b.only_refuses &= refuses_something;
+    if let (Some(_), Some((here, text))) = (b.proxy_pass, try_files_static) {
+        b.refusals.push((
+            here,
+            text,
+            "beside proxy_pass: nginx proxies only the paths that exist as files under root and \
+             answers 404 for the others"
+                .to_owned(),
+        ));
+    }
+    b
+}
+
+/// Translates the server-level `location` `d` into `part`: a route, or a [`LeftOut`] with the
+/// reason. Returns whether it uses the server's root.
+pub(super) fn location(scope: &Scope<'_>, d: &Directive, part: &mut ServerPart) -> bool {
+    let at = scope.at(d);
+    let (matcher, preferred) = matcher(&d.args);
+    if let Matcher::Exact(path) = &matcher {
+        let inner: &[Directive] = d.block.as_deref().unwrap_or_default();
+        let simple = inner
+            .iter()
+            .all(|d| matches!(d.name.as_str(), "root" | "internal"));
+        if simple && scope.error_uris.contains(path.as_str()) {
+            cover(&mut part.covered, Topic::ErrorPageLocation, at);
+            return false;
         }
-    } else if let Some((dir, root_at)) = root {
-        notes.extend(relative_root(dir, root_at));
-        Target::Root(dir.to_owned())
+    }
+    let path = match &matcher {
+        Matcher::Prefix(path) | Matcher::Exact(path) => path.clone(),
+        // What a regex or named location would add to the path: nothing known.
+        Matcher::Regex(_) | Matcher::Named => String::new(),
+    };
+    let b = body(scope, d);
+    let source = format!("location {}", d.args.join(" "));
+    let mut uses_server_root = false;
+    let target: Result<Target, String> = if let Some(proxy_pass) = b.proxy_pass {
+        proxy_target(&proxy_pass.args[0], &path, scope.upstreams).map(|(url, differs)| {
+            if let Some(text) = differs {
+                part.notes.push(Note::Differs {
+                    at: scope.at(proxy_pass),
+                    text,
+                });
+            }
+            Target::Proxy(url)
+        })
+    } else if let Some((dir, _)) = b.root {
+        Ok(Target::Root(dir.to_owned()))
     } else if let Some((dir, _)) = scope.root {
         uses_server_root = true;
-        Target::Root(dir.to_owned())
+        Ok(Target::Root(dir.to_owned()))
     } else {
-        part.notes.push(Note::untranslated(
-            at,
-            d,
-            Some("no proxy_pass and no root (nginx would serve its own html folder)".to_owned()),
-        ));
-        return false;
+        Err("no proxy_pass and no root (nginx would serve its own html folder)".to_owned())
     };
+    let mut why: Vec<String> = b
+        .refusals
+        .iter()
+        .map(|(here, text, why)| format!("line {}: `{text}`: {why}", here.line))
+        .collect();
+    if let Err(err) = &target {
+        why.push(err.clone());
+    }
+    if let (Matcher::Prefix(path), true, Ok(target)) = (&matcher, why.is_empty(), &target) {
+        if path.starts_with('/') {
+            return prefix_route(
+                scope,
+                d,
+                path,
+                preferred,
+                target.clone(),
+                b,
+                uses_server_root,
+                part,
+            );
+        }
+    }
+    let kind = match matcher {
+        Matcher::Exact(_) => "certd routes by path prefix (exact matches are being built)",
+        Matcher::Regex(_) => "certd routes by path prefix (regular expressions are being built)",
+        Matcher::Named => "a named location, reached only from try_files or error_page",
+        Matcher::Prefix(_) => "",
+    };
+    if !kind.is_empty() {
+        why.insert(0, kind.to_owned());
+    }
+    let refuses_dotfiles_only =
+        b.only_refuses && matches!(&matcher, Matcher::Regex(re) if safety::dotfiles_only(re));
+    let answer = if b.refusals.is_empty() {
+        target.ok()
+    } else {
+        None
+    };
+    let (mut notes, covered) = (b.notes, b.covered);
+    if let Some((dir, root_at)) = b.root {
+        notes.extend(relative_root(dir, root_at));
+    }
+    part.left_out.push(LeftOut {
+        at,
+        matcher,
+        answer,
+        refuses_dotfiles_only,
+        source,
+        pending: Some((directive_text(d), why.join("; "), notes, covered)),
+    });
+    uses_server_root
+}
+
+/// A prefix location that becomes a route.
+#[allow(clippy::too_many_arguments)]
+fn prefix_route(
+    scope: &Scope<'_>,
+    d: &Directive,
+    path: &str,
+    preferred: bool,
+    target: Target,
+    b: Body<'_>,
+    uses_server_root: bool,
+    part: &mut ServerPart,
+) -> bool {
+    let at = scope.at(d);
+    let (covered, mut notes) = (b.covered, b.notes);
+    if let (Target::Root(_), Some((dir, root_at))) = (&target, b.root) {
+        notes.extend(relative_root(dir, root_at));
+    }
+    if let (Target::Proxy(_), Some((dir, root_at))) = (&target, b.root) {
+        notes.push(Note::Untranslated {
+            at: root_at,
+            text: format!("root {dir};"),
+            why: Some("this location proxies; certd has no use for its root".to_owned()),
+        });
+    }
     if !path.ends_with('/') {
         notes.push(Note::Differs {
             at,
@@ -274,7 +365,7 @@ fn prefix(scope: &Scope<'_>, d: &Directive, path: &str, part: &mut ServerPart) -
             ),
         });
     }
-    let mut source = format!("location {path}");
+    let mut source = format!("location {}", d.args.join(" "));
     if uses_server_root {
         if let Some((_, root_at)) = scope.root {
             source.push_str(&format!(" (root from line {})", root_at.line));
@@ -288,6 +379,7 @@ fn prefix(scope: &Scope<'_>, d: &Directive, path: &str, part: &mut ServerPart) -
         text: directive_text(d),
         covered,
         notes,
+        preferred,
     });
     uses_server_root
 }
@@ -299,7 +391,7 @@ fn proxy_header(name: &str, value: &str) -> Option<Option<&'static str>> {
         "upgrade" => value == "$http_upgrade",
         "connection" => matches!(
             value.to_ascii_lowercase().as_str(),
-            "upgrade" | "$connection_upgrade" | ""
+            "upgrade" | "$connection_upgrade" | "$http_connection" | ""
         ),
         "host" => matches!(value, "$host" | "$http_host"),
         "x-forwarded-for" => matches!(value, "$proxy_add_x_forwarded_for" | "$remote_addr"),
@@ -318,7 +410,7 @@ fn proxy_header(name: &str, value: &str) -> Option<Option<&'static str>> {
 fn proxy_target(
     url: &str,
     path: &str,
-    upstreams: &BTreeMap<String, Loc>,
+    upstreams: &BTreeMap<String, Upstream>,
 ) -> Result<(String, Option<String>), String> {
     if url.contains('$') {
         return Err("the address uses variables; certd proxies to a fixed address".to_owned());
@@ -335,13 +427,20 @@ fn proxy_target(
     if authority.is_empty() {
         return Err("the address has no host".to_owned());
     }
-    if let Some(upstream) = upstreams.get(authority) {
-        return Err(format!(
-            "`{authority}` is the upstream block on line {}: certd proxies a route to one \
-             address, so write that address here",
-            upstream.line
-        ));
-    }
+    let authority = match upstreams.get(authority) {
+        Some(Upstream {
+            single: Some(address),
+            ..
+        }) => address.as_str(),
+        Some(upstream) => {
+            return Err(format!(
+                "`{authority}` is the upstream block on line {}, with several servers or \
+                 settings certd does not have yet (upstream groups are being built)",
+                upstream.at.line
+            ))
+        }
+        None => authority,
+    };
     if uri.contains('?') {
         return Err("certd upstreams cannot have a query".to_owned());
     }
@@ -493,10 +592,29 @@ mod tests {
         let (_, differs) = ok("http://127.0.0.1:9000/v1", "/api");
         assert!(differs.unwrap().contains("/api/x → /v1/x"));
 
-        let upstreams = BTreeMap::from([("app".to_owned(), Loc { file: 0, line: 3 })]);
+        let upstreams = BTreeMap::from([
+            (
+                "app".to_owned(),
+                Upstream {
+                    at: Loc { file: 0, line: 3 },
+                    single: None,
+                },
+            ),
+            (
+                "one".to_owned(),
+                Upstream {
+                    at: Loc { file: 0, line: 7 },
+                    single: Some("127.0.0.1:3000".to_owned()),
+                },
+            ),
+        ]);
         assert!(proxy_target("http://app", "/", &upstreams)
             .unwrap_err()
             .contains("line 3"));
+        assert_eq!(
+            proxy_target("http://one", "/", &upstreams).unwrap(),
+            ("http://127.0.0.1:3000".to_owned(), None)
+        );
         assert!(proxy_target("https://127.0.0.1:8443", "/", &none).is_err());
         assert!(proxy_target("http://$backend", "/", &none).is_err());
         assert!(proxy_target("unix:/run/app.sock", "/", &none).is_err());

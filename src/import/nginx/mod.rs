@@ -6,8 +6,11 @@
 //! grouped into one `[[site]]` (`translate.rs`: the certbot-style :80 redirect block joins the :443
 //! block it redirects to), the realip and `proxy_protocol` lines of all files become certd's
 //! `[https] trusted_proxies` and `proxy_protocol` keys (`edge.rs`), and the result is written out
-//! with comments (`render.rs`). Nothing is dropped silently: every directive certd does not take
-//! over is listed as
+//! with comments (`render.rs`). A location certd cannot answer the same way is left out whole, and
+//! so is every route that would then answer its paths instead (`safety.rs`): the output never
+//! serves what nginx refused (`/wp-config.php` beside a dropped `location ~ \.php$`) nor opens
+//! what nginx guarded (`deny`, `auth_basic`). Nothing is dropped silently: every directive certd
+//! does not take over is listed as
 //! `# untranslated (FILE:LINE): <directive>`, and the translated ones are named in comments that
 //! say what certd does instead (TLS, the https redirect, websocket and forwarding headers, client
 //! addresses).
@@ -20,9 +23,12 @@ mod edge;
 mod location;
 mod parse;
 mod render;
+mod safety;
 mod server;
 mod translate;
 
+#[cfg(test)]
+mod corpus_tests;
 #[cfg(test)]
 mod tests;
 

@@ -35,7 +35,7 @@ pub(super) fn render(translation: &Translation) -> String {
         "`# untranslated` lines are nginx directives certd does not take over; `# differs` marks a",
         "translated line where certd does not behave quite like nginx.",
     ];
-    let header: &[&str] = if translation.edge.has_tables() {
+    let header: &[&str] = if translation.edge.has_tables() || translation.default_site.is_some() {
         &with_tables
     } else {
         &only_sites
@@ -50,7 +50,11 @@ pub(super) fn render(translation: &Translation) -> String {
         r.covered(&mut out, "", &translation.outside_covered, false);
         r.notes(&mut out, "", &translation.outside);
     }
-    r.edge(&mut out, &translation.edge);
+    r.edge(
+        &mut out,
+        &translation.edge,
+        translation.default_site.as_deref(),
+    );
     if translation.sites.is_empty() {
         out.push('\n');
         r.comment(&mut out, "", "no server block became a site");
@@ -80,8 +84,18 @@ struct Renderer<'a> {
 
 impl Renderer<'_> {
     /// The `[https]` and `[http]` keys for client addresses, when the files have any.
-    fn edge(&self, out: &mut String, edge: &Edge) {
+    fn edge(&self, out: &mut String, edge: &Edge, default_site: Option<&str>) {
         if edge.covered.is_empty() && edge.notes.is_empty() {
+            if let Some(site) = default_site {
+                out.push('\n');
+                self.comment(
+                    out,
+                    "",
+                    "nginx's default server (listen … default_server): a certd.toml holds one \
+                     [https] table; if yours has one already, move this key into it.",
+                );
+                let _ = writeln!(out, "[https]\ndefault_site = {}", toml_str(site));
+            }
             return;
         }
         out.push('\n');
@@ -95,8 +109,11 @@ impl Renderer<'_> {
         );
         self.covered(out, "", &edge.covered, false);
         self.notes(out, "", &edge.notes);
-        if !edge.trusted_proxies.is_empty() || edge.https_proxy_protocol {
+        if !edge.trusted_proxies.is_empty() || edge.https_proxy_protocol || default_site.is_some() {
             out.push_str("[https]\n");
+            if let Some(site) = default_site {
+                let _ = writeln!(out, "default_site = {}", toml_str(site));
+            }
             if !edge.trusted_proxies.is_empty() {
                 let ranges: Vec<String> =
                     edge.trusted_proxies.iter().map(|r| toml_str(r)).collect();
@@ -331,9 +348,6 @@ fn topic_text(topic: Topic) -> &'static str {
         Topic::ErrorPageLocation => {
             "the location of an error page: certd reads that file for [site.error_pages]"
         }
-        Topic::EmptyExactLocation => {
-            "an empty exact-match location: the route for its prefix serves the same file"
-        }
         Topic::UnusedRoot => "root: no route or error page of this server block serves files",
         Topic::Unreachable => {
             "never used by nginx either: this server block redirects every request to https first"
@@ -344,6 +358,23 @@ fn topic_text(topic: Topic) -> &'static str {
              X-Forwarded-For and takes the client from it, skipping every trusted address from \
              the right (real_ip_recursive on); from anyone else it replaces X-Forwarded-For, \
              X-Real-IP and Forwarded with the address it sees"
+        }
+        Topic::SameAnswer => {
+            "a location the route for its paths answers the same way (same upstream or root)"
+        }
+        Topic::NoEffect => {
+            "no effect on the answer (logging, buffering, `allow all`, `try_files $uri =404`)"
+        }
+        Topic::AcmeWebroot => {
+            "ACME webroot on :80: certd answers HTTP-01 challenges for its names itself"
+        }
+        Topic::SingleUpstream => {
+            "upstream with one server: its routes proxy to that address (with one server, nginx \
+             never marks it down, so max_fails/fail_timeout change nothing)"
+        }
+        Topic::DefaultServer => {
+            "default_server: [https] default_site, the certificate certd offers to handshakes \
+             without a name it knows"
         }
         Topic::ProxyProtocol => {
             "PROXY protocol: connections start with a PROXY header (v1 or v2), accepted only from \

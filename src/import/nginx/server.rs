@@ -7,8 +7,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::edge;
 use super::location::{self, Scope};
 use super::parse::{directive_text, Directive};
+use super::safety::{self, Effect, LeftOut};
 use super::translate::{
-    cover, is_tls_setting, why_untranslated, Covered, ErrorPage, Loc, Note, Route, Topic,
+    cover, is_tls_setting, why_untranslated, Covered, ErrorPage, Loc, Note, Route, Topic, Upstream,
 };
 use crate::hostname::validate_dns_name;
 
@@ -49,6 +50,10 @@ pub(super) struct ServerPart {
     pub(super) notes: Vec<Note>,
     pub(super) routes: Vec<Route>,
     pub(super) error_pages: Vec<(u16, ErrorPage)>,
+    /// Locations that did not become routes (see [`safety`]).
+    pub(super) left_out: Vec<LeftOut>,
+    /// Its `listen … default_server` lines, each with whether it is TLS.
+    pub(super) default_server: Vec<(Loc, bool)>,
 }
 
 impl ServerPart {
@@ -69,7 +74,11 @@ impl ServerPart {
 }
 
 /// Translates the server block `d` of file `file`; `upstreams` are the `upstream` blocks seen.
-pub(super) fn server(d: &Directive, file: usize, upstreams: &BTreeMap<String, Loc>) -> ServerPart {
+pub(super) fn server(
+    d: &Directive,
+    file: usize,
+    upstreams: &BTreeMap<String, Upstream>,
+) -> ServerPart {
     let body: &[Directive] = d.block.as_deref().unwrap_or_default();
     let at = |d: &Directive| Loc { file, line: d.line };
     let mut part = ServerPart {
@@ -85,6 +94,8 @@ pub(super) fn server(d: &Directive, file: usize, upstreams: &BTreeMap<String, Lo
         notes: Vec::new(),
         routes: Vec::new(),
         error_pages: Vec::new(),
+        left_out: Vec::new(),
+        default_server: Vec::new(),
     };
     for name in body.iter().filter(|d| d.name == "server_name") {
         names(name, at(name), &mut part);
@@ -114,6 +125,27 @@ pub(super) fn server(d: &Directive, file: usize, upstreams: &BTreeMap<String, Lo
     if redirects.iter().any(|r| r.every_request) || (!redirects.is_empty() && !serves) {
         part.kind = Kind::Redirect;
     }
+    // Mastodon's and PeerTube's :80 block: `location / { return 301 https://…; }` beside an ACME
+    // webroot location. certd redirects :80 and answers HTTP-01 itself.
+    let locations: Vec<&Directive> = body.iter().filter(|d| d.name == "location").collect();
+    if !part.tls
+        && locations.iter().any(|l| slash_redirect(l, &names))
+        && locations
+            .iter()
+            .all(|l| slash_redirect(l, &names) || acme_webroot(l))
+    {
+        part.kind = Kind::Redirect;
+    }
+    for (l, listen) in &listens {
+        if l.args
+            .iter()
+            .any(|a| a == "default_server" || a == "default")
+        {
+            part.default_server.push((at(l), is_tls(listen)));
+        }
+    }
+    // Directives that apply to every location: a route without them would answer differently.
+    let mut server_refusals: Vec<String> = Vec::new();
 
     let scope = Scope::new(file, upstreams, body);
     let mut root_used = false;
@@ -153,10 +185,18 @@ pub(super) fn server(d: &Directive, file: usize, upstreams: &BTreeMap<String, Lo
                 None if part.kind == Kind::Redirect && d.name == "return" && d.args == ["404"] => {
                     cover(&mut part.covered, Topic::Redirect, here)
                 }
-                None => part
-                    .notes
-                    .push(Note::untranslated(here, d, why_untranslated(d))),
+                None => {
+                    server_refusals.push(format!("line {}: `{}`", here.line, directive_text(d)));
+                    part.notes
+                        .push(Note::untranslated(here, d, why_untranslated(d)))
+                }
             },
+            "location" if part.kind == Kind::Redirect && acme_webroot(d) => {
+                cover(&mut part.covered, Topic::AcmeWebroot, here)
+            }
+            "location" if part.kind == Kind::Redirect && slash_redirect(d, &names) => {
+                cover(&mut part.covered, Topic::Redirect, here)
+            }
             "root" | "location" | "index" | "error_page" if part.kind == Kind::Redirect => {
                 cover(&mut part.covered, Topic::Unreachable, here)
             }
@@ -168,6 +208,25 @@ pub(super) fn server(d: &Directive, file: usize, upstreams: &BTreeMap<String, Lo
             }
             // Translated for every file at once: see `super::edge`.
             _ if edge::is_edge_directive(d) => {}
+            "allow"
+            | "deny"
+            | "auth_basic"
+            | "auth_basic_user_file"
+            | "auth_request"
+            | "try_files"
+            | "limit_except"
+                if part.kind == Kind::Content =>
+            {
+                if let Effect::Refuses(why) = safety::effect(d) {
+                    server_refusals.push(format!(
+                        "line {}: `{}`: {why}",
+                        here.line,
+                        directive_text(d)
+                    ));
+                }
+                part.notes
+                    .push(Note::untranslated(here, d, why_untranslated(d)))
+            }
             _ => part
                 .notes
                 .push(Note::untranslated(here, d, why_untranslated(d))),
@@ -188,6 +247,7 @@ pub(super) fn server(d: &Directive, file: usize, upstreams: &BTreeMap<String, Lo
                 text: format!("root {root};"),
                 covered: Covered::new(),
                 notes: Vec::new(),
+                preferred: false,
             });
             root_used = true;
         }
@@ -199,7 +259,45 @@ pub(super) fn server(d: &Directive, file: usize, upstreams: &BTreeMap<String, Lo
             cover(&mut part.covered, Topic::UnusedRoot, root_at);
         }
     }
+    if part.kind == Kind::Content && !server_refusals.is_empty() {
+        let why = format!(
+            "left out: nginx applies {} to every location of this server block, and certd \
+             would answer without it",
+            server_refusals.join(", ")
+        );
+        for route in std::mem::take(&mut part.routes) {
+            part.notes.push(Note::Untranslated {
+                at: route.at,
+                text: route.text,
+                why: Some(why.clone()),
+            });
+        }
+    }
+    safety::resolve(&mut part.routes, &mut part.left_out, &mut part.notes);
+    safety::finish(
+        &part.routes,
+        &mut part.left_out,
+        &mut part.covered,
+        &mut part.notes,
+    );
     part
+}
+
+/// `location / { return 301 https://$host$request_uri; }` (or another https redirect of the
+/// same host and path).
+fn slash_redirect(d: &Directive, names: &[&str]) -> bool {
+    let inner: &[Directive] = d.block.as_deref().unwrap_or_default();
+    d.args == ["/"]
+        && matches!(inner, [only] if matches!(https_redirect(only, names), Some(Ok(r)) if r.every_request))
+}
+
+/// An ACME webroot location (`/.well-known/acme-challenge/`): HTTP-01 answers, which certd gives
+/// itself on :80.
+fn acme_webroot(d: &Directive) -> bool {
+    d.args.last().is_some_and(|path| {
+        path.trim_end_matches('/')
+            .ends_with("/.well-known/acme-challenge")
+    })
 }
 
 /// Reads one `server_name` directive into `part`: names are split on whitespace and commas,

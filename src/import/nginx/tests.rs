@@ -188,7 +188,7 @@ fn togetherers_is_a_static_site_with_a_websocket_route_and_error_pages() {
     // `location = /50x.html { }` serves an error page; `= /40x.html { }` (nginx's stock config
     // pairs it with `error_page 404 /404.html`) is empty, so the `/` route serves it anyway.
     assert_eq!(lines(site.covered.get(&Topic::ErrorPageLocation)), [28]);
-    assert_eq!(lines(site.covered.get(&Topic::EmptyExactLocation)), [24]);
+    assert_eq!(lines(site.covered.get(&Topic::SameAnswer)), [24]);
     let routes: Vec<(&str, &Target)> = site
         .routes
         .iter()
@@ -327,34 +327,40 @@ fn unsupported_directives_are_listed_with_their_line() {
     assert_eq!(
         untranslated(&t),
         [
-            (1, "upstream app { server 127.0.0.1:8080; }".to_owned()),
             (8, "include snippets/security-headers.conf;".to_owned()),
             (
                 10,
                 "add_header Strict-Transport-Security max-age=31536000 always;".to_owned()
             ),
             (11, "gzip on;".to_owned()),
+            // Proxied to the upstream's one server, but nginx sends /api/x.php to FastCGI.
             (17, "location /api/ { proxy_pass http://app; }".to_owned()),
+            (
+                13,
+                "location / { try_files $uri $uri/ /index.html; }".to_owned()
+            ),
             (
                 21,
                 "location ~ \\.php$ { fastcgi_pass unix:/run/php/php8.2-fpm.sock; include \
                  fastcgi_params; }"
                     .to_owned()
             ),
-            (14, "try_files $uri $uri/ /index.html;".to_owned()),
-            (27, "auth_basic admin;".to_owned()),
+            // auth_basic: never an unauthenticated route.
             (
-                29,
-                "proxy_set_header X-Api-Key \"secret value\";".to_owned()
+                26,
+                "location /admin/ { auth_basic admin; proxy_pass http://127.0.0.1:9000; \
+                 proxy_set_header X-Api-Key \"secret value\"; }"
+                    .to_owned()
             ),
+            (5, "server { server_name shop.example.com; … }".to_owned()),
         ]
     );
-    // What could be translated still is: `/` from the root, `/admin/` proxied.
-    let routes: Vec<&str> = t.sites[0].routes.iter().map(|r| r.path.as_str()).collect();
-    assert_eq!(routes, ["/", "/admin/"]);
+    // Nothing answers the same as nginx: no route at all (not `/` over the PHP root, not an
+    // unauthenticated `/admin/`), and the empty site is reported.
+    assert!(t.sites[0].routes.is_empty());
 
     let fragment = fragment(&[("shop.conf", UNSUPPORTED)]);
-    assert_eq!(fragment.untranslated, 9);
+    assert_eq!(fragment.untranslated, 8);
     for (line, text) in untranslated(&t) {
         let comment = format!("# untranslated (shop.conf:{line}): {text}");
         assert!(
@@ -365,7 +371,7 @@ fn unsupported_directives_are_listed_with_their_line() {
     }
     assert!(fragment
         .text
-        .contains("# 9 nginx directives were not translated"));
+        .contains("# 8 nginx directives were not translated"));
     // Still valid TOML, with the site in it.
     let value: toml::Value = toml::from_str(&fragment.text).unwrap();
     assert_eq!(
@@ -795,4 +801,60 @@ fn real_ip_forms_certd_cannot_follow_are_listed_with_a_reason() {
         fragment.text
     );
     assert_eq!(fragment.untranslated, 1);
+}
+
+#[test]
+fn try_files_to_404_is_a_static_root_but_not_beside_proxy_pass() {
+    let t = translated(&[(
+        "a.conf",
+        "server {\n  listen 443 ssl;\n  server_name a.example;\n  root /srv/a;\n  location / {\n    \
+         try_files $uri $uri/ =404;\n  }\n  location /app/ {\n    proxy_pass http://127.0.0.1:9000;\n    \
+         try_files $uri $uri/ =404;\n  }\n}\n",
+    )]);
+    let routes: Vec<(&str, &Target)> = t.sites[0]
+        .routes
+        .iter()
+        .map(|r| (r.path.as_str(), &r.target))
+        .collect();
+    // `/app/` proxies only paths that exist as files: no route can do that, and `/` (a static
+    // root) would answer `/app/…` differently, so it is left out too.
+    assert_eq!(routes, []);
+    assert!(untranslated(&t)
+        .iter()
+        .any(|(line, text)| *line == 5 && text.starts_with("location /")));
+    assert!(untranslated(&t)
+        .iter()
+        .any(|(line, text)| *line == 8 && text.starts_with("location /app/")));
+}
+
+#[test]
+fn try_files_to_404_in_a_static_location_is_what_a_root_does() {
+    let t = translated(&[(
+        "a.conf",
+        "server {\n  listen 443 ssl;\n  server_name a.example;\n  root /srv/a;\n  location / {\n    \
+         try_files $uri $uri/ =404;\n  }\n}\n",
+    )]);
+    let routes: Vec<(&str, &Target)> = t.sites[0]
+        .routes
+        .iter()
+        .map(|r| (r.path.as_str(), &r.target))
+        .collect();
+    assert_eq!(routes, [("/", &Target::Root("/srv/a".to_owned()))]);
+    assert_eq!(t.untranslated(), 0);
+}
+
+#[test]
+fn default_server_becomes_https_default_site_that_certd_accepts() {
+    let dir = tempfile::tempdir().unwrap();
+    let nginx = "server {\n  listen 443 ssl default_server;\n  server_name a.example;\n  \
+                 location / {\n    proxy_pass http://127.0.0.1:9000;\n  }\n}\n\
+                 server {\n  listen 443 ssl;\n  server_name b.example;\n  location / {\n    \
+                 proxy_pass http://127.0.0.1:9001;\n  }\n}\n";
+    let fragment = fragment(&[("two.conf", nginx)]);
+    assert_eq!(fragment.untranslated, 0, "{}", fragment.text);
+    assert!(fragment
+        .text
+        .contains("[https]\ndefault_site = \"a.example\"\n"));
+    let config = load(&fragment.text, dir.path());
+    assert_eq!(config.https.default_site.as_deref(), Some("a.example"));
 }

@@ -36,8 +36,6 @@ pub(super) enum Topic {
     ProxyHeaders,
     /// `location = /50x.html { }` that an `error_page` uses.
     ErrorPageLocation,
-    /// An empty `location = /x { }` that the route for its prefix serves anyway.
-    EmptyExactLocation,
     /// A server-level `root` that no route or error page uses.
     UnusedRoot,
     /// `root`, `location`, … in a block that redirects every request before using them.
@@ -49,6 +47,16 @@ pub(super) enum Topic {
     TrustedProxies,
     /// `listen … proxy_protocol`, `real_ip_header proxy_protocol`: `proxy_protocol = true`.
     ProxyProtocol,
+    /// An exact or regex location that the route covering its paths answers the same way.
+    SameAnswer,
+    /// A location that does not change the answer (logging, buffers) left to the route's lines.
+    NoEffect,
+    /// `location /.well-known/acme-challenge/` on a :80 block: certd answers HTTP-01 itself.
+    AcmeWebroot,
+    /// An `upstream` block with one server: its routes proxy to that address.
+    SingleUpstream,
+    /// `listen … default_server`: `[https] default_site`.
+    DefaultServer,
 }
 
 /// The lines translated per topic.
@@ -112,6 +120,8 @@ pub(super) struct Route {
     pub(super) text: String,
     pub(super) covered: Covered,
     pub(super) notes: Vec<Note>,
+    /// `location ^~ /p`: regular expressions are not tried for its paths.
+    pub(super) preferred: bool,
 }
 
 /// One `[site.error_pages]` entry.
@@ -134,6 +144,8 @@ pub(super) struct Site {
     pub(super) notes: Vec<Note>,
     pub(super) routes: Vec<Route>,
     pub(super) error_pages: BTreeMap<u16, ErrorPage>,
+    /// The `listen … default_server` lines of its server blocks, each with whether it is TLS.
+    pub(super) default_server: Vec<(Loc, bool)>,
 }
 
 /// Everything `certd import nginx` found in its files.
@@ -148,6 +160,8 @@ pub(super) struct Translation {
     pub(super) sites: Vec<Site>,
     /// Who the client is: `[https] trusted_proxies` and the `proxy_protocol` keys.
     pub(super) edge: super::edge::Edge,
+    /// `[https] default_site`: the site whose server block had `listen … default_server`.
+    pub(super) default_site: Option<String>,
 }
 
 impl Translation {
@@ -198,14 +212,49 @@ pub(super) fn translate(files: &[(String, Vec<Directive>)]) -> Translation {
     translation
 }
 
+/// An `upstream NAME { }` block: where it is, and its one server's `host:port` when it has
+/// exactly one (TCP, no `backup`/`weight` or other parameters that matter with one server).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Upstream {
+    pub(super) at: Loc,
+    pub(super) single: Option<String>,
+}
+
+/// The one `host:port` of upstream block `block`, when it has exactly one plain TCP server.
+/// `max_fails`/`fail_timeout` change nothing with one server: nginx never marks its only server
+/// down.
+pub(super) fn single_server(block: &[Directive]) -> Option<String> {
+    let mut servers = block.iter().filter(|d| d.name == "server");
+    let server = servers.next()?;
+    if servers.next().is_some()
+        || block
+            .iter()
+            .any(|d| !matches!(d.name.as_str(), "server" | "keepalive"))
+    {
+        return None;
+    }
+    let (address, params) = server.args.split_first()?;
+    let harmless = params
+        .iter()
+        .all(|p| p.starts_with("fail_timeout=") || p.starts_with("max_fails="));
+    let plain = !address.starts_with("unix:")
+        && !address.contains('$')
+        && address
+            .rsplit_once(':')
+            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+    (harmless && plain).then(|| address.clone())
+}
+
 /// Records the `upstream NAME { }` blocks at the top level or in `http { }`, so a `proxy_pass` that
-/// names one can say so.
-fn find_upstreams(directives: &[Directive], file: usize, into: &mut BTreeMap<String, Loc>) {
+/// names one can use its single server or say why not.
+fn find_upstreams(directives: &[Directive], file: usize, into: &mut BTreeMap<String, Upstream>) {
     for d in directives {
         match (d.name.as_str(), &d.block, d.args.as_slice()) {
-            ("upstream", Some(_), [name]) => {
-                into.entry(name.clone())
-                    .or_insert(Loc { file, line: d.line });
+            ("upstream", Some(block), [name]) => {
+                into.entry(name.clone()).or_insert(Upstream {
+                    at: Loc { file, line: d.line },
+                    single: single_server(block),
+                });
             }
             ("http", Some(inner), _) => find_upstreams(inner, file, into),
             _ => {}
@@ -217,7 +266,7 @@ fn find_upstreams(directives: &[Directive], file: usize, into: &mut BTreeMap<Str
 fn walk(
     directives: &[Directive],
     file: usize,
-    upstreams: &BTreeMap<String, Loc>,
+    upstreams: &BTreeMap<String, Upstream>,
     in_http: bool,
     parts: &mut Vec<ServerPart>,
     translation: &mut Translation,
@@ -232,6 +281,12 @@ fn walk(
             _ if is_tls_setting(d) => {
                 cover(&mut translation.outside_covered, Topic::TlsDefaults, at)
             }
+            _ if is_upgrade_map(d) => {
+                cover(&mut translation.outside_covered, Topic::ProxyHeaders, at)
+            }
+            ("upstream", Some(block)) if single_server(block).is_some() => {
+                cover(&mut translation.outside_covered, Topic::SingleUpstream, at)
+            }
             // Translated for every file at once: see `super::edge`.
             _ if super::edge::is_edge_directive(d) => {}
             _ => translation
@@ -239,6 +294,30 @@ fn walk(
                 .push(Note::untranslated(at, d, why_untranslated(d))),
         }
     }
+}
+
+/// Whether `d` is the websocket idiom `map $http_upgrade $connection_upgrade { default upgrade;
+/// '' close; }`, which certd does by itself (it passes upgrades through and closes otherwise).
+pub(super) fn is_upgrade_map(d: &Directive) -> bool {
+    let Some(block) = &d.block else {
+        return false;
+    };
+    if d.name != "map" || d.args != ["$http_upgrade", "$connection_upgrade"] {
+        return false;
+    }
+    let entries: BTreeSet<(String, String)> = block
+        .iter()
+        .filter_map(|e| match e.args.as_slice() {
+            [value] if e.block.is_none() => Some((e.name.clone(), value.to_ascii_lowercase())),
+            _ => None,
+        })
+        .collect();
+    block.len() == 2
+        && entries
+            == BTreeSet::from([
+                ("default".to_owned(), "upgrade".to_owned()),
+                (String::new(), "close".to_owned()),
+            ])
 }
 
 /// Whether `d` is a TLS setting that certd decides itself (certificates, protocols, ciphers,
@@ -364,6 +443,7 @@ fn group(parts: Vec<ServerPart>, translation: &mut Translation) {
             notes,
             routes: Vec::new(),
             error_pages: BTreeMap::new(),
+            default_server: Vec::new(),
         };
         for part in parts {
             site.merge(part);
@@ -404,6 +484,68 @@ fn group(parts: Vec<ServerPart>, translation: &mut Translation) {
             translation.outside.push(whole_server(&part, &why));
         }
     }
+
+    for site in &mut translation.sites {
+        if site.routes.is_empty() {
+            let at = site
+                .servers
+                .first()
+                .map(|(at, _)| *at)
+                .unwrap_or(Loc { file: 0, line: 0 });
+            site.notes.push(Note::Untranslated {
+                at,
+                text: format!("server {{ server_name {}; … }}", site.names.join(" ")),
+                why: Some(
+                    "this site has no routes: certd would obtain its certificate and answer 404 \
+                     for every path (certd check warns about it); add the routes by hand once \
+                     certd can answer like the locations listed above"
+                        .to_owned(),
+                ),
+            });
+        }
+    }
+    default_site(translation);
+}
+
+/// `[https] default_site`: the site whose server block has `listen … default_server` (on a TLS
+/// listen if several sites have one), when exactly one site qualifies.
+fn default_site(translation: &mut Translation) {
+    let with = |tls_only: bool| -> Vec<(usize, Loc)> {
+        translation
+            .sites
+            .iter()
+            .enumerate()
+            .filter_map(|(i, site)| {
+                site.default_server
+                    .iter()
+                    .find(|(_, tls)| *tls || !tls_only)
+                    .map(|(at, _)| (i, *at))
+            })
+            .collect()
+    };
+    let tls = with(true);
+    let candidates = if tls.is_empty() { with(false) } else { tls };
+    match candidates.as_slice() {
+        [] => {}
+        [(site, at)] => {
+            let site = &mut translation.sites[*site];
+            cover(&mut site.covered, Topic::DefaultServer, *at);
+            translation.default_site = Some(site.names[0].clone());
+        }
+        several => {
+            for (site, at) in several {
+                translation.sites[*site].notes.push(Note::Untranslated {
+                    at: *at,
+                    text: "listen … default_server;".to_owned(),
+                    why: Some(
+                        "several sites are nginx's default server; certd has one [https] \
+                         default_site: set it by hand"
+                            .to_owned(),
+                    ),
+                });
+            }
+        }
+    }
 }
 
 /// A note for a whole server block that becomes no site, with the reasons it gave for its names.
@@ -424,6 +566,8 @@ impl Site {
     /// Adds one server block's routes, error pages and notes to this site.
     fn merge(&mut self, part: ServerPart) {
         self.servers.push((part.at, part.role()));
+        self.default_server
+            .extend(part.default_server.iter().copied());
         merge_covered(&mut self.covered, part.covered);
         self.certbot |= part.certbot;
         self.notes.extend(part.notes);

@@ -1,0 +1,412 @@
+//! The importer on real nginx configs (tests/fixtures/nginx/, each file naming its source): for
+//! every file, the safety properties that must hold whatever certd can translate today, and a
+//! summary table (`cargo test --lib import::nginx::corpus -- --nocapture` prints it).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+
+use super::parse::{parse, Directive};
+use super::translate::{translate, Note, Target, Translation};
+
+/// A `location` anywhere in a file, with the lines of the locations around it.
+struct Location {
+    line: usize,
+    ancestors: Vec<usize>,
+    args: Vec<String>,
+    /// It answers without an upstream or file, or only to some clients: `fastcgi_pass`,
+    /// `deny`, `return`, `internal`, `auth_*`, `limit_except`.
+    guarded: bool,
+    /// It only refuses paths with a dot segment (`location ~ /\. { deny all; }`).
+    dotfiles_only: bool,
+}
+
+fn locations(directives: &[Directive], ancestors: &mut Vec<usize>, into: &mut Vec<Location>) {
+    for d in directives {
+        let Some(block) = &d.block else { continue };
+        if d.name == "location" {
+            let guarded = block.iter().any(|i| {
+                matches!(
+                    i.name.as_str(),
+                    "fastcgi_pass"
+                        | "deny"
+                        | "return"
+                        | "internal"
+                        | "auth_basic"
+                        | "auth_request"
+                        | "limit_except"
+                )
+            });
+            let re = d.args.last().map(String::as_str).unwrap_or_default();
+            into.push(Location {
+                line: d.line,
+                ancestors: ancestors.clone(),
+                args: d.args.clone(),
+                guarded,
+                dotfiles_only: d.args.len() == 2
+                    && d.args[0].starts_with('~')
+                    && (re.starts_with("/\\.") || re.starts_with("^/\\.")),
+            });
+        }
+        ancestors.push(d.line);
+        locations(block, ancestors, into);
+        ancestors.pop();
+    }
+}
+
+/// The path of a prefix or exact location; `None` for regular expressions and named ones.
+fn plain_path(args: &[String]) -> Option<&str> {
+    match args {
+        [m, p] if m == "=" || m == "^~" => Some(p),
+        [p] if p.starts_with('/') => Some(p),
+        _ => None,
+    }
+}
+
+/// Whether a regex could match under `prefix`: only `^/literal…` can be shown not to.
+fn regex_reaches(args: &[String], prefix: &str) -> bool {
+    let re = args.last().map(String::as_str).unwrap_or_default();
+    let Some(anchored) = re.strip_prefix('^') else {
+        return true;
+    };
+    let literal: String = anchored
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '/' | '-' | '_'))
+        .collect();
+    literal.starts_with(prefix) || prefix.starts_with(&literal)
+}
+
+struct Summary {
+    config: String,
+    locations: usize,
+    routes: usize,
+    left_out: usize,
+    reasons: BTreeMap<&'static str, usize>,
+    untranslated: usize,
+}
+
+/// The reason of a left-out location, in a word.
+fn reason(why: &str) -> &'static str {
+    let kinds = [
+        ("would answer them differently", "overlap"),
+        ("to every location", "server-wide"),
+        ("exact matches", "exact"),
+        ("regular expressions", "regex"),
+        ("named location", "named"),
+        ("FastCGI", "fastcgi"),
+        ("try_files", "try_files"),
+        ("alias", "alias"),
+        ("access control", "allow/deny"),
+        ("authentication", "auth"),
+        ("limit_except", "limit_except"),
+        ("internal", "internal"),
+        ("rewrite, redirect", "return/rewrite"),
+        ("upstream block", "upstream"),
+        ("nested", "nested"),
+        ("no proxy_pass and no root", "no target"),
+        ("variables", "variables"),
+        ("no name in server_name", "no site"),
+        ("already a name of site", "duplicate name"),
+    ];
+    kinds
+        .iter()
+        .find(|(needle, _)| why.contains(needle))
+        .map_or("other", |(_, kind)| kind)
+}
+
+fn check(config: &str, text: &str) -> (Translation, Summary) {
+    let directives = parse(text).unwrap_or_else(|e| panic!("{config}: {e}"));
+    let mut all = Vec::new();
+    locations(&directives, &mut Vec::new(), &mut all);
+    let t = translate(&[(config.to_owned(), directives)]);
+
+    let routes: Vec<_> = t.sites.iter().flat_map(|s| s.routes.iter()).collect();
+    let route_lines: BTreeSet<usize> = routes.iter().map(|r| r.at.line).collect();
+    let mut covered: BTreeSet<usize> = BTreeSet::new();
+    let covers = t
+        .sites
+        .iter()
+        .map(|s| &s.covered)
+        .chain(std::iter::once(&t.outside_covered));
+    for c in covers {
+        covered.extend(c.values().flatten().map(|at| at.line));
+    }
+    let mut untranslated: BTreeMap<usize, String> = BTreeMap::new();
+    for note in t.notes() {
+        if let Note::Untranslated { at, why, .. } = note {
+            untranslated.insert(at.line, why.clone().unwrap_or_default());
+        }
+    }
+
+    let mut summary = Summary {
+        config: config.to_owned(),
+        locations: all.len(),
+        routes: routes.len(),
+        left_out: 0,
+        reasons: BTreeMap::new(),
+        untranslated: t.untranslated(),
+    };
+    for l in &all {
+        // A guarded location (deny, auth, FastCGI, return …) never becomes a route of its own.
+        assert!(
+            !(l.guarded && route_lines.contains(&l.line)),
+            "{config}:{}: a guarded location became a route",
+            l.line
+        );
+        // And no route answers the paths nginx sends to it.
+        if l.guarded && !l.dotfiles_only {
+            for r in &routes {
+                let reaches = match plain_path(&l.args) {
+                    Some(path) => {
+                        path.starts_with(r.path.as_str())
+                            && !routes.iter().any(|o| {
+                                o.path.len() > r.path.len() && path.starts_with(o.path.as_str())
+                            })
+                    }
+                    None => !r.preferred && regex_reaches(&l.args, &r.path),
+                };
+                assert!(
+                    !reaches || r.at.line == l.line,
+                    "{config}:{}: route {} ({:?}, line {}) answers paths nginx sends to the \
+                     guarded `location {}`",
+                    l.line,
+                    r.path,
+                    r.target,
+                    r.at.line,
+                    l.args.join(" ")
+                );
+            }
+        }
+        if l.dotfiles_only {
+            // Only static roots may take the paths a dotfile rule refuses: they refuse them too.
+            for r in &routes {
+                assert!(
+                    r.preferred || matches!(r.target, Target::Root(_)),
+                    "{config}:{}: route {} would proxy dotfiles nginx refuses",
+                    l.line,
+                    r.path
+                );
+            }
+        }
+        // Every location is a route, translated, or listed as untranslated with its line (or
+        // sits inside one that is).
+        if route_lines.contains(&l.line) || covered.contains(&l.line) {
+            continue;
+        }
+        if let Some(why) = untranslated.get(&l.line) {
+            summary.left_out += 1;
+            *summary.reasons.entry(reason(why)).or_default() += 1;
+            continue;
+        }
+        let inside = l
+            .ancestors
+            .iter()
+            .any(|a| untranslated.contains_key(a) || covered.contains(a));
+        if let Some(why) = l.ancestors.iter().rev().find_map(|a| untranslated.get(a)) {
+            summary.left_out += 1;
+            *summary.reasons.entry(reason(why)).or_default() += 1;
+        }
+        assert!(
+            inside,
+            "{config}:{}: `location {}` is neither a route nor reported",
+            l.line,
+            l.args.join(" ")
+        );
+        assert!(
+            !l.ancestors.iter().any(|a| route_lines.contains(a)),
+            "{config}:{}: a nested location inside a route",
+            l.line
+        );
+    }
+    // Anything left out makes the exit status 1.
+    if summary.left_out > 0 || t.sites.iter().any(|s| s.routes.is_empty()) {
+        assert!(t.untranslated() > 0, "{config}: left out but exit status 0");
+    }
+    (t, summary)
+}
+
+fn corpus() -> Vec<(String, String)> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/nginx");
+    let mut files: Vec<(String, String)> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|entry| {
+            let path = entry.unwrap_or_else(|e| panic!("{e}")).path();
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{name}: {e}"));
+            (name, text)
+        })
+        .filter(|(name, _)| name.ends_with(".conf"))
+        .collect();
+    files.sort();
+    files
+}
+
+/// The file with its placeholder server names (`YOUR_SERVER_FQDN`, `<public_url>`, …, or none)
+/// replaced by a real one, so that its locations are translated too rather than the whole block
+/// being left out for want of a name.
+fn named(name: &str, text: &str) -> String {
+    let host = format!("{}.example", name.trim_end_matches(".conf"));
+    let mut text = text.to_owned();
+    for placeholder in [
+        "YOUR_SERVER_FQDN",
+        "<public_url>",
+        "DOMAIN_NAME",
+        "${WEBSERVER_HOST}",
+        "enter.your.web.hostname.here",
+        "localhost",
+    ] {
+        text = text.replace(
+            &format!("server_name {placeholder};"),
+            &format!("server_name {host};"),
+        );
+    }
+    if !text.contains("server_name") {
+        text = text.replacen(
+            "listen 80;",
+            &format!("listen 80;\n  server_name {host};"),
+            1,
+        );
+    }
+    text
+}
+
+#[test]
+fn every_corpus_config_imports_safely() {
+    let files = corpus();
+    assert!(files.len() >= 15, "the corpus has {} files", files.len());
+    let mut rows = Vec::new();
+    for (name, text) in &files {
+        // Each file says where it comes from.
+        assert!(
+            text.lines()
+                .next()
+                .is_some_and(|l| l.starts_with("# Source: ")),
+            "{name}: no `# Source:` line at the top"
+        );
+        check(name, text);
+        rows.push(check(name, &named(name, text)).1);
+    }
+    println!("\n(placeholder server names replaced by NAME.example; every file is checked as published too)");
+    println!(
+        "{:<28} {:>9} {:>6} {:>8} {:>12}  left out by reason",
+        "config", "locations", "routes", "left out", "untranslated"
+    );
+    let mut total = (0, 0, 0);
+    for row in &rows {
+        let reasons: Vec<String> = row
+            .reasons
+            .iter()
+            .map(|(kind, n)| format!("{kind} {n}"))
+            .collect();
+        println!(
+            "{:<28} {:>9} {:>6} {:>8} {:>12}  {}",
+            row.config,
+            row.locations,
+            row.routes,
+            row.left_out,
+            row.untranslated,
+            reasons.join(", ")
+        );
+        total = (
+            total.0 + row.locations,
+            total.1 + row.routes,
+            total.2 + row.left_out,
+        );
+    }
+    println!(
+        "{:<28} {:>9} {:>6} {:>8}",
+        format!("{} configs", rows.len()),
+        total.0,
+        total.1,
+        total.2
+    );
+}
+
+/// The cases issue #11 names, one by one.
+#[test]
+fn the_dangerous_shapes_of_the_issue() {
+    let files: BTreeMap<String, String> = corpus().into_iter().collect();
+    let get = |name: &str| {
+        let text = files.get(name).unwrap_or_else(|| panic!("{name} missing"));
+        check(name, text).0
+    };
+
+    // WordPress: `location ~ \.php$ { fastcgi_pass … }` is dropped, so `/` is no static root
+    // over the PHP docroot (`/wp-config.php` would be served as text); the empty site is reported.
+    let t = get("wordpress.conf");
+    assert!(t.sites[0].routes.is_empty());
+    assert!(t.notes().any(|n| matches!(n,
+        Note::Untranslated { why: Some(why), .. } if why.contains("has no routes"))));
+    let t = get("wordpress-restrictions.conf");
+    assert!(t.sites.iter().all(|s| s.routes.is_empty()));
+
+    // GitLab: `try_files $uri $uri/index.html $uri.html @gitlab` never becomes static-only.
+    let t = get("gitlab.conf");
+    assert!(t.sites.iter().all(|s| s.routes.is_empty()));
+
+    // Mastodon: the :80 block (ACME webroot + `location / { return 301 https://… }`) is certd's
+    // own redirect, not site content; the streaming API is proxied to its upstream's one server.
+    let t = get("mastodon.conf");
+    assert_eq!(t.sites.len(), 1);
+    let site = &t.sites[0];
+    assert!(site
+        .servers
+        .iter()
+        .any(|(_, role)| *role == "http → https redirect"));
+    let routes: Vec<(&str, &Target)> = site
+        .routes
+        .iter()
+        .map(|r| (r.path.as_str(), &r.target))
+        .collect();
+    assert_eq!(
+        routes,
+        [(
+            "/api/v1/streaming",
+            &Target::Proxy("http://127.0.0.1:4000".to_owned())
+        )]
+    );
+
+    // Gitea: `location /_/static/assets/ { alias … }` is no route over the wrong folder, and
+    // `/` does not proxy the paths nginx serves from that folder.
+    let t = get("gitea.conf");
+    assert!(t.sites[0].routes.is_empty());
+
+    // Grafana, Home Assistant, Odoo: the `$connection_upgrade` map is certd's websocket support,
+    // not an untranslated line; the single-server upstreams are proxied to.
+    for name in ["grafana.conf", "home-assistant.conf", "odoo.conf"] {
+        let t = get(name);
+        assert!(
+            !t.notes().any(|n| matches!(n,
+                Note::Untranslated { text, .. } if text.starts_with("map $http_upgrade"))),
+            "{name}"
+        );
+    }
+    let t = get("odoo.conf");
+    let mut routes: Vec<(&str, &Target)> = t.sites[0]
+        .routes
+        .iter()
+        .map(|r| (r.path.as_str(), &r.target))
+        .collect();
+    routes.sort_by_key(|(path, _)| *path);
+    assert_eq!(
+        routes,
+        [
+            ("/", &Target::Proxy("http://127.0.0.1:8069".to_owned())),
+            (
+                "/websocket",
+                &Target::Proxy("http://127.0.0.1:8072".to_owned())
+            )
+        ]
+    );
+
+    // Home Assistant: `listen … default_server` on the TLS block → `[https] default_site`.
+    let t = get("home-assistant.conf");
+    assert_eq!(t.default_site.as_deref(), Some("example.com"));
+
+    // Nextcloud: every location is refused or yields to a refused one: no route serves PHP
+    // source or the `data/` and `config/` folders.
+    let t = get("nextcloud.conf");
+    assert!(t.sites.iter().all(|s| s.routes.is_empty()));
+}

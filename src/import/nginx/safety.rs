@@ -1,0 +1,360 @@
+//! Never a route that answers differently: which directives change what a location answers
+//! ([`effect`]), what a left-out location would have answered ([`LeftOut`]), and the check that
+//! drops every route which would answer requests nginx sends to a left-out location
+//! ([`resolve`]).
+//!
+//! certd routes by path prefix. When a location is left out (a regular expression, an exact
+//! match, `fastcgi_pass`, `deny`, `try_files … @app`, `alias`, …), the requests nginx answered
+//! through it go to whichever certd route covers their path. If that route answers the same way
+//! (the same upstream, the same root) nothing changes; otherwise that route is left out too, with
+//! the reason, so that `/wp-config.php` can never be served as text by a static root whose
+//! `location ~ \.php$` was dropped, and `location /admin { deny all; }` never becomes an open
+//! proxy. Dropping a route can uncover a shorter one, so the check repeats until nothing changes.
+
+use super::parse::Directive;
+use super::translate::{cover, Covered, Loc, Note, Route, Target, Topic};
+
+/// What one directive inside a location does to the answer, as far as certd can follow it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Effect {
+    /// Nothing a client would see in the answer (logging, buffers, `allow all`).
+    None,
+    /// A header, a limit or a timeout certd does not apply: the route still answers from the same
+    /// upstream or file, and the line is listed as untranslated.
+    Degrades(String),
+    /// The location answers differently (access control, rewrites, fallbacks, FastCGI…): it
+    /// cannot become a route.
+    Refuses(String),
+}
+
+/// What `d`, inside a location, does to its answer. Directives a route translates itself
+/// (`proxy_pass`, `root`, `index`, the proxy headers certd sets) are handled before this is asked.
+pub(super) fn effect(d: &Directive) -> Effect {
+    let args: Vec<&str> = d.args.iter().map(String::as_str).collect();
+    let degrades = |why: &str| Effect::Degrades(why.to_owned());
+    let refuses = |why: &str| Effect::Refuses(why.to_owned());
+    match (d.name.as_str(), args.as_slice()) {
+        (
+            "access_log"
+            | "error_log"
+            | "log_not_found"
+            | "tcp_nodelay"
+            | "tcp_nopush"
+            | "sendfile"
+            | "sendfile_max_chunk"
+            | "aio"
+            | "proxy_buffering"
+            | "proxy_request_buffering"
+            | "proxy_buffers"
+            | "proxy_buffer_size"
+            | "proxy_busy_buffers_size"
+            | "proxy_max_temp_file_size"
+            | "client_body_buffer_size"
+            | "proxy_cache_bypass"
+            | "proxy_pass_request_headers"
+            | "break"
+            | "default_type"
+            | "send_timeout"
+            | "keepalive_timeout"
+            | "server_tokens"
+            | "etag",
+            _,
+        ) => Effect::None,
+        ("allow", ["all"]) | ("proxy_redirect", ["off" | "default"]) => Effect::None,
+        ("auth_basic", ["off"]) => Effect::None,
+        ("add_header" | "more_set_headers" | "expires" | "proxy_hide_header", _) => {
+            degrades("certd does not add, change or hide response headers (being built)")
+        }
+        (name, _) if name.starts_with("gzip") || name.starts_with("brotli") => {
+            degrades("certd does not compress responses (being built)")
+        }
+        ("client_max_body_size" | "client_body_timeout", _) => {
+            degrades("certd has no per-route request body limit (being built)")
+        }
+        ("proxy_read_timeout" | "proxy_connect_timeout" | "proxy_send_timeout", _) => degrades(
+            "certd's upstream timeouts are global: [limits] upstream_connect_timeout and \
+             upstream_response_timeout (per-route timeouts are being built)",
+        ),
+        ("proxy_set_header", _) => degrades(
+            "certd sends the client's Host and its own X-Forwarded-* headers, and no others \
+             (request headers are being built)",
+        ),
+        (
+            "proxy_cache"
+            | "proxy_cache_valid"
+            | "proxy_cache_use_stale"
+            | "proxy_cache_key"
+            | "proxy_ignore_headers"
+            | "proxy_pass_header"
+            | "proxy_cookie_flags"
+            | "proxy_cookie_path"
+            | "proxy_redirect"
+            | "limit_rate"
+            | "limit_rate_after",
+            _,
+        ) => degrades("certd does not do this; the route answers from the same upstream"),
+        ("allow" | "deny", _) => {
+            refuses("access control by address: certd would answer everyone (being built)")
+        }
+        ("auth_basic" | "auth_basic_user_file" | "auth_request", _) => {
+            refuses("authentication: certd would answer without it (being built)")
+        }
+        ("limit_except", _) => {
+            refuses("limit_except: certd would answer every method (being built)")
+        }
+        ("internal", _) => refuses("internal: nginx answers this only to its own redirects"),
+        ("alias", _) => refuses(
+            "alias: certd's `root` appends the whole request path, so another folder would be \
+             served (being built)",
+        ),
+        ("try_files", _) => refuses(
+            "try_files with a fallback: certd would serve files only and never reach the \
+             fallback (being built)",
+        ),
+        ("return" | "rewrite" | "if" | "set", _) => {
+            refuses("certd does not rewrite, redirect or answer by itself (being built)")
+        }
+        ("fastcgi_pass" | "uwsgi_pass" | "scgi_pass" | "grpc_pass" | "memcached_pass", _) => {
+            refuses("certd has no FastCGI/uwsgi/gRPC routes (being built)")
+        }
+        ("location", _) => refuses("nested locations (being built)"),
+        _ => refuses("not understood by the importer, so the location is left out"),
+    }
+}
+
+/// How a left-out location matched requests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Matcher {
+    /// `location /p`, `location ^~ /p`, or a route left out by [`resolve`].
+    Prefix(String),
+    /// `location = /p`.
+    Exact(String),
+    /// `location ~ re` / `~* re`.
+    Regex(String),
+    /// `location @name`: only reached from `try_files` or `error_page`.
+    Named,
+}
+
+/// A location that did not become a route, and what it would have answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct LeftOut {
+    pub(super) at: Loc,
+    pub(super) matcher: Matcher,
+    /// The upstream or root it answers from, when certd could answer the same way
+    /// (`None`: it refuses, redirects, runs PHP, falls back, … — nothing a route can equal).
+    pub(super) answer: Option<Target>,
+    /// It only refuses (`deny`, `return 4xx`) paths with a dot segment, which certd's static
+    /// roots refuse as well.
+    pub(super) refuses_dotfiles_only: bool,
+    /// The first line of the location, for the note of a route dropped because of it.
+    pub(super) source: String,
+    /// For a location (not a dropped route): its text, why it is not a route, and the notes and
+    /// translated lines of its body, reported by [`finish`].
+    pub(super) pending: Option<(String, String, Vec<Note>, Covered)>,
+}
+
+/// Whether the regular expression `re` (nginx `location ~`) could match a path under `prefix`:
+/// only a pattern anchored on a literal path (`^/assets/…`) can be shown not to.
+fn regex_may_match_under(re: &str, prefix: &str) -> bool {
+    let Some(anchored) = re.strip_prefix('^') else {
+        return true;
+    };
+    let literal: String = anchored
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '/' | '-' | '_'))
+        .collect();
+    literal.starts_with(prefix) || prefix.starts_with(&literal)
+}
+
+/// Whether the route at `route` would serve (some of) the paths `matcher` takes in nginx: for a
+/// prefix or exact path, when it is the longest route covering it; for a regular expression,
+/// whenever the expression could match under the route's path.
+fn serves(routes: &[Route], index: usize, matcher: &Matcher) -> bool {
+    let route = &routes[index];
+    let path = match matcher {
+        Matcher::Named => return false,
+        Matcher::Regex(re) => return !route.preferred && regex_may_match_under(re, &route.path),
+        Matcher::Prefix(path) | Matcher::Exact(path) => path,
+    };
+    let longest = routes
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| path.starts_with(r.path.as_str()))
+        .max_by_key(|(_, r)| r.path.len())
+        .map(|(i, _)| i);
+    longest == Some(index)
+}
+
+/// Drops every route of `routes` that would answer requests a location of `left_out` answers
+/// differently in nginx, repeating until nothing changes. Each dropped route gets a note in
+/// `notes` naming the location it yields to, and joins `left_out`.
+pub(super) fn resolve(routes: &mut Vec<Route>, left_out: &mut Vec<LeftOut>, notes: &mut Vec<Note>) {
+    loop {
+        let mut dropped = None;
+        'find: for out in left_out.iter() {
+            for index in 0..routes.len() {
+                let route = &routes[index];
+                let same = out.answer.as_ref() == Some(&route.target)
+                    || (out.refuses_dotfiles_only && matches!(route.target, Target::Root(_)));
+                if !same && serves(routes, index, &out.matcher) {
+                    dropped = Some((index, out.clone()));
+                    break 'find;
+                }
+            }
+        }
+        let Some((index, cause)) = dropped else {
+            return;
+        };
+        let route = routes.remove(index);
+        notes.push(Note::Untranslated {
+            at: route.at,
+            text: route.text.clone(),
+            why: Some(format!(
+                "left out: nginx answers some of its paths through `{}` (line {}), which is left \
+                 out, and this route would answer them differently",
+                cause.source, cause.at.line
+            )),
+        });
+        left_out.push(LeftOut {
+            at: route.at,
+            matcher: Matcher::Prefix(route.path.clone()),
+            answer: Some(route.target.clone()),
+            refuses_dotfiles_only: false,
+            source: route.source.clone(),
+            pending: None,
+        });
+    }
+}
+
+/// Reports the left-out locations after [`resolve`]: an exact or regex location whose paths a
+/// route answers the same way is translated by that route (its untranslated lines are listed);
+/// every other one is listed as untranslated with its reason.
+pub(super) fn finish(
+    routes: &[Route],
+    left_out: &mut [LeftOut],
+    covered: &mut Covered,
+    notes: &mut Vec<Note>,
+) {
+    for out in left_out.iter_mut() {
+        let Some((text, why, body_notes, _body_covered)) = out.pending.take() else {
+            continue;
+        };
+        let answered = out.answer.is_some()
+            && matches!(out.matcher, Matcher::Exact(_) | Matcher::Regex(_))
+            && (0..routes.len()).any(|i| serves(routes, i, &out.matcher));
+        if answered {
+            cover(covered, Topic::SameAnswer, out.at);
+            notes.extend(body_notes);
+        } else {
+            notes.push(Note::Untranslated {
+                at: out.at,
+                text,
+                why: Some(why),
+            });
+        }
+    }
+}
+
+/// Whether the regular expression of `location ~ re { deny all; }` only picks paths with a dot
+/// segment (`/\.`, `/\.ht`, `^/\.`), which certd's static roots refuse too.
+pub(super) fn dotfiles_only(re: &str) -> bool {
+    let re = re.strip_prefix('^').unwrap_or(re);
+    re.starts_with("/\\.")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(path: &str, target: Target) -> Route {
+        Route {
+            path: path.to_owned(),
+            target,
+            at: Loc { file: 0, line: 1 },
+            source: format!("location {path}"),
+            text: format!("location {path} {{ … }}"),
+            covered: Covered::new(),
+            notes: Vec::new(),
+            preferred: false,
+        }
+    }
+
+    fn left_out(line: usize, matcher: Matcher, answer: Option<Target>) -> LeftOut {
+        LeftOut {
+            at: Loc { file: 0, line },
+            matcher,
+            answer,
+            refuses_dotfiles_only: false,
+            source: format!("location at {line}"),
+            pending: None,
+        }
+    }
+
+    #[test]
+    fn routes_that_would_answer_a_left_out_location_are_dropped_in_turn() {
+        let root = || Target::Root("/srv".to_owned());
+        let app = || Target::Proxy("http://127.0.0.1:3000".to_owned());
+        // `/` and `/a` serve the same root; `/a/admin` (deny all) is left out: `/a` would answer
+        // it, so `/a` goes; then `/` would, so `/` goes too. `/api` proxies and is untouched.
+        let mut routes = vec![
+            route("/", root()),
+            route("/a", root()),
+            route("/api", app()),
+        ];
+        let mut out = vec![left_out(9, Matcher::Prefix("/a/admin".to_owned()), None)];
+        let mut notes = Vec::new();
+        resolve(&mut routes, &mut out, &mut notes);
+        let left: Vec<&str> = routes.iter().map(|r| r.path.as_str()).collect();
+        assert_eq!(left, ["/api"]);
+        assert_eq!(notes.len(), 2);
+
+        // A regex location answering from the same root as `/` changes nothing; one that runs
+        // PHP takes `/` down, but not a `^~` route.
+        let mut routes = vec![route("/", root())];
+        let mut out = vec![left_out(
+            3,
+            Matcher::Regex("\\.css$".to_owned()),
+            Some(root()),
+        )];
+        resolve(&mut routes, &mut out, &mut Vec::new());
+        assert_eq!(routes.len(), 1);
+        let mut preferred = route("/static/", root());
+        preferred.preferred = true;
+        let mut routes = vec![route("/", root()), preferred];
+        let mut out = vec![left_out(4, Matcher::Regex("\\.php$".to_owned()), None)];
+        resolve(&mut routes, &mut out, &mut Vec::new());
+        let left: Vec<&str> = routes.iter().map(|r| r.path.as_str()).collect();
+        assert_eq!(left, ["/static/"]);
+
+        // A dotfile rule leaves static roots alone (they refuse dotfiles too), not proxies.
+        let mut dots = left_out(5, Matcher::Regex("/\\.".to_owned()), None);
+        dots.refuses_dotfiles_only = true;
+        let mut routes = vec![route("/", root())];
+        resolve(&mut routes, &mut vec![dots.clone()], &mut Vec::new());
+        assert_eq!(routes.len(), 1);
+        let mut routes = vec![route("/", app())];
+        resolve(&mut routes, &mut vec![dots], &mut Vec::new());
+        assert!(routes.is_empty());
+
+        // A named location takes no requests by itself.
+        let mut routes = vec![route("/", app())];
+        resolve(
+            &mut routes,
+            &mut vec![left_out(6, Matcher::Named, None)],
+            &mut Vec::new(),
+        );
+        assert_eq!(routes.len(), 1);
+    }
+
+    #[test]
+    fn anchored_regexes_are_confined_to_their_literal_prefix() {
+        assert!(regex_may_match_under("\\.php$", "/"));
+        assert!(regex_may_match_under("^/assets/", "/"));
+        assert!(regex_may_match_under("^/assets/", "/assets/img"));
+        assert!(!regex_may_match_under("^/assets/", "/api"));
+        assert!(regex_may_match_under("^(/_matrix|/_synapse)", "/api"));
+        assert!(dotfiles_only("/\\."));
+        assert!(dotfiles_only("^/\\.ht"));
+        assert!(!dotfiles_only("\\.php$"));
+    }
+}
