@@ -24,6 +24,8 @@ command -v pebble >/dev/null && command -v pebble-challtestsrv >/dev/null || mis
 command -v testssl >/dev/null || command -v testssl.sh >/dev/null || missing+=(testssl.sh)
 command -v systemd-analyze >/dev/null || missing+=(systemd)
 command -v mount >/dev/null && command -v umount >/dev/null || missing+=(mount)
+# php-fpm runs the PHP of the FastCGI route tests (run::fastcgi).
+compgen -c php-fpm | grep -q . || missing+=(php-fpm)
 if [ "${#missing[@]}" -gt 0 ]; then
     echo "==> installing ${missing[*]} with apt-get"
     as_root apt-get update -qq

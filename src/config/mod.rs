@@ -82,6 +82,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+mod fastcgi;
 mod operations;
 mod raw;
 mod serving;
@@ -338,6 +339,8 @@ pub enum RouteTargetConfig {
     /// `root = "/srv/www"`: serve files below this folder (nginx `root` semantics: the whole request
     /// path is appended).
     Root(PathBuf),
+    /// `fastcgi = "unix:/run/php/php-fpm.sock"` with `root`: run PHP from that document root.
+    Fastcgi(crate::fastcgi::FastcgiTarget),
 }
 
 impl SiteConfig {

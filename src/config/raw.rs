@@ -131,6 +131,17 @@ pub(super) struct RawRoute {
     pub(super) root: Option<Spanned<String>>,
     pub(super) tunnel_idle_timeout: Option<Spanned<RawDuration>>,
     pub(super) allow_dotfiles: Option<Spanned<bool>>,
+    pub(super) fastcgi: Option<Spanned<String>>,
+    pub(super) fastcgi_index: Option<Spanned<String>>,
+    pub(super) front_controller: Option<Spanned<RawFrontController>>,
+}
+
+/// `front_controller`: a script path, or `false` for none.
+#[derive(Debug, serde::Deserialize)]
+#[serde(untagged)]
+pub(super) enum RawFrontController {
+    Enabled(bool),
+    Script(String),
 }
 
 /// `[renewal]`.
