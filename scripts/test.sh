@@ -25,7 +25,7 @@ command -v testssl >/dev/null || command -v testssl.sh >/dev/null || missing+=(t
 command -v systemd-analyze >/dev/null || missing+=(systemd)
 command -v mount >/dev/null && command -v umount >/dev/null || missing+=(mount)
 # php-fpm runs the PHP of the FastCGI route tests (run::fastcgi).
-compgen -c php-fpm | grep -q . || missing+=(php-fpm)
+compgen -G '/usr/sbin/php-fpm*' >/dev/null || missing+=(php-fpm)
 if [ "${#missing[@]}" -gt 0 ]; then
     echo "==> installing ${missing[*]} with apt-get"
     as_root apt-get update -qq
