@@ -158,3 +158,121 @@ pub(super) fn stray_keys(key: &str, route: Keys<'_>, problems: &mut Problems<'_>
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use crate::config::{from_toml, ConfigProblem, RouteTargetConfig};
+    use crate::fastcgi::{FastcgiAddress, FastcgiTarget};
+
+    /// A config in a temp folder with a `www` folder, one site, and `route` as its only route.
+    fn load(
+        route: &str,
+    ) -> (
+        tempfile::TempDir,
+        Result<crate::config::Config, Vec<ConfigProblem>>,
+    ) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::create_dir(dir.path().join("www")).expect("mkdir");
+        let text = format!(
+            "[acme]\ndirectory = \"letsencrypt\"\nagree_tos = true\n[[site]]\nnames = [\"example.org\"]\n[[site.route]]\n{route}\n"
+        );
+        let result = from_toml(&text, &dir.path().join("certd.toml")).map_err(|err| err.problems);
+        (dir, result)
+    }
+
+    #[track_caller]
+    fn one_problem(route: &str, key: &str, fragment: &str) {
+        let (_dir, result) = load(route);
+        let problems = result.expect_err("problems");
+        assert_eq!(problems.len(), 1, "{problems:#?}");
+        assert_eq!(problems[0].key, key, "{problems:#?}");
+        assert!(problems[0].line.is_some(), "{problems:#?}");
+        assert!(problems[0].reason.contains(fragment), "{problems:#?}");
+    }
+
+    #[test]
+    fn a_fastcgi_route_has_caddy_like_defaults() {
+        let (dir, result) =
+            load("path = \"/\"\nroot = \"www\"\nfastcgi = \"unix:/run/php/php8.2-fpm.sock\"");
+        let config = result.expect("valid");
+        assert_eq!(
+            config.sites[0].routes[0].target,
+            RouteTargetConfig::Fastcgi(FastcgiTarget {
+                address: FastcgiAddress::Unix(PathBuf::from("/run/php/php8.2-fpm.sock")),
+                root: dir.path().join("www"),
+                index: "index.php".into(),
+                front_controller: Some("/index.php".into()),
+            })
+        );
+    }
+
+    #[test]
+    fn index_and_front_controller_can_be_changed_or_turned_off() {
+        let (_dir, result) = load(
+            "path = \"/\"\nroot = \"www\"\nfastcgi = \"127.0.0.1:9000\"\nfastcgi_index = \"app.php\"\nfront_controller = \"/public/app.php\"",
+        );
+        let config = result.expect("valid");
+        let RouteTargetConfig::Fastcgi(target) = &config.sites[0].routes[0].target else {
+            panic!("not fastcgi");
+        };
+        assert_eq!(target.address, FastcgiAddress::Tcp("127.0.0.1:9000".into()));
+        assert_eq!(target.index, "app.php");
+        assert_eq!(target.front_controller.as_deref(), Some("/public/app.php"));
+
+        let (_dir, result) = load(
+            "path = \"/\"\nroot = \"www\"\nfastcgi = \"127.0.0.1:9000\"\nfront_controller = false",
+        );
+        let config = result.expect("valid");
+        let RouteTargetConfig::Fastcgi(target) = &config.sites[0].routes[0].target else {
+            panic!("not fastcgi");
+        };
+        assert_eq!(target.front_controller, None);
+    }
+
+    #[test]
+    fn bad_fastcgi_routes_name_the_key() {
+        let fastcgi = "path = \"/\"\nroot = \"www\"\nfastcgi = \"127.0.0.1:9000\"";
+        one_problem(
+            "path = \"/\"\nroot = \"www\"\nfastcgi = \"php-fpm.sock\"",
+            "site[0].route[0].fastcgi",
+            "unix:",
+        );
+        one_problem(
+            "path = \"/\"\nfastcgi = \"127.0.0.1:9000\"",
+            "site[0].route[0]",
+            "needs `root",
+        );
+        one_problem(
+            "path = \"/\"\nroot = \"nope\"\nfastcgi = \"127.0.0.1:9000\"",
+            "site[0].route[0].root",
+            "not a folder",
+        );
+        one_problem(
+            &format!("{fastcgi}\nproxy = \"http://127.0.0.1:8080\""),
+            "site[0].route[0].proxy",
+            "both `proxy` and `fastcgi`",
+        );
+        one_problem(
+            &format!("{fastcgi}\nallow_dotfiles = true"),
+            "site[0].route[0].allow_dotfiles",
+            "always refused",
+        );
+        one_problem(
+            &format!("{fastcgi}\nfastcgi_index = \"../x.php\""),
+            "site[0].route[0].fastcgi_index",
+            "ending in `.php`",
+        );
+        one_problem(
+            &format!("{fastcgi}\nfront_controller = \"index.html\""),
+            "site[0].route[0].front_controller",
+            "/index.php",
+        );
+        one_problem(
+            "path = \"/\"\nroot = \"www\"\nfront_controller = \"/index.php\"",
+            "site[0].route[0].front_controller",
+            "only applies to `fastcgi` routes",
+        );
+    }
+}
