@@ -37,6 +37,8 @@ echo json_encode([
     'method' => $_SERVER['REQUEST_METHOD'],
     'query' => $_GET,
     'post' => $_POST,
+    'body_length' => strlen(file_get_contents('php://input')),
+    'body_md5' => md5(file_get_contents('php://input')),
 ]);
 "#;
 
@@ -156,6 +158,32 @@ async fn php_runs_behind_a_fastcgi_route_like_wordpress() {
     assert_eq!(echo["method"], "POST");
     assert_eq!(echo["post"]["title"], "Hello world");
     assert_eq!(echo["post"]["n"], "42");
+
+    // A 2 MiB body crosses many STDIN records and arrives whole.
+    let big: Vec<u8> = (0..2 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
+    let request = Request::post("/upload.php-less/path")
+        .header(HOST, &host)
+        .header(CONTENT_TYPE, "application/octet-stream")
+        .body(Full::new(Bytes::from(big.clone())))
+        .expect("request");
+    let echo = php_echo!(h1.send(request).await);
+    assert_eq!(echo["script"], "/index.php");
+    assert_eq!(echo["body_length"], big.len());
+    let md5 = std::process::Command::new("md5sum")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write;
+            child.stdin.take().expect("stdin").write_all(&big)?;
+            child.wait_with_output()
+        })
+        .expect("md5sum");
+    let md5 = String::from_utf8_lossy(&md5.stdout);
+    assert_eq!(
+        echo["body_md5"],
+        md5.split_whitespace().next().expect("a digest")
+    );
 
     // header('Location: ...') is a 302 redirect.
     let reply = h1.get(&host, "/?redirect=1").await;
