@@ -26,6 +26,8 @@ command -v systemd-analyze >/dev/null || missing+=(systemd)
 command -v mount >/dev/null && command -v umount >/dev/null || missing+=(mount)
 # htpasswd writes the bcrypt, apr1 and SHA fixtures of the basic-auth tests (run::access).
 command -v htpasswd >/dev/null || missing+=(apache2-utils)
+# php-fpm runs the PHP of the FastCGI route tests (run::fastcgi).
+compgen -G '/usr/sbin/php-fpm*' >/dev/null || missing+=(php-fpm)
 if [ "${#missing[@]}" -gt 0 ]; then
     echo "==> installing ${missing[*]} with apt-get"
     as_root apt-get update -qq

@@ -15,6 +15,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod daemon;
+pub mod fastcgi;
 pub mod hook;
 pub mod hostname;
 pub mod import;

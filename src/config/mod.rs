@@ -91,6 +91,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 mod access;
+mod fastcgi;
 mod location;
 mod operations;
 mod raw;
@@ -359,6 +360,8 @@ pub enum RouteTargetConfig {
     /// `root = "/srv/www"`: serve files below this folder (nginx `root` semantics: the whole request
     /// path is appended).
     Root(PathBuf),
+    /// `fastcgi = "unix:/run/php/php-fpm.sock"` with `root`: run PHP from that document root.
+    Fastcgi(crate::fastcgi::FastcgiTarget),
 }
 
 impl SiteConfig {

@@ -145,6 +145,17 @@ pub(super) struct RawRoute {
     /// Nested `[[site.route.route]]` tables.
     #[serde(default)]
     pub(super) route: Vec<Spanned<RawRoute>>,
+    pub(super) fastcgi: Option<Spanned<String>>,
+    pub(super) fastcgi_index: Option<Spanned<String>>,
+    pub(super) front_controller: Option<Spanned<RawFrontController>>,
+}
+
+/// `front_controller`: a script path, or `false` for none.
+#[derive(Debug, serde::Deserialize)]
+#[serde(untagged)]
+pub(super) enum RawFrontController {
+    Enabled(bool),
+    Script(String),
 }
 
 /// `[renewal]`.

@@ -339,7 +339,29 @@ fn routes_in(
         ) else {
             continue;
         };
+        let fastcgi_keys = super::fastcgi::Keys {
+            fastcgi: &route.fastcgi,
+            fastcgi_index: &route.fastcgi_index,
+            front_controller: &route.front_controller,
+            allow_dotfiles: &route.allow_dotfiles,
+        };
+        super::fastcgi::stray_keys(&key, fastcgi_keys, problems);
         let target = match (route.proxy, route.root) {
+            (proxy, root) if route.fastcgi.is_some() => {
+                let table = table.clone();
+                match super::fastcgi::target(
+                    &key,
+                    table,
+                    proxy,
+                    root,
+                    fastcgi_keys,
+                    folder,
+                    problems,
+                ) {
+                    Some(target) => target,
+                    None => continue,
+                }
+            }
             (Some(proxy), None) => match upstream(proxy.get_ref()) {
                 Ok(uri) => RouteTargetConfig::Proxy(uri),
                 Err(reason) => {

@@ -97,6 +97,7 @@ async fn serve_connection(
 ) {
     let limits = &context.limits;
     let mut stream = stream;
+    let local = stream.local_addr().ok().map(crate::fastcgi::ServerAddr);
     // Behind a TCP load balancer, the client is the PROXY header's source, read before TLS.
     let peer = match context
         .proxy_protocol
@@ -135,6 +136,9 @@ async fn serve_connection(
     let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
         // A request that becomes a tunnel keeps the connection's slot after hyper lets go of it.
         request.extensions_mut().insert(permit.clone());
+        if let Some(local) = local {
+            request.extensions_mut().insert(local);
+        }
         let context = service_context.clone();
         let sni = sni.clone();
         let activity = service_activity.clone();

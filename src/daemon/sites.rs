@@ -82,6 +82,7 @@ fn route(route: &RouteConfig) -> Route {
         target: match &route.target {
             RouteTargetConfig::Proxy(uri) => RouteTarget::Proxy(uri.clone()),
             RouteTargetConfig::Root(root) => RouteTarget::Static(root.clone()),
+            RouteTargetConfig::Fastcgi(target) => RouteTarget::Fastcgi(target.clone()),
         },
         tunnel_idle_timeout: route.tunnel_idle_timeout,
         allow_dotfiles: route.allow_dotfiles,

@@ -204,7 +204,7 @@ mod tests {
         for (path, expected) in cases {
             let found = find(routes, path).map(|route| match &route.target {
                 RouteTarget::Proxy(uri) => uri.authority().unwrap().to_string(),
-                RouteTarget::Static(_) => unreachable!("tests route to upstreams"),
+                _ => unreachable!("tests route to upstreams"),
             });
             assert_eq!(found.as_deref(), *expected, "request {path}");
         }

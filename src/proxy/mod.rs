@@ -70,6 +70,9 @@ pub enum RouteTarget {
     /// Serve files under this directory with nginx `root` semantics: the request's whole path is
     /// appended to it (see [`static_files::serve`]).
     Static(PathBuf),
+    /// Run PHP scripts over FastCGI (and serve the other files) from a document root, like Caddy's
+    /// `php_fastcgi` (see [`crate::fastcgi`]).
+    Fastcgi(crate::fastcgi::FastcgiTarget),
 }
 
 /// One `location`: a path prefix and where its requests go.
@@ -261,6 +264,11 @@ impl Proxy {
         }
         match &route.target {
             RouteTarget::Static(root) => {
+                if crate::fastcgi::static_refuses(site, path.as_str()) {
+                    debug!(path = path.as_str(), "PHP source refused on a static route");
+                    let response = status_response(StatusCode::NOT_FOUND);
+                    return Box::pin(error_page(site, response, head)).await;
+                }
                 let (parts, _body) = request.into_parts();
                 // Boxed, like the error pages below: the future of every proxied request is moved
                 // a few times on its way into hyper, so branches it rarely takes stay out of it.
@@ -287,6 +295,9 @@ impl Proxy {
                 };
                 response.extensions_mut().insert(UpstreamUsed(label));
                 response
+            }
+            RouteTarget::Fastcgi(target) => {
+                Box::pin(self.fastcgi(request, site, target, client)).await
             }
         }
     }
@@ -318,6 +329,38 @@ impl Proxy {
                 Some(response)
             }
         }
+    }
+
+    /// Answers a request for a FastCGI route (see [`crate::fastcgi`]).
+    async fn fastcgi(
+        &self,
+        request: Request<Incoming>,
+        site: &SiteRoutes,
+        target: &crate::fastcgi::FastcgiTarget,
+        peer: SocketAddr,
+    ) -> Response<ProxyBody> {
+        let head = request.method() == Method::HEAD;
+        let client = self.client_ip(request.headers(), peer.ip());
+        let connection = crate::fastcgi::params::Connection {
+            client,
+            client_port: (client == peer.ip()).then_some(peer.port()),
+            server: request
+                .extensions()
+                .get::<crate::fastcgi::ServerAddr>()
+                .map(|server| server.0),
+        };
+        let deadlines = crate::fastcgi::Deadlines {
+            connect: self.limits.connect_timeout,
+            read: self.limits.response_timeout,
+        };
+        let mut response = match crate::fastcgi::serve(target, request, connection, deadlines).await
+        {
+            crate::fastcgi::Answer::Script(response) => response,
+            crate::fastcgi::Answer::Local(response) => error_page(site, response, head).await,
+        };
+        let used = UpstreamUsed(format!("fastcgi:{}", target.address));
+        response.extensions_mut().insert(used);
+        response
     }
 
     /// Ends every open WebSocket tunnel and waits for their tasks to finish. New tunnels can still be

@@ -127,7 +127,7 @@ pub fn content_type(path: &Path) -> &'static str {
 /// The request path as a relative file path: percent-decoded, one normal component per segment.
 /// Empty segments (`//`) are skipped; `.` and `..` segments and segments that decode to a separator,
 /// NUL or anything but a single normal path component are refused.
-fn relative_path(raw: &str) -> Result<PathBuf, &'static str> {
+pub(crate) fn relative_path(raw: &str) -> Result<PathBuf, &'static str> {
     if !raw.starts_with('/') {
         return Err("not an absolute path");
     }
@@ -150,7 +150,7 @@ fn relative_path(raw: &str) -> Result<PathBuf, &'static str> {
 /// Whether a (decoded, relative) path names a dotfile or goes through a dot-folder: any component
 /// starting with `.`, except a first component `.well-known` (RFC 8615), which sites publish on
 /// purpose (`security.txt`, ACME challenges served from disk, app links).
-fn is_hidden(relative: &Path) -> bool {
+pub(crate) fn is_hidden(relative: &Path) -> bool {
     relative.components().enumerate().any(|(index, component)| {
         let name = component.as_os_str().as_encoded_bytes();
         name.starts_with(b".") && !(index == 0 && name == b".well-known")

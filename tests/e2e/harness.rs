@@ -12,6 +12,7 @@ mod certd;
 mod daemon;
 mod net;
 mod pebble;
+mod php;
 mod pki;
 mod selftest;
 
@@ -29,4 +30,5 @@ pub use net::{
 };
 pub use net::{Http1, Reply};
 pub use pebble::{free_port, Pebble, PebbleOptions, CONNECTION_PROBLEM, REFUSED_DETAIL};
+pub use php::PhpFpm;
 pub use pki::{key_matches, normalize_serial, not_after, sans, serial_hex, verify_chain, TestPki};
