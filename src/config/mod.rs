@@ -71,6 +71,8 @@
 //!   # root = "/srv/www"         # ... or serve files (nginx `root`: the full path is appended)
 //!   # tunnel_idle_timeout = "10m"  # proxy routes: overrides [limits] tunnel_idle_timeout
 //!   # allow_dotfiles = false    # static routes: serve `.name` paths (default 404; .well-known is served)
+//!   # compress = true           # gzip/br/zstd for text types; or { encodings, types, min_length, level }
+//!   # precompressed = true      # static routes: serve file.br / file.zst / file.gz when accepted
 //!
 //!   [site.error_pages]          # optional: a file as the body of an error status
 //!   404 = "/srv/www/404.html"
@@ -82,6 +84,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+mod compress;
 mod operations;
 mod raw;
 mod serving;
@@ -328,6 +331,12 @@ pub struct RouteConfig {
     /// `allow_dotfiles` (static routes): serve files and folders whose name starts with `.`
     /// (default false: 404, except under `/.well-known/`).
     pub allow_dotfiles: bool,
+    /// `compress`: compress this route's responses (proxied or static) for clients that accept
+    /// it; `None` when off.
+    pub compress: Option<std::sync::Arc<crate::compression::Policy>>,
+    /// `precompressed` (static routes): serve `file.br` / `file.zst` / `file.gz` next to a file to
+    /// clients that accept the encoding.
+    pub precompressed: bool,
 }
 
 /// What a route does.

@@ -382,11 +382,21 @@ pub(super) fn routes(
         } else {
             None
         };
+        if let (true, Some(precompressed)) = (is_proxy, &route.precompressed) {
+            problems.add(
+                format!("{key}.precompressed"),
+                Some(precompressed.span()),
+                "only applies to `root` routes (files next to the requested one); use `compress` \
+                 for proxied responses",
+            );
+        }
         routes.push(RouteConfig {
             path: path.into_inner(),
             target,
             tunnel_idle_timeout,
             allow_dotfiles: route.allow_dotfiles.is_some_and(|allow| *allow.get_ref()),
+            compress: super::compress::policy(&format!("{key}.compress"), route.compress, problems),
+            precompressed: route.precompressed.is_some_and(|on| *on.get_ref()),
         });
     }
     routes

@@ -77,6 +77,8 @@ fn routes(site: &SiteConfig) -> SiteRoutes {
                 },
                 tunnel_idle_timeout: route.tunnel_idle_timeout,
                 allow_dotfiles: route.allow_dotfiles,
+                compress: route.compress.clone(),
+                precompressed: route.precompressed,
             })
             .collect(),
         error_pages: site

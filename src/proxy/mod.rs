@@ -32,6 +32,7 @@ use std::collections::HashMap;
 use std::error::Error as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -48,6 +49,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
 use self::path::NormalPath;
+use crate::compression;
 use crate::static_files;
 use crate::trusted_proxies::TrustedProxies;
 
@@ -79,6 +81,12 @@ pub struct Route {
     /// For static routes: serve paths with a segment starting with `.` (otherwise 404, except
     /// `/.well-known/`).
     pub allow_dotfiles: bool,
+    /// Compress responses (proxied or static) for clients that accept it; `None` when off, which
+    /// costs nothing per request.
+    pub compress: Option<Arc<compression::Policy>>,
+    /// For static routes: send `file.br` / `file.zst` / `file.gz` in place of `file` to clients
+    /// that accept it.
+    pub precompressed: bool,
 }
 
 /// The routes and error pages of one site.
@@ -234,13 +242,26 @@ impl Proxy {
             ))
             .await;
         };
-        match &route.target {
+        // Decided now: the request is consumed below. Nothing is done when the route is off.
+        let compress = route.compress.as_deref().map(|policy| {
+            (
+                policy,
+                policy.negotiate(request.method(), request.headers()),
+            )
+        });
+        let response = match &route.target {
             RouteTarget::Static(root) => {
                 let (parts, _body) = request.into_parts();
                 // Boxed, like the error pages below: the future of every proxied request is moved
                 // a few times on its way into hyper, so branches it rarely takes stay out of it.
                 let response = Box::pin(async {
-                    let response = static_files::serve(root, &parts, route.allow_dotfiles).await;
+                    let response = static_files::serve_with(
+                        root,
+                        &parts,
+                        route.allow_dotfiles,
+                        route.precompressed,
+                    )
+                    .await;
                     error_page(site, response, head).await
                 });
                 let mut response = response.await;
@@ -263,6 +284,10 @@ impl Proxy {
                 response.extensions_mut().insert(UpstreamUsed(label));
                 response
             }
+        };
+        match compress {
+            Some((policy, negotiated)) => policy.apply(negotiated, response),
+            None => response,
         }
     }
 
