@@ -128,10 +128,18 @@ mod tests {
             let root = self.0.path().join("www");
             let response = serve_with(&root, &parts, false, precompressed).await;
             let (parts, body) = response.into_parts();
-            (parts.status, parts.headers, body.collect().await.unwrap().to_bytes())
+            (
+                parts.status,
+                parts.headers,
+                body.collect().await.unwrap().to_bytes(),
+            )
         }
 
-        async fn get(&self, path: &str, headers: &[(&str, &str)]) -> (StatusCode, HeaderMap, Bytes) {
+        async fn get(
+            &self,
+            path: &str,
+            headers: &[(&str, &str)],
+        ) -> (StatusCode, HeaderMap, Bytes) {
             self.send(Method::GET, path, headers, true).await
         }
     }
@@ -147,7 +155,12 @@ mod tests {
             ("/index.html", "br;q=0, gzip;q=0", None, "<h1>plain</h1>"),
             ("/index.html", "zstd", None, "<h1>plain</h1>"),
             ("/index.html", "identity", None, "<h1>plain</h1>"),
-            ("/app.js", "gzip, deflate, br, zstd", Some("zstd"), "ZST-BYTES"),
+            (
+                "/app.js",
+                "gzip, deflate, br, zstd",
+                Some("zstd"),
+                "ZST-BYTES",
+            ),
             // A sidecar that resolves outside the root is not served.
             #[cfg(unix)]
             ("/style.css", "gzip", None, "body {}"),
@@ -167,7 +180,11 @@ mod tests {
                 body.len().to_string().as_str(),
                 "{path} {accept}"
             );
-            let original = if path.ends_with('/') { "index.html" } else { path };
+            let original = if path.ends_with('/') {
+                "index.html"
+            } else {
+                path
+            };
             assert_eq!(
                 headers[CONTENT_TYPE],
                 content_type(Path::new(original)),
@@ -181,7 +198,10 @@ mod tests {
         let root = Root::new();
         // A range is of the identity file.
         let (status, headers, bytes) = root
-            .get("/index.html", &[("accept-encoding", "gzip"), ("range", "bytes=0-3")])
+            .get(
+                "/index.html",
+                &[("accept-encoding", "gzip"), ("range", "bytes=0-3")],
+            )
             .await;
         assert_eq!(status, StatusCode::PARTIAL_CONTENT);
         assert!(!headers.contains_key(CONTENT_ENCODING));
@@ -190,7 +210,12 @@ mod tests {
 
         // HEAD: the sidecar's headers, no body.
         let (status, headers, bytes) = root
-            .send(Method::HEAD, "/index.html", &[("accept-encoding", "gzip")], true)
+            .send(
+                Method::HEAD,
+                "/index.html",
+                &[("accept-encoding", "gzip")],
+                true,
+            )
             .await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(headers[CONTENT_ENCODING], "gzip");
@@ -198,7 +223,9 @@ mod tests {
         assert!(bytes.is_empty());
 
         // A 304 names the encoding of the representation it validates.
-        let (_, headers, _) = root.get("/index.html", &[("accept-encoding", "gzip")]).await;
+        let (_, headers, _) = root
+            .get("/index.html", &[("accept-encoding", "gzip")])
+            .await;
         let etag = headers[hyper::header::ETAG].to_str().unwrap().to_owned();
         let (status, headers, _) = root
             .get(
@@ -216,7 +243,12 @@ mod tests {
 
         // Without `precompressed`, the file itself and no Vary.
         let (status, headers, bytes) = root
-            .send(Method::GET, "/index.html", &[("accept-encoding", "gzip, br")], false)
+            .send(
+                Method::GET,
+                "/index.html",
+                &[("accept-encoding", "gzip, br")],
+                false,
+            )
             .await;
         assert_eq!(status, StatusCode::OK);
         assert!(!headers.contains_key(CONTENT_ENCODING));
