@@ -56,7 +56,8 @@ const HTML: &[(&str, &str)] = &[("content-type", "text/html; charset=utf-8")];
 fn the_never_compress_rules() {
     let policy = Policy::default();
     let html = "text/html; charset=utf-8";
-    let cases: &[(u16, &[(&str, &str)], bool)] = &[
+    type Case<'a> = (u16, &'a [(&'a str, &'a str)], bool);
+    let cases: &[Case<'_>] = &[
         (200, &[("content-type", html)], true),
         (
             200,

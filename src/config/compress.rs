@@ -32,7 +32,7 @@ pub(super) fn policy(
         types,
         min_length,
         level,
-    } = options;
+    } = *options;
     let mut policy = Policy::default();
     if let Some(encodings) = encodings {
         policy.encodings = self::encodings(&format!("{key}.encodings"), encodings, problems);

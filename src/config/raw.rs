@@ -139,7 +139,7 @@ pub(super) struct RawRoute {
 #[derive(Debug)]
 pub(super) enum RawCompress {
     Enabled(bool),
-    Options(RawCompressOptions),
+    Options(Box<RawCompressOptions>),
 }
 
 // By hand rather than `#[serde(untagged)]`: untagged buffers the value, which loses both the
@@ -160,7 +160,7 @@ impl<'de> serde::Deserialize<'de> for RawCompress {
                 map: A,
             ) -> Result<RawCompress, A::Error> {
                 serde::Deserialize::deserialize(serde::de::value::MapAccessDeserializer::new(map))
-                    .map(RawCompress::Options)
+                    .map(|options| RawCompress::Options(Box::new(options)))
             }
         }
         deserializer.deserialize_any(Visitor)
