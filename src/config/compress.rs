@@ -1,4 +1,5 @@
-//! Validation of a route's `compress` and `precompressed` keys into a [`Policy`]: known encodings
+//! Validation of a site's or route's `compress` key into a [`Policy`] (a route without one takes
+//! its site's): known encodings
 //! once each, `type/subtype` or `type/*` media types, a sane `min_length`, and levels within each
 //! codec's range.
 
@@ -6,8 +7,9 @@ use std::sync::Arc;
 
 use toml::Spanned;
 
-use super::raw::{RawCompress, RawCompressLevel, RawCompressOptions};
+use super::raw::{RawCompress, RawCompressLevel, RawCompressOptions, RawRoute};
 use super::validate::Problems;
+use super::RouteConfig;
 use crate::compression::{Encoding, Policy};
 
 /// The largest `min_length` accepted: a larger one is a typo (it would turn compression off).
@@ -88,6 +90,27 @@ pub(super) fn policy(
         return None;
     }
     Some(Arc::new(policy))
+}
+
+/// The paths of the routes in `raw` that have no `compress` key of their own, which take the
+/// site's (by path: paths are unique in a site, and refused routes are not in the result).
+pub(super) fn routes_without_compress(raw: &[Spanned<RawRoute>]) -> Vec<String> {
+    raw.iter()
+        .map(Spanned::get_ref)
+        .filter(|route| route.compress.is_none())
+        .filter_map(|route| route.path.as_ref().map(|path| path.get_ref().clone()))
+        .collect()
+}
+
+/// Gives the site's `compress` to its routes that did not set one (`without`, from
+/// [`routes_without_compress`]).
+pub(super) fn inherit(routes: &mut [RouteConfig], without: &[String], site: Option<Arc<Policy>>) {
+    let Some(site) = site else { return };
+    for route in routes.iter_mut() {
+        if without.contains(&route.path) {
+            route.compress = Some(site.clone());
+        }
+    }
 }
 
 fn encodings(
@@ -262,6 +285,30 @@ mod tests {
         let found = problems("compress = \"gzip\"\n");
         assert_eq!(found.len(), 1, "{found:#?}");
         assert!(found[0].2.contains("true, false, or a table"), "{found:#?}");
+    }
+
+    #[test]
+    fn routes_take_the_sites_compress_unless_they_set_their_own() {
+        let text = "[acme]\ndirectory = \"letsencrypt\"\nagree_tos = true\n\
+                    [[site]]\nnames = [\"example.org\"]\n\
+                    [site.compress]\nencodings = [\"gzip\"]\n\
+                    [[site.route]]\npath = \"/\"\nproxy = \"http://127.0.0.1:8080\"\n\
+                    [[site.route]]\npath = \"/raw\"\nproxy = \"http://127.0.0.1:8080\"\ncompress = false\n\
+                    [[site.route]]\npath = \"/all\"\nproxy = \"http://127.0.0.1:8080\"\ncompress = true\n";
+        let config = from_toml(text, Path::new("/etc/certd/certd.toml")).unwrap();
+        let routes = &config.sites[0].routes;
+        assert_eq!(
+            routes[0].compress.as_ref().unwrap().encodings,
+            [Encoding::Gzip]
+        );
+        assert_eq!(routes[1].compress, None);
+        assert_eq!(routes[2].compress.as_deref(), Some(&Policy::default()));
+
+        let bad = text.replace("encodings = [\"gzip\"]", "encodings = [\"lz4\"]");
+        let found = from_toml(&bad, Path::new("/etc/certd/certd.toml")).unwrap_err();
+        assert_eq!(found.problems.len(), 1, "{found}");
+        assert_eq!(found.problems[0].key, "site[0].compress.encodings[0]");
+        assert_eq!(found.problems[0].line, Some(7));
     }
 
     #[test]

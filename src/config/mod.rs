@@ -64,6 +64,7 @@
 //! [[site]]                      # at least one; one certificate per site
 //! names = ["example.org", "www.example.org"]  # DNS names, each used once in the whole file
 //! profile = "shortlived"        # optional: this site's ACME profile, overriding [acme] profile
+//! # compress = true            # optional: compress its routes' answers (a route's own compress wins)
 //!
 //!   [[site.route]]              # optional, for `certd run`; the longest matching prefix wins
 //!   path = "/"                  # required, starts with /

@@ -206,6 +206,8 @@ pub(super) struct RawSite {
     /// Status code (as a TOML key, so a string) → file.
     pub(super) error_pages: Option<Spanned<std::collections::BTreeMap<String, Spanned<String>>>>,
     pub(super) profile: Option<Spanned<String>>,
+    /// `[site.compress]` or `compress = ...`: the default of the site's routes that do not say.
+    pub(super) compress: Option<Spanned<RawCompress>>,
 }
 
 // ---------------------------------------------------------------------------------------------------

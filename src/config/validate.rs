@@ -536,7 +536,9 @@ fn sites(
             route,
             error_pages,
             profile,
+            compress,
         } = site.into_inner();
+        let inherit = super::compress::routes_without_compress(&route);
         let profile = profile.and_then(|profile| match profile_name(profile.get_ref()) {
             Ok(name) => Some(name),
             Err(reason) => {
@@ -544,7 +546,10 @@ fn sites(
                 None
             }
         });
-        let routes = serving::routes(i, route, folder, problems);
+        let mut routes = serving::routes(i, route, folder, problems);
+        let site_compress =
+            super::compress::policy(&format!("site[{i}].compress"), compress, problems);
+        super::compress::inherit(&mut routes, &inherit, site_compress);
         let error_pages = serving::error_pages(i, error_pages, folder, problems);
         let Some(names) = names else {
             problems.add(
