@@ -13,6 +13,7 @@ pub mod certificate;
 pub mod challenge;
 pub mod cli;
 pub mod commands;
+pub mod compression;
 pub mod config;
 pub mod daemon;
 pub mod fastcgi;

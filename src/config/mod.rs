@@ -64,6 +64,7 @@
 //! [[site]]                      # at least one; one certificate per site
 //! names = ["example.org", "www.example.org"]  # DNS names, each used once in the whole file
 //! profile = "shortlived"        # optional: this site's ACME profile, overriding [acme] profile
+//! # compress = true            # optional: compress its routes' answers (a route's own compress wins)
 //!
 //!   [[site.route]]              # optional, for `certd run`; matched like nginx `location`
 //!   path = "/"                  # a prefix; or exact = "/x", regex = "\\.php$", iregex = "...",
@@ -79,6 +80,8 @@
 //!   # auth_basic_user_file = "/etc/certd/htpasswd"  # ... an htpasswd file (bcrypt, apr1, SHA)
 //!   # satisfy = "all"           # "any": an allowed address or a right password is enough
 //!   # (the four access keys may also be set on the [[site]], for routes that do not set them)
+//!   # compress = true           # gzip/br/zstd for text types; or { encodings, types, min_length, level }
+//!   # precompressed = true      # static routes: serve file.br / file.zst / file.gz when accepted
 //!
 //!   [site.error_pages]          # optional: a file as the body of an error status
 //!   404 = "/srv/www/404.html"
@@ -91,6 +94,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 mod access;
+mod compress;
 mod fastcgi;
 mod location;
 mod operations;
@@ -350,6 +354,12 @@ pub struct RouteConfig {
     pub routes: Vec<RouteConfig>,
     /// `try_files` (static routes).
     pub try_files: Option<crate::proxy::TryFiles>,
+    /// `compress`: compress this route's responses (proxied or static) for clients that accept
+    /// it; `None` when off.
+    pub compress: Option<std::sync::Arc<crate::compression::Policy>>,
+    /// `precompressed` (static routes): serve `file.br` / `file.zst` / `file.gz` next to a file to
+    /// clients that accept the encoding.
+    pub precompressed: bool,
 }
 
 /// What a route does.

@@ -148,6 +148,8 @@ pub(super) struct RawRoute {
     pub(super) fastcgi: Option<Spanned<String>>,
     pub(super) fastcgi_index: Option<Spanned<String>>,
     pub(super) front_controller: Option<Spanned<RawFrontController>>,
+    pub(super) compress: Option<Spanned<RawCompress>>,
+    pub(super) precompressed: Option<Spanned<bool>>,
 }
 
 /// `front_controller`: a script path, or `false` for none.
@@ -156,6 +158,57 @@ pub(super) struct RawRoute {
 pub(super) enum RawFrontController {
     Enabled(bool),
     Script(String),
+}
+
+/// A route's `compress`: `true`/`false`, or a table of options (which turns compression on).
+#[derive(Debug)]
+pub(super) enum RawCompress {
+    Enabled(bool),
+    Options(Box<RawCompressOptions>),
+}
+
+// By hand rather than `#[serde(untagged)]`: untagged buffers the value, which loses both the
+// table's own errors (an unknown key would only say "did not match any variant") and `Spanned`.
+impl<'de> serde::Deserialize<'de> for RawCompress {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = RawCompress;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("true, false, or a table such as { encodings = [\"zstd\", \"gzip\"] }")
+            }
+            fn visit_bool<E: serde::de::Error>(self, value: bool) -> Result<RawCompress, E> {
+                Ok(RawCompress::Enabled(value))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<RawCompress, A::Error> {
+                serde::Deserialize::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(|options| RawCompress::Options(Box::new(options)))
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
+/// `compress = { ... }` on a route.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCompressOptions {
+    pub(super) encodings: Option<Spanned<Vec<Spanned<String>>>>,
+    pub(super) types: Option<Spanned<Vec<Spanned<String>>>>,
+    pub(super) min_length: Option<Spanned<i64>>,
+    pub(super) level: Option<Spanned<RawCompressLevel>>,
+}
+
+/// `level = { gzip = 5, br = 4, zstd = 3 }` in a route's `compress`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCompressLevel {
+    pub(super) gzip: Option<Spanned<i64>>,
+    pub(super) br: Option<Spanned<i64>>,
+    pub(super) zstd: Option<Spanned<i64>>,
 }
 
 /// `[renewal]`.
@@ -183,6 +236,8 @@ pub(super) struct RawSite {
     pub(super) auth_basic: Option<Spanned<String>>,
     pub(super) auth_basic_user_file: Option<Spanned<String>>,
     pub(super) satisfy: Option<Spanned<String>>,
+    /// `[site.compress]` or `compress = ...`: the default of the site's routes that do not say.
+    pub(super) compress: Option<Spanned<RawCompress>>,
 }
 
 // ---------------------------------------------------------------------------------------------------

@@ -423,6 +423,14 @@ fn routes_in(
         } else {
             None
         };
+        if let (true, Some(precompressed)) = (is_proxy, &route.precompressed) {
+            problems.add(
+                format!("{key}.precompressed"),
+                Some(precompressed.span()),
+                "only applies to `root` routes (files next to the requested one); use `compress` \
+                 for proxied responses",
+            );
+        }
         let try_files =
             route_location::try_files(&key, route.try_files, !is_proxy, references, problems);
         let nested = routes_in(
@@ -449,6 +457,8 @@ fn routes_in(
             location,
             routes: nested,
             try_files,
+            compress: super::compress::policy(&format!("{key}.compress"), route.compress, problems),
+            precompressed: route.precompressed.is_some_and(|on| *on.get_ref()),
         });
     }
     routes

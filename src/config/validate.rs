@@ -540,6 +540,7 @@ fn sites(
             auth_basic,
             auth_basic_user_file,
             satisfy,
+            compress,
         } = site.into_inner();
         let site_access = access::AccessKeys {
             access,
@@ -548,6 +549,7 @@ fn sites(
             satisfy,
         };
         let access = access::site_scope(i, site_access, folder, problems);
+        let inherit = super::compress::routes_without_compress(&route);
         let profile = profile.and_then(|profile| match profile_name(profile.get_ref()) {
             Ok(name) => Some(name),
             Err(reason) => {
@@ -555,7 +557,10 @@ fn sites(
                 None
             }
         });
-        let routes = serving::routes(i, route, folder, &access, problems);
+        let mut routes = serving::routes(i, route, folder, &access, problems);
+        let site_compress =
+            super::compress::policy(&format!("site[{i}].compress"), compress, problems);
+        super::compress::inherit(&mut routes, &inherit, site_compress);
         let error_pages = serving::error_pages(i, error_pages, folder, problems);
         let Some(names) = names else {
             problems.add(

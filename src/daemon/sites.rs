@@ -90,5 +90,7 @@ fn route(route: &RouteConfig) -> Route {
         routes: route.routes.iter().map(self::route).collect(),
         try_files: route.try_files.clone(),
         access: route.access.clone(),
+        compress: route.compress.clone(),
+        precompressed: route.precompressed,
     }
 }

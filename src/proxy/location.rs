@@ -169,6 +169,8 @@ mod tests {
             routes: nested,
             try_files: None,
             access: None,
+            compress: None,
+            precompressed: false,
         }
     }
 

@@ -38,6 +38,7 @@ use std::collections::HashMap;
 use std::error::Error as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -54,6 +55,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
 use self::path::NormalPath;
+use crate::compression;
 use crate::static_files;
 use crate::trusted_proxies::TrustedProxies;
 
@@ -99,6 +101,12 @@ pub struct Route {
     pub routes: Vec<Route>,
     /// For static routes: files to look for before falling back (nginx `try_files`).
     pub try_files: Option<TryFiles>,
+    /// Compress responses (proxied or static) for clients that accept it; `None` when off, which
+    /// costs nothing per request.
+    pub compress: Option<Arc<compression::Policy>>,
+    /// For static routes: send `file.br` / `file.zst` / `file.gz` in place of `file` to clients
+    /// that accept it.
+    pub precompressed: bool,
 }
 
 /// The routes and error pages of one site.
@@ -262,7 +270,14 @@ impl Proxy {
         if let Some(refused) = self.refused_access(&request, route, client).await {
             return Box::pin(error_page(site, refused, head)).await;
         }
-        match &route.target {
+        // Decided now: the request is consumed below. Nothing is done when the route is off.
+        let compress = route.compress.as_deref().map(|policy| {
+            (
+                policy,
+                policy.negotiate(request.method(), request.headers()),
+            )
+        });
+        let response = match &route.target {
             RouteTarget::Static(root) => {
                 if crate::fastcgi::static_refuses(site, path.as_str()) {
                     debug!(path = path.as_str(), "PHP source refused on a static route");
@@ -273,7 +288,13 @@ impl Proxy {
                 // Boxed, like the error pages below: the future of every proxied request is moved
                 // a few times on its way into hyper, so branches it rarely takes stay out of it.
                 let response = Box::pin(async {
-                    let response = static_files::serve(root, &parts, route.allow_dotfiles).await;
+                    let response = static_files::serve_with(
+                        root,
+                        &parts,
+                        route.allow_dotfiles,
+                        route.precompressed,
+                    )
+                    .await;
                     error_page(site, response, head).await
                 });
                 let mut response = response.await;
@@ -299,6 +320,10 @@ impl Proxy {
             RouteTarget::Fastcgi(target) => {
                 Box::pin(self.fastcgi(request, site, target, client)).await
             }
+        };
+        match compress {
+            Some((policy, negotiated)) => policy.apply(negotiated, response),
+            None => response,
         }
     }
 

@@ -150,6 +150,8 @@ fn site(routes: &[(&str, RouteTarget)]) -> SiteRoutes {
                 location: LocationMatch::Prefix,
                 routes: Vec::new(),
                 try_files: None,
+                compress: None,
+                precompressed: false,
             })
             .collect(),
         error_pages: HashMap::new(),
@@ -839,6 +841,8 @@ async fn a_tunnel_keeps_its_connection_slot_until_its_route_idle_timeout_closes_
                 location: LocationMatch::Prefix,
                 routes: Vec::new(),
                 try_files: None,
+                compress: None,
+                precompressed: false,
             }],
             error_pages: HashMap::new(),
         };

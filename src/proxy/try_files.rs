@@ -140,6 +140,8 @@ mod tests {
                 fallback,
             }),
             access: None,
+            compress: None,
+            precompressed: false,
         }
     }
 
@@ -153,6 +155,8 @@ mod tests {
             routes: Vec::new(),
             try_files: None,
             access: None,
+            compress: None,
+            precompressed: false,
         }
     }
 

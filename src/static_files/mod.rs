@@ -5,7 +5,8 @@
 //! Paths follow nginx's `root` directive: the request's whole path is appended to the root, so with a
 //! route `/static/` and root `/srv/www`, `/static/a.css` is `/srv/www/static/a.css`. A directory is
 //! answered with its `index.html`, and a directory named without its trailing slash is redirected
-//! (301) to the slashed path, as nginx does.
+//! (301) to the slashed path, as nginx does. Routes with `precompressed = true` send `file.br`,
+//! `file.zst` or `file.gz` in place of `file` to clients that accept it.
 
 use std::io;
 use std::path::{Component, Path, PathBuf};
@@ -40,6 +41,18 @@ const CHUNK: usize = 64 * 1024;
 /// 404 too, except the `/.well-known/` folder itself. Other methods get 405. The file is streamed,
 /// never read whole.
 pub async fn serve(root: &Path, request: &Parts, allow_dotfiles: bool) -> Response<ProxyBody> {
+    serve_with(root, request, allow_dotfiles, false).await
+}
+
+/// [`serve`], and with `precompressed` a `file.br` / `file.zst` / `file.gz` next to the file is
+/// sent in its place to clients that accept that encoding (not for `Range` requests, which get
+/// the file itself), with `Vary: Accept-Encoding` on every answer about a file.
+pub async fn serve_with(
+    root: &Path,
+    request: &Parts,
+    allow_dotfiles: bool,
+    precompressed: bool,
+) -> Response<ProxyBody> {
     let head = request.method == Method::HEAD;
     if request.method != Method::GET && !head {
         let mut response = status_response(StatusCode::METHOD_NOT_ALLOWED);
@@ -77,8 +90,19 @@ pub async fn serve(root: &Path, request: &Parts, allow_dotfiles: bool) -> Respon
         }
         Err(status) => return status_response(status),
     };
-    match send_file(&file, &request.headers, head).await {
-        Ok(response) => response,
+    let sidecar = match precompressed {
+        true => precompressed::find(root, &file, &request.headers).await,
+        false => None,
+    };
+    let sent = sidecar.as_ref().map_or(file.as_path(), |(path, _)| path);
+    match send_file(sent, &request.headers, head).await {
+        Ok(mut response) => {
+            if precompressed {
+                let encoding = sidecar.as_ref().map(|(_, encoding)| *encoding);
+                precompressed::mark(&mut response, &file, encoding);
+            }
+            response
+        }
         Err(error) => {
             warn!(path = %file.display(), %error, "cannot read static file");
             status_response(match error.kind() {
@@ -497,5 +521,6 @@ pub async fn exists(root: &Path, raw_path: &str, allow_dotfiles: bool) -> bool {
     )
 }
 
+mod precompressed;
 #[cfg(test)]
 mod tests;

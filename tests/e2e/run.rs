@@ -11,6 +11,7 @@
 //! proxies, the PROXY protocol), [`renewal`] and [`signals`].
 
 mod access;
+mod compression;
 mod fastcgi;
 mod identity;
 mod locations;
