@@ -82,6 +82,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+mod http_rules;
 mod operations;
 mod raw;
 mod serving;
@@ -313,6 +314,8 @@ pub struct SiteConfig {
     pub error_pages: BTreeMap<u16, PathBuf>,
     /// The ACME profile for this site's certificate, overriding `[acme] profile`.
     pub profile: Option<String>,
+    /// `headers`, `hsts`, `max_body_size`, `expires`: the site-wide HTTP rules.
+    pub http: crate::proxy::http_rules::HttpRules,
 }
 
 /// One `[[site.route]]`.
@@ -328,6 +331,8 @@ pub struct RouteConfig {
     /// `allow_dotfiles` (static routes): serve files and folders whose name starts with `.`
     /// (default false: 404, except under `/.well-known/`).
     pub allow_dotfiles: bool,
+    /// `headers`, `rewrite`, `max_body_size`, `expires`: the route's HTTP rules.
+    pub http: crate::proxy::http_rules::HttpRules,
 }
 
 /// What a route does.
@@ -338,6 +343,8 @@ pub enum RouteTargetConfig {
     /// `root = "/srv/www"`: serve files below this folder (nginx `root` semantics: the whole request
     /// path is appended).
     Root(PathBuf),
+    /// `return = { status = 301, location = "..." }`: answer without an upstream.
+    Return(crate::proxy::rewrite::Return),
 }
 
 impl SiteConfig {
@@ -353,6 +360,7 @@ impl SiteConfig {
             routes: Vec::new(),
             error_pages: BTreeMap::new(),
             profile: None,
+            http: Default::default(),
         }
     }
 }

@@ -131,6 +131,12 @@ pub(super) struct RawRoute {
     pub(super) root: Option<Spanned<String>>,
     pub(super) tunnel_idle_timeout: Option<Spanned<RawDuration>>,
     pub(super) allow_dotfiles: Option<Spanned<bool>>,
+    pub(super) headers: Option<Spanned<super::http_rules::RawHeaders>>,
+    pub(super) max_body_size: Option<Spanned<super::http_rules::RawSize>>,
+    pub(super) expires: Option<Spanned<String>>,
+    pub(super) rewrite: Option<Vec<Spanned<super::http_rules::RawRewrite>>>,
+    #[serde(rename = "return")]
+    pub(super) answer: Option<Spanned<super::http_rules::RawReturn>>,
 }
 
 /// `[renewal]`.
@@ -153,6 +159,10 @@ pub(super) struct RawSite {
     /// Status code (as a TOML key, so a string) → file.
     pub(super) error_pages: Option<Spanned<std::collections::BTreeMap<String, Spanned<String>>>>,
     pub(super) profile: Option<Spanned<String>>,
+    pub(super) headers: Option<Spanned<super::http_rules::RawHeaders>>,
+    pub(super) hsts: Option<Spanned<super::http_rules::RawHsts>>,
+    pub(super) max_body_size: Option<Spanned<super::http_rules::RawSize>>,
+    pub(super) expires: Option<Spanned<String>>,
 }
 
 // ---------------------------------------------------------------------------------------------------

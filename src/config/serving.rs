@@ -321,6 +321,13 @@ pub(super) fn routes(
             continue;
         }
         let target = match (route.proxy, route.root) {
+            (proxy, root) if route.answer.is_some() => {
+                let other = proxy.is_some() || root.is_some();
+                match super::http_rules::return_target(&key, table, route.answer, other, problems) {
+                    Some(target) => target,
+                    None => continue,
+                }
+            }
             (Some(proxy), None) => match upstream(proxy.get_ref()) {
                 Ok(uri) => RouteTargetConfig::Proxy(uri),
                 Err(reason) => {
@@ -373,6 +380,15 @@ pub(super) fn routes(
                 "only applies to `root` routes (the upstream decides what it serves)",
             );
         }
+        let http = super::http_rules::route(
+            &key,
+            &target,
+            route.headers,
+            route.max_body_size,
+            route.expires,
+            route.rewrite,
+            problems,
+        );
         let tunnel_idle_timeout = if is_proxy {
             tunnel_idle_timeout(
                 format!("{key}.tunnel_idle_timeout"),
@@ -387,6 +403,7 @@ pub(super) fn routes(
             target,
             tunnel_idle_timeout,
             allow_dotfiles: route.allow_dotfiles.is_some_and(|allow| *allow.get_ref()),
+            http,
         });
     }
     routes

@@ -10,7 +10,7 @@ use toml::Spanned;
 
 use super::raw::{line_at, RawAcme, RawConfig, RawHttp, RawRenewal, RawSite};
 use super::*;
-use super::{operations, serving};
+use super::{http_rules, operations, serving};
 use crate::hostname;
 
 // ---------------------------------------------------------------------------------------------------
@@ -536,7 +536,12 @@ fn sites(
             route,
             error_pages,
             profile,
+            headers,
+            hsts,
+            max_body_size,
+            expires,
         } = site.into_inner();
+        let http = http_rules::site(i, headers, hsts, max_body_size, expires, problems);
         let profile = profile.and_then(|profile| match profile_name(profile.get_ref()) {
             Ok(name) => Some(name),
             Err(reason) => {
@@ -597,6 +602,7 @@ fn sites(
                 routes,
                 error_pages,
                 profile,
+                http,
             });
         }
     }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use crate::config::{Config, RouteTargetConfig, SiteConfig};
 use crate::metrics::{Metrics, SiteCounters};
+use crate::proxy::http_rules::SiteHttp;
 use crate::proxy::{Route, RouteTarget, SiteRoutes};
 
 /// One served site.
@@ -65,7 +66,7 @@ impl SiteTable {
 }
 
 fn routes(site: &SiteConfig) -> SiteRoutes {
-    SiteRoutes {
+    let mut routes = SiteRoutes {
         routes: site
             .routes
             .iter()
@@ -74,9 +75,11 @@ fn routes(site: &SiteConfig) -> SiteRoutes {
                 target: match &route.target {
                     RouteTargetConfig::Proxy(uri) => RouteTarget::Proxy(uri.clone()),
                     RouteTargetConfig::Root(root) => RouteTarget::Static(root.clone()),
+                    RouteTargetConfig::Return(answer) => RouteTarget::Return(answer.clone()),
                 },
                 tunnel_idle_timeout: route.tunnel_idle_timeout,
                 allow_dotfiles: route.allow_dotfiles,
+                http: route.http.clone(),
             })
             .collect(),
         error_pages: site
@@ -84,5 +87,8 @@ fn routes(site: &SiteConfig) -> SiteRoutes {
             .iter()
             .map(|(status, path)| (*status, path.clone()))
             .collect(),
-    }
+        http: Default::default(),
+    };
+    routes.http = SiteHttp::new(site.name().to_owned(), site.http.clone(), &routes.routes);
+    routes
 }

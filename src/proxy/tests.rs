@@ -146,9 +146,11 @@ fn site(routes: &[(&str, RouteTarget)]) -> SiteRoutes {
                 target: target.clone(),
                 tunnel_idle_timeout: None,
                 allow_dotfiles: false,
+                http: Default::default(),
             })
             .collect(),
         error_pages: HashMap::new(),
+        http: Default::default(),
     }
 }
 
@@ -831,8 +833,10 @@ async fn a_tunnel_keeps_its_connection_slot_until_its_route_idle_timeout_closes_
                 target: upstream(ws_addr),
                 tunnel_idle_timeout: Some(Duration::from_millis(600)),
                 allow_dotfiles: false,
+                http: Default::default(),
             }],
             error_pages: HashMap::new(),
+            http: Default::default(),
         };
         let slots = Arc::new(tokio::sync::Semaphore::new(10));
         let addr = start_proxy_with_slots(routes, slots.clone()).await;
