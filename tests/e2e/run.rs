@@ -10,6 +10,7 @@
 //! tests are grouped by what they exercise: [`proxy`], [`identity`] (who the client is: trusted
 //! proxies, the PROXY protocol), [`renewal`] and [`signals`].
 
+mod headers;
 mod identity;
 mod proxy;
 mod renewal;
