@@ -518,6 +518,38 @@ pub(super) fn return_target(
     }))
 }
 
+/// A route's `alias` target (a folder, relative to the config file's); `other` says the route
+/// also has `proxy` or `root`.
+pub(super) fn alias_target(
+    key: &str,
+    table: Range<usize>,
+    raw: Option<Spanned<String>>,
+    other: bool,
+    folder: &std::path::Path,
+    problems: &mut Problems<'_>,
+) -> Option<RouteTargetConfig> {
+    let raw = raw?;
+    if other {
+        problems.add(
+            key,
+            Some(table),
+            "has `alias` and `proxy` or `root`: a route does one of them (`alias` replaces the \
+             route's prefix, `root` appends the whole path)",
+        );
+        return None;
+    }
+    let dir = folder.join(raw.get_ref());
+    if !dir.is_dir() {
+        problems.add(
+            format!("{key}.alias"),
+            Some(raw.span()),
+            format!("{} is not a folder", dir.display()),
+        );
+        return None;
+    }
+    Some(RouteTargetConfig::Alias(dir))
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

@@ -345,6 +345,9 @@ pub enum RouteTargetConfig {
     Root(PathBuf),
     /// `return = { status = 301, location = "..." }`: answer without an upstream.
     Return(crate::proxy::rewrite::Return),
+    /// `alias = "/srv/avatars"`: serve files below this folder with the route's prefix replaced by
+    /// it (nginx `alias`).
+    Alias(PathBuf),
 }
 
 impl SiteConfig {

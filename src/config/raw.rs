@@ -137,6 +137,7 @@ pub(super) struct RawRoute {
     pub(super) rewrite: Option<Vec<Spanned<super::http_rules::RawRewrite>>>,
     #[serde(rename = "return")]
     pub(super) answer: Option<Spanned<super::http_rules::RawReturn>>,
+    pub(super) alias: Option<Spanned<String>>,
 }
 
 /// `[renewal]`.

@@ -322,8 +322,22 @@ pub(super) fn routes(
         }
         let target = match (route.proxy, route.root) {
             (proxy, root) if route.answer.is_some() => {
-                let other = proxy.is_some() || root.is_some();
+                let other = proxy.is_some() || root.is_some() || route.alias.is_some();
                 match super::http_rules::return_target(&key, table, route.answer, other, problems) {
+                    Some(target) => target,
+                    None => continue,
+                }
+            }
+            (proxy, root) if route.alias.is_some() => {
+                let other = proxy.is_some() || root.is_some();
+                match super::http_rules::alias_target(
+                    &key,
+                    table,
+                    route.alias,
+                    other,
+                    folder,
+                    problems,
+                ) {
                     Some(target) => target,
                     None => continue,
                 }

@@ -76,6 +76,7 @@ fn routes(site: &SiteConfig) -> SiteRoutes {
                     RouteTargetConfig::Proxy(uri) => RouteTarget::Proxy(uri.clone()),
                     RouteTargetConfig::Root(root) => RouteTarget::Static(root.clone()),
                     RouteTargetConfig::Return(answer) => RouteTarget::Return(answer.clone()),
+                    RouteTargetConfig::Alias(folder) => RouteTarget::Alias(folder.clone()),
                 },
                 tunnel_idle_timeout: route.tunnel_idle_timeout,
                 allow_dotfiles: route.allow_dotfiles,

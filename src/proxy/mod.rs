@@ -19,6 +19,7 @@
 //! route, static misses, unreachable or slow upstreams); an upstream's own 404 passes through, as
 //! with nginx's default `proxy_intercept_errors off`.
 
+mod alias;
 mod body;
 mod headers;
 pub mod http_rules;
@@ -70,6 +71,9 @@ pub enum RouteTarget {
     Static(PathBuf),
     /// Answer without an upstream (nginx `return`).
     Return(rewrite::Return),
+    /// Serve files under this directory with nginx `alias` semantics: the route's prefix is
+    /// replaced by it.
+    Alias(PathBuf),
 }
 
 /// One `location`: a path prefix and where its requests go.
@@ -346,6 +350,18 @@ impl Proxy {
             RouteTarget::Return(answer) => {
                 let facts = variables::RequestFacts::default();
                 http_rules::answer(answer, &facts, head)
+            }
+            RouteTarget::Alias(folder) => {
+                let (mut parts, _body) = request.into_parts();
+                let response = Box::pin(async {
+                    let allow = route.allow_dotfiles;
+                    let response = alias::serve(folder, &route.path, &mut parts, allow).await;
+                    error_page(site, response, head).await
+                });
+                let mut response = response.await;
+                let used = UpstreamUsed(format!("static:{}", folder.display()));
+                response.extensions_mut().insert(used);
+                response
             }
         }
     }

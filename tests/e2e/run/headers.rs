@@ -63,6 +63,14 @@ async fn nginx_headers_answers_rewrites_and_limits_work_over_tls() {
     let static_dir = certd.dir().join("www/static");
     std::fs::create_dir_all(&static_dir).expect("static folder");
     std::fs::write(static_dir.join("app.css"), "body {}\n").expect("app.css");
+    let avatars = certd.dir().join("avatars");
+    std::fs::create_dir_all(avatars.join("sub")).expect("avatars folder");
+    std::fs::write(avatars.join("a.png"), "avatar a\n").expect("a.png");
+    std::fs::write(avatars.join("sub/index.html"), "sub\n").expect("sub/index.html");
+    std::fs::write(avatars.join(".secret"), "hunter2\n").expect(".secret");
+    // What `root` would serve for /avatar/a.png: the alias must not.
+    std::fs::create_dir_all(certd.dir().join("www/avatar")).expect("www/avatar");
+    std::fs::write(certd.dir().join("www/avatar/a.png"), "wrong\n").expect("wrong a.png");
     let url = upstream.url();
     let config = RunConfig::for_pebble(
         &pebble,
@@ -99,6 +107,10 @@ async fn nginx_headers_answers_rewrites_and_limits_work_over_tls() {
   [[site.route]]
   path = "/moved"
   return = { status = 301, location = "https://$host$request_uri" }
+
+  [[site.route]]
+  path = "/avatar"
+  alias = "avatars"
 
   [[site.route]]
   path = "/health"
@@ -177,6 +189,23 @@ async fn nginx_headers_answers_rewrites_and_limits_work_over_tls() {
     let reply = h1.get(&host, "/health").await;
     assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
     assert_eq!(reply.text(), "ok from a.test");
+
+    // alias: the prefix is replaced by the folder; dotfiles stay hidden; a folder redirect names
+    // the public path.
+    let reply = h1.get(&host, "/avatar/a.png").await;
+    assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
+    assert_eq!(reply.text(), "avatar a\n");
+    let reply = h1.get(&host, "/avatar/.secret").await;
+    assert_eq!(reply.status, StatusCode::NOT_FOUND, "{reply:?}");
+    let reply = h1.get(&host, "/avatar/sub").await;
+    assert_eq!(reply.status, StatusCode::MOVED_PERMANENTLY, "{reply:?}");
+    assert_eq!(
+        reply.header(LOCATION.as_str()),
+        Some("/avatar/sub/"),
+        "{reply:?}"
+    );
+    let reply = h1.get(&host, "/avatar/sub/").await;
+    assert_eq!(reply.text(), "sub\n");
 
     // rewrite permanent: 301 to the new path with the query appended; break: the upstream gets
     // the rewritten path.
