@@ -280,13 +280,16 @@ pub(super) fn finish(
         .unwrap_or(&[]);
     let expires = rules.and_then(|rules| rules.expires).or(site.rules.expires);
     let status = response.status();
-    response_headers::apply(
-        response.headers_mut(),
-        status,
+    let rules = response_headers::ResponseRules {
         hide,
         expires,
         add,
-        site.rules.hsts.as_ref(),
+        hsts: site.rules.hsts.as_ref(),
+    };
+    response_headers::apply(
+        response.headers_mut(),
+        status,
+        &rules,
         facts,
         SystemTime::now(),
     );

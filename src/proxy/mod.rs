@@ -263,8 +263,7 @@ impl Proxy {
         };
         if let Some(mut facts) = facts {
             // Boxed: sites without rules never carry this future's state.
-            let response =
-                self.handle_with_rules(request, site, route, path, client, &mut facts, head);
+            let response = self.handle_with_rules(request, site, route, path, client, &mut facts);
             return Box::pin(response).await;
         }
         self.handle_route(request, site, route, path, client, head)
@@ -281,8 +280,8 @@ impl Proxy {
         path: NormalPath,
         client: SocketAddr,
         facts: &mut variables::RequestFacts,
-        head: bool,
     ) -> Response<ProxyBody> {
+        let head = request.method() == Method::HEAD;
         let (request, path, route) = match http_rules::prepare(site, route, request, path, facts) {
             http_rules::Prepared::Go(request, path, route) => (request, path, route),
             http_rules::Prepared::Answer(response, route) => {

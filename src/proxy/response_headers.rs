@@ -34,6 +34,19 @@ pub enum Expires {
     Max,
 }
 
+/// The response rules in effect for one answer (a route's own, or the site's).
+#[derive(Debug, Clone, Copy)]
+pub struct ResponseRules<'a> {
+    /// `proxy_hide_header`.
+    pub hide: &'a [HeaderName],
+    /// `expires`.
+    pub expires: Option<Expires>,
+    /// `add_header`.
+    pub add: &'a [AddHeader],
+    /// `hsts`.
+    pub hsts: Option<&'a HeaderValue>,
+}
+
 /// Whether nginx's `add_header` (without `always`) and `expires` apply to an answer with `status`.
 pub fn applies(status: StatusCode, always: bool) -> bool {
     always
@@ -50,13 +63,16 @@ pub fn applies(status: StatusCode, always: bool) -> bool {
 pub fn apply(
     headers: &mut HeaderMap,
     status: StatusCode,
-    hide: &[HeaderName],
-    expires: Option<Expires>,
-    add: &[AddHeader],
-    hsts: Option<&HeaderValue>,
+    rules: &ResponseRules<'_>,
     facts: &RequestFacts,
     now: SystemTime,
 ) {
+    let ResponseRules {
+        hide,
+        expires,
+        add,
+        hsts,
+    } = *rules;
     for name in hide {
         headers.remove(name);
     }
@@ -205,16 +221,13 @@ mod tests {
             );
             let hide = [HeaderName::from_static("x-powered-by")];
             let expires = Some(Expires::After(Duration::from_secs(2_592_000)));
-            apply(
-                &mut headers,
-                status,
-                &hide,
+            let rules = ResponseRules {
+                hide: &hide,
                 expires,
-                &add,
-                Some(&hsts),
-                &facts,
-                now,
-            );
+                add: &add,
+                hsts: Some(&hsts),
+            };
+            apply(&mut headers, status, &rules, &facts, now);
             assert!(!headers.contains_key("x-powered-by"));
             assert_eq!(headers.contains_key("x-frame-options"), frame, "{status}");
             assert_eq!(headers["x-served-for"], "a.test");
