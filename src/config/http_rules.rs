@@ -389,6 +389,18 @@ fn rewrite_rule(
             return None;
         }
     };
+    let groups = compiled.captures_len().saturating_sub(1);
+    if template.max_capture() > groups {
+        problems.add(
+            format!("{key}.replacement"),
+            Some(replacement.span()),
+            format!(
+                "uses `${}` but the regex has {groups} capture group(s)",
+                template.max_capture()
+            ),
+        );
+        return None;
+    }
     let flag = match raw.flag.as_ref().map(|flag| flag.get_ref().as_str()) {
         None => RewriteFlag::Continue,
         Some("last") => RewriteFlag::Last,
@@ -570,5 +582,144 @@ mod tests {
         assert!(parse_size(&RawSize::Bytes(-1)).is_err());
         assert!(parse_size(&RawSize::Text("1t".into())).is_err());
         assert!(parse_size(&RawSize::Text("99999999999999999999g".into())).is_err());
+    }
+
+    /// One route (the TOML lines after `path = "/"`) or site keys, and the one problem expected.
+    #[test]
+    fn bad_rules_are_named_with_key_line_and_reason() {
+        let route = |lines: &str| {
+            format!(
+                "[acme]\ndirectory = \"letsencrypt\"\nagree_tos = true\n[[site]]\n\
+                 names = [\"a.test\"]\n[[site.route]]\npath = \"/\"\n{lines}\n"
+            )
+        };
+        let site = |lines: &str| {
+            format!(
+                "[acme]\ndirectory = \"letsencrypt\"\nagree_tos = true\n[[site]]\n\
+                 names = [\"a.test\"]\n{lines}\n[[site.route]]\npath = \"/\"\n\
+                 proxy = \"http://127.0.0.1:1\"\n"
+            )
+        };
+        let proxy = "proxy = \"http://127.0.0.1:1\"\n";
+        let cases = [
+            (
+                route(&format!("{proxy}headers = {{ request = {{ set = {{ X = \"$nope\" }} }} }}")),
+                "site[0].route[0].headers.request.set.X",
+                "unknown variable `$nope`",
+            ),
+            (
+                route(&format!("{proxy}headers = {{ request = {{ set = {{ Connection = \"x\" }} }} }}")),
+                "site[0].route[0].headers.request.set.Connection",
+                "WebSocket upgrades itself",
+            ),
+            (
+                route(&format!("{proxy}headers = {{ request = {{ remove = [\"Host\"] }} }}")),
+                "site[0].route[0].headers.request.remove[0]",
+                "cannot be removed",
+            ),
+            (
+                route(&format!("{proxy}headers = {{ response = {{ add = {{ \"Content-Length\" = \"1\" }} }} }}")),
+                "site[0].route[0].headers.response.add.Content-Length",
+                "frames the message",
+            ),
+            (
+                route(&format!("{proxy}rewrite = [{{ regex = \"(?<=a)b\", replacement = \"/\" }}]")),
+                "site[0].route[0].rewrite[0].regex",
+                "not a regular expression",
+            ),
+            (
+                route(&format!("{proxy}rewrite = [{{ regex = \"^/a\", replacement = \"/b\", flag = \"forever\" }}]")),
+                "site[0].route[0].rewrite[0].flag",
+                "not a rewrite flag",
+            ),
+            (
+                route(&format!("{proxy}rewrite = [{{ regex = \"^/a\", replacement = \"/$1\" }}]")),
+                "site[0].route[0].rewrite[0].replacement",
+                "has 0 capture group(s)",
+            ),
+            (
+                route(&format!("{proxy}max_body_size = \"1t\"")),
+                "site[0].route[0].max_body_size",
+                "not a size",
+            ),
+            (
+                route("return = { status = 301 }"),
+                "site[0].route[0].return.location",
+                "needs `location",
+            ),
+            (
+                route("return = { status = 200, location = \"/x\" }"),
+                "site[0].route[0].return.location",
+                "only redirects",
+            ),
+            (
+                route("return = { status = 444 }"),
+                "site[0].route[0].return.status",
+                "not supported",
+            ),
+            (
+                route(&format!("{proxy}return = {{ status = 403 }}")),
+                "site[0].route[0]",
+                "a route does one of them",
+            ),
+            (
+                route("return = { status = 200, body = \"$hots\" }"),
+                "site[0].route[0].return.body",
+                "unknown variable `$hots`",
+            ),
+            (
+                route("return = { status = 200 }\nheaders = { request = { set = { X = \"1\" } } }"),
+                "site[0].route[0].headers",
+                "only apply to `proxy` routes",
+            ),
+            (
+                site("hsts = \"includeSubDomains\""),
+                "site[0].hsts",
+                "not a Strict-Transport-Security value",
+            ),
+            (
+                site("expires = \"soon\""),
+                "site[0].expires",
+                "not an expiry",
+            ),
+        ];
+        for (text, key, fragment) in cases {
+            let err = super::super::from_toml(&text, std::path::Path::new("certd.toml"))
+                .expect_err(&text);
+            assert_eq!(err.problems.len(), 1, "{text}\n{err}");
+            let problem = &err.problems[0];
+            assert_eq!(problem.key, key, "{text}\n{err}");
+            assert!(problem.line.is_some(), "{text}\n{err}");
+            assert!(problem.reason.contains(fragment), "{text}\n{err}");
+        }
+    }
+
+    #[test]
+    fn good_rules_load() {
+        let text = "[acme]\ndirectory = \"letsencrypt\"\nagree_tos = true\n[[site]]\n\
+                    names = [\"a.test\"]\nhsts = true\nmax_body_size = \"10m\"\n\
+                    headers = { response = { add = { \"X-Frame-Options\" = \"DENY\" } } }\n\
+                    [[site.route]]\npath = \"/\"\nproxy = \"http://127.0.0.1:1\"\n\
+                    max_body_size = 0\n\
+                    rewrite = [{ regex = \"^/old/(.*)$\", replacement = \"/new/$1\", flag = \"last\" }]\n\
+                    [[site.route]]\npath = \"/go\"\n\
+                    return = { status = 302, location = \"https://$host$request_uri\" }\n";
+        let config = super::super::from_toml(text, std::path::Path::new("certd.toml")).unwrap();
+        let site = &config.sites[0];
+        assert_eq!(
+            site.http.hsts.as_ref().unwrap(),
+            "max-age=63072000; includeSubDomains"
+        );
+        assert_eq!(site.http.max_body_size, Some(10 * 1024 * 1024));
+        assert_eq!(site.http.add.as_ref().unwrap().len(), 1);
+        assert_eq!(site.routes[0].http.max_body_size, Some(0));
+        assert_eq!(site.routes[0].http.rewrites[0].flag, RewriteFlag::Last);
+        assert!(matches!(
+            site.routes[1].target,
+            RouteTargetConfig::Return(Return {
+                status: StatusCode::FOUND,
+                ..
+            })
+        ));
     }
 }

@@ -118,6 +118,18 @@ impl Template {
         })
     }
 
+    /// The highest `$N` capture it uses (0 when none).
+    pub fn max_capture(&self) -> usize {
+        self.parts
+            .iter()
+            .filter_map(|part| match part {
+                Part::Var(Var::Capture(n)) => Some(*n),
+                _ => None,
+            })
+            .max()
+            .unwrap_or(0)
+    }
+
     /// The text as written in the config.
     pub fn source(&self) -> &str {
         &self.source
