@@ -96,6 +96,12 @@ async fn nginx_headers_answers_rewrites_and_limits_work_over_tls() {
                 "rewrite",
                 r#"[{ regex = "^/api/(.*)$", replacement = "/v2/$1", flag = "break" }]"#,
             )
+            .proxy("/legacy", &url)
+            .route_option(
+                "/legacy",
+                "rewrite",
+                r#"[{ regex = "^/legacy/(.*)$", replacement = "/api/$1", flag = "last" }]"#,
+            )
             .root("/static/", "www")
             .route_option("/static/", "expires", "\"30d\"")],
     );
@@ -217,6 +223,9 @@ async fn nginx_headers_answers_rewrites_and_limits_work_over_tls() {
     );
     let echoed = h1.get(&host, "/api/users?x=1").await.echoed();
     assert_eq!(echoed.path, "/v2/users?x=1", "{echoed:#?}");
+    // last: routed again, so /api's own rewrite applies too.
+    let echoed = h1.get(&host, "/legacy/users").await.echoed();
+    assert_eq!(echoed.path, "/v2/users", "{echoed:#?}");
 
     // max_body_size = 1k: a declared body over it is refused before the upstream sees it, a
     // chunked one once it goes over.
