@@ -96,6 +96,7 @@ use std::time::Duration;
 mod access;
 mod compress;
 mod fastcgi;
+mod http_rules;
 mod location;
 mod operations;
 mod raw;
@@ -328,6 +329,8 @@ pub struct SiteConfig {
     pub error_pages: BTreeMap<u16, PathBuf>,
     /// The ACME profile for this site's certificate, overriding `[acme] profile`.
     pub profile: Option<String>,
+    /// `headers`, `hsts`, `max_body_size`, `expires`: the site-wide HTTP rules.
+    pub http: crate::proxy::http_rules::HttpRules,
 }
 
 /// One `[[site.route]]`.
@@ -360,6 +363,8 @@ pub struct RouteConfig {
     /// `precompressed` (static routes): serve `file.br` / `file.zst` / `file.gz` next to a file to
     /// clients that accept the encoding.
     pub precompressed: bool,
+    /// `headers`, `rewrite`, `max_body_size`, `expires`: the route's HTTP rules.
+    pub http: crate::proxy::http_rules::HttpRules,
 }
 
 /// What a route does.
@@ -372,6 +377,11 @@ pub enum RouteTargetConfig {
     Root(PathBuf),
     /// `fastcgi = "unix:/run/php/php-fpm.sock"` with `root`: run PHP from that document root.
     Fastcgi(crate::fastcgi::FastcgiTarget),
+    /// `return = { status = 301, location = "..." }`: answer without an upstream.
+    Return(crate::proxy::rewrite::Return),
+    /// `alias = "/srv/avatars"`: serve files below this folder with the route's prefix replaced by
+    /// it (nginx `alias`).
+    Alias(PathBuf),
 }
 
 impl SiteConfig {
@@ -387,6 +397,7 @@ impl SiteConfig {
             routes: Vec::new(),
             error_pages: BTreeMap::new(),
             profile: None,
+            http: Default::default(),
         }
     }
 }

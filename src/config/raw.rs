@@ -150,6 +150,13 @@ pub(super) struct RawRoute {
     pub(super) front_controller: Option<Spanned<RawFrontController>>,
     pub(super) compress: Option<Spanned<RawCompress>>,
     pub(super) precompressed: Option<Spanned<bool>>,
+    pub(super) headers: Option<Spanned<super::http_rules::RawHeaders>>,
+    pub(super) max_body_size: Option<Spanned<super::http_rules::RawSize>>,
+    pub(super) expires: Option<Spanned<String>>,
+    pub(super) rewrite: Option<Vec<Spanned<super::http_rules::RawRewrite>>>,
+    #[serde(rename = "return")]
+    pub(super) answer: Option<Spanned<super::http_rules::RawReturn>>,
+    pub(super) alias: Option<Spanned<String>>,
 }
 
 /// `front_controller`: a script path, or `false` for none.
@@ -238,6 +245,10 @@ pub(super) struct RawSite {
     pub(super) satisfy: Option<Spanned<String>>,
     /// `[site.compress]` or `compress = ...`: the default of the site's routes that do not say.
     pub(super) compress: Option<Spanned<RawCompress>>,
+    pub(super) headers: Option<Spanned<super::http_rules::RawHeaders>>,
+    pub(super) hsts: Option<Spanned<super::http_rules::RawHsts>>,
+    pub(super) max_body_size: Option<Spanned<super::http_rules::RawSize>>,
+    pub(super) expires: Option<Spanned<String>>,
 }
 
 // ---------------------------------------------------------------------------------------------------

@@ -347,6 +347,30 @@ fn routes_in(
         };
         super::fastcgi::stray_keys(&key, fastcgi_keys, problems);
         let target = match (route.proxy, route.root) {
+            (proxy, root) if route.answer.is_some() => {
+                let other = proxy.is_some()
+                    || root.is_some()
+                    || route.alias.is_some()
+                    || route.fastcgi.is_some();
+                match super::http_rules::return_target(&key, table, route.answer, other, problems) {
+                    Some(target) => target,
+                    None => continue,
+                }
+            }
+            (proxy, root) if route.alias.is_some() => {
+                let other = proxy.is_some() || root.is_some() || route.fastcgi.is_some();
+                match super::http_rules::alias_target(
+                    &key,
+                    table,
+                    route.alias,
+                    other,
+                    folder,
+                    problems,
+                ) {
+                    Some(target) => target,
+                    None => continue,
+                }
+            }
             (proxy, root) if route.fastcgi.is_some() => {
                 let table = table.clone();
                 match super::fastcgi::target(
@@ -414,6 +438,15 @@ fn routes_in(
                 "only applies to `root` routes (the upstream decides what it serves)",
             );
         }
+        let http = super::http_rules::route(
+            &key,
+            &target,
+            route.headers,
+            route.max_body_size,
+            route.expires,
+            route.rewrite,
+            problems,
+        );
         let tunnel_idle_timeout = if is_proxy {
             tunnel_idle_timeout(
                 format!("{key}.tunnel_idle_timeout"),
@@ -459,6 +492,7 @@ fn routes_in(
             try_files,
             compress: super::compress::policy(&format!("{key}.compress"), route.compress, problems),
             precompressed: route.precompressed.is_some_and(|on| *on.get_ref()),
+            http,
         });
     }
     routes

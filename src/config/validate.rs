@@ -10,7 +10,7 @@ use toml::Spanned;
 
 use super::raw::{line_at, RawAcme, RawConfig, RawHttp, RawRenewal, RawSite};
 use super::*;
-use super::{access, operations, serving};
+use super::{access, http_rules, operations, serving};
 use crate::hostname;
 
 // ---------------------------------------------------------------------------------------------------
@@ -541,6 +541,10 @@ fn sites(
             auth_basic_user_file,
             satisfy,
             compress,
+            headers,
+            hsts,
+            max_body_size,
+            expires,
         } = site.into_inner();
         let site_access = access::AccessKeys {
             access,
@@ -550,6 +554,7 @@ fn sites(
         };
         let access = access::site_scope(i, site_access, folder, problems);
         let inherit = super::compress::routes_without_compress(&route);
+        let http = http_rules::site(i, headers, hsts, max_body_size, expires, problems);
         let profile = profile.and_then(|profile| match profile_name(profile.get_ref()) {
             Ok(name) => Some(name),
             Err(reason) => {
@@ -613,6 +618,7 @@ fn sites(
                 routes,
                 error_pages,
                 profile,
+                http,
             });
         }
     }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use crate::config::{Config, RouteConfig, RouteTargetConfig, SiteConfig};
 use crate::metrics::{Metrics, SiteCounters};
+use crate::proxy::http_rules::SiteHttp;
 use crate::proxy::{Route, RouteTarget, SiteRoutes};
 
 /// One served site.
@@ -65,14 +66,17 @@ impl SiteTable {
 }
 
 fn routes(site: &SiteConfig) -> SiteRoutes {
-    SiteRoutes {
+    let mut routes = SiteRoutes {
         routes: site.routes.iter().map(route).collect(),
         error_pages: site
             .error_pages
             .iter()
             .map(|(status, path)| (*status, path.clone()))
             .collect(),
-    }
+        http: Default::default(),
+    };
+    routes.http = SiteHttp::new(site.name().to_owned(), site.http.clone(), &routes.routes);
+    routes
 }
 
 /// The served form of one route and the routes nested in it.
@@ -83,6 +87,8 @@ fn route(route: &RouteConfig) -> Route {
             RouteTargetConfig::Proxy(uri) => RouteTarget::Proxy(uri.clone()),
             RouteTargetConfig::Root(root) => RouteTarget::Static(root.clone()),
             RouteTargetConfig::Fastcgi(target) => RouteTarget::Fastcgi(target.clone()),
+            RouteTargetConfig::Return(answer) => RouteTarget::Return(answer.clone()),
+            RouteTargetConfig::Alias(folder) => RouteTarget::Alias(folder.clone()),
         },
         tunnel_idle_timeout: route.tunnel_idle_timeout,
         allow_dotfiles: route.allow_dotfiles,
@@ -92,5 +98,6 @@ fn route(route: &RouteConfig) -> Route {
         access: route.access.clone(),
         compress: route.compress.clone(),
         precompressed: route.precompressed,
+        http: route.http.clone(),
     }
 }

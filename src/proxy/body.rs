@@ -1,6 +1,7 @@
 //! The request body forwarded to an upstream: the client's body streamed through unchanged, telling
 //! the proxy when it has been sent in full, so that the response timeout counts from then (like
-//! nginx's `proxy_read_timeout`) and a long upload is not mistaken for a slow upstream.
+//! nginx's `proxy_read_timeout`) and a long upload is not mistaken for a slow upstream. A body with
+//! a `max_body_size` limit fails once more than that has arrived, which aborts the upstream request.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -14,6 +15,37 @@ use tokio::sync::oneshot;
 pub(super) struct RequestBody {
     inner: Incoming,
     sent: Option<oneshot::Sender<()>>,
+    /// `max_body_size` and how much has arrived so far.
+    limit: Option<(u64, u64)>,
+}
+
+/// Why a forwarded request body ended early.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum BodyError {
+    /// Reading the client's body failed.
+    #[error(transparent)]
+    Client(#[from] hyper::Error),
+    /// The client sent more than the route's `max_body_size`.
+    #[error("the request body is larger than max_body_size ({limit} bytes)")]
+    TooLarge {
+        /// The limit, in bytes.
+        limit: u64,
+    },
+}
+
+/// Whether a failed upstream request failed because its body went over `max_body_size`.
+pub(super) fn exceeded_limit(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(error);
+    while let Some(cause) = source {
+        if matches!(
+            cause.downcast_ref::<BodyError>(),
+            Some(BodyError::TooLarge { .. })
+        ) {
+            return true;
+        }
+        source = cause.source();
+    }
+    false
 }
 
 /// Completes when the request body has been sent in full (or dropped, e.g. because the upstream
@@ -33,14 +65,26 @@ impl BodySent {
 impl RequestBody {
     pub(super) fn new(inner: Incoming) -> (Self, BodySent) {
         if inner.is_end_stream() {
-            return (Self { inner, sent: None }, BodySent(None));
+            let body = Self {
+                inner,
+                sent: None,
+                limit: None,
+            };
+            return (body, BodySent(None));
         }
         let (sender, receiver) = oneshot::channel();
         let body = Self {
             inner,
             sent: Some(sender),
+            limit: None,
         };
         (body, BodySent(Some(receiver)))
+    }
+
+    /// This body, failing once more than `limit` bytes have arrived (`None`: no limit).
+    pub(super) fn with_limit(mut self, limit: Option<u64>) -> Self {
+        self.limit = limit.map(|limit| (limit, 0));
+        self
     }
 
     fn signal_sent(&mut self) {
@@ -52,14 +96,24 @@ impl RequestBody {
 
 impl Body for RequestBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = self.get_mut();
-        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        let polled = Pin::new(&mut this.inner)
+            .poll_frame(cx)
+            .map_err(BodyError::from);
+        if let (Poll::Ready(Some(Ok(frame))), Some((limit, seen))) = (&polled, &mut this.limit) {
+            let length = frame.data_ref().map_or(0, |data| data.len() as u64);
+            *seen = seen.saturating_add(length);
+            if *seen > *limit {
+                let limit = *limit;
+                return Poll::Ready(Some(Err(BodyError::TooLarge { limit })));
+            }
+        }
         match &polled {
             Poll::Ready(None) => this.signal_sent(),
             // hyper stops polling a body once it reports its end, so check after every frame.

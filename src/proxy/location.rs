@@ -171,6 +171,7 @@ mod tests {
             access: None,
             compress: None,
             precompressed: false,
+            http: Default::default(),
         }
     }
 

@@ -21,13 +21,18 @@
 //! route, static misses, unreachable or slow upstreams); an upstream's own 404 passes through, as
 //! with nginx's default `proxy_intercept_errors off`.
 
+mod alias;
 mod body;
 mod headers;
+pub mod http_rules;
 pub mod location;
 mod path;
+pub mod response_headers;
+pub mod rewrite;
 #[cfg(test)]
 mod tests;
 pub mod try_files;
+pub mod variables;
 mod websocket;
 
 pub use location::{LocationMatch, LocationRegex};
@@ -75,6 +80,11 @@ pub enum RouteTarget {
     /// Run PHP scripts over FastCGI (and serve the other files) from a document root, like Caddy's
     /// `php_fastcgi` (see [`crate::fastcgi`]).
     Fastcgi(crate::fastcgi::FastcgiTarget),
+    /// Answer without an upstream (nginx `return`).
+    Return(rewrite::Return),
+    /// Serve files under this directory with nginx `alias` semantics: the route's prefix is
+    /// replaced by it.
+    Alias(PathBuf),
 }
 
 /// One `location`: a path prefix and where its requests go.
@@ -107,6 +117,8 @@ pub struct Route {
     /// For static routes: send `file.br` / `file.zst` / `file.gz` in place of `file` to clients
     /// that accept it.
     pub precompressed: bool,
+    /// Headers, rewrites and limits of this route ([`http_rules`]).
+    pub http: http_rules::HttpRules,
 }
 
 /// The routes and error pages of one site.
@@ -118,6 +130,8 @@ pub struct SiteRoutes {
     /// `error_page`): 404 (no route, static miss), 502 (upstream unreachable), 504 (upstream too
     /// slow), 500, 503, …
     pub error_pages: HashMap<u16, PathBuf>,
+    /// The site's name and site-wide headers and limits ([`http_rules`]).
+    pub http: http_rules::SiteHttp,
 }
 
 impl SiteRoutes {
@@ -238,6 +252,11 @@ impl Proxy {
         client: SocketAddr,
     ) -> Response<ProxyBody> {
         let head = request.method() == Method::HEAD;
+        // `$request_uri` is what the client sent, before normalising.
+        let request_uri = site.http.active.then(|| {
+            let raw = request.uri().path_and_query();
+            raw.map_or_else(|| "/".to_owned(), |raw| raw.as_str().to_owned())
+        });
         // Routing, static files and upstreams all see this one path, never the raw one.
         let (request, path) = match normalise_request_path(request) {
             Ok(normalised) => normalised,
@@ -247,7 +266,78 @@ impl Proxy {
                 return Box::pin(error_page(site, response, head)).await;
             }
         };
-        let (route, request, path) = match try_files::resolve(site, path).await {
+        let facts = request_uri.map(|request_uri| {
+            let client = self.client_ip(request.headers(), client.ip());
+            http_rules::facts(&request, &path, request_uri, client, &site.http)
+        });
+        let Some(route) = site.route(path.as_str()) else {
+            debug!(path = path.as_str(), "no route");
+            let response = Box::pin(error_page(
+                site,
+                status_response(StatusCode::NOT_FOUND),
+                head,
+            ))
+            .await;
+            return match &facts {
+                Some(facts) => http_rules::finish(response, None, &site.http, facts),
+                None => response,
+            };
+        };
+        if let Some(mut facts) = facts {
+            // Boxed: sites without rules never carry this future's state.
+            let response = self.handle_with_rules(request, site, route, path, client, &mut facts);
+            return Box::pin(response).await;
+        }
+        self.handle_route(request, site, route, path, client, head)
+            .await
+    }
+
+    /// [`Proxy::handle`] for a site with [`http_rules`]: rewrites, `return`, limits and headers
+    /// around [`Proxy::handle_route`].
+    async fn handle_with_rules(
+        &self,
+        request: Request<Incoming>,
+        site: &SiteRoutes,
+        route: &Route,
+        path: NormalPath,
+        client: SocketAddr,
+        facts: &mut variables::RequestFacts,
+    ) -> Response<ProxyBody> {
+        let head = request.method() == Method::HEAD;
+        let (request, path, route) = match http_rules::prepare(site, route, request, path, facts) {
+            http_rules::Prepared::Go(request, path, route) => (request, path, route),
+            http_rules::Prepared::Answer(response, route) => {
+                let response = error_page(site, response, head).await;
+                return http_rules::finish(response, Some(route), &site.http, facts);
+            }
+        };
+        let response = match &route.target {
+            RouteTarget::Return(answer) => {
+                let mut response = http_rules::answer(answer, facts, head);
+                response
+                    .extensions_mut()
+                    .insert(UpstreamUsed("return".to_owned()));
+                response
+            }
+            _ => {
+                self.handle_route(request, site, route, path, client, head)
+                    .await
+            }
+        };
+        http_rules::finish(response, Some(route), &site.http, facts)
+    }
+
+    /// Serves a request on the route it matched.
+    async fn handle_route(
+        &self,
+        request: Request<Incoming>,
+        site: &SiteRoutes,
+        route: &Route,
+        path: NormalPath,
+        client: SocketAddr,
+        head: bool,
+    ) -> Response<ProxyBody> {
+        let (route, request, path) = match try_files::resolve_from(site, route, path).await {
             try_files::Resolved::Route(route, routed) => match with_path(request, routed) {
                 Ok((request, path)) => (route, request, path),
                 Err(status) => {
@@ -319,6 +409,24 @@ impl Proxy {
             }
             RouteTarget::Fastcgi(target) => {
                 Box::pin(self.fastcgi(request, site, target, client)).await
+            }
+            // Only sites with rules have `return` routes, and those are answered by
+            // `handle_with_rules`; this keeps the match whole.
+            RouteTarget::Return(answer) => {
+                let facts = variables::RequestFacts::default();
+                http_rules::answer(answer, &facts, head)
+            }
+            RouteTarget::Alias(folder) => {
+                let (mut parts, _body) = request.into_parts();
+                let response = Box::pin(async {
+                    let allow = route.allow_dotfiles;
+                    let response = alias::serve(folder, &route.path, &mut parts, allow).await;
+                    error_page(site, response, head).await
+                });
+                let mut response = response.await;
+                let used = UpstreamUsed(format!("static:{}", folder.display()));
+                response.extensions_mut().insert(used);
+                response
             }
         };
         match compress {
@@ -416,6 +524,9 @@ impl Proxy {
         let client_upgrade = websocket.then(|| hyper::upgrade::on(&mut request));
         // Kept only by a tunnel: its connection slot stays taken for as long as the tunnel is open.
         let permit = request.extensions_mut().remove::<ConnectionPermit>();
+        let rules = request
+            .extensions_mut()
+            .remove::<http_rules::UpstreamRules>();
 
         let (mut parts, body) = request.into_parts();
         let host = headers::original_host(&parts.uri, &parts.headers);
@@ -434,7 +545,11 @@ impl Proxy {
             &self.trusted_proxies,
             upgrade,
         );
+        if let Some(rules) = &rules {
+            rules.apply(&mut parts.headers, upstream);
+        }
         let (body, body_sent) = body::RequestBody::new(body);
+        let body = body.with_limit(rules.and_then(|rules| rules.body_limit));
         let request = Request::from_parts(parts, body);
 
         // The upstream has `response_timeout` to start answering once it has the whole request.
@@ -446,6 +561,10 @@ impl Proxy {
             answer = self.client.request(request) => match answer {
                 Ok(response) => response,
                 Err(error) => {
+                    if body::exceeded_limit(&error) {
+                        debug!(upstream = label, "request body over max_body_size");
+                        return Err(StatusCode::PAYLOAD_TOO_LARGE);
+                    }
                     let error = error_chain(&error);
                     if error.timed_out {
                         warn!(upstream = label, error = %error.text, "upstream connect timed out");

@@ -152,9 +152,11 @@ fn site(routes: &[(&str, RouteTarget)]) -> SiteRoutes {
                 try_files: None,
                 compress: None,
                 precompressed: false,
+                http: Default::default(),
             })
             .collect(),
         error_pages: HashMap::new(),
+        http: Default::default(),
     }
 }
 
@@ -843,8 +845,10 @@ async fn a_tunnel_keeps_its_connection_slot_until_its_route_idle_timeout_closes_
                 try_files: None,
                 compress: None,
                 precompressed: false,
+                http: Default::default(),
             }],
             error_pages: HashMap::new(),
+            http: Default::default(),
         };
         let slots = Arc::new(tokio::sync::Semaphore::new(10));
         let addr = start_proxy_with_slots(routes, slots.clone()).await;

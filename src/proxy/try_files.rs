@@ -60,6 +60,16 @@ pub async fn resolve(site: &SiteRoutes, path: NormalPath) -> Resolved<'_> {
     let Some(route) = site.route(path.as_str()) else {
         return Resolved::NoRoute;
     };
+    resolve_from(site, route, path).await
+}
+
+/// [`resolve`] for a request that has already been matched to `route` (and possibly rewritten on
+/// the way there, as nginx's rewrite phase runs before `try_files`).
+pub async fn resolve_from<'a>(
+    site: &'a SiteRoutes,
+    route: &'a Route,
+    path: NormalPath,
+) -> Resolved<'a> {
     if route.try_files.is_none() {
         return Resolved::Route(route, path);
     }
@@ -142,6 +152,7 @@ mod tests {
             access: None,
             compress: None,
             precompressed: false,
+            http: Default::default(),
         }
     }
 
@@ -157,6 +168,7 @@ mod tests {
             access: None,
             compress: None,
             precompressed: false,
+            http: Default::default(),
         }
     }
 
@@ -175,6 +187,7 @@ mod tests {
         SiteRoutes {
             routes,
             error_pages: HashMap::new(),
+            http: Default::default(),
         }
     }
 

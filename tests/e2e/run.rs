@@ -13,6 +13,7 @@
 mod access;
 mod compression;
 mod fastcgi;
+mod headers;
 mod identity;
 mod locations;
 mod proxy;

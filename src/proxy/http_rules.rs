@@ -1,0 +1,385 @@
+//! The per-site and per-route HTTP rules of issue #11 and the hooks that apply them in
+//! [`super::Proxy::handle`]: request headers to the upstream (`proxy_set_header`), response headers
+//! (`add_header`, `proxy_hide_header`, `hsts`, `expires`), `rewrite`, `return` and `max_body_size`.
+//!
+//! Inheritance follows nginx: a route that has its own `add` list does not inherit the site's
+//! (likewise its own `hide` list, and its own request `set`/`remove`), and a route's
+//! `max_body_size` / `expires` replace the site's. Following nginx here keeps imported configs
+//! behaving as they did; `hsts` is a site setting that every answer gets, so it cannot be lost
+//! by a route that adds headers of its own (nginx's best-known `add_header` surprise).
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use hyper::header::{HeaderName, HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, HOST, LOCATION};
+use hyper::{Request, Response, StatusCode, Uri};
+
+use super::path::{self, NormalPath};
+use super::response_headers::{self, AddHeader, Expires};
+use super::rewrite::{self, Outcome, Return, Rewrite};
+use super::variables::{RequestFacts, Template};
+use super::{full_body, status_response, ProxyBody, Route, RouteTarget, SiteRoutes};
+
+/// One request header rule: set to a value (with variables; one that expands to `""` removes the
+/// header, as in nginx) or remove.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SetHeader {
+    /// The header.
+    pub name: HeaderName,
+    /// The value; `None` removes the header.
+    pub value: Option<Template>,
+}
+
+/// The rules of a site or of a route. `None` lists inherit from the site (see the module docs).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HttpRules {
+    /// `headers.request.set` / `remove`, in that order.
+    pub request: Option<Arc<[SetHeader]>>,
+    /// `headers.response.add`.
+    pub add: Option<Arc<[AddHeader]>>,
+    /// `headers.response.hide`.
+    pub hide: Option<Arc<[HeaderName]>>,
+    /// `expires`.
+    pub expires: Option<Expires>,
+    /// `max_body_size` in bytes; `Some(0)` is unlimited.
+    pub max_body_size: Option<u64>,
+    /// `rewrite` (routes only).
+    pub rewrites: Arc<[Rewrite]>,
+    /// `hsts`: the `Strict-Transport-Security` value (sites only).
+    pub hsts: Option<HeaderValue>,
+}
+
+impl HttpRules {
+    /// Whether any rule is set.
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+/// A site's rules, its name (for `$server_name`), and whether it or any route has rules at all
+/// (when not, requests skip this module entirely).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SiteHttp {
+    /// The site's first name.
+    pub server_name: String,
+    /// The site-wide rules.
+    pub rules: HttpRules,
+    /// Whether the site or any of its routes has rules or a `return`.
+    pub active: bool,
+}
+
+impl SiteHttp {
+    /// The site's rules for `routes`.
+    pub fn new(server_name: String, rules: HttpRules, routes: &[Route]) -> Self {
+        let active = !rules.is_empty()
+            || routes.iter().any(|route| {
+                !route.http.is_empty() || matches!(route.target, RouteTarget::Return(_))
+            });
+        Self {
+            server_name,
+            rules,
+            active,
+        }
+    }
+}
+
+/// The request's facts for its variables, before any rewrite.
+pub(super) fn facts<B>(
+    request: &Request<B>,
+    path: &NormalPath,
+    request_uri: String,
+    client: IpAddr,
+    site: &SiteHttp,
+) -> RequestFacts {
+    let authority = super::headers::original_host(request.uri(), request.headers())
+        .and_then(|host| host.to_str().ok().map(str::to_owned))
+        .unwrap_or_default();
+    let host = strip_port(&authority).to_ascii_lowercase();
+    RequestFacts {
+        host: if host.is_empty() {
+            site.server_name.clone()
+        } else {
+            host
+        },
+        authority,
+        remote_addr: Some(client),
+        request_uri,
+        uri: path.as_str().to_owned(),
+        args: request.uri().query().map(str::to_owned),
+        method: request.method().clone(),
+        server_name: site.server_name.clone(),
+        proxy_host: None,
+        forwarded_for: None,
+        headers: request.headers().clone(),
+    }
+}
+
+fn strip_port(authority: &str) -> &str {
+    if let Some(rest) = authority.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    authority.split(':').next().unwrap_or(authority)
+}
+
+/// What [`prepare`] decided.
+pub(super) enum Prepared<'a, B> {
+    /// Serve the (possibly rewritten) request on this route.
+    Go(Request<B>, NormalPath, &'a Route),
+    /// Answer now (redirect, 413, 400, 500); `Some` route when one matched.
+    Answer(Response<ProxyBody>, &'a Route),
+}
+
+/// How many times `last` may route a request again before it is a loop (nginx's limit, 10).
+const MAX_REROUTES: usize = 10;
+
+/// Runs the route's rewrites (routing again for `last`), then checks `max_body_size` against
+/// `Content-Length`, and puts the upstream rules into the request for [`super::Proxy::forward`].
+pub(super) fn prepare<'a, B>(
+    site: &'a SiteRoutes,
+    mut route: &'a Route,
+    mut request: Request<B>,
+    mut path: NormalPath,
+    facts: &mut RequestFacts,
+) -> Prepared<'a, B> {
+    let mut reroutes = 0;
+    loop {
+        let (new_path, query, again) = match rewrite::run(&route.http.rewrites, facts) {
+            Outcome::Unchanged => break,
+            Outcome::Redirect { status, location } => {
+                return Prepared::Answer(redirect(status, &location), route)
+            }
+            Outcome::Break { path, query } => (path, query, false),
+            Outcome::Reroute { path, query } => (path, query, true),
+        };
+        // A rewritten path is normalised like a client's: a capture cannot climb out of a root.
+        let Ok(normal) = path::normalise(&new_path) else {
+            return Prepared::Answer(status_response(StatusCode::BAD_REQUEST), route);
+        };
+        let Some(uri) = rewritten_uri(request.uri(), &normal, query.as_deref()) else {
+            return Prepared::Answer(status_response(StatusCode::BAD_REQUEST), route);
+        };
+        *request.uri_mut() = uri;
+        facts.uri = normal.as_str().to_owned();
+        facts.args = query;
+        path = normal;
+        if !again {
+            break;
+        }
+        reroutes += 1;
+        if reroutes > MAX_REROUTES {
+            tracing::warn!(path = path.as_str(), "rewrite cycle: routed again 10 times");
+            return Prepared::Answer(status_response(StatusCode::INTERNAL_SERVER_ERROR), route);
+        }
+        match site.route(path.as_str()) {
+            Some(next) => route = next,
+            None => return Prepared::Answer(status_response(StatusCode::NOT_FOUND), route),
+        }
+    }
+    let limit = body_limit(route, &site.http);
+    if let Some(limit) = limit {
+        let declared = request
+            .headers()
+            .get(CONTENT_LENGTH)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.trim().parse::<u64>().ok());
+        if declared.is_some_and(|length| length > limit) {
+            return Prepared::Answer(status_response(StatusCode::PAYLOAD_TOO_LARGE), route);
+        }
+    }
+    let set = route
+        .http
+        .request
+        .clone()
+        .or(site.http.rules.request.clone());
+    if set.is_some() || limit.is_some() {
+        request.extensions_mut().insert(UpstreamRules {
+            set,
+            facts: facts.clone(),
+            body_limit: limit,
+        });
+    }
+    Prepared::Go(request, path, route)
+}
+
+/// The effective body limit (`None`: unlimited).
+fn body_limit(route: &Route, site: &SiteHttp) -> Option<u64> {
+    route
+        .http
+        .max_body_size
+        .or(site.rules.max_body_size)
+        .filter(|limit| *limit > 0)
+}
+
+fn rewritten_uri(old: &Uri, path: &NormalPath, query: Option<&str>) -> Option<Uri> {
+    let path_and_query = match query {
+        Some(query) => format!("{path}?{query}"),
+        None => path.to_string(),
+    };
+    let mut parts = hyper::http::uri::Parts::from(old.clone());
+    parts.path_and_query = Some(path_and_query.parse().ok()?);
+    Uri::from_parts(parts).ok()
+}
+
+fn redirect(status: StatusCode, location: &str) -> Response<ProxyBody> {
+    let mut response = Response::new(super::empty_body());
+    *response.status_mut() = status;
+    match HeaderValue::from_str(location) {
+        Ok(location) => {
+            response.headers_mut().insert(LOCATION, location);
+            response
+                .headers_mut()
+                .insert(CONTENT_LENGTH, HeaderValue::from(0));
+            response
+        }
+        // A capture may hold bytes a header cannot: refuse rather than redirect somewhere else.
+        Err(_) => status_response(StatusCode::BAD_REQUEST),
+    }
+}
+
+/// The answer of a `return` route.
+pub(super) fn answer(answer: &Return, facts: &RequestFacts, head: bool) -> Response<ProxyBody> {
+    let (status, location, body) = answer.answer(facts);
+    if let Some(location) = location {
+        let mut response = redirect(status, &location);
+        *response.status_mut() = status;
+        return response;
+    }
+    let length = body.len();
+    let mut response = Response::new(if head {
+        super::empty_body()
+    } else {
+        full_body(body)
+    });
+    *response.status_mut() = status;
+    if let Ok(content_type) = HeaderValue::from_str(&answer.content_type) {
+        response.headers_mut().insert(CONTENT_TYPE, content_type);
+    }
+    response
+        .headers_mut()
+        .insert(CONTENT_LENGTH, HeaderValue::from(length));
+    response
+}
+
+/// Applies the response header rules of `route` (or the site's, where the route has none) to an
+/// answer about to be sent.
+pub(super) fn finish(
+    mut response: Response<ProxyBody>,
+    route: Option<&Route>,
+    site: &SiteHttp,
+    facts: &RequestFacts,
+) -> Response<ProxyBody> {
+    let rules = route.map(|route| &route.http);
+    let add = rules
+        .and_then(|rules| rules.add.as_deref())
+        .or(site.rules.add.as_deref())
+        .unwrap_or(&[]);
+    let hide = rules
+        .and_then(|rules| rules.hide.as_deref())
+        .or(site.rules.hide.as_deref())
+        .unwrap_or(&[]);
+    let expires = rules.and_then(|rules| rules.expires).or(site.rules.expires);
+    let status = response.status();
+    let rules = response_headers::ResponseRules {
+        hide,
+        expires,
+        add,
+        hsts: site.rules.hsts.as_ref(),
+    };
+    response_headers::apply(
+        response.headers_mut(),
+        status,
+        &rules,
+        facts,
+        SystemTime::now(),
+    );
+    response
+}
+
+/// What [`super::Proxy::forward`] applies to a proxied request, put in its extensions by
+/// [`prepare`].
+#[derive(Debug, Clone)]
+pub(super) struct UpstreamRules {
+    set: Option<Arc<[SetHeader]>>,
+    facts: RequestFacts,
+    /// The body limit in bytes, if any.
+    pub(super) body_limit: Option<u64>,
+}
+
+impl UpstreamRules {
+    /// Sets and removes the operator's request headers, after certd's own (hop-by-hop removal,
+    /// `Host`, forwarding headers) so an explicit header wins, as with nginx `proxy_set_header`.
+    /// Config validation refuses rules for hop-by-hop headers and `Content-Length`, so framing and
+    /// upgrades stay certd's.
+    pub(super) fn apply(&self, headers: &mut hyper::HeaderMap, upstream: &Uri) {
+        let Some(set) = &self.set else {
+            return;
+        };
+        let mut facts = self.facts.clone();
+        facts.proxy_host = upstream.authority().map(|authority| authority.to_string());
+        facts.forwarded_for = headers
+            .get(super::headers::X_FORWARDED_FOR)
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_owned);
+        for rule in set.iter() {
+            let value = rule.value.as_ref().map(|value| value.expand(&facts, &[]));
+            match value.as_deref().map(HeaderValue::from_str) {
+                Some(Ok(value)) if !value.is_empty() => {
+                    headers.insert(rule.name.clone(), value);
+                }
+                // Removing `Host` would make an invalid HTTP/1.1 request; config refuses it, and
+                // an empty expansion keeps certd's.
+                _ if rule.name == HOST => {}
+                _ => {
+                    headers.remove(&rule.name);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn set_headers_win_and_empty_values_remove() {
+        let rule = |name: &'static str, value: Option<&str>| SetHeader {
+            name: HeaderName::from_static(name),
+            value: value.map(|value| Template::parse(value, false).unwrap()),
+        };
+        let rules = UpstreamRules {
+            set: Some(Arc::from(vec![
+                rule("host", Some("$proxy_host")),
+                rule("x-real-ip", Some("$remote_addr")),
+                rule("x-chain", Some("$proxy_add_x_forwarded_for")),
+                rule("x-empty", Some("$http_x_none")),
+                rule("x-debug", None),
+            ])),
+            facts: RequestFacts {
+                remote_addr: Some("192.0.2.7".parse().unwrap()),
+                ..RequestFacts::default()
+            },
+            body_limit: None,
+        };
+        let mut headers = hyper::HeaderMap::new();
+        headers.insert(HOST, HeaderValue::from_static("a.test"));
+        headers.insert("x-forwarded-for", HeaderValue::from_static("192.0.2.7"));
+        headers.insert("x-empty", HeaderValue::from_static("client's"));
+        headers.insert("x-debug", HeaderValue::from_static("1"));
+        rules.apply(&mut headers, &"http://127.0.0.1:8080".parse().unwrap());
+        assert_eq!(headers[HOST], "127.0.0.1:8080");
+        assert_eq!(headers["x-real-ip"], "192.0.2.7");
+        assert_eq!(headers["x-chain"], "192.0.2.7");
+        assert!(!headers.contains_key("x-empty"));
+        assert!(!headers.contains_key("x-debug"));
+    }
+
+    #[test]
+    fn hosts_lose_their_port() {
+        assert_eq!(strip_port("a.test:8443"), "a.test");
+        assert_eq!(strip_port("a.test"), "a.test");
+        assert_eq!(strip_port("[::1]:8443"), "::1");
+    }
+}
