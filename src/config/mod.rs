@@ -87,7 +87,12 @@ mod raw;
 mod serving;
 #[cfg(test)]
 mod tests;
+mod upstreams;
 mod validate;
+
+pub use upstreams::{
+    Balance, NextUpstream, ServerAddress, ServerConfig, UpstreamConfig, MAX_SERVERS,
+};
 
 /// The Let's Encrypt production directory.
 pub const LETSENCRYPT_PRODUCTION: &str = "https://acme-v02.api.letsencrypt.org/directory";
@@ -116,6 +121,8 @@ pub struct Config {
     pub operations: OperationsConfig,
     /// The sites, in file order. Each gets one certificate covering all its names.
     pub sites: Vec<SiteConfig>,
+    /// The `[[upstream]]` groups routes can proxy to, in file order.
+    pub upstreams: Vec<UpstreamConfig>,
 }
 
 /// The `[acme]` table.
@@ -328,6 +335,24 @@ pub struct RouteConfig {
     /// `allow_dotfiles` (static routes): serve files and folders whose name starts with `.`
     /// (default false: 404, except under `/.well-known/`).
     pub allow_dotfiles: bool,
+    /// For proxy routes to a group (`proxy = "http://<name>"`): the `[[upstream]]`'s name.
+    pub upstream: Option<String>,
+    /// `connect_timeout`, `read_timeout`, `send_timeout` (proxy routes): override `[limits]`.
+    pub timeouts: ProxyTimeouts,
+}
+
+/// A proxy route's own timeouts; `None` keeps the `[limits]` (or tunnel) default.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ProxyTimeouts {
+    /// `connect_timeout` (nginx `proxy_connect_timeout`): for connecting to a server.
+    pub connect: Option<Duration>,
+    /// `read_timeout` (nginx `proxy_read_timeout`): for the response head, then between two reads
+    /// of the response body, and the idle time of a WebSocket tunnel unless
+    /// `tunnel_idle_timeout` is set.
+    pub read: Option<Duration>,
+    /// `send_timeout` (nginx `proxy_send_timeout`): between two writes of the request body to the
+    /// upstream.
+    pub send: Option<Duration>,
 }
 
 /// What a route does.

@@ -34,6 +34,8 @@ pub(super) struct RawConfig {
     pub(super) preflight: Option<Spanned<RawPreflight>>,
     #[serde(default)]
     pub(super) site: Vec<Spanned<RawSite>>,
+    #[serde(default)]
+    pub(super) upstream: Vec<Spanned<super::upstreams::RawUpstream>>,
 }
 
 /// `[acme]`.
@@ -131,6 +133,9 @@ pub(super) struct RawRoute {
     pub(super) root: Option<Spanned<String>>,
     pub(super) tunnel_idle_timeout: Option<Spanned<RawDuration>>,
     pub(super) allow_dotfiles: Option<Spanned<bool>>,
+    pub(super) connect_timeout: Option<Spanned<RawDuration>>,
+    pub(super) read_timeout: Option<Spanned<RawDuration>>,
+    pub(super) send_timeout: Option<Spanned<RawDuration>>,
 }
 
 /// `[renewal]`.

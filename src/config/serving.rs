@@ -286,6 +286,7 @@ pub(super) fn routes(
     site: usize,
     raw: Vec<Spanned<RawRoute>>,
     folder: &Path,
+    upstreams: &[super::UpstreamConfig],
     problems: &mut Problems<'_>,
 ) -> Vec<RouteConfig> {
     let mut routes: Vec<RouteConfig> = Vec::with_capacity(raw.len());
@@ -320,8 +321,12 @@ pub(super) fn routes(
             );
             continue;
         }
+        let mut group = None;
         let target = match (route.proxy, route.root) {
-            (Some(proxy), None) => match upstream(proxy.get_ref()) {
+            (Some(proxy), None) => match upstream(proxy.get_ref()).and_then(|uri| {
+                group = super::upstreams::group_of(&uri, upstreams)?;
+                Ok(uri)
+            }) {
                 Ok(uri) => RouteTargetConfig::Proxy(uri),
                 Err(reason) => {
                     problems.add(format!("{key}.proxy"), Some(proxy.span()), reason);
@@ -382,14 +387,62 @@ pub(super) fn routes(
         } else {
             None
         };
+        let timeouts = proxy_timeouts(
+            &key,
+            is_proxy,
+            [
+                route.connect_timeout,
+                route.read_timeout,
+                route.send_timeout,
+            ],
+            problems,
+        );
         routes.push(RouteConfig {
             path: path.into_inner(),
             target,
             tunnel_idle_timeout,
             allow_dotfiles: route.allow_dotfiles.is_some_and(|allow| *allow.get_ref()),
+            upstream: group,
+            timeouts,
         });
     }
     routes
+}
+
+/// A route's `connect_timeout`, `read_timeout` and `send_timeout`: proxy routes only, more than
+/// zero; a read timeout may be as long as a tunnel's idle timeout (websocket apps set hours), the
+/// others at most a day.
+fn proxy_timeouts(
+    key: &str,
+    is_proxy: bool,
+    [connect, read, send]: [Option<Spanned<RawDuration>>; 3],
+    problems: &mut Problems<'_>,
+) -> super::ProxyTimeouts {
+    let week = (MAX_TUNNEL_IDLE_TIMEOUT, "168h (a week)");
+    let mut parse = |name: &str, value: Option<Spanned<RawDuration>>, longest| {
+        let value = value?;
+        let key = format!("{key}.{name}");
+        if !is_proxy {
+            problems.add(key, Some(value.span()), "only applies to `proxy` routes");
+            return None;
+        }
+        match parse_duration_at_most(value.get_ref(), longest) {
+            Ok(parsed) if !parsed.is_zero() => Some(parsed),
+            Ok(_) => {
+                problems.add(key, Some(value.span()), "must be more than zero");
+                None
+            }
+            Err(reason) => {
+                problems.add(key, Some(value.span()), reason);
+                None
+            }
+        }
+    };
+    super::ProxyTimeouts {
+        connect: parse("connect_timeout", connect, LONGEST_LIMIT),
+        read: parse("read_timeout", read, week),
+        send: parse("send_timeout", send, LONGEST_LIMIT),
+    }
 }
 
 /// An upstream: `http://host:port` with an optional base path, no query.

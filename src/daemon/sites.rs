@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use crate::config::{Config, RouteTargetConfig, SiteConfig};
 use crate::metrics::{Metrics, SiteCounters};
-use crate::proxy::{Route, RouteTarget, SiteRoutes};
+use crate::proxy::{Route, RouteTarget, SiteRoutes, UpstreamGroup};
 
 /// One served site.
 pub(super) struct ServedSite {
@@ -30,10 +30,17 @@ impl SiteTable {
     /// The table for `config`'s sites.
     pub fn from_config(config: &Config, metrics: &Metrics) -> Self {
         let mut by_name = HashMap::new();
+        // One of each group, shared by every route that names it, so its servers' health and
+        // balancing are the group's, not a route's.
+        let groups: HashMap<&str, Arc<UpstreamGroup>> = config
+            .upstreams
+            .iter()
+            .map(|group| (group.name.as_str(), Arc::new(UpstreamGroup::new(group))))
+            .collect();
         for site in &config.sites {
             let served = Arc::new(ServedSite {
                 name: site.name().to_owned(),
-                routes: routes(site),
+                routes: routes(site, &groups),
                 counters: metrics.site(site.name()),
             });
             for name in &site.names {
@@ -64,7 +71,7 @@ impl SiteTable {
     }
 }
 
-fn routes(site: &SiteConfig) -> SiteRoutes {
+fn routes(site: &SiteConfig, groups: &HashMap<&str, Arc<UpstreamGroup>>) -> SiteRoutes {
     SiteRoutes {
         routes: site
             .routes
@@ -77,6 +84,11 @@ fn routes(site: &SiteConfig) -> SiteRoutes {
                 },
                 tunnel_idle_timeout: route.tunnel_idle_timeout,
                 allow_dotfiles: route.allow_dotfiles,
+                upstream: route
+                    .upstream
+                    .as_deref()
+                    .and_then(|name| groups.get(name).cloned()),
+                timeouts: route.timeouts,
             })
             .collect(),
         error_pages: site

@@ -12,7 +12,8 @@ use tokio::sync::oneshot;
 /// The client's body, forwarded frame by frame.
 #[derive(Debug)]
 pub(super) struct RequestBody {
-    inner: Incoming,
+    /// `None`: no body (a request sent again to the next server of a group).
+    inner: Option<Incoming>,
     sent: Option<oneshot::Sender<()>>,
 }
 
@@ -33,14 +34,22 @@ impl BodySent {
 impl RequestBody {
     pub(super) fn new(inner: Incoming) -> (Self, BodySent) {
         if inner.is_end_stream() {
-            return (Self { inner, sent: None }, BodySent(None));
+            return (Self::empty(), BodySent(None));
         }
         let (sender, receiver) = oneshot::channel();
         let body = Self {
-            inner,
+            inner: Some(inner),
             sent: Some(sender),
         };
         (body, BodySent(Some(receiver)))
+    }
+
+    /// A body with nothing in it, sent in full at once.
+    pub(super) fn empty() -> Self {
+        Self {
+            inner: None,
+            sent: None,
+        }
     }
 
     fn signal_sent(&mut self) {
@@ -59,21 +68,29 @@ impl Body for RequestBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = self.get_mut();
-        let polled = Pin::new(&mut this.inner).poll_frame(cx);
-        match &polled {
-            Poll::Ready(None) => this.signal_sent(),
+        let Some(inner) = this.inner.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let polled = Pin::new(&mut *inner).poll_frame(cx);
+        let sent = match &polled {
+            Poll::Ready(None) => true,
             // hyper stops polling a body once it reports its end, so check after every frame.
-            Poll::Ready(Some(Ok(_))) if this.inner.is_end_stream() => this.signal_sent(),
-            _ => {}
+            Poll::Ready(Some(Ok(_))) => inner.is_end_stream(),
+            _ => false,
+        };
+        if sent {
+            this.signal_sent();
         }
         polled
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.inner.as_ref().is_none_or(Incoming::is_end_stream)
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        self.inner
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), Incoming::size_hint)
     }
 }

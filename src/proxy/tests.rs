@@ -146,6 +146,8 @@ fn site(routes: &[(&str, RouteTarget)]) -> SiteRoutes {
                 target: target.clone(),
                 tunnel_idle_timeout: None,
                 allow_dotfiles: false,
+                upstream: None,
+                timeouts: Default::default(),
             })
             .collect(),
         error_pages: HashMap::new(),
@@ -831,6 +833,8 @@ async fn a_tunnel_keeps_its_connection_slot_until_its_route_idle_timeout_closes_
                 target: upstream(ws_addr),
                 tunnel_idle_timeout: Some(Duration::from_millis(600)),
                 allow_dotfiles: false,
+                upstream: None,
+                timeouts: Default::default(),
             }],
             error_pages: HashMap::new(),
         };
