@@ -502,6 +502,180 @@ pub(super) fn group_of(
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::config::{from_toml, ConfigProblem, ProxyTimeouts, RouteTargetConfig};
+
+    const HEAD: &str = "[acme]\ndirectory = \"letsencrypt\"\nagree_tos = true\n";
+
+    fn load(text: &str) -> Result<crate::config::Config, Vec<ConfigProblem>> {
+        from_toml(&format!("{HEAD}{text}"), std::path::Path::new("/etc/certd/certd.toml"))
+            .map_err(|error| error.problems)
+    }
+
+    /// The one problem of `text`: its key, its line (counting the 3 lines of HEAD) and reason.
+    #[track_caller]
+    fn problem(text: &str) -> (String, Option<usize>, String) {
+        let found = load(text).unwrap_err();
+        assert_eq!(found.len(), 1, "{found:#?}");
+        let problem = found.into_iter().next().unwrap();
+        (problem.key, problem.line, problem.reason)
+    }
+
+    const SITE: &str = "[[site]]\nnames = [\"a.test\"]\n[[site.route]]\npath = \"/\"\n";
+
+    #[test]
+    fn groups_parse_with_every_server_form_and_routes_name_them() {
+        let config = load(&format!(
+            "{SITE}proxy = \"http://app/base\"\nconnect_timeout = \"2s\"\nread_timeout = \"2h\"\n\
+             [[upstream]]\nname = \"App\"\nbalance = \"least_conn\"\n\
+             next_upstream = [\"error\", \"timeout\", \"http_503\"]\nnext_upstream_tries = 2\n\
+             servers = [\"127.0.0.1:8080\", \"unix:/run/app.sock\", \
+             {{ address = \"[::1]:9000\", weight = 3, max_fails = 2, fail_timeout = \"30s\", backup = true }}]\n"
+        ))
+        .unwrap();
+        let group = &config.upstreams[0];
+        assert_eq!(group.name, "app");
+        assert_eq!(group.balance, Balance::LeastConn);
+        assert_eq!(group.next_upstream_tries, 2);
+        assert_eq!(group.next_upstream.statuses, [503]);
+        assert_eq!(
+            group.servers.iter().map(|s| s.address.clone()).collect::<Vec<_>>(),
+            [
+                ServerAddress::Tcp("127.0.0.1:8080".into()),
+                ServerAddress::Unix("/run/app.sock".into()),
+                ServerAddress::Tcp("[::1]:9000".into()),
+            ]
+        );
+        let last = &group.servers[2];
+        assert_eq!(
+            (last.weight, last.max_fails, last.fail_timeout, last.backup),
+            (3, 2, Duration::from_secs(30), true)
+        );
+        assert_eq!((group.servers[0].weight, group.servers[0].max_fails), (1, 1));
+        let route = &config.sites[0].routes[0];
+        assert_eq!(route.upstream.as_deref(), Some("app"));
+        assert!(matches!(&route.target, RouteTargetConfig::Proxy(uri) if uri.path() == "/base"));
+        assert_eq!(
+            route.timeouts,
+            ProxyTimeouts {
+                connect: Some(Duration::from_secs(2)),
+                read: Some(Duration::from_secs(7200)),
+                send: None,
+            }
+        );
+    }
+
+    #[test]
+    fn a_plain_upstream_is_not_a_group() {
+        let config = load(&format!("{SITE}proxy = \"http://127.0.0.1:8080\"\n")).unwrap();
+        assert_eq!(config.sites[0].routes[0].upstream, None);
+        assert!(config.upstreams.is_empty());
+    }
+
+    #[test]
+    fn an_unknown_group_names_the_route_key_and_line() {
+        let (key, line, reason) = problem(&format!(
+            "{SITE}proxy = \"http://api\"\n[[upstream]]\nname = \"app\"\nservers = [\"127.0.0.1:1\"]\n"
+        ));
+        assert_eq!((key.as_str(), line), ("site[0].route[0].proxy", Some(8)));
+        assert!(reason.contains("no [[upstream]] named `api`"), "{reason}");
+        assert!(reason.contains("`app`"), "{reason}");
+    }
+
+    #[test]
+    fn bad_groups_are_refused_with_key_and_line() {
+        let group = |body: &str| format!("[[site]]\nnames = [\"a.test\"]\n[[upstream]]\n{body}");
+        let cases = [
+            ("servers = [\"127.0.0.1:1\"]\n", "upstream[0].name", 6, "missing"),
+            ("name = \"a.b\"\nservers = [\"127.0.0.1:1\"]\n", "upstream[0].name", 7, "one label"),
+            ("name = \"app\"\n", "upstream[0].servers", 6, "missing"),
+            ("name = \"app\"\nservers = []\n", "upstream[0].servers", 8, "1 to 64"),
+            ("name = \"app\"\nservers = [\"127.0.0.1\"]\n", "upstream[0].servers[0]", 8, "host:port"),
+            ("name = \"app\"\nservers = [\"unix:app.sock\"]\n", "upstream[0].servers[0]", 8, "absolute"),
+            (
+                "name = \"app\"\nservers = [{ address = \"127.0.0.1:1\", weight = 0 }]\n",
+                "upstream[0].servers[0].weight",
+                8,
+                "out of range 1..=1000",
+            ),
+            (
+                "name = \"app\"\nservers = [{ weight = 2 }]\n",
+                "upstream[0].servers[0].address",
+                8,
+                "missing",
+            ),
+            (
+                "name = \"app\"\nbalance = \"random\"\nservers = [\"127.0.0.1:1\"]\n",
+                "upstream[0].balance",
+                8,
+                "least_conn",
+            ),
+            (
+                "name = \"app\"\nbalance = \"ip_hash\"\n\
+                 servers = [\"127.0.0.1:1\", { address = \"127.0.0.1:2\", backup = true }]\n",
+                "upstream[0].servers",
+                9,
+                "ip_hash",
+            ),
+            (
+                "name = \"app\"\nservers = [{ address = \"127.0.0.1:2\", backup = true }]\n",
+                "upstream[0].servers",
+                8,
+                "primary",
+            ),
+            (
+                "name = \"app\"\nservers = [\"127.0.0.1:1\"]\nnext_upstream = [\"error\", \"http_404\"]\n",
+                "upstream[0].next_upstream[1]",
+                9,
+                "http_502",
+            ),
+            (
+                "name = \"app\"\nservers = [\"127.0.0.1:1\"]\nnext_upstream = [\"off\", \"error\"]\n",
+                "upstream[0].next_upstream[0]",
+                9,
+                "only entry",
+            ),
+            (
+                "name = \"app\"\nservers = [\"127.0.0.1:1\"]\nnext_upstream_tries = 65\n",
+                "upstream[0].next_upstream_tries",
+                9,
+                "0..=64",
+            ),
+        ];
+        for (body, key, line, fragment) in cases {
+            let (found_key, found_line, reason) = problem(&group(body));
+            assert_eq!((found_key.as_str(), found_line), (key, Some(line)), "{body}: {reason}");
+            assert!(reason.contains(fragment), "{body}: {reason}");
+        }
+    }
+
+    #[test]
+    fn duplicate_groups_unknown_server_keys_and_misplaced_timeouts_are_refused() {
+        let (key, line, reason) = problem(
+            "[[site]]\nnames = [\"a.test\"]\n[[upstream]]\nname = \"app\"\nservers = [\"127.0.0.1:1\"]\n\
+             [[upstream]]\nname = \"APP\"\nservers = [\"127.0.0.1:2\"]\n",
+        );
+        assert_eq!((key.as_str(), line), ("upstream[1].name", Some(10)));
+        assert!(reason.contains("upstream[0]"), "{reason}");
+
+        let (key, _, reason) = problem(
+            "[[site]]\nnames = [\"a.test\"]\n[[upstream]]\nname = \"app\"\n\
+             servers = [{ address = \"127.0.0.1:1\", wieght = 2 }]\n",
+        );
+        assert!(key.starts_with("upstream[0].servers[0]"), "{key}");
+        assert!(reason.contains("wieght"), "{reason}");
+
+        let folder = tempfile::tempdir().unwrap();
+        let (key, line, reason) = problem(&format!(
+            "[[site]]\nnames = [\"a.test\"]\n[[site.route]]\npath = \"/\"\nroot = {:?}\nread_timeout = \"5s\"\n",
+            folder.path().display().to_string()
+        ));
+        assert_eq!((key.as_str(), line), ("site[0].route[0].read_timeout", Some(9)));
+        assert!(reason.contains("only applies to `proxy` routes"), "{reason}");
+
+        let (key, _, reason) = problem(&format!("{SITE}proxy = \"http://127.0.0.1:1\"\nconnect_timeout = 0\n"));
+        assert_eq!(key, "site[0].route[0].connect_timeout");
+        assert!(reason.contains("more than zero"), "{reason}");
+    }
 
     #[test]
     fn server_addresses_are_tcp_with_a_port_or_absolute_unix_paths() {

@@ -300,6 +300,7 @@ impl Proxy {
     }
 
     /// Sends `request` to `upstream`; `Err` is the status certd answers with itself.
+    #[allow(clippy::too_many_arguments)]
     async fn forward(
         &self,
         mut request: Request<Incoming>,

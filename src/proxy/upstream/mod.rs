@@ -267,6 +267,7 @@ impl Body for InFlightBody {
 impl Proxy {
     /// Handles a request for a route whose upstream is `group`: `base` is the route's
     /// `proxy = "http://<group>/base"` (its path is put in front of the request's).
+    #[allow(clippy::too_many_arguments)]
     pub(super) async fn forward_group(
         &self,
         request: Request<Incoming>,
