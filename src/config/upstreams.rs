@@ -507,8 +507,11 @@ mod tests {
     const HEAD: &str = "[acme]\ndirectory = \"letsencrypt\"\nagree_tos = true\n";
 
     fn load(text: &str) -> Result<crate::config::Config, Vec<ConfigProblem>> {
-        from_toml(&format!("{HEAD}{text}"), std::path::Path::new("/etc/certd/certd.toml"))
-            .map_err(|error| error.problems)
+        from_toml(
+            &format!("{HEAD}{text}"),
+            std::path::Path::new("/etc/certd/certd.toml"),
+        )
+        .map_err(|error| error.problems)
     }
 
     /// The one problem of `text`: its key, its line (counting the 3 lines of HEAD) and reason.
@@ -538,7 +541,11 @@ mod tests {
         assert_eq!(group.next_upstream_tries, 2);
         assert_eq!(group.next_upstream.statuses, [503]);
         assert_eq!(
-            group.servers.iter().map(|s| s.address.clone()).collect::<Vec<_>>(),
+            group
+                .servers
+                .iter()
+                .map(|s| s.address.clone())
+                .collect::<Vec<_>>(),
             [
                 ServerAddress::Tcp("127.0.0.1:8080".into()),
                 ServerAddress::Unix("/run/app.sock".into()),
@@ -550,7 +557,10 @@ mod tests {
             (last.weight, last.max_fails, last.fail_timeout, last.backup),
             (3, 2, Duration::from_secs(30), true)
         );
-        assert_eq!((group.servers[0].weight, group.servers[0].max_fails), (1, 1));
+        assert_eq!(
+            (group.servers[0].weight, group.servers[0].max_fails),
+            (1, 1)
+        );
         let route = &config.sites[0].routes[0];
         assert_eq!(route.upstream.as_deref(), Some("app"));
         assert!(matches!(&route.target, RouteTargetConfig::Proxy(uri) if uri.path() == "/base"));
@@ -643,7 +653,11 @@ mod tests {
         ];
         for (body, key, line, fragment) in cases {
             let (found_key, found_line, reason) = problem(&group(body));
-            assert_eq!((found_key.as_str(), found_line), (key, Some(line)), "{body}: {reason}");
+            assert_eq!(
+                (found_key.as_str(), found_line),
+                (key, Some(line)),
+                "{body}: {reason}"
+            );
             assert!(reason.contains(fragment), "{body}: {reason}");
         }
     }
@@ -669,10 +683,18 @@ mod tests {
             "[[site]]\nnames = [\"a.test\"]\n[[site.route]]\npath = \"/\"\nroot = {:?}\nread_timeout = \"5s\"\n",
             folder.path().display().to_string()
         ));
-        assert_eq!((key.as_str(), line), ("site[0].route[0].read_timeout", Some(9)));
-        assert!(reason.contains("only applies to `proxy` routes"), "{reason}");
+        assert_eq!(
+            (key.as_str(), line),
+            ("site[0].route[0].read_timeout", Some(9))
+        );
+        assert!(
+            reason.contains("only applies to `proxy` routes"),
+            "{reason}"
+        );
 
-        let (key, _, reason) = problem(&format!("{SITE}proxy = \"http://127.0.0.1:1\"\nconnect_timeout = 0\n"));
+        let (key, _, reason) = problem(&format!(
+            "{SITE}proxy = \"http://127.0.0.1:1\"\nconnect_timeout = 0\n"
+        ));
         assert_eq!(key, "site[0].route[0].connect_timeout");
         assert!(reason.contains("more than zero"), "{reason}");
     }

@@ -15,6 +15,8 @@ pub(super) struct RequestBody {
     /// `None`: no body (a request sent again to the next server of a group).
     inner: Option<Incoming>,
     sent: Option<oneshot::Sender<()>>,
+    /// Set on routes with a `send_timeout`: when the upstream was handed a piece it has not taken.
+    send_clock: Option<std::sync::Arc<super::upstream::SendClock>>,
 }
 
 /// Completes when the request body has been sent in full (or dropped, e.g. because the upstream
@@ -40,6 +42,7 @@ impl RequestBody {
         let body = Self {
             inner: Some(inner),
             sent: Some(sender),
+            send_clock: None,
         };
         (body, BodySent(Some(receiver)))
     }
@@ -49,7 +52,17 @@ impl RequestBody {
         Self {
             inner: None,
             sent: None,
+            send_clock: None,
         }
+    }
+
+    /// This body, telling `clock` when the upstream is slow to take its pieces.
+    pub(super) fn with_send_clock(
+        mut self,
+        clock: std::sync::Arc<super::upstream::SendClock>,
+    ) -> Self {
+        self.send_clock = Some(clock);
+        self
     }
 
     fn signal_sent(&mut self) {
@@ -71,7 +84,15 @@ impl Body for RequestBody {
         let Some(inner) = this.inner.as_mut() else {
             return Poll::Ready(None);
         };
+        if let Some(clock) = &this.send_clock {
+            clock.taken();
+        }
         let polled = Pin::new(&mut *inner).poll_frame(cx);
+        if let (Some(clock), Poll::Ready(Some(Ok(_)))) = (&this.send_clock, &polled) {
+            if !inner.is_end_stream() {
+                clock.handed();
+            }
+        }
         let sent = match &polled {
             Poll::Ready(None) => true,
             // hyper stops polling a body once it reports its end, so check after every frame.

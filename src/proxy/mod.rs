@@ -335,6 +335,7 @@ impl Proxy {
             upgrade,
         );
         let (body, body_sent) = body::RequestBody::new(body);
+        let (body, stalled) = upstream::send_timeout(body, timeouts.send);
         let request = Request::from_parts(parts, body);
 
         // The upstream has `response_timeout` to start answering once it has the whole request.
@@ -360,6 +361,10 @@ impl Proxy {
             () = deadline => {
                 let timeout_ms = response_timeout.as_millis();
                 warn!(upstream = label, timeout_ms, "upstream did not answer in time");
+                return Err(StatusCode::GATEWAY_TIMEOUT);
+            }
+            () = stalled => {
+                warn!(upstream = label, "upstream did not take the request body in time (send_timeout)");
                 return Err(StatusCode::GATEWAY_TIMEOUT);
             }
         };

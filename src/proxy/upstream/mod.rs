@@ -29,7 +29,7 @@ use hyper::{Method, Request, Response, StatusCode, Uri, Version};
 use tracing::{debug, warn};
 
 pub(super) use self::connector::{with_connect_timeout, UpstreamConnector};
-pub(super) use self::timeouts::ReadTimeoutBody;
+pub(super) use self::timeouts::{ReadTimeoutBody, SendClock};
 
 use self::balance::{bit, PeerState};
 use super::body::RequestBody;
@@ -238,6 +238,26 @@ fn max_tries(tries: usize, servers: usize) -> usize {
     }
 }
 
+/// `body` watched by a route's `send_timeout`, and what completes when the upstream has not taken a
+/// piece of it in time (never without a timeout). Only such routes pay for the clock.
+pub(super) fn send_timeout(
+    body: RequestBody,
+    timeout: Option<Duration>,
+) -> (RequestBody, impl std::future::Future<Output = ()>) {
+    let clock = timeout.map(|timeout| (Arc::new(SendClock::new()), timeout));
+    let body = match &clock {
+        Some((clock, _)) => body.with_send_clock(clock.clone()),
+        None => body,
+    };
+    let stalled = async move {
+        match clock {
+            Some((clock, timeout)) => clock.stalled(timeout).await,
+            None => std::future::pending().await,
+        }
+    };
+    (body, stalled)
+}
+
 /// An upstream's response body that keeps its request counted in flight until it is done.
 struct InFlightBody {
     inner: ProxyBody,
@@ -372,6 +392,7 @@ impl Proxy {
                 }
                 None => (RequestBody::empty(), None),
             };
+            let (request_body, stalled) = send_timeout(request_body, route.timeouts.send);
             let mut attempt = Request::new(request_body);
             *attempt.method_mut() = parts.method.clone();
             *attempt.uri_mut() = uri;
@@ -428,6 +449,10 @@ impl Proxy {
                 () = deadline => {
                     let timeout_ms = response_timeout.as_millis();
                     warn!(upstream = %label, timeout_ms, "upstream did not answer in time");
+                    Failure::Timeout
+                }
+                () = stalled => {
+                    warn!(upstream = %label, "upstream did not take the request body in time (send_timeout)");
                     Failure::Timeout
                 }
             };
