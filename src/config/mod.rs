@@ -71,9 +71,20 @@
 //!   # root = "/srv/www"         # ... or serve files (nginx `root`: the full path is appended)
 //!   # tunnel_idle_timeout = "10m"  # proxy routes: overrides [limits] tunnel_idle_timeout
 //!   # allow_dotfiles = false    # static routes: serve `.name` paths (default 404; .well-known is served)
+//!   # connect_timeout = "5s"    # proxy routes: override [limits] upstream_connect_timeout
+//!   # read_timeout = "60s"      # proxy routes: response head, between body reads, websocket idle
+//!   # send_timeout = "60s"      # proxy routes: the upstream must take each piece of the body in time
 //!
 //!   [site.error_pages]          # optional: a file as the body of an error status
 //!   404 = "/srv/www/404.html"
+//!
+//! [[upstream]]                  # optional: a group routes reach as proxy = "http://app"
+//! name = "app"                  # required: one label (letters, digits, - and _)
+//! servers = ["127.0.0.1:8080", "unix:/run/app.sock",
+//!            { address = "127.0.0.1:8081", weight = 2, max_fails = 1, fail_timeout = "10s", backup = false }]
+//! balance = "round_robin"       # round_robin (default, weighted), least_conn, ip_hash
+//! next_upstream = ["error", "timeout"]  # also http_500/502/503/504/403/429, non_idempotent; ["off"]
+//! next_upstream_tries = 0       # the most servers one request is tried on (0: each server once)
 //! ```
 
 use std::collections::BTreeMap;
