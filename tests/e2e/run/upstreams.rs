@@ -142,6 +142,7 @@ async fn upstream_groups_alternate_retry_and_fall_back_to_backups() {
     let (b, b_addr) = Backend::tcp("b").await;
     let (c, c_addr) = Backend::tcp("c").await;
     let (broken, broken_addr) = Backend::broken().await;
+    let (failing, failing_addr) = Backend::broken().await;
     let (primary, primary_addr) = Backend::tcp("primary").await;
     let (standby, standby_addr) = Backend::tcp("standby").await;
     let config = RunConfig::for_pebble(
@@ -149,14 +150,17 @@ async fn upstream_groups_alternate_retry_and_fall_back_to_backups() {
         vec![Site::new(&["a.test"])
             .proxy("/pair", "http://pair")
             .proxy("/flaky", "http://flaky")
-            .proxy("/standby", "http://standby/base")],
+            .proxy("/standby", "http://standby/base")
+            .proxy("/healthy", "http://healthy")],
     )
     .table(&format!(
         "[[upstream]]\nname = \"pair\"\nservers = [\"{a_addr}\", \"{b_addr}\"]\n\n\
          [[upstream]]\nname = \"flaky\"\n\
          servers = [\"{c_addr}\", {{ address = \"{broken_addr}\", max_fails = 0 }}]\n\n\
          [[upstream]]\nname = \"standby\"\n\
-         servers = [\"{primary_addr}\", {{ address = \"{standby_addr}\", backup = true }}]\n"
+         servers = [\"{primary_addr}\", {{ address = \"{standby_addr}\", backup = true }}]\n\n\
+         [[upstream]]\nname = \"healthy\"\n\
+         servers = [\"{c_addr}\", {{ address = \"{failing_addr}\", fail_timeout = \"60s\" }}]\n"
     ));
     let world = World::serve(pebble, Certd::new(), config).await;
     world.client.wait_for_certificate("a.test", CERT_WAIT).await;
@@ -228,6 +232,15 @@ async fn upstream_groups_alternate_retry_and_fall_back_to_backups() {
         assert_eq!(body, format!("standby GET /base/standby/{i}"));
     }
     assert_eq!(standby.hits(), 3);
+
+    // Passive health: a server that fails (max_fails = 1 by default) is left out for its
+    // fail_timeout, so of six GETs at most the first reaches it, and all are answered by c.
+    for i in 0..6 {
+        let (status, body) = get!(h1, &host, &format!("/healthy/{i}"));
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body, format!("c GET /healthy/{i}"));
+    }
+    assert_eq!(failing.hits(), 1, "tried once, then left out");
 }
 
 #[tokio::test]
