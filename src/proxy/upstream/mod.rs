@@ -343,6 +343,14 @@ impl Proxy {
                     return (Err(StatusCode::BAD_GATEWAY), label);
                 }
             };
+        // ip_hash hashes the real client (behind `[https] trusted_proxies`, the one they name), as
+        // nginx's does `$remote_addr` with the realip module; read before the headers are rewritten.
+        let client_ip = match group.config.balance {
+            crate::config::Balance::IpHash => {
+                headers::real_client(&parts.headers, client.ip(), &self.trusted_proxies)
+            }
+            _ => client.ip(),
+        };
         headers::prepare_request_headers(
             &mut parts.headers,
             host,
@@ -364,7 +372,7 @@ impl Proxy {
         let mut attempts = 0usize;
         let mut last_failure = StatusCode::BAD_GATEWAY;
         loop {
-            let Some(flight) = group.acquire(tried, client.ip()) else {
+            let Some(flight) = group.acquire(tried, client_ip) else {
                 if attempts == 0 {
                     warn!(upstream = %label, "no server of the group can be tried");
                 }
