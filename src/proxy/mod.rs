@@ -154,7 +154,8 @@ impl Default for ProxyLimits {
 
 /// Which upstream (or static root) answered a request, put in the extensions of every response
 /// from [`Proxy::handle`] that matched a route, for the access log: `"http://host:port"` (with the
-/// base path, if any) for upstreams, `"static:<root>"` for static routes.
+/// base path, if any) for upstreams, `"static:<root>"` for static routes; for an `[[upstream]]`
+/// group, the server that answered (`"http://host:port"` or `"unix:/path"`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UpstreamUsed(pub String);
 
