@@ -82,9 +82,20 @@
 //!   # (the four access keys may also be set on the [[site]], for routes that do not set them)
 //!   # compress = true           # gzip/br/zstd for text types; or { encodings, types, min_length, level }
 //!   # precompressed = true      # static routes: serve file.br / file.zst / file.gz when accepted
+//!   # connect_timeout = "5s"    # proxy routes: override [limits] upstream_connect_timeout
+//!   # read_timeout = "60s"      # proxy routes: response head, between body reads, websocket idle
+//!   # send_timeout = "60s"      # proxy routes: the upstream must take each piece of the body in time
 //!
 //!   [site.error_pages]          # optional: a file as the body of an error status
 //!   404 = "/srv/www/404.html"
+//!
+//! [[upstream]]                  # optional: a group routes reach as proxy = "http://app"
+//! name = "app"                  # required: one label (letters, digits, - and _)
+//! servers = ["127.0.0.1:8080", "unix:/run/app.sock",
+//!            { address = "127.0.0.1:8081", weight = 2, max_fails = 1, fail_timeout = "10s", backup = false }]
+//! balance = "round_robin"       # round_robin (default, weighted), least_conn, ip_hash
+//! next_upstream = ["error", "timeout"]  # also http_500/502/503/504/403/429, non_idempotent; ["off"]
+//! next_upstream_tries = 0       # the most servers one request is tried on (0: each server once)
 //! ```
 
 use std::collections::BTreeMap;
@@ -103,7 +114,12 @@ mod raw;
 mod serving;
 #[cfg(test)]
 mod tests;
+mod upstreams;
 mod validate;
+
+pub use upstreams::{
+    Balance, NextUpstream, ServerAddress, ServerConfig, UpstreamConfig, MAX_SERVERS,
+};
 
 /// The Let's Encrypt production directory.
 pub const LETSENCRYPT_PRODUCTION: &str = "https://acme-v02.api.letsencrypt.org/directory";
@@ -132,6 +148,8 @@ pub struct Config {
     pub operations: OperationsConfig,
     /// The sites, in file order. Each gets one certificate covering all its names.
     pub sites: Vec<SiteConfig>,
+    /// The `[[upstream]]` groups routes can proxy to, in file order.
+    pub upstreams: Vec<UpstreamConfig>,
 }
 
 /// The `[acme]` table.
@@ -365,6 +383,24 @@ pub struct RouteConfig {
     pub precompressed: bool,
     /// `headers`, `rewrite`, `max_body_size`, `expires`: the route's HTTP rules.
     pub http: crate::proxy::http_rules::HttpRules,
+    /// For proxy routes to a group (`proxy = "http://<name>"`): the `[[upstream]]`'s name.
+    pub upstream: Option<String>,
+    /// `connect_timeout`, `read_timeout`, `send_timeout` (proxy routes): override `[limits]`.
+    pub timeouts: ProxyTimeouts,
+}
+
+/// A proxy route's own timeouts; `None` keeps the `[limits]` (or tunnel) default.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ProxyTimeouts {
+    /// `connect_timeout` (nginx `proxy_connect_timeout`): for connecting to a server.
+    pub connect: Option<Duration>,
+    /// `read_timeout` (nginx `proxy_read_timeout`): for the response head, then between two reads
+    /// of the response body, and the idle time of a WebSocket tunnel unless
+    /// `tunnel_idle_timeout` is set.
+    pub read: Option<Duration>,
+    /// `send_timeout` (nginx `proxy_send_timeout`): between two writes of the request body to the
+    /// upstream.
+    pub send: Option<Duration>,
 }
 
 /// What a route does.

@@ -34,6 +34,8 @@ pub(super) struct RawConfig {
     pub(super) preflight: Option<Spanned<RawPreflight>>,
     #[serde(default)]
     pub(super) site: Vec<Spanned<RawSite>>,
+    #[serde(default)]
+    pub(super) upstream: Vec<Spanned<super::upstreams::RawUpstream>>,
 }
 
 /// `[acme]`.
@@ -157,6 +159,9 @@ pub(super) struct RawRoute {
     #[serde(rename = "return")]
     pub(super) answer: Option<Spanned<super::http_rules::RawReturn>>,
     pub(super) alias: Option<Spanned<String>>,
+    pub(super) connect_timeout: Option<Spanned<RawDuration>>,
+    pub(super) read_timeout: Option<Spanned<RawDuration>>,
+    pub(super) send_timeout: Option<Spanned<RawDuration>>,
 }
 
 /// `front_controller`: a script path, or `false` for none.

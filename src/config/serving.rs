@@ -289,6 +289,7 @@ pub(super) fn routes(
     raw: Vec<Spanned<RawRoute>>,
     folder: &Path,
     access: &AccessScope,
+    upstreams: &[super::UpstreamConfig],
     problems: &mut Problems<'_>,
 ) -> Vec<RouteConfig> {
     let mut references = Vec::new();
@@ -299,6 +300,7 @@ pub(super) fn routes(
         raw,
         folder,
         access,
+        upstreams,
         &mut references,
         &mut reported,
         problems,
@@ -314,6 +316,7 @@ fn routes_in(
     raw: Vec<Spanned<RawRoute>>,
     folder: &Path,
     inherited: &AccessScope,
+    upstreams: &[super::UpstreamConfig],
     references: &mut Vec<NamedReference>,
     reported: &mut HashSet<String>,
     problems: &mut Problems<'_>,
@@ -346,6 +349,7 @@ fn routes_in(
             allow_dotfiles: &route.allow_dotfiles,
         };
         super::fastcgi::stray_keys(&key, fastcgi_keys, problems);
+        let mut group = None;
         let target = match (route.proxy, route.root) {
             (proxy, root) if route.answer.is_some() => {
                 let other = proxy.is_some()
@@ -386,7 +390,10 @@ fn routes_in(
                     None => continue,
                 }
             }
-            (Some(proxy), None) => match upstream(proxy.get_ref()) {
+            (Some(proxy), None) => match upstream(proxy.get_ref()).and_then(|uri| {
+                group = super::upstreams::group_of(&uri, upstreams)?;
+                Ok(uri)
+            }) {
                 Ok(uri) => RouteTargetConfig::Proxy(uri),
                 Err(reason) => {
                     problems.add(format!("{key}.proxy"), Some(proxy.span()), reason);
@@ -476,11 +483,22 @@ fn routes_in(
             route.route,
             folder,
             &access,
+            upstreams,
             references,
             reported,
             problems,
         );
         indexes.push(i);
+        let timeouts = proxy_timeouts(
+            &key,
+            is_proxy,
+            [
+                route.connect_timeout,
+                route.read_timeout,
+                route.send_timeout,
+            ],
+            problems,
+        );
         routes.push(RouteConfig {
             path,
             target,
@@ -493,9 +511,47 @@ fn routes_in(
             compress: super::compress::policy(&format!("{key}.compress"), route.compress, problems),
             precompressed: route.precompressed.is_some_and(|on| *on.get_ref()),
             http,
+            upstream: group,
+            timeouts,
         });
     }
     routes
+}
+
+/// A route's `connect_timeout`, `read_timeout` and `send_timeout`: proxy routes only, more than
+/// zero; a read timeout may be as long as a tunnel's idle timeout (websocket apps set hours), the
+/// others at most a day.
+fn proxy_timeouts(
+    key: &str,
+    is_proxy: bool,
+    [connect, read, send]: [Option<Spanned<RawDuration>>; 3],
+    problems: &mut Problems<'_>,
+) -> super::ProxyTimeouts {
+    let week = (MAX_TUNNEL_IDLE_TIMEOUT, "168h (a week)");
+    let mut parse = |name: &str, value: Option<Spanned<RawDuration>>, longest| {
+        let value = value?;
+        let key = format!("{key}.{name}");
+        if !is_proxy {
+            problems.add(key, Some(value.span()), "only applies to `proxy` routes");
+            return None;
+        }
+        match parse_duration_at_most(value.get_ref(), longest) {
+            Ok(parsed) if !parsed.is_zero() => Some(parsed),
+            Ok(_) => {
+                problems.add(key, Some(value.span()), "must be more than zero");
+                None
+            }
+            Err(reason) => {
+                problems.add(key, Some(value.span()), reason);
+                None
+            }
+        }
+    };
+    super::ProxyTimeouts {
+        connect: parse("connect_timeout", connect, LONGEST_LIMIT),
+        read: parse("read_timeout", read, week),
+        send: parse("send_timeout", send, LONGEST_LIMIT),
+    }
 }
 
 /// An upstream: `http://host:port` with an optional base path, no query.

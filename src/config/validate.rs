@@ -71,6 +71,8 @@ pub(super) fn validate(raw: RawConfig, path: &Path, problems: &mut Problems<'_>)
         .and_then(|https| https.get_ref().default_site.clone());
     // Before `[http]`, whose `proxy_protocol` needs `[https] trusted_proxies`.
     let https = serving::https(raw.https, problems);
+    // Before the sites, whose routes name them.
+    let upstreams = super::upstreams::upstreams(raw.upstream, problems);
     let mut config = Config {
         source: path.to_path_buf(),
         state_dir: state_dir(raw.state_dir, &folder, problems),
@@ -86,7 +88,8 @@ pub(super) fn validate(raw: RawConfig, path: &Path, problems: &mut Problems<'_>)
             raw.preflight,
             problems,
         ),
-        sites: sites(raw.site, &folder, problems),
+        sites: sites(raw.site, &folder, &upstreams, problems),
+        upstreams,
     };
     config.https.default_site = serving::default_site(default_site, &config.sites, problems);
     config
@@ -516,6 +519,7 @@ impl std::fmt::Display for DurationText {
 fn sites(
     raw: Vec<Spanned<RawSite>>,
     folder: &Path,
+    upstreams: &[super::UpstreamConfig],
     problems: &mut Problems<'_>,
 ) -> Vec<SiteConfig> {
     if raw.is_empty() {
@@ -562,7 +566,7 @@ fn sites(
                 None
             }
         });
-        let mut routes = serving::routes(i, route, folder, &access, problems);
+        let mut routes = serving::routes(i, route, folder, &access, upstreams, problems);
         let site_compress =
             super::compress::policy(&format!("site[{i}].compress"), compress, problems);
         super::compress::inherit(&mut routes, &inherit, site_compress);

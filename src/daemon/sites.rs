@@ -7,7 +7,7 @@ use std::sync::Arc;
 use crate::config::{Config, RouteConfig, RouteTargetConfig, SiteConfig};
 use crate::metrics::{Metrics, SiteCounters};
 use crate::proxy::http_rules::SiteHttp;
-use crate::proxy::{Route, RouteTarget, SiteRoutes};
+use crate::proxy::{Route, RouteTarget, SiteRoutes, UpstreamGroup};
 
 /// One served site.
 pub(super) struct ServedSite {
@@ -31,10 +31,17 @@ impl SiteTable {
     /// The table for `config`'s sites.
     pub fn from_config(config: &Config, metrics: &Metrics) -> Self {
         let mut by_name = HashMap::new();
+        // One of each group, shared by every route that names it, so its servers' health and
+        // balancing are the group's, not a route's.
+        let groups: HashMap<&str, Arc<UpstreamGroup>> = config
+            .upstreams
+            .iter()
+            .map(|group| (group.name.as_str(), Arc::new(UpstreamGroup::new(group))))
+            .collect();
         for site in &config.sites {
             let served = Arc::new(ServedSite {
                 name: site.name().to_owned(),
-                routes: routes(site),
+                routes: routes(site, &groups),
                 counters: metrics.site(site.name()),
             });
             for name in &site.names {
@@ -65,9 +72,9 @@ impl SiteTable {
     }
 }
 
-fn routes(site: &SiteConfig) -> SiteRoutes {
+fn routes(site: &SiteConfig, groups: &HashMap<&str, Arc<UpstreamGroup>>) -> SiteRoutes {
     let mut routes = SiteRoutes {
-        routes: site.routes.iter().map(route).collect(),
+        routes: site.routes.iter().map(|r| route(r, groups)).collect(),
         error_pages: site
             .error_pages
             .iter()
@@ -80,7 +87,7 @@ fn routes(site: &SiteConfig) -> SiteRoutes {
 }
 
 /// The served form of one route and the routes nested in it.
-fn route(route: &RouteConfig) -> Route {
+fn route(route: &RouteConfig, groups: &HashMap<&str, Arc<UpstreamGroup>>) -> Route {
     Route {
         path: route.path.clone(),
         target: match &route.target {
@@ -93,11 +100,20 @@ fn route(route: &RouteConfig) -> Route {
         tunnel_idle_timeout: route.tunnel_idle_timeout,
         allow_dotfiles: route.allow_dotfiles,
         location: route.location.clone(),
-        routes: route.routes.iter().map(self::route).collect(),
+        routes: route
+            .routes
+            .iter()
+            .map(|nested| self::route(nested, groups))
+            .collect(),
         try_files: route.try_files.clone(),
         access: route.access.clone(),
         compress: route.compress.clone(),
         precompressed: route.precompressed,
         http: route.http.clone(),
+        upstream: route
+            .upstream
+            .as_deref()
+            .and_then(|name| groups.get(name).cloned()),
+        timeouts: route.timeouts,
     }
 }

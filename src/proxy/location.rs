@@ -172,6 +172,8 @@ mod tests {
             compress: None,
             precompressed: false,
             http: Default::default(),
+            upstream: None,
+            timeouts: Default::default(),
         }
     }
 

@@ -32,11 +32,13 @@ pub mod rewrite;
 #[cfg(test)]
 mod tests;
 pub mod try_files;
+mod upstream;
 pub mod variables;
 mod websocket;
 
 pub use location::{LocationMatch, LocationRegex};
 pub use try_files::{TryFallback, TryFiles};
+pub use upstream::UpstreamGroup;
 pub use websocket::ConnectionPermit;
 
 use std::collections::HashMap;
@@ -52,7 +54,6 @@ use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode, Uri, Version};
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio_util::sync::CancellationToken;
@@ -119,6 +120,11 @@ pub struct Route {
     pub precompressed: bool,
     /// Headers, rewrites and limits of this route ([`http_rules`]).
     pub http: http_rules::HttpRules,
+    /// For proxy routes to an `[[upstream]]` group: the group, whose servers take the place of the
+    /// target's host (its base path still applies). `None`: the target's host is the one server.
+    pub upstream: Option<std::sync::Arc<UpstreamGroup>>,
+    /// For proxy routes: connect, read and send timeouts in place of [`ProxyLimits`]'.
+    pub timeouts: crate::config::ProxyTimeouts,
 }
 
 /// The routes and error pages of one site.
@@ -182,7 +188,8 @@ impl Default for ProxyLimits {
 
 /// Which upstream (or static root) answered a request, put in the extensions of every response
 /// from [`Proxy::handle`] that matched a route, for the access log: `"http://host:port"` (with the
-/// base path, if any) for upstreams, `"static:<root>"` for static routes.
+/// base path, if any) for upstreams, `"static:<root>"` for static routes; for an `[[upstream]]`
+/// group, the server that answered (`"http://host:port"` or `"unix:/path"`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UpstreamUsed(pub String);
 
@@ -193,7 +200,7 @@ pub struct UpstreamUsed(pub String);
 /// them at shutdown.
 #[derive(Debug)]
 pub struct Proxy {
-    client: Client<HttpConnector, body::RequestBody>,
+    client: Client<upstream::UpstreamConnector, body::RequestBody>,
     limits: ProxyLimits,
     tunnels: TaskTracker,
     shutdown: CancellationToken,
@@ -204,9 +211,7 @@ pub struct Proxy {
 impl Proxy {
     /// A proxy with an empty connection pool. Must be called inside a Tokio runtime.
     pub fn new(limits: ProxyLimits) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(limits.connect_timeout));
-        connector.set_nodelay(true);
+        let connector = upstream::UpstreamConnector::new(limits.connect_timeout);
         let client = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(limits.pool_idle_timeout)
@@ -393,12 +398,28 @@ impl Proxy {
                 response
             }
             RouteTarget::Proxy(upstream) => {
+                if let Some(group) = &route.upstream {
+                    // Boxed: groups are the rarer case, and their retry loop is large.
+                    return Box::pin(
+                        self.forward_group(request, &path, upstream, group, route, site, client),
+                    )
+                    .await;
+                }
                 let label = upstream_label(upstream);
                 let idle = route
                     .tunnel_idle_timeout
+                    .or(route.timeouts.read)
                     .unwrap_or(self.limits.tunnel_idle_timeout);
                 let response = self
-                    .forward(request, &path, upstream, &label, client, idle)
+                    .forward(
+                        request,
+                        &path,
+                        upstream,
+                        &label,
+                        client,
+                        idle,
+                        route.timeouts,
+                    )
                     .await;
                 let mut response = match response {
                     Ok(response) => response,
@@ -510,6 +531,7 @@ impl Proxy {
     }
 
     /// Sends `request` to `upstream`; `Err` is the status certd answers with itself.
+    #[allow(clippy::too_many_arguments)]
     async fn forward(
         &self,
         mut request: Request<Incoming>,
@@ -518,6 +540,7 @@ impl Proxy {
         label: &str,
         client: SocketAddr,
         tunnel_idle_timeout: Duration,
+        timeouts: crate::config::ProxyTimeouts,
     ) -> Result<Response<ProxyBody>, StatusCode> {
         let websocket =
             headers::is_websocket_upgrade(request.method(), request.version(), request.headers());
@@ -550,15 +573,18 @@ impl Proxy {
         }
         let (body, body_sent) = body::RequestBody::new(body);
         let body = body.with_limit(rules.and_then(|rules| rules.body_limit));
+        let (body, stalled) = upstream::send_timeout(body, timeouts.send);
         let request = Request::from_parts(parts, body);
 
         // The upstream has `response_timeout` to start answering once it has the whole request.
+        let response_timeout = timeouts.read.unwrap_or(self.limits.response_timeout);
         let deadline = async {
             body_sent.wait().await;
-            tokio::time::sleep(self.limits.response_timeout).await;
+            tokio::time::sleep(response_timeout).await;
         };
-        let mut response = tokio::select! {
-            answer = self.client.request(request) => match answer {
+        let sent = upstream::with_connect_timeout(timeouts.connect, self.client.request(request));
+        let response = tokio::select! {
+            answer = sent => match answer {
                 Ok(response) => response,
                 Err(error) => {
                     if body::exceeded_limit(&error) {
@@ -575,12 +601,40 @@ impl Proxy {
                 }
             },
             () = deadline => {
-                let timeout_ms = self.limits.response_timeout.as_millis();
+                let timeout_ms = response_timeout.as_millis();
                 warn!(upstream = label, timeout_ms, "upstream did not answer in time");
                 return Err(StatusCode::GATEWAY_TIMEOUT);
             }
+            () = stalled => {
+                warn!(upstream = label, "upstream did not take the request body in time (send_timeout)");
+                return Err(StatusCode::GATEWAY_TIMEOUT);
+            }
         };
+        self.finish_response(
+            response,
+            client_upgrade,
+            permit,
+            label,
+            client,
+            tunnel_idle_timeout,
+            timeouts.read,
+        )
+    }
 
+    /// The client's response to the upstream's `response`: a `101` starts the WebSocket tunnel
+    /// (`client_upgrade` is the client's side of it), anything else streams through without its
+    /// hop-by-hop headers, its body bounded by `read_timeout` between two reads when set.
+    #[allow(clippy::too_many_arguments)]
+    fn finish_response(
+        &self,
+        mut response: Response<Incoming>,
+        client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+        permit: Option<ConnectionPermit>,
+        label: &str,
+        client: SocketAddr,
+        tunnel_idle_timeout: Duration,
+        read_timeout: Option<Duration>,
+    ) -> Result<Response<ProxyBody>, StatusCode> {
         if response.status() == StatusCode::SWITCHING_PROTOCOLS {
             let Some(client_upgrade) = client_upgrade else {
                 warn!(
@@ -608,7 +662,10 @@ impl Proxy {
         }
 
         headers::remove_hop_by_hop(response.headers_mut());
-        Ok(response.map(|body| body.map_err(std::io::Error::other).boxed()))
+        Ok(response.map(|body| match read_timeout {
+            None => body.map_err(std::io::Error::other).boxed(),
+            Some(timeout) => upstream::ReadTimeoutBody::new(body, timeout).boxed(),
+        }))
     }
 }
 

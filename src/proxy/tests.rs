@@ -153,6 +153,8 @@ fn site(routes: &[(&str, RouteTarget)]) -> SiteRoutes {
                 compress: None,
                 precompressed: false,
                 http: Default::default(),
+                upstream: None,
+                timeouts: Default::default(),
             })
             .collect(),
         error_pages: HashMap::new(),
@@ -846,6 +848,8 @@ async fn a_tunnel_keeps_its_connection_slot_until_its_route_idle_timeout_closes_
                 compress: None,
                 precompressed: false,
                 http: Default::default(),
+                upstream: None,
+                timeouts: Default::default(),
             }],
             error_pages: HashMap::new(),
             http: Default::default(),
@@ -878,6 +882,92 @@ async fn a_tunnel_keeps_its_connection_slot_until_its_route_idle_timeout_closes_
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    })
+    .await;
+}
+
+/// A route to an `[[upstream]]` group of `servers` (round robin, default retries).
+fn group_route(
+    path: &str,
+    servers: &[SocketAddr],
+    timeouts: crate::config::ProxyTimeouts,
+) -> Route {
+    let config = crate::config::UpstreamConfig {
+        name: "app".into(),
+        servers: servers
+            .iter()
+            .map(|addr| crate::config::ServerConfig {
+                address: crate::config::ServerAddress::Tcp(addr.to_string()),
+                weight: 1,
+                max_fails: 1,
+                fail_timeout: Duration::from_secs(10),
+                backup: false,
+            })
+            .collect(),
+        balance: crate::config::Balance::RoundRobin,
+        next_upstream: crate::config::NextUpstream::default(),
+        next_upstream_tries: 0,
+    };
+    Route {
+        path: path.into(),
+        target: RouteTarget::Proxy("http://app".parse().unwrap()),
+        tunnel_idle_timeout: None,
+        allow_dotfiles: false,
+        access: None,
+        location: LocationMatch::Prefix,
+        routes: Vec::new(),
+        try_files: None,
+        compress: None,
+        precompressed: false,
+        http: Default::default(),
+        upstream: Some(Arc::new(UpstreamGroup::new(&config))),
+        timeouts,
+    }
+}
+
+#[tokio::test]
+async fn a_websocket_to_a_group_skips_a_dead_server_and_idles_out_after_read_timeout() {
+    bounded(async {
+        let dead = dead_port().await;
+        let (ws_addr, mut seen) = start_websocket_echo().await;
+        let timeouts = crate::config::ProxyTimeouts {
+            read: Some(Duration::from_millis(600)),
+            ..Default::default()
+        };
+        let routes = SiteRoutes {
+            routes: vec![group_route("/ws", &[dead, ws_addr], timeouts)],
+            error_pages: HashMap::new(),
+            http: Default::default(),
+        };
+        let (addr, proxy) = start_proxy(routes, ProxyLimits::default()).await;
+
+        // Whichever server round robin starts with, the handshake reaches the live one.
+        for _ in 0..2 {
+            let stream = TcpStream::connect(addr).await.unwrap();
+            let (mut socket, response) =
+                tokio_tungstenite::client_async("ws://site.example/ws/chat", stream)
+                    .await
+                    .unwrap();
+            assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
+            let (uri, _) = seen.recv().await.unwrap();
+            assert_eq!(uri, "/ws/chat");
+            socket.send(Message::text("hi")).await.unwrap();
+            assert_eq!(
+                socket.next().await.unwrap().unwrap().to_text().unwrap(),
+                "hi"
+            );
+
+            // No tunnel_idle_timeout on the route: its read_timeout closes the idle tunnel, long
+            // before [limits] tunnel_idle_timeout (an hour).
+            let idle = std::time::Instant::now();
+            while let Some(Ok(message)) = socket.next().await {
+                assert!(message.is_close(), "{message:?}");
+            }
+            let waited = idle.elapsed();
+            assert!(waited >= Duration::from_millis(500), "{waited:?}");
+            assert!(waited < Duration::from_secs(5), "{waited:?}");
+        }
+        wait_for_no_tunnels(&proxy).await;
     })
     .await;
 }

@@ -153,6 +153,8 @@ mod tests {
             compress: None,
             precompressed: false,
             http: Default::default(),
+            upstream: None,
+            timeouts: Default::default(),
         }
     }
 
@@ -169,6 +171,8 @@ mod tests {
             compress: None,
             precompressed: false,
             http: Default::default(),
+            upstream: None,
+            timeouts: Default::default(),
         }
     }
 

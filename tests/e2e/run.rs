@@ -22,6 +22,7 @@ mod requests;
 mod signals;
 mod static_roots;
 mod tunnels;
+mod upstreams;
 
 use std::time::Duration;
 

@@ -102,6 +102,8 @@ pub struct RunConfig {
     pub sites: Vec<Site>,
     /// More `[https]` entries as written, e.g. `("trusted_proxies", "[\"127.0.0.1\"]")`.
     pub https: Vec<(String, String)>,
+    /// More top-level tables as written (e.g. `[[upstream]]`), appended after the sites.
+    pub tables: Vec<String>,
 }
 
 impl RunConfig {
@@ -117,7 +119,14 @@ impl RunConfig {
             remaining_fraction: None,
             sites,
             https: Vec::new(),
+            tables: Vec::new(),
         }
+    }
+
+    /// Appends `toml` (whole top-level tables, e.g. an `[[upstream]]`) to the file.
+    pub fn table(mut self, toml: &str) -> Self {
+        self.tables.push(toml.to_owned());
+        self
     }
 
     /// Sets `[https] key = value` (`value` as TOML, e.g. `"true"`).
@@ -178,6 +187,11 @@ impl RunConfig {
                     toml += &format!("  {status} = {}\n", toml_str(file));
                 }
             }
+        }
+        for table in &self.tables {
+            toml += "\n";
+            toml += table;
+            toml += "\n";
         }
         toml
     }
