@@ -292,21 +292,34 @@ pub(super) fn routes(
     upstreams: &[super::UpstreamConfig],
     problems: &mut Problems<'_>,
 ) -> Vec<RouteConfig> {
-    let mut references = Vec::new();
-    let mut reported = HashSet::new();
+    let mut context = RouteContext {
+        folder,
+        upstreams,
+        references: Vec::new(),
+        reported: HashSet::new(),
+    };
     let routes = routes_in(
         &format!("site[{site}]"),
         None,
         raw,
-        folder,
         access,
-        upstreams,
-        &mut references,
-        &mut reported,
+        &mut context,
         problems,
     );
-    route_location::check_references(&references, &routes, problems);
+    route_location::check_references(&context.references, &routes, problems);
     routes
+}
+
+/// What every route of one site is validated against, and what their validation collects.
+struct RouteContext<'a> {
+    /// The config file's folder, for relative paths.
+    folder: &'a Path,
+    /// The `[[upstream]]` groups a `proxy` may name.
+    upstreams: &'a [super::UpstreamConfig],
+    /// Named routes that `try_files` refers to, checked once every route is known.
+    references: Vec<NamedReference>,
+    /// Access-key problems already reported (a site-level one is reported once, not per route).
+    reported: HashSet<String>,
 }
 
 /// The routes `raw` of `owner` (a site, or the route they are nested in, `parent`).
@@ -314,13 +327,11 @@ fn routes_in(
     owner: &str,
     parent: Option<&Parent<'_>>,
     raw: Vec<Spanned<RawRoute>>,
-    folder: &Path,
     inherited: &AccessScope,
-    upstreams: &[super::UpstreamConfig],
-    references: &mut Vec<NamedReference>,
-    reported: &mut HashSet<String>,
+    context: &mut RouteContext<'_>,
     problems: &mut Problems<'_>,
 ) -> Vec<RouteConfig> {
+    let (folder, upstreams) = (context.folder, context.upstreams);
     let mut routes: Vec<RouteConfig> = Vec::with_capacity(raw.len());
     // Where each of `routes` is in the file, for problems that name an earlier route.
     let mut indexes = Vec::with_capacity(raw.len());
@@ -471,8 +482,13 @@ fn routes_in(
                  for proxied responses",
             );
         }
-        let try_files =
-            route_location::try_files(&key, route.try_files, !is_proxy, references, problems);
+        let try_files = route_location::try_files(
+            &key,
+            route.try_files,
+            !is_proxy,
+            &mut context.references,
+            problems,
+        );
         let nested = routes_in(
             &key,
             Some(&Parent {
@@ -481,11 +497,8 @@ fn routes_in(
                 location: &location,
             }),
             route.route,
-            folder,
             &access,
-            upstreams,
-            references,
-            reported,
+            context,
             problems,
         );
         indexes.push(i);
@@ -504,7 +517,7 @@ fn routes_in(
             target,
             tunnel_idle_timeout,
             allow_dotfiles: route.allow_dotfiles.is_some_and(|allow| *allow.get_ref()),
-            access: access.policy(reported, problems),
+            access: access.policy(&mut context.reported, problems),
             location,
             routes: nested,
             try_files,
