@@ -161,19 +161,12 @@ mod tests {
     /// A route answering with upstream `http://{label}`, so a test can say which one matched.
     fn route(location: LocationMatch, path: &str, label: &str, nested: Vec<Route>) -> Route {
         Route {
-            path: path.to_owned(),
-            target: RouteTarget::Proxy(format!("http://{label}").parse().unwrap()),
-            tunnel_idle_timeout: None,
-            allow_dotfiles: false,
             location,
             routes: nested,
-            try_files: None,
-            access: None,
-            compress: None,
-            precompressed: false,
-            http: Default::default(),
-            upstream: None,
-            timeouts: Default::default(),
+            ..Route::new(
+                path.to_owned(),
+                RouteTarget::Proxy(format!("http://{label}").parse().unwrap()),
+            )
         }
     }
 

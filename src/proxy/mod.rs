@@ -127,6 +127,28 @@ pub struct Route {
     pub timeouts: crate::config::ProxyTimeouts,
 }
 
+impl Route {
+    /// A prefix route for `path` with every option at its default (no timeouts of its own, no
+    /// access rules, no compression, no nested routes): routes built in code start here.
+    pub fn new(path: impl Into<String>, target: RouteTarget) -> Self {
+        Self {
+            path: path.into(),
+            target,
+            tunnel_idle_timeout: None,
+            allow_dotfiles: false,
+            access: None,
+            location: LocationMatch::Prefix,
+            routes: Vec::new(),
+            try_files: None,
+            compress: None,
+            precompressed: false,
+            http: http_rules::HttpRules::default(),
+            upstream: None,
+            timeouts: crate::config::ProxyTimeouts::default(),
+        }
+    }
+}
+
 /// The routes and error pages of one site.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SiteRoutes {

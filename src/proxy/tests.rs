@@ -141,21 +141,7 @@ fn site(routes: &[(&str, RouteTarget)]) -> SiteRoutes {
     SiteRoutes {
         routes: routes
             .iter()
-            .map(|(path, target)| Route {
-                path: (*path).to_owned(),
-                target: target.clone(),
-                tunnel_idle_timeout: None,
-                allow_dotfiles: false,
-                access: None,
-                location: LocationMatch::Prefix,
-                routes: Vec::new(),
-                try_files: None,
-                compress: None,
-                precompressed: false,
-                http: Default::default(),
-                upstream: None,
-                timeouts: Default::default(),
-            })
+            .map(|(path, target)| Route::new(*path, target.clone()))
             .collect(),
         error_pages: HashMap::new(),
         http: Default::default(),
@@ -837,19 +823,8 @@ async fn a_tunnel_keeps_its_connection_slot_until_its_route_idle_timeout_closes_
         let (ws_addr, _seen) = start_websocket_echo().await;
         let routes = SiteRoutes {
             routes: vec![Route {
-                path: "/ws".into(),
-                target: upstream(ws_addr),
                 tunnel_idle_timeout: Some(Duration::from_millis(600)),
-                allow_dotfiles: false,
-                access: None,
-                location: LocationMatch::Prefix,
-                routes: Vec::new(),
-                try_files: None,
-                compress: None,
-                precompressed: false,
-                http: Default::default(),
-                upstream: None,
-                timeouts: Default::default(),
+                ..Route::new("/ws", upstream(ws_addr))
             }],
             error_pages: HashMap::new(),
             http: Default::default(),
@@ -909,19 +884,9 @@ fn group_route(
         next_upstream_tries: 0,
     };
     Route {
-        path: path.into(),
-        target: RouteTarget::Proxy("http://app".parse().unwrap()),
-        tunnel_idle_timeout: None,
-        allow_dotfiles: false,
-        access: None,
-        location: LocationMatch::Prefix,
-        routes: Vec::new(),
-        try_files: None,
-        compress: None,
-        precompressed: false,
-        http: Default::default(),
         upstream: Some(Arc::new(UpstreamGroup::new(&config))),
         timeouts,
+        ..Route::new(path, RouteTarget::Proxy("http://app".parse().unwrap()))
     }
 }
 

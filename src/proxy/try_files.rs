@@ -139,40 +139,21 @@ mod tests {
             TryFallback::Uri((*last).to_owned())
         };
         Route {
-            path: path.to_owned(),
-            target: RouteTarget::Static(root.to_owned()),
-            tunnel_idle_timeout: None,
-            allow_dotfiles: false,
-            location: LocationMatch::Prefix,
-            routes: Vec::new(),
             try_files: Some(TryFiles {
                 candidates: candidates.iter().map(|c| (*c).to_owned()).collect(),
                 fallback,
             }),
-            access: None,
-            compress: None,
-            precompressed: false,
-            http: Default::default(),
-            upstream: None,
-            timeouts: Default::default(),
+            ..Route::new(path, RouteTarget::Static(root.to_owned()))
         }
     }
 
     fn app() -> Route {
         Route {
-            path: "@app".into(),
-            target: RouteTarget::Proxy("http://127.0.0.1:9".parse().unwrap()),
-            tunnel_idle_timeout: None,
-            allow_dotfiles: false,
             location: LocationMatch::Named,
-            routes: Vec::new(),
-            try_files: None,
-            access: None,
-            compress: None,
-            precompressed: false,
-            http: Default::default(),
-            upstream: None,
-            timeouts: Default::default(),
+            ..Route::new(
+                "@app",
+                RouteTarget::Proxy("http://127.0.0.1:9".parse().unwrap()),
+            )
         }
     }
 
