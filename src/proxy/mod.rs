@@ -697,23 +697,9 @@ fn normalise_request_path(
     request: Request<Incoming>,
 ) -> Result<(Request<Incoming>, NormalPath), path::PathRefused> {
     let path = path::normalise(request.uri().path())?;
-    if path.as_str() == request.uri().path() {
-        return Ok((request, path));
-    }
-    let (mut parts, body) = request.into_parts();
-    let path_and_query = match parts.uri.query() {
-        Some(query) => format!("{path}?{query}"),
-        None => path.to_string(),
-    };
-    let mut uri = hyper::http::uri::Parts::from(parts.uri);
-    // The normalised path is made of the bytes of a path that parsed, so this cannot fail; if it
-    // did, refusing is the safe answer.
-    uri.path_and_query = Some(
-        hyper::http::uri::PathAndQuery::try_from(path_and_query)
-            .map_err(|_| path::PathRefused::BadPercentEncoding)?,
-    );
-    parts.uri = Uri::from_parts(uri).map_err(|_| path::PathRefused::BadPercentEncoding)?;
-    Ok((Request::from_parts(parts, body), path))
+    // The normalised path is made of the bytes of a path that parsed, so setting it cannot fail;
+    // if it did, refusing is the safe answer.
+    with_path(request, path).map_err(|_| path::PathRefused::BadPercentEncoding)
 }
 
 /// `request` with its URI's path set to `path` (by `try_files`: the file found or the fallback
