@@ -7,9 +7,8 @@ use std::sync::Arc;
 
 use toml::Spanned;
 
-use super::raw::{RawCompress, RawCompressLevel, RawCompressOptions, RawRoute};
+use super::raw::{RawCompress, RawCompressLevel, RawCompressOptions};
 use super::validate::Problems;
-use super::RouteConfig;
 use crate::compression::{Encoding, Policy};
 
 /// The largest `min_length` accepted: a larger one is a typo (it would turn compression off).
@@ -90,27 +89,6 @@ pub(super) fn policy(
         return None;
     }
     Some(Arc::new(policy))
-}
-
-/// The paths of the routes in `raw` that have no `compress` key of their own, which take the
-/// site's (by path: paths are unique in a site, and refused routes are not in the result).
-pub(super) fn routes_without_compress(raw: &[Spanned<RawRoute>]) -> Vec<String> {
-    raw.iter()
-        .map(Spanned::get_ref)
-        .filter(|route| route.compress.is_none())
-        .filter_map(|route| route.path.as_ref().map(|path| path.get_ref().clone()))
-        .collect()
-}
-
-/// Gives the site's `compress` to its routes that did not set one (`without`, from
-/// [`routes_without_compress`]).
-pub(super) fn inherit(routes: &mut [RouteConfig], without: &[String], site: Option<Arc<Policy>>) {
-    let Some(site) = site else { return };
-    for route in routes.iter_mut() {
-        if without.contains(&route.path) {
-            route.compress = Some(site.clone());
-        }
-    }
 }
 
 fn encodings(
@@ -309,6 +287,30 @@ mod tests {
         assert_eq!(found.problems.len(), 1, "{found}");
         assert_eq!(found.problems[0].key, "site[0].compress.encodings[0]");
         assert_eq!(found.problems[0].line, Some(7));
+    }
+
+    #[test]
+    fn exact_regex_and_nested_routes_inherit_from_where_they_are() {
+        // nginx inherits `gzip` from server into every location, and from a location into the
+        // locations nested in it, whatever kind of location they are.
+        let text = "[acme]\ndirectory = \"letsencrypt\"\nagree_tos = true\n\
+                    [[site]]\nnames = [\"example.org\"]\n\
+                    [site.compress]\nencodings = [\"gzip\"]\n\
+                    [[site.route]]\nexact = \"/x\"\nproxy = \"http://127.0.0.1:8080\"\n\
+                    [[site.route]]\npath = \"/raw/\"\nproxy = \"http://127.0.0.1:8080\"\ncompress = false\n\
+                    [[site.route.route]]\nregex = '\\.json$'\nproxy = \"http://127.0.0.1:8081\"\n";
+        let config = from_toml(text, Path::new("/etc/certd/certd.toml")).unwrap();
+        let routes = &config.sites[0].routes;
+        assert_eq!(
+            routes[0].compress.as_ref().unwrap().encodings,
+            [Encoding::Gzip],
+            "an exact route takes the site's"
+        );
+        assert_eq!(routes[1].compress, None);
+        assert_eq!(
+            routes[1].routes[0].compress, None,
+            "a nested route takes its parent's `compress = false`"
+        );
     }
 
     #[test]

@@ -288,7 +288,7 @@ pub(super) fn routes(
     site: usize,
     raw: Vec<Spanned<RawRoute>>,
     folder: &Path,
-    access: &AccessScope,
+    inherited: &Inherited,
     upstreams: &[super::UpstreamConfig],
     problems: &mut Problems<'_>,
 ) -> Vec<RouteConfig> {
@@ -302,12 +302,21 @@ pub(super) fn routes(
         &format!("site[{site}]"),
         None,
         raw,
-        access,
+        inherited,
         &mut context,
         problems,
     );
     route_location::check_references(&context.references, &routes, problems);
     routes
+}
+
+/// What a route takes from the site or route it is in for the keys it does not set itself, as nginx
+/// inherits directives from `server` into `location` and into the locations nested in it.
+pub(super) struct Inherited {
+    /// `access`, `auth_basic`, `auth_basic_user_file`, `satisfy`.
+    pub(super) access: AccessScope,
+    /// `compress`.
+    pub(super) compress: Option<std::sync::Arc<crate::compression::Policy>>,
 }
 
 /// What every route of one site is validated against, and what their validation collects.
@@ -327,7 +336,7 @@ fn routes_in(
     owner: &str,
     parent: Option<&Parent<'_>>,
     raw: Vec<Spanned<RawRoute>>,
-    inherited: &AccessScope,
+    inherited: &Inherited,
     context: &mut RouteContext<'_>,
     problems: &mut Problems<'_>,
 ) -> Vec<RouteConfig> {
@@ -341,7 +350,15 @@ fn routes_in(
         let mut route = route.into_inner();
         // Taken out first, so a route refused below still has its access keys checked, and the
         // routes nested in it inherit them.
-        let access = inherited.route(&key, &mut route, folder, problems);
+        let here = Inherited {
+            access: inherited.access.route(&key, &mut route, folder, problems),
+            compress: match route.compress.take() {
+                Some(own) => {
+                    super::compress::policy(&format!("{key}.compress"), Some(own), problems)
+                }
+                None => inherited.compress.clone(),
+            },
+        };
         let Some((path, location)) = route_location::route_match(
             &key,
             table.clone(),
@@ -497,7 +514,7 @@ fn routes_in(
                 location: &location,
             }),
             route.route,
-            &access,
+            &here,
             context,
             problems,
         );
@@ -517,11 +534,11 @@ fn routes_in(
             target,
             tunnel_idle_timeout,
             allow_dotfiles: route.allow_dotfiles.is_some_and(|allow| *allow.get_ref()),
-            access: access.policy(&mut context.reported, problems),
+            access: here.access.policy(&mut context.reported, problems),
             location,
             routes: nested,
             try_files,
-            compress: super::compress::policy(&format!("{key}.compress"), route.compress, problems),
+            compress: here.compress,
             precompressed: route.precompressed.is_some_and(|on| *on.get_ref()),
             http,
             upstream: group,

@@ -557,7 +557,6 @@ fn sites(
             satisfy,
         };
         let access = access::site_scope(i, site_access, folder, problems);
-        let inherit = super::compress::routes_without_compress(&route);
         let http = http_rules::site(i, headers, hsts, max_body_size, expires, problems);
         let profile = profile.and_then(|profile| match profile_name(profile.get_ref()) {
             Ok(name) => Some(name),
@@ -566,10 +565,11 @@ fn sites(
                 None
             }
         });
-        let mut routes = serving::routes(i, route, folder, &access, upstreams, problems);
-        let site_compress =
-            super::compress::policy(&format!("site[{i}].compress"), compress, problems);
-        super::compress::inherit(&mut routes, &inherit, site_compress);
+        let inherited = serving::Inherited {
+            access,
+            compress: super::compress::policy(&format!("site[{i}].compress"), compress, problems),
+        };
+        let routes = serving::routes(i, route, folder, &inherited, upstreams, problems);
         let error_pages = serving::error_pages(i, error_pages, folder, problems);
         let Some(names) = names else {
             problems.add(
