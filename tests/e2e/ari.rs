@@ -97,23 +97,13 @@ async fn wait_for_ari_record(
     site: &str,
     serial: &str,
 ) -> serde_json::Value {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let path = certd.site_dir(site).join("record.json");
-        if path.exists() {
-            let record = record(certd, site);
+    let what = format!("ARI choice for serial {serial}");
+    daemon
+        .wait_for_record(certd, site, WAIT, &what, |record| {
             let for_serial = record["ari_serial"].as_str().map(normalize_serial);
-            if for_serial.as_deref() == Some(serial) && record["ari_poll_at"].is_string() {
-                return record;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no ARI record for serial {serial} within {WAIT:?}:\n{}",
-            daemon.log()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+            for_serial.as_deref() == Some(serial) && record["ari_poll_at"].is_string()
+        })
+        .await
 }
 
 /// Asserts `at` is within `slack` after `from` plus `offset` and no later than `to` plus `offset`

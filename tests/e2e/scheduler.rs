@@ -6,7 +6,7 @@
 //! schedule, and renews a third site when that one's window opens; `certd status` shows the
 //! scheduler running.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use hyper::StatusCode;
 use time::OffsetDateTime;
@@ -29,23 +29,12 @@ async fn record_with(
     site: &str,
     fields: &[&str],
 ) -> serde_json::Value {
-    let deadline = Instant::now() + WAIT;
-    let path = certd.site_dir(site).join("record.json");
-    loop {
-        if let Ok(text) = std::fs::read_to_string(&path) {
-            if let Ok(record) = serde_json::from_str::<serde_json::Value>(&text) {
-                if fields.iter().all(|field| !record[*field].is_null()) {
-                    return record;
-                }
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{site}'s record.json has no {fields:?} within {WAIT:?}:\n{}",
-            daemon.log()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let what = format!("{fields:?}");
+    daemon
+        .wait_for_record(certd, site, WAIT, &what, |record| {
+            fields.iter().all(|field| !record[*field].is_null())
+        })
+        .await
 }
 
 #[track_caller]

@@ -211,6 +211,34 @@ pub struct Daemon {
 }
 
 impl Daemon {
+    /// Polls `state/certs/<site>/record.json` every 100 ms until `accept` takes it (the daemon
+    /// writes it as it decides), failing after `wait` with `what` was awaited and the daemon's log.
+    pub async fn wait_for_record(
+        &self,
+        certd: &Certd,
+        site: &str,
+        wait: Duration,
+        what: &str,
+        accept: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let deadline = Instant::now() + wait;
+        let path = certd.site_dir(site).join("record.json");
+        loop {
+            let record = std::fs::read_to_string(&path)
+                .ok()
+                .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok());
+            if let Some(record) = record.filter(|record| accept(record)) {
+                return record;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{site}'s record.json: no {what} within {wait:?}:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Starts `certd run --config <certd.toml>` in `certd`'s folder and waits (bounded by
     /// [`START_TIMEOUT`]) until `https` accepts TCP connections.
     pub async fn start(certd: &Certd, https: SocketAddr) -> Self {
