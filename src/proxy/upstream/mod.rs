@@ -109,6 +109,11 @@ impl UpstreamGroup {
         &self.config.name
     }
 
+    /// The configuration it was built from.
+    pub fn config(&self) -> &UpstreamConfig {
+        &self.config
+    }
+
     /// The most servers one request may be tried on.
     fn max_tries(&self) -> usize {
         max_tries(self.config.next_upstream_tries, self.servers.len())
