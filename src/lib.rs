@@ -16,6 +16,7 @@ pub mod commands;
 pub mod compression;
 pub mod config;
 pub mod daemon;
+pub mod dns01;
 pub mod fastcgi;
 pub mod hook;
 pub mod hostname;

@@ -106,6 +106,7 @@ use std::time::Duration;
 
 mod access;
 mod compress;
+mod dns;
 mod fastcgi;
 mod http_rules;
 mod location;
@@ -117,6 +118,10 @@ mod tests;
 mod upstreams;
 mod validate;
 
+pub use dns::{
+    read_tsig_secret, DnsConfig, DnsMethod, Rfc2136Config, TsigAlgorithm, DEFAULT_HOOK_TIMEOUT,
+    DEFAULT_PROPAGATION_TIMEOUT,
+};
 pub use upstreams::{
     Balance, NextUpstream, ServerAddress, ServerConfig, UpstreamConfig, MAX_SERVERS,
 };
@@ -168,6 +173,8 @@ pub struct AcmeConfig {
     /// The ACME profile to ask for (`classic`, `tlsserver`, `shortlived`, …), when the CA offers
     /// profiles; a site's own `profile` wins.
     pub profile: Option<String>,
+    /// `[acme.dns]` / `dns_hook`: how DNS-01 records are published for sites without their own.
+    pub dns: Option<DnsConfig>,
 }
 
 /// The kind of private key generated for a certificate.
@@ -349,6 +356,9 @@ pub struct SiteConfig {
     pub profile: Option<String>,
     /// `headers`, `hsts`, `max_body_size`, `expires`: the site-wide HTTP rules.
     pub http: crate::proxy::http_rules::HttpRules,
+    /// How this site's DNS-01 records are published: its own `[site.dns]` / `dns_hook`, else
+    /// `[acme.dns]` / `dns_hook`; `None` when neither is configured.
+    pub dns: Option<DnsConfig>,
 }
 
 /// One `[[site.route]]`.
@@ -434,6 +444,7 @@ impl SiteConfig {
             error_pages: BTreeMap::new(),
             profile: None,
             http: Default::default(),
+            dns: None,
         }
     }
 }

@@ -88,9 +88,15 @@ pub(super) fn validate(raw: RawConfig, path: &Path, problems: &mut Problems<'_>)
             raw.preflight,
             problems,
         ),
-        sites: sites(raw.site, &folder, &upstreams, problems),
+        sites: Vec::new(),
         upstreams,
     };
+    config.sites = sites(raw.site, &folder, &config.upstreams, problems);
+    for site in &mut config.sites {
+        if site.dns.is_none() {
+            site.dns = config.acme.dns.clone();
+        }
+    }
     config.https.default_site = serving::default_site(default_site, &config.sites, problems);
     config
 }
@@ -130,6 +136,7 @@ fn acme(raw: Option<Spanned<RawAcme>>, folder: &Path, problems: &mut Problems<'_
         key_type: KeyType::default(),
         concurrency: DEFAULT_CONCURRENCY,
         profile: None,
+        dns: None,
     };
     let Some(raw) = raw else {
         problems.add(
@@ -231,6 +238,8 @@ fn acme(raw: Option<Spanned<RawAcme>>, folder: &Path, problems: &mut Problems<'_
             ),
         }
     }
+
+    acme.dns = super::dns::dns("acme", raw.dns, raw.dns_hook, folder, problems);
 
     acme
 }
@@ -549,7 +558,10 @@ fn sites(
             hsts,
             max_body_size,
             expires,
+            dns,
+            dns_hook,
         } = site.into_inner();
+        let dns = super::dns::dns(&format!("site[{i}]"), dns, dns_hook, folder, problems);
         let site_access = access::AccessKeys {
             access,
             auth_basic,
@@ -623,6 +635,7 @@ fn sites(
                 error_pages,
                 profile,
                 http,
+                dns,
             });
         }
     }
