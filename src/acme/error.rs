@@ -125,6 +125,33 @@ pub enum AcmeError {
     /// The account could not be loaded or saved.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A DNS-01 record could not be published, did not propagate, or its name not be found. The
+    /// order's pending authorizations were deactivated and the records published so far removed.
+    #[error("DNS-01 for {name} (site {site}): {source}")]
+    Dns {
+        /// The site being ordered.
+        site: String,
+        /// The identifier (`*.example.org`) or record name at fault.
+        name: String,
+        /// What went wrong.
+        source: crate::dns01::DnsError,
+    },
+    /// The CA offers no DNS-01 challenge for a name.
+    #[error("the CA offers no dns-01 challenge for {name} (site {site})")]
+    NoDns01 {
+        /// The site being ordered.
+        site: String,
+        /// The name without a DNS-01 challenge.
+        name: String,
+    },
+    /// The site uses DNS-01 but configures no way to publish records.
+    #[error(
+        "site {site} uses dns-01 but has no DNS method: set `[acme.dns]` (RFC 2136) or          `dns_hook`, for every site or in the site"
+    )]
+    NoDnsMethod {
+        /// The site.
+        site: String,
+    },
 }
 
 impl AcmeError {

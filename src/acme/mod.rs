@@ -13,6 +13,7 @@
 //! Files: this one holds the account ([`AcmeClient::connect`]), profiles and renewal information;
 //! `order.rs` the order itself; `error.rs` what can go wrong; `http.rs` the HTTP client to the CA.
 
+mod dns01;
 mod error;
 mod http;
 mod order;

@@ -92,9 +92,15 @@ pub(super) fn validate(raw: RawConfig, path: &Path, problems: &mut Problems<'_>)
         upstreams,
     };
     config.sites = sites(raw.site, &folder, &config.upstreams, problems);
+    // DNS-01 lookups go through `[preflight] resolver` unless the dns table names its own.
+    let preflight_resolver = config.operations.preflight_resolver;
+    if let Some(dns) = config.acme.dns.as_mut() {
+        dns.resolver = dns.resolver.or(preflight_resolver);
+    }
     for site in &mut config.sites {
-        if site.dns.is_none() {
-            site.dns = config.acme.dns.clone();
+        match site.dns.as_mut() {
+            Some(dns) => dns.resolver = dns.resolver.or(preflight_resolver),
+            None => site.dns = config.acme.dns.clone(),
         }
     }
     config.https.default_site = serving::default_site(default_site, &config.sites, problems);
