@@ -51,6 +51,7 @@ pub(super) struct RawAcme {
     pub(super) key_type: Option<Spanned<String>>,
     pub(super) concurrency: Option<Spanned<i64>>,
     pub(super) profile: Option<Spanned<String>>,
+    pub(super) challenge: Option<Spanned<String>>,
 }
 
 /// `[http]`.
@@ -254,6 +255,7 @@ pub(super) struct RawSite {
     pub(super) hsts: Option<Spanned<super::http_rules::RawHsts>>,
     pub(super) max_body_size: Option<Spanned<super::http_rules::RawSize>>,
     pub(super) expires: Option<Spanned<String>>,
+    pub(super) challenge: Option<Spanned<String>>,
 }
 
 // ---------------------------------------------------------------------------------------------------

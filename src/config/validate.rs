@@ -10,7 +10,7 @@ use toml::Spanned;
 
 use super::raw::{line_at, RawAcme, RawConfig, RawHttp, RawRenewal, RawSite};
 use super::*;
-use super::{access, http_rules, operations, serving};
+use super::{access, challenge, http_rules, operations, serving};
 use crate::hostname;
 
 // ---------------------------------------------------------------------------------------------------
@@ -73,6 +73,12 @@ pub(super) fn validate(raw: RawConfig, path: &Path, problems: &mut Problems<'_>)
     let https = serving::https(raw.https, problems);
     // Before the sites, whose routes name them.
     let upstreams = super::upstreams::upstreams(raw.upstream, problems);
+    // For the sites that name no challenge; its problems are reported with `[acme]`.
+    let default_challenge = raw
+        .acme
+        .as_ref()
+        .and_then(|acme| acme.get_ref().challenge.as_ref())
+        .and_then(|kind| challenge::parse(kind.get_ref()).ok());
     let mut config = Config {
         source: path.to_path_buf(),
         state_dir: state_dir(raw.state_dir, &folder, problems),
@@ -88,7 +94,7 @@ pub(super) fn validate(raw: RawConfig, path: &Path, problems: &mut Problems<'_>)
             raw.preflight,
             problems,
         ),
-        sites: sites(raw.site, &folder, &upstreams, problems),
+        sites: sites(raw.site, &folder, &upstreams, default_challenge, problems),
         upstreams,
     };
     config.https.default_site = serving::default_site(default_site, &config.sites, problems);
@@ -130,6 +136,7 @@ fn acme(raw: Option<Spanned<RawAcme>>, folder: &Path, problems: &mut Problems<'_
         key_type: KeyType::default(),
         concurrency: DEFAULT_CONCURRENCY,
         profile: None,
+        challenge: None,
     };
     let Some(raw) = raw else {
         problems.add(
@@ -212,6 +219,13 @@ fn acme(raw: Option<Spanned<RawAcme>>, folder: &Path, problems: &mut Problems<'_
         match profile_name(profile.get_ref()) {
             Ok(name) => acme.profile = Some(name),
             Err(reason) => problems.add("acme.profile", Some(profile.span()), reason),
+        }
+    }
+
+    if let Some(kind) = raw.challenge {
+        match challenge::parse(kind.get_ref()) {
+            Ok(kind) => acme.challenge = Some(kind),
+            Err(reason) => problems.add("acme.challenge", Some(kind.span()), reason),
         }
     }
 
@@ -520,6 +534,7 @@ fn sites(
     raw: Vec<Spanned<RawSite>>,
     folder: &Path,
     upstreams: &[super::UpstreamConfig],
+    default_challenge: Option<ChallengeKind>,
     problems: &mut Problems<'_>,
 ) -> Vec<SiteConfig> {
     if raw.is_empty() {
@@ -549,7 +564,18 @@ fn sites(
             hsts,
             max_body_size,
             expires,
+            challenge: site_challenge,
         } = site.into_inner();
+        let site_challenge = match site_challenge {
+            Some(kind) => match challenge::parse(kind.get_ref()) {
+                Ok(kind) => Some(kind),
+                Err(reason) => {
+                    problems.add(format!("site[{i}].challenge"), Some(kind.span()), reason);
+                    None
+                }
+            },
+            None => default_challenge,
+        };
         let site_access = access::AccessKeys {
             access,
             auth_basic,
@@ -596,7 +622,11 @@ fn sites(
         for (j, name) in names.into_inner().into_iter().enumerate() {
             let key = format!("site[{i}].names[{j}]");
             let span = Some(name.span());
-            match hostname::validate_dns_name(name.get_ref()) {
+            let checked = hostname::validate_site_name(name.get_ref()).and_then(|name| {
+                let shape = challenge::NameShape::of(&name);
+                challenge::name_allows(shape, site_challenge).map(|()| name)
+            });
+            match checked {
                 Err(reason) => problems.add(key, span, format!("{:?}: {reason}", name.get_ref())),
                 Ok(dns) => match seen.get(&dns) {
                     Some((other, other_j, _)) if *other == i => problems.add(
@@ -623,6 +653,7 @@ fn sites(
                 error_pages,
                 profile,
                 http,
+                challenge: site_challenge,
             });
         }
     }

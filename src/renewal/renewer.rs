@@ -376,6 +376,7 @@ impl Renewer {
                 .or_else(|| self.inner.config.acme.profile.clone())
                 .filter(|_| offers_profiles),
             replaces,
+            challenge: site.challenge.unwrap_or_default(),
         };
         let pem = match acme.order(site, &options, &self.inner.tokens).await {
             Err(err) if err.is_unknown_account() => {
