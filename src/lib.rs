@@ -32,4 +32,5 @@ pub mod renewal;
 pub mod resolver;
 pub mod static_files;
 pub mod store;
+pub mod tls_alpn;
 pub mod trusted_proxies;

@@ -6,82 +6,71 @@
 //! deactivated (RFC 8555 §7.5.2) so no order is left pending at the CA, and the records already
 //! published are removed.
 
-use instant_acme::{AuthorizationStatus, ChallengeType, Identifier};
+use instant_acme::{AuthorizationHandle, AuthorizationStatus, ChallengeType, Identifier};
 use tracing::{debug, info, warn};
 
 use super::{AcmeClient, AcmeError};
 use crate::dns01::{Dns01, DnsError, TxtRecord};
 
 impl AcmeClient {
-    /// Publishes a TXT record for each pending authorization of `order`, waits until all are visible
-    /// on the authoritative servers, then tells the CA the challenges are ready. `published` collects
-    /// every record added, also on failure, for [`remove_records`].
-    pub(super) async fn answer_dns01(
+    /// DNS-01, step 1 for one pending authorization: publishes its TXT record (at
+    /// `_acme-challenge.<name>`, or where that name's CNAME leads) and returns it. The challenge is
+    /// not marked ready yet: the CA may validate the moment it is, so [`AcmeClient::ready_dns01`]
+    /// does that once every record is visible.
+    pub(super) async fn publish_dns01(
+        &self,
+        site: &str,
+        mut authorization: AuthorizationHandle<'_>,
+        dns: &Dns01,
+    ) -> Result<TxtRecord, AcmeError> {
+        let shown = authorization.identifier().to_string();
+        let Identifier::Dns(domain) = authorization.identifier().identifier.clone() else {
+            return Err(AcmeError::Unexpected {
+                site: site.to_owned(),
+                state: format!("with {shown}, which is not a DNS name, for DNS-01"),
+            });
+        };
+        let challenge = authorization
+            .challenge(ChallengeType::Dns01)
+            .ok_or_else(|| AcmeError::NoDns01 {
+                site: site.to_owned(),
+                name: shown.clone(),
+            })?;
+        let value = challenge.key_authorization().dns_value();
+        let dns_error = |source: DnsError| AcmeError::Dns {
+            site: site.to_owned(),
+            name: shown.clone(),
+            source,
+        };
+        let name = dns.record_name(&domain).await.map_err(dns_error)?;
+        let record = TxtRecord { name, value };
+        dns.publish(&record).await.map_err(dns_error)?;
+        debug!(name = %shown, record = %record.name, "DNS-01 record published");
+        Ok(record)
+    }
+
+    /// DNS-01, step 2: waits until every authoritative server answers all of `records`, then tells
+    /// the CA that each pending authorization's DNS-01 challenge is ready.
+    pub(super) async fn ready_dns01(
         &self,
         site: &str,
         order: &mut instant_acme::Order,
         dns: &Dns01,
-        published: &mut Vec<TxtRecord>,
+        records: &[TxtRecord],
     ) -> Result<(), AcmeError> {
-        let dns_error = |name: &str, source: DnsError| AcmeError::Dns {
-            site: site.to_owned(),
-            name: name.to_owned(),
-            source,
-        };
-        // Pass 1: publish. Challenges are only marked ready once every record is visible, because
-        // the CA may validate the moment one is.
-        let mut pending = 0usize;
-        let mut authorizations = order.authorizations();
-        while let Some(authorization) = authorizations.next().await {
-            let mut authorization = authorization.map_err(|err| self.site_error(site, err))?;
-            let shown = authorization.identifier().to_string();
-            match authorization.status {
-                AuthorizationStatus::Pending => {}
-                AuthorizationStatus::Valid => continue,
-                status => {
-                    return Err(AcmeError::Unexpected {
-                        site: site.to_owned(),
-                        state: format!("with the authorization for {shown} {status:?}"),
-                    })
-                }
-            }
-            let Identifier::Dns(domain) = authorization.identifier().identifier.clone() else {
-                return Err(AcmeError::Unexpected {
-                    site: site.to_owned(),
-                    state: format!("with {shown}, which is not a DNS name, for DNS-01"),
-                });
-            };
-            let challenge = authorization
-                .challenge(ChallengeType::Dns01)
-                .ok_or_else(|| AcmeError::NoDns01 {
-                    site: site.to_owned(),
-                    name: shown.clone(),
-                })?;
-            let value = challenge.key_authorization().dns_value();
-            let name = dns
-                .record_name(&domain)
-                .await
-                .map_err(|source| dns_error(&shown, source))?;
-            let record = TxtRecord { name, value };
-            dns.publish(&record)
-                .await
-                .map_err(|source| dns_error(&shown, source))?;
-            debug!(name = %shown, record = %record.name, "DNS-01 record published");
-            published.push(record);
-            pending += 1;
-        }
-        if pending == 0 {
+        if records.is_empty() {
             return Ok(());
         }
-        dns.wait_until_visible(published).await.map_err(|source| {
-            let name = match &source {
-                DnsError::NotPropagated { record, .. } => record.clone(),
-                _ => "(propagation)".to_owned(),
-            };
-            dns_error(&name, source)
-        })?;
-
-        // Pass 2: every record is visible; tell the CA.
+        dns.wait_until_visible(records)
+            .await
+            .map_err(|source| AcmeError::Dns {
+                site: site.to_owned(),
+                name: match &source {
+                    DnsError::NotPropagated { record, .. } => record.clone(),
+                    _ => records[0].name.clone(),
+                },
+                source,
+            })?;
         let mut authorizations = order.authorizations();
         while let Some(authorization) = authorizations.next().await {
             let mut authorization = authorization.map_err(|err| self.site_error(site, err))?;
@@ -101,10 +90,7 @@ impl AcmeClient {
                 .map_err(|err| self.site_error(site, err))?;
             debug!(name = %shown, "DNS-01 challenge ready");
         }
-        info!(
-            records = published.len(),
-            "DNS-01 records visible; challenges ready"
-        );
+        info!(records = records.len(), "DNS-01 records visible; challenges ready");
         Ok(())
     }
 

@@ -98,6 +98,26 @@ pub enum AcmeError {
         /// The name without an HTTP-01 challenge.
         name: String,
     },
+    /// The CA offers no challenge of the configured kind for a name.
+    #[error("the CA offers no {kind} challenge for {name} (site {site}); it offers {offered}: set `challenge` for the site to one of those")]
+    NoChallenge {
+        /// The site being ordered.
+        site: String,
+        /// The name without such a challenge.
+        name: String,
+        /// The kind asked for.
+        kind: crate::config::ChallengeKind,
+        /// The types the CA offers for the name.
+        offered: String,
+    },
+    /// certd cannot answer this kind of challenge (yet).
+    #[error("site {site}: certd cannot answer {kind} challenges")]
+    UnsupportedChallenge {
+        /// The site being ordered.
+        site: String,
+        /// The kind asked for.
+        kind: crate::config::ChallengeKind,
+    },
     /// The order did not progress in time.
     #[error("the CA did not {stage} for {site} in time")]
     TimedOut {

@@ -51,6 +51,7 @@ pub(super) struct RawAcme {
     pub(super) key_type: Option<Spanned<String>>,
     pub(super) concurrency: Option<Spanned<i64>>,
     pub(super) profile: Option<Spanned<String>>,
+    pub(super) challenge: Option<Spanned<String>>,
     /// `[acme.dns]` and `dns_hook`: the DNS-01 method of every site (see `config::dns`).
     pub(super) dns: Option<Spanned<super::dns::RawDns>>,
     pub(super) dns_hook: Option<Spanned<String>>,
@@ -257,6 +258,7 @@ pub(super) struct RawSite {
     pub(super) hsts: Option<Spanned<super::http_rules::RawHsts>>,
     pub(super) max_body_size: Option<Spanned<super::http_rules::RawSize>>,
     pub(super) expires: Option<Spanned<String>>,
+    pub(super) challenge: Option<Spanned<String>>,
     /// `[site.dns]` and `dns_hook`: this site's own DNS-01 method (see `config::dns`).
     pub(super) dns: Option<Spanned<super::dns::RawDns>>,
     pub(super) dns_hook: Option<Spanned<String>>,

@@ -10,7 +10,7 @@ use toml::Spanned;
 
 use super::raw::{line_at, RawAcme, RawConfig, RawHttp, RawRenewal, RawSite};
 use super::*;
-use super::{access, http_rules, operations, serving};
+use super::{access, challenge, http_rules, operations, serving};
 use crate::hostname;
 
 // ---------------------------------------------------------------------------------------------------
@@ -73,6 +73,12 @@ pub(super) fn validate(raw: RawConfig, path: &Path, problems: &mut Problems<'_>)
     let https = serving::https(raw.https, problems);
     // Before the sites, whose routes name them.
     let upstreams = super::upstreams::upstreams(raw.upstream, problems);
+    // For the sites that name no challenge; its problems are reported with `[acme]`.
+    let default_challenge = raw
+        .acme
+        .as_ref()
+        .and_then(|acme| acme.get_ref().challenge.as_ref())
+        .and_then(|kind| challenge::parse(kind.get_ref()).ok());
     let mut config = Config {
         source: path.to_path_buf(),
         state_dir: state_dir(raw.state_dir, &folder, problems),
@@ -91,7 +97,14 @@ pub(super) fn validate(raw: RawConfig, path: &Path, problems: &mut Problems<'_>)
         sites: Vec::new(),
         upstreams,
     };
-    config.sites = sites(raw.site, &folder, &config.upstreams, problems);
+    config.sites = sites(
+        raw.site,
+        &folder,
+        &config.upstreams,
+        default_challenge,
+        config.acme.dns.is_some(),
+        problems,
+    );
     // DNS-01 lookups go through `[preflight] resolver` unless the dns table names its own.
     let preflight_resolver = config.operations.preflight_resolver;
     if let Some(dns) = config.acme.dns.as_mut() {
@@ -142,6 +155,7 @@ fn acme(raw: Option<Spanned<RawAcme>>, folder: &Path, problems: &mut Problems<'_
         key_type: KeyType::default(),
         concurrency: DEFAULT_CONCURRENCY,
         profile: None,
+        challenge: None,
         dns: None,
     };
     let Some(raw) = raw else {
@@ -225,6 +239,13 @@ fn acme(raw: Option<Spanned<RawAcme>>, folder: &Path, problems: &mut Problems<'_
         match profile_name(profile.get_ref()) {
             Ok(name) => acme.profile = Some(name),
             Err(reason) => problems.add("acme.profile", Some(profile.span()), reason),
+        }
+    }
+
+    if let Some(kind) = raw.challenge {
+        match challenge::parse(kind.get_ref()) {
+            Ok(kind) => acme.challenge = Some(kind),
+            Err(reason) => problems.add("acme.challenge", Some(kind.span()), reason),
         }
     }
 
@@ -535,6 +556,8 @@ fn sites(
     raw: Vec<Spanned<RawSite>>,
     folder: &Path,
     upstreams: &[super::UpstreamConfig],
+    default_challenge: Option<ChallengeKind>,
+    acme_dns: bool,
     problems: &mut Problems<'_>,
 ) -> Vec<SiteConfig> {
     if raw.is_empty() {
@@ -564,10 +587,31 @@ fn sites(
             hsts,
             max_body_size,
             expires,
+            challenge: site_challenge,
             dns,
             dns_hook,
         } = site.into_inner();
+        let challenge_span = site_challenge.as_ref().map(Spanned::span);
+        let site_challenge = match site_challenge {
+            Some(kind) => match challenge::parse(kind.get_ref()) {
+                Ok(kind) => Some(kind),
+                Err(reason) => {
+                    problems.add(format!("site[{i}].challenge"), Some(kind.span()), reason);
+                    None
+                }
+            },
+            None => default_challenge,
+        };
         let dns = super::dns::dns(&format!("site[{i}]"), dns, dns_hook, folder, problems);
+        if site_challenge == Some(ChallengeKind::Dns01) && dns.is_none() && !acme_dns {
+            problems.add(
+                format!("site[{i}].challenge"),
+                challenge_span.or(Some(table.clone())),
+                "\"dns-01\" needs a DNS method: an RFC 2136 server (`[acme.dns]` or `[site.dns]` \
+                 with `server`, `tsig_key`, `tsig_secret_file`) or a `dns_hook` program, in [acme] \
+                 for every site or in this site",
+            );
+        }
         let site_access = access::AccessKeys {
             access,
             auth_basic,
@@ -614,7 +658,11 @@ fn sites(
         for (j, name) in names.into_inner().into_iter().enumerate() {
             let key = format!("site[{i}].names[{j}]");
             let span = Some(name.span());
-            match hostname::validate_dns_name(name.get_ref()) {
+            let checked = hostname::validate_site_name(name.get_ref()).and_then(|name| {
+                let shape = challenge::NameShape::of(&name);
+                challenge::name_allows(shape, site_challenge).map(|()| name)
+            });
+            match checked {
                 Err(reason) => problems.add(key, span, format!("{:?}: {reason}", name.get_ref())),
                 Ok(dns) => match seen.get(&dns) {
                     Some((other, other_j, _)) if *other == i => problems.add(
@@ -641,6 +689,7 @@ fn sites(
                 error_pages,
                 profile,
                 http,
+                challenge: site_challenge,
                 dns,
             });
         }

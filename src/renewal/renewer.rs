@@ -270,7 +270,9 @@ impl Renewer {
             }
             // A name certd has never had a certificate for gets checked first: an order whose
             // validation is bound to fail would only spend the CA's rate limits.
-            if self.inner.config.operations.preflight {
+            // The HTTP self-test says nothing about DNS-01, which the propagation check covers.
+            let dns01 = site.challenge == Some(crate::config::ChallengeKind::Dns01);
+            if self.inner.config.operations.preflight && !dns01 {
                 let new_names: Vec<String> = match &state {
                     SiteState::Present { info, .. } => site
                         .names
@@ -376,6 +378,7 @@ impl Renewer {
                 .or_else(|| self.inner.config.acme.profile.clone())
                 .filter(|_| offers_profiles),
             replaces,
+            challenge: site.challenge.unwrap_or_default(),
         };
         let pem = match acme.order(site, &options, &self.inner.tokens).await {
             Err(err) if err.is_unknown_account() => {

@@ -262,7 +262,7 @@ fn site_table(lineage: &Lineage) -> String {
 
 /// Whether `site` renews over DNS-01 with a DNS method configured.
 pub(crate) fn site_uses_dns01(site: &SiteConfig) -> bool {
-    site.dns.is_some()
+    site.challenge == Some(config::ChallengeKind::Dns01) && site.dns.is_some()
 }
 
 /// Whether `url` is a Let's Encrypt staging directory, whose certificates no browser trusts.
