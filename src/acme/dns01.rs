@@ -90,7 +90,10 @@ impl AcmeClient {
                 .map_err(|err| self.site_error(site, err))?;
             debug!(name = %shown, "DNS-01 challenge ready");
         }
-        info!(records = records.len(), "DNS-01 records visible; challenges ready");
+        info!(
+            records = records.len(),
+            "DNS-01 records visible; challenges ready"
+        );
         Ok(())
     }
 

@@ -144,7 +144,7 @@ pub(super) async fn update(
         return Err(DnsError::UpdateRefused {
             server,
             record: record.name.clone(),
-            rcode: format!("{code}"),
+            rcode: rcode_name(code),
             hint,
         });
     }
@@ -178,4 +178,21 @@ async fn exchange(server: SocketAddr, request: &[u8]) -> std::io::Result<Vec<u8>
     let mut answer = vec![0u8; usize::from(u16::from_be_bytes(length))];
     stream.read_exact(&mut answer).await?;
     Ok(answer)
+}
+
+/// A response code as DNS tools print it (`NOTAUTH`, `REFUSED`).
+fn rcode_name(code: ResponseCode) -> String {
+    match code {
+        ResponseCode::FormErr => "FORMERR".to_owned(),
+        ResponseCode::ServFail => "SERVFAIL".to_owned(),
+        ResponseCode::NXDomain => "NXDOMAIN".to_owned(),
+        ResponseCode::NotImp => "NOTIMP".to_owned(),
+        ResponseCode::Refused => "REFUSED".to_owned(),
+        ResponseCode::YXDomain => "YXDOMAIN".to_owned(),
+        ResponseCode::YXRRSet => "YXRRSET".to_owned(),
+        ResponseCode::NXRRSet => "NXRRSET".to_owned(),
+        ResponseCode::NotAuth => "NOTAUTH".to_owned(),
+        ResponseCode::NotZone => "NOTZONE".to_owned(),
+        other => format!("response code {}", u16::from(other)),
+    }
 }

@@ -9,6 +9,8 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
+use instant_acme::{Account, AccountCredentials, OrderStatus};
+
 use crate::harness::{
     parse_issue_stdout, sans, toml_str, verify_chain, Bind, Certd, IssueOutcome, Pebble,
     PebbleOptions, TSIG_KEY,
@@ -95,6 +97,35 @@ async fn assert_issued(certd: &Certd, pebble: &Pebble, stdout: &str, site: &str,
     }
 }
 
+/// The status of the order at `url`, fetched with the account certd stored. Pebble reports an order
+/// whose authorizations were deactivated as `deactivated` (RFC 8555 says `invalid`), which
+/// instant-acme cannot parse; that answer is returned as such.
+async fn order_status(certd: &Certd, pebble: &Pebble, url: String) -> String {
+    let files = certd.account_files();
+    let json = std::fs::read_to_string(files.first().expect("certd stored an account"))
+        .expect("read the account");
+    let credentials: AccountCredentials = serde_json::from_str(&json).expect("account JSON");
+    let account = Account::builder_with_root(pebble.ca_roots_path())
+        .expect("HTTP client")
+        .from_credentials(credentials)
+        .await
+        .expect("load certd's account at Pebble");
+    match account.order(url).await {
+        Ok(mut order) => match order.state().status {
+            OrderStatus::Pending => "pending",
+            OrderStatus::Ready => "ready",
+            OrderStatus::Processing => "processing",
+            OrderStatus::Valid => "valid",
+            OrderStatus::Invalid => "invalid",
+        }
+        .to_owned(),
+        Err(err) if err.to_string().contains("unknown variant `deactivated`") => {
+            "deactivated".to_owned()
+        }
+        Err(err) => panic!("fetch the order: {err}"),
+    }
+}
+
 #[tokio::test]
 async fn rfc2136_issues_wildcard_apex_and_cname_delegated_names_and_removes_the_records() {
     let bind = start_bind().await;
@@ -164,11 +195,19 @@ async fn a_wrong_tsig_key_fails_clearly_leaves_no_certificate_and_abandons_the_o
         !certd.site_dir("example.test").join("live").exists(),
         "a certificate was stored"
     );
-    // The order's authorizations were deactivated, which makes the order invalid, not pending.
+    // The order's authorizations were deactivated, which makes the order invalid, not pending:
+    // asked at the CA with certd's own account.
+    let url = run
+        .stderr
+        .split("order created url=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or_else(|| panic!("no order URL logged\n{run}"))
+        .to_owned();
+    let status = order_status(&certd, &pebble, url).await;
     assert!(
-        pebble.log().contains("deactivated"),
-        "no authorization deactivated at the CA:\n{}",
-        pebble.log()
+        status == "invalid" || status == "deactivated",
+        "the order was left {status}"
     );
     assert_eq!(
         bind.txt("_acme-challenge.example.test"),

@@ -2,6 +2,10 @@
 //! zones, accepting RFC 2136 updates signed with one TSIG key, on a free loopback port (UDP and TCP),
 //! with its config, zone files, journals and log in a temp folder; stopped by its own pid on drop.
 //!
+//! named is also the resolver Pebble validates through (`-dnsserver`), so it recurses, as a CA's
+//! resolver does, to follow a CNAME from one test zone into another; the root zone is a local one of
+//! its own, so no query ever leaves loopback.
+//!
 //! Each zone has two NS names (`ns1`, `ns2`) that both resolve to 127.0.0.1, so the propagation check
 //! sees a zone with more than one authoritative server name; an apex and wildcard A record of
 //! 127.0.0.1; and whatever extra records the test passes. [`Bind::txt`] and [`Bind::nsupdate`] use
@@ -53,15 +57,23 @@ impl Bind {
              \tmanaged-keys-directory \"{dir}\";\n\
              \tlisten-on port {port} {{ 127.0.0.1; }};\n\
              \tlisten-on-v6 {{ none; }};\n\
-             \trecursion no;\n\
+             \trecursion yes;\n\
+             \tallow-recursion {{ 127.0.0.1; }};\n\
              \tallow-query {{ any; }};\n\
              \tdnssec-validation no;\n\
              \tnotify no;\n\
              }};\n\
              controls {{ }};\n\
-             key \"{TSIG_KEY}\" {{ algorithm hmac-sha256; secret \"{secret}\"; }};\n",
+             key \"{TSIG_KEY}\" {{ algorithm hmac-sha256; secret \"{secret}\"; }};\n\
+             zone \".\" {{ type primary; file \"{dir}/root.zone\"; }};\n",
             dir = path.display(),
         );
+        std::fs::write(
+            path.join("root.zone"),
+            "$TTL 60\n@ IN SOA ns.root. hostmaster.root. 1 60 60 3600 60\n@ IN NS ns.root.\n\
+             ns.root. IN A 127.0.0.1\n",
+        )
+        .expect("write root zone");
         for (zone, extra) in zones {
             let file = path.join(format!("{zone}.zone"));
             std::fs::write(
