@@ -543,4 +543,102 @@ mod tests {
         assert!(key_name("bad key").is_err());
         assert!(key_name("").is_err());
     }
+
+    fn load(dir: &Path, body: &str) -> Result<crate::config::Config, crate::config::ConfigError> {
+        let text =
+            format!("[acme]\ndirectory = \"https://ca.example/dir\"\nagree_tos = true\n{body}");
+        crate::config::from_toml(&text, &dir.join("certd.toml"))
+    }
+
+    fn problems(dir: &Path, body: &str) -> Vec<(String, String)> {
+        load(dir, body)
+            .unwrap_err()
+            .problems
+            .into_iter()
+            .map(|p| (p.key, p.reason))
+            .collect()
+    }
+
+    #[cfg(unix)]
+    fn secret_file(dir: &Path) {
+        use std::os::unix::fs::PermissionsExt;
+        let path = dir.join("tsig.key");
+        std::fs::write(&path, SECRET).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn sites_inherit_the_acme_method_and_the_preflight_resolver() {
+        let dir = tempfile::tempdir().unwrap();
+        secret_file(dir.path());
+        let config = load(
+            dir.path(),
+            "[acme.dns]\nserver = \"192.0.2.1\"\ntsig_key = \"certd.\"\n\
+             tsig_secret_file = \"tsig.key\"\ntsig_algorithm = \"hmac-sha512\"\n\
+             [preflight]\nresolver = \"127.0.0.1:5353\"\n\
+             [[site]]\nnames = [\"example.org\", \"*.example.org\"]\nchallenge = \"dns-01\"\n",
+        )
+        .unwrap();
+        let dns = config.sites[0].dns.as_ref().unwrap();
+        assert_eq!(dns.resolver, Some("127.0.0.1:5353".parse().unwrap()));
+        assert_eq!(dns.propagation_timeout, DEFAULT_PROPAGATION_TIMEOUT);
+        let DnsMethod::Rfc2136(rfc2136) = &dns.method else {
+            panic!("{dns:?}");
+        };
+        assert_eq!(rfc2136.server, "192.0.2.1:53".parse().unwrap());
+        assert_eq!(rfc2136.key_name, "certd");
+        assert_eq!(rfc2136.algorithm, TsigAlgorithm::HmacSha512);
+        assert_eq!(rfc2136.zone, None);
+    }
+
+    #[test]
+    fn dns01_without_a_method_is_refused_with_what_to_set() {
+        let dir = tempfile::tempdir().unwrap();
+        let found = problems(
+            dir.path(),
+            "[[site]]\nnames = [\"*.example.org\"]\nchallenge = \"dns-01\"\n",
+        );
+        assert!(
+            found.iter().any(|(key, reason)| key == "site[0].challenge"
+                && reason.contains("needs a DNS method")
+                && reason.contains("dns_hook")),
+            "{found:?}"
+        );
+    }
+
+    #[test]
+    fn a_hook_and_a_server_together_or_half_a_tsig_setup_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let hook = dir.path().join("hook");
+        std::fs::write(&hook, "#!/bin/sh\n").unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        let found = problems(
+            dir.path(),
+            "dns_hook = \"hook\"\n[acme.dns]\nserver = \"192.0.2.1:53\"\n\
+             [[site]]\nnames = [\"a.example.org\"]\n\
+             [site.dns]\nserver = \"192.0.2.1:53\"\nnameserver_port = 0\n",
+        );
+        let has = |key: &str, text: &str| {
+            found
+                .iter()
+                .any(|(k, reason)| k == key && reason.contains(text))
+        };
+        assert!(has("acme.dns_hook", "remove one"), "{found:?}");
+        assert!(has("site[0].dns.tsig_key", "missing"), "{found:?}");
+        assert!(has("site[0].dns.tsig_secret_file", "missing"), "{found:?}");
+        assert!(
+            has("site[0].dns.nameserver_port", "not a port"),
+            "{found:?}"
+        );
+        let unknown = problems(dir.path(), "[acme.dns]\nsever = \"192.0.2.1\"\n");
+        assert!(
+            unknown.iter().any(|(key, _)| key.contains("sever")),
+            "{unknown:?}"
+        );
+    }
 }

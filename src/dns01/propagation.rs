@@ -275,7 +275,14 @@ pub(super) async fn wait(
         let mut still = Vec::new();
         for &i in &pending {
             let (_, _, client) = &clients[i];
-            match txt_values(client, name).await {
+            // Bounded by what is left, so a silent server cannot stretch the wait past the timeout.
+            let left = deadline
+                .saturating_duration_since(tokio::time::Instant::now())
+                .clamp(Duration::from_millis(100), QUERY_TIMEOUT * 2);
+            let answer = tokio::time::timeout(left, txt_values(client, name))
+                .await
+                .unwrap_or_else(|_| Err(format!("no answer within {}ms", left.as_millis())));
+            match answer {
                 Ok(found) if values.iter().all(|v| found.iter().any(|f| f == v)) => {}
                 Ok(found) if found.is_empty() => {
                     last[i] = "no TXT record there yet".to_owned();
@@ -317,5 +324,31 @@ pub(super) async fn wait(
             });
         }
         tokio::time::sleep(POLL_INTERVAL).await;
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_server_that_never_answers_the_value_is_named_in_the_error() {
+        // A bound UDP socket that never replies: the server is there but silent.
+        let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let addr = silent.local_addr().unwrap();
+        let err = wait(
+            "_acme-challenge.example.test",
+            &["value"],
+            "example.test",
+            &[("ns2.example.test".to_owned(), addr)],
+            Duration::from_millis(1500),
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains(&format!("ns2.example.test ({addr})")), "{err}");
+        assert!(err.contains("_acme-challenge.example.test"), "{err}");
+        assert!(err.contains("within 1s"), "{err}");
     }
 }

@@ -98,7 +98,12 @@ impl Bind {
         }
         let conf_path = path.join("named.conf");
         std::fs::write(&conf_path, conf).expect("write named.conf");
-        let mut command = Command::new("named");
+        // /usr/sbin is not on every user's PATH.
+        let binary = ["/usr/sbin/named", "/usr/local/sbin/named"]
+            .into_iter()
+            .find(|path| Path::new(path).exists())
+            .unwrap_or("named");
+        let mut command = Command::new(binary);
         // -g: foreground, log to stderr; -u is left out so it stays the user running the tests.
         command.arg("-g").arg("-c").arg(&conf_path);
         let named = ChildGuard::spawn("named", command, path.join("named.log"));
