@@ -79,6 +79,11 @@ pub(super) fn validate(raw: RawConfig, path: &Path, problems: &mut Problems<'_>)
         .as_ref()
         .and_then(|acme| acme.get_ref().challenge.as_ref())
         .and_then(|kind| challenge::parse(kind.get_ref()).ok());
+    let default_challenge_span = raw
+        .acme
+        .as_ref()
+        .and_then(|acme| acme.get_ref().challenge.as_ref())
+        .map(Spanned::span);
     let mut config = Config {
         source: path.to_path_buf(),
         state_dir: state_dir(raw.state_dir, &folder, problems),
@@ -102,7 +107,7 @@ pub(super) fn validate(raw: RawConfig, path: &Path, problems: &mut Problems<'_>)
         &folder,
         &config.upstreams,
         default_challenge,
-        config.acme.dns.is_some(),
+        (config.acme.dns.is_some(), default_challenge_span),
         problems,
     );
     // DNS-01 lookups go through `[preflight] resolver` unless the dns table names its own.
@@ -557,7 +562,8 @@ fn sites(
     folder: &Path,
     upstreams: &[super::UpstreamConfig],
     default_challenge: Option<ChallengeKind>,
-    acme_dns: bool,
+    // Whether `[acme]` has a DNS method, and where `[acme] challenge` is written.
+    (acme_dns, default_challenge_span): (bool, Option<Range<usize>>),
     problems: &mut Problems<'_>,
 ) -> Vec<SiteConfig> {
     if raw.is_empty() {
@@ -604,13 +610,21 @@ fn sites(
         };
         let dns = super::dns::dns(&format!("site[{i}]"), dns, dns_hook, folder, problems);
         if site_challenge == Some(ChallengeKind::Dns01) && dns.is_none() && !acme_dns {
-            problems.add(
-                format!("site[{i}].challenge"),
-                challenge_span.or(Some(table.clone())),
+            // Reported where dns-01 was chosen: the site, or once at `[acme] challenge`.
+            let (key, span) = match challenge_span {
+                Some(span) => (format!("site[{i}].challenge"), Some(span)),
+                None => ("acme.challenge".to_owned(), default_challenge_span.clone()),
+            };
+            let reported = problems.found.iter().any(|p| p.key == key);
+            if !reported {
+                problems.add(
+                key,
+                span,
                 "\"dns-01\" needs a DNS method: an RFC 2136 server (`[acme.dns]` or `[site.dns]` \
                  with `server`, `tsig_key`, `tsig_secret_file`) or a `dns_hook` program, in [acme] \
                  for every site or in this site",
-            );
+                );
+            }
         }
         let site_access = access::AccessKeys {
             access,
