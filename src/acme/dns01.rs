@@ -40,7 +40,7 @@ impl AcmeClient {
         let dns_error = |source: DnsError| AcmeError::Dns {
             site: site.to_owned(),
             name: shown.clone(),
-            source,
+            source: Box::new(source),
         };
         let name = dns.record_name(&domain).await.map_err(dns_error)?;
         let record = TxtRecord { name, value };
@@ -69,7 +69,7 @@ impl AcmeClient {
                     DnsError::NotPropagated { record, .. } => record.clone(),
                     _ => records[0].name.clone(),
                 },
-                source,
+                source: Box::new(source),
             })?;
         let mut authorizations = order.authorizations();
         while let Some(authorization) = authorizations.next().await {

@@ -153,8 +153,8 @@ pub enum AcmeError {
         site: String,
         /// The identifier (`*.example.org`) or record name at fault.
         name: String,
-        /// What went wrong.
-        source: crate::dns01::DnsError,
+        /// What went wrong (boxed: it is large, and rare).
+        source: Box<crate::dns01::DnsError>,
     },
     /// The CA offers no DNS-01 challenge for a name.
     #[error("the CA offers no dns-01 challenge for {name} (site {site})")]

@@ -8,8 +8,8 @@
 //!
 //! Each zone has two NS names (`ns1`, `ns2`) that both resolve to 127.0.0.1, so the propagation check
 //! sees a zone with more than one authoritative server name; an apex and wildcard A record of
-//! 127.0.0.1; and whatever extra records the test passes. [`Bind::txt`] and [`Bind::nsupdate`] use
-//! `dig` and `nsupdate` (Debian's `bind9-dnsutils`).
+//! 127.0.0.1; and whatever extra records the test passes. [`Bind::txt`] asks with `dig` (Debian's
+//! `bind9-dnsutils`, whose `nsupdate` the exec-hook test drives).
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::os::unix::fs::PermissionsExt;
@@ -35,7 +35,7 @@ pub struct Bind {
     pub secret: String,
     // Drop order: the process first, then its folder.
     named: ChildGuard,
-    dir: TempDir,
+    _dir: TempDir,
 }
 
 impl Bind {
@@ -111,7 +111,7 @@ impl Bind {
             port,
             secret,
             named,
-            dir,
+            _dir: dir,
         };
         let first = zones.first().map_or("example.test", |(zone, _)| zone);
         let deadline = Instant::now() + START_TIMEOUT;
@@ -176,34 +176,6 @@ impl Bind {
             .status
             .success()
             .then(|| String::from_utf8_lossy(&output.stdout).into_owned())
-    }
-
-    /// Runs `nsupdate` with the TSIG key on `commands` (one per line, `send` appended) and panics
-    /// unless it succeeds.
-    pub fn nsupdate(&self, commands: &str) {
-        let key_file = self.write_secret_file(&self.dir.path().join("nsupdate.key"), None, 0o600);
-        let script = format!("server 127.0.0.1 {}\n{commands}\nsend\n", self.port);
-        let mut child = Command::new("nsupdate")
-            .arg("-k")
-            .arg(&key_file)
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("run nsupdate (bind9-dnsutils)");
-        use std::io::Write;
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(script.as_bytes())
-            .expect("write to nsupdate");
-        let output = child.wait_with_output().expect("wait for nsupdate");
-        assert!(
-            output.status.success(),
-            "nsupdate failed: {}\n{script}",
-            String::from_utf8_lossy(&output.stderr)
-        );
     }
 
     /// Everything named logged so far.
