@@ -56,16 +56,15 @@ pub enum DnsError {
     },
     /// The record would be outside the configured zone.
     #[error(
-        "the record {record} is not in the zone {zone} configured in `dns.zone`{cname}; fix `zone` \
-         or leave it out to find the zone with an SOA lookup"
+        "the record {record} (where the challenge name or its CNAME leads) is not in the zone \
+         {zone} configured in `dns.zone`; fix `zone`, or leave it out to find the zone with an SOA \
+         lookup"
     )]
     OutsideZone {
         /// The record name.
         record: String,
         /// The configured zone.
         zone: String,
-        /// A note when the name came from a CNAME.
-        cname: String,
     },
     /// The primary server did not answer the update in time or the connection failed.
     #[error("the DNS server {server} cannot take the update of {record}: {reason}")]

@@ -67,7 +67,6 @@ pub(super) async fn update(
         return Err(DnsError::OutsideZone {
             record: record.name.clone(),
             zone: zone.to_owned(),
-            cname: String::new(),
         });
     }
     let mut rrset = RecordSet::with_ttl(name, RecordType::TXT, RECORD_TTL);
