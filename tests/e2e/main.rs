@@ -4,6 +4,7 @@
 //! `cargo test --test e2e`; `cargo test --test e2e harness` runs only the harness's own checks.
 
 mod ari;
+mod challenges;
 mod check;
 mod deploy;
 mod dns01;

@@ -110,6 +110,9 @@ pub struct PebbleOptions {
     /// `certificateValidityPeriod`: the lifetime of the certificates Pebble issues, in seconds (Pebble's
     /// default is five years). A short one lets a test watch a scheduled renewal happen.
     pub cert_validity_secs: Option<u64>,
+    /// `externalAccountBindingRequired` with this one `externalAccountMACKeys` entry: (key id,
+    /// base64url MAC key).
+    pub eab: Option<(&'static str, &'static str)>,
     /// `-dnsserver`: the DNS server Pebble resolves and validates DNS-01 with (e.g. a test BIND)
     /// instead of challtestsrv.
     pub dns_server: Option<SocketAddr>,
@@ -132,6 +135,9 @@ pub struct Pebble {
     pebble: ChildGuard,
     challtestsrv: ChildGuard,
     _dir: TempDir,
+    /// The port Pebble connects to for TLS-ALPN-01 validation: certd's `[https] listen` must be
+    /// `127.0.0.1:<tls_port>`.
+    pub tls_port: u16,
     /// Where Pebble resolves names: challtestsrv, or [`PebbleOptions::dns_server`].
     pebble_dns: SocketAddr,
 }
@@ -186,6 +192,10 @@ impl Pebble {
         if let Some(secs) = options.cert_validity_secs {
             config["pebble"]["certificateValidityPeriod"] = secs.into();
         }
+        if let Some((kid, key)) = options.eab {
+            config["pebble"]["externalAccountBindingRequired"] = true.into();
+            config["pebble"]["externalAccountMACKeys"] = serde_json::json!({ kid: key });
+        }
         let config_path = dir.path().join("pebble.json");
         std::fs::write(
             &config_path,
@@ -212,6 +222,7 @@ impl Pebble {
             pebble,
             challtestsrv,
             _dir: dir,
+            tls_port,
             pebble_dns,
         }
     }
