@@ -26,6 +26,10 @@ command -v systemd-analyze >/dev/null || missing+=(systemd)
 command -v mount >/dev/null && command -v umount >/dev/null || missing+=(mount)
 # htpasswd writes the bcrypt, apr1 and SHA fixtures of the basic-auth tests (run::access).
 command -v htpasswd >/dev/null || missing+=(apache2-utils)
+# named is the authoritative DNS server (with TSIG updates) of the DNS-01 tests (dns01); dig and
+# nsupdate come with bind9-dnsutils and drive it from the harness and the exec-hook test.
+{ [ -x /usr/sbin/named ] || command -v named >/dev/null; } || missing+=(bind9)
+command -v nsupdate >/dev/null && command -v dig >/dev/null || missing+=(bind9-dnsutils)
 # php-fpm runs the PHP of the FastCGI route tests (run::fastcgi).
 compgen -G '/usr/sbin/php-fpm*' >/dev/null || missing+=(php-fpm)
 if [ "${#missing[@]}" -gt 0 ]; then

@@ -13,6 +13,7 @@
 //! Files: this one holds the account ([`AcmeClient::connect`]), profiles and renewal information;
 //! `order.rs` the order itself; `error.rs` what can go wrong; `http.rs` the HTTP client to the CA.
 
+mod dns01;
 mod error;
 mod http;
 mod order;
@@ -32,7 +33,7 @@ use tracing::{debug, info};
 
 use self::error::{classify_ca_error, is_rate_limit};
 use self::http::{BoundedRetryAfter, CaHttpClient, RetryAfter};
-use crate::config::{AcmeConfig, Config, KeyType};
+use crate::config::{AcmeConfig, ChallengeKind, Config, KeyType};
 use crate::store::{Store, StoreError};
 
 /// How to order one certificate.
@@ -44,6 +45,9 @@ pub struct OrderOptions {
     pub profile: Option<String>,
     /// The PEM of the certificate this order replaces, for ARI's `replaces`.
     pub replaces: Option<String>,
+    /// The challenge every name is validated with (the renewer has already made the automatic
+    /// choice).
+    pub challenge: ChallengeKind,
 }
 
 /// The CA's suggested renewal window for a certificate (RFC 9773).

@@ -19,6 +19,7 @@
 //! key_type = "ecdsa-p256"       # ecdsa-p256 (default), ecdsa-p384, rsa2048, rsa4096
 //! concurrency = 4               # orders in flight at once, 1..=64 (default 4)
 //! profile = "tlsserver"         # optional ACME profile, sent when the CA offers profiles
+//! challenge = "http-01"         # optional default of sites: http-01, tls-alpn-01 (dns-01 soon)
 //!
 //! [http]                        # optional
 //! listen = ["0.0.0.0:80"]       # default ["0.0.0.0:80"]; each an IP address with a port
@@ -62,8 +63,9 @@
 //! resolver = "127.0.0.1:53"     # the DNS server to ask (default: the system's resolver)
 //!
 //! [[site]]                      # at least one; one certificate per site
-//! names = ["example.org", "www.example.org"]  # DNS names, each used once in the whole file
+//! names = ["example.org", "www.example.org"]  # DNS names or IP addresses, each used once
 //! profile = "shortlived"        # optional: this site's ACME profile, overriding [acme] profile
+//! challenge = "tls-alpn-01"     # optional: overrides [acme] challenge; absent: automatic
 //! # compress = true            # optional: compress its routes' answers (a route's own compress wins)
 //!
 //!   [[site.route]]              # optional, for `certd run`; matched like nginx `location`
@@ -105,8 +107,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 mod access;
+mod challenge;
 mod compress;
 mod error_page;
+mod dns;
 mod fastcgi;
 mod http_rules;
 mod location;
@@ -118,6 +122,11 @@ mod tests;
 mod upstreams;
 mod validate;
 
+pub use challenge::ChallengeKind;
+pub use dns::{
+    read_tsig_secret, DnsConfig, DnsMethod, Rfc2136Config, TsigAlgorithm, DEFAULT_HOOK_TIMEOUT,
+    DEFAULT_PROPAGATION_TIMEOUT,
+};
 pub use upstreams::{
     Balance, NextUpstream, ServerAddress, ServerConfig, UpstreamConfig, MAX_SERVERS,
 };
@@ -169,6 +178,10 @@ pub struct AcmeConfig {
     /// The ACME profile to ask for (`classic`, `tlsserver`, `shortlived`, …), when the CA offers
     /// profiles; a site's own `profile` wins.
     pub profile: Option<String>,
+    /// `challenge`: the challenge of sites that do not name one; `None` for the automatic choice.
+    pub challenge: Option<ChallengeKind>,
+    /// `[acme.dns]` / `dns_hook`: how DNS-01 records are published for sites without their own.
+    pub dns: Option<DnsConfig>,
 }
 
 /// The kind of private key generated for a certificate.
@@ -353,6 +366,12 @@ pub struct SiteConfig {
     /// `[[site.error_page]]`: the error pages of answers made outside any route (each route
     /// carries the list it inherited or set, [`RouteConfig::error_page`]).
     pub error_page: std::sync::Arc<Vec<crate::proxy::error_page::ErrorPage>>,
+    /// `challenge` (else `[acme] challenge`): how the CA validates the names; `None` for the
+    /// automatic choice (HTTP-01, then TLS-ALPN-01 when preflight finds port 80 unreachable).
+    pub challenge: Option<ChallengeKind>,
+    /// How this site's DNS-01 records are published: its own `[site.dns]` / `dns_hook`, else
+    /// `[acme.dns]` / `dns_hook`; `None` when neither is configured.
+    pub dns: Option<DnsConfig>,
 }
 
 /// One `[[site.route]]`.
@@ -450,6 +469,8 @@ impl SiteConfig {
             profile: None,
             http: Default::default(),
             error_page: Default::default(),
+            challenge: None,
+            dns: None,
         }
     }
 }

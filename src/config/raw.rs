@@ -51,6 +51,10 @@ pub(super) struct RawAcme {
     pub(super) key_type: Option<Spanned<String>>,
     pub(super) concurrency: Option<Spanned<i64>>,
     pub(super) profile: Option<Spanned<String>>,
+    pub(super) challenge: Option<Spanned<String>>,
+    /// `[acme.dns]` and `dns_hook`: the DNS-01 method of every site (see `config::dns`).
+    pub(super) dns: Option<Spanned<super::dns::RawDns>>,
+    pub(super) dns_hook: Option<Spanned<String>>,
 }
 
 /// `[http]`.
@@ -264,6 +268,10 @@ pub(super) struct RawSite {
     /// `config::error_page`).
     pub(super) index: Option<Spanned<Vec<Spanned<String>>>>,
     pub(super) error_page: Option<Vec<Spanned<super::error_page::RawErrorPage>>>,
+    pub(super) challenge: Option<Spanned<String>>,
+    /// `[site.dns]` and `dns_hook`: this site's own DNS-01 method (see `config::dns`).
+    pub(super) dns: Option<Spanned<super::dns::RawDns>>,
+    pub(super) dns_hook: Option<Spanned<String>>,
 }
 
 // ---------------------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ use toml::Spanned;
 
 use super::raw::{line_at, RawAcme, RawConfig, RawHttp, RawRenewal, RawSite};
 use super::*;
-use super::{access, http_rules, operations, serving};
+use super::{access, challenge, http_rules, operations, serving};
 use crate::hostname;
 
 // ---------------------------------------------------------------------------------------------------
@@ -73,6 +73,17 @@ pub(super) fn validate(raw: RawConfig, path: &Path, problems: &mut Problems<'_>)
     let https = serving::https(raw.https, problems);
     // Before the sites, whose routes name them.
     let upstreams = super::upstreams::upstreams(raw.upstream, problems);
+    // For the sites that name no challenge; its problems are reported with `[acme]`.
+    let default_challenge = raw
+        .acme
+        .as_ref()
+        .and_then(|acme| acme.get_ref().challenge.as_ref())
+        .and_then(|kind| challenge::parse(kind.get_ref()).ok());
+    let default_challenge_span = raw
+        .acme
+        .as_ref()
+        .and_then(|acme| acme.get_ref().challenge.as_ref())
+        .map(Spanned::span);
     let mut config = Config {
         source: path.to_path_buf(),
         state_dir: state_dir(raw.state_dir, &folder, problems),
@@ -88,9 +99,28 @@ pub(super) fn validate(raw: RawConfig, path: &Path, problems: &mut Problems<'_>)
             raw.preflight,
             problems,
         ),
-        sites: sites(raw.site, &folder, &upstreams, problems),
+        sites: Vec::new(),
         upstreams,
     };
+    config.sites = sites(
+        raw.site,
+        &folder,
+        &config.upstreams,
+        default_challenge,
+        (config.acme.dns.is_some(), default_challenge_span),
+        problems,
+    );
+    // DNS-01 lookups go through `[preflight] resolver` unless the dns table names its own.
+    let preflight_resolver = config.operations.preflight_resolver;
+    if let Some(dns) = config.acme.dns.as_mut() {
+        dns.resolver = dns.resolver.or(preflight_resolver);
+    }
+    for site in &mut config.sites {
+        match site.dns.as_mut() {
+            Some(dns) => dns.resolver = dns.resolver.or(preflight_resolver),
+            None => site.dns = config.acme.dns.clone(),
+        }
+    }
     config.https.default_site = serving::default_site(default_site, &config.sites, problems);
     config
 }
@@ -130,6 +160,8 @@ fn acme(raw: Option<Spanned<RawAcme>>, folder: &Path, problems: &mut Problems<'_
         key_type: KeyType::default(),
         concurrency: DEFAULT_CONCURRENCY,
         profile: None,
+        challenge: None,
+        dns: None,
     };
     let Some(raw) = raw else {
         problems.add(
@@ -215,6 +247,13 @@ fn acme(raw: Option<Spanned<RawAcme>>, folder: &Path, problems: &mut Problems<'_
         }
     }
 
+    if let Some(kind) = raw.challenge {
+        match challenge::parse(kind.get_ref()) {
+            Ok(kind) => acme.challenge = Some(kind),
+            Err(reason) => problems.add("acme.challenge", Some(kind.span()), reason),
+        }
+    }
+
     if let Some(concurrency) = raw.concurrency {
         let value = *concurrency.get_ref();
         match usize::try_from(value) {
@@ -231,6 +270,8 @@ fn acme(raw: Option<Spanned<RawAcme>>, folder: &Path, problems: &mut Problems<'_
             ),
         }
     }
+
+    acme.dns = super::dns::dns("acme", raw.dns, raw.dns_hook, folder, problems);
 
     acme
 }
@@ -520,6 +561,9 @@ fn sites(
     raw: Vec<Spanned<RawSite>>,
     folder: &Path,
     upstreams: &[super::UpstreamConfig],
+    default_challenge: Option<ChallengeKind>,
+    // Whether `[acme]` has a DNS method, and where `[acme] challenge` is written.
+    (acme_dns, default_challenge_span): (bool, Option<Range<usize>>),
     problems: &mut Problems<'_>,
 ) -> Vec<SiteConfig> {
     if raw.is_empty() {
@@ -551,7 +595,39 @@ fn sites(
             expires,
             index,
             error_page,
+            challenge: site_challenge,
+            dns,
+            dns_hook,
         } = site.into_inner();
+        let challenge_span = site_challenge.as_ref().map(Spanned::span);
+        let site_challenge = match site_challenge {
+            Some(kind) => match challenge::parse(kind.get_ref()) {
+                Ok(kind) => Some(kind),
+                Err(reason) => {
+                    problems.add(format!("site[{i}].challenge"), Some(kind.span()), reason);
+                    None
+                }
+            },
+            None => default_challenge,
+        };
+        let dns = super::dns::dns(&format!("site[{i}]"), dns, dns_hook, folder, problems);
+        if site_challenge == Some(ChallengeKind::Dns01) && dns.is_none() && !acme_dns {
+            // Reported where dns-01 was chosen: the site, or once at `[acme] challenge`.
+            let (key, span) = match challenge_span {
+                Some(span) => (format!("site[{i}].challenge"), Some(span)),
+                None => ("acme.challenge".to_owned(), default_challenge_span.clone()),
+            };
+            let reported = problems.found.iter().any(|p| p.key == key);
+            if !reported {
+                problems.add(
+                key,
+                span,
+                "\"dns-01\" needs a DNS method: an RFC 2136 server (`[acme.dns]` or `[site.dns]` \
+                 with `server`, `tsig_key`, `tsig_secret_file`) or a `dns_hook` program, in [acme] \
+                 for every site or in this site",
+                );
+            }
+        }
         let site_access = access::AccessKeys {
             access,
             auth_basic,
@@ -611,7 +687,11 @@ fn sites(
         for (j, name) in names.into_inner().into_iter().enumerate() {
             let key = format!("site[{i}].names[{j}]");
             let span = Some(name.span());
-            match hostname::validate_dns_name(name.get_ref()) {
+            let checked = hostname::validate_site_name(name.get_ref()).and_then(|name| {
+                let shape = challenge::NameShape::of(&name);
+                challenge::name_allows(shape, site_challenge).map(|()| name)
+            });
+            match checked {
                 Err(reason) => problems.add(key, span, format!("{:?}: {reason}", name.get_ref())),
                 Ok(dns) => match seen.get(&dns) {
                     Some((other, other_j, _)) if *other == i => problems.add(
@@ -639,6 +719,8 @@ fn sites(
                 profile,
                 http,
                 error_page: inherited.error_page.clone(),
+                challenge: site_challenge,
+                dns,
             });
         }
     }

@@ -158,8 +158,16 @@ fn same_origin(a: &Authority, b: &Authority) -> bool {
 }
 
 /// `host` as the site table keys it: lower-case, without a trailing dot.
+/// An IP address (IPv6 in brackets, as in `Host: [::1]`) becomes the form site names use.
 fn normalise_host(host: &str) -> String {
-    host.trim_end_matches('.').to_ascii_lowercase()
+    let unbracketed = host
+        .strip_prefix('[')
+        .and_then(|inner| inner.strip_suffix(']'))
+        .unwrap_or(host);
+    match unbracketed.parse::<std::net::IpAddr>() {
+        Ok(ip) => ip.to_string(),
+        Err(_) => host.trim_end_matches('.').to_ascii_lowercase(),
+    }
 }
 
 #[cfg(test)]

@@ -24,6 +24,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, Instrument};
 
 use super::admission;
+use super::handshake::Accepted;
 use super::sites::SiteTable;
 use crate::config::LimitsConfig;
 use crate::metrics::Metrics;
@@ -40,6 +41,8 @@ pub(super) struct HttpsContext {
     pub metrics: Arc<Metrics>,
     /// Whether connections start with a PROXY header (`[https] proxy_protocol`), and from whom.
     pub proxy_protocol: ProxyProtocol,
+    /// Which TLS configuration a ClientHello gets (TLS-ALPN-01 challenges, IP names).
+    pub handshake: Arc<super::handshake::Handshake>,
 }
 
 /// The rustls configuration: TLS 1.2 and 1.3 only, ALPN h2 then http/1.1, certificates from `resolver`,
@@ -97,7 +100,8 @@ async fn serve_connection(
 ) {
     let limits = &context.limits;
     let mut stream = stream;
-    let local = stream.local_addr().ok().map(crate::fastcgi::ServerAddr);
+    let local_addr = stream.local_addr().ok();
+    let local = local_addr.map(crate::fastcgi::ServerAddr);
     // Behind a TCP load balancer, the client is the PROXY header's source, read before TLS.
     let peer = match context
         .proxy_protocol
@@ -110,12 +114,14 @@ async fn serve_connection(
             return;
         }
     };
-    let tls = match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream)).await
-    {
-        Ok(Ok(tls)) => {
+    let handshake = context.handshake.accept(&acceptor, stream, local_addr);
+    let (tls, sni) = match tokio::time::timeout(limits.header_read_timeout, handshake).await {
+        Ok(Ok(Accepted::Site { tls, name })) => {
             context.metrics.handshake_ok();
-            tls
+            (tls, name)
         }
+        // A CA validating TLS-ALPN-01: answered, and nothing to serve.
+        Ok(Ok(Accepted::Challenge)) => return,
         Ok(Err(err)) => {
             context.metrics.handshake_failed();
             debug!(%err, "TLS handshake failed");
@@ -127,7 +133,6 @@ async fn serve_connection(
             return;
         }
     };
-    let sni = tls.get_ref().1.server_name().map(str::to_owned);
     let io = IdleIo::new(TokioIo::new(tls));
     let activity = io.activity.clone();
 

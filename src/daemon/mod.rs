@@ -12,6 +12,7 @@
 
 mod admission;
 mod control;
+mod handshake;
 mod https;
 mod sites;
 mod workers;
@@ -216,6 +217,10 @@ impl Daemon {
                 config.https.proxy_protocol,
                 &config.https.trusted_proxies,
             ),
+            handshake: Arc::new(handshake::Handshake::new(
+                resolver.clone(),
+                tokens.alpn().clone(),
+            )?),
         });
         let workers = Workers::start(worker_sockets, setup, shutdown.clone())
             .map_err(DaemonError::Workers)?;

@@ -80,9 +80,13 @@ impl SiteTable {
         }
     }
 
-    /// The site serving `host` (lower-case, without port).
+    /// The site serving `host` (lower-case, without port): the site naming it exactly, else the
+    /// one whose `*.` wildcard covers it (one label only, as the certificate does).
     pub fn site(&self, host: &str) -> Option<&Arc<ServedSite>> {
-        self.by_name.get(host)
+        self.by_name.get(host).or_else(|| {
+            let (_, parent) = host.split_once('.')?;
+            self.by_name.get(&format!("*.{parent}"))
+        })
     }
 
     /// The site of connections whose handshake had no SNI, if `[https] default_site` names one.
@@ -90,9 +94,9 @@ impl SiteTable {
         self.default.as_ref()
     }
 
-    /// Whether `host` is one of the configured names.
+    /// Whether `host` is one of the configured names (or covered by a wildcard one).
     pub fn serves(&self, host: &str) -> bool {
-        self.by_name.contains_key(host)
+        self.site(host).is_some()
     }
 }
 

@@ -10,6 +10,7 @@
 mod acme_proxy;
 mod certd;
 mod daemon;
+mod dns;
 mod net;
 mod pebble;
 mod php;
@@ -25,6 +26,7 @@ pub use certd::{
     IssueOutcome, Run,
 };
 pub use daemon::{Daemon, RunConfig, Site};
+pub use dns::{Bind, TSIG_KEY};
 pub use net::{
     der_serial, dns, http_get, Alpn, Handshake, HttpsClient, Refused, TlsVersions, Upstream,
 };

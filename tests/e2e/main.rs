@@ -4,8 +4,10 @@
 //! `cargo test --test e2e`; `cargo test --test e2e harness` runs only the harness's own checks.
 
 mod ari;
+mod challenges;
 mod check;
 mod deploy;
+mod dns01;
 mod harness;
 mod import_certbot;
 mod import_nginx;
