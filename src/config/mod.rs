@@ -12,7 +12,8 @@
 //! state_dir = "state"           # default "state"; relative paths are against the config file's folder
 //!
 //! [acme]                        # required
-//! directory = "letsencrypt"     # required: "letsencrypt", "letsencrypt-staging", or an https:// URL
+//! directory = "letsencrypt"     # required: "letsencrypt", "letsencrypt-staging", "zerossl",
+//!                               # "google", or an https:// URL
 //! email = "ops@example.org"     # optional contact (a `mailto:` prefix is accepted and removed)
 //! agree_tos = true              # required, and must be true: the CA's terms are accepted explicitly
 //! ca_roots = "pebble-root.pem"  # optional: extra PEM roots for the CA's own HTTPS; must exist
@@ -20,6 +21,8 @@
 //! concurrency = 4               # orders in flight at once, 1..=64 (default 4)
 //! profile = "tlsserver"         # optional ACME profile, sent when the CA offers profiles
 //! challenge = "http-01"         # optional default of sites: http-01, tls-alpn-01 (dns-01 soon)
+//! eab_kid = "kid-1"             # external account binding (zerossl and google need it), with ...
+//! eab_hmac_key_file = "eab.key" # ... the base64url MAC key in a file others cannot read
 //!
 //! [http]                        # optional
 //! listen = ["0.0.0.0:80"]       # default ["0.0.0.0:80"]; each an IP address with a port
@@ -109,6 +112,7 @@ use std::time::Duration;
 mod access;
 mod challenge;
 mod compress;
+mod eab;
 mod fastcgi;
 mod http_rules;
 mod location;
@@ -121,6 +125,7 @@ mod upstreams;
 mod validate;
 
 pub use challenge::ChallengeKind;
+pub use eab::{read_mac_key, EabConfig, GOOGLE, ZEROSSL};
 pub use upstreams::{
     Balance, NextUpstream, ServerAddress, ServerConfig, UpstreamConfig, MAX_SERVERS,
 };
@@ -174,6 +179,9 @@ pub struct AcmeConfig {
     pub profile: Option<String>,
     /// `challenge`: the challenge of sites that do not name one; `None` for the automatic choice.
     pub challenge: Option<ChallengeKind>,
+    /// `eab_kid` and `eab_hmac_key_file`: the external account binding new accounts are created
+    /// with (RFC 8555 §7.3.4), for CAs that require one.
+    pub eab: Option<EabConfig>,
 }
 
 /// The kind of private key generated for a certificate.

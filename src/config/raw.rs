@@ -52,6 +52,8 @@ pub(super) struct RawAcme {
     pub(super) concurrency: Option<Spanned<i64>>,
     pub(super) profile: Option<Spanned<String>>,
     pub(super) challenge: Option<Spanned<String>>,
+    pub(super) eab_kid: Option<Spanned<String>>,
+    pub(super) eab_hmac_key_file: Option<Spanned<String>>,
 }
 
 /// `[http]`.

@@ -7,6 +7,7 @@ mod ari;
 mod challenges;
 mod check;
 mod deploy;
+mod eab;
 mod harness;
 mod import_certbot;
 mod import_nginx;
