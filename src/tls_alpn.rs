@@ -45,6 +45,8 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug, Clone, Default)]
 pub struct AlpnCertificates {
     inner: Arc<RwLock<HashMap<String, Arc<CertifiedKey>>>>,
+    /// How many listeners answer from this set now (the daemon's :443, `certd issue`'s own).
+    listeners: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// Keeps a challenge certificate answerable; dropping it withdraws the certificate.
@@ -83,6 +85,19 @@ impl AlpnCertificates {
         self.read().get(&name).cloned()
     }
 
+    /// Whether a listener answers TLS-ALPN-01 from this set now: without one, choosing
+    /// TLS-ALPN-01 could only fail validation.
+    pub fn is_answered(&self) -> bool {
+        self.listeners.load(std::sync::atomic::Ordering::Relaxed) > 0
+    }
+
+    /// Counts a listener answering from this set until the guard drops.
+    pub fn answering(&self) -> Answering {
+        self.listeners
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Answering(self.listeners.clone())
+    }
+
     /// How many certificates are answerable now.
     pub fn len(&self) -> usize {
         self.read().len()
@@ -104,6 +119,16 @@ impl AlpnCertificates {
         self.inner
             .write()
             .unwrap_or_else(|poison| poison.into_inner())
+    }
+}
+
+/// A listener answering TLS-ALPN-01 (see [`AlpnCertificates::answering`]).
+#[derive(Debug)]
+pub struct Answering(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for Answering {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -235,6 +260,7 @@ pub struct AlpnResponder {
     local_addrs: Vec<SocketAddr>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
+    _answering: Answering,
 }
 
 impl AlpnResponder {
@@ -243,6 +269,7 @@ impl AlpnResponder {
         addrs: &[SocketAddr],
         certificates: AlpnCertificates,
     ) -> Result<Self, AlpnListenError> {
+        let answering = certificates.answering();
         let config = challenge_config(certificates).map_err(|err| AlpnListenError {
             addr: addrs
                 .first()
@@ -274,6 +301,7 @@ impl AlpnResponder {
             local_addrs,
             shutdown,
             tasks,
+            _answering: answering,
         })
     }
 
@@ -392,5 +420,12 @@ mod tests {
         assert!(certificates.publish("a.test", &[1u8; 31]).is_err());
         drop(guard);
         assert!(certificates.is_empty());
+
+        // Whether any listener answers (what the automatic choice asks before picking it).
+        assert!(!certificates.is_answered());
+        let listening = certificates.answering();
+        assert!(certificates.clone().is_answered());
+        drop(listening);
+        assert!(!certificates.is_answered());
     }
 }

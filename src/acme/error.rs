@@ -47,10 +47,20 @@ pub enum AcmeError {
         reason: String,
     },
     /// The CA refused an account operation.
-    #[error("the CA refused the ACME account: {}", Described(problem.as_ref()))]
+    #[error("the CA refused the ACME account: {}{eab_hint}", Described(problem.as_ref()))]
     AccountRejected {
         /// The CA's problem document.
         problem: Box<Problem>,
+        /// What to do about it when it is about external account binding (else empty).
+        eab_hint: &'static str,
+    },
+    /// `[acme] eab_hmac_key_file` could not be used when creating the account.
+    #[error("acme.eab_hmac_key_file: {reason}")]
+    Eab {
+        /// The configured file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
     },
     /// The CA rate-limited a request.
     #[error("the CA rate-limited {site}: {}{}", Described(problem.as_ref()), retry_hint(retry_after))]
@@ -178,7 +188,7 @@ impl AcmeError {
     /// Whether the CA says the account certd used does not exist (RFC 8555 `accountDoesNotExist`).
     pub fn is_unknown_account(&self) -> bool {
         match self {
-            Self::Rejected { problem, .. } | Self::AccountRejected { problem } => problem
+            Self::Rejected { problem, .. } | Self::AccountRejected { problem, .. } => problem
                 .r#type
                 .as_deref()
                 .is_some_and(|kind| kind.ends_with(":accountDoesNotExist")),
@@ -256,6 +266,7 @@ pub(super) fn classify_ca_error(url: &str, err: instant_acme::Error) -> AcmeErro
     match err {
         instant_acme::Error::Api(problem) => AcmeError::AccountRejected {
             problem: Box::new(problem),
+            eab_hint: "",
         },
         instant_acme::Error::Json(err) => AcmeError::NotAcme {
             url,

@@ -129,6 +129,20 @@ impl AcmeClient {
                 account
             }
             None => {
+                // Only a new account is bound: the stored one already is, at the CA.
+                let external_account = match &acme.eab {
+                    Some(eab) => {
+                        let key =
+                            crate::config::read_mac_key(&eab.hmac_key_file).map_err(|reason| {
+                                AcmeError::Eab {
+                                    path: eab.hmac_key_file.clone(),
+                                    reason,
+                                }
+                            })?;
+                        Some(instant_acme::ExternalAccountKey::new(eab.kid.clone(), &key))
+                    }
+                    None => None,
+                };
                 let contact = acme.email.as_ref().map(|email| format!("mailto:{email}"));
                 let contacts: Vec<&str> = contact.iter().map(String::as_str).collect();
                 let (account, credentials) = builder
@@ -139,11 +153,12 @@ impl AcmeClient {
                             only_return_existing: false,
                         },
                         url.clone(),
-                        None,
+                        external_account.as_ref(),
                     )
                     .await
                     .map_err(|err| match err {
                         instant_acme::Error::Api(problem) => AcmeError::AccountRejected {
+                            eab_hint: account_hint(&problem, acme.eab.is_some()),
                             problem: Box::new(problem),
                         },
                         other => classify_ca_error(&url, other),
@@ -239,5 +254,25 @@ impl AcmeClient {
             },
             other => classify_ca_error(&self.directory_url, other),
         }
+    }
+}
+
+/// What to add to the CA's refusal of a new account when it is about external account binding.
+fn account_hint(problem: &instant_acme::Problem, have_eab: bool) -> &'static str {
+    let about_eab = problem
+        .r#type
+        .as_deref()
+        .is_some_and(|kind| kind.ends_with(":externalAccountRequired"))
+        || problem
+            .detail
+            .as_deref()
+            .is_some_and(|detail| detail.to_ascii_lowercase().contains("external account"));
+    match (about_eab, have_eab) {
+        (true, false) => {
+            " (this CA needs external account binding: set [acme] eab_kid and eab_hmac_key_file \
+             to the key id and MAC key from its website)"
+        }
+        (true, true) => " (check [acme] eab_kid and the key in eab_hmac_key_file)",
+        (false, _) => "",
     }
 }

@@ -12,7 +12,8 @@
 //! state_dir = "state"           # default "state"; relative paths are against the config file's folder
 //!
 //! [acme]                        # required
-//! directory = "letsencrypt"     # required: "letsencrypt", "letsencrypt-staging", or an https:// URL
+//! directory = "letsencrypt"     # required: "letsencrypt", "letsencrypt-staging", "zerossl",
+//!                               # "google", or an https:// URL
 //! email = "ops@example.org"     # optional contact (a `mailto:` prefix is accepted and removed)
 //! agree_tos = true              # required, and must be true: the CA's terms are accepted explicitly
 //! ca_roots = "pebble-root.pem"  # optional: extra PEM roots for the CA's own HTTPS; must exist
@@ -20,6 +21,8 @@
 //! concurrency = 4               # orders in flight at once, 1..=64 (default 4)
 //! profile = "tlsserver"         # optional ACME profile, sent when the CA offers profiles
 //! challenge = "http-01"         # optional default of sites: http-01, tls-alpn-01 (dns-01 soon)
+//! eab_kid = "kid-1"             # external account binding (zerossl and google need it), with ...
+//! eab_hmac_key_file = "eab.key" # ... the base64url MAC key in a file others cannot read
 //!
 //! [http]                        # optional
 //! listen = ["0.0.0.0:80"]       # default ["0.0.0.0:80"]; each an IP address with a port
@@ -110,6 +113,7 @@ mod access;
 mod challenge;
 mod compress;
 mod dns;
+mod eab;
 mod error_page;
 mod fastcgi;
 mod http_rules;
@@ -127,6 +131,7 @@ pub use dns::{
     read_tsig_secret, DnsConfig, DnsMethod, Rfc2136Config, TsigAlgorithm, DEFAULT_HOOK_TIMEOUT,
     DEFAULT_PROPAGATION_TIMEOUT,
 };
+pub use eab::{read_mac_key, EabConfig, GOOGLE, ZEROSSL};
 pub use upstreams::{
     Balance, NextUpstream, ServerAddress, ServerConfig, UpstreamConfig, MAX_SERVERS,
 };
@@ -182,6 +187,9 @@ pub struct AcmeConfig {
     pub challenge: Option<ChallengeKind>,
     /// `[acme.dns]` / `dns_hook`: how DNS-01 records are published for sites without their own.
     pub dns: Option<DnsConfig>,
+    /// `eab_kid` and `eab_hmac_key_file`: the external account binding new accounts are created
+    /// with (RFC 8555 §7.3.4), for CAs that require one.
+    pub eab: Option<EabConfig>,
 }
 
 /// The kind of private key generated for a certificate.

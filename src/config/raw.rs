@@ -55,6 +55,8 @@ pub(super) struct RawAcme {
     /// `[acme.dns]` and `dns_hook`: the DNS-01 method of every site (see `config::dns`).
     pub(super) dns: Option<Spanned<super::dns::RawDns>>,
     pub(super) dns_hook: Option<Spanned<String>>,
+    pub(super) eab_kid: Option<Spanned<String>>,
+    pub(super) eab_hmac_key_file: Option<Spanned<String>>,
 }
 
 /// `[http]`.

@@ -934,3 +934,55 @@ challenge = "http-01"
         "the site uses \"http-01\"; set `challenge = \"dns-01\"`",
     );
 }
+
+#[test]
+fn external_account_binding_keys_and_the_shorthands_that_need_them() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("eab.key");
+    std::fs::write(
+        &key,
+        "zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3MUAsUDkMTQ12W\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let with = |directory: &str, extra: &str| {
+        MINIMAL
+            .replace("\"letsencrypt\"", &format!("\"{directory}\""))
+            .replace("agree_tos = true", &format!("agree_tos = true\n{extra}"))
+    };
+    let keys = format!(
+        "eab_kid = \"kid-1\"\neab_hmac_key_file = \"{}\"",
+        key.display()
+    );
+
+    let config = parse(&with("zerossl", &keys));
+    assert_eq!(config.acme.directory_url, ZEROSSL);
+    let eab = config.acme.eab.unwrap();
+    assert_eq!(
+        (eab.kid.as_str(), eab.hmac_key_file.as_path()),
+        ("kid-1", key.as_path())
+    );
+    assert_eq!(parse(&with("google", &keys)).acme.directory_url, GOOGLE);
+    assert_eq!(parse(MINIMAL).acme.eab, None);
+
+    assert_problem(
+        &with("zerossl", ""),
+        "acme.eab_kid",
+        Some(1),
+        "only creates accounts with external account binding",
+    );
+    assert_problem(
+        &with("google", "eab_kid = \"kid-1\""),
+        "acme.eab_hmac_key_file",
+        Some(4),
+        "missing",
+    );
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    assert_problem(
+        &with("zerossl", &keys),
+        "acme.eab_hmac_key_file",
+        Some(5),
+        "readable by every user",
+    );
+}

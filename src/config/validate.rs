@@ -162,6 +162,7 @@ fn acme(raw: Option<Spanned<RawAcme>>, folder: &Path, problems: &mut Problems<'_
         profile: None,
         challenge: None,
         dns: None,
+        eab: None,
     };
     let Some(raw) = raw else {
         problems.add(
@@ -173,6 +174,18 @@ fn acme(raw: Option<Spanned<RawAcme>>, folder: &Path, problems: &mut Problems<'_
     };
     let table = raw.span();
     let raw = raw.into_inner();
+    let directory_text = raw
+        .directory
+        .as_ref()
+        .map(|directory| directory.get_ref().clone());
+    acme.eab = super::eab::eab(
+        raw.eab_kid,
+        raw.eab_hmac_key_file,
+        directory_text.as_deref(),
+        table.clone(),
+        folder,
+        problems,
+    );
 
     match raw.directory {
         None => problems.add(
@@ -300,7 +313,11 @@ pub(super) fn directory_url(value: &str) -> Result<String, String> {
         "letsencrypt-staging" => return Ok(LETSENCRYPT_STAGING.to_owned()),
         _ => {}
     }
-    let expected = "write `letsencrypt`, `letsencrypt-staging`, or the CA's https:// directory URL";
+    if let Some(url) = super::eab::shorthand(value) {
+        return Ok(url.to_owned());
+    }
+    let expected = "write `letsencrypt`, `letsencrypt-staging`, `zerossl`, `google`, or the CA's \
+                    https:// directory URL";
     let Some(rest) = value
         .get(..8)
         .filter(|scheme| scheme.eq_ignore_ascii_case("https://"))

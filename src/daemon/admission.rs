@@ -206,6 +206,41 @@ mod tests {
     }
 
     #[test]
+    fn wildcard_and_ip_sites_admit_their_hosts_and_exact_names_win() {
+        let text = "[acme]\ndirectory = \"letsencrypt\"\nagree_tos = true\n[[site]]\nnames = \
+                    [\"x.b.test\"]\n[[site]]\nnames = [\"wild.b.test\"]\n[[site]]\nnames = \
+                    [\"127.0.0.1\", \"::1\"]\n";
+        let mut config =
+            crate::config::from_toml(text, std::path::Path::new("/etc/certd.toml")).unwrap();
+        // A wildcard site needs DNS-01 to be configured; the table only sees its names.
+        config.sites[1].names = vec!["*.b.test".to_owned()];
+        let sites = SiteTable::from_config(&config, &Metrics::default());
+        let get = |host: &str| request(Version::HTTP_11, "/", &[("host", host)]);
+        let wild = Ok("*.b.test".to_owned());
+        assert_eq!(admitted(&sites, Some("y.b.test"), &get("Y.b.test")), wild);
+        assert_eq!(
+            admitted(&sites, Some("x.b.test"), &get("x.b.test")),
+            Ok("x.b.test".to_owned())
+        );
+        // One label only, and an exact site's host is not the wildcard connection's.
+        assert_eq!(
+            admitted(&sites, Some("y.b.test"), &get("x.b.test")),
+            Err(Refusal::Misdirected)
+        );
+        assert_eq!(
+            admitted(&sites, Some("a.y.b.test"), &get("a.y.b.test")),
+            Err(Refusal::Misdirected)
+        );
+        // An IP site's connection is named by its address; IPv6 hosts come in brackets.
+        let ip = Ok("127.0.0.1".to_owned());
+        assert_eq!(
+            admitted(&sites, Some("127.0.0.1"), &get("127.0.0.1:8443")),
+            ip
+        );
+        assert_eq!(admitted(&sites, Some("::1"), &get("[0:0::1]:443")), ip);
+    }
+
+    #[test]
     fn the_host_must_be_a_name_of_the_connections_site() {
         const HTTP_10: Version = Version::HTTP_10;
         const HTTP_11: Version = Version::HTTP_11;

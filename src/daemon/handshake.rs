@@ -36,6 +36,8 @@ pub(super) enum Accepted {
 pub(super) struct Handshake {
     resolver: Arc<SniResolver>,
     challenge: Arc<rustls::ServerConfig>,
+    /// The daemon's :443 answers TLS-ALPN-01 for as long as it runs.
+    _answering: tls_alpn::Answering,
 }
 
 impl Handshake {
@@ -46,6 +48,7 @@ impl Handshake {
     ) -> Result<Self, rustls::Error> {
         Ok(Self {
             resolver,
+            _answering: challenges.answering(),
             challenge: tls_alpn::challenge_config(challenges)?,
         })
     }

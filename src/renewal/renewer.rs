@@ -301,7 +301,11 @@ impl Renewer {
                         ChallengeKind::Dns01 => Ok(()),
                     };
                     let checked = match checked {
-                        Err(err) if site.challenge.is_none() && only_port_80_unreachable(&err) => {
+                        Err(err)
+                            if site.challenge.is_none()
+                                && self.inner.tokens.alpn().is_answered()
+                                && only_port_80_unreachable(&err) =>
+                        {
                             // The names resolve (else there were other problems): the automatic
                             // choice moves to port 443.
                             info!(error = %err, "port 80 is unreachable; validating over TLS-ALPN-01 instead");

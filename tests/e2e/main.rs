@@ -8,6 +8,7 @@ mod challenges;
 mod check;
 mod deploy;
 mod dns01;
+mod eab;
 mod harness;
 mod import_certbot;
 mod import_nginx;
