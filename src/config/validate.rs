@@ -90,6 +90,7 @@ pub(super) fn validate(raw: RawConfig, path: &Path, problems: &mut Problems<'_>)
         ),
         sites: sites(raw.site, &folder, &upstreams, problems),
         upstreams,
+        log: super::log::log(raw.log, &folder, problems),
     };
     config.https.default_site = serving::default_site(default_site, &config.sites, problems);
     config
