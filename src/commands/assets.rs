@@ -10,7 +10,8 @@ use clap_complete::Shell;
 use super::{EXIT_OK, EXIT_UNUSABLE};
 use crate::cli::Cli;
 
-/// Writes `certd.1`, `certd.bash`, `_certd` (zsh) and `certd.fish` into `out`.
+/// Writes the man pages into `out/man` (`certd.1`, `certd-issue.1`, …), and `certd.bash`, `_certd`
+/// (zsh) and `certd.fish` into `out`.
 pub fn run(out: &Path) -> u8 {
     match write_all(out) {
         Ok(()) => EXIT_OK,
@@ -43,9 +44,10 @@ fn operator_command() -> clap::Command {
 
 fn write_all(out: &Path) -> std::io::Result<()> {
     std::fs::create_dir_all(out)?;
-    let mut man = Vec::new();
-    clap_mangen::Man::new(operator_command()).render(&mut man)?;
-    std::fs::write(out.join("certd.1"), man)?;
+    // certd.1 and one page per verb (certd-issue.1, certd-import-certbot.1, …), as git does.
+    let man = out.join("man");
+    std::fs::create_dir_all(&man)?;
+    clap_mangen::generate_to(operator_command(), &man)?;
     for (shell, file) in [
         (Shell::Bash, "certd.bash"),
         (Shell::Zsh, "_certd"),
@@ -67,7 +69,11 @@ mod tests {
     fn the_man_page_and_completions_name_the_subcommands() {
         let dir = tempfile::tempdir().unwrap();
         assert_eq!(run(dir.path()), EXIT_OK);
-        let man = std::fs::read_to_string(dir.path().join("certd.1")).unwrap();
+        let man = std::fs::read_to_string(dir.path().join("man/certd.1")).unwrap();
+        let issue = std::fs::read_to_string(dir.path().join("man/certd-issue.1")).unwrap();
+        assert!(issue.contains("\\-\\-force"), "{issue}");
+        assert!(dir.path().join("man/certd-import-certbot.1").exists());
+        assert!(!dir.path().join("man/certd-generate-assets.1").exists());
         assert!(man.starts_with(".ie"), "{man}");
         assert!(man.contains("issue"), "{man}");
         assert!(man.contains("\\-\\-config"), "{man}");
