@@ -82,6 +82,7 @@ fn the_debian_package_installs_checks_verifies_and_purges() {
                 env!("CARGO_BIN_EXE_certd"),
                 "--out",
                 &out.path().display().to_string(),
+                "--fast",
             ],
         ),
     );
