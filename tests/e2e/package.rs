@@ -95,7 +95,10 @@ fn the_debian_package_installs_checks_verifies_and_purges() {
         "dpkg-deb --ctrl-tarfile",
         &run("dpkg-deb", &["-I", &deb, "conffiles"]),
     );
-    assert_eq!(conffiles.trim(), "/etc/certd/certd.toml");
+    assert_eq!(
+        conffiles.trim(),
+        "/etc/certd/certd.toml\n/etc/logrotate.d/certd"
+    );
 
     let _installed = Installed;
     ok("dpkg -i", &run("dpkg", &["-i", &deb]));
@@ -153,7 +156,12 @@ fn the_debian_package_installs_checks_verifies_and_purges() {
     );
 
     ok("dpkg --purge", &run("dpkg", &["--purge", "certd"]));
-    for gone in ["/usr/bin/certd", "/etc/certd/certd.toml", unit] {
+    for gone in [
+        "/usr/bin/certd",
+        "/etc/certd/certd.toml",
+        "/etc/logrotate.d/certd",
+        unit,
+    ] {
         assert!(
             !Path::new(gone).exists(),
             "{gone} is still there after purge"
