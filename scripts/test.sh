@@ -32,6 +32,11 @@ command -v htpasswd >/dev/null || missing+=(apache2-utils)
 command -v nsupdate >/dev/null && command -v dig >/dev/null || missing+=(bind9-dnsutils)
 # php-fpm runs the PHP of the FastCGI route tests (run::fastcgi).
 compgen -G '/usr/sbin/php-fpm*' >/dev/null || missing+=(php-fpm)
+# promtool checks deploy/monitoring's alert rules (monitoring); dpkg-deb builds the Debian package
+# that package:: installs (scripts/build-deb.sh), with strip from binutils.
+command -v promtool >/dev/null || missing+=(prometheus)
+command -v dpkg-deb >/dev/null || missing+=(dpkg-dev)
+command -v strip >/dev/null || missing+=(binutils)
 if [ "${#missing[@]}" -gt 0 ]; then
     echo "==> installing ${missing[*]} with apt-get"
     as_root apt-get update -qq

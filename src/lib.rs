@@ -8,6 +8,7 @@
 #![warn(missing_docs)]
 
 pub mod access;
+pub mod access_log;
 pub mod acme;
 pub mod certificate;
 pub mod challenge;

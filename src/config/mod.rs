@@ -65,6 +65,12 @@
 //! enabled = true                # DNS resolves, and http://<name>/.well-known/… reaches this certd
 //! resolver = "127.0.0.1:53"     # the DNS server to ask (default: the system's resolver)
 //!
+//! [log]                         # optional; read at start (a change needs a restart)
+//! format = "text"               # certd's own log lines on stderr: "text" (default) or "json"
+//! access_format = "text"        # `certd run`'s access log: "text" (a certd log line, default),
+//!                               # "combined" (nginx's default format) or "json" (one object a line)
+//! access_file = "/var/log/certd/access.log"  # default stderr; reopened on SIGUSR1 (logrotate)
+//!
 //! [[site]]                      # at least one; one certificate per site
 //! names = ["example.org", "www.example.org"]  # DNS names or IP addresses, each used once
 //! profile = "shortlived"        # optional: this site's ACME profile, overriding [acme] profile
@@ -118,6 +124,7 @@ mod error_page;
 mod fastcgi;
 mod http_rules;
 mod location;
+mod log;
 mod operations;
 mod raw;
 mod serving;
@@ -132,6 +139,7 @@ pub use dns::{
     DEFAULT_PROPAGATION_TIMEOUT,
 };
 pub use eab::{read_mac_key, EabConfig, GOOGLE, ZEROSSL};
+pub use log::{log_settings, AccessFormat, LogConfig, LogFormat};
 pub use upstreams::{
     Balance, NextUpstream, ServerAddress, ServerConfig, UpstreamConfig, MAX_SERVERS,
 };
@@ -165,6 +173,8 @@ pub struct Config {
     pub sites: Vec<SiteConfig>,
     /// The `[[upstream]]` groups routes can proxy to, in file order.
     pub upstreams: Vec<UpstreamConfig>,
+    /// `[log]`: how certd's own log and the access log are written.
+    pub log: LogConfig,
 }
 
 /// The `[acme]` table.

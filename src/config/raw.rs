@@ -36,6 +36,7 @@ pub(super) struct RawConfig {
     pub(super) site: Vec<Spanned<RawSite>>,
     #[serde(default)]
     pub(super) upstream: Vec<Spanned<super::upstreams::RawUpstream>>,
+    pub(super) log: Option<Spanned<RawLog>>,
 }
 
 /// `[acme]`.
@@ -121,6 +122,15 @@ pub(super) struct RawMetrics {
 pub(super) struct RawPreflight {
     pub(super) enabled: Option<Spanned<bool>>,
     pub(super) resolver: Option<Spanned<String>>,
+}
+
+/// `[log]`. Strings, so a bad value is a validation problem naming the choices.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawLog {
+    pub(super) format: Option<Spanned<String>>,
+    pub(super) access_format: Option<Spanned<String>>,
+    pub(super) access_file: Option<Spanned<String>>,
 }
 
 /// `[hook]`.

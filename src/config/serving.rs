@@ -252,7 +252,8 @@ pub(super) fn parse_duration_at_most(
     Ok(parsed)
 }
 
-/// `"10s"`, `"2m"`, `"1h"`, `"500ms"`, or whole seconds.
+/// `"10s"`, `"2m"`, `"1h"`, `"500ms"`, `"1h 30m"`, `"2days"` (humantime's units: ms, s, m, h, d, w,
+/// and their long names), or whole seconds (a number, or text of digits only).
 pub(super) fn parse_duration(raw: &RawDuration) -> Result<Duration, String> {
     let text = match raw {
         RawDuration::Seconds(seconds) => {
@@ -262,25 +263,33 @@ pub(super) fn parse_duration(raw: &RawDuration) -> Result<Duration, String> {
         }
         RawDuration::Text(text) => text.trim(),
     };
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let bad =
-        || format!("{text:?} is not a duration: write e.g. \"500ms\", \"10s\", \"2m\" or \"1h\"");
-    let number: u64 = number.parse().map_err(|_| bad())?;
-    let per_unit: u64 = match unit.trim() {
-        "ms" => 1,
-        "s" | "" => 1000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        _ => return Err(bad()),
-    };
-    // Checked: saturating would silently turn a typo into u64::MAX milliseconds.
-    let millis = number
-        .checked_mul(per_unit)
-        .ok_or_else(|| format!("{text:?} is too long to be a duration"))?;
-    Ok(Duration::from_millis(millis))
+    if !text.is_empty() && text.bytes().all(|c| c.is_ascii_digit()) {
+        // humantime wants a unit; certd always read bare digits as seconds.
+        return text
+            .parse::<u64>()
+            .map(Duration::from_secs)
+            .map_err(|_| format!("{text:?} is too long to be a duration"));
+    }
+    // humantime reads "M" as months and "y" as years; a config duration never means those, and
+    // a month of 30.44 days is no one's idea of a timeout, so they are refused like any typo.
+    let calendar = ["M", "month", "months", "y", "year", "years"];
+    if text
+        .split(|c: char| !c.is_ascii_alphabetic())
+        .any(|unit| calendar.contains(&unit))
+    {
+        return Err(bad_duration(text));
+    }
+    humantime::parse_duration(text).map_err(|err| match err {
+        // Checked: no saturation that would silently turn a typo into the longest duration.
+        humantime::DurationError::NumberOverflow => {
+            format!("{text:?} is too long to be a duration")
+        }
+        _ => bad_duration(text),
+    })
+}
+
+fn bad_duration(text: &str) -> String {
+    format!("{text:?} is not a duration: write e.g. \"500ms\", \"10s\", \"2m\" or \"1h\"")
 }
 
 /// The `[[site.route]]` tables of site `site`, with their nested routes.
@@ -749,11 +758,24 @@ mod tests {
                 Ok(Duration::from_secs(3600)),
             ),
             (RawDuration::Text("42".into()), Ok(Duration::from_secs(42))),
+            (
+                RawDuration::Text("1h 30m".into()),
+                Ok(Duration::from_secs(5400)),
+            ),
+            (
+                RawDuration::Text("2days".into()),
+                Ok(Duration::from_secs(172_800)),
+            ),
         ];
         for (raw, expected) in cases {
             assert_eq!(parse_duration(&raw), expected, "{raw:?}");
         }
         assert!(parse_duration(&RawDuration::Text("10 parsecs".into())).is_err());
+        // Months and years are not timeouts.
+        assert!(parse_duration(&RawDuration::Text("1M".into())).is_err());
+        assert!(parse_duration(&RawDuration::Text("1year".into())).is_err());
+        assert!(parse_duration(&RawDuration::Text("".into())).is_err());
+        assert!(parse_duration(&RawDuration::Text("-5s".into())).is_err());
         assert!(parse_duration(&RawDuration::Seconds(-1)).is_err());
     }
 

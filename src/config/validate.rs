@@ -101,6 +101,7 @@ pub(super) fn validate(raw: RawConfig, path: &Path, problems: &mut Problems<'_>)
         ),
         sites: Vec::new(),
         upstreams,
+        log: super::log::log(raw.log, &folder, problems),
     };
     config.sites = sites(
         raw.site,

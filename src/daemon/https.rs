@@ -21,7 +21,7 @@ use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, info, Instrument};
+use tracing::{debug, Instrument};
 
 use super::admission;
 use super::handshake::Accepted;
@@ -216,6 +216,8 @@ async fn handle(
     let admitted = admission::admit(&request, sni, &sites);
     let site = admitted.as_ref().ok();
     let http1 = request.version() != hyper::Version::HTTP_2;
+    let version = request.version();
+    let logged_headers = crate::access_log::RequestHeaders::of(&request);
     let response = if head_size(&request) > context.limits.max_header_bytes {
         // hyper's own HTTP/1 cap cannot go below 8 KiB and HTTP/2's counts differently; this one
         // enforces `[limits] max_header_bytes` as configured, for both.
@@ -241,19 +243,19 @@ async fn handle(
         .headers()
         .get(hyper::header::CONTENT_LENGTH)
         .and_then(|value| value.to_str().ok())
-        .unwrap_or("-");
-    info!(
-        target: "certd::access",
-        %client,
-        site = site.map(|site| site.name.as_str()).unwrap_or("-"),
-        %method,
-        path,
-        status = response.status().as_u16(),
+        .and_then(|value| value.parse().ok());
+    crate::access_log::record(&crate::access_log::Entry {
+        client,
+        site: site.map(|site| site.name.as_str()).unwrap_or("-"),
+        method: &method,
+        path: &path,
+        version,
+        request: &logged_headers,
+        status: response.status().as_u16(),
         bytes,
-        ms = started.elapsed().as_millis() as u64,
+        elapsed: started.elapsed(),
         upstream,
-        "request"
-    );
+    });
     response
 }
 

@@ -329,14 +329,17 @@ impl Daemon {
         &self.https_addrs
     }
 
-    /// Reloads on SIGHUP until SIGTERM or SIGINT arrives.
+    /// Reloads on SIGHUP, reopens the access log on SIGUSR1, until SIGTERM or SIGINT arrives.
     pub async fn wait_for_signals(&self, config_path: &Path) -> std::io::Result<()> {
         use tokio::signal::unix::{signal, SignalKind};
         let mut hangup = signal(SignalKind::hangup())?;
         let mut terminate = signal(SignalKind::terminate())?;
         let mut interrupt = signal(SignalKind::interrupt())?;
+        let mut reopen = signal(SignalKind::user_defined1())?;
         loop {
             tokio::select! {
+                // logrotate's postrotate: the access log file is opened again under its name.
+                _ = reopen.recv() => crate::access_log::reopen(),
                 _ = hangup.recv() => {
                     drop(self.shared.initial_load.lock().await);
                     self.reload(config_path);
@@ -367,6 +370,9 @@ impl Daemon {
             || next.http.proxy_protocol != current.http.proxy_protocol
         {
             warn!("trusted_proxies or proxy_protocol changed; they take effect at the next start");
+        }
+        if next.log != current.log {
+            warn!("[log] changed; it takes effect at the next start");
         }
         if next.state_dir != current.state_dir {
             warn!("state_dir changed; it takes effect at the next start");

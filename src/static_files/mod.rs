@@ -218,22 +218,18 @@ fn folder_location(raw_path: &str, query: Option<&str>) -> String {
     location
 }
 
+/// `segment` percent-decoded (by the percent-encoding crate), or `None` when a `%` is not followed by
+/// two hex digits: that crate passes such text through as it is, but a path certd cannot read the
+/// same way as every other server is refused rather than guessed at.
 fn percent_decode(segment: &str) -> Option<Vec<u8>> {
     let bytes = segment.as_bytes();
-    let mut decoded = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = bytes.get(i + 1..i + 3)?;
-            let hex = std::str::from_utf8(hex).ok()?;
-            decoded.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            decoded.push(bytes[i]);
-            i += 1;
-        }
-    }
-    Some(decoded)
+    let well_formed = bytes.iter().enumerate().all(|(i, &byte)| {
+        byte != b'%'
+            || bytes
+                .get(i + 1..i + 3)
+                .is_some_and(|hex| hex.iter().all(u8::is_ascii_hexdigit))
+    });
+    well_formed.then(|| percent_encoding::percent_decode(bytes).collect())
 }
 
 enum Found {

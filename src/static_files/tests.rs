@@ -159,6 +159,9 @@ fn request_paths_map_to_relative_paths_or_are_refused() {
         "/static/%zz",
         "/static/%2",
         "/static/%ff",
+        // u8::from_str_radix takes a sign; an escape is two hex digits, nothing else.
+        "/static/%+1",
+        "/static/a%",
     ];
     for raw in refused {
         assert!(relative_path(raw).is_err(), "{raw}");
