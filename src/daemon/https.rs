@@ -127,7 +127,8 @@ async fn serve_connection(
             return;
         }
     };
-    let sni = tls.get_ref().1.server_name().map(str::to_owned);
+    // Shared by the connection's requests, not copied for each.
+    let sni: Option<Arc<str>> = tls.get_ref().1.server_name().map(Arc::from);
     let io = IdleIo::new(TokioIo::new(tls));
     let activity = io.activity.clone();
 
@@ -201,11 +202,8 @@ async fn handle(
 ) -> Response<ProxyBody> {
     let started = Instant::now();
     let method = request.method().clone();
-    let path = request
-        .uri()
-        .path_and_query()
-        .map(|pq| pq.as_str().to_owned())
-        .unwrap_or_else(|| "/".into());
+    // A reference to the request's own bytes, not a copy.
+    let path = request.uri().path_and_query().cloned();
     let client = context.proxy.client_ip(request.headers(), peer.ip());
     let sites = context.sites.load();
     let admitted = admission::admit(&request, sni, &sites);
@@ -242,7 +240,7 @@ async fn handle(
         %client,
         site = site.map(|site| site.name.as_str()).unwrap_or("-"),
         %method,
-        path,
+        path = path.as_ref().map_or("/", |path| path.as_str()),
         status = response.status().as_u16(),
         bytes,
         ms = started.elapsed().as_millis() as u64,
