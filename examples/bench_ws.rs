@@ -120,7 +120,16 @@ fn main() -> anyhow::Result<()> {
                     path,
                     connections,
                     seconds,
-                } => hold(addr, &name, &path, connections, Duration::from_secs(seconds)).await,
+                } => {
+                    hold(
+                        addr,
+                        &name,
+                        &path,
+                        connections,
+                        Duration::from_secs(seconds),
+                    )
+                    .await
+                }
             }
         })
 }

@@ -377,6 +377,9 @@ mod tests {
         assert_eq!(normalise_host("WWW.A.Test."), "www.a.test");
         let sites = table(None);
         let upper = request(Version::HTTP_11, "/", &[("host", "WWW.A.TEST")]);
-        assert_eq!(admitted(&sites, Some("a.test"), &upper), Ok("a.test".to_owned()));
+        assert_eq!(
+            admitted(&sites, Some("a.test"), &upper),
+            Ok("a.test".to_owned())
+        );
     }
 }
