@@ -118,7 +118,8 @@ async fn serve_connection(
     let (tls, sni) = match tokio::time::timeout(limits.header_read_timeout, handshake).await {
         Ok(Ok(Accepted::Site { tls, name })) => {
             context.metrics.handshake_ok();
-            (tls, name)
+            // Shared by the connection's requests, not copied for each.
+            (tls, name.map(Arc::<str>::from))
         }
         // A CA validating TLS-ALPN-01: answered, and nothing to serve.
         Ok(Ok(Accepted::Challenge)) => return,
@@ -206,11 +207,8 @@ async fn handle(
 ) -> Response<ProxyBody> {
     let started = Instant::now();
     let method = request.method().clone();
-    let path = request
-        .uri()
-        .path_and_query()
-        .map(|pq| pq.as_str().to_owned())
-        .unwrap_or_else(|| "/".into());
+    // A reference to the request's own bytes, not a copy.
+    let path = request.uri().path_and_query().cloned();
     let client = context.proxy.client_ip(request.headers(), peer.ip());
     let sites = context.sites.load();
     let admitted = admission::admit(&request, sni, &sites);
@@ -248,7 +246,7 @@ async fn handle(
         client,
         site: site.map(|site| site.name.as_str()).unwrap_or("-"),
         method: &method,
-        path: &path,
+        path: path.as_ref().map_or("/", |path| path.as_str()),
         version,
         request: &logged_headers,
         status: response.status().as_u16(),

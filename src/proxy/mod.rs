@@ -893,7 +893,13 @@ fn stripped(prefix: &str, path: NormalPath) -> NormalPath {
 
 /// How an upstream is named in logs and [`UpstreamUsed`]: its URI without a trailing `/`.
 fn upstream_label(upstream: &Uri) -> String {
-    upstream.to_string().trim_end_matches('/').to_owned()
+    use std::fmt::Write as _;
+    // One allocation: this runs for every proxied request.
+    let mut label = String::with_capacity(64);
+    // Writing to a String cannot fail.
+    let _ = write!(label, "{upstream}");
+    label.truncate(label.trim_end_matches('/').len());
+    label
 }
 
 /// An error's message with its sources, and whether any of them is an I/O timeout.
