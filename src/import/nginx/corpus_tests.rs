@@ -460,3 +460,32 @@ fn the_dangerous_shapes_of_the_issue() {
     let t = get("nextcloud.conf");
     assert!(t.sites.iter().all(|s| s.routes.is_empty()));
 }
+
+/// Every corpus fragment is a certd.toml certd reads: the only problems `certd check` may find
+/// are the folders and files of the machine the config came from (roots, htpasswd files), which
+/// this one does not have.
+#[test]
+fn every_corpus_fragment_is_a_config_certd_accepts() {
+    let dir = std::env::temp_dir();
+    for (name, text) in corpus() {
+        let text = named(&name, &text);
+        let directives = parse(&text).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let t = translate(&[(name.clone(), directives)]);
+        let fragment = super::render::render(&t);
+        let config = format!(
+            "[acme]\ndirectory = \"letsencrypt\"\nagree_tos = true\n\n{fragment}"
+        );
+        let Err(err) = crate::config::from_toml(&config, &dir.join("certd.toml")) else {
+            continue;
+        };
+        for line in err.to_string().lines().filter(|l| !l.trim().is_empty()) {
+            let machine = ["problem in the configuration", "problems in the configuration", "is not a folder", "is not a readable file", "not a file", "No such file", "does not exist", "cannot read", "not found"]
+                .iter()
+                .any(|needle| line.contains(needle));
+            assert!(
+                machine || line.starts_with("certd.toml:") && line.ends_with(':'),
+                "{name}: {line}\n--- fragment ---\n{fragment}"
+            );
+        }
+    }
+}
