@@ -298,6 +298,7 @@ async fn imported_mastodon_port_80_block_is_the_redirect() {
     let public = dir.path().join("public");
     std::fs::create_dir_all(&public).expect("mkdir");
     std::fs::write(public.join("index.html"), "MASTODON-PUBLIC-FOLDER").expect("write");
+    std::fs::write(public.join("sw.js"), "SERVICE-WORKER").expect("write sw.js");
     let text = MASTODON.replace(
         "root /home/mastodon/live/public;",
         &format!("root {};", public.display()),
@@ -331,10 +332,23 @@ async fn imported_mastodon_port_80_block_is_the_redirect() {
     // Over https, `/` is not the :80 block's folder served as the site's content.
     let host = world.authority("mastodon.test");
     let mut h1 = world.client.http1("mastodon.test").await;
+    // It is proxied to Mastodon's backend as in nginx (none runs here: 502).
     let reply = h1.get(&host, "/").await;
-    assert_eq!(reply.status, StatusCode::NOT_FOUND, "{reply:?}");
+    assert_eq!(reply.status, StatusCode::BAD_GATEWAY, "{reply:?}");
     assert!(
         !reply.text().contains("MASTODON-PUBLIC-FOLDER"),
+        "{reply:?}"
+    );
+    // Its nested `location = /sw.js` is a nested route over the public folder, with its header.
+    let reply = h1.get(&host, "/sw.js").await;
+    assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
+    assert_eq!(reply.text(), "SERVICE-WORKER");
+    assert_eq!(
+        reply
+            .headers
+            .get("cache-control")
+            .and_then(|value| value.to_str().ok()),
+        Some("public, max-age=604800, must-revalidate"),
         "{reply:?}"
     );
     assert!(

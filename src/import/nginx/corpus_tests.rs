@@ -193,7 +193,7 @@ fn check(config: &str, text: &str) -> (Translation, Summary) {
                     (RouteKind::Exact(_) | RouteKind::Named(_), _) => false,
                     (RouteKind::Regex(_) | RouteKind::IRegex(_), Some(path)) => {
                         let strong = l.args.len() == 2 && (l.args[0] == "=" || l.args[0] == "^~");
-                        strong && regex_reaches(&[r.path.clone()], path)
+                        strong && regex_reaches(std::slice::from_ref(&r.path), path)
                     }
                     (RouteKind::Regex(_) | RouteKind::IRegex(_), None) => {
                         let re = l.args.last().map(String::as_str).unwrap_or_default();
