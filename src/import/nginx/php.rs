@@ -130,6 +130,11 @@ fn idiom(
         Some(Upstream {
             single: Some(one), ..
         }) => one.clone(),
+        // A group whose servers are all one address (the same socket written twice) is that
+        // address; a real group cannot be one FastCGI address.
+        Some(Upstream {
+            group: Ok(table), ..
+        }) if same_server(table).is_some() => same_server(table).unwrap_or_default(),
         Some(_) => {
             return Err(format!(
                 "`fastcgi_pass {address}`: an upstream group; certd's FastCGI route has one address"
@@ -145,6 +150,18 @@ fn idiom(
         index,
         intercept,
     })
+}
+
+/// The one address of an `[[upstream]]` table whose servers are all that address, without
+/// parameters.
+fn same_server(table: &str) -> Option<String> {
+    let value: toml::Value = toml::from_str(table).ok()?;
+    let servers = value.get("upstream")?.get(0)?.get("servers")?.as_array()?;
+    let first = servers.first()?.as_str()?;
+    servers
+        .iter()
+        .all(|s| s.as_str() == Some(first))
+        .then(|| first.to_owned())
 }
 
 /// A `fastcgi_param` that certd sends with the same value anyway.
@@ -184,6 +201,11 @@ mod tests {
         .unwrap()
         .unwrap();
         assert_eq!(php.pass, "unix:/run/php/php8.2-fpm.sock");
+        let same = "[[upstream]]\nname = \"php\"\nservers = [\"unix:/run/a.sock\", \"unix:/run/a.sock\"]\n";
+        assert_eq!(same_server(same).as_deref(), Some("unix:/run/a.sock"));
+        let two =
+            "[[upstream]]\nname = \"php\"\nservers = [\"unix:/run/a.sock\", \"127.0.0.1:9000\"]\n";
+        assert_eq!(same_server(two), None);
         assert!(location("location / { root /srv; }").is_none());
         // Another script parameter, another pattern, an address certd cannot reach: not it.
         for bad in [
