@@ -386,17 +386,26 @@ async fn run_config(stem: &str, text: &str, shared: &Shared) -> (Row, Vec<Findin
 fn left_out(stdout: &str, file: &Path) -> BTreeMap<usize, String> {
     let prefix = format!("untranslated ({}:", file.display());
     let mut out = BTreeMap::new();
-    for line in stdout.lines() {
+    let lines: Vec<&str> = stdout.lines().collect();
+    for (index, line) in lines.iter().enumerate() {
         let Some(at) = line.find(&prefix) else {
             continue;
         };
+        // The reason is on the `#   why:` lines that follow.
+        let why: Vec<&str> = lines[index + 1..]
+            .iter()
+            .take_while(|l| l.starts_with("#   "))
+            .map(|l| l.trim_start_matches('#').trim())
+            .collect();
+        let why = why.join(" ");
         let rest = &line[at + prefix.len()..];
         let Some((lines, reason)) = rest.split_once(')') else {
             continue;
         };
         for number in lines.split(',') {
             if let Ok(number) = number.trim().parse::<usize>() {
-                out.insert(number, reason.trim_start_matches(':').trim().to_owned());
+                let what = reason.trim_start_matches(':').trim();
+                out.insert(number, format!("`{what}` {why}"));
             }
         }
     }
