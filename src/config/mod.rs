@@ -106,6 +106,7 @@ use std::time::Duration;
 
 mod access;
 mod compress;
+mod error_page;
 mod fastcgi;
 mod http_rules;
 mod location;
@@ -349,6 +350,9 @@ pub struct SiteConfig {
     pub profile: Option<String>,
     /// `headers`, `hsts`, `max_body_size`, `expires`: the site-wide HTTP rules.
     pub http: crate::proxy::http_rules::HttpRules,
+    /// `[[site.error_page]]`: the error pages of answers made outside any route (each route
+    /// carries the list it inherited or set, [`RouteConfig::error_page`]).
+    pub error_page: std::sync::Arc<Vec<crate::proxy::error_page::ErrorPage>>,
 }
 
 /// One `[[site.route]]`.
@@ -387,6 +391,14 @@ pub struct RouteConfig {
     pub upstream: Option<String>,
     /// `connect_timeout`, `read_timeout`, `send_timeout` (proxy routes): override `[limits]`.
     pub timeouts: ProxyTimeouts,
+    /// `index` (root and alias routes, inherited from the site or enclosing route): the names a
+    /// folder request looks for; default `["index.html"]`.
+    pub index: Vec<String>,
+    /// `[[site.route.error_page]]`, or the list inherited from the enclosing route or the site.
+    pub error_page: std::sync::Arc<Vec<crate::proxy::error_page::ErrorPage>>,
+    /// `intercept_errors` (proxy and FastCGI routes): the upstream's own errors get the error
+    /// pages too.
+    pub intercept_errors: bool,
 }
 
 /// A proxy route's own timeouts; `None` keeps the `[limits]` (or tunnel) default.
@@ -434,6 +446,7 @@ impl SiteConfig {
             error_pages: BTreeMap::new(),
             profile: None,
             http: Default::default(),
+            error_page: Default::default(),
         }
     }
 }

@@ -162,6 +162,10 @@ pub(super) struct RawRoute {
     pub(super) connect_timeout: Option<Spanned<RawDuration>>,
     pub(super) read_timeout: Option<Spanned<RawDuration>>,
     pub(super) send_timeout: Option<Spanned<RawDuration>>,
+    /// `index`, `[[site.route.error_page]]`, `intercept_errors` (see `config::error_page`).
+    pub(super) index: Option<Spanned<Vec<Spanned<String>>>>,
+    pub(super) error_page: Option<Vec<Spanned<super::error_page::RawErrorPage>>>,
+    pub(super) intercept_errors: Option<Spanned<bool>>,
 }
 
 /// `front_controller`: a script path, or `false` for none.
@@ -254,6 +258,10 @@ pub(super) struct RawSite {
     pub(super) hsts: Option<Spanned<super::http_rules::RawHsts>>,
     pub(super) max_body_size: Option<Spanned<super::http_rules::RawSize>>,
     pub(super) expires: Option<Spanned<String>>,
+    /// `index` and `[[site.error_page]]`: the defaults of the site's routes (see
+    /// `config::error_page`).
+    pub(super) index: Option<Spanned<Vec<Spanned<String>>>>,
+    pub(super) error_page: Option<Vec<Spanned<super::error_page::RawErrorPage>>>,
 }
 
 // ---------------------------------------------------------------------------------------------------

@@ -317,6 +317,10 @@ pub(super) struct Inherited {
     pub(super) access: AccessScope,
     /// `compress`.
     pub(super) compress: Option<std::sync::Arc<crate::compression::Policy>>,
+    /// `index`.
+    pub(super) index: Vec<String>,
+    /// `error_page`.
+    pub(super) error_page: std::sync::Arc<Vec<crate::proxy::error_page::ErrorPage>>,
 }
 
 /// What every route of one site is validated against, and what their validation collects.
@@ -357,6 +361,23 @@ fn routes_in(
                     super::compress::policy(&format!("{key}.compress"), Some(own), problems)
                 }
                 None => inherited.compress.clone(),
+            },
+            index: match route.index.take() {
+                Some(own) => {
+                    index_only_on_files(&key, &route, &own, problems);
+                    super::error_page::index(&format!("{key}.index"), Some(own), problems)
+                        .unwrap_or_else(|| inherited.index.clone())
+                }
+                None => inherited.index.clone(),
+            },
+            error_page: match super::error_page::error_pages(
+                &format!("{key}.error_page"),
+                route.error_page.take(),
+                &mut context.references,
+                problems,
+            ) {
+                Some(own) => std::sync::Arc::new(own),
+                None => inherited.error_page.clone(),
             },
         };
         let Some((path, location)) = route_location::route_match(
@@ -518,6 +539,24 @@ fn routes_in(
             context,
             problems,
         );
+        let intercept_errors = match route.intercept_errors {
+            Some(intercept)
+                if !matches!(
+                    target,
+                    RouteTargetConfig::Proxy(_) | RouteTargetConfig::Fastcgi(_)
+                ) =>
+            {
+                problems.add(
+                    format!("{key}.intercept_errors"),
+                    Some(intercept.span()),
+                    "only applies to `proxy` and `fastcgi` routes (certd's own errors always get \
+                     the error pages)",
+                );
+                false
+            }
+            Some(intercept) => *intercept.get_ref(),
+            None => false,
+        };
         indexes.push(i);
         let timeouts = proxy_timeouts(
             &key,
@@ -543,9 +582,33 @@ fn routes_in(
             http,
             upstream: group,
             timeouts,
+            index: here.index,
+            error_page: here.error_page,
+            intercept_errors,
         });
     }
     routes
+}
+
+/// A route's own `index` is refused where there are no files to look for: on `proxy` and
+/// `return` routes, and on `fastcgi` routes (which have `fastcgi_index`).
+fn index_only_on_files(
+    key: &str,
+    route: &RawRoute,
+    own: &Spanned<Vec<Spanned<String>>>,
+    problems: &mut Problems<'_>,
+) {
+    let files = route.answer.is_none()
+        && route.fastcgi.is_none()
+        && route.proxy.is_none()
+        && (route.root.is_some() || route.alias.is_some());
+    if !files {
+        problems.add(
+            format!("{key}.index"),
+            Some(own.span()),
+            "only applies to `root` and `alias` routes (a `fastcgi` route has `fastcgi_index`)",
+        );
+    }
 }
 
 /// A route's `connect_timeout`, `read_timeout` and `send_timeout`: proxy routes only, more than

@@ -549,6 +549,8 @@ fn sites(
             hsts,
             max_body_size,
             expires,
+            index,
+            error_page,
         } = site.into_inner();
         let site_access = access::AccessKeys {
             access,
@@ -565,11 +567,24 @@ fn sites(
                 None
             }
         });
+        let mut references = Vec::new();
         let inherited = serving::Inherited {
             access,
             compress: super::compress::policy(&format!("site[{i}].compress"), compress, problems),
+            index: super::error_page::index(&format!("site[{i}].index"), index, problems)
+                .unwrap_or_else(|| vec!["index.html".to_owned()]),
+            error_page: std::sync::Arc::new(
+                super::error_page::error_pages(
+                    &format!("site[{i}].error_page"),
+                    error_page,
+                    &mut references,
+                    problems,
+                )
+                .unwrap_or_default(),
+            ),
         };
         let routes = serving::routes(i, route, folder, &inherited, upstreams, problems);
+        super::location::check_references(&references, &routes, problems);
         let error_pages = serving::error_pages(i, error_pages, folder, problems);
         let Some(names) = names else {
             problems.add(
@@ -623,6 +638,7 @@ fn sites(
                 error_pages,
                 profile,
                 http,
+                error_page: inherited.error_page.clone(),
             });
         }
     }

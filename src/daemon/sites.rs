@@ -81,9 +81,18 @@ fn routes(site: &SiteConfig, groups: &HashMap<&str, Arc<UpstreamGroup>>) -> Site
             .map(|(status, path)| (*status, path.clone()))
             .collect(),
         http: Default::default(),
+        error_page: site.error_page.clone(),
+        has_error_pages: !site.error_page.is_empty() || has_error_pages(&site.routes),
     };
     routes.http = SiteHttp::new(site.name().to_owned(), site.http.clone(), &routes.routes);
     routes
+}
+
+/// Whether any of `routes` (or the routes nested in them) has error pages.
+fn has_error_pages(routes: &[RouteConfig]) -> bool {
+    routes
+        .iter()
+        .any(|route| !route.error_page.is_empty() || has_error_pages(&route.routes))
 }
 
 /// The served form of one route and the routes nested in it.
@@ -115,5 +124,8 @@ fn route(route: &RouteConfig, groups: &HashMap<&str, Arc<UpstreamGroup>>) -> Rou
             .as_deref()
             .and_then(|name| groups.get(name).cloned()),
         timeouts: route.timeouts,
+        index: route.index.clone(),
+        error_page: route.error_page.clone(),
+        intercept_errors: route.intercept_errors,
     }
 }

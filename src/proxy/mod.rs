@@ -23,8 +23,10 @@
 
 mod alias;
 mod body;
+pub mod error_page;
 mod headers;
 pub mod http_rules;
+mod index;
 pub mod location;
 mod path;
 pub mod response_headers;
@@ -125,6 +127,15 @@ pub struct Route {
     pub upstream: Option<std::sync::Arc<UpstreamGroup>>,
     /// For proxy routes: connect, read and send timeouts in place of [`ProxyLimits`]'.
     pub timeouts: crate::config::ProxyTimeouts,
+    /// For `root` and `alias` routes: the names a folder request looks for, in order (nginx
+    /// `index`; see [`index`]).
+    pub index: Vec<String>,
+    /// The error pages of this route's answers (its own list, or the one it inherited), see
+    /// [`error_page`]; empty: none.
+    pub error_page: Arc<Vec<error_page::ErrorPage>>,
+    /// For proxy and FastCGI routes: the upstream's own error answers get the error pages too
+    /// (nginx `proxy_intercept_errors on`).
+    pub intercept_errors: bool,
 }
 
 impl Route {
@@ -145,6 +156,12 @@ impl Route {
             http: http_rules::HttpRules::default(),
             upstream: None,
             timeouts: crate::config::ProxyTimeouts::default(),
+            index: static_files::DEFAULT_INDEX
+                .iter()
+                .map(|name| (*name).to_owned())
+                .collect(),
+            error_page: Arc::default(),
+            intercept_errors: false,
         }
     }
 }
@@ -160,6 +177,12 @@ pub struct SiteRoutes {
     pub error_pages: HashMap<u16, PathBuf>,
     /// The site's name and site-wide headers and limits ([`http_rules`]).
     pub http: http_rules::SiteHttp,
+    /// `[[site.error_page]]`: the error pages of answers made outside any route (no route
+    /// matched, a refused path); routes carry their own ([`Route::error_page`]).
+    pub error_page: Arc<Vec<error_page::ErrorPage>>,
+    /// Whether the site or any of its routes has error pages: only then is a copy of each
+    /// request's head kept for them.
+    pub has_error_pages: bool,
 }
 
 impl SiteRoutes {
@@ -278,6 +301,21 @@ impl Proxy {
         site: &SiteRoutes,
         client: SocketAddr,
     ) -> Response<ProxyBody> {
+        if !site.has_error_pages {
+            return self.handle_request(request, site, client).await;
+        }
+        let saved = error_page::Saved::of(&request);
+        let response = Box::pin(self.handle_request(request, site, client)).await;
+        Box::pin(self.apply_error_page(site, saved, response, client)).await
+    }
+
+    /// [`Proxy::handle`] before `error_page`.
+    async fn handle_request(
+        &self,
+        request: Request<Incoming>,
+        site: &SiteRoutes,
+        client: SocketAddr,
+    ) -> Response<ProxyBody> {
         let head = request.method() == Method::HEAD;
         // `$request_uri` is what the client sent, before normalising.
         let request_uri = site.http.active.then(|| {
@@ -334,7 +372,7 @@ impl Proxy {
         let (request, path, route) = match http_rules::prepare(site, route, request, path, facts) {
             http_rules::Prepared::Go(request, path, route) => (request, path, route),
             http_rules::Prepared::Answer(response, route) => {
-                let response = error_page(site, response, head).await;
+                let response = error_page::mark(route, error_page(site, response, head).await);
                 return http_rules::finish(response, Some(route), &site.http, facts);
             }
         };
@@ -344,7 +382,7 @@ impl Proxy {
                 response
                     .extensions_mut()
                     .insert(UpstreamUsed("return".to_owned()));
-                response
+                error_page::mark(route, response)
             }
             _ => {
                 self.handle_route(request, site, route, path, client, head)
@@ -384,6 +422,32 @@ impl Proxy {
                 .await;
             }
         };
+        // nginx `index`: a folder continues as a request for its index file, routed again.
+        let (route, request, path) = match index::resolve(site, route, &path).await {
+            Some((next, indexed)) => match with_path(request, indexed) {
+                Ok((request, path)) => (next, request, path),
+                Err(status) => {
+                    return Box::pin(error_page(site, status_response(status), head)).await
+                }
+            },
+            None => (route, request, path),
+        };
+        let response = self
+            .serve_route(request, site, route, path, client, head)
+            .await;
+        error_page::mark(route, response)
+    }
+
+    /// Serves a request on the route it ends up on (after `try_files` and `index`).
+    async fn serve_route(
+        &self,
+        request: Request<Incoming>,
+        site: &SiteRoutes,
+        route: &Route,
+        path: NormalPath,
+        client: SocketAddr,
+        head: bool,
+    ) -> Response<ProxyBody> {
         if let Some(refused) = self.refused_access(&request, route, client).await {
             return Box::pin(error_page(site, refused, head)).await;
         }
@@ -405,11 +469,12 @@ impl Proxy {
                 // Boxed, like the error pages below: the future of every proxied request is moved
                 // a few times on its way into hyper, so branches it rarely takes stay out of it.
                 let response = Box::pin(async {
-                    let response = static_files::serve_with(
+                    let response = static_files::serve_indexed(
                         root,
                         &parts,
                         route.allow_dotfiles,
                         route.precompressed,
+                        &route.index,
                     )
                     .await;
                     error_page(site, response, head).await
@@ -463,7 +528,8 @@ impl Proxy {
                 let (mut parts, _body) = request.into_parts();
                 let response = Box::pin(async {
                     let allow = route.allow_dotfiles;
-                    let response = alias::serve(folder, &route.path, &mut parts, allow).await;
+                    let response =
+                        alias::serve(folder, &route.path, &mut parts, allow, &route.index).await;
                     error_page(site, response, head).await
                 });
                 let mut response = response.await;
@@ -531,7 +597,10 @@ impl Proxy {
         };
         let mut response = match crate::fastcgi::serve(target, request, connection, deadlines).await
         {
-            crate::fastcgi::Answer::Script(response) => response,
+            crate::fastcgi::Answer::Script(mut response) => {
+                response.extensions_mut().insert(error_page::FromUpstream);
+                response
+            }
             crate::fastcgi::Answer::Local(response) => error_page(site, response, head).await,
         };
         let used = UpstreamUsed(format!("fastcgi:{}", target.address));
@@ -684,11 +753,19 @@ impl Proxy {
         }
 
         headers::remove_hop_by_hop(response.headers_mut());
+        response.extensions_mut().insert(error_page::FromUpstream);
         Ok(response.map(|body| match read_timeout {
             None => body.map_err(std::io::Error::other).boxed(),
             Some(timeout) => upstream::ReadTimeoutBody::new(body, timeout).boxed(),
         }))
     }
+}
+
+/// `raw` normalised as request paths are (for paths in the configuration), or why it is refused.
+pub fn normalise_path(raw: &str) -> Result<String, String> {
+    path::normalise(raw)
+        .map(|path| path.to_string())
+        .map_err(|refused| refused.to_string())
 }
 
 /// `request` with its URI's path replaced by the normalised one (the query kept as sent), and that

@@ -5,7 +5,8 @@
 //! Paths follow nginx's `root` directive: the request's whole path is appended to the root, so with a
 //! route `/static/` and root `/srv/www`, `/static/a.css` is `/srv/www/static/a.css`. A directory is
 //! answered with its `index.html`, and a directory named without its trailing slash is redirected
-//! (301) to the slashed path, as nginx does. Routes with `precompressed = true` send `file.br`,
+//! (301) to the slashed path, as nginx does; the names looked for in a directory are the route's
+//! `index` list (nginx `index`, default `index.html`), the first one present wins. Routes with `precompressed = true` send `file.br`,
 //! `file.zst` or `file.gz` in place of `file` to clients that accept it.
 
 use std::io;
@@ -53,6 +54,20 @@ pub async fn serve_with(
     allow_dotfiles: bool,
     precompressed: bool,
 ) -> Response<ProxyBody> {
+    serve_indexed(root, request, allow_dotfiles, precompressed, DEFAULT_INDEX).await
+}
+
+/// The index names of a route that does not set `index` (nginx's default).
+pub const DEFAULT_INDEX: &[&str] = &["index.html"];
+
+/// [`serve_with`], a directory (`/dir/`) answered with the first of `index` that it holds.
+pub async fn serve_indexed<S: AsRef<str>>(
+    root: &Path,
+    request: &Parts,
+    allow_dotfiles: bool,
+    precompressed: bool,
+    index: &[S],
+) -> Response<ProxyBody> {
     let head = request.method == Method::HEAD;
     if request.method != Method::GET && !head {
         let mut response = status_response(StatusCode::METHOD_NOT_ALLOWED);
@@ -73,7 +88,7 @@ pub async fn serve_with(
         debug!(path = raw_path, "dotfile refused");
         return status_response(StatusCode::NOT_FOUND);
     }
-    let file = match resolve(root, &relative, raw_path.ends_with('/')).await {
+    let file = match resolve(root, &relative, raw_path.ends_with('/'), index).await {
         Ok(Found::File(path)) => path,
         Ok(Found::Directory) => {
             let location = folder_location(raw_path, request.uri.query());
@@ -228,7 +243,12 @@ enum Found {
 }
 
 /// Finds the file for `relative` under `root`, following symlinks only while they stay inside it.
-async fn resolve(root: &Path, relative: &Path, trailing_slash: bool) -> Result<Found, StatusCode> {
+async fn resolve<S: AsRef<str>>(
+    root: &Path,
+    relative: &Path,
+    trailing_slash: bool,
+    index: &[S],
+) -> Result<Found, StatusCode> {
     let canonical_root = tokio::fs::canonicalize(root).await.map_err(|error| {
         warn!(root = %root.display(), %error, "static root is not accessible");
         StatusCode::NOT_FOUND
@@ -239,8 +259,17 @@ async fn resolve(root: &Path, relative: &Path, trailing_slash: bool) -> Result<F
         if !trailing_slash {
             return Ok(Found::Directory);
         }
-        let index = inside(&canonical_root, &target.join("index.html")).await?;
-        return Ok(Found::File(index));
+        // nginx's `index`: the first name that is there; none of them is a 404.
+        for name in index {
+            match inside(&canonical_root, &target.join(name.as_ref())).await {
+                Ok(file) if tokio::fs::metadata(&file).await.is_ok_and(|m| m.is_file()) => {
+                    return Ok(Found::File(file));
+                }
+                Ok(_) | Err(StatusCode::NOT_FOUND) => {}
+                Err(status) => return Err(status),
+            }
+        }
+        return Err(StatusCode::NOT_FOUND);
     }
     if trailing_slash {
         return Err(StatusCode::NOT_FOUND);
@@ -509,6 +538,16 @@ impl Body for FileBody {
 /// refusals apply (bad segments, dotfiles unless `allow_dotfiles`, symlinks out of the root), and a
 /// path ending in `/` is there when its folder's `index.html` is.
 pub async fn exists(root: &Path, raw_path: &str, allow_dotfiles: bool) -> bool {
+    exists_indexed(root, raw_path, allow_dotfiles, DEFAULT_INDEX).await
+}
+
+/// [`exists`], a path ending in `/` being there when its folder holds one of `index`.
+pub async fn exists_indexed<S: AsRef<str>>(
+    root: &Path,
+    raw_path: &str,
+    allow_dotfiles: bool,
+    index: &[S],
+) -> bool {
     let Ok(relative) = relative_path(raw_path) else {
         return false;
     };
@@ -516,7 +555,7 @@ pub async fn exists(root: &Path, raw_path: &str, allow_dotfiles: bool) -> bool {
         return false;
     }
     matches!(
-        resolve(root, &relative, raw_path.ends_with('/')).await,
+        resolve(root, &relative, raw_path.ends_with('/'), index).await,
         Ok(Found::File(_))
     )
 }

@@ -138,6 +138,18 @@ impl UpstreamGroup {
         })
     }
 
+    /// A server for one bodiless internal request (an error page), counted in flight while the
+    /// guard lives: its authority and label.
+    pub(super) fn any_server(
+        self: &Arc<Self>,
+        client: IpAddr,
+    ) -> Option<(InFlight, Authority, String)> {
+        let flight = self.acquire(0, client)?;
+        let server = self.servers.get(flight.index)?;
+        let (authority, label) = (server.authority.clone(), server.label.clone());
+        Some((flight, authority, label))
+    }
+
     fn failed(&self, index: usize) {
         let Some(server) = self.servers.get(index) else {
             return;
@@ -168,7 +180,7 @@ impl UpstreamGroup {
 /// A request in flight to one server of a group (for `least_conn`); dropped when its response
 /// body has been streamed (or the request failed).
 #[derive(Debug)]
-struct InFlight {
+pub(super) struct InFlight {
     group: Arc<UpstreamGroup>,
     index: usize,
 }
