@@ -156,7 +156,7 @@ pub fn compare(
     nginx: &Answer,
     certd: &Answer,
     ctx: &Context<'_>,
-    left_out: Option<&str>,
+    left_out: Option<(&str, &str)>,
 ) -> Option<(Kind, String)> {
     let (nw, cw) = (what(nginx, ctx), what(certd, ctx));
     let leaked = String::from_utf8_lossy(&certd.body).contains(SECRET)
@@ -196,7 +196,12 @@ pub fn compare(
             differs.push((Kind::Header, format!("{name}: {n:?} vs {c:?}")));
         }
     }
-    for name in ctx.forwarded {
+    // Hop-by-hop headers are each proxy's own: certd opens the upgrade itself (compared by status).
+    for name in ctx
+        .forwarded
+        .iter()
+        .filter(|n| !matches!(n.as_str(), "connection" | "upgrade" | "keep-alive"))
+    {
         let (n, c) = (forwarded(nginx, name), forwarded(certd, name));
         if nw == cw && n != c {
             differs.push((Kind::Header, format!("upstream saw {name}: {n:?} vs {c:?}")));
@@ -235,8 +240,19 @@ pub fn compare(
                 .to_owned(),
         ));
     }
-    if let Some(reason) = left_out {
-        return Some((Kind::LeftOut, reason.to_owned()));
+    if let Some((directive, reason)) = left_out {
+        // A left-out server-level directive explains only the differences it can make.
+        let explains = match directive {
+            "client_max_body_size" => probe.kind.starts_with("body"),
+            name if name.starts_with("gzip") => kind == Kind::Encoding,
+            "add_header" | "expires" | "proxy_hide_header" | "more_set_headers" => {
+                kind == Kind::Header
+            }
+            _ => true,
+        };
+        if explains {
+            return Some((Kind::LeftOut, format!("{detail}; {reason}")));
+        }
     }
     Some((kind, detail))
 }

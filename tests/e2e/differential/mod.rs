@@ -356,11 +356,15 @@ async fn run_config(stem: &str, text: &str, shared: &Shared) -> (Row, Vec<Findin
                 }
             };
             let path = probe.path.split('?').next().unwrap_or("/");
-            let blame = refusal
-                .clone()
-                .or_else(|| blame(server, &copy, path, &import, &site_path));
+            let blame = match &refusal {
+                Some(refusal) => Some(("certd", refusal.clone())),
+                None => blame(server, path, &import, &site_path),
+            };
             row.requests += 1;
-            match compare::compare(&probe, &nginx_answer, &certd_answer, &ctx, blame.as_deref()) {
+            let blame = blame
+                .as_ref()
+                .map(|(name, reason)| (*name, reason.as_str()));
+            match compare::compare(&probe, &nginx_answer, &certd_answer, &ctx, blame) {
                 None => row.identical += 1,
                 Some((kind, detail)) => {
                     *row.kinds.entry(kind).or_default() += 1;
@@ -434,17 +438,32 @@ const NO_EFFECT: &[&str] = &[
     "keepalive_timeout",
 ];
 
+/// Server-level directives whose being left out explains only some differences (see
+/// [`compare::compare`]); any other counts for every difference.
+const SERVER_LEVEL: &[&str] = &[
+    "client_max_body_size",
+    "gzip",
+    "gzip_types",
+    "gzip_vary",
+    "gzip_min_length",
+    "gzip_comp_level",
+    "gzip_proxied",
+    "gzip_static",
+    "add_header",
+    "expires",
+    "proxy_hide_header",
+];
+
 /// Why a difference on `path` is the importer's: a line it left out in the location nginx answered
 /// from (or one it nests in, or the named location its `try_files` falls back to), or in the
 /// server block itself.
+/// Returns the directive's name (`location` for a location) and the reason.
 fn blame(
     server: &Directive,
-    copy: &[Directive],
     path: &str,
     import: &Import,
     file: &Path,
-) -> Option<String> {
-    let _ = copy;
+) -> Option<(&'static str, String)> {
     let chain = probe::nginx_location(server.children(), path);
     let mut spans: Vec<&Directive> = chain.clone();
     for location in &chain {
@@ -466,20 +485,31 @@ fn blame(
             .range(location.line..=location.end_line)
             .next()
         {
-            return Some(format!(
-                "nginx answered from `location {}` ({}:{}); the importer left out line {line}: {reason}",
-                location.args.join(" "),
-                file.display(),
-                location.line,
+            return Some((
+                "location",
+                format!(
+                    "nginx answered from `location {}` ({}:{}); the importer left out line {line}: {reason}",
+                    location.args.join(" "),
+                    file.display(),
+                    location.line,
+                ),
             ));
         }
     }
     for d in server.children() {
         if d.block.is_none() && !NO_EFFECT.contains(&d.name.as_str()) {
             if let Some(reason) = import.left_out.get(&d.line) {
-                return Some(format!(
-                    "the importer left out the server's `{}` (line {}): {reason}",
-                    d.name, d.line
+                let name = SERVER_LEVEL
+                    .iter()
+                    .find(|n| **n == d.name)
+                    .copied()
+                    .unwrap_or("server");
+                return Some((
+                    name,
+                    format!(
+                        "the importer left out the server's `{}` (line {}): {reason}",
+                        d.name, d.line
+                    ),
                 ));
             }
         }
