@@ -709,6 +709,7 @@ impl Proxy {
             client,
             tunnel_idle_timeout,
             timeouts.read,
+            None,
         )
     }
 
@@ -725,6 +726,7 @@ impl Proxy {
         client: SocketAddr,
         tunnel_idle_timeout: Duration,
         read_timeout: Option<Duration>,
+        held: Option<websocket::Held>,
     ) -> Result<Response<ProxyBody>, StatusCode> {
         if response.status() == StatusCode::SWITCHING_PROTOCOLS {
             let Some(client_upgrade) = client_upgrade else {
@@ -745,6 +747,7 @@ impl Proxy {
                     upstream_label: label.to_owned(),
                     idle_timeout: tunnel_idle_timeout,
                     permit,
+                    held,
                 },
             );
             let (mut parts, _body) = response.into_parts();

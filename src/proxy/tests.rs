@@ -1079,3 +1079,35 @@ async fn a_folder_is_served_by_its_first_index_name() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn an_open_tunnel_counts_as_in_flight_for_least_conn_until_it_closes() {
+    bounded(async {
+        let (ws_addr, mut seen) = start_websocket_echo().await;
+        let route = group_route("/ws", &[ws_addr], Default::default());
+        let group = route.upstream.clone().unwrap();
+        let routes = SiteRoutes {
+            routes: vec![route],
+            ..SiteRoutes::default()
+        };
+        let (addr, proxy) = start_proxy(routes, ProxyLimits::default()).await;
+        let stream = TcpStream::connect(addr).await.unwrap();
+        let (mut socket, response) =
+            tokio_tungstenite::client_async("ws://site.example/ws/chat", stream)
+                .await
+                .unwrap();
+        assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
+        seen.recv().await.unwrap();
+        socket.send(Message::text("hi")).await.unwrap();
+        assert_eq!(
+            socket.next().await.unwrap().unwrap().to_text().unwrap(),
+            "hi"
+        );
+        assert_eq!(group.in_flight(), [1], "the open tunnel is counted");
+        socket.close(None).await.unwrap();
+        while socket.next().await.is_some() {}
+        wait_for_no_tunnels(&proxy).await;
+        assert_eq!(group.in_flight(), [0], "a closed tunnel is not");
+    })
+    .await;
+}

@@ -20,12 +20,14 @@
 //! appends nothing).
 
 mod edge;
+mod keys;
 mod location;
 mod parse;
 mod render;
 mod safety;
 mod server;
 mod translate;
+mod upstream;
 
 #[cfg(test)]
 mod corpus_tests;

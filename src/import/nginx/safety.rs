@@ -12,7 +12,7 @@
 //! proxy. Dropping a route can uncover a shorter one, so the check repeats until nothing changes.
 
 use super::parse::Directive;
-use super::translate::{cover, Covered, Loc, Note, Route, Target, Topic};
+use super::translate::{cover, Covered, Loc, Note, Route, RouteKind, Target, Topic};
 
 /// What one directive inside a location does to the answer, as far as certd can follow it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -140,9 +140,9 @@ pub(super) enum Matcher {
 pub(super) struct LeftOut {
     pub(super) at: Loc,
     pub(super) matcher: Matcher,
-    /// The upstream or root it answers from, when certd could answer the same way
-    /// (`None`: it refuses, redirects, runs PHP, falls back, … — nothing a route can equal).
-    pub(super) answer: Option<Target>,
+    /// What it answers with (target and keys), for a route left out by [`resolve`]
+    /// (`None` for a location: it is left out because certd cannot answer like it).
+    pub(super) answer: Option<(Target, Vec<(String, String)>)>,
     /// It only refuses (`deny`, `return 4xx`) paths with a dot segment, which certd's static
     /// roots refuse as well.
     pub(super) refuses_dotfiles_only: bool,
@@ -151,6 +151,8 @@ pub(super) struct LeftOut {
     /// For a location (not a dropped route): its text, why it is not a route, and the notes and
     /// translated lines of its body, reported by [`finish`].
     pub(super) pending: Option<(String, String, Vec<Note>, Covered)>,
+    /// `location ^~ /p` (or a `prefix_priority` route): regexes do not take its paths in nginx.
+    pub(super) preferred: bool,
 }
 
 /// Whether the regular expression `re` (nginx `location ~`) could match a path under `prefix`:
@@ -166,12 +168,29 @@ fn regex_may_match_under(re: &str, prefix: &str) -> bool {
     literal.starts_with(prefix) || prefix.starts_with(&literal)
 }
 
-/// Whether the route at `route` would serve (some of) the paths `matcher` takes in nginx: for a
-/// prefix or exact path, when it is the longest route covering it; for a regular expression,
-/// whenever the expression could match under the route's path.
-fn serves(routes: &[Route], index: usize, matcher: &Matcher) -> bool {
+/// Whether the route at `index` would serve (some of) the paths nginx sends to the left-out
+/// location `out`: a prefix route when it is the longest route covering its path (for a regex,
+/// whenever the expression could match under the route's path); a regex route when it could
+/// match paths of a `^~` or exact location, or comes after a left-out regex (nginx tries them in
+/// order, so it now gets that regex's paths). Exact and named routes take no other location's
+/// paths, in certd as in nginx.
+fn serves(routes: &[Route], index: usize, out: &LeftOut) -> bool {
     let route = &routes[index];
-    let path = match matcher {
+    match &route.kind {
+        RouteKind::Exact(_) | RouteKind::Named(_) => return false,
+        RouteKind::Regex(re) | RouteKind::IRegex(re) => {
+            let icase = matches!(route.kind, RouteKind::IRegex(_));
+            let may = |path: &str| icase || regex_may_match_under(re, path);
+            return match &out.matcher {
+                Matcher::Named => false,
+                Matcher::Regex(_) => route.at > out.at,
+                Matcher::Exact(path) => may(path),
+                Matcher::Prefix(path) => out.preferred && may(path),
+            };
+        }
+        RouteKind::Path => {}
+    }
+    let path = match &out.matcher {
         Matcher::Named => return false,
         Matcher::Regex(re) => return !route.preferred && regex_may_match_under(re, &route.path),
         Matcher::Prefix(path) | Matcher::Exact(path) => path,
@@ -179,10 +198,18 @@ fn serves(routes: &[Route], index: usize, matcher: &Matcher) -> bool {
     let longest = routes
         .iter()
         .enumerate()
-        .filter(|(_, r)| path.starts_with(r.path.as_str()))
+        .filter(|(_, r)| r.kind == RouteKind::Path && path.starts_with(r.path.as_str()))
         .max_by_key(|(_, r)| r.path.len())
         .map(|(i, _)| i);
     longest == Some(index)
+}
+
+/// The `@name` a route's `try_files` falls back to, if any.
+fn fallback_name(route: &Route) -> Option<String> {
+    let (_, value) = route.keys.iter().find(|(key, _)| key == "try_files")?;
+    let parsed: toml::Value = toml::from_str(&format!("v = {value}")).ok()?;
+    let last = parsed.get("v")?.as_array()?.last()?.as_str()?.to_owned();
+    last.starts_with('@').then_some(last)
 }
 
 /// Drops every route of `routes` that would answer requests a location of `left_out` answers
@@ -194,11 +221,39 @@ pub(super) fn resolve(routes: &mut Vec<Route>, left_out: &mut Vec<LeftOut>, note
         'find: for out in left_out.iter() {
             for index in 0..routes.len() {
                 let route = &routes[index];
-                let same = out.answer.as_ref() == Some(&route.target)
-                    || (out.refuses_dotfiles_only && matches!(route.target, Target::Root(_)));
-                if !same && serves(routes, index, &out.matcher) {
+                let same =
+                    out.answer.as_ref().is_some_and(|(target, keys)| {
+                        *target == route.target && *keys == route.keys
+                    }) || (out.refuses_dotfiles_only && matches!(route.target, Target::Root(_)));
+                if !same && serves(routes, index, out) {
                     dropped = Some((index, out.clone()));
                     break 'find;
+                }
+            }
+        }
+        // A try_files fallback to a named location that is not a route.
+        if dropped.is_none() {
+            for (index, route) in routes.iter().enumerate() {
+                let Some(name) = fallback_name(route) else {
+                    continue;
+                };
+                let named = |r: &Route| r.kind == RouteKind::Named(name.clone());
+                if !routes.iter().any(named) {
+                    let cause = left_out
+                        .iter()
+                        .find(|out| out.source == format!("location {name}"))
+                        .cloned()
+                        .unwrap_or(LeftOut {
+                            at: route.at,
+                            matcher: Matcher::Named,
+                            answer: None,
+                            refuses_dotfiles_only: false,
+                            source: format!("location {name}"),
+                            pending: None,
+                            preferred: false,
+                        });
+                    dropped = Some((index, cause));
+                    break;
                 }
             }
         }
@@ -215,14 +270,59 @@ pub(super) fn resolve(routes: &mut Vec<Route>, left_out: &mut Vec<LeftOut>, note
                 cause.source, cause.at.line
             )),
         });
+        let matcher = match &route.kind {
+            RouteKind::Path => Matcher::Prefix(route.path.clone()),
+            RouteKind::Exact(path) => Matcher::Exact(path.clone()),
+            RouteKind::Regex(re) => Matcher::Regex(re.clone()),
+            // Could match in any case: no literal prefix confines it.
+            RouteKind::IRegex(_) => Matcher::Regex(String::new()),
+            RouteKind::Named(_) => Matcher::Named,
+        };
         left_out.push(LeftOut {
             at: route.at,
-            matcher: Matcher::Prefix(route.path.clone()),
-            answer: Some(route.target.clone()),
+            matcher,
+            answer: Some((route.target.clone(), route.keys.clone())),
             refuses_dotfiles_only: false,
             source: route.source.clone(),
             pending: None,
+            preferred: route.preferred,
         });
+    }
+}
+
+/// Folds an exact route into the prefix route that answers its path anyway (the same target and
+/// keys, and no regex route that would take the path instead): nginx's `location = /40x.html`
+/// beside `location /` over the same root. Its lines are reported as translated by that route.
+pub(super) fn fold_same_answers(
+    routes: &mut Vec<Route>,
+    covered: &mut Covered,
+    notes: &mut Vec<Note>,
+) {
+    let mut i = 0;
+    while i < routes.len() {
+        let RouteKind::Exact(path) = &routes[i].kind else {
+            i += 1;
+            continue;
+        };
+        let prefix = routes
+            .iter()
+            .filter(|r| r.kind == RouteKind::Path && path.starts_with(r.path.as_str()))
+            .max_by_key(|r| r.path.len());
+        let same = prefix.is_some_and(|r| r.target == routes[i].target && r.keys == routes[i].keys);
+        let regex_takes = routes.iter().any(|r| match &r.kind {
+            RouteKind::Regex(re) | RouteKind::IRegex(re) => regex::RegexBuilder::new(re)
+                .case_insensitive(matches!(r.kind, RouteKind::IRegex(_)))
+                .build()
+                .map_or(true, |re| re.is_match(path)),
+            _ => false,
+        });
+        if same && !regex_takes {
+            let route = routes.remove(i);
+            cover(covered, Topic::SameAnswer, route.at);
+            notes.extend(route.notes);
+        } else {
+            i += 1;
+        }
     }
 }
 
@@ -241,7 +341,7 @@ pub(super) fn finish(
         };
         let answered = out.answer.is_some()
             && matches!(out.matcher, Matcher::Exact(_) | Matcher::Regex(_))
-            && (0..routes.len()).any(|i| serves(routes, i, &out.matcher));
+            && (0..routes.len()).any(|i| serves(routes, i, out));
         if answered {
             cover(covered, Topic::SameAnswer, out.at);
             notes.extend(body_notes);
@@ -276,6 +376,8 @@ mod tests {
             covered: Covered::new(),
             notes: Vec::new(),
             preferred: false,
+            kind: RouteKind::Path,
+            keys: Vec::new(),
         }
     }
 
@@ -283,10 +385,11 @@ mod tests {
         LeftOut {
             at: Loc { file: 0, line },
             matcher,
-            answer,
+            answer: answer.map(|target| (target, Vec::new())),
             refuses_dotfiles_only: false,
             source: format!("location at {line}"),
             pending: None,
+            preferred: false,
         }
     }
 

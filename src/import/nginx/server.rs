@@ -5,7 +5,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::edge;
-use super::location::{self, Scope};
+use super::keys::{Keys, Taken};
+use super::location::{self, certd_sets, Scope};
 use super::parse::{directive_text, Directive};
 use super::safety::{self, Effect, LeftOut};
 use super::translate::{
@@ -54,6 +55,8 @@ pub(super) struct ServerPart {
     pub(super) left_out: Vec<LeftOut>,
     /// Its `listen … default_server` lines, each with whether it is TLS.
     pub(super) default_server: Vec<(Loc, bool)>,
+    /// The site-level keys of its server-level directives.
+    pub(super) keys: Vec<(String, String)>,
 }
 
 impl ServerPart {
@@ -78,6 +81,7 @@ pub(super) fn server(
     d: &Directive,
     file: usize,
     upstreams: &BTreeMap<String, Upstream>,
+    body_size: Option<&str>,
 ) -> ServerPart {
     let body: &[Directive] = d.block.as_deref().unwrap_or_default();
     let at = |d: &Directive| Loc { file, line: d.line };
@@ -96,6 +100,7 @@ pub(super) fn server(
         error_pages: Vec::new(),
         left_out: Vec::new(),
         default_server: Vec::new(),
+        keys: Vec::new(),
     };
     for name in body.iter().filter(|d| d.name == "server_name") {
         names(name, at(name), &mut part);
@@ -201,13 +206,32 @@ pub(super) fn server(
                 cover(&mut part.covered, Topic::Unreachable, here)
             }
             "root" if d.args.len() == 1 && d.block.is_none() => {}
-            "index" => location::index(d, here, &mut part.covered, &mut part.notes),
+            "index" if d.args == ["index.html"] => cover(&mut part.covered, Topic::Index, here),
             "error_page" => root_used |= location::error_page(&scope, d, &mut part),
             "location" if d.block.is_some() => {
                 root_used |= location::location(&scope, d, &mut part)
             }
             // Translated for every file at once: see `super::edge`.
             _ if edge::is_edge_directive(d) => {}
+            // What locations inherit: site keys (see `super::keys`).
+            name if !matches!(name, "try_files" | "alias")
+                && part.kind == Kind::Content
+                && !matches!(Keys::default().take(d, |_, _| false), Taken::NotMine) =>
+            {
+                match Keys::default().take(d, certd_sets) {
+                    Taken::Key => {}
+                    Taken::Covered(topic) => cover(&mut part.covered, topic, here),
+                    Taken::NotMine => {}
+                    Taken::Refused(why) => {
+                        server_refusals.push(format!(
+                            "line {}: `{}`: {why}",
+                            here.line,
+                            directive_text(d)
+                        ));
+                        part.notes.push(Note::untranslated(here, d, Some(why)))
+                    }
+                }
+            }
             "allow"
             | "deny"
             | "auth_basic"
@@ -248,6 +272,8 @@ pub(super) fn server(
                 covered: Covered::new(),
                 notes: Vec::new(),
                 preferred: false,
+                kind: super::translate::RouteKind::Path,
+                keys: Keys::default().route_keys(&scope.keys, false, true),
             });
             root_used = true;
         }
@@ -273,6 +299,10 @@ pub(super) fn server(
             });
         }
     }
+    if part.kind == Kind::Content {
+        part.keys = scope.keys.site_keys(body_size);
+    }
+    safety::fold_same_answers(&mut part.routes, &mut part.covered, &mut part.notes);
     safety::resolve(&mut part.routes, &mut part.left_out, &mut part.notes);
     safety::finish(
         &part.routes,

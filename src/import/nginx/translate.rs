@@ -57,6 +57,10 @@ pub(super) enum Topic {
     SingleUpstream,
     /// `listen … default_server`: `[https] default_site`.
     DefaultServer,
+    /// An `upstream` block with several servers: an `[[upstream]]` group.
+    UpstreamGroup,
+    /// An http-level `client_max_body_size`: each site's `max_body_size`.
+    BodySize,
 }
 
 /// The lines translated per topic.
@@ -106,6 +110,25 @@ pub(super) enum Target {
     Proxy(String),
     /// `root = "…"`.
     Root(String),
+    /// `alias = "…"` (written among the route's keys).
+    Alias(String),
+    /// `return = { … }` (written among the route's keys): the value.
+    Answer(String),
+}
+
+/// How a route matches, beside the prefix `path` routes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum RouteKind {
+    /// `path = "…"` (nginx `location /p`, `location ^~ /p`).
+    Path,
+    /// `exact = "…"` (`location = /p`).
+    Exact(String),
+    /// `regex = "…"` (`location ~ re`).
+    Regex(String),
+    /// `iregex = "…"` (`location ~* re`).
+    IRegex(String),
+    /// `name = "@…"` (`location @name`).
+    Named(String),
 }
 
 /// One `[[site.route]]`, from one `location` (or from a server-level `root`).
@@ -122,6 +145,10 @@ pub(super) struct Route {
     pub(super) notes: Vec<Note>,
     /// `location ^~ /p`: regular expressions are not tried for its paths.
     pub(super) preferred: bool,
+    /// How it matches (`path` for [`RouteKind::Path`]).
+    pub(super) kind: RouteKind,
+    /// Its other keys, in order: (key, TOML value).
+    pub(super) keys: Vec<(String, String)>,
 }
 
 /// One `[site.error_pages]` entry.
@@ -146,6 +173,8 @@ pub(super) struct Site {
     pub(super) error_pages: BTreeMap<u16, ErrorPage>,
     /// The `listen … default_server` lines of its server blocks, each with whether it is TLS.
     pub(super) default_server: Vec<(Loc, bool)>,
+    /// Its site-level keys (from the first server block that serves content): (key, TOML value).
+    pub(super) keys: Option<Vec<(String, String)>>,
 }
 
 /// Everything `certd import nginx` found in its files.
@@ -162,6 +191,8 @@ pub(super) struct Translation {
     pub(super) edge: super::edge::Edge,
     /// `[https] default_site`: the site whose server block had `listen … default_server`.
     pub(super) default_site: Option<String>,
+    /// The `[[upstream]]` tables of the upstream blocks with several servers, as TOML.
+    pub(super) upstreams: Vec<String>,
 }
 
 impl Translation {
@@ -193,15 +224,23 @@ pub(super) fn translate(files: &[(String, Vec<Directive>)]) -> Translation {
         ..Translation::default()
     };
     let mut upstreams = BTreeMap::new();
+    let mut body_size = None;
     for (file, (_, directives)) in files.iter().enumerate() {
         find_upstreams(directives, file, &mut upstreams);
+        body_size = body_size.or_else(|| http_body_size(directives));
     }
+    translation.upstreams = upstreams
+        .values()
+        .filter(|u| u.single.is_none())
+        .filter_map(|u| u.group.as_ref().ok().cloned())
+        .collect();
     let mut parts = Vec::new();
     for (file, (_, directives)) in files.iter().enumerate() {
         walk(
             directives,
             file,
             &upstreams,
+            body_size.as_deref(),
             false,
             &mut parts,
             &mut translation,
@@ -218,6 +257,19 @@ pub(super) fn translate(files: &[(String, Vec<Directive>)]) -> Translation {
 pub(super) struct Upstream {
     pub(super) at: Loc,
     pub(super) single: Option<String>,
+    /// The `[[upstream]]` table for it, or why there is none.
+    pub(super) group: Result<String, String>,
+}
+
+/// The `client_max_body_size` at the top level or in `http { }` of a file, if any.
+fn http_body_size(directives: &[Directive]) -> Option<String> {
+    directives
+        .iter()
+        .find_map(|d| match (d.name.as_str(), &d.block, d.args.as_slice()) {
+            ("client_max_body_size", None, [size]) => Some(size.clone()),
+            ("http", Some(inner), _) => http_body_size(inner),
+            _ => None,
+        })
 }
 
 /// The one `host:port` of upstream block `block`, when it has exactly one plain TCP server.
@@ -254,6 +306,7 @@ fn find_upstreams(directives: &[Directive], file: usize, into: &mut BTreeMap<Str
                 into.entry(name.clone()).or_insert(Upstream {
                     at: Loc { file, line: d.line },
                     single: single_server(block),
+                    group: super::upstream::group(name, block),
                 });
             }
             ("http", Some(inner), _) => find_upstreams(inner, file, into),
@@ -267,6 +320,7 @@ fn walk(
     directives: &[Directive],
     file: usize,
     upstreams: &BTreeMap<String, Upstream>,
+    body_size: Option<&str>,
     in_http: bool,
     parts: &mut Vec<ServerPart>,
     translation: &mut Translation,
@@ -274,9 +328,12 @@ fn walk(
     for d in directives {
         let at = Loc { file, line: d.line };
         match (d.name.as_str(), &d.block) {
-            ("server", Some(_)) => parts.push(server::server(d, file, upstreams)),
+            ("server", Some(_)) => parts.push(server::server(d, file, upstreams, body_size)),
             ("http", Some(inner)) if !in_http => {
-                walk(inner, file, upstreams, true, parts, translation)
+                walk(inner, file, upstreams, body_size, true, parts, translation)
+            }
+            ("client_max_body_size", None) if body_size == d.args.first().map(String::as_str) => {
+                cover(&mut translation.outside_covered, Topic::BodySize, at)
             }
             _ if is_tls_setting(d) => {
                 cover(&mut translation.outside_covered, Topic::TlsDefaults, at)
@@ -286,6 +343,23 @@ fn walk(
             }
             ("upstream", Some(block)) if single_server(block).is_some() => {
                 cover(&mut translation.outside_covered, Topic::SingleUpstream, at)
+            }
+            ("upstream", Some(block)) => {
+                match (d.args.as_slice(), super::upstream::group_notes(block)) {
+                    ([name], _) if super::upstream::group(name, block).is_err() => {
+                        let why = super::upstream::group(name, block).err();
+                        translation.outside.push(Note::untranslated(at, d, why))
+                    }
+                    (_, notes) => {
+                        cover(&mut translation.outside_covered, Topic::UpstreamGroup, at);
+                        for (line, text) in notes {
+                            translation.outside.push(Note::Differs {
+                                at: Loc { file, line },
+                                text,
+                            });
+                        }
+                    }
+                }
             }
             // Translated for every file at once: see `super::edge`.
             _ if super::edge::is_edge_directive(d) => {}
@@ -444,6 +518,7 @@ fn group(parts: Vec<ServerPart>, translation: &mut Translation) {
             routes: Vec::new(),
             error_pages: BTreeMap::new(),
             default_server: Vec::new(),
+            keys: None,
         };
         for part in parts {
             site.merge(part);
@@ -571,10 +646,34 @@ impl Site {
         merge_covered(&mut self.covered, part.covered);
         self.certbot |= part.certbot;
         self.notes.extend(part.notes);
-        for route in part.routes {
-            match self.routes.iter_mut().find(|seen| seen.path == route.path) {
+        let mut routes = part.routes;
+        if part.kind == Kind::Content {
+            match &self.keys {
+                None => self.keys = Some(part.keys),
+                Some(keys) if *keys == part.keys => {}
+                Some(_) => {
+                    for route in routes.drain(..) {
+                        self.notes.push(Note::Untranslated {
+                            at: route.at,
+                            text: route.text,
+                            why: Some(
+                                "another server block of this site sets different server-level \
+                                 headers, limits, access or compression; certd has one set per site"
+                                    .to_owned(),
+                            ),
+                        });
+                    }
+                }
+            }
+        }
+        for route in routes {
+            match self
+                .routes
+                .iter_mut()
+                .find(|seen| seen.path == route.path && seen.kind == route.kind)
+            {
                 None => self.routes.push(route),
-                Some(seen) if seen.target == route.target => {
+                Some(seen) if seen.target == route.target && seen.keys == route.keys => {
                     cover(&mut seen.covered, Topic::SameRoute, route.at);
                     merge_covered(&mut seen.covered, route.covered);
                     seen.notes.extend(route.notes);
