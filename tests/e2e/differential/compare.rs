@@ -240,6 +240,17 @@ pub fn compare(
                 .to_owned(),
         ));
     }
+    if nw.starts_with("file ")
+        && nw.split('/').skip(1).any(|part| part.starts_with('.'))
+        && nw != cw
+    {
+        return Some((
+            Kind::OnPurpose,
+            "certd never serves dotfiles (.env, .git/, .htaccess) from a root; nginx does unless \
+             the config denies them"
+                .to_owned(),
+        ));
+    }
     if let Some((directive, reason)) = left_out {
         // A left-out server-level directive explains only the differences it can make.
         let explains = match directive {

@@ -436,6 +436,19 @@ const NO_EFFECT: &[&str] = &[
     "resolver",
     "resolver_timeout",
     "keepalive_timeout",
+    "server_tokens",
+    "sendfile",
+    "tcp_nopush",
+    "tcp_nodelay",
+    "etag",
+    "client_body_timeout",
+    "client_header_timeout",
+    "client_body_buffer_size",
+    "send_timeout",
+    "large_client_header_buffers",
+    "ssl_stapling",
+    "ssl_stapling_verify",
+    "ssl_dhparam",
 ];
 
 /// Server-level directives whose being left out explains only some differences (see
