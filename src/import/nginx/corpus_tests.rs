@@ -472,16 +472,24 @@ fn every_corpus_fragment_is_a_config_certd_accepts() {
         let directives = parse(&text).unwrap_or_else(|e| panic!("{name}: {e}"));
         let t = translate(&[(name.clone(), directives)]);
         let fragment = super::render::render(&t);
-        let config = format!(
-            "[acme]\ndirectory = \"letsencrypt\"\nagree_tos = true\n\n{fragment}"
-        );
+        let config = format!("[acme]\ndirectory = \"letsencrypt\"\nagree_tos = true\n\n{fragment}");
         let Err(err) = crate::config::from_toml(&config, &dir.join("certd.toml")) else {
             continue;
         };
         for line in err.to_string().lines().filter(|l| !l.trim().is_empty()) {
-            let machine = ["problem in the configuration", "problems in the configuration", "is not a folder", "is not a readable file", "not a file", "No such file", "does not exist", "cannot read", "not found"]
-                .iter()
-                .any(|needle| line.contains(needle));
+            let machine = [
+                "problem in the configuration",
+                "problems in the configuration",
+                "is not a folder",
+                "is not a readable file",
+                "not a file",
+                "No such file",
+                "does not exist",
+                "cannot read",
+                "not found",
+            ]
+            .iter()
+            .any(|needle| line.contains(needle));
             assert!(
                 machine || line.starts_with("certd.toml:") && line.ends_with(':'),
                 "{name}: {line}\n--- fragment ---\n{fragment}"
