@@ -23,6 +23,7 @@ mod edge;
 mod keys;
 mod location;
 mod parse;
+mod php;
 mod render;
 mod safety;
 mod server;

@@ -411,6 +411,11 @@ fn topic_text(topic: Topic) -> &'static str {
         Topic::UpstreamGroup => {
             "upstream block: an [[upstream]] group (below), which its routes proxy to"
         }
+        Topic::Fastcgi => {
+            "the PHP location: certd's FastCGI route at / runs existing .php scripts under its root \
+             with the standard parameters (SCRIPT_FILENAME, PATH_INFO, …) and never sends PHP \
+             source"
+        }
         Topic::BodySize => {
             "client_max_body_size: each site's max_body_size (nginx's 1m where nothing sets it)"
         }

@@ -183,7 +183,7 @@ fn serves(routes: &[Route], index: usize, out: &LeftOut) -> bool {
             let may = |path: &str| icase || regex_may_match_under(re, path);
             return match &out.matcher {
                 Matcher::Named => false,
-                Matcher::Regex(_) => route.at > out.at,
+                Matcher::Regex(other) => route.at > out.at && !disjoint(re, other),
                 Matcher::Exact(path) => may(path),
                 Matcher::Prefix(path) => out.preferred && may(path),
             };
@@ -202,6 +202,34 @@ fn serves(routes: &[Route], index: usize, out: &LeftOut) -> bool {
         .max_by_key(|(_, r)| r.path.len())
         .map(|(i, _)| i);
     longest == Some(index)
+}
+
+/// The file extensions a regex requires a path to end in (`\.php$` → php, `\.(js|css)$` → js,
+/// css), lower-cased, when that is all it says about the end of the path.
+fn extensions(re: &str) -> Option<Vec<String>> {
+    let body = re.strip_suffix('$')?;
+    let dot = body.rfind("\\.")?;
+    let (before, ext) = (&body[..dot], &body[dot + 2..]);
+    if before.contains('|') {
+        return None;
+    }
+    let ext = ext
+        .strip_prefix("(?:")
+        .or_else(|| ext.strip_prefix('('))
+        .and_then(|e| e.strip_suffix(')'))
+        .unwrap_or(ext);
+    let list: Vec<String> = ext.split('|').map(str::to_ascii_lowercase).collect();
+    list.iter()
+        .all(|e| !e.is_empty() && e.chars().all(|c| c.is_ascii_alphanumeric()))
+        .then_some(list)
+}
+
+/// Whether no path can match both regexes: they require different file extensions.
+pub(super) fn disjoint(a: &str, b: &str) -> bool {
+    match (extensions(a), extensions(b)) {
+        (Some(a), Some(b)) => !a.iter().any(|e| b.contains(e)),
+        _ => false,
+    }
 }
 
 /// The `@name` a route's `try_files` falls back to, if any.
@@ -456,6 +484,11 @@ mod tests {
         assert!(regex_may_match_under("^/assets/", "/assets/img"));
         assert!(!regex_may_match_under("^/assets/", "/api"));
         assert!(regex_may_match_under("^(/_matrix|/_synapse)", "/api"));
+        assert!(disjoint("\\.php$", "\\.(js|css|png)$"));
+        assert!(disjoint("\\.php$", "^/static/.*\\.(?:css|js)$"));
+        assert!(!disjoint("\\.php$", "\\.(PHP|js)$"));
+        assert!(!disjoint("\\.php$", "\\.php(/|$)"));
+        assert!(!disjoint("\\.php$", "a|\\.css$"));
         assert!(dotfiles_only("/\\."));
         assert!(dotfiles_only("^/\\.ht"));
         assert!(!dotfiles_only("\\.php$"));

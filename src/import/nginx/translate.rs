@@ -61,6 +61,8 @@ pub(super) enum Topic {
     UpstreamGroup,
     /// An http-level `client_max_body_size`: each site's `max_body_size`.
     BodySize,
+    /// `location ~ \.php$ { fastcgi_pass … }`: the `/` route runs PHP (`fastcgi`).
+    Fastcgi,
 }
 
 /// The lines translated per topic.
