@@ -276,7 +276,7 @@ pub fn rewrite_for_test(tree: Vec<Directive>, env: &Env) -> Rewritten {
         backend_ports: BTreeMap::new(),
     };
     let mut tree = unwrap_http(tree);
-    collect_upstreams(&tree, &mut r.upstreams, &mut r.fastcgi_upstreams, false);
+    collect_upstreams(&tree, &mut r.upstreams, &mut r.fastcgi_upstreams);
     collect_names(&tree, &mut r.out.names, &env.stem);
     r.block(&mut tree, Ctx::Http);
     r.out.text = write(&tree);
@@ -295,11 +295,11 @@ fn unwrap_http(tree: Vec<Directive>) -> Vec<Directive> {
     out
 }
 
+/// The `upstream` names, and the `fastcgi_pass` targets (which may name an upstream).
 fn collect_upstreams(
     tree: &[Directive],
     upstreams: &mut BTreeSet<String>,
     fastcgi: &mut BTreeSet<String>,
-    _in_server: bool,
 ) {
     for d in tree {
         if d.name == "upstream" {
@@ -312,7 +312,7 @@ fn collect_upstreams(
                 fastcgi.insert(target);
             }
         }
-        collect_upstreams(d.children(), upstreams, fastcgi, true);
+        collect_upstreams(d.children(), upstreams, fastcgi);
     }
 }
 
@@ -531,7 +531,8 @@ impl Rewriter<'_> {
     }
 
     fn proxy_url(&mut self, url: &str) -> String {
-        let Some((scheme, rest)) = url.split_once("://") else {
+        // Any scheme becomes `http://`: the echoes speak plain http.
+        let Some((_scheme, rest)) = url.split_once("://") else {
             return url.to_owned();
         };
         let (authority, path) = match rest.find('/') {
@@ -541,7 +542,6 @@ impl Rewriter<'_> {
         if authority.contains('$') {
             return url.to_owned();
         }
-        let _ = scheme;
         if self.upstreams.contains(authority) {
             return format!("http://{authority}{path}");
         }

@@ -337,9 +337,8 @@ async fn run_config(stem: &str, text: &str, shared: &Shared) -> (Row, Vec<Findin
         ),
         ..Row::default()
     };
-    if let Some(refusal) = &refusal {
+    if refusal.is_some() {
         row.import += " (not run)";
-        let _ = refusal;
     }
     let mut findings = Vec::new();
     for (server, name) in tls_servers(&copy, stem, env.https_port) {
