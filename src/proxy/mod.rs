@@ -251,7 +251,16 @@ pub struct Proxy {
     shutdown: CancellationToken,
     trusted_proxies: TrustedProxies,
     access: crate::access::Guard,
+    /// Tasks reading away the bodies of requests answered early ([`Proxy::linger`]).
+    lingering: TaskTracker,
 }
+
+/// The most of an unread request body [`Proxy::linger`] reads away.
+const LINGER_BYTES: u64 = 64 * 1024 * 1024;
+/// How long [`Proxy::linger`] reads in all (nginx's `lingering_time`).
+const LINGER_TIME: Duration = Duration::from_secs(30);
+/// How long [`Proxy::linger`] waits for the next piece (nginx's `lingering_timeout`).
+const LINGER_IDLE: Duration = Duration::from_secs(5);
 
 impl Proxy {
     /// A proxy with an empty connection pool. Must be called inside a Tokio runtime.
@@ -269,6 +278,7 @@ impl Proxy {
             shutdown: CancellationToken::new(),
             trusted_proxies: TrustedProxies::default(),
             access: crate::access::Guard::default(),
+            lingering: TaskTracker::new(),
         }
     }
 
@@ -337,12 +347,14 @@ impl Proxy {
         });
         let Some(route) = site.route(path.as_str()) else {
             debug!(path = path.as_str(), "no route");
-            let response = Box::pin(error_page(
-                site,
-                status_response(StatusCode::NOT_FOUND),
-                head,
-            ))
-            .await;
+            // nginx checks the server's body limit before it answers that nothing matched.
+            let status = if http_rules::over_site_limit(&site.http, request.headers()) {
+                self.linger(request.into_body());
+                StatusCode::PAYLOAD_TOO_LARGE
+            } else {
+                StatusCode::NOT_FOUND
+            };
+            let response = Box::pin(error_page(site, status_response(status), head)).await;
             return match &facts {
                 Some(facts) => http_rules::finish(response, None, &site.http, facts),
                 None => response,
@@ -371,6 +383,12 @@ impl Proxy {
         let head = request.method() == Method::HEAD;
         let (request, path, route) = match http_rules::prepare(site, route, request, path, facts) {
             http_rules::Prepared::Go(request, path, route) => (request, path, route),
+            http_rules::Prepared::TooLarge(request, route) => {
+                self.linger(request.into_body());
+                let response = status_response(StatusCode::PAYLOAD_TOO_LARGE);
+                let response = error_page::mark(route, error_page(site, response, head).await);
+                return http_rules::finish(response, Some(route), &site.http, facts);
+            }
             http_rules::Prepared::Answer(response, route) => {
                 let response = error_page::mark(route, error_page(site, response, head).await);
                 return http_rules::finish(response, Some(route), &site.http, facts);
@@ -465,7 +483,8 @@ impl Proxy {
                     let response = status_response(StatusCode::NOT_FOUND);
                     return Box::pin(error_page(site, response, head)).await;
                 }
-                let (parts, _body) = request.into_parts();
+                let (parts, body) = request.into_parts();
+                self.linger(body);
                 // Boxed, like the error pages below: the future of every proxied request is moved
                 // a few times on its way into hyper, so branches it rarely takes stay out of it.
                 let response = Box::pin(async {
@@ -525,7 +544,8 @@ impl Proxy {
                 http_rules::answer(answer, &facts, head)
             }
             RouteTarget::Alias(folder) => {
-                let (mut parts, _body) = request.into_parts();
+                let (mut parts, body) = request.into_parts();
+                self.linger(body);
                 let response = Box::pin(async {
                     let allow = route.allow_dotfiles;
                     let response =
@@ -608,12 +628,46 @@ impl Proxy {
         response
     }
 
+    /// Reads and discards the rest of a request body certd answered without reading (a 413, a
+    /// static file), as nginx's lingering close does: hyper would otherwise close the connection
+    /// with the body unread, and a client still sending it gets a reset instead of the answer.
+    /// Bounded: at most [`LINGER_BYTES`], [`LINGER_TIME`] in all and [`LINGER_IDLE`] between two
+    /// reads (nginx's `lingering_time` and `lingering_timeout`), and it ends at shutdown.
+    fn linger(&self, body: Incoming) {
+        use hyper::body::Body as _;
+        if body.is_end_stream() {
+            return;
+        }
+        let shutdown = self.shutdown.child_token();
+        self.lingering.spawn(async move {
+            let drain = async {
+                let mut body = body;
+                let mut read: u64 = 0;
+                while read < LINGER_BYTES {
+                    match tokio::time::timeout(LINGER_IDLE, body.frame()).await {
+                        Ok(Some(Ok(frame))) => {
+                            let size = frame.data_ref().map_or(0, |data| data.len());
+                            read = read.saturating_add(u64::try_from(size).unwrap_or(u64::MAX));
+                        }
+                        Ok(Some(Err(_)) | None) | Err(_) => break,
+                    }
+                }
+            };
+            tokio::select! {
+                _ = tokio::time::timeout(LINGER_TIME, drain) => {}
+                () = shutdown.cancelled() => {}
+            }
+        });
+    }
+
     /// Ends every open WebSocket tunnel and waits for their tasks to finish. New tunnels can still be
     /// opened afterwards, but they end at once.
     pub async fn close_tunnels(&self) {
         self.shutdown.cancel();
         self.tunnels.close();
         self.tunnels.wait().await;
+        self.lingering.close();
+        self.lingering.wait().await;
     }
 
     /// How many WebSocket tunnels are open (or completing their handshake) now.

@@ -1074,8 +1074,9 @@ async fn a_folder_is_served_by_its_first_index_name() {
         let (addr, _proxy) = start_proxy(routes, ProxyLimits::default()).await;
         let (status, _, body) = read(send(addr, get("/docs/")).await).await;
         assert_eq!((status, body.as_ref()), (StatusCode::OK, &b"htm"[..]));
+        // A folder with none of the names is forbidden, as in nginx.
         let (status, _, _) = read(send(addr, get("/")).await).await;
-        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert_eq!(status, StatusCode::FORBIDDEN);
     })
     .await;
 }
@@ -1108,6 +1109,57 @@ async fn an_open_tunnel_counts_as_in_flight_for_least_conn_until_it_closes() {
         while socket.next().await.is_some() {}
         wait_for_no_tunnels(&proxy).await;
         assert_eq!(group.in_flight(), [0], "a closed tunnel is not");
+    })
+    .await;
+}
+
+/// Sends `POST <path>` declaring and then sending a 4 MiB body on a raw connection, and returns
+/// what came back once the answer's body `until` has arrived (or the connection ended).
+async fn post_large_body(addr: SocketAddr, path: &str, until: &str) -> std::io::Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const SIZE: usize = 4 << 20;
+    let mut stream = TcpStream::connect(addr).await?;
+    let head =
+        format!("POST {path} HTTP/1.1\r\nhost: site.example\r\ncontent-length: {SIZE}\r\n\r\n");
+    stream.write_all(head.as_bytes()).await?;
+    let chunk = vec![b'x'; 64 * 1024];
+    for _ in 0..SIZE / chunk.len() {
+        stream.write_all(&chunk).await?;
+    }
+    let mut answer = Vec::new();
+    let mut buffer = [0u8; 4096];
+    while !String::from_utf8_lossy(&answer).contains(until) {
+        match stream.read(&mut buffer).await? {
+            0 => break,
+            n => answer.extend_from_slice(&buffer[..n]),
+        }
+    }
+    Ok(String::from_utf8_lossy(&answer).into_owned())
+}
+
+#[tokio::test]
+async fn a_body_over_max_body_size_is_read_away_behind_the_413_even_where_no_route_matches() {
+    bounded(async {
+        let app = start_upstream("app").await;
+        let routes = vec![Route::new("/app/", upstream(app))];
+        let rules = http_rules::HttpRules {
+            max_body_size: Some(1024),
+            ..Default::default()
+        };
+        let site = SiteRoutes {
+            http: http_rules::SiteHttp::new("site.example".into(), rules, &routes),
+            routes,
+            ..SiteRoutes::default()
+        };
+        let (addr, _proxy) = start_proxy(site, ProxyLimits::default()).await;
+        for path in ["/app/upload", "/nowhere"] {
+            let answer = post_large_body(addr, path, "413 Payload Too Large\n")
+                .await
+                .unwrap_or_else(|error| {
+                    panic!("{path}: the client could not send its body: {error}")
+                });
+            assert!(answer.starts_with("HTTP/1.1 413"), "{path}: {answer}");
+        }
     })
     .await;
 }
