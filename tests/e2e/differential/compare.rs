@@ -81,6 +81,8 @@ pub struct Context<'a> {
     pub headers: &'a [String],
     /// Request headers the config has nginx set for the upstream, compared as the echo saw them.
     pub forwarded: &'a [String],
+    /// The Host the probes send: a relative `Location` is resolved against it, as a browser does.
+    pub host: &'a str,
 }
 
 pub fn hash(body: &[u8]) -> String {
@@ -118,7 +120,7 @@ pub fn what(answer: &Answer, ctx: &Context<'_>) -> String {
 }
 
 /// `status what [Location]`, for the findings.
-pub fn summary(answer: &Answer, ctx: &Context<'_>) -> String {
+pub fn summary(answer: &Answer, ctx: &Context<'_>, plain_http: bool) -> String {
     if let Some(error) = &answer.error {
         return format!("no answer ({error})");
     }
@@ -127,14 +129,20 @@ pub fn summary(answer: &Answer, ctx: &Context<'_>) -> String {
     if !what.is_empty() {
         text += &format!(" {what}");
     }
-    if let Some(location) = location(answer, ctx) {
+    if let Some(location) = location(answer, ctx, plain_http) {
         text += &format!(" → {location}");
     }
     text
 }
 
-fn location(answer: &Answer, ctx: &Context<'_>) -> Option<String> {
+/// `Location` as a browser follows it: a relative one resolved against the request's URL (certd
+/// answers `/dir/` where nginx names `https://host/dir/`: the same place), test ports dropped.
+fn location(answer: &Answer, ctx: &Context<'_>, plain_http: bool) -> Option<String> {
     let mut location = answer.header("location")?;
+    if location.starts_with('/') && !location.starts_with("//") {
+        let scheme = if plain_http { "http" } else { "https" };
+        location = format!("{scheme}://{}{location}", ctx.host);
+    }
     for port in ctx.ports {
         location = location.replace(&format!(":{port}/"), "/");
         if location.ends_with(&format!(":{port}")) {
@@ -172,7 +180,7 @@ pub fn compare(
     if nw != cw {
         differs.push((Kind::Backend, "what answered".to_owned()));
     }
-    if location(nginx, ctx) != location(certd, ctx) {
+    if location(nginx, ctx, probe.plain_http) != location(certd, ctx, probe.plain_http) {
         differs.push((Kind::Location, "Location".to_owned()));
     }
     if nginx.header("content-encoding") != certd.header("content-encoding") {

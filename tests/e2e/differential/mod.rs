@@ -321,12 +321,6 @@ async fn run_config(stem: &str, text: &str, shared: &Shared) -> (Row, Vec<Findin
     let mut ports: Vec<u16> = vec![env.https_port, env.http_port, certd_https, pebble.http_port];
     ports.extend(rewritten.extra_ports.values());
     let (headers, forwarded) = compared_headers(&copy);
-    let ctx = compare::Context {
-        files: &files,
-        ports: &ports,
-        headers: &headers,
-        forwarded: &forwarded,
-    };
 
     let mut row = Row {
         config: stem.to_owned(),
@@ -342,6 +336,13 @@ async fn run_config(stem: &str, text: &str, shared: &Shared) -> (Row, Vec<Findin
     }
     let mut findings = Vec::new();
     for (server, name) in tls_servers(&copy, stem, env.https_port) {
+        let ctx = compare::Context {
+            files: &files,
+            ports: &ports,
+            headers: &headers,
+            forwarded: &forwarded,
+            host: &name,
+        };
         for probe in probe::probes(server.children()) {
             let nginx_answer = nginx_target.send(&name, &probe).await;
             let certd_answer = if daemon.is_some() {
@@ -371,8 +372,8 @@ async fn run_config(stem: &str, text: &str, shared: &Shared) -> (Row, Vec<Findin
                         config: stem.to_owned(),
                         kind,
                         request: format!("{name} {}", probe.describe()),
-                        nginx: compare::summary(&nginx_answer, &ctx),
-                        certd: compare::summary(&certd_answer, &ctx),
+                        nginx: compare::summary(&nginx_answer, &ctx, probe.plain_http),
+                        certd: compare::summary(&certd_answer, &ctx, probe.plain_http),
                         detail,
                     });
                 }
