@@ -572,9 +572,21 @@ impl Proxy {
         route: &Route,
         client: SocketAddr,
     ) -> Option<Response<ProxyBody>> {
+        self.refused_by_headers(request.headers(), route, client)
+            .await
+    }
+
+    /// [`Proxy::refused_access`] for a request of which only the headers are at hand (an
+    /// error page's internal request).
+    async fn refused_by_headers(
+        &self,
+        headers: &hyper::HeaderMap,
+        route: &Route,
+        client: SocketAddr,
+    ) -> Option<Response<ProxyBody>> {
         let policy = route.access.as_deref()?;
-        let ip = self.client_ip(request.headers(), client.ip());
-        match self.access.check(policy, request.headers(), ip).await {
+        let ip = self.client_ip(headers, client.ip());
+        match self.access.check(policy, headers, ip).await {
             crate::access::Outcome::Allowed => None,
             crate::access::Outcome::Forbidden => {
                 debug!(%ip, route = route.path, "access denied");

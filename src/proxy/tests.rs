@@ -973,6 +973,11 @@ async fn error_page_serves_a_uri_or_named_route_and_intercepts_upstream_errors_o
             error_page(&[502, 504], "/50x.html", ErrorStatus::Original),
             error_page(&[404], "/404.html", ErrorStatus::Code(StatusCode::OK)),
         ]);
+        let locked = Arc::new(vec![error_page(
+            &[502],
+            "/locked.html",
+            ErrorStatus::Target,
+        )]);
         let fallback = Arc::new(vec![error_page(
             &[404, 405],
             "@fallback",
@@ -1006,6 +1011,19 @@ async fn error_page_serves_a_uri_or_named_route_and_intercepts_upstream_errors_o
                 Route {
                     location: LocationMatch::Named,
                     ..Route::new("@fallback", upstream(app))
+                },
+                with(Route::new("/private/", upstream(dead)), &locked, false),
+                Route {
+                    location: LocationMatch::Exact,
+                    access: Some(Arc::new(crate::access::Policy {
+                        rules: crate::access::AccessList::new(vec![crate::access::Rule::parse(
+                            "deny all",
+                        )
+                        .unwrap()]),
+                        auth: None,
+                        satisfy: crate::access::Satisfy::All,
+                    })),
+                    ..Route::new("/locked.html", RouteTarget::Static(pages.clone()))
                 },
             ],
             error_page: site_pages.clone(),
@@ -1049,6 +1067,11 @@ async fn error_page_serves_a_uri_or_named_route_and_intercepts_upstream_errors_o
         assert_eq!(seen["method"], "GET");
         assert_eq!(seen["uri"], "/files/missing?q=1");
         assert_eq!(seen["body_len"], 0);
+        // The error page's route checks access again: it does not open a locked route.
+        write_page(&pages, "locked.html", "SECRET");
+        let (status, _, body) = read(send(addr, get("/private/x")).await).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        assert!(!String::from_utf8_lossy(&body).contains("SECRET"));
     })
     .await;
 }

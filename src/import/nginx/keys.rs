@@ -124,6 +124,11 @@ impl Keys {
         match (d.name.as_str(), args.as_slice()) {
             ("add_header", [name, value] | [name, value, "always"]) => {
                 self.has_add = true;
+                // The cache status of a proxy_cache certd does not have: listed by the caller
+                // like proxy_cache itself, the answer is the upstream's all the same.
+                if value.contains("$upstream_cache_status") {
+                    return Taken::NotMine;
+                }
                 let always = args.len() == 3;
                 if let Err(why) = header_name(name) {
                     return Taken::Refused(why);
@@ -325,6 +330,37 @@ impl Keys {
         if self.gzip.is_set() {
             keys.push(("compress".to_owned(), self.gzip.value()));
         }
+        keys
+    }
+
+    /// This nested location's keys over those of the location `outer` it is in, as nginx
+    /// inherits them (lists as a whole, the rest one by one; `return`, `rewrite`, `try_files`
+    /// and `alias` are never inherited), so a nested route can say all of them itself.
+    pub(super) fn or(&self, outer: &Keys) -> Keys {
+        let mut keys = self.clone();
+        if !self.has_add {
+            (keys.add, keys.has_add) = (outer.add.clone(), outer.has_add);
+        }
+        if !self.has_hide {
+            (keys.hide, keys.has_hide) = (outer.hide.clone(), outer.has_hide);
+        }
+        if !self.has_set {
+            (keys.set, keys.has_set) = (outer.set.clone(), outer.has_set);
+        }
+        if self.access.is_empty() {
+            keys.access = outer.access.clone();
+        }
+        let or = |a: &Option<String>, b: &Option<String>| a.clone().or_else(|| b.clone());
+        keys.max_body_size = or(&self.max_body_size, &outer.max_body_size);
+        keys.expires = or(&self.expires, &outer.expires);
+        keys.auth_basic = or(&self.auth_basic, &outer.auth_basic);
+        keys.auth_basic_user_file = or(&self.auth_basic_user_file, &outer.auth_basic_user_file);
+        keys.satisfy = or(&self.satisfy, &outer.satisfy);
+        for slot in 0..3 {
+            keys.timeouts[slot] = or(&self.timeouts[slot], &outer.timeouts[slot]);
+        }
+        keys.gzip = self.gzip.or(&outer.gzip);
+        keys.index = self.index.clone().or_else(|| outer.index.clone());
         keys
     }
 
@@ -572,14 +608,18 @@ fn answer(args: &[&str]) -> Result<String, String> {
             let absolute = url.starts_with("http://")
                 || url.starts_with("https://")
                 || url.starts_with("$scheme://");
-            if !absolute {
-                return Err(
-                    "a relative redirect: nginx makes it absolute with its own host and port"
-                        .to_owned(),
-                );
-            }
-            template(url, false)?;
-            let _ = write!(table, ", location = {}", toml_str(url));
+            // nginx makes a relative redirect absolute with the scheme and the Host the client
+            // sent (absolute_redirect on, server_name_in_redirect off); certd's listeners are
+            // on the standard ports, which nginx leaves out of it too.
+            let url = if absolute {
+                (*url).to_owned()
+            } else if url.starts_with('/') {
+                format!("$scheme://$host{url}")
+            } else {
+                return Err(format!("`{url}` is neither a URL nor a path"));
+            };
+            template(&url, false)?;
+            let _ = write!(table, ", location = {}", toml_str(&url));
         }
         None if redirect => return Err("a redirect without a URL".to_owned()),
         Some(text) => {
@@ -704,7 +744,7 @@ mod tests {
             "expires modified +1h;",
             "allow unix:;",
             "return 444;",
-            "return 301 /relative;",
+            "return 301 relative;",
             "rewrite ^/a /b;",
             "rewrite ^/a http://x/ last;",
             "gzip_types *;",

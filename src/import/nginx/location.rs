@@ -239,6 +239,8 @@ struct Body<'d> {
     refusals: Vec<(Loc, String, String)>,
     /// It only refuses: `deny all` or `return 403|404`, besides lines without effect.
     only_refuses: bool,
+    /// Its nested locations.
+    nested: Vec<&'d Directive>,
 }
 
 fn body<'d>(scope: &Scope<'_>, d: &'d Directive) -> Body<'d> {
@@ -250,6 +252,7 @@ fn body<'d>(scope: &Scope<'_>, d: &'d Directive) -> Body<'d> {
         notes: Vec::new(),
         refusals: Vec::new(),
         only_refuses: true,
+        nested: Vec::new(),
     };
     let mut refuses_something = false;
     for inner in d.block.as_deref().unwrap_or_default() {
@@ -262,6 +265,7 @@ fn body<'d>(scope: &Scope<'_>, d: &'d Directive) -> Body<'d> {
         refuses_something |= refusing;
         match (inner.name.as_str(), args.as_slice()) {
             ("proxy_pass", [_]) => b.proxy_pass = Some(inner),
+            ("location", _) if inner.block.is_some() => b.nested.push(inner),
             ("root", [dir]) if !dir.contains('$') => b.root = Some((*dir, here)),
             ("index", ["index.html"]) => cover(&mut b.covered, Topic::Index, here),
             ("proxy_http_version", ["1.1" | "1.0"])
@@ -368,8 +372,18 @@ pub(super) fn location(scope: &Scope<'_>, d: &Directive, part: &mut ServerPart) 
     if b.keys.try_files.is_some() && !matches!(target, Ok(Target::Root(_))) {
         why.push("try_files needs a root to look for files in".to_owned());
     }
+    let mut nested = Vec::new();
+    if why.is_empty() && !b.nested.is_empty() {
+        match nested_routes(scope, &b.keys, b.root.or(scope.root), &b.nested) {
+            Ok(routes) => nested = routes,
+            Err(err) => why.push(err),
+        }
+    }
+    if matches!(kind, Ok((RouteKind::Named(_) | RouteKind::Exact(_), _))) && !b.nested.is_empty() {
+        why.push("certd nests routes in path and regex routes only".to_owned());
+    }
     if let (Ok((kind, shown)), true, Ok(target)) = (&kind, why.is_empty(), &target) {
-        return route(
+        let used = route(
             scope,
             d,
             (kind.clone(), shown.clone()),
@@ -379,6 +393,10 @@ pub(super) fn location(scope: &Scope<'_>, d: &Directive, part: &mut ServerPart) 
             uses_server_root,
             part,
         );
+        if let Some(route) = part.routes.last_mut() {
+            route.nested = nested;
+        }
+        return used;
     }
     let refuses_dotfiles_only =
         b.only_refuses && matches!(&matcher, Matcher::Regex(re) if safety::dotfiles_only(re));
@@ -396,6 +414,100 @@ pub(super) fn location(scope: &Scope<'_>, d: &Directive, part: &mut ServerPart) 
         preferred,
     });
     uses_server_root
+}
+
+/// The routes of the locations `nested` inside a location whose own keys are `outer` and whose
+/// root (its own or the server's) is `root`; `Err` with the reason when one of them cannot be a
+/// route (then the outer location is left out whole: it would answer that one's paths).
+fn nested_routes(
+    scope: &Scope<'_>,
+    outer: &Keys,
+    root: Option<(&str, Loc)>,
+    nested: &[&Directive],
+) -> Result<Vec<Route>, String> {
+    let mut routes = Vec::new();
+    for d in nested {
+        let at = scope.at(d);
+        let fail = |why: String| {
+            format!(
+                "line {}: nested `location {}`: {why}",
+                at.line,
+                d.args.join(" ")
+            )
+        };
+        let (kind, path) = route_kind(&d.args).map_err(fail)?;
+        if matches!(kind, RouteKind::Named(_)) {
+            return Err(fail(
+                "nginx allows named locations at server level only".to_owned(),
+            ));
+        }
+        let b = body(scope, d);
+        if let Some((here, text, why)) = b.refusals.first() {
+            return Err(fail(format!("line {}: `{text}`: {why}", here.line)));
+        }
+        if !b.nested.is_empty() {
+            return Err(fail(
+                "locations nested two deep are not translated".to_owned(),
+            ));
+        }
+        // nginx inherits root into a nested location, never proxy_pass, return or try_files.
+        let target = if let Some(answer) = &b.keys.answer {
+            Target::Answer(answer.clone())
+        } else if let Some(proxy_pass) = b.proxy_pass {
+            if b.keys.try_files.is_some() {
+                return Err(fail("try_files beside proxy_pass".to_owned()));
+            }
+            let prefix = if kind == RouteKind::Path {
+                path.as_str()
+            } else {
+                ""
+            };
+            Target::Proxy(proxy_target(&proxy_pass.args[0], prefix, scope.upstreams).map_err(fail)?)
+        } else if let Some(dir) = &b.keys.alias {
+            if kind != RouteKind::Path {
+                return Err(fail("alias outside a prefix location".to_owned()));
+            }
+            Target::Alias(dir.clone())
+        } else if let Some((dir, _)) = b.root.or(root) {
+            Target::Root(dir.to_owned())
+        } else {
+            return Err(fail("no proxy_pass and no root".to_owned()));
+        };
+        if b.keys.try_files.is_some() && !matches!(target, Target::Root(_)) {
+            return Err(fail(
+                "try_files needs a root to look for files in".to_owned(),
+            ));
+        }
+        let keys = b.keys.or(outer).route_keys(
+            &scope.keys,
+            matches!(target, Target::Proxy(_)),
+            matches!(target, Target::Root(_) | Target::Alias(_)),
+        );
+        let mut notes = b.notes;
+        if kind == RouteKind::Path && !path.ends_with('/') {
+            notes.push(Note::Differs {
+                at,
+                text: format!(
+                    "nginx's `location {path}` also matches {path}x…; certd's route matches \
+                     {path} and {path}/… only"
+                ),
+            });
+        }
+        routes.push(Route {
+            path,
+            target,
+            at,
+            source: format!("location {} (nested)", d.args.join(" ")),
+            text: directive_text(d),
+            covered: b.covered,
+            notes,
+            preferred: d.args.first().is_some_and(|m| m == "^~"),
+            kind,
+            keys,
+            nested: Vec::new(),
+        });
+    }
+    Ok(routes)
 }
 
 /// A location that becomes a route.
@@ -450,6 +562,7 @@ fn route(
         preferred,
         kind,
         keys,
+        nested: Vec::new(),
     });
     uses_server_root
 }

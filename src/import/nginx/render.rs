@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::fmt::Write as _;
 
 use super::edge::Edge;
-use super::translate::{Covered, Loc, Note, RouteKind, Site, Target, Topic, Translation};
+use super::translate::{Covered, Loc, Note, Route, RouteKind, Site, Target, Topic, Translation};
 
 /// The whole fragment.
 pub(super) fn render(translation: &Translation) -> String {
@@ -164,48 +164,7 @@ impl Renderer<'_> {
         self.notes(out, "", &site.notes);
 
         for route in &site.routes {
-            out.push('\n');
-            self.comment(
-                out,
-                "  ",
-                &format!("{}: {}", self.at(route.at), route.source),
-            );
-            out.push_str("  [[site.route]]\n");
-            match &route.kind {
-                RouteKind::Path => {
-                    let _ = writeln!(out, "  path = {}", toml_str(&route.path));
-                    if route.preferred {
-                        out.push_str("  prefix_priority = true\n");
-                    }
-                }
-                RouteKind::Exact(path) => {
-                    let _ = writeln!(out, "  exact = {}", toml_str(path));
-                }
-                RouteKind::Regex(re) => {
-                    let _ = writeln!(out, "  regex = {}", toml_str(re));
-                }
-                RouteKind::IRegex(re) => {
-                    let _ = writeln!(out, "  iregex = {}", toml_str(re));
-                }
-                RouteKind::Named(name) => {
-                    let _ = writeln!(out, "  name = {}", toml_str(name));
-                }
-            }
-            match &route.target {
-                Target::Proxy(url) => {
-                    let _ = writeln!(out, "  proxy = {}", toml_str(url));
-                }
-                Target::Root(dir) => {
-                    let _ = writeln!(out, "  root = {}", toml_str(dir));
-                }
-                // Written with the keys below.
-                Target::Alias(_) | Target::Answer(_) => {}
-            }
-            for (key, value) in &route.keys {
-                let _ = writeln!(out, "  {key} = {value}");
-            }
-            self.covered(out, "  ", &route.covered, false);
-            self.notes(out, "  ", &route.notes);
+            self.route(out, route, "site.route", "  ");
         }
 
         if !site.error_pages.is_empty() {
@@ -216,6 +175,52 @@ impl Renderer<'_> {
             for (code, page) in &site.error_pages {
                 let _ = writeln!(out, "  {code} = {}", toml_str(&page.file));
             }
+        }
+    }
+
+    /// One route as the table `table` (`site.route`, `site.route.route` for a nested one).
+    fn route(&self, out: &mut String, route: &Route, table: &str, i: &str) {
+        out.push('\n');
+        self.comment(out, i, &format!("{}: {}", self.at(route.at), route.source));
+        let _ = writeln!(out, "{i}[[{table}]]");
+        match &route.kind {
+            RouteKind::Path => {
+                let _ = writeln!(out, "{i}path = {}", toml_str(&route.path));
+                if route.preferred {
+                    let _ = writeln!(out, "{i}prefix_priority = true");
+                }
+            }
+            RouteKind::Exact(path) => {
+                let _ = writeln!(out, "{i}exact = {}", toml_str(path));
+            }
+            RouteKind::Regex(re) => {
+                let _ = writeln!(out, "{i}regex = {}", toml_str(re));
+            }
+            RouteKind::IRegex(re) => {
+                let _ = writeln!(out, "{i}iregex = {}", toml_str(re));
+            }
+            RouteKind::Named(name) => {
+                let _ = writeln!(out, "{i}name = {}", toml_str(name));
+            }
+        }
+        match &route.target {
+            Target::Proxy(url) => {
+                let _ = writeln!(out, "{i}proxy = {}", toml_str(url));
+            }
+            Target::Root(dir) => {
+                let _ = writeln!(out, "{i}root = {}", toml_str(dir));
+            }
+            // Written with the keys below.
+            Target::Alias(_) | Target::Answer(_) => {}
+        }
+        for (key, value) in &route.keys {
+            let _ = writeln!(out, "{i}{key} = {value}");
+        }
+        self.covered(out, i, &route.covered, false);
+        self.notes(out, i, &route.notes);
+        let inner = format!("{i}  ");
+        for nested in &route.nested {
+            self.route(out, nested, &format!("{table}.route"), &inner);
         }
     }
 

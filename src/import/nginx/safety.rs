@@ -63,13 +63,13 @@ pub(super) fn effect(d: &Directive) -> Effect {
         ("allow", ["all"]) | ("proxy_redirect", ["off" | "default"]) => Effect::None,
         ("auth_basic", ["off"]) => Effect::None,
         ("add_header" | "more_set_headers" | "expires" | "proxy_hide_header", _) => {
-            degrades("certd does not add, change or hide response headers (being built)")
+            degrades("certd sets response headers with add_header's key only (headers.response.add)")
         }
         (name, _) if name.starts_with("gzip") || name.starts_with("brotli") => {
-            degrades("certd does not compress responses (being built)")
+            degrades("certd compresses for every client that accepts the encoding (gzip_disable, brotli settings)")
         }
         ("client_max_body_size" | "client_body_timeout", _) => {
-            degrades("certd has no per-route request body limit (being built)")
+            degrades("certd has no request body timeout of its own per route")
         }
         ("proxy_read_timeout" | "proxy_connect_timeout" | "proxy_send_timeout", _) => degrades(
             "certd's upstream timeouts are global: [limits] upstream_connect_timeout and \
@@ -94,13 +94,13 @@ pub(super) fn effect(d: &Directive) -> Effect {
             _,
         ) => degrades("certd does not do this; the route answers from the same upstream"),
         ("allow" | "deny", _) => {
-            refuses("access control by address: certd would answer everyone (being built)")
+            refuses("access control by address in a form certd does not read")
         }
         ("auth_basic" | "auth_basic_user_file" | "auth_request", _) => {
-            refuses("authentication: certd would answer without it (being built)")
+            refuses("authentication certd does not have (auth_request) or a form it does not read")
         }
         ("limit_except", _) => {
-            refuses("limit_except: certd would answer every method (being built)")
+            refuses("limit_except: certd has no per-method access rules")
         }
         ("internal", _) => refuses("internal: nginx answers this only to its own redirects"),
         ("alias", _) => refuses(
@@ -112,12 +112,12 @@ pub(super) fn effect(d: &Directive) -> Effect {
              fallback (being built)",
         ),
         ("return" | "rewrite" | "if" | "set", _) => {
-            refuses("certd does not rewrite, redirect or answer by itself (being built)")
+            refuses("`if`/`set`: certd has no conditions or variables of its own")
         }
         ("fastcgi_pass" | "uwsgi_pass" | "scgi_pass" | "grpc_pass" | "memcached_pass", _) => {
-            refuses("certd has no FastCGI/uwsgi/gRPC routes (being built)")
+            refuses("certd has no uwsgi/gRPC/memcached routes, and takes FastCGI only in the WordPress-style PHP idiom (`location ~ \\.php$` beside `location /` over the same root)")
         }
-        ("location", _) => refuses("nested locations (being built)"),
+        ("location", _) => refuses("nested locations are not translated yet"),
         _ => refuses("not understood by the importer, so the location is left out"),
     }
 }
@@ -309,7 +309,10 @@ pub(super) fn resolve(routes: &mut Vec<Route>, left_out: &mut Vec<LeftOut>, note
         left_out.push(LeftOut {
             at: route.at,
             matcher,
-            answer: Some((route.target.clone(), route.keys.clone())),
+            answer: route
+                .nested
+                .is_empty()
+                .then(|| (route.target.clone(), route.keys.clone())),
             refuses_dotfiles_only: false,
             source: route.source.clone(),
             pending: None,
@@ -336,7 +339,9 @@ pub(super) fn fold_same_answers(
             .iter()
             .filter(|r| r.kind == RouteKind::Path && path.starts_with(r.path.as_str()))
             .max_by_key(|r| r.path.len());
-        let same = prefix.is_some_and(|r| r.target == routes[i].target && r.keys == routes[i].keys);
+        let same = prefix.is_some_and(|r| {
+            r.target == routes[i].target && r.keys == routes[i].keys && r.nested.is_empty()
+        });
         let regex_takes = routes.iter().any(|r| match &r.kind {
             RouteKind::Regex(re) | RouteKind::IRegex(re) => regex::RegexBuilder::new(re)
                 .case_insensitive(matches!(r.kind, RouteKind::IRegex(_)))
@@ -406,6 +411,7 @@ mod tests {
             preferred: false,
             kind: RouteKind::Path,
             keys: Vec::new(),
+            nested: Vec::new(),
         }
     }
 

@@ -289,6 +289,7 @@ pub(super) fn server(
                 preferred: false,
                 kind: super::translate::RouteKind::Path,
                 keys: Keys::default().route_keys(&scope.keys, false, true),
+                nested: Vec::new(),
             });
             root_used = true;
         }

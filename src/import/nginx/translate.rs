@@ -151,6 +151,8 @@ pub(super) struct Route {
     pub(super) kind: RouteKind,
     /// Its other keys, in order: (key, TOML value).
     pub(super) keys: Vec<(String, String)>,
+    /// Its nested routes (nginx's nested locations), searched first when it matches.
+    pub(super) nested: Vec<Route>,
 }
 
 /// One `[site.error_pages]` entry.
@@ -430,28 +432,23 @@ pub(super) fn why_untranslated(d: &Directive) -> Option<String> {
         "include" => {
             "not followed: if that file holds server blocks, pass it to `certd import nginx` too"
         }
-        "upstream" => "certd has no upstream groups: a route proxies to one address",
+        "upstream" => "not a group certd can balance like nginx",
         "try_files" => {
-            "certd serves the file under root, or a folder's index.html, and has no fallbacks"
+            "certd's try_files is a route key: at server level nginx runs it before any location"
         }
-        "add_header" | "more_set_headers" => "certd does not add response headers",
-        "auth_basic" | "auth_basic_user_file" | "auth_request" => "certd has no authentication",
+        "more_set_headers" => "certd's response headers are add_header's (`headers.response.add`)",
+        "auth_request" => "certd has no subrequest authentication",
         "access_log" | "error_log" => {
             "certd logs one line per request (site, method, path, status) to stderr"
         }
-        "alias" => "certd routes have `root` only (the whole request path is appended)",
-        "rewrite" | "return" | "if" | "set" | "map" => {
-            "certd does not rewrite, redirect or answer by itself, other than :80 → https"
+        "rewrite" | "return" => {
+            "at server level nginx runs these before any location; certd's are route keys"
         }
-        "proxy_read_timeout" | "proxy_connect_timeout" | "proxy_send_timeout" => {
-            "certd's upstream timeouts are global: [limits] upstream_connect_timeout and \
-             upstream_response_timeout"
-        }
-        "client_max_body_size" => "certd has no request body size limit",
+        "if" | "set" | "map" => "certd has no variables of its own or conditions",
         "events" | "user" | "worker_processes" | "worker_connections" | "pid" => {
             "nginx process settings; certd has none of these"
         }
-        name if name.starts_with("gzip") => "certd does not compress responses",
+        "gzip_disable" => "certd compresses for every client that accepts gzip",
         _ => return None,
     };
     Some(why.to_owned())
@@ -675,7 +672,11 @@ impl Site {
                 .find(|seen| seen.path == route.path && seen.kind == route.kind)
             {
                 None => self.routes.push(route),
-                Some(seen) if seen.target == route.target && seen.keys == route.keys => {
+                Some(seen)
+                    if seen.target == route.target
+                        && seen.keys == route.keys
+                        && seen.nested == route.nested =>
+                {
                     cover(&mut seen.covered, Topic::SameRoute, route.at);
                     merge_covered(&mut seen.covered, route.covered);
                     seen.notes.extend(route.notes);
