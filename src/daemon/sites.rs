@@ -151,6 +151,7 @@ fn route(route: &RouteConfig, groups: &HashMap<&str, Arc<UpstreamGroup>>) -> Rou
         index: route.index.clone(),
         error_page: route.error_page.clone(),
         intercept_errors: route.intercept_errors,
+        strip_prefix: route.strip_prefix,
     }
 }
 

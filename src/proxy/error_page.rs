@@ -242,6 +242,10 @@ impl Proxy {
                 http_rules::answer(answer, &facts, head)
             }
             RouteTarget::Proxy(upstream) => {
+                let path = match route.strip_prefix {
+                    true => super::stripped(&route.path, path),
+                    false => path,
+                };
                 let (uri, label, _flight) = match &route.upstream {
                     None => (upstream.clone(), super::upstream_label(upstream), None),
                     Some(group) => {

@@ -136,6 +136,9 @@ pub struct Route {
     /// For proxy and FastCGI routes: the upstream's own error answers get the error pages too
     /// (nginx `proxy_intercept_errors on`).
     pub intercept_errors: bool,
+    /// For proxy prefix routes: the route's prefix is cut from the request's path before it is
+    /// appended to the target's path (nginx `proxy_pass` with a URI part); see [`stripped`].
+    pub strip_prefix: bool,
 }
 
 impl Route {
@@ -162,6 +165,7 @@ impl Route {
                 .collect(),
             error_page: Arc::default(),
             intercept_errors: false,
+            strip_prefix: false,
         }
     }
 }
@@ -504,6 +508,10 @@ impl Proxy {
                 response
             }
             RouteTarget::Proxy(upstream) => {
+                let path = match route.strip_prefix {
+                    true => stripped(&route.path, path),
+                    false => path,
+                };
                 if let Some(group) = &route.upstream {
                     // Boxed: groups are the rarer case, and their retry loop is large.
                     return Box::pin(
@@ -870,6 +878,17 @@ fn with_path(
     );
     parts.uri = Uri::from_parts(uri).map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)?;
     Ok((Request::from_parts(parts, body), path))
+}
+
+/// The path sent to a `strip_prefix` route's upstream: `path` without the route's `prefix`, as a
+/// path of its own (`/app/` with `/app/users/1` gives `/users/1`, `/app/` itself gives `/`), which
+/// the target's path is then put in front of. With `proxy = "http://up/"` or `"http://up/v2/"` on
+/// a route `/app/`, this is nginx's `proxy_pass` with a URI part replacing the location's prefix.
+fn stripped(prefix: &str, path: NormalPath) -> NormalPath {
+    let rest = path.as_str().strip_prefix(prefix).unwrap_or(path.as_str());
+    let joined = format!("/{}", rest.trim_start_matches('/'));
+    // Cut from a normal path at a segment boundary, so it is normal too; if not, keep the path.
+    path::normalise(&joined).unwrap_or(path)
 }
 
 /// How an upstream is named in logs and [`UpstreamUsed`]: its URI without a trailing `/`.

@@ -1186,3 +1186,36 @@ async fn a_body_over_max_body_size_is_read_away_behind_the_413_even_where_no_rou
     })
     .await;
 }
+
+#[tokio::test]
+async fn strip_prefix_replaces_the_routes_prefix_by_the_proxys_path_like_proxy_pass_with_a_uri() {
+    bounded(async {
+        let app = start_upstream("app").await;
+        let base = |path: &str| RouteTarget::Proxy(format!("http://{app}{path}").parse().unwrap());
+        let strip = |route: Route| Route {
+            strip_prefix: true,
+            ..route
+        };
+        let site = SiteRoutes {
+            routes: vec![
+                strip(Route::new("/jellyfin/", base("/"))),
+                strip(Route::new("/api/", base("/v2/"))),
+                Route::new("/kept/", base("/v2/")),
+            ],
+            ..SiteRoutes::default()
+        };
+        let (addr, _proxy) = start_proxy(site, ProxyLimits::default()).await;
+        for (path, expected) in [
+            ("/jellyfin/web/index.html?x=1", "/web/index.html?x=1"),
+            ("/jellyfin/", "/"),
+            ("/api/users/1", "/v2/users/1"),
+            ("/kept/users/1", "/v2/kept/users/1"),
+        ] {
+            let (status, _, body) = read(send(addr, get(path)).await).await;
+            assert_eq!(status, StatusCode::OK, "{path}");
+            let seen: Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(seen["uri"], expected, "{path}");
+        }
+    })
+    .await;
+}

@@ -541,6 +541,22 @@ fn every_corpus_fragment_is_a_config_certd_accepts() {
         let directives = parse(&text).unwrap_or_else(|e| panic!("{name}: {e}"));
         let t = translate(&[(name.clone(), directives)]);
         let fragment = super::render::render(&t);
+        // Its folders made real, so that certd checks everything else about the routes.
+        let folders = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let fragment: String = fragment
+            .lines()
+            .map(|line| {
+                let trimmed = line.trim_start();
+                for key in ["root = ", "alias = "] {
+                    if trimmed.starts_with(key) {
+                        let dir = folders.path().join(format!("d{}", line.len()));
+                        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+                        return format!("{key}{:?}\n", dir.display().to_string());
+                    }
+                }
+                format!("{line}\n")
+            })
+            .collect();
         let config = format!("[acme]\ndirectory = \"letsencrypt\"\nagree_tos = true\n\n{fragment}");
         let Err(err) = crate::config::from_toml(&config, &dir.join("certd.toml")) else {
             continue;

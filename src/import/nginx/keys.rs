@@ -373,9 +373,10 @@ impl Keys {
         static_root: bool,
     ) -> Vec<(String, String)> {
         let mut keys = self.common(false);
-        // An own list, even if empty, stops nginx inheriting the server's.
-        if let Some(headers) = self.headers(Some(server)) {
-            keys.retain(|(k, _)| k != "headers");
+        // An own list, even if empty, stops nginx inheriting the server's. Request headers and
+        // hidden upstream headers only mean something when the route proxies.
+        keys.retain(|(k, _)| k != "headers");
+        if let Some(headers) = self.headers(Some(server), proxies) {
             keys.push(("headers".to_owned(), headers));
         }
         if self.gzip.is_set() {
@@ -421,7 +422,7 @@ impl Keys {
         if let Some(index) = &self.index {
             push("index", array(index));
         }
-        if let Some(headers) = self.headers(None) {
+        if let Some(headers) = self.headers(None, true) {
             push("headers", headers);
         }
         if let Some(size) = &self.max_body_size {
@@ -447,13 +448,13 @@ impl Keys {
 
     /// The `headers` table: this block's lists; with `outer`, an empty list is written where
     /// this block has the directive and the outer block has entries (so none are inherited).
-    fn headers(&self, outer: Option<&Keys>) -> Option<String> {
+    fn headers(&self, outer: Option<&Keys>, proxies: bool) -> Option<String> {
         let own = |has: bool, empty: bool, outer_has: bool| !empty || (has && outer_has);
         let (o_add, o_hide, o_set) = outer.map_or((false, false, false), |o| {
             (!o.add.is_empty(), !o.hide.is_empty(), !o.set.is_empty())
         });
         let mut request = Vec::new();
-        if own(self.has_set, self.set.is_empty(), o_set) {
+        if proxies && own(self.has_set, self.set.is_empty(), o_set) {
             let set: Vec<String> = self
                 .set
                 .iter()
@@ -490,7 +491,7 @@ impl Keys {
                 .collect();
             response.push(format!("add = {{ {} }}", add.join(", ")).replace("{  }", "{}"));
         }
-        if own(self.has_hide, self.hide.is_empty(), o_hide) {
+        if proxies && own(self.has_hide, self.hide.is_empty(), o_hide) {
             response.push(format!("hide = {}", array(&self.hide)));
         }
         let mut parts = Vec::new();
@@ -810,5 +811,10 @@ mod tests {
         location.take(&d("gzip_min_length 1000;"), never);
         let keys = location.route_keys(&server, false, false);
         assert!(keys[0].1.contains("min_length = 1000"), "{keys:?}");
+        // A static route gets no request headers (certd refuses them there; nginx ignores them).
+        let mut location = Keys::default();
+        location.take(&d("proxy_set_header X-B c;"), never);
+        location.take(&d("proxy_hide_header X-Powered-By;"), never);
+        assert!(location.route_keys(&server, false, true).is_empty());
     }
 }
