@@ -28,6 +28,8 @@ command -v mount >/dev/null && command -v umount >/dev/null || missing+=(mount)
 command -v htpasswd >/dev/null || missing+=(apache2-utils)
 # php-fpm runs the PHP of the FastCGI route tests (run::fastcgi).
 compgen -G '/usr/sbin/php-fpm*' >/dev/null || missing+=(php-fpm)
+# nginx itself answers the corpus configs the differential test compares certd with (differential).
+[ -x /usr/sbin/nginx ] || missing+=(nginx)
 if [ "${#missing[@]}" -gt 0 ]; then
     echo "==> installing ${missing[*]} with apt-get"
     as_root apt-get update -qq

@@ -399,6 +399,9 @@ pub struct RouteConfig {
     /// `intercept_errors` (proxy and FastCGI routes): the upstream's own errors get the error
     /// pages too.
     pub intercept_errors: bool,
+    /// `strip_prefix` (proxy prefix routes): the route's prefix is cut from the path before it is
+    /// appended to the proxy's own path (nginx `location /app/ { proxy_pass http://up/; }`).
+    pub strip_prefix: bool,
 }
 
 /// A proxy route's own timeouts; `None` keeps the `[limits]` (or tunnel) default.

@@ -166,6 +166,8 @@ pub(super) struct RawRoute {
     pub(super) index: Option<Spanned<Vec<Spanned<String>>>>,
     pub(super) error_page: Option<Vec<Spanned<super::error_page::RawErrorPage>>>,
     pub(super) intercept_errors: Option<Spanned<bool>>,
+    /// `strip_prefix` (proxy prefix routes; nginx `proxy_pass` with a URI part).
+    pub(super) strip_prefix: Option<Spanned<bool>>,
 }
 
 /// `front_controller`: a script path, or `false` for none.

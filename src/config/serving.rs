@@ -557,6 +557,26 @@ fn routes_in(
             Some(intercept) => *intercept.get_ref(),
             None => false,
         };
+        let strip_prefix = match route.strip_prefix {
+            Some(strip)
+                if *strip.get_ref()
+                    && !(is_proxy
+                        && matches!(
+                            location,
+                            crate::proxy::LocationMatch::Prefix
+                                | crate::proxy::LocationMatch::PreferredPrefix
+                        )) =>
+            {
+                problems.add(
+                    format!("{key}.strip_prefix"),
+                    Some(strip.span()),
+                    "only applies to `proxy` routes matched by `path` (a prefix to cut)",
+                );
+                false
+            }
+            Some(strip) => *strip.get_ref(),
+            None => false,
+        };
         indexes.push(i);
         let timeouts = proxy_timeouts(
             &key,
@@ -585,6 +605,7 @@ fn routes_in(
             index: here.index,
             error_page: here.error_page,
             intercept_errors,
+            strip_prefix,
         });
     }
     routes
@@ -756,6 +777,30 @@ mod tests {
             Ok(Duration::from_secs(86_400))
         );
         assert!(parse_duration_at_most(&RawDuration::Seconds(86_401), LONGEST_LIMIT).is_err());
+    }
+
+    #[test]
+    fn strip_prefix_is_for_proxy_routes_matched_by_a_prefix() {
+        let head = "[acme]\ndirectory = \"letsencrypt\"\nagree_tos = true\n\
+                    [[site]]\nnames = [\"example.org\"]\n";
+        let parse = |route: &str| {
+            let text = format!("{head}[[site.route]]\n{route}strip_prefix = true\n");
+            super::super::from_toml(&text, Path::new("/etc/certd/certd.toml"))
+        };
+        let config = parse("path = \"/app/\"\nproxy = \"http://127.0.0.1:1/\"\n").unwrap();
+        assert!(config.sites[0].routes[0].strip_prefix);
+        for refused in [
+            "regex = '^/app'\nproxy = \"http://127.0.0.1:1/\"\n",
+            "exact = \"/app\"\nproxy = \"http://127.0.0.1:1/\"\n",
+            "path = \"/app/\"\nreturn = { status = 204 }\n",
+        ] {
+            let problems = parse(refused).unwrap_err().problems;
+            assert_eq!(problems.len(), 1, "{refused}: {problems:?}");
+            assert_eq!(
+                problems[0].key, "site[0].route[0].strip_prefix",
+                "{refused}"
+            );
+        }
     }
 
     #[test]

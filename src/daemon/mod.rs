@@ -375,10 +375,9 @@ impl Daemon {
             .collect();
         // Routes first, then certificates: a removed name stops being routed (and redirected) at
         // the same moment as an added one starts, and its certificate goes last.
-        self.shared.sites.store(Arc::new(SiteTable::from_config(
-            &next,
-            &self.shared.metrics,
-        )));
+        // Unchanged upstream groups keep their servers' health and balancing state.
+        let sites = SiteTable::reloaded(&next, &self.shared.metrics, &self.shared.sites.load());
+        self.shared.sites.store(Arc::new(sites));
         serve_stored(&next, &self.shared.store, &self.shared.resolver);
         self.shared.resolver.retain(&names);
         self.shared

@@ -210,6 +210,11 @@ impl Proxy {
         client: SocketAddr,
     ) -> Option<Response<ProxyBody>> {
         let head = parts.method == Method::HEAD;
+        // An internal redirect is checked again, as nginx runs the access phase for the new
+        // location: an error page never opens a route the client may not use.
+        if let Some(refused) = self.refused_by_headers(&parts.headers, route, client).await {
+            return Some(refused);
+        }
         let response = match &route.target {
             RouteTarget::Static(root) => {
                 let mut response = static_files::serve_indexed(
@@ -237,6 +242,10 @@ impl Proxy {
                 http_rules::answer(answer, &facts, head)
             }
             RouteTarget::Proxy(upstream) => {
+                let path = match route.strip_prefix {
+                    true => super::stripped(&route.path, path),
+                    false => path,
+                };
                 let (uri, label, _flight) = match &route.upstream {
                     None => (upstream.clone(), super::upstream_label(upstream), None),
                     Some(group) => {

@@ -136,6 +136,9 @@ pub struct Route {
     /// For proxy and FastCGI routes: the upstream's own error answers get the error pages too
     /// (nginx `proxy_intercept_errors on`).
     pub intercept_errors: bool,
+    /// For proxy prefix routes: the route's prefix is cut from the request's path before it is
+    /// appended to the target's path (nginx `proxy_pass` with a URI part); see [`stripped`].
+    pub strip_prefix: bool,
 }
 
 impl Route {
@@ -162,6 +165,7 @@ impl Route {
                 .collect(),
             error_page: Arc::default(),
             intercept_errors: false,
+            strip_prefix: false,
         }
     }
 }
@@ -251,7 +255,16 @@ pub struct Proxy {
     shutdown: CancellationToken,
     trusted_proxies: TrustedProxies,
     access: crate::access::Guard,
+    /// Tasks reading away the bodies of requests answered early ([`Proxy::linger`]).
+    lingering: TaskTracker,
 }
+
+/// The most of an unread request body [`Proxy::linger`] reads away.
+const LINGER_BYTES: u64 = 64 * 1024 * 1024;
+/// How long [`Proxy::linger`] reads in all (nginx's `lingering_time`).
+const LINGER_TIME: Duration = Duration::from_secs(30);
+/// How long [`Proxy::linger`] waits for the next piece (nginx's `lingering_timeout`).
+const LINGER_IDLE: Duration = Duration::from_secs(5);
 
 impl Proxy {
     /// A proxy with an empty connection pool. Must be called inside a Tokio runtime.
@@ -269,6 +282,7 @@ impl Proxy {
             shutdown: CancellationToken::new(),
             trusted_proxies: TrustedProxies::default(),
             access: crate::access::Guard::default(),
+            lingering: TaskTracker::new(),
         }
     }
 
@@ -337,12 +351,14 @@ impl Proxy {
         });
         let Some(route) = site.route(path.as_str()) else {
             debug!(path = path.as_str(), "no route");
-            let response = Box::pin(error_page(
-                site,
-                status_response(StatusCode::NOT_FOUND),
-                head,
-            ))
-            .await;
+            // nginx checks the server's body limit before it answers that nothing matched.
+            let status = if http_rules::over_site_limit(&site.http, request.headers()) {
+                self.linger(request.into_body());
+                StatusCode::PAYLOAD_TOO_LARGE
+            } else {
+                StatusCode::NOT_FOUND
+            };
+            let response = Box::pin(error_page(site, status_response(status), head)).await;
             return match &facts {
                 Some(facts) => http_rules::finish(response, None, &site.http, facts),
                 None => response,
@@ -371,6 +387,12 @@ impl Proxy {
         let head = request.method() == Method::HEAD;
         let (request, path, route) = match http_rules::prepare(site, route, request, path, facts) {
             http_rules::Prepared::Go(request, path, route) => (request, path, route),
+            http_rules::Prepared::TooLarge(request, route) => {
+                self.linger(request.into_body());
+                let response = status_response(StatusCode::PAYLOAD_TOO_LARGE);
+                let response = error_page::mark(route, error_page(site, response, head).await);
+                return http_rules::finish(response, Some(route), &site.http, facts);
+            }
             http_rules::Prepared::Answer(response, route) => {
                 let response = error_page::mark(route, error_page(site, response, head).await);
                 return http_rules::finish(response, Some(route), &site.http, facts);
@@ -465,7 +487,8 @@ impl Proxy {
                     let response = status_response(StatusCode::NOT_FOUND);
                     return Box::pin(error_page(site, response, head)).await;
                 }
-                let (parts, _body) = request.into_parts();
+                let (parts, body) = request.into_parts();
+                self.linger(body);
                 // Boxed, like the error pages below: the future of every proxied request is moved
                 // a few times on its way into hyper, so branches it rarely takes stay out of it.
                 let response = Box::pin(async {
@@ -485,6 +508,10 @@ impl Proxy {
                 response
             }
             RouteTarget::Proxy(upstream) => {
+                let path = match route.strip_prefix {
+                    true => stripped(&route.path, path),
+                    false => path,
+                };
                 if let Some(group) = &route.upstream {
                     // Boxed: groups are the rarer case, and their retry loop is large.
                     return Box::pin(
@@ -525,7 +552,8 @@ impl Proxy {
                 http_rules::answer(answer, &facts, head)
             }
             RouteTarget::Alias(folder) => {
-                let (mut parts, _body) = request.into_parts();
+                let (mut parts, body) = request.into_parts();
+                self.linger(body);
                 let response = Box::pin(async {
                     let allow = route.allow_dotfiles;
                     let response =
@@ -552,9 +580,21 @@ impl Proxy {
         route: &Route,
         client: SocketAddr,
     ) -> Option<Response<ProxyBody>> {
+        self.refused_by_headers(request.headers(), route, client)
+            .await
+    }
+
+    /// [`Proxy::refused_access`] for a request of which only the headers are at hand (an
+    /// error page's internal request).
+    async fn refused_by_headers(
+        &self,
+        headers: &hyper::HeaderMap,
+        route: &Route,
+        client: SocketAddr,
+    ) -> Option<Response<ProxyBody>> {
         let policy = route.access.as_deref()?;
-        let ip = self.client_ip(request.headers(), client.ip());
-        match self.access.check(policy, request.headers(), ip).await {
+        let ip = self.client_ip(headers, client.ip());
+        match self.access.check(policy, headers, ip).await {
             crate::access::Outcome::Allowed => None,
             crate::access::Outcome::Forbidden => {
                 debug!(%ip, route = route.path, "access denied");
@@ -608,12 +648,46 @@ impl Proxy {
         response
     }
 
+    /// Reads and discards the rest of a request body certd answered without reading (a 413, a
+    /// static file), as nginx's lingering close does: hyper would otherwise close the connection
+    /// with the body unread, and a client still sending it gets a reset instead of the answer.
+    /// Bounded: at most [`LINGER_BYTES`], [`LINGER_TIME`] in all and [`LINGER_IDLE`] between two
+    /// reads (nginx's `lingering_time` and `lingering_timeout`), and it ends at shutdown.
+    fn linger(&self, body: Incoming) {
+        use hyper::body::Body as _;
+        if body.is_end_stream() {
+            return;
+        }
+        let shutdown = self.shutdown.child_token();
+        self.lingering.spawn(async move {
+            let drain = async {
+                let mut body = body;
+                let mut read: u64 = 0;
+                while read < LINGER_BYTES {
+                    match tokio::time::timeout(LINGER_IDLE, body.frame()).await {
+                        Ok(Some(Ok(frame))) => {
+                            let size = frame.data_ref().map_or(0, |data| data.len());
+                            read = read.saturating_add(u64::try_from(size).unwrap_or(u64::MAX));
+                        }
+                        Ok(Some(Err(_)) | None) | Err(_) => break,
+                    }
+                }
+            };
+            tokio::select! {
+                _ = tokio::time::timeout(LINGER_TIME, drain) => {}
+                () = shutdown.cancelled() => {}
+            }
+        });
+    }
+
     /// Ends every open WebSocket tunnel and waits for their tasks to finish. New tunnels can still be
     /// opened afterwards, but they end at once.
     pub async fn close_tunnels(&self) {
         self.shutdown.cancel();
         self.tunnels.close();
         self.tunnels.wait().await;
+        self.lingering.close();
+        self.lingering.wait().await;
     }
 
     /// How many WebSocket tunnels are open (or completing their handshake) now.
@@ -709,6 +783,7 @@ impl Proxy {
             client,
             tunnel_idle_timeout,
             timeouts.read,
+            None,
         )
     }
 
@@ -725,6 +800,7 @@ impl Proxy {
         client: SocketAddr,
         tunnel_idle_timeout: Duration,
         read_timeout: Option<Duration>,
+        held: Option<websocket::Held>,
     ) -> Result<Response<ProxyBody>, StatusCode> {
         if response.status() == StatusCode::SWITCHING_PROTOCOLS {
             let Some(client_upgrade) = client_upgrade else {
@@ -745,6 +821,7 @@ impl Proxy {
                     upstream_label: label.to_owned(),
                     idle_timeout: tunnel_idle_timeout,
                     permit,
+                    held,
                 },
             );
             let (mut parts, _body) = response.into_parts();
@@ -801,6 +878,17 @@ fn with_path(
     );
     parts.uri = Uri::from_parts(uri).map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)?;
     Ok((Request::from_parts(parts, body), path))
+}
+
+/// The path sent to a `strip_prefix` route's upstream: `path` without the route's `prefix`, as a
+/// path of its own (`/app/` with `/app/users/1` gives `/users/1`, `/app/` itself gives `/`), which
+/// the target's path is then put in front of. With `proxy = "http://up/"` or `"http://up/v2/"` on
+/// a route `/app/`, this is nginx's `proxy_pass` with a URI part replacing the location's prefix.
+fn stripped(prefix: &str, path: NormalPath) -> NormalPath {
+    let rest = path.as_str().strip_prefix(prefix).unwrap_or(path.as_str());
+    let joined = format!("/{}", rest.trim_start_matches('/'));
+    // Cut from a normal path at a segment boundary, so it is normal too; if not, keep the path.
+    path::normalise(&joined).unwrap_or(path)
 }
 
 /// How an upstream is named in logs and [`UpstreamUsed`]: its URI without a trailing `/`.

@@ -973,6 +973,11 @@ async fn error_page_serves_a_uri_or_named_route_and_intercepts_upstream_errors_o
             error_page(&[502, 504], "/50x.html", ErrorStatus::Original),
             error_page(&[404], "/404.html", ErrorStatus::Code(StatusCode::OK)),
         ]);
+        let locked = Arc::new(vec![error_page(
+            &[502],
+            "/locked.html",
+            ErrorStatus::Target,
+        )]);
         let fallback = Arc::new(vec![error_page(
             &[404, 405],
             "@fallback",
@@ -1006,6 +1011,19 @@ async fn error_page_serves_a_uri_or_named_route_and_intercepts_upstream_errors_o
                 Route {
                     location: LocationMatch::Named,
                     ..Route::new("@fallback", upstream(app))
+                },
+                with(Route::new("/private/", upstream(dead)), &locked, false),
+                Route {
+                    location: LocationMatch::Exact,
+                    access: Some(Arc::new(crate::access::Policy {
+                        rules: crate::access::AccessList::new(vec![crate::access::Rule::parse(
+                            "deny all",
+                        )
+                        .unwrap()]),
+                        auth: None,
+                        satisfy: crate::access::Satisfy::All,
+                    })),
+                    ..Route::new("/locked.html", RouteTarget::Static(pages.clone()))
                 },
             ],
             error_page: site_pages.clone(),
@@ -1049,6 +1067,11 @@ async fn error_page_serves_a_uri_or_named_route_and_intercepts_upstream_errors_o
         assert_eq!(seen["method"], "GET");
         assert_eq!(seen["uri"], "/files/missing?q=1");
         assert_eq!(seen["body_len"], 0);
+        // The error page's route checks access again: it does not open a locked route.
+        write_page(&pages, "locked.html", "SECRET");
+        let (status, _, body) = read(send(addr, get("/private/x")).await).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        assert!(!String::from_utf8_lossy(&body).contains("SECRET"));
     })
     .await;
 }
@@ -1074,8 +1097,125 @@ async fn a_folder_is_served_by_its_first_index_name() {
         let (addr, _proxy) = start_proxy(routes, ProxyLimits::default()).await;
         let (status, _, body) = read(send(addr, get("/docs/")).await).await;
         assert_eq!((status, body.as_ref()), (StatusCode::OK, &b"htm"[..]));
+        // A folder with none of the names is forbidden, as in nginx.
         let (status, _, _) = read(send(addr, get("/")).await).await;
-        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert_eq!(status, StatusCode::FORBIDDEN);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_open_tunnel_counts_as_in_flight_for_least_conn_until_it_closes() {
+    bounded(async {
+        let (ws_addr, mut seen) = start_websocket_echo().await;
+        let route = group_route("/ws", &[ws_addr], Default::default());
+        let group = route.upstream.clone().unwrap();
+        let routes = SiteRoutes {
+            routes: vec![route],
+            ..SiteRoutes::default()
+        };
+        let (addr, proxy) = start_proxy(routes, ProxyLimits::default()).await;
+        let stream = TcpStream::connect(addr).await.unwrap();
+        let (mut socket, response) =
+            tokio_tungstenite::client_async("ws://site.example/ws/chat", stream)
+                .await
+                .unwrap();
+        assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
+        seen.recv().await.unwrap();
+        socket.send(Message::text("hi")).await.unwrap();
+        assert_eq!(
+            socket.next().await.unwrap().unwrap().to_text().unwrap(),
+            "hi"
+        );
+        assert_eq!(group.in_flight(), [1], "the open tunnel is counted");
+        socket.close(None).await.unwrap();
+        while socket.next().await.is_some() {}
+        wait_for_no_tunnels(&proxy).await;
+        assert_eq!(group.in_flight(), [0], "a closed tunnel is not");
+    })
+    .await;
+}
+
+/// Sends `POST <path>` declaring and then sending a 4 MiB body on a raw connection, and returns
+/// what came back once the answer's body `until` has arrived (or the connection ended).
+async fn post_large_body(addr: SocketAddr, path: &str, until: &str) -> std::io::Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const SIZE: usize = 4 << 20;
+    let mut stream = TcpStream::connect(addr).await?;
+    let head =
+        format!("POST {path} HTTP/1.1\r\nhost: site.example\r\ncontent-length: {SIZE}\r\n\r\n");
+    stream.write_all(head.as_bytes()).await?;
+    let chunk = vec![b'x'; 64 * 1024];
+    for _ in 0..SIZE / chunk.len() {
+        stream.write_all(&chunk).await?;
+    }
+    let mut answer = Vec::new();
+    let mut buffer = [0u8; 4096];
+    while !String::from_utf8_lossy(&answer).contains(until) {
+        match stream.read(&mut buffer).await? {
+            0 => break,
+            n => answer.extend_from_slice(&buffer[..n]),
+        }
+    }
+    Ok(String::from_utf8_lossy(&answer).into_owned())
+}
+
+#[tokio::test]
+async fn a_body_over_max_body_size_is_read_away_behind_the_413_even_where_no_route_matches() {
+    bounded(async {
+        let app = start_upstream("app").await;
+        let routes = vec![Route::new("/app/", upstream(app))];
+        let rules = http_rules::HttpRules {
+            max_body_size: Some(1024),
+            ..Default::default()
+        };
+        let site = SiteRoutes {
+            http: http_rules::SiteHttp::new("site.example".into(), rules, &routes),
+            routes,
+            ..SiteRoutes::default()
+        };
+        let (addr, _proxy) = start_proxy(site, ProxyLimits::default()).await;
+        for path in ["/app/upload", "/nowhere"] {
+            let answer = post_large_body(addr, path, "413 Payload Too Large\n")
+                .await
+                .unwrap_or_else(|error| {
+                    panic!("{path}: the client could not send its body: {error}")
+                });
+            assert!(answer.starts_with("HTTP/1.1 413"), "{path}: {answer}");
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn strip_prefix_replaces_the_routes_prefix_by_the_proxys_path_like_proxy_pass_with_a_uri() {
+    bounded(async {
+        let app = start_upstream("app").await;
+        let base = |path: &str| RouteTarget::Proxy(format!("http://{app}{path}").parse().unwrap());
+        let strip = |route: Route| Route {
+            strip_prefix: true,
+            ..route
+        };
+        let site = SiteRoutes {
+            routes: vec![
+                strip(Route::new("/jellyfin/", base("/"))),
+                strip(Route::new("/api/", base("/v2/"))),
+                Route::new("/kept/", base("/v2/")),
+            ],
+            ..SiteRoutes::default()
+        };
+        let (addr, _proxy) = start_proxy(site, ProxyLimits::default()).await;
+        for (path, expected) in [
+            ("/jellyfin/web/index.html?x=1", "/web/index.html?x=1"),
+            ("/jellyfin/", "/"),
+            ("/api/users/1", "/v2/users/1"),
+            ("/kept/users/1", "/v2/kept/users/1"),
+        ] {
+            let (status, _, body) = read(send(addr, get(path)).await).await;
+            assert_eq!(status, StatusCode::OK, "{path}");
+            let seen: Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(seen["uri"], expected, "{path}");
+        }
     })
     .await;
 }

@@ -4,10 +4,11 @@
 //!
 //! Paths follow nginx's `root` directive: the request's whole path is appended to the root, so with a
 //! route `/static/` and root `/srv/www`, `/static/a.css` is `/srv/www/static/a.css`. A directory is
-//! answered with its `index.html`, and a directory named without its trailing slash is redirected
-//! (301) to the slashed path, as nginx does; the names looked for in a directory are the route's
-//! `index` list (nginx `index`, default `index.html`), the first one present wins. Routes with `precompressed = true` send `file.br`,
-//! `file.zst` or `file.gz` in place of `file` to clients that accept it.
+//! answered with the first of its route's `index` names it holds (nginx `index`, default
+//! `index.html`) and is 403 when it holds none (nginx without `autoindex`), and a directory named
+//! without its trailing slash is redirected (301) to the slashed path, as nginx does. Routes with
+//! `precompressed = true` send `file.br`, `file.zst` or `file.gz` in place of `file` to clients
+//! that accept it.
 
 use std::io;
 use std::path::{Component, Path, PathBuf};
@@ -259,7 +260,8 @@ async fn resolve<S: AsRef<str>>(
         if !trailing_slash {
             return Ok(Found::Directory);
         }
-        // nginx's `index`: the first name that is there; none of them is a 404.
+        // nginx's `index`: the first name that is there. A folder with none of them is 403, as
+        // nginx answers a folder it may not list (`autoindex off`).
         for name in index {
             match inside(&canonical_root, &target.join(name.as_ref())).await {
                 Ok(file) if tokio::fs::metadata(&file).await.is_ok_and(|m| m.is_file()) => {
@@ -269,7 +271,7 @@ async fn resolve<S: AsRef<str>>(
                 Err(status) => return Err(status),
             }
         }
-        return Err(StatusCode::NOT_FOUND);
+        return Err(StatusCode::FORBIDDEN);
     }
     if trailing_slash {
         return Err(StatusCode::NOT_FOUND);

@@ -207,7 +207,10 @@ async fn directories_serve_their_index_or_redirect_to_the_slashed_path() {
     assert_eq!(status, StatusCode::MOVED_PERMANENTLY);
     assert_eq!(headers[LOCATION], "/static/docs/?x=1");
 
+    // A folder without an index file is forbidden, as nginx answers without `autoindex`.
     let (status, _, _) = fixture.get("/static/docs/empty/", &[]).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _, _) = fixture.get("/static/missing/", &[]).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     let (status, _, _) = fixture.get("/static/a.css/", &[]).await;
     assert_eq!(status, StatusCode::NOT_FOUND);

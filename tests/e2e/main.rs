@@ -6,6 +6,7 @@
 mod ari;
 mod check;
 mod deploy;
+mod differential;
 mod harness;
 mod import_certbot;
 mod import_nginx;

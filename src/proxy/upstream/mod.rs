@@ -109,6 +109,11 @@ impl UpstreamGroup {
         &self.config.name
     }
 
+    /// The configuration it was built from.
+    pub fn config(&self) -> &UpstreamConfig {
+        &self.config
+    }
+
     /// The most servers one request may be tried on.
     fn max_tries(&self) -> usize {
         max_tries(self.config.next_upstream_tries, self.servers.len())
@@ -148,6 +153,12 @@ impl UpstreamGroup {
         let server = self.servers.get(flight.index)?;
         let (authority, label) = (server.authority.clone(), server.label.clone());
         Some((flight, authority, label))
+    }
+
+    /// Each server's requests in flight (open tunnels included), for tests.
+    #[cfg(test)]
+    pub(super) fn in_flight(&self) -> Vec<usize> {
+        self.state().iter().map(|peer| peer.in_flight).collect()
     }
 
     fn failed(&self, index: usize) {
@@ -443,6 +454,14 @@ impl Proxy {
                             debug!(upstream = %label, status = response.status().as_u16(), "trying the next server");
                             continue;
                         }
+                        // A tunnel stays counted in flight for as long as it is open (least_conn
+                        // must see it); any other answer until its body has been streamed.
+                        let (held, flight): (Option<super::websocket::Held>, _) =
+                            if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+                                (Some(Box::new(flight)), None)
+                            } else {
+                                (None, Some(flight))
+                            };
                         let answer = self
                             .finish_response(
                                 response,
@@ -452,11 +471,13 @@ impl Proxy {
                                 client,
                                 tunnel_idle_timeout,
                                 route.timeouts.read,
+                                held,
                             )
-                            .map(|response| {
-                                response.map(|body| {
+                            .map(|response| match flight {
+                                Some(flight) => response.map(|body| {
                                     InFlightBody { inner: body, _flight: flight }.boxed()
-                                })
+                                }),
+                                None => response,
                             });
                         return (answer, label);
                     }

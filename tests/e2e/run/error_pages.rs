@@ -110,9 +110,11 @@ async fn index_names_are_tried_in_order_and_an_index_php_goes_to_the_php_route()
     // The inherited list's second name, where the first is missing.
     let reply = h1.get(&host, "/plain/").await;
     assert_eq!(reply.text(), "<h1>plain</h1>", "{reply:?}");
-    // A folder without any of them.
+    // A folder without any of them is forbidden (nginx without `autoindex`); a missing one is 404.
     std::fs::create_dir_all(world.certd.dir().join("www/empty")).expect("mkdir");
     let reply = h1.get(&host, "/empty/").await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN, "{reply:?}");
+    let reply = h1.get(&host, "/missing/").await;
     assert_eq!(reply.status, StatusCode::NOT_FOUND, "{reply:?}");
 }
 
