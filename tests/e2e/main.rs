@@ -7,6 +7,7 @@ mod ari;
 mod challenges;
 mod check;
 mod deploy;
+mod differential;
 mod dns01;
 mod eab;
 mod harness;
