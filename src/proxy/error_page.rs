@@ -269,7 +269,9 @@ impl Proxy {
                     connect: self.limits.connect_timeout,
                     read: self.limits.response_timeout,
                 };
-                match crate::fastcgi::serve(target, request, connection, deadlines).await {
+                match crate::fastcgi::serve(target, &route.index, request, connection, deadlines)
+                    .await
+                {
                     crate::fastcgi::Answer::Script(response) => response,
                     crate::fastcgi::Answer::Local(response) => response,
                 }

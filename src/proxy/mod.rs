@@ -543,7 +543,7 @@ impl Proxy {
                 response
             }
             RouteTarget::Fastcgi(target) => {
-                Box::pin(self.fastcgi(request, site, target, client)).await
+                Box::pin(self.fastcgi(request, site, target, &route.index, client)).await
             }
             // Only sites with rules have `return` routes, and those are answered by
             // `handle_with_rules`; this keeps the match whole.
@@ -619,6 +619,7 @@ impl Proxy {
         request: Request<Incoming>,
         site: &SiteRoutes,
         target: &crate::fastcgi::FastcgiTarget,
+        index: &[String],
         peer: SocketAddr,
     ) -> Response<ProxyBody> {
         let head = request.method() == Method::HEAD;
@@ -635,14 +636,14 @@ impl Proxy {
             connect: self.limits.connect_timeout,
             read: self.limits.response_timeout,
         };
-        let mut response = match crate::fastcgi::serve(target, request, connection, deadlines).await
-        {
-            crate::fastcgi::Answer::Script(mut response) => {
-                response.extensions_mut().insert(error_page::FromUpstream);
-                response
-            }
-            crate::fastcgi::Answer::Local(response) => error_page(site, response, head).await,
-        };
+        let mut response =
+            match crate::fastcgi::serve(target, index, request, connection, deadlines).await {
+                crate::fastcgi::Answer::Script(mut response) => {
+                    response.extensions_mut().insert(error_page::FromUpstream);
+                    response
+                }
+                crate::fastcgi::Answer::Local(response) => error_page(site, response, head).await,
+            };
         let used = UpstreamUsed(format!("fastcgi:{}", target.address));
         response.extensions_mut().insert(used);
         response
