@@ -32,22 +32,35 @@ const START_TIMEOUT: Duration = Duration::from_secs(20);
 static HANDED_OUT: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
 
 /// A loopback port that is free for both TCP and UDP right now and was not handed out before in this
-/// process. (Another process may still take it before the caller binds it; that race is accepted.)
+/// process. It comes from below the kernel's ephemeral range (`ip_local_port_range`, 32768-60999 by
+/// default): a port from that range, free when checked, can become the source port of any test's
+/// outgoing connection before the program it is meant for binds it, which made Pebble and certd fail
+/// now and then with "address already in use". Another process may still bind it first; the
+/// random start keeps two test processes on one machine apart.
 pub fn free_port() -> u16 {
     let mut handed_out = HANDED_OUT
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
     let handed_out = handed_out.get_or_insert_with(HashSet::new);
-    for _ in 0..1000 {
-        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind 127.0.0.1:0");
-        let port = listener.local_addr().expect("local_addr").port();
-        if handed_out.contains(&port) || UdpSocket::bind((Ipv4Addr::LOCALHOST, port)).is_err() {
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let (low, high) = (10_000u16, ephemeral_low.clamp(10_001, 32_768));
+    let span = high - low;
+    let start = rand::random::<u16>() % span;
+    for step in 0..span {
+        let port = low + (start + step) % span;
+        if handed_out.contains(&port)
+            || TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_err()
+            || UdpSocket::bind((Ipv4Addr::LOCALHOST, port)).is_err()
+        {
             continue;
         }
         handed_out.insert(port);
         return port;
     }
-    panic!("no free loopback port found");
+    panic!("no free loopback port below {high}");
 }
 
 /// A child process that is killed (by its own pid) and reaped when dropped.
