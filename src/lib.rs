@@ -30,5 +30,6 @@ pub mod proxy_protocol;
 pub mod renewal;
 pub mod resolver;
 pub mod static_files;
+pub mod storage;
 pub mod store;
 pub mod trusted_proxies;

@@ -16,9 +16,10 @@ use crate::certificate::{self, CertificateError, CertificateInfo, CertifiedPem};
 use crate::challenge::ChallengeTokens;
 use crate::config::{Config, RenewalConfig, SiteConfig};
 use crate::hook::{self, HookEvent};
-use crate::ledger::{self, Ledger, LedgerEntry, LedgerEvent};
+use crate::ledger::{self, LedgerEntry, LedgerEvent};
 use crate::preflight::Preflight;
-use crate::store::{SiteRecord, Store, StoreError};
+use crate::storage::{SharedStore, StateStore};
+use crate::store::{Layout, SiteRecord, StoreError};
 
 /// The outcome of renewing one site.
 #[derive(Debug)]
@@ -117,7 +118,7 @@ pub struct Renewer {
 #[derive(Debug)]
 struct Inner {
     acme: Mutex<Option<AcmeClient>>,
-    store: Store,
+    store: SharedStore,
     tokens: ChallengeTokens,
     config: Arc<Config>,
     // One renewal run at a time across the whole process (scheduler and `certd issue` handed to the
@@ -128,7 +129,7 @@ struct Inner {
 impl Renewer {
     /// A renewer for `config`'s CA, with challenges answered from `tokens` (a responder must be
     /// listening where the CA validates while renewals run), storing into `store`.
-    pub fn new(store: Store, tokens: ChallengeTokens, config: Arc<Config>) -> Self {
+    pub fn new(store: SharedStore, tokens: ChallengeTokens, config: Arc<Config>) -> Self {
         Self {
             inner: Arc::new(Inner {
                 acme: Mutex::new(None),
@@ -173,9 +174,9 @@ impl Renewer {
         &self.inner.config
     }
 
-    /// The state directory.
-    pub fn store(&self) -> &Store {
-        &self.inner.store
+    /// Where state is kept.
+    pub fn store(&self) -> &dyn StateStore {
+        self.inner.store.as_ref()
     }
 
     /// The ACME account, connecting (and creating it) on first use.
@@ -186,7 +187,8 @@ impl Renewer {
             client.check_profiles(&self.inner.config)?;
             return Ok(client.clone());
         }
-        let client = AcmeClient::connect(&self.inner.config.acme, &self.inner.store).await?;
+        let client =
+            AcmeClient::connect(&self.inner.config.acme, self.inner.store.as_ref()).await?;
         client.check_profiles(&self.inner.config)?;
         *acme = Some(client.clone());
         Ok(client)
@@ -227,7 +229,7 @@ impl Renewer {
         async {
             let now = OffsetDateTime::now_utc();
             let remaining = self.inner.config.renewal.remaining_fraction;
-            let state = match site_state(&self.inner.store, site, remaining, now) {
+            let state = match site_state(self.inner.store.as_ref(), site, remaining, now) {
                 Ok(state) => state,
                 Err(err) => return Outcome::Failed(err.into()),
             };
@@ -292,9 +294,9 @@ impl Renewer {
                     }
                 }
             }
-            let ledger = Ledger::for_ca(&self.inner.store, &self.inner.config.acme.directory_url);
-            let entries = ledger.entries().unwrap_or_default();
-            let limited = ledger::duplicate_limit_applies(&self.inner.config.acme.directory_url)
+            let ca = &self.inner.config.acme.directory_url;
+            let entries = self.inner.store.ledger_entries(ca).unwrap_or_default();
+            let limited = ledger::duplicate_limit_applies(ca)
                 .then(|| ledger::duplicate_limit_until(&entries, &site.names, now))
                 .flatten();
             if let Some(until) = limited {
@@ -308,7 +310,7 @@ impl Renewer {
             // No entry, no order: a state directory that cannot record orders cannot protect the
             // CA's rate limits (nor store a certificate).
             let ordered = LedgerEntry::new(now, site.name(), &site.names, LedgerEvent::Ordered);
-            if let Err(err) = ledger.append(&ordered) {
+            if let Err(err) = self.inner.store.ledger_append(ca, &ordered) {
                 let err = RenewError::Store(err);
                 self.record(site, Err(&err));
                 return Outcome::Failed(err);
@@ -337,7 +339,7 @@ impl Renewer {
                     outcome.retry_after = err.retry_after();
                 }
             }
-            if let Err(err) = ledger.append(&outcome) {
+            if let Err(err) = self.inner.store.ledger_append(ca, &outcome) {
                 warn!(%err, "cannot record the order's outcome in the ledger");
             }
             self.record(site, result.as_ref().map(|(info, _)| info));
@@ -350,7 +352,9 @@ impl Renewer {
                         error: &err.to_string(),
                     },
                 };
-                hook::run(command, site, self.inner.store.layout(), event).await;
+                // Hooks are given this machine's copies (the state directory's contract paths).
+                let layout = Layout::new(&self.inner.config.state_dir);
+                hook::run(command, site, &layout, event).await;
             }
             match result {
                 Ok((info, pem)) => Outcome::Issued { info, pem },
@@ -381,9 +385,11 @@ impl Renewer {
             Err(err) if err.is_unknown_account() => {
                 // The CA forgot the stored account: register a new one and try once more.
                 warn!(error = %err, "the CA does not know the stored account; creating a new one");
-                let fresh =
-                    AcmeClient::connect_new_account(&self.inner.config.acme, &self.inner.store)
-                        .await?;
+                let fresh = AcmeClient::connect_new_account(
+                    &self.inner.config.acme,
+                    self.inner.store.as_ref(),
+                )
+                .await?;
                 *self.inner.acme.lock().await = Some(fresh.clone());
                 // Another account cannot replace this one's certificate.
                 let options = OrderOptions {
@@ -419,7 +425,7 @@ impl Renewer {
             Err(err) => {
                 let ca_retry_after = err.retry_after();
                 let record = record_failure(
-                    &self.inner.store,
+                    self.inner.store.as_ref(),
                     &self.inner.config.renewal,
                     site,
                     &err.to_string(),
@@ -452,7 +458,7 @@ pub fn is_staging(directory_url: &str) -> bool {
 /// Records a failed attempt for `site` (error text, failure count, next retry time) and returns the
 /// record as saved. Also used when the CA cannot be reached at all, which fails every due site.
 pub fn record_failure(
-    store: &Store,
+    store: &dyn StateStore,
     renewal: &RenewalConfig,
     site: &SiteConfig,
     error: &str,
