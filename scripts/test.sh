@@ -28,6 +28,8 @@ command -v mount >/dev/null && command -v umount >/dev/null || missing+=(mount)
 command -v htpasswd >/dev/null || missing+=(apache2-utils)
 # php-fpm runs the PHP of the FastCGI route tests (run::fastcgi).
 compgen -G '/usr/sbin/php-fpm*' >/dev/null || missing+=(php-fpm)
+# PostgreSQL is the shared store of the fleet tests (harness::postgres runs its own cluster).
+compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql)
 if [ "${#missing[@]}" -gt 0 ]; then
     echo "==> installing ${missing[*]} with apt-get"
     as_root apt-get update -qq

@@ -8,6 +8,10 @@
 //! Backends, one file each:
 //! - [`filesystem`]: today's state directory ([`crate::store`], [`crate::ledger`]), the default, which
 //!   needs no setup.
+//! - [`postgres`]: a fleet's shared database. So far its schema, migrations and statements (leases
+//!   with fencing enforced by the database); the client is not written yet.
+//!
+//! [`sealing`] encrypts what a backend keeps off this machine (private keys, ACME accounts).
 //!
 //! A new backend (PostgreSQL, etcd) is a new file implementing [`StateStore`] that passes the contract
 //! tests in `contract.rs`, plus a case in [`open`].
@@ -27,6 +31,8 @@ use crate::ledger::LedgerEntry;
 use crate::store::{SchedulerHeartbeat, SiteRecord, Store, StoreError, StoredCert};
 
 pub mod filesystem;
+pub mod postgres;
+pub mod sealing;
 
 #[cfg(test)]
 mod contract;

@@ -14,6 +14,7 @@ mod net;
 mod pebble;
 mod php;
 mod pki;
+mod postgres;
 mod selftest;
 
 pub use acme_proxy::{
@@ -32,3 +33,4 @@ pub use net::{Http1, Reply};
 pub use pebble::{free_port, Pebble, PebbleOptions, CONNECTION_PROBLEM, REFUSED_DETAIL};
 pub use php::PhpFpm;
 pub use pki::{key_matches, normalize_serial, not_after, sans, serial_hex, verify_chain, TestPki};
+pub use postgres::Postgres;

@@ -17,3 +17,4 @@ mod preflight;
 mod reliability;
 mod run;
 mod scheduler;
+mod storage;
