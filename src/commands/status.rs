@@ -185,7 +185,7 @@ fn ago(elapsed: time::Duration) -> String {
 
 /// The daemon's scheduler, if a daemon holds the lock of `config`'s state directory.
 fn scheduler(config: &Config, now: OffsetDateTime) -> Option<SchedulerStatus> {
-    if !config.state_dir.exists() {
+    if !has_state(config) {
         return None;
     }
     let store = storage::open(config).ok()?;
@@ -286,10 +286,15 @@ fn summary(overall: Severity, rows: &[SiteStatus], scheduler: Option<&SchedulerS
     }
 }
 
+/// Whether there may be state to read: a database always, a state directory once it exists.
+fn has_state(config: &Config) -> bool {
+    !matches!(config.storage, crate::config::StorageConfig::Filesystem) || config.state_dir.exists()
+}
+
 /// Every configured site's status at `now`.
 pub fn collect(config: &Config, now: OffsetDateTime) -> Result<Vec<SiteStatus>, String> {
     // A state directory that does not exist yet simply holds nothing; status must not create it.
-    let store = if config.state_dir.exists() {
+    let store = if has_state(config) {
         Some(storage::open(config).map_err(|err| err.to_string())?)
     } else {
         None

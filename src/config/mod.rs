@@ -112,11 +112,13 @@ mod location;
 mod operations;
 mod raw;
 mod serving;
+mod storage;
 #[cfg(test)]
 mod tests;
 mod upstreams;
 mod validate;
 
+pub use storage::{PostgresConfig, SslMode, StorageConfig, PASSWORD_ENV};
 pub use upstreams::{
     Balance, NextUpstream, ServerAddress, ServerConfig, UpstreamConfig, MAX_SERVERS,
 };
@@ -150,6 +152,8 @@ pub struct Config {
     pub sites: Vec<SiteConfig>,
     /// The `[[upstream]]` groups routes can proxy to, in file order.
     pub upstreams: Vec<UpstreamConfig>,
+    /// Where the state is kept (`[storage]`; the state directory by default).
+    pub storage: StorageConfig,
 }
 
 /// The `[acme]` table.

@@ -151,6 +151,20 @@ impl Daemon {
     pub async fn start(config: Config) -> Result<Self, DaemonError> {
         let store = storage::open(&config)?;
         let lock = store.lock()?;
+        // This machine's runtime files (the control socket) live in state_dir whatever backend
+        // holds the state; a database-backed node may not have the folder yet.
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&config.state_dir)
+                .map_err(|source| crate::store::StoreError::Io {
+                    action: "create directory",
+                    path: config.state_dir.clone(),
+                    source,
+                })?;
+        }
         let config = Arc::new(config);
 
         // The stored certificates are loaded behind listeners that already accept (thousands of

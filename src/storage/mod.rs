@@ -8,8 +8,8 @@
 //! Backends, one file each:
 //! - [`filesystem`]: today's state directory ([`crate::store`], [`crate::ledger`]), the default, which
 //!   needs no setup.
-//! - [`postgres`]: a fleet's shared database. So far its schema, migrations and statements (leases
-//!   with fencing enforced by the database); the client is not written yet.
+//! - [`postgres`]: a fleet's shared database (`[storage] backend = "postgres"`), with leases and
+//!   fencing enforced by the database.
 //!
 //! [`sealing`] encrypts what a backend keeps off this machine (private keys, ACME accounts).
 //!
@@ -26,7 +26,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::certificate::CertifiedPem;
-use crate::config::Config;
+use crate::config::{Config, StorageConfig};
 use crate::ledger::LedgerEntry;
 use crate::store::{SchedulerHeartbeat, SiteRecord, Store, StoreError, StoredCert};
 
@@ -34,15 +34,19 @@ pub mod filesystem;
 pub mod postgres;
 pub mod sealing;
 
-#[cfg(test)]
-mod contract;
+#[doc(hidden)]
+pub mod contract;
 
 /// The store every part of certd shares (cheap to clone).
 pub type SharedStore = Arc<dyn StateStore>;
 
-/// Opens the store `config` names: today always the state directory (created when missing).
+/// Opens the store `config` names: the state directory (created when missing) or the fleet's
+/// database (connected, its schema migrated).
 pub fn open(config: &Config) -> Result<SharedStore, StoreError> {
-    Ok(Arc::new(Store::open(&config.state_dir)?))
+    match &config.storage {
+        StorageConfig::Filesystem => Ok(Arc::new(Store::open(&config.state_dir)?)),
+        StorageConfig::Postgres(pg) => Ok(Arc::new(postgres::PostgresStore::open(pg)?)),
+    }
 }
 
 /// Proof that this process holds the store's writer lock; released on drop.

@@ -184,3 +184,210 @@ async fn a_database_dump_holds_no_private_key_in_the_clear() {
         .open(&schema::sealed_key_context("other.test", token), &sealed)
         .is_err());
 }
+
+// ---------------------------------------------------------------------------------------------------
+// The backend itself (certd::storage::postgres::PostgresStore) and certd on a postgres config.
+// ---------------------------------------------------------------------------------------------------
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use certd::config::{PostgresConfig, SslMode};
+use certd::storage::postgres::PostgresStore;
+use certd::storage::{contract, StateStore};
+
+use crate::harness::{normalize_serial, status_site, Certd, RunConfig, Site};
+use crate::run::{World, CERT_WAIT};
+
+/// Writes the fleet key (0600) and the password file (with a trailing newline, as `echo` writes it)
+/// into `dir`.
+fn write_secrets(dir: &Path, pg: &Postgres) -> (std::path::PathBuf, std::path::PathBuf) {
+    let key = dir.join("fleet.key");
+    std::fs::write(&key, FLEET_KEY).expect("write key");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod key");
+    let password = dir.join("db-password");
+    std::fs::write(&password, format!("{}\n", pg.password())).expect("write password");
+    (key, password)
+}
+
+fn store_config(pg: &Postgres, database: &str, dir: &Path, node: &str) -> PostgresConfig {
+    let (key_file, password_file) = write_secrets(dir, pg);
+    PostgresConfig {
+        url: pg.url_of(database),
+        password_file: Some(password_file),
+        sslmode: SslMode::Prefer,
+        ca_roots: None,
+        node_name: node.to_owned(),
+        key_file,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_postgres_backend_keeps_the_storage_contract() {
+    let pg = Postgres::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    // The store is synchronous (its own runtime inside): run it off this test's runtime.
+    let checks = tokio::task::spawn_blocking({
+        let configs: Vec<PostgresConfig> = (0..=contract::CHECKS.len())
+            .map(|n| {
+                pg.psql_in("postgres", &format!("CREATE DATABASE contract_{n}"));
+                store_config(&pg, &format!("contract_{n}"), dir.path(), "node-a")
+            })
+            .collect();
+        move || {
+            for ((name, check), config) in contract::CHECKS.iter().zip(&configs) {
+                eprintln!("check: {name}");
+                let store = PostgresStore::open(config).expect("open the store");
+                let _lock = store.lock().expect("lock");
+                check(&store);
+            }
+            let last = configs.last().expect("one more database");
+            contract::the_writer_lock_is_exclusive_until_dropped(
+                &PostgresStore::open(last).expect("open"),
+            );
+        }
+    });
+    checks
+        .await
+        .expect("every contract check passes on PostgreSQL");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_backend_migrates_seals_keys_and_refuses_a_newer_schema() {
+    let pg = Postgres::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = store_config(&pg, "certd", dir.path(), "node-a");
+    let wrong_key = {
+        let mut config = config.clone();
+        config.key_file = dir.path().join("other.key");
+        std::fs::write(&config.key_file, [0x11u8; 32]).expect("write");
+        std::fs::set_permissions(&config.key_file, std::fs::Permissions::from_mode(0o600))
+            .expect("chmod");
+        config
+    };
+    let opened = {
+        let config = config.clone();
+        tokio::task::spawn_blocking(move || {
+            let store = PostgresStore::open(&config).expect("open migrates");
+            let _lock = store.lock().expect("lock");
+            store
+                .install(
+                    SITE,
+                    &certd::certificate::CertifiedPem {
+                        cert_pem: "-----BEGIN CERTIFICATE-----\ncert-of-sealed\n-----END CERTIFICATE-----\n".into(),
+                        chain_pem: String::new(),
+                        key_pem: zeroize::Zeroizing::new(
+                            "-----BEGIN PRIVATE KEY-----\nsecret-of-sealed\n-----END PRIVATE KEY-----\n".into(),
+                        ),
+                    },
+                )
+                .expect("install");
+            store.save_account("https://ca.test/dir", r#"{"secret":"account-secret"}"#)
+                .expect("save account");
+            // Opening again (a restart) finds the schema current.
+            drop(store);
+            PostgresStore::open(&config).expect("reopen").current(SITE).expect("current")
+        })
+        .await
+        .expect("join")
+    };
+    let current = opened.expect("a live pair");
+    assert!(current.pem.key_pem.contains("secret-of-sealed"));
+    assert_eq!(
+        pg.psql(schema::SCHEMA_VERSION).trim(),
+        schema::known_version().to_string()
+    );
+
+    let dump = pg.dump();
+    assert!(dump.contains("cert-of-sealed"), "the dump lacks the row");
+    for secret in ["PRIVATE KEY", "secret-of-sealed", "account-secret"] {
+        assert!(
+            !dump.contains(secret),
+            "{secret} is in the dump in the clear"
+        );
+    }
+
+    // Another fleet's key opens nothing: the read fails, naming the key file, never a wrong key.
+    let refused = tokio::task::spawn_blocking(move || {
+        PostgresStore::open(&wrong_key)
+            .expect("open")
+            .current(SITE)
+            .map(|_| ())
+    })
+    .await
+    .expect("join")
+    .expect_err("a key sealed with another key opened");
+    assert!(refused.to_string().contains("does not open"), "{refused}");
+
+    // A newer certd migrated the database: this one refuses to touch it.
+    pg.psql("UPDATE certd_schema SET version = version + 1");
+    let refused = tokio::task::spawn_blocking(move || PostgresStore::open(&config).map(|_| ()))
+        .await
+        .expect("join")
+        .expect_err("opened a newer schema");
+    assert!(refused.to_string().contains("newer than"), "{refused}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn certd_issues_into_postgres_and_run_serves_it_from_there() {
+    let pg = Postgres::start().await;
+    let pebble = crate::harness::Pebble::start().await;
+    let certd = Certd::new();
+    write_secrets(certd.dir(), &pg);
+    std::fs::create_dir_all(certd.dir().join("www")).expect("mkdir");
+    std::fs::write(certd.dir().join("www/index.html"), "from the fleet\n").expect("write");
+    let config = RunConfig::for_pebble(&pebble, vec![Site::new(&["pg.test"]).root("/", "www")])
+        .table(&format!(
+            "[storage]\nbackend = \"postgres\"\nurl = \"{}\"\npassword_file = \"db-password\"\n\
+             sslmode = \"disable\"\nnode_name = \"node-a\"\nkey_file = \"fleet.key\"\n",
+            pg.url()
+        ));
+    config.write(&certd);
+
+    let issued = certd.issue(&[]).await;
+    issued.expect_code(0);
+    // Into the database, not the state directory.
+    assert_eq!(
+        pg.psql(
+            "SELECT count(*) FROM cert_versions WHERE site = 'pg.test' AND installed_by = 'node-a'"
+        )
+        .trim(),
+        "1",
+        "{issued}"
+    );
+    assert!(
+        !certd.site_dir("pg.test").exists(),
+        "the certificate was written to the state directory"
+    );
+    assert_eq!(pg.psql("SELECT count(*) FROM accounts").trim(), "1");
+    let dump = pg.dump();
+    assert!(
+        !dump.contains("PRIVATE KEY"),
+        "a private key is in the dump"
+    );
+
+    let status = certd.status().await;
+    let serial = normalize_serial(
+        status_site(&status, "pg.test")["serial"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no serial in {status:#}")),
+    );
+
+    // certd run serves the pair it reads from the database.
+    let world = World::serve(pebble, certd, config).await;
+    let served = world
+        .client
+        .wait_for_certificate("pg.test", CERT_WAIT)
+        .await;
+    assert_eq!(normalize_serial(&served), serial);
+    let mut h1 = world.client.http1("pg.test").await;
+    let reply = h1.get(&world.authority("pg.test"), "/").await;
+    assert_eq!(reply.text(), "from the fleet\n", "{reply:?}");
+    // A second run of issue finds the certificate in the database and skips it.
+    let again = world.certd.issue(&[]).await;
+    assert_eq!(
+        pg.psql("SELECT count(*) FROM cert_versions").trim(),
+        "1",
+        "{again}"
+    );
+}

@@ -108,6 +108,17 @@ $fn$;
 CREATE TRIGGER certd_fenced_install BEFORE INSERT ON cert_versions
     FOR EACH ROW EXECUTE FUNCTION certd_fenced_install();
 "#,
+}, Migration {
+    version: 2,
+    description: "who holds each node's writer lock (the lock itself is a session advisory lock)",
+    sql: r#"
+CREATE TABLE node_locks (
+    node text PRIMARY KEY,
+    host text NOT NULL,
+    pid integer NOT NULL,
+    taken_at timestamptz NOT NULL DEFAULT now()
+);
+"#,
 }];
 
 /// The newest schema version this build knows.
@@ -183,10 +194,72 @@ pub const INSTALL: &str = "WITH next AS ( \
      ON CONFLICT (site) DO UPDATE SET version = EXCLUDED.version \
      RETURNING version";
 
-/// The live pair of site `$1`: version, cert, chain, sealed key.
-pub const CURRENT: &str = "SELECT v.version, v.cert_pem, v.chain_pem, v.sealed_key \
+/// The live pair of site `$1`: version, cert, chain, sealed key, and the fencing token of its
+/// install (part of the sealed key's context).
+pub const CURRENT: &str =
+    "SELECT v.version, v.cert_pem, v.chain_pem, v.sealed_key, v.fencing_token \
      FROM live l JOIN cert_versions v ON v.site = l.site AND v.version = l.version \
      WHERE l.site = $1";
+
+/// Serialises migrations of nodes starting at once (transaction-scoped advisory lock).
+pub const MIGRATION_LOCK: &str = "SELECT pg_advisory_xact_lock(hashtext('certd-migrations'))";
+
+/// Whether the schema table exists yet.
+pub const SCHEMA_EXISTS: &str = "SELECT to_regclass('certd_schema') IS NOT NULL";
+
+/// Takes node `$1`'s writer lock for this session without waiting; true when taken.
+pub const TRY_NODE_LOCK: &str = "SELECT pg_try_advisory_lock(hashtext('certd-node:' || $1))";
+
+/// Gives node `$1`'s writer lock back.
+pub const NODE_UNLOCK: &str = "SELECT pg_advisory_unlock(hashtext('certd-node:' || $1))";
+
+/// Records who holds node `$1`'s writer lock: host `$2`, pid `$3` (int4).
+pub const SET_NODE_LOCK_HOLDER: &str =
+    "INSERT INTO node_locks (node, host, pid) VALUES ($1, $2, $3) \
+     ON CONFLICT (node) DO UPDATE SET host = EXCLUDED.host, pid = EXCLUDED.pid, taken_at = now()";
+
+/// Forgets the holder of node `$1`'s writer lock.
+pub const CLEAR_NODE_LOCK_HOLDER: &str = "DELETE FROM node_locks WHERE node = $1";
+
+/// The recorded holder of node `$1`'s writer lock: host, pid.
+pub const NODE_LOCK_HOLDER: &str = "SELECT host, pid FROM node_locks WHERE node = $1";
+
+/// The sealed account credentials of the CA at `$1`.
+pub const LOAD_ACCOUNT: &str = "SELECT sealed FROM accounts WHERE directory_url = $1";
+
+/// Saves the sealed account credentials `$2` of the CA at `$1`.
+pub const SAVE_ACCOUNT: &str = "INSERT INTO accounts (directory_url, sealed) VALUES ($1, $2) \
+     ON CONFLICT (directory_url) DO UPDATE SET sealed = EXCLUDED.sealed, updated_at = now()";
+
+/// The versions of site `$1`, oldest first.
+pub const VERSIONS: &str = "SELECT version FROM cert_versions WHERE site = $1 ORDER BY version";
+
+/// The record (JSON text) of site `$1`.
+pub const LOAD_RECORD: &str = "SELECT record::text FROM site_records WHERE site = $1";
+
+/// Saves record `$2` (JSON text) of site `$1`.
+pub const SAVE_RECORD: &str =
+    "INSERT INTO site_records (site, record) VALUES ($1, $2::text::jsonb) \
+     ON CONFLICT (site) DO UPDATE SET record = EXCLUDED.record, updated_at = now()";
+
+/// Every site with a certificate or a record, sorted.
+pub const SITES: &str = "SELECT site FROM live UNION SELECT site FROM site_records ORDER BY 1";
+
+/// The ledger of the CA at `$1` (JSON text), in the order appended.
+pub const LEDGER_ENTRIES: &str =
+    "SELECT entry::text FROM ledger WHERE directory_url = $1 ORDER BY id";
+
+/// Appends entry `$3` (JSON text) at `$2` (RFC 3339 text) to the ledger of the CA at `$1`.
+pub const LEDGER_APPEND: &str = "INSERT INTO ledger (directory_url, at, entry) \
+     VALUES ($1, $2::text::timestamptz, $3::text::jsonb)";
+
+/// Saves node `$1`'s scheduler heartbeat `$2` (JSON text).
+pub const SAVE_HEARTBEAT: &str =
+    "INSERT INTO heartbeats (node, beat) VALUES ($1, $2::text::jsonb) \
+     ON CONFLICT (node) DO UPDATE SET beat = EXCLUDED.beat, at = now()";
+
+/// Node `$1`'s scheduler heartbeat (JSON text).
+pub const HEARTBEAT: &str = "SELECT beat::text FROM heartbeats WHERE node = $1";
 
 /// What a site's sealed private key is bound to (the AEAD's associated data): the site and the
 /// fencing token of the grant that installed it, both stored beside it, so a sealed key copied into

@@ -122,6 +122,16 @@ impl Postgres {
         format!("postgres://{PG_USER}@127.0.0.1:{}/{PG_DATABASE}", self.port)
     }
 
+    /// Like [`Self::url`], for `database`.
+    pub fn url_of(&self, database: &str) -> String {
+        format!("postgres://{PG_USER}@127.0.0.1:{}/{database}", self.port)
+    }
+
+    /// The password of [`PG_USER`].
+    pub fn password(&self) -> &'static str {
+        PG_PASSWORD
+    }
+
     /// Runs `sql` in [`PG_DATABASE`] over TCP with the password (as a client would) and returns
     /// psql's unaligned, tuples-only output; panics when psql fails.
     pub fn psql(&self, sql: &str) -> String {
@@ -153,7 +163,8 @@ impl Postgres {
         }
     }
 
-    fn psql_in(&self, database: &str, sql: &str) -> String {
+    /// Like [`Self::psql`], in `database`.
+    pub fn psql_in(&self, database: &str, sql: &str) -> String {
         let output = self
             .client(&self.bin.join("psql"), database)
             .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql])
