@@ -18,7 +18,7 @@ use crate::config::{Config, RenewalConfig, SiteConfig};
 use crate::hook::{self, HookEvent};
 use crate::ledger::{self, LedgerEntry, LedgerEvent};
 use crate::preflight::Preflight;
-use crate::storage::{SharedStore, StateStore};
+use crate::storage::{Lease, SharedStore, StateStore, LEASE_SECONDS};
 use crate::store::{Layout, SiteRecord, StoreError};
 
 /// The outcome of renewing one site.
@@ -224,7 +224,52 @@ impl Renewer {
             .collect()
     }
 
+    /// Renews `site` under its lease: taken first (another node holding it means that node is on
+    /// it), kept alive while the order runs, presented by the install, given back at the end. The
+    /// decision whether the site is due is taken after the lease, so it sees what the previous
+    /// holder installed.
     async fn renew_one(&self, site: &SiteConfig, force: bool) -> Outcome {
+        let store = &self.inner.store;
+        let lease = match store.lease(site.name(), LEASE_SECONDS) {
+            Ok(Some(lease)) => lease,
+            Ok(None) => {
+                let again =
+                    OffsetDateTime::now_utc() + time::Duration::seconds(i64::from(LEASE_SECONDS));
+                info!(site = site.name(), renew_at = %again, "another node holds the site's lease");
+                return Outcome::NotDue { renew_at: again };
+            }
+            Err(err) => return Outcome::Failed(err.into()),
+        };
+        // Owned here and aborted when this returns (or is dropped on shutdown).
+        let keep_alive = tokio::spawn({
+            let store = store.clone();
+            let lease = lease.clone();
+            async move {
+                let every = std::time::Duration::from_secs(u64::from(LEASE_SECONDS / 3));
+                loop {
+                    tokio::time::sleep(every).await;
+                    match store.renew_lease(&lease, LEASE_SECONDS) {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            warn!(site = %lease.site, "the site's lease was lost; its install will be refused");
+                            return;
+                        }
+                        Err(err) => {
+                            warn!(site = %lease.site, %err, "cannot renew the site's lease")
+                        }
+                    }
+                }
+            }
+        });
+        let _abort = AbortOnDrop(keep_alive);
+        let outcome = self.renew_one_leased(site, force, &lease).await;
+        if let Err(err) = store.release_lease(&lease) {
+            warn!(site = site.name(), %err, "cannot release the site's lease (it expires by itself)");
+        }
+        outcome
+    }
+
+    async fn renew_one_leased(&self, site: &SiteConfig, force: bool, lease: &Lease) -> Outcome {
         let span = tracing::info_span!("renew", site = site.name());
         async {
             let now = OffsetDateTime::now_utc();
@@ -324,7 +369,7 @@ impl Renewer {
             if let Err(err) = self.inner.store.save_record(site.name(), &started) {
                 warn!(%err, "cannot save the site's record");
             }
-            let result = self.order_and_store(site, replaces).await;
+            let result = self.order_and_store(site, replaces, lease).await;
             let mut outcome = LedgerEntry::new(
                 OffsetDateTime::now_utc(),
                 site.name(),
@@ -369,6 +414,7 @@ impl Renewer {
         &self,
         site: &SiteConfig,
         replaces: Option<String>,
+        lease: &Lease,
     ) -> Result<(CertificateInfo, CertifiedPem), RenewError> {
         let acme = self.connect().await?;
         let offers_profiles = !acme.offered_profiles().is_empty();
@@ -406,7 +452,7 @@ impl Renewer {
                 source,
             },
         )?;
-        let stored = self.inner.store.install(site.name(), &pem)?;
+        let stored = self.inner.store.install_leased(site.name(), &pem, lease)?;
         info!(serial = %info.serial, not_after = %info.not_after, version = %stored.version.display(), "certificate stored");
         Ok((info, pem))
     }
@@ -480,6 +526,15 @@ pub fn record_failure(
         warn!(site = site.name(), %err, "cannot save the site's record");
     }
     record
+}
+
+/// Aborts the task when dropped: the lease keep-alive ends with the renewal that owns it.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 #[cfg(test)]

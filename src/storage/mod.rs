@@ -66,6 +66,19 @@ impl StoreLock {
     }
 }
 
+/// A site's lease: while it lives, only its holder orders and installs that site's certificate.
+/// `token` is the fencing token of the grant (it grows with every grant); an install presents it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    /// The site.
+    pub site: String,
+    /// The fencing token (0 for a backend whose writer lock already excludes every other writer).
+    pub token: i64,
+}
+
+/// How long a lease lasts before it must be renewed (a paused node loses it after this).
+pub const LEASE_SECONDS: u32 = 60;
+
 /// Everything certd persists. Every method that writes assumes the caller holds the [`StoreLock`]
 /// from [`StateStore::lock`].
 pub trait StateStore: Debug + Send + Sync {
@@ -117,4 +130,38 @@ pub trait StateStore: Debug + Send + Sync {
 
     /// The renewal scheduler's last heartbeat, or `None` when none was written.
     fn scheduler_heartbeat(&self) -> Result<Option<SchedulerHeartbeat>, StoreError>;
+
+    /// Takes `site`'s lease for `seconds`; `None` while another node holds it. The default suits a
+    /// backend whose writer lock ([`StateStore::lock`]) already excludes every other writer.
+    fn lease(&self, site: &str, seconds: u32) -> Result<Option<Lease>, StoreError> {
+        let _ = seconds;
+        Ok(Some(Lease {
+            site: site.to_owned(),
+            token: 0,
+        }))
+    }
+
+    /// Extends `lease` by `seconds` from now; `false` when it was lost (expired, taken over).
+    fn renew_lease(&self, lease: &Lease, seconds: u32) -> Result<bool, StoreError> {
+        let _ = (lease, seconds);
+        Ok(true)
+    }
+
+    /// Gives `lease` up.
+    fn release_lease(&self, lease: &Lease) -> Result<(), StoreError> {
+        let _ = lease;
+        Ok(())
+    }
+
+    /// [`StateStore::install`] presenting `lease`: refused ([`StoreError::Fenced`]) unless it is
+    /// still the site's live lease.
+    fn install_leased(
+        &self,
+        site: &str,
+        pem: &CertifiedPem,
+        lease: &Lease,
+    ) -> Result<StoredCert, StoreError> {
+        let _ = lease;
+        self.install(site, pem)
+    }
 }

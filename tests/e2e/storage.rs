@@ -344,8 +344,33 @@ async fn certd_issues_into_postgres_and_run_serves_it_from_there() {
         ));
     config.write(&certd);
 
+    // While another node holds the site's lease, this node leaves the site to it: no order.
+    certd.status().await; // opening the store creates the schema
+    pg.psql(
+        "INSERT INTO leases (site, holder, token, expires_at) \
+         VALUES ('pg.test', 'node-z', nextval('certd_fencing'), now() + interval '1 hour')",
+    );
+    let held = certd.issue(&[]).await;
+    assert_eq!(
+        pg.psql("SELECT count(*) FROM cert_versions").trim(),
+        "0",
+        "ordered while node-z held the lease:\n{held}"
+    );
+    assert_eq!(
+        pg.psql("SELECT count(*) FROM ledger").trim(),
+        "0",
+        "an order was placed while node-z held the lease:\n{held}"
+    );
+    assert!(held.stderr.contains("another node holds"), "{held}");
+    pg.psql("DELETE FROM leases");
+
     let issued = certd.issue(&[]).await;
     issued.expect_code(0);
+    assert_eq!(
+        pg.psql("SELECT count(*) FROM leases").trim(),
+        "0",
+        "the lease was not given back"
+    );
     // Into the database, not the state directory.
     assert_eq!(
         pg.psql(
@@ -390,4 +415,106 @@ async fn certd_issues_into_postgres_and_run_serves_it_from_there() {
         "1",
         "{again}"
     );
+}
+
+/// A pair whose key names `tag`.
+fn tagged(tag: &str) -> certd::certificate::CertifiedPem {
+    certd::certificate::CertifiedPem {
+        cert_pem: format!(
+            "-----BEGIN CERTIFICATE-----\ncert-of-{tag}\n-----END CERTIFICATE-----\n"
+        ),
+        chain_pem: String::new(),
+        key_pem: zeroize::Zeroizing::new(format!(
+            "-----BEGIN PRIVATE KEY-----\nsecret-of-{tag}\n-----END PRIVATE KEY-----\n"
+        )),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_nodes_share_a_lease_and_a_paused_holders_install_is_refused() {
+    let pg = Postgres::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let a_config = store_config(&pg, "certd", dir.path(), "node-a");
+    let b_config = PostgresConfig {
+        node_name: "node-b".into(),
+        ..a_config.clone()
+    };
+    tokio::task::spawn_blocking(move || {
+        let a = PostgresStore::open(&a_config).expect("open node-a");
+        let b = PostgresStore::open(&b_config).expect("open node-b");
+        // Each node has its own writer lock.
+        let _a_lock = a.lock().expect("lock a");
+        let _b_lock = b.lock().expect("lock b");
+
+        let a_lease = a
+            .lease(SITE, 1)
+            .expect("lease")
+            .expect("A gets the free lease");
+        assert_eq!(
+            b.lease(SITE, 60).expect("lease"),
+            None,
+            "B got A's live lease"
+        );
+        // Nor can B install around the lease.
+        assert!(matches!(
+            b.install(SITE, &tagged("b-early")),
+            Err(certd::store::StoreError::Fenced { .. })
+        ));
+
+        // A is paused past its lease; B takes over with a larger token and installs.
+        std::thread::sleep(Duration::from_millis(1500));
+        let b_lease = b
+            .lease(SITE, 60)
+            .expect("lease")
+            .expect("B gets the expired lease");
+        assert!(
+            b_lease.token > a_lease.token,
+            "{a_lease:?} then {b_lease:?}"
+        );
+        b.install_leased(SITE, &tagged("b"), &b_lease)
+            .expect("B installs");
+
+        // A wakes up: its lease is gone and its install is refused; B's pair stays live.
+        assert!(
+            !a.renew_lease(&a_lease, 60).expect("renew"),
+            "A renewed a lost lease"
+        );
+        let refused = a
+            .install_leased(SITE, &tagged("a"), &a_lease)
+            .expect_err("A's stale install was accepted");
+        assert!(
+            matches!(refused, certd::store::StoreError::Fenced { .. }),
+            "{refused}"
+        );
+        assert!(refused.to_string().contains("fencing token"), "{refused}");
+        for node in [&a, &b] {
+            let live = node.current(SITE).expect("current").expect("a live pair");
+            assert!(
+                live.pem.cert_pem.contains("cert-of-b"),
+                "{}",
+                live.pem.cert_pem
+            );
+            assert!(live.pem.key_pem.contains("secret-of-b"));
+        }
+        assert_eq!(a.versions(SITE).expect("versions").len(), 1);
+
+        // Released, the lease is free for A again.
+        b.release_lease(&b_lease).expect("release");
+        let again = a
+            .lease(SITE, 60)
+            .expect("lease")
+            .expect("A gets the released lease");
+        assert!(again.token > b_lease.token);
+        a.install_leased(SITE, &tagged("a2"), &again)
+            .expect("A installs");
+        assert!(b
+            .current(SITE)
+            .expect("current")
+            .expect("live")
+            .pem
+            .cert_pem
+            .contains("cert-of-a2"));
+    })
+    .await
+    .expect("the fleet keeps its fencing rules");
 }

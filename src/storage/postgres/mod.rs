@@ -28,7 +28,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use zeroize::Zeroizing;
 
 use super::sealing::SealingKey;
-use super::{StateStore, StoreLock};
+use super::{Lease, StateStore, StoreLock};
 use crate::certificate::CertifiedPem;
 use crate::config::{PostgresConfig, SslMode, PASSWORD_ENV};
 use crate::ledger::LedgerEntry;
@@ -227,6 +227,73 @@ impl PostgresStore {
     }
 
     /// Runs `work` on the store's runtime with [`CALL_DEADLINE`] and waits for its answer.
+    /// Installs `pem` as `site`'s live pair: under `token` (the caller's lease), or under a lease
+    /// taken and given back in the same transaction.
+    fn install_under(
+        &self,
+        site: &str,
+        pem: &CertifiedPem,
+        token: Option<i64>,
+    ) -> Result<StoredCert, StoreError> {
+        let site = site.to_owned();
+        let pem = pem.clone();
+        self.call(move |ctx| async move {
+            let action = "install a certificate";
+            let mut client = ctx.client(action).await?;
+            let tx = client.transaction().await.map_err(ctx.pg(action))?;
+            let (token, own_lease) = match token {
+                Some(token) => (token, false),
+                None => {
+                    let Some(row) = tx
+                        .query_opt(
+                            schema::ACQUIRE_LEASE,
+                            &[&site, &ctx.node, &INSTALL_LEASE_SECONDS],
+                        )
+                        .await
+                        .map_err(ctx.pg(action))?
+                    else {
+                        return Err(StoreError::Fenced {
+                            site,
+                            reason: "another node holds its lease".into(),
+                        });
+                    };
+                    (row.get(0), true)
+                }
+            };
+            let sealed = ctx.key.seal(
+                &schema::sealed_key_context(&site, token),
+                pem.key_pem.as_bytes(),
+            )?;
+            let version: i64 = match tx
+                .query_one(
+                    schema::INSTALL,
+                    &[
+                        &site,
+                        &pem.cert_pem,
+                        &pem.chain_pem,
+                        &sealed,
+                        &ctx.node,
+                        &token,
+                    ],
+                )
+                .await
+            {
+                Ok(row) => row.get(0),
+                Err(err) => return Err(install_error(&ctx, &site, &err)),
+            };
+            if own_lease {
+                tx.execute(schema::RELEASE_LEASE, &[&site, &token])
+                    .await
+                    .map_err(ctx.pg(action))?;
+            }
+            tx.commit().await.map_err(ctx.pg(action))?;
+            Ok(StoredCert {
+                version: version_path(&ctx.described, &site, version),
+                pem,
+            })
+        })
+    }
+
     fn call<T, F>(&self, work: impl FnOnce(Ctx) -> F) -> Result<T, StoreError>
     where
         T: Send + 'static,
@@ -475,57 +542,60 @@ impl StateStore for PostgresStore {
     }
 
     fn install(&self, site: &str, pem: &CertifiedPem) -> Result<StoredCert, StoreError> {
+        self.install_under(site, pem, None)
+    }
+
+    fn install_leased(
+        &self,
+        site: &str,
+        pem: &CertifiedPem,
+        lease: &Lease,
+    ) -> Result<StoredCert, StoreError> {
+        self.install_under(site, pem, Some(lease.token))
+    }
+
+    fn lease(&self, site: &str, seconds: u32) -> Result<Option<Lease>, StoreError> {
         let site = site.to_owned();
-        let pem = pem.clone();
-        self.call(|ctx| async move {
-            let action = "install a certificate";
-            let mut client = ctx.client(action).await?;
-            // One transaction: take the site's lease (refused while another node holds it), install
-            // under its fencing token, give it back.
-            let tx = client.transaction().await.map_err(ctx.pg(action))?;
-            let Some(row) = tx
+        self.call(move |ctx| async move {
+            let client = ctx.client("take a lease").await?;
+            let row = client
                 .query_opt(
                     schema::ACQUIRE_LEASE,
-                    &[&site, &ctx.node, &INSTALL_LEASE_SECONDS],
+                    &[&site, &ctx.node, &f64::from(seconds)],
                 )
                 .await
-                .map_err(ctx.pg(action))?
-            else {
-                return Err(StoreError::Fenced {
-                    site,
-                    reason: "another node holds its lease".into(),
-                });
-            };
-            let token: i64 = row.get(0);
-            let sealed = ctx.key.seal(
-                &schema::sealed_key_context(&site, token),
-                pem.key_pem.as_bytes(),
-            )?;
-            let version: i64 = match tx
-                .query_one(
-                    schema::INSTALL,
-                    &[
-                        &site,
-                        &pem.cert_pem,
-                        &pem.chain_pem,
-                        &sealed,
-                        &ctx.node,
-                        &token,
-                    ],
+                .map_err(ctx.pg("take a lease"))?;
+            Ok(row.map(|row| Lease {
+                site,
+                token: row.get(0),
+            }))
+        })
+    }
+
+    fn renew_lease(&self, lease: &Lease, seconds: u32) -> Result<bool, StoreError> {
+        let lease = lease.clone();
+        self.call(move |ctx| async move {
+            let client = ctx.client("renew a lease").await?;
+            let row = client
+                .query_opt(
+                    schema::RENEW_LEASE,
+                    &[&lease.site, &lease.token, &f64::from(seconds)],
                 )
                 .await
-            {
-                Ok(row) => row.get(0),
-                Err(err) => return Err(install_error(&ctx, &site, &err)),
-            };
-            tx.execute(schema::RELEASE_LEASE, &[&site, &token])
+                .map_err(ctx.pg("renew a lease"))?;
+            Ok(row.is_some())
+        })
+    }
+
+    fn release_lease(&self, lease: &Lease) -> Result<(), StoreError> {
+        let lease = lease.clone();
+        self.call(move |ctx| async move {
+            let client = ctx.client("release a lease").await?;
+            client
+                .execute(schema::RELEASE_LEASE, &[&lease.site, &lease.token])
                 .await
-                .map_err(ctx.pg(action))?;
-            tx.commit().await.map_err(ctx.pg(action))?;
-            Ok(StoredCert {
-                version: version_path(&ctx.described, &site, version),
-                pem,
-            })
+                .map_err(ctx.pg("release a lease"))?;
+            Ok(())
         })
     }
 
