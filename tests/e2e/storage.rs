@@ -518,3 +518,57 @@ async fn two_nodes_share_a_lease_and_a_paused_holders_install_is_refused() {
     .await
     .expect("the fleet keeps its fencing rules");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sslmode_require_encrypts_and_verify_full_checks_the_servers_ca() {
+    let pg = Postgres::start_tls().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let base = store_config(&pg, "certd", dir.path(), "node-tls");
+    let other_ca = crate::harness::TestPki::generate(dir.path()).ca_path;
+    let configs = [
+        PostgresConfig {
+            sslmode: SslMode::Require,
+            ..base.clone()
+        },
+        PostgresConfig {
+            sslmode: SslMode::VerifyFull,
+            ca_roots: Some(pg.tls_ca_path()),
+            ..base.clone()
+        },
+    ];
+    for config in configs {
+        let mode = config.sslmode;
+        let store = tokio::task::spawn_blocking(move || {
+            let store = PostgresStore::open(&config).expect("open over TLS");
+            store.sites().expect("a statement over TLS");
+            store
+        })
+        .await
+        .expect("join");
+        // Every connection certd holds is encrypted (the pool keeps them open).
+        let encrypted = pg.psql(
+            "SELECT count(*), bool_and(s.ssl) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
+             WHERE a.application_name = 'certd node-tls'",
+        );
+        let (count, all) = encrypted.trim().split_once('|').expect("two columns");
+        assert!(
+            count.parse::<u32>().expect("count") >= 1,
+            "{mode:?}: {encrypted}"
+        );
+        assert_eq!(all, "t", "{mode:?}: a plain connection: {encrypted}");
+        tokio::task::spawn_blocking(move || drop(store))
+            .await
+            .expect("join");
+    }
+    // verify-full against roots the server's certificate does not chain to: refused.
+    let wrong = PostgresConfig {
+        sslmode: SslMode::VerifyFull,
+        ca_roots: Some(other_ca),
+        ..base
+    };
+    let refused = tokio::task::spawn_blocking(move || PostgresStore::open(&wrong).map(|_| ()))
+        .await
+        .expect("join")
+        .expect_err("verify-full accepted a server outside ca_roots");
+    assert!(refused.to_string().contains("cannot connect"), "{refused}");
+}

@@ -35,6 +35,21 @@ impl Postgres {
     /// Creates a cluster in a new temp folder, starts it on a free loopback port, waits until it
     /// accepts connections and creates [`PG_DATABASE`].
     pub async fn start() -> Self {
+        Self::start_with(false).await
+    }
+
+    /// Like [`Self::start`], with TLS on (`ssl = on`): the server's certificate for
+    /// `127.0.0.1`/`localhost` is signed by a throwaway CA whose PEM is [`Self::tls_ca_path`].
+    pub async fn start_tls() -> Self {
+        Self::start_with(true).await
+    }
+
+    /// The CA of the server's certificate (a server started by [`Self::start_tls`]).
+    pub fn tls_ca_path(&self) -> PathBuf {
+        self.dir.path().join("tls/ca.pem")
+    }
+
+    async fn start_with(tls: bool) -> Self {
         let bin = bin_dir();
         let dir = tempfile::Builder::new()
             .prefix("certd-postgres-")
@@ -76,6 +91,7 @@ impl Postgres {
             .arg(format!("unix_socket_directories={}", dir.path().display()))
             // A throwaway cluster: durability costs time and buys nothing here.
             .args(["-c", "fsync=off", "-c", "full_page_writes=off"])
+            .args(tls_args(dir.path(), tls))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -283,6 +299,33 @@ fn as_server_user(tool: &Path) -> Command {
     } else {
         Command::new(tool)
     }
+}
+
+/// The server's TLS settings: none, or a certificate from a new [`super::TestPki`] in `<dir>/tls`
+/// (its key private to the server user, as PostgreSQL requires).
+fn tls_args(dir: &Path, tls: bool) -> Vec<String> {
+    if !tls {
+        return Vec::new();
+    }
+    let folder = dir.join("tls");
+    std::fs::create_dir_all(&folder).expect("create tls folder");
+    let pki = super::TestPki::generate(&folder);
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&pki.key_path, std::fs::Permissions::from_mode(0o600))
+        .expect("chmod key");
+    if is_root() {
+        chown_to_postgres(&folder);
+        chown_to_postgres(&pki.key_path);
+        chown_to_postgres(&pki.cert_path);
+    }
+    vec![
+        "-c".into(),
+        "ssl=on".into(),
+        "-c".into(),
+        format!("ssl_cert_file={}", pki.cert_path.display()),
+        "-c".into(),
+        format!("ssl_key_file={}", pki.key_path.display()),
+    ]
 }
 
 fn chown_to_postgres(path: &Path) {
