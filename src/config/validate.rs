@@ -93,6 +93,7 @@ pub(super) fn validate(raw: RawConfig, path: &Path, problems: &mut Problems<'_>)
         storage: super::storage::storage(raw.storage, &folder, problems),
     };
     config.https.default_site = serving::default_site(default_site, &config.sites, problems);
+    super::storage::check_hook(&config, problems);
     config
 }
 

@@ -386,6 +386,10 @@ impl Daemon {
             warn!("state_dir changed; it takes effect at the next start");
             next.state_dir = current.state_dir.clone();
         }
+        if next.storage != current.storage {
+            warn!("[storage] changed; it takes effect at the next start");
+            next.storage = current.storage.clone();
+        }
         let next = Arc::new(next);
         let names: Vec<String> = next
             .sites
