@@ -7,14 +7,18 @@
 # Knobs: BENCH_ROUNDS (A/B rounds, default 2), BENCH_SECONDS (per wrk/websocket run, default
 # 10, quick 3), BENCH_H2_REQUESTS (h2load -n, default 200000, quick 40000), BENCH_SWAPS (certificate
 # swaps under load, default 100, quick 20), BENCH_SITES (scale test, default 10000, quick 2000),
-# BENCH_HOLD (held connections, default 2000), BENCH_KEEP=1 (keep the scratch folder and its logs),
+# BENCH_HOLD (held connections and websocket tunnels, default 2000), BENCH_ISSUE_ROUNDS (issuance
+# rounds against Caddy, default 3), BENCH_KEEP=1 (keep the scratch folder and its logs),
 # BENCH_RESULTS=<file> (also write the results table there).
 #
 # What it does, all on loopback (see bench/README.md for the why of each choice):
 #  1. installs what is missing with apt-get (nginx, wrk, nghttp2-client for h2load, pebble, openssl,
-#     curl, procps) and builds `certd` and the benchmark helpers (`examples/bench_*.rs`) in release;
+#     curl, procps, caddy) and builds `certd` and the benchmark helpers (`examples/bench_*.rs`) in release;
 #  2. starts Pebble with real HTTP-01 validation (pebble-challtestsrv answering 127.0.0.1 for every
 #     name, validation always real) and gets ONE certificate for bench.test with `certd issue`;
+#  2b. times issuance against Caddy (BENCH_ISSUE_ROUNDS rounds, default 3): `certd issue` of one
+#     certificate for two names, and Caddy obtaining its certificates for the same two names from the
+#     same Pebble (acme_ca pointing at it, its root trusted, HTTP-01 on Pebble's port), fresh state each;
 #  3. starts the upstreams (bench_upstream: 1 KiB answers; bench_ws echo), `certd run`, and nginx
 #     configured the same way (same certificate files from certd's state directory, same upstream,
 #     TLS 1.2+1.3, HTTP/1.1 and HTTP/2, 2 workers, pooled keep-alive upstream connections, /ws);
@@ -23,6 +27,7 @@
 #  5. measures certd and nginx interleaved (A B A B ...), taking medians: wrk keep-alive requests/s
 #     and p50/p99, h2load HTTP/2 requests/s, new TLS handshakes/s (wrk with Connection: close),
 #     websocket echo messages/s, memory idle and with 2,000 held TLS connections;
+#  5b. holds BENCH_HOLD websocket tunnels open through each server (bench_ws hold) and reads its memory;
 #  6. swaps certd's certificate BENCH_SWAPS times (`certd issue --force`, through the daemon, real
 #     ACME orders) while wrk loads it, and counts errors;
 #  7. makes BENCH_SITES sites with certificates (bench_gen_sites), starts `certd run` on them and
@@ -55,6 +60,7 @@ command -v pebble >/dev/null && command -v pebble-challtestsrv >/dev/null || mis
 command -v openssl >/dev/null || missing+=(openssl)
 command -v curl >/dev/null || missing+=(curl ca-certificates)
 command -v pgrep >/dev/null || missing+=(procps)
+command -v caddy >/dev/null || missing+=(caddy)
 command -v cc >/dev/null || missing+=(build-essential)
 command -v cargo >/dev/null || missing+=(cargo rustc)
 if [ "${#missing[@]}" -gt 0 ]; then
@@ -166,6 +172,94 @@ step "certd issue: one certificate for $name from Pebble"
 note "$(grep "^$name:" "$work/issue.log")"
 live="$work/certd/state/certs/$name"
 openssl x509 -in "$live/cert.pem" -noout -subject -issuer -serial >&2
+
+# --- issuance: certd against Caddy, from the same Pebble -----------------------------------------------
+# Before `certd run` starts, while Pebble's HTTP-01 port is free: each round, certd issues ONE
+# certificate for two names and Caddy obtains its certificates for the same two names (Caddy makes one
+# per name), each from a fresh state folder (a new ACME account, nothing cached), timed from the
+# process start until the certificate files are on disk. Rounds interleave certd and Caddy.
+issue_rounds="${BENCH_ISSUE_ROUNDS:-3}"
+issue_names=(issue-a.test issue-b.test)   # challtestsrv answers 127.0.0.1 for every name
+issue_certd=() issue_caddy=() issue_caddy_each=()
+pick_port issue_https
+ms_since() { echo $(( ($(date +%s%N) - $1) / 1000000 )); }
+for round in $(seq "$issue_rounds"); do
+    step "issuance round $round/$issue_rounds: certd issue (one certificate, ${issue_names[*]}), then Caddy"
+    dir="$work/issue-certd-$round"
+    mkdir -p "$dir"
+    cat >"$dir/certd.toml" <<TOML
+state_dir = "state"
+
+[acme]
+directory = "https://127.0.0.1:$acme_port/dir"
+agree_tos = true
+ca_roots = "$pebble_ca"
+key_type = "ecdsa-p256"
+
+[http]
+listen = ["127.0.0.1:$http_port"]
+
+[https]
+listen = ["127.0.0.1:$issue_https"]
+
+[preflight]
+resolver = "127.0.0.1:$dns_port"
+
+[[site]]
+names = ["${issue_names[0]}", "${issue_names[1]}"]
+TOML
+    t0=$(date +%s%N)
+    (cd "$dir" && exec "$certd" issue --config certd.toml) >"$dir/issue.log" 2>&1 </dev/null ||
+        { cat "$dir/issue.log" >&2; exit 1; }
+    took=$(ms_since "$t0")
+    [ -s "$dir/state/certs/${issue_names[0]}/fullchain.pem" ] ||
+        { echo "certd issue left no certificate" >&2; exit 1; }
+    issue_certd+=("$took")
+    note "certd: one certificate for two names in $took ms"
+
+    dir="$work/issue-caddy-$round"
+    mkdir -p "$dir"
+    cat >"$dir/Caddyfile" <<CADDY
+{
+	admin off
+	http_port $http_port
+	https_port $issue_https
+	storage file_system $dir/storage
+	skip_install_trust
+	ocsp_stapling off
+	cert_issuer acme https://127.0.0.1:$acme_port/dir {
+		trusted_roots $pebble_ca
+		disable_tlsalpn_challenge
+	}
+}
+${issue_names[0]}, ${issue_names[1]} {
+	bind 127.0.0.1
+	respond "ok"
+}
+CADDY
+    t0=$(date +%s%N)
+    env HOME="$dir" XDG_CONFIG_HOME="$dir/config" XDG_DATA_HOME="$dir/data" \
+        caddy run --config "$dir/Caddyfile" --adapter caddyfile >"$dir/caddy.log" 2>&1 </dev/null &
+    caddy_pid=$!
+    pids+=("$caddy_pid")
+    got=0
+    for _ in $(seq 6000); do   # 60 s at most
+        got=$({ find "$dir/storage/certificates" -name '*.crt' 2>/dev/null || true; } | wc -l)
+        [ "$got" -ge "${#issue_names[@]}" ] && break
+        sleep 0.01
+    done
+    took=$(ms_since "$t0")
+    kill "$caddy_pid" 2>/dev/null || true
+    wait "$caddy_pid" 2>/dev/null || true
+    [ "$got" -ge "${#issue_names[@]}" ] || { tail -n 20 "$dir/caddy.log" >&2; echo "Caddy obtained $got certificates" >&2; exit 1; }
+    issue_caddy+=("$took")
+    # Caddy's own account of each certificate: "obtaining certificate" to "certificate obtained".
+    each=$(awk -F'"ts":' '/"obtaining certificate"/ { split($2, t, ","); start[++n] = t[1] }
+        /"certificate obtained successfully"/ { split($2, t, ","); s += t[1]; m++ }
+        END { for (i = 1; i <= n; i++) s -= start[i]; if (m) printf "%.0f", s * 1000 / m }' "$dir/caddy.log")
+    issue_caddy_each+=("${each:-0}")
+    note "Caddy: ${#issue_names[@]} certificates in $took ms (each ${each:-?} ms from its own log)"
+done
 
 # --- bench.test → 127.0.0.1 for wrk and h2load ------------------------------------------------------
 step "mapping $name to 127.0.0.1 in /etc/hosts for this run"
@@ -389,6 +483,25 @@ for server in certd nginx; do
     sleep 2
 done
 
+# --- memory with many open websocket tunnels -------------------------------------------------------
+for server in certd nginx; do
+    step "$hold websocket tunnels held open through $server"
+    "$examples/bench_ws" hold --addr "127.0.0.1:$(port_of $server)" --name "$name" --path /ws \
+        --connections "$hold" --seconds 60 >"$work/wshold-$server.log" 2>&1 </dev/null &
+    holder=$!
+    pids+=("$holder")
+    for _ in $(seq 600); do grep -q '^held=' "$work/wshold-$server.log" && break; sleep 0.1; done
+    sleep 1
+    record "$server" rss_wshold "$(rss_mib $server)"
+    record "$server" pss_wshold "$(pss_mib $server)"
+    held=$(sed -n 's/^held=\([0-9]*\).*/\1/p' "$work/wshold-$server.log")
+    note "$(grep '^held=' "$work/wshold-$server.log" || true); PSS $(pss_mib $server) MiB"
+    kill "$holder" 2>/dev/null || true
+    wait "$holder" 2>/dev/null || true
+    [ "${held:-0}" -eq "$hold" ] || record "$server" errors $((hold - ${held:-0}))
+    sleep 2
+done
+
 # --- hot swap under load ----------------------------------------------------------------------------
 step "hot swap: $swaps x certd issue --force $name while wrk loads certd"
 serial_before=$(openssl x509 -in "$live/cert.pem" -noout -serial)
@@ -486,8 +599,10 @@ table="$work/results.md"
     row "  PSS idle, MiB" pss_idle "%.1f" ""
     row "RSS after the load runs, MiB" rss_after "%.1f" ""
     row "RSS with $hold open TLS connections, MiB" rss_hold "%.1f" ""
-    row "  PSS with $hold open TLS connections, MiB" pss_hold "%.1f" ""
-    printf '| errors (non-2xx, socket, h2 failed, websocket, held) in all runs | %s | %s | | 0 |\n' "$errors_certd" "$errors_nginx"
+    row "  PSS with $hold open TLS connections, MiB" pss_hold "%.1f" "≤ 1.0"
+    row "RSS with $hold open websocket tunnels, MiB" rss_wshold "%.1f" ""
+    row "  PSS with $hold open websocket tunnels, MiB" pss_wshold "%.1f" "≤ 1.0"
+    printf '| errors (non-2xx, socket, h2 failed, websocket, held, tunnels held) in all runs | %s | %s | | 0 |\n' "$errors_certd" "$errors_nginx"
     echo
     echo "| certd only | result | target |"
     echo "| --- | --- | --- |"
@@ -497,6 +612,14 @@ table="$work/results.md"
     echo "| $sites sites: names answering with their own certificate | $scale_ok/$sites | all |"
     echo "| $sites sites: RSS after start / after a handshake with every name | $scale_rss / $scale_rss_after MiB | |"
     echo "| full handshakes/s, one name vs a random one of $sites (bench_tls) | ${hs_one_median%.*} vs ${hs_many_median%.*} ($(ratio "$hs_many_median" "$hs_one_median")) | ≈ 1 |"
+    issue_c=$(median "${issue_certd[@]}") issue_k=$(median "${issue_caddy[@]}") issue_e=$(median "${issue_caddy_each[@]}")
+    issue_k_per=$(awk -v t="$issue_k" -v n="${#issue_names[@]}" 'BEGIN { printf "%.0f", t / n }')
+    echo
+    echo "| issuance from the same Pebble, medians of $issue_rounds rounds | certd | Caddy $(caddy version 2>/dev/null | awk '{ print $1 }') | certd/Caddy | target |"
+    echo "| --- | ---: | ---: | ---: | --- |"
+    echo "| wall time from start until every certificate is on disk, ms (certd: one for ${#issue_names[@]} names; Caddy: one per name) | $issue_c | $issue_k | $(ratio "$issue_c" "$issue_k") | |"
+    echo "| per certificate, ms (Caddy: its wall time / ${#issue_names[@]}) | $issue_c | $issue_k_per | $(ratio "$issue_c" "$issue_k_per") | ≤ 0.8 |"
+    echo "|   Caddy's own time per certificate (its log: obtaining → obtained), ms | | $issue_e | | |"
 } >"$table"
 echo
 cat "$table"

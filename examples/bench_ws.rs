@@ -6,10 +6,14 @@
 //! target/release/examples/bench_ws echo 127.0.0.1:18081
 //! target/release/examples/bench_ws load --addr 127.0.0.1:8443 --name bench.test --path /ws \
 //!     --connections 64 --seconds 10
+//! target/release/examples/bench_ws hold --addr 127.0.0.1:8443 --name bench.test --path /ws \
+//!     --connections 2000 --seconds 60
 //! ```
 //!
-//! Each client connection sends a binary message and waits for its echo before sending the next, so
-//! the rate is a round-trip rate through the proxy. The result is printed as `key=value` words.
+//! Each `load` connection sends a binary message and waits for its echo before sending the next, so
+//! the rate is a round-trip rate through the proxy. `hold` opens N tunnels, checks each with one
+//! echo, prints `held=N failed=F`, and keeps them open and idle (to measure the front's memory per
+//! open websocket). Results are printed as `key=value` words.
 
 #[path = "bench_common/tls.rs"]
 mod tls;
@@ -63,6 +67,24 @@ enum Command {
         #[arg(long, default_value_t = 64)]
         size: usize,
     },
+    /// Open N wss:// tunnels through a TLS front, echo one message on each, then hold them idle.
+    Hold {
+        /// The front's address.
+        #[arg(long)]
+        addr: SocketAddr,
+        /// The server name (SNI and Host).
+        #[arg(long)]
+        name: String,
+        /// The websocket location.
+        #[arg(long, default_value = "/ws")]
+        path: String,
+        /// How many tunnels.
+        #[arg(long, default_value_t = 2000)]
+        connections: usize,
+        /// How long to hold them before exiting by itself.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -92,8 +114,61 @@ fn main() -> anyhow::Result<()> {
                     )
                     .await
                 }
+                Command::Hold {
+                    addr,
+                    name,
+                    path,
+                    connections,
+                    seconds,
+                } => {
+                    hold(
+                        addr,
+                        &name,
+                        &path,
+                        connections,
+                        Duration::from_secs(seconds),
+                    )
+                    .await
+                }
             }
         })
+}
+
+async fn hold(
+    addr: SocketAddr,
+    name: &str,
+    path: &str,
+    connections: usize,
+    duration: Duration,
+) -> anyhow::Result<()> {
+    let config = tls::client_config(Trust::Anything, &[b"http/1.1"], false)?;
+    let url = format!("wss://{name}:{}{path}", addr.port());
+    let mut held = Vec::with_capacity(connections);
+    let mut failed = 0usize;
+    for _ in 0..connections {
+        let opened = async {
+            let tls = tls::connect(&config, addr, name).await?;
+            let (mut ws, _) = tokio_tungstenite::client_async(url.as_str(), tls).await?;
+            ws.send(Message::binary(vec![0x5a_u8; 64])).await?;
+            match ws.next().await {
+                Some(Ok(message)) if message.len() == 64 => Ok(ws),
+                other => anyhow::bail!("no echo: {other:?}"),
+            }
+        };
+        match opened.await {
+            Ok(ws) => held.push(ws),
+            Err(err) => {
+                if failed == 0 {
+                    eprintln!("bench_ws hold: {err:#}");
+                }
+                failed += 1;
+            }
+        }
+    }
+    println!("held={} failed={failed}", held.len());
+    tokio::time::sleep(duration).await;
+    drop(held);
+    Ok(())
 }
 
 async fn echo(listen: SocketAddr) -> anyhow::Result<()> {

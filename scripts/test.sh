@@ -26,10 +26,21 @@ command -v systemd-analyze >/dev/null || missing+=(systemd)
 command -v mount >/dev/null && command -v umount >/dev/null || missing+=(mount)
 # htpasswd writes the bcrypt, apr1 and SHA fixtures of the basic-auth tests (run::access).
 command -v htpasswd >/dev/null || missing+=(apache2-utils)
+# named is the authoritative DNS server (with TSIG updates) of the DNS-01 tests (dns01); dig and
+# nsupdate come with bind9-dnsutils and drive it from the harness and the exec-hook test.
+{ [ -x /usr/sbin/named ] || command -v named >/dev/null; } || missing+=(bind9)
+command -v nsupdate >/dev/null && command -v dig >/dev/null || missing+=(bind9-dnsutils)
 # php-fpm runs the PHP of the FastCGI route tests (run::fastcgi).
 compgen -G '/usr/sbin/php-fpm*' >/dev/null || missing+=(php-fpm)
 # PostgreSQL is the shared store of the fleet tests (harness::postgres runs its own cluster).
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql)
+# promtool checks deploy/monitoring's alert rules (monitoring); dpkg-deb builds the Debian package
+# that package:: installs (scripts/build-deb.sh), with strip from binutils.
+command -v promtool >/dev/null || missing+=(prometheus)
+command -v dpkg-deb >/dev/null || missing+=(dpkg-dev)
+command -v strip >/dev/null || missing+=(binutils)
+# nginx itself answers the corpus configs the differential test compares certd with (differential).
+[ -x /usr/sbin/nginx ] || missing+=(nginx)
 if [ "${#missing[@]}" -gt 0 ]; then
     echo "==> installing ${missing[*]} with apt-get"
     as_root apt-get update -qq

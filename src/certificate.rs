@@ -75,7 +75,8 @@ pub struct CertificateInfo {
     pub not_before: OffsetDateTime,
     /// End of validity.
     pub not_after: OffsetDateTime,
-    /// The DNS names in the subjectAltName extension, lower-cased, in certificate order.
+    /// The DNS names (lower-cased) and IP addresses (as `IpAddr` prints them) in the
+    /// subjectAltName extension, in certificate order.
     pub names: Vec<String>,
 }
 
@@ -194,6 +195,16 @@ fn leaf_der(cert_pem: &str) -> Result<Vec<u8>, CertificateError> {
     Err(CertificateError::Parse("no PEM certificate found".into()))
 }
 
+/// An iPAddress SAN (4 or 16 octets) as text; `None` for any other length.
+fn ip_name(bytes: &[u8]) -> Option<String> {
+    let ip: std::net::IpAddr = match bytes.len() {
+        4 => <[u8; 4]>::try_from(bytes).ok()?.into(),
+        16 => <[u8; 16]>::try_from(bytes).ok()?.into(),
+        _ => return None,
+    };
+    Some(ip.to_string())
+}
+
 fn info(cert: &X509Certificate<'_>) -> Result<CertificateInfo, CertificateError> {
     let validity = cert.validity();
     let names = cert
@@ -206,6 +217,8 @@ fn info(cert: &X509Certificate<'_>) -> Result<CertificateInfo, CertificateError>
         .flat_map(|san| san.general_names.iter())
         .filter_map(|name| match name {
             GeneralName::DNSName(dns) => Some(dns.to_ascii_lowercase()),
+            // As config validation writes IP names (RFC 8738 certificates).
+            GeneralName::IPAddress(bytes) => ip_name(bytes),
             _ => None,
         })
         .collect();
@@ -260,6 +273,19 @@ mod tests {
         assert_eq!(info.names, names(&["a.test", "www.a.test"]));
         assert!(!info.serial.is_empty());
         assert!(info.not_after > info.not_before);
+    }
+
+    #[test]
+    fn ip_address_sans_count_as_names() {
+        let pem = pair(&["127.0.0.1", "::1", "a.test"]);
+        let wanted = names(&["127.0.0.1", "::1", "a.test"]);
+        let info = check_pair(&pem, &wanted, OffsetDateTime::now_utc()).unwrap();
+        assert_eq!(info.names, wanted);
+        let csr = csr_der(
+            &names(&["192.0.2.7"]),
+            &generate_key(KeyType::EcdsaP256).unwrap(),
+        );
+        assert!(csr.is_ok());
     }
 
     #[test]

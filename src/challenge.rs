@@ -35,6 +35,9 @@ pub const CHALLENGE_PREFIX: &str = "/.well-known/acme-challenge/";
 #[derive(Debug, Clone, Default)]
 pub struct ChallengeTokens {
     inner: Arc<RwLock<HashMap<String, Arc<str>>>>,
+    /// The TLS-ALPN-01 certificates of the same orders, kept here so that whatever hands HTTP-01
+    /// tokens from the orders to the listeners hands these over too.
+    alpn: crate::tls_alpn::AlpnCertificates,
 }
 
 /// Keeps a token answerable; dropping it withdraws the token.
@@ -58,6 +61,11 @@ impl ChallengeTokens {
             tokens: self.clone(),
             token,
         }
+    }
+
+    /// The TLS-ALPN-01 challenge certificates of the orders in flight (answered on `[https] listen`).
+    pub fn alpn(&self) -> &crate::tls_alpn::AlpnCertificates {
+        &self.alpn
     }
 
     /// The key authorization for `token`, if an order in flight published it.

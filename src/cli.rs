@@ -6,7 +6,8 @@ use clap::{Parser, Subcommand};
 
 /// certd: ACME certificates, TLS termination and reverse proxy in one binary.
 #[derive(Debug, Parser)]
-#[command(name = "certd", version, about, long_about = None)]
+// `--version` names the commit too (build.rs), so a bug report says exactly what was running.
+#[command(name = "certd", version = env!("CERTD_VERSION"), about, long_about = None)]
 pub struct Cli {
     /// The configuration file.
     #[arg(
@@ -58,6 +59,14 @@ pub enum Command {
     /// Move in from another tool without re-issuing anything.
     #[command(subcommand)]
     Import(ImportCommand),
+    /// Write the man page (certd.1) and the bash, zsh and fish completions into a folder, generated
+    /// from this very definition; for packaging (scripts/build-deb.sh), so hidden from `--help`.
+    #[command(hide = true)]
+    GenerateAssets {
+        /// The folder to write into (created when missing).
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 /// What `certd import` can adopt.

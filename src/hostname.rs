@@ -53,6 +53,38 @@ pub fn validate_dns_name(name: &str) -> Result<String, String> {
     Ok(name.to_ascii_lowercase())
 }
 
+/// Checks a `[[site]] names` entry, which may also be an IP address (RFC 8738) or a `*.` wildcard
+/// (DNS-01 only; which challenge a name may use is the config's business), and returns it in the one
+/// form every later comparison uses: lower case, and an IP address as `IpAddr` prints it (RFC 5952 for
+/// IPv6), which is also how the resolver is asked for it.
+pub fn validate_site_name(name: &str) -> Result<String, String> {
+    if let Ok(ip) = name.parse::<IpAddr>() {
+        if ip.is_unspecified() || ip.is_multicast() {
+            return Err(format!(
+                "{ip} is not an address a CA can connect to; list this machine's own address"
+            ));
+        }
+        return Ok(ip.to_string());
+    }
+    if let Some(ip) = name
+        .strip_prefix('[')
+        .and_then(|rest| rest.strip_suffix(']'))
+        .filter(|inner| inner.parse::<IpAddr>().is_ok())
+    {
+        return Err(format!("write the IPv6 address without brackets: `{ip}`"));
+    }
+    if let Some(parent) = name.strip_prefix("*.") {
+        let parent = validate_dns_name(parent).map_err(|reason| format!("after `*.`: {reason}"))?;
+        if !parent.contains('.') {
+            return Err(format!(
+                "`*.{parent}` would cover a whole top-level domain; no CA issues that"
+            ));
+        }
+        return Ok(format!("*.{parent}"));
+    }
+    validate_dns_name(name)
+}
+
 /// One label (the text between dots) of a name that has no trailing dot.
 fn check_label(label: &str) -> Result<(), String> {
     if label.is_empty() {
@@ -110,8 +142,37 @@ fn looks_like_ip_address(name: &str) -> bool {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
-    use super::validate_dns_name;
+    use super::{validate_dns_name, validate_site_name};
+
+    #[test]
+    fn site_names_may_be_ip_addresses_and_wildcards() {
+        assert_eq!(validate_site_name("127.0.0.1").as_deref(), Ok("127.0.0.1"));
+        assert_eq!(
+            validate_site_name("2001:DB8:0::1").as_deref(),
+            Ok("2001:db8::1")
+        );
+        assert_eq!(
+            validate_site_name("*.Example.ORG").as_deref(),
+            Ok("*.example.org")
+        );
+        assert_eq!(
+            validate_site_name("WWW.a.test").as_deref(),
+            Ok("www.a.test")
+        );
+        for (input, fragment) in [
+            ("0.0.0.0", "not an address a CA can connect to"),
+            ("[::1]", "without brackets: `::1`"),
+            ("*.org", "top-level domain"),
+            ("*.*.a.test", "after `*.`"),
+            ("a.*.test", "`*`"),
+            ("127.1", "an IP address"),
+        ] {
+            let reason = validate_site_name(input).unwrap_err();
+            assert!(reason.contains(fragment), "{input:?}: {reason}");
+        }
+    }
 
     #[test]
     fn accepts_and_lower_cases_host_names() {

@@ -8,6 +8,7 @@
 #![warn(missing_docs)]
 
 pub mod access;
+pub mod access_log;
 pub mod acme;
 pub mod certificate;
 pub mod challenge;
@@ -16,6 +17,7 @@ pub mod commands;
 pub mod compression;
 pub mod config;
 pub mod daemon;
+pub mod dns01;
 pub mod fastcgi;
 pub mod hook;
 pub mod hostname;
@@ -32,4 +34,5 @@ pub mod resolver;
 pub mod static_files;
 pub mod storage;
 pub mod store;
+pub mod tls_alpn;
 pub mod trusted_proxies;

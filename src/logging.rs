@@ -18,6 +18,8 @@ use tracing::Dispatch;
 use tracing_appender::non_blocking::{ErrorCounter, NonBlocking, NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::util::SubscriberInitExt as _;
 
+pub use crate::config::LogFormat;
+
 /// Log lines queued for the log thread at most; further lines are dropped until it catches up. The
 /// queue is allocated whole at start, so this bounds memory too (tracing-appender's default, 128,000
 /// lines, costs about 4 MiB of resident memory).
@@ -30,11 +32,13 @@ const WRITE_BUFFER: usize = 64 * 1024;
 /// The process's drop counter, once [`init`] has run.
 static DROPPED: OnceLock<ErrorCounter> = OnceLock::new();
 
-/// Log lines dropped since start because the queue was full (0 before [`init`]).
+/// Log lines dropped since start because the queue was full (0 before [`init`]), the access log's
+/// own queue included.
 pub fn dropped_lines() -> u64 {
     DROPPED
         .get()
         .map_or(0, |counter| counter.dropped_lines() as u64)
+        .saturating_add(crate::access_log::dropped_lines())
 }
 
 /// Keeps logging running; `main` holds it to the end. On drop, the drop report runs a last time and
@@ -47,20 +51,37 @@ pub struct LogGuard {
 }
 
 /// Sends log lines to stderr through the queue, filtered by `CERTD_LOG` (default `warn,certd=info`),
-/// in colour when stderr is a terminal. Call once, first thing in `main`.
+/// as text, in colour when stderr is a terminal. Call once, first thing in `main`.
 pub fn init() -> LogGuard {
+    init_with(LogFormat::Text)
+}
+
+/// [`init`] in the `[log] format` given: text, or one JSON object per line with the event's fields
+/// as keys of its own (`{"timestamp":…,"level":"INFO","target":"certd::daemon","message":…,
+/// "site":"a.test"}`) and the spans it happened in, for log shippers that parse JSON.
+pub fn init_with(format: LogFormat) -> LogGuard {
     let stderr = io::BufWriter::with_capacity(WRITE_BUFFER, io::stderr());
     let (writer, worker) = queue(stderr, QUEUE_LINES);
     let counter = writer.error_counter();
     let _ = DROPPED.set(counter.clone());
     let filter = tracing_subscriber::EnvFilter::try_from_env("CERTD_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,certd=info"));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(writer)
-        .with_ansi(io::IsTerminal::is_terminal(&io::stderr()))
-        .finish()
-        .try_init();
+        .with_writer(writer);
+    let _ = match format {
+        LogFormat::Text => builder
+            .with_ansi(io::IsTerminal::is_terminal(&io::stderr()))
+            .finish()
+            .try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(true)
+            .finish()
+            .try_init(),
+    };
     // Without the reporter, drops are still counted in the metric; nothing else depends on it.
     let reporter = match Reporter::spawn(counter, REPORT_EVERY) {
         Ok(reporter) => Some(reporter),
@@ -290,6 +311,36 @@ mod tests {
         drop(reporter);
         drop(release);
         drop(guard);
+    }
+
+    #[test]
+    fn json_lines_are_one_object_each_with_the_fields_kept() {
+        let captured = Captured::default();
+        let into = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || into.clone())
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(true)
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            let span = tracing::info_span!("renewal", site = "a.test");
+            let _entered = span.enter();
+            tracing::warn!(
+                attempt = 3,
+                error = "the CA said \"no\"\nand more",
+                "renewal failed"
+            );
+        });
+        let text = captured.text();
+        assert_eq!(text.lines().count(), 1, "{text}");
+        let line: serde_json::Value = serde_json::from_str(text.trim_end()).unwrap();
+        assert_eq!(line["level"], "WARN");
+        assert_eq!(line["message"], "renewal failed");
+        assert_eq!(line["attempt"], 3);
+        assert_eq!(line["error"], "the CA said \"no\"\nand more");
+        assert_eq!(line["spans"][0]["site"], "a.test");
     }
 
     #[test]

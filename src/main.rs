@@ -7,8 +7,11 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = certd::cli::Cli::parse();
+    // `[log] format` is needed before anything logs; an unusable file means the default here, and the
+    // command itself then says what is wrong with it.
+    let settings = certd::config::log_settings(&cli.config);
     // Flushes the log queue when main returns.
-    let _logging = certd::logging::init();
+    let _logging = certd::logging::init_with(settings.format);
     // Every TLS config in certd uses aws-lc-rs; installing it as the process default also covers
     // libraries that ask rustls for the default provider.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();

@@ -115,10 +115,15 @@ impl Metrics {
         let mut failures = Vec::new();
         let mut slowed = Vec::new();
         let mut last_success = Vec::new();
+        // A state directory that cannot be listed (an unmounted disk, a lost NFS mount) looks like
+        // "no certificates" to the rest; this says it outright.
+        let mut readable = store.readable();
         for site in &config.sites {
             let name = site.name().to_owned();
             let record = store.load_record(&name).unwrap_or_default();
-            if let Ok(state) = site_state(store, site, config.renewal.remaining_fraction, now) {
+            let state = site_state(store, site, config.renewal.remaining_fraction, now);
+            readable &= state.is_ok();
+            if let Ok(state) = state {
                 if let SiteState::Present { info, .. } = &state {
                     not_after.push((name.clone(), info.not_after.unix_timestamp() as f64));
                 }
@@ -156,6 +161,14 @@ impl Metrics {
             "certd_renewal_last_success_seconds",
             "When a certificate was last obtained (Unix time).",
             last_success,
+        );
+        let _ = writeln!(
+            out,
+            "# HELP certd_state_readable 1 when the state directory and every site's certificate in \
+             it could be read at this scrape, 0 otherwise.\n\
+             # TYPE certd_state_readable gauge\n\
+             certd_state_readable {}",
+            u8::from(readable)
         );
 
         let _ = writeln!(
@@ -276,6 +289,33 @@ mod tests {
             !text.contains("certd_certificate_not_after_seconds{"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn an_unreadable_state_directory_is_reported() {
+        let metrics = Metrics::default();
+        let config = crate::config::from_toml(
+            "[acme]\ndirectory = \"letsencrypt\"\nagree_tos = true\n[[site]]\nnames = [\"a.test\"]\n",
+            std::path::Path::new("/tmp/certd.toml"),
+        )
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::Store::open(dir.path()).unwrap();
+        let now = OffsetDateTime::now_utc();
+        let text = metrics.render(&config, &store, now);
+        assert!(text.contains("\ncertd_state_readable 1\n"), "{text}");
+        // A live link that points nowhere sensible: the site's certificate cannot be read.
+        let live = store.layout().live_link("a.test").unwrap();
+        std::fs::create_dir_all(live.parent().unwrap()).unwrap();
+        std::os::unix::fs::symlink("elsewhere", &live).unwrap();
+        let text = metrics.render(&config, &store, now);
+        assert!(text.contains("\ncertd_state_readable 0\n"), "{text}");
+        std::fs::remove_file(&live).unwrap();
+        // The whole state directory gone (an unmounted disk).
+        let gone = crate::store::Store::open(dir.path()).unwrap();
+        drop(dir);
+        let text = metrics.render(&config, &gone, now);
+        assert!(text.contains("\ncertd_state_readable 0\n"), "{text}");
     }
 
     #[test]

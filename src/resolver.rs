@@ -162,6 +162,10 @@ impl SniResolver {
         if let Some(key) = map.get(name) {
             return Some(key.clone());
         }
+        // An address has no parent domain a wildcard could cover.
+        if name.parse::<std::net::IpAddr>().is_ok() {
+            return None;
+        }
         let (_, parent) = name.split_once('.')?;
         map.get(&format!("*.{parent}")).cloned()
     }
@@ -254,6 +258,33 @@ mod tests {
             "a wildcard covers one label only"
         );
         assert!(resolver.lookup("other.test").is_none());
+    }
+
+    #[test]
+    fn an_exact_certificate_wins_over_a_wildcard_for_the_same_name() {
+        let resolver = SniResolver::new();
+        let wildcard = key_for(&["*.b.test"]);
+        let exact = key_for(&["x.b.test"]);
+        // Either order of publishing: the exact name is looked up first.
+        resolver.publish(&names(&["x.b.test"]), exact.clone());
+        resolver.publish(&names(&["*.b.test"]), wildcard.clone());
+        assert!(Arc::ptr_eq(&resolver.lookup("X.b.test").unwrap(), &exact));
+        assert!(Arc::ptr_eq(
+            &resolver.lookup("y.b.test").unwrap(),
+            &wildcard
+        ));
+        // Withdrawing the exact site leaves its name to the wildcard.
+        resolver.withdraw(&names(&["x.b.test"]));
+        assert!(Arc::ptr_eq(
+            &resolver.lookup("x.b.test").unwrap(),
+            &wildcard
+        ));
+        // IP names are exact only: an address has no `*.` parent.
+        resolver.publish(&names(&["*.0.0.1"]), wildcard.clone());
+        assert!(resolver.lookup("127.0.0.1").is_none());
+        let ip = key_for(&["127.0.0.1"]);
+        resolver.publish(&names(&["127.0.0.1"]), ip.clone());
+        assert!(Arc::ptr_eq(&resolver.lookup("127.0.0.1").unwrap(), &ip));
     }
 
     #[test]

@@ -47,10 +47,20 @@ pub enum AcmeError {
         reason: String,
     },
     /// The CA refused an account operation.
-    #[error("the CA refused the ACME account: {}", Described(problem.as_ref()))]
+    #[error("the CA refused the ACME account: {}{eab_hint}", Described(problem.as_ref()))]
     AccountRejected {
         /// The CA's problem document.
         problem: Box<Problem>,
+        /// What to do about it when it is about external account binding (else empty).
+        eab_hint: &'static str,
+    },
+    /// `[acme] eab_hmac_key_file` could not be used when creating the account.
+    #[error("acme.eab_hmac_key_file: {reason}")]
+    Eab {
+        /// The configured file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
     },
     /// The CA rate-limited a request.
     #[error("the CA rate-limited {site}: {}{}", Described(problem.as_ref()), retry_hint(retry_after))]
@@ -98,6 +108,26 @@ pub enum AcmeError {
         /// The name without an HTTP-01 challenge.
         name: String,
     },
+    /// The CA offers no challenge of the configured kind for a name.
+    #[error("the CA offers no {kind} challenge for {name} (site {site}); it offers {offered}: set `challenge` for the site to one of those")]
+    NoChallenge {
+        /// The site being ordered.
+        site: String,
+        /// The name without such a challenge.
+        name: String,
+        /// The kind asked for.
+        kind: crate::config::ChallengeKind,
+        /// The types the CA offers for the name.
+        offered: String,
+    },
+    /// certd cannot answer this kind of challenge (yet).
+    #[error("site {site}: certd cannot answer {kind} challenges")]
+    UnsupportedChallenge {
+        /// The site being ordered.
+        site: String,
+        /// The kind asked for.
+        kind: crate::config::ChallengeKind,
+    },
     /// The order did not progress in time.
     #[error("the CA did not {stage} for {site} in time")]
     TimedOut {
@@ -125,13 +155,40 @@ pub enum AcmeError {
     /// The account could not be loaded or saved.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A DNS-01 record could not be published, did not propagate, or its name not be found. The
+    /// order's pending authorizations were deactivated and the records published so far removed.
+    #[error("DNS-01 for {name} (site {site}): {source}")]
+    Dns {
+        /// The site being ordered.
+        site: String,
+        /// The identifier (`*.example.org`) or record name at fault.
+        name: String,
+        /// What went wrong (boxed: it is large, and rare).
+        source: Box<crate::dns01::DnsError>,
+    },
+    /// The CA offers no DNS-01 challenge for a name.
+    #[error("the CA offers no dns-01 challenge for {name} (site {site})")]
+    NoDns01 {
+        /// The site being ordered.
+        site: String,
+        /// The name without a DNS-01 challenge.
+        name: String,
+    },
+    /// The site uses DNS-01 but configures no way to publish records.
+    #[error(
+        "site {site} uses dns-01 but has no DNS method: set `[acme.dns]` (RFC 2136) or          `dns_hook`, for every site or in the site"
+    )]
+    NoDnsMethod {
+        /// The site.
+        site: String,
+    },
 }
 
 impl AcmeError {
     /// Whether the CA says the account certd used does not exist (RFC 8555 `accountDoesNotExist`).
     pub fn is_unknown_account(&self) -> bool {
         match self {
-            Self::Rejected { problem, .. } | Self::AccountRejected { problem } => problem
+            Self::Rejected { problem, .. } | Self::AccountRejected { problem, .. } => problem
                 .r#type
                 .as_deref()
                 .is_some_and(|kind| kind.ends_with(":accountDoesNotExist")),
@@ -209,6 +266,7 @@ pub(super) fn classify_ca_error(url: &str, err: instant_acme::Error) -> AcmeErro
     match err {
         instant_acme::Error::Api(problem) => AcmeError::AccountRejected {
             problem: Box::new(problem),
+            eab_hint: "",
         },
         instant_acme::Error::Json(err) => AcmeError::NotAcme {
             url,

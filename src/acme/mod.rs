@@ -13,6 +13,7 @@
 //! Files: this one holds the account ([`AcmeClient::connect`]), profiles and renewal information;
 //! `order.rs` the order itself; `error.rs` what can go wrong; `http.rs` the HTTP client to the CA.
 
+mod dns01;
 mod error;
 mod http;
 mod order;
@@ -32,7 +33,7 @@ use tracing::{debug, info};
 
 use self::error::{classify_ca_error, is_rate_limit};
 use self::http::{BoundedRetryAfter, CaHttpClient, RetryAfter};
-use crate::config::{AcmeConfig, Config, KeyType};
+use crate::config::{AcmeConfig, ChallengeKind, Config, KeyType};
 use crate::storage::StateStore;
 use crate::store::StoreError;
 
@@ -45,6 +46,9 @@ pub struct OrderOptions {
     pub profile: Option<String>,
     /// The PEM of the certificate this order replaces, for ARI's `replaces`.
     pub replaces: Option<String>,
+    /// The challenge every name is validated with (the renewer has already made the automatic
+    /// choice).
+    pub challenge: ChallengeKind,
 }
 
 /// The CA's suggested renewal window for a certificate (RFC 9773).
@@ -129,6 +133,20 @@ impl AcmeClient {
                 account
             }
             None => {
+                // Only a new account is bound: the stored one already is, at the CA.
+                let external_account = match &acme.eab {
+                    Some(eab) => {
+                        let key =
+                            crate::config::read_mac_key(&eab.hmac_key_file).map_err(|reason| {
+                                AcmeError::Eab {
+                                    path: eab.hmac_key_file.clone(),
+                                    reason,
+                                }
+                            })?;
+                        Some(instant_acme::ExternalAccountKey::new(eab.kid.clone(), &key))
+                    }
+                    None => None,
+                };
                 let contact = acme.email.as_ref().map(|email| format!("mailto:{email}"));
                 let contacts: Vec<&str> = contact.iter().map(String::as_str).collect();
                 let (account, credentials) = builder
@@ -139,11 +157,12 @@ impl AcmeClient {
                             only_return_existing: false,
                         },
                         url.clone(),
-                        None,
+                        external_account.as_ref(),
                     )
                     .await
                     .map_err(|err| match err {
                         instant_acme::Error::Api(problem) => AcmeError::AccountRejected {
+                            eab_hint: account_hint(&problem, acme.eab.is_some()),
                             problem: Box::new(problem),
                         },
                         other => classify_ca_error(&url, other),
@@ -239,5 +258,25 @@ impl AcmeClient {
             },
             other => classify_ca_error(&self.directory_url, other),
         }
+    }
+}
+
+/// What to add to the CA's refusal of a new account when it is about external account binding.
+fn account_hint(problem: &instant_acme::Problem, have_eab: bool) -> &'static str {
+    let about_eab = problem
+        .r#type
+        .as_deref()
+        .is_some_and(|kind| kind.ends_with(":externalAccountRequired"))
+        || problem
+            .detail
+            .as_deref()
+            .is_some_and(|detail| detail.to_ascii_lowercase().contains("external account"));
+    match (about_eab, have_eab) {
+        (true, false) => {
+            " (this CA needs external account binding: set [acme] eab_kid and eab_hmac_key_file \
+             to the key id and MAC key from its website)"
+        }
+        (true, true) => " (check [acme] eab_kid and the key in eab_hmac_key_file)",
+        (false, _) => "",
     }
 }

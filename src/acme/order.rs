@@ -1,29 +1,64 @@
-//! One RFC 8555 order: new order (with profile and `replaces`), HTTP-01 challenges answered from
-//! [`ChallengeTokens`], validation, finalization with a fresh key and CSR, and the chain.
+//! One RFC 8555 order: new order (with profile and `replaces`), the challenges answered (HTTP-01
+//! from [`ChallengeTokens`], TLS-ALPN-01 from its [`AlpnCertificates`](crate::tls_alpn)), validation,
+//! finalization with a fresh key and CSR, and the chain.
+//!
+//! Which challenge is answered is one `match` on [`ChallengeKind`] in [`AcmeClient::answer`], with
+//! one function per kind; each publishes its answer, tells the CA it is ready, and returns a guard
+//! that withdraws the answer when the order is done.
 
 use std::time::Duration;
 
 use instant_acme::{
-    AuthorizationStatus, ChallengeType, Identifier, NewOrder, OrderStatus, Problem, RetryPolicy,
+    AuthorizationHandle, AuthorizationStatus, ChallengeType, Identifier, NewOrder, OrderStatus,
+    Problem, RetryPolicy,
 };
 use tracing::{debug, info, info_span, warn, Instrument};
 use zeroize::Zeroizing;
 
 use super::{certificate_id, AcmeClient, AcmeError, OrderOptions};
 use crate::certificate::{self, CertifiedPem};
-use crate::challenge::ChallengeTokens;
-use crate::config::SiteConfig;
+use crate::challenge::{ChallengeTokens, PublishedToken};
+use crate::config::{ChallengeKind, SiteConfig};
+use crate::dns01::{Dns01, TxtRecord};
+use crate::tls_alpn::PublishedAlpn;
+
+use super::dns01;
 
 /// How long the CA may take to validate all challenges of an order.
 const VALIDATION_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long the CA may take to issue once the order is finalized.
 const ISSUANCE_TIMEOUT: Duration = Duration::from_secs(120);
+/// The wait before the first poll of an order, for validation and for issuance.
+const FIRST_POLL: Duration = Duration::from_millis(50);
+/// How much longer each wait is than the one before: polling backs off, and never busy-polls a CA.
+const POLL_BACKOFF: f32 = 1.5;
+
+/// An answer to one challenge, answerable until dropped (after the CA has validated, or failed to).
+#[derive(Debug)]
+enum Published {
+    /// An HTTP-01 token and its key authorization.
+    Http01(#[allow(dead_code)] PublishedToken),
+    /// A TLS-ALPN-01 challenge certificate.
+    TlsAlpn01(#[allow(dead_code)] PublishedAlpn),
+    /// A DNS-01 TXT record, removed by [`dns01::remove_records`] (removal is async, so no guard).
+    Dns01(TxtRecord),
+}
+
+/// The ACME identifier of a configured name: an IP address (RFC 8738) or a DNS name.
+pub(super) fn identifier(name: &str) -> Identifier {
+    match name.parse::<std::net::IpAddr>() {
+        Ok(ip) => Identifier::Ip(ip),
+        Err(_) => Identifier::Dns(name.to_owned()),
+    }
+}
 
 impl AcmeClient {
-    /// Orders a certificate for all of `site`'s names over HTTP-01 with a fresh key, as `options` say.
+    /// Orders a certificate for all of `site`'s names over `options.challenge` with a fresh key, as
+    /// `options` say.
     ///
-    /// The challenge responder must be answering from `tokens` (on the port the CA validates) while this
-    /// runs; tokens are withdrawn when it returns, whatever the outcome. The returned material has not
+    /// The challenge responder must be answering from `tokens` (on the port the CA validates: `[http]
+    /// listen` for HTTP-01, `[https] listen` for TLS-ALPN-01) while this runs; answers are withdrawn
+    /// when it returns, whatever the outcome. The returned material has not
     /// been checked: call [`certificate::check_pair`] before storing it.
     pub async fn order(
         &self,
@@ -108,52 +143,84 @@ impl AcmeClient {
     ) -> Result<CertifiedPem, AcmeError> {
         let site_name = site.name().to_owned();
         let key_type = options.key_type;
-        let identifiers: Vec<Identifier> =
-            site.names.iter().cloned().map(Identifier::Dns).collect();
+        let identifiers: Vec<Identifier> = site.names.iter().map(|name| identifier(name)).collect();
         let mut order = self.new_order(&site_name, &identifiers, options).await?;
         info!(url = order.url(), "order created");
 
+        // DNS-01 publishes through the site's DNS method; found before the order is answered.
+        let dns = match options.challenge {
+            ChallengeKind::Dns01 => match site.dns.as_ref() {
+                Some(config) => Some(Dns01::new(config, None)),
+                None => {
+                    self.abandon_order(&mut order).await;
+                    return Err(AcmeError::NoDnsMethod { site: site_name });
+                }
+            },
+            _ => None,
+        };
         // Held until this function returns: the CA may validate any time after `set_ready`.
         let mut published = Vec::with_capacity(identifiers.len());
-        let mut authorizations = order.authorizations();
-        while let Some(authorization) = authorizations.next().await {
-            let mut authorization =
-                authorization.map_err(|err| self.site_error(&site_name, err))?;
-            let name = authorization.identifier().to_string();
-            match authorization.status {
-                AuthorizationStatus::Pending => {}
-                AuthorizationStatus::Valid => continue,
-                status => {
-                    return Err(AcmeError::Unexpected {
-                        site: site_name,
-                        state: format!("with the authorization for {name} {status:?}"),
-                    })
+        // DNS-01 records, removed after validation whatever its outcome.
+        let mut records: Vec<TxtRecord> = Vec::new();
+        let answered: Result<(), AcmeError> = async {
+            let mut authorizations = order.authorizations();
+            while let Some(authorization) = authorizations.next().await {
+                let authorization =
+                    authorization.map_err(|err| self.site_error(&site_name, err))?;
+                let name = authorization.identifier().to_string();
+                match authorization.status {
+                    AuthorizationStatus::Pending => {}
+                    AuthorizationStatus::Valid => continue,
+                    status => {
+                        return Err(AcmeError::Unexpected {
+                            site: site_name.clone(),
+                            state: format!("with the authorization for {name} {status:?}"),
+                        })
+                    }
                 }
+                match self
+                    .answer(
+                        &site_name,
+                        options.challenge,
+                        authorization,
+                        tokens,
+                        dns.as_ref(),
+                    )
+                    .await?
+                {
+                    Published::Dns01(record) => records.push(record),
+                    other => published.push(other),
+                }
+                debug!(%name, challenge = %options.challenge, "challenge answered");
             }
-            let mut challenge =
-                authorization
-                    .challenge(ChallengeType::Http01)
-                    .ok_or_else(|| AcmeError::NoHttp01 {
-                        site: site_name.clone(),
-                        name: name.clone(),
-                    })?;
-            published.push(tokens.publish(
-                challenge.token.clone(),
-                challenge.key_authorization().as_str().to_owned(),
-            ));
-            challenge
-                .set_ready()
-                .await
-                .map_err(|err| self.site_error(&site_name, err))?;
-            debug!(%name, "challenge ready");
+            if let Some(dns) = &dns {
+                self.ready_dns01(&site_name, &mut order, dns, &records)
+                    .await?;
+            }
+            Ok(())
+        }
+        .await;
+        if let Err(err) = answered {
+            if let Some(dns) = &dns {
+                // Nothing is left pending at the CA, and no record in the zone.
+                self.abandon_order(&mut order).await;
+                dns01::remove_records(dns, &records).await;
+            }
+            return Err(err);
         }
 
+        // First look after 50 ms (a CA that validates at once, like a local Pebble, answers within
+        // that), then 1.5 × longer each time: about ten polls in the first 4 s of a slow
+        // validation, never faster than 20 a second. A `Retry-After` from the CA replaces the delay.
         let retry = RetryPolicy::new()
-            .initial_delay(Duration::from_millis(250))
-            .backoff(1.5)
+            .initial_delay(FIRST_POLL)
+            .backoff(POLL_BACKOFF)
             .timeout(VALIDATION_TIMEOUT);
         let ready = order.poll_ready(&retry).await;
         drop(published);
+        if let Some(dns) = &dns {
+            dns01::remove_records(dns, &records).await;
+        }
         match ready {
             Ok(OrderStatus::Ready) => {}
             Ok(_) | Err(instant_acme::Error::Api(_)) => {
@@ -197,8 +264,8 @@ impl AcmeClient {
             .await
             .map_err(|err| self.site_error(&site_name, err))?;
         let retry = RetryPolicy::new()
-            .initial_delay(Duration::from_millis(250))
-            .backoff(1.5)
+            .initial_delay(FIRST_POLL)
+            .backoff(POLL_BACKOFF)
             .timeout(ISSUANCE_TIMEOUT);
         let fullchain = match order.poll_certificate(&retry).await {
             Ok(chain) => chain,
@@ -217,6 +284,90 @@ impl AcmeClient {
                 source,
             },
         )
+    }
+
+    /// Answers one pending authorization with a challenge of `kind`.
+    async fn answer(
+        &self,
+        site: &str,
+        kind: ChallengeKind,
+        authorization: AuthorizationHandle<'_>,
+        tokens: &ChallengeTokens,
+        dns: Option<&Dns01>,
+    ) -> Result<Published, AcmeError> {
+        match (kind, dns) {
+            (ChallengeKind::Http01, _) => self.answer_http01(site, authorization, tokens).await,
+            (ChallengeKind::TlsAlpn01, _) => {
+                self.answer_tls_alpn01(site, authorization, tokens).await
+            }
+            // Published only: `ready_dns01` marks them ready once every record is visible.
+            (ChallengeKind::Dns01, Some(dns)) => self
+                .publish_dns01(site, authorization, dns)
+                .await
+                .map(Published::Dns01),
+            (ChallengeKind::Dns01, None) => Err(AcmeError::NoDnsMethod {
+                site: site.to_owned(),
+            }),
+        }
+    }
+
+    /// HTTP-01: the key authorization under its token, answered on `[http] listen`.
+    async fn answer_http01(
+        &self,
+        site: &str,
+        mut authorization: AuthorizationHandle<'_>,
+        tokens: &ChallengeTokens,
+    ) -> Result<Published, AcmeError> {
+        let name = authorization.identifier().to_string();
+        let mut challenge = authorization
+            .challenge(ChallengeType::Http01)
+            .ok_or_else(|| AcmeError::NoHttp01 {
+                site: site.to_owned(),
+                name,
+            })?;
+        let published = tokens.publish(
+            challenge.token.clone(),
+            challenge.key_authorization().as_str().to_owned(),
+        );
+        challenge
+            .set_ready()
+            .await
+            .map_err(|err| self.site_error(site, err))?;
+        Ok(Published::Http01(published))
+    }
+
+    /// TLS-ALPN-01: a challenge certificate for the identifier, answered on `[https] listen` to
+    /// ClientHellos offering only `acme-tls/1`.
+    async fn answer_tls_alpn01(
+        &self,
+        site: &str,
+        mut authorization: AuthorizationHandle<'_>,
+        tokens: &ChallengeTokens,
+    ) -> Result<Published, AcmeError> {
+        // An IP address prints as the address, which is also the certificate's SAN.
+        let identifier = authorization.identifier().to_string();
+        let offered = offered_types(&authorization);
+        let Some(mut challenge) = authorization.challenge(ChallengeType::TlsAlpn01) else {
+            return Err(AcmeError::NoChallenge {
+                site: site.to_owned(),
+                name: identifier,
+                kind: ChallengeKind::TlsAlpn01,
+                offered,
+            });
+        };
+        let digest = challenge.key_authorization().digest();
+        let published = tokens
+            .alpn()
+            .publish(&identifier, digest.as_ref())
+            .map_err(|source| AcmeError::Certificate {
+                site: site.to_owned(),
+                source,
+            })?;
+        challenge
+            .set_ready()
+            .await
+            .map_err(|err| self.site_error(site, err))?;
+        Ok(Published::TlsAlpn01(published))
     }
 
     async fn failed_validation(
@@ -257,5 +408,19 @@ impl AcmeClient {
                 state: "invalid without a problem document".into(),
             },
         }
+    }
+}
+
+/// The challenge types the CA offers for an authorization, for messages.
+fn offered_types(authorization: &AuthorizationHandle<'_>) -> String {
+    let types: Vec<String> = authorization
+        .challenges
+        .iter()
+        .map(|challenge| format!("{:?}", challenge.r#type))
+        .collect();
+    if types.is_empty() {
+        "none".to_owned()
+    } else {
+        types.join(", ")
     }
 }

@@ -1,5 +1,6 @@
 //! `certd issue`: obtain certificates for the sites that need them, answering HTTP-01 on `[http].listen`
-//! while orders are in flight, then exit. When `certd run` holds the state directory (and port 80), the
+//! and TLS-ALPN-01 on `[https] listen` while orders are in flight (each only when a due site may use
+//! it), then exit. When `certd run` holds the state directory (and port 80), the
 //! request is handed to it over its control socket instead, and its answer printed.
 
 use std::path::Path;
@@ -10,10 +11,12 @@ use time::OffsetDateTime;
 use super::{rfc3339, EXIT_OK, EXIT_SOME_FAILED, EXIT_UNUSABLE};
 use crate::challenge::{ChallengeResponder, ChallengeTokens};
 use crate::config;
+use crate::config::ChallengeKind;
 use crate::daemon::{self, ControlRequest};
 use crate::renewal::{self, Renewer, SiteState};
 use crate::storage;
 use crate::store::Layout;
+use crate::tls_alpn::AlpnResponder;
 
 /// Orders certificates for the sites named in `selected` (all when empty) that have none or are due
 /// (all of them with `force`). Returns the exit code.
@@ -93,8 +96,8 @@ pub async fn issue(config_path: &Path, force: bool, selected: &[String]) -> u8 {
     }
 
     let tokens = ChallengeTokens::default();
-    let responder = match ChallengeResponder::start_for(&config, tokens.clone()).await {
-        Ok(responder) => responder,
+    let responders = match Responders::start(&config, &due, &tokens).await {
+        Ok(responders) => responders,
         Err(err) => {
             eprintln!("{err}");
             return EXIT_UNUSABLE;
@@ -102,7 +105,7 @@ pub async fn issue(config_path: &Path, force: bool, selected: &[String]) -> u8 {
     };
     let renewer = Renewer::new(store.clone(), tokens, Arc::new(config));
     if let Err(err) = renewer.connect().await {
-        responder.shutdown().await;
+        responders.shutdown().await;
         eprintln!("{err}");
         // Every due site failed with it; `status` should say so for each.
         let now = OffsetDateTime::now_utc();
@@ -119,7 +122,7 @@ pub async fn issue(config_path: &Path, force: bool, selected: &[String]) -> u8 {
         return EXIT_UNUSABLE;
     }
     let outcomes = renewer.renew_all(&due, force).await;
-    responder.shutdown().await;
+    responders.shutdown().await;
 
     for (site, outcome) in outcomes {
         match outcome.report(&site) {
@@ -134,5 +137,59 @@ pub async fn issue(config_path: &Path, force: bool, selected: &[String]) -> u8 {
         EXIT_SOME_FAILED
     } else {
         EXIT_OK
+    }
+}
+
+/// The challenge listeners of one `certd issue` run.
+struct Responders {
+    http: Option<ChallengeResponder>,
+    tls_alpn: Option<AlpnResponder>,
+}
+
+impl Responders {
+    /// HTTP-01 on `[http] listen` unless every due site uses another challenge; TLS-ALPN-01 on
+    /// `[https] listen` when a due site asks for it (required) or chooses automatically (then only
+    /// if the port can be had: the automatic choice starts with HTTP-01, and `[https] listen` may
+    /// be another server's while moving to certd).
+    async fn start(
+        config: &config::Config,
+        due: &[config::SiteConfig],
+        tokens: &ChallengeTokens,
+    ) -> Result<Self, String> {
+        let uses = |kind: Option<ChallengeKind>| due.iter().any(|site| site.challenge == kind);
+        let needs_http = uses(None) || uses(Some(ChallengeKind::Http01));
+        let http = if needs_http {
+            let started = ChallengeResponder::start_for(config, tokens.clone()).await;
+            Some(started.map_err(|err| err.to_string())?)
+        } else {
+            None
+        };
+        let tls_alpn = if uses(Some(ChallengeKind::TlsAlpn01)) || uses(None) {
+            match AlpnResponder::start(&config.https.listen, tokens.alpn().clone()).await {
+                Ok(responder) => Some(responder),
+                Err(err) if !uses(Some(ChallengeKind::TlsAlpn01)) => {
+                    tracing::info!(%err, "no TLS-ALPN-01 listener; the automatic choice stays with HTTP-01");
+                    None
+                }
+                Err(err) => {
+                    if let Some(http) = http {
+                        http.shutdown().await;
+                    }
+                    return Err(err.to_string());
+                }
+            }
+        } else {
+            None
+        };
+        Ok(Self { http, tls_alpn })
+    }
+
+    async fn shutdown(self) {
+        if let Some(http) = self.http {
+            http.shutdown().await;
+        }
+        if let Some(tls_alpn) = self.tls_alpn {
+            tls_alpn.shutdown().await;
+        }
     }
 }

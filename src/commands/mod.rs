@@ -1,6 +1,7 @@
 //! What each CLI verb does. Every command returns the process exit code; they print for people on
 //! stdout (results) and stderr (errors), and log through `tracing`.
 
+mod assets;
 mod check;
 mod issue;
 mod status;
@@ -25,13 +26,25 @@ pub const EXIT_UNUSABLE: u8 = 2;
 pub async fn run(cli: Cli) -> u8 {
     match cli.command {
         Command::Issue { force, sites } => issue(&cli.config, force, &sites).await,
-        Command::Run => crate::daemon::run(&cli.config).await,
+        Command::Run => {
+            // Before the daemon starts, so its first request is logged where the file says.
+            let _access_log =
+                match crate::access_log::install(&crate::config::log_settings(&cli.config)) {
+                    Ok(guard) => guard,
+                    Err(err) => {
+                        eprintln!("certd: {err}");
+                        return EXIT_UNUSABLE;
+                    }
+                };
+            crate::daemon::run(&cli.config).await
+        }
         Command::Status { json } => status(&cli.config, json),
         Command::Check { preflight } => check(&cli.config, preflight).await,
         Command::Import(ImportCommand::Certbot { from }) => {
             crate::import::certbot::run(&from, &cli.config).await
         }
         Command::Import(ImportCommand::Nginx { files }) => crate::import::nginx::run(&files),
+        Command::GenerateAssets { out } => assets::run(&out),
     }
 }
 

@@ -12,13 +12,17 @@
 //! state_dir = "state"           # default "state"; relative paths are against the config file's folder
 //!
 //! [acme]                        # required
-//! directory = "letsencrypt"     # required: "letsencrypt", "letsencrypt-staging", or an https:// URL
+//! directory = "letsencrypt"     # required: "letsencrypt", "letsencrypt-staging", "zerossl",
+//!                               # "google", or an https:// URL
 //! email = "ops@example.org"     # optional contact (a `mailto:` prefix is accepted and removed)
 //! agree_tos = true              # required, and must be true: the CA's terms are accepted explicitly
 //! ca_roots = "pebble-root.pem"  # optional: extra PEM roots for the CA's own HTTPS; must exist
 //! key_type = "ecdsa-p256"       # ecdsa-p256 (default), ecdsa-p384, rsa2048, rsa4096
 //! concurrency = 4               # orders in flight at once, 1..=64 (default 4)
 //! profile = "tlsserver"         # optional ACME profile, sent when the CA offers profiles
+//! challenge = "http-01"         # optional default of sites: http-01, tls-alpn-01 (dns-01 soon)
+//! eab_kid = "kid-1"             # external account binding (zerossl and google need it), with ...
+//! eab_hmac_key_file = "eab.key" # ... the base64url MAC key in a file others cannot read
 //!
 //! [http]                        # optional
 //! listen = ["0.0.0.0:80"]       # default ["0.0.0.0:80"]; each an IP address with a port
@@ -61,9 +65,16 @@
 //! enabled = true                # DNS resolves, and http://<name>/.well-known/… reaches this certd
 //! resolver = "127.0.0.1:53"     # the DNS server to ask (default: the system's resolver)
 //!
+//! [log]                         # optional; read at start (a change needs a restart)
+//! format = "text"               # certd's own log lines on stderr: "text" (default) or "json"
+//! access_format = "text"        # `certd run`'s access log: "text" (a certd log line, default),
+//!                               # "combined" (nginx's default format) or "json" (one object a line)
+//! access_file = "/var/log/certd/access.log"  # default stderr; reopened on SIGUSR1 (logrotate)
+//!
 //! [[site]]                      # at least one; one certificate per site
-//! names = ["example.org", "www.example.org"]  # DNS names, each used once in the whole file
+//! names = ["example.org", "www.example.org"]  # DNS names or IP addresses, each used once
 //! profile = "shortlived"        # optional: this site's ACME profile, overriding [acme] profile
+//! challenge = "tls-alpn-01"     # optional: overrides [acme] challenge; absent: automatic
 //! # compress = true            # optional: compress its routes' answers (a route's own compress wins)
 //!
 //!   [[site.route]]              # optional, for `certd run`; matched like nginx `location`
@@ -105,10 +116,15 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 mod access;
+mod challenge;
 mod compress;
+mod dns;
+mod eab;
+mod error_page;
 mod fastcgi;
 mod http_rules;
 mod location;
+mod log;
 mod operations;
 mod raw;
 mod serving;
@@ -118,6 +134,13 @@ mod tests;
 mod upstreams;
 mod validate;
 
+pub use challenge::ChallengeKind;
+pub use dns::{
+    read_tsig_secret, DnsConfig, DnsMethod, Rfc2136Config, TsigAlgorithm, DEFAULT_HOOK_TIMEOUT,
+    DEFAULT_PROPAGATION_TIMEOUT,
+};
+pub use eab::{read_mac_key, EabConfig, GOOGLE, ZEROSSL};
+pub use log::{log_settings, AccessFormat, LogConfig, LogFormat};
 pub use storage::{PostgresConfig, SslMode, StorageConfig, PASSWORD_ENV};
 pub use upstreams::{
     Balance, NextUpstream, ServerAddress, ServerConfig, UpstreamConfig, MAX_SERVERS,
@@ -154,6 +177,8 @@ pub struct Config {
     pub upstreams: Vec<UpstreamConfig>,
     /// Where the state is kept (`[storage]`; the state directory by default).
     pub storage: StorageConfig,
+    /// `[log]`: how certd's own log and the access log are written.
+    pub log: LogConfig,
 }
 
 /// The `[acme]` table.
@@ -172,6 +197,13 @@ pub struct AcmeConfig {
     /// The ACME profile to ask for (`classic`, `tlsserver`, `shortlived`, …), when the CA offers
     /// profiles; a site's own `profile` wins.
     pub profile: Option<String>,
+    /// `challenge`: the challenge of sites that do not name one; `None` for the automatic choice.
+    pub challenge: Option<ChallengeKind>,
+    /// `[acme.dns]` / `dns_hook`: how DNS-01 records are published for sites without their own.
+    pub dns: Option<DnsConfig>,
+    /// `eab_kid` and `eab_hmac_key_file`: the external account binding new accounts are created
+    /// with (RFC 8555 §7.3.4), for CAs that require one.
+    pub eab: Option<EabConfig>,
 }
 
 /// The kind of private key generated for a certificate.
@@ -353,6 +385,15 @@ pub struct SiteConfig {
     pub profile: Option<String>,
     /// `headers`, `hsts`, `max_body_size`, `expires`: the site-wide HTTP rules.
     pub http: crate::proxy::http_rules::HttpRules,
+    /// `[[site.error_page]]`: the error pages of answers made outside any route (each route
+    /// carries the list it inherited or set, [`RouteConfig::error_page`]).
+    pub error_page: std::sync::Arc<Vec<crate::proxy::error_page::ErrorPage>>,
+    /// `challenge` (else `[acme] challenge`): how the CA validates the names; `None` for the
+    /// automatic choice (HTTP-01, then TLS-ALPN-01 when preflight finds port 80 unreachable).
+    pub challenge: Option<ChallengeKind>,
+    /// How this site's DNS-01 records are published: its own `[site.dns]` / `dns_hook`, else
+    /// `[acme.dns]` / `dns_hook`; `None` when neither is configured.
+    pub dns: Option<DnsConfig>,
 }
 
 /// One `[[site.route]]`.
@@ -391,6 +432,17 @@ pub struct RouteConfig {
     pub upstream: Option<String>,
     /// `connect_timeout`, `read_timeout`, `send_timeout` (proxy routes): override `[limits]`.
     pub timeouts: ProxyTimeouts,
+    /// `index` (root and alias routes, inherited from the site or enclosing route): the names a
+    /// folder request looks for; default `["index.html"]`.
+    pub index: Vec<String>,
+    /// `[[site.route.error_page]]`, or the list inherited from the enclosing route or the site.
+    pub error_page: std::sync::Arc<Vec<crate::proxy::error_page::ErrorPage>>,
+    /// `intercept_errors` (proxy and FastCGI routes): the upstream's own errors get the error
+    /// pages too.
+    pub intercept_errors: bool,
+    /// `strip_prefix` (proxy prefix routes): the route's prefix is cut from the path before it is
+    /// appended to the proxy's own path (nginx `location /app/ { proxy_pass http://up/; }`).
+    pub strip_prefix: bool,
 }
 
 /// A proxy route's own timeouts; `None` keeps the `[limits]` (or tunnel) default.
@@ -438,6 +490,9 @@ impl SiteConfig {
             error_pages: BTreeMap::new(),
             profile: None,
             http: Default::default(),
+            error_page: Default::default(),
+            challenge: None,
+            dns: None,
         }
     }
 }

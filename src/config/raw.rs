@@ -37,6 +37,7 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub(super) upstream: Vec<Spanned<super::upstreams::RawUpstream>>,
     pub(super) storage: Option<Spanned<super::storage::RawStorage>>,
+    pub(super) log: Option<Spanned<RawLog>>,
 }
 
 /// `[acme]`.
@@ -52,6 +53,12 @@ pub(super) struct RawAcme {
     pub(super) key_type: Option<Spanned<String>>,
     pub(super) concurrency: Option<Spanned<i64>>,
     pub(super) profile: Option<Spanned<String>>,
+    pub(super) challenge: Option<Spanned<String>>,
+    /// `[acme.dns]` and `dns_hook`: the DNS-01 method of every site (see `config::dns`).
+    pub(super) dns: Option<Spanned<super::dns::RawDns>>,
+    pub(super) dns_hook: Option<Spanned<String>>,
+    pub(super) eab_kid: Option<Spanned<String>>,
+    pub(super) eab_hmac_key_file: Option<Spanned<String>>,
 }
 
 /// `[http]`.
@@ -118,6 +125,15 @@ pub(super) struct RawPreflight {
     pub(super) resolver: Option<Spanned<String>>,
 }
 
+/// `[log]`. Strings, so a bad value is a validation problem naming the choices.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawLog {
+    pub(super) format: Option<Spanned<String>>,
+    pub(super) access_format: Option<Spanned<String>>,
+    pub(super) access_file: Option<Spanned<String>>,
+}
+
 /// `[hook]`.
 #[derive(Debug, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -163,6 +179,12 @@ pub(super) struct RawRoute {
     pub(super) connect_timeout: Option<Spanned<RawDuration>>,
     pub(super) read_timeout: Option<Spanned<RawDuration>>,
     pub(super) send_timeout: Option<Spanned<RawDuration>>,
+    /// `index`, `[[site.route.error_page]]`, `intercept_errors` (see `config::error_page`).
+    pub(super) index: Option<Spanned<Vec<Spanned<String>>>>,
+    pub(super) error_page: Option<Vec<Spanned<super::error_page::RawErrorPage>>>,
+    pub(super) intercept_errors: Option<Spanned<bool>>,
+    /// `strip_prefix` (proxy prefix routes; nginx `proxy_pass` with a URI part).
+    pub(super) strip_prefix: Option<Spanned<bool>>,
 }
 
 /// `front_controller`: a script path, or `false` for none.
@@ -255,6 +277,14 @@ pub(super) struct RawSite {
     pub(super) hsts: Option<Spanned<super::http_rules::RawHsts>>,
     pub(super) max_body_size: Option<Spanned<super::http_rules::RawSize>>,
     pub(super) expires: Option<Spanned<String>>,
+    /// `index` and `[[site.error_page]]`: the defaults of the site's routes (see
+    /// `config::error_page`).
+    pub(super) index: Option<Spanned<Vec<Spanned<String>>>>,
+    pub(super) error_page: Option<Vec<Spanned<super::error_page::RawErrorPage>>>,
+    pub(super) challenge: Option<Spanned<String>>,
+    /// `[site.dns]` and `dns_hook`: this site's own DNS-01 method (see `config::dns`).
+    pub(super) dns: Option<Spanned<super::dns::RawDns>>,
+    pub(super) dns_hook: Option<Spanned<String>>,
 }
 
 // ---------------------------------------------------------------------------------------------------

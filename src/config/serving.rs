@@ -252,7 +252,8 @@ pub(super) fn parse_duration_at_most(
     Ok(parsed)
 }
 
-/// `"10s"`, `"2m"`, `"1h"`, `"500ms"`, or whole seconds.
+/// `"10s"`, `"2m"`, `"1h"`, `"500ms"`, `"1h 30m"`, `"2days"` (humantime's units: ms, s, m, h, d, w,
+/// and their long names), or whole seconds (a number, or text of digits only).
 pub(super) fn parse_duration(raw: &RawDuration) -> Result<Duration, String> {
     let text = match raw {
         RawDuration::Seconds(seconds) => {
@@ -262,25 +263,33 @@ pub(super) fn parse_duration(raw: &RawDuration) -> Result<Duration, String> {
         }
         RawDuration::Text(text) => text.trim(),
     };
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let bad =
-        || format!("{text:?} is not a duration: write e.g. \"500ms\", \"10s\", \"2m\" or \"1h\"");
-    let number: u64 = number.parse().map_err(|_| bad())?;
-    let per_unit: u64 = match unit.trim() {
-        "ms" => 1,
-        "s" | "" => 1000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        _ => return Err(bad()),
-    };
-    // Checked: saturating would silently turn a typo into u64::MAX milliseconds.
-    let millis = number
-        .checked_mul(per_unit)
-        .ok_or_else(|| format!("{text:?} is too long to be a duration"))?;
-    Ok(Duration::from_millis(millis))
+    if !text.is_empty() && text.bytes().all(|c| c.is_ascii_digit()) {
+        // humantime wants a unit; certd always read bare digits as seconds.
+        return text
+            .parse::<u64>()
+            .map(Duration::from_secs)
+            .map_err(|_| format!("{text:?} is too long to be a duration"));
+    }
+    // humantime reads "M" as months and "y" as years; a config duration never means those, and
+    // a month of 30.44 days is no one's idea of a timeout, so they are refused like any typo.
+    let calendar = ["M", "month", "months", "y", "year", "years"];
+    if text
+        .split(|c: char| !c.is_ascii_alphabetic())
+        .any(|unit| calendar.contains(&unit))
+    {
+        return Err(bad_duration(text));
+    }
+    humantime::parse_duration(text).map_err(|err| match err {
+        // Checked: no saturation that would silently turn a typo into the longest duration.
+        humantime::DurationError::NumberOverflow => {
+            format!("{text:?} is too long to be a duration")
+        }
+        _ => bad_duration(text),
+    })
+}
+
+fn bad_duration(text: &str) -> String {
+    format!("{text:?} is not a duration: write e.g. \"500ms\", \"10s\", \"2m\" or \"1h\"")
 }
 
 /// The `[[site.route]]` tables of site `site`, with their nested routes.
@@ -317,6 +326,10 @@ pub(super) struct Inherited {
     pub(super) access: AccessScope,
     /// `compress`.
     pub(super) compress: Option<std::sync::Arc<crate::compression::Policy>>,
+    /// `index`.
+    pub(super) index: Vec<String>,
+    /// `error_page`.
+    pub(super) error_page: std::sync::Arc<Vec<crate::proxy::error_page::ErrorPage>>,
 }
 
 /// What every route of one site is validated against, and what their validation collects.
@@ -357,6 +370,23 @@ fn routes_in(
                     super::compress::policy(&format!("{key}.compress"), Some(own), problems)
                 }
                 None => inherited.compress.clone(),
+            },
+            index: match route.index.take() {
+                Some(own) => {
+                    index_only_on_files(&key, &route, &own, problems);
+                    super::error_page::index(&format!("{key}.index"), Some(own), problems)
+                        .unwrap_or_else(|| inherited.index.clone())
+                }
+                None => inherited.index.clone(),
+            },
+            error_page: match super::error_page::error_pages(
+                &format!("{key}.error_page"),
+                route.error_page.take(),
+                &mut context.references,
+                problems,
+            ) {
+                Some(own) => std::sync::Arc::new(own),
+                None => inherited.error_page.clone(),
             },
         };
         let Some((path, location)) = route_location::route_match(
@@ -518,6 +548,44 @@ fn routes_in(
             context,
             problems,
         );
+        let intercept_errors = match route.intercept_errors {
+            Some(intercept)
+                if !matches!(
+                    target,
+                    RouteTargetConfig::Proxy(_) | RouteTargetConfig::Fastcgi(_)
+                ) =>
+            {
+                problems.add(
+                    format!("{key}.intercept_errors"),
+                    Some(intercept.span()),
+                    "only applies to `proxy` and `fastcgi` routes (certd's own errors always get \
+                     the error pages)",
+                );
+                false
+            }
+            Some(intercept) => *intercept.get_ref(),
+            None => false,
+        };
+        let strip_prefix = match route.strip_prefix {
+            Some(strip)
+                if *strip.get_ref()
+                    && !(is_proxy
+                        && matches!(
+                            location,
+                            crate::proxy::LocationMatch::Prefix
+                                | crate::proxy::LocationMatch::PreferredPrefix
+                        )) =>
+            {
+                problems.add(
+                    format!("{key}.strip_prefix"),
+                    Some(strip.span()),
+                    "only applies to `proxy` routes matched by `path` (a prefix to cut)",
+                );
+                false
+            }
+            Some(strip) => *strip.get_ref(),
+            None => false,
+        };
         indexes.push(i);
         let timeouts = proxy_timeouts(
             &key,
@@ -543,9 +611,34 @@ fn routes_in(
             http,
             upstream: group,
             timeouts,
+            index: here.index,
+            error_page: here.error_page,
+            intercept_errors,
+            strip_prefix,
         });
     }
     routes
+}
+
+/// A route's own `index` is refused where there are no files to look for: on `proxy` and
+/// `return` routes, and on `fastcgi` routes (which have `fastcgi_index`).
+fn index_only_on_files(
+    key: &str,
+    route: &RawRoute,
+    own: &Spanned<Vec<Spanned<String>>>,
+    problems: &mut Problems<'_>,
+) {
+    let files = route.answer.is_none()
+        && route.fastcgi.is_none()
+        && route.proxy.is_none()
+        && (route.root.is_some() || route.alias.is_some());
+    if !files {
+        problems.add(
+            format!("{key}.index"),
+            Some(own.span()),
+            "only applies to `root` and `alias` routes (a `fastcgi` route has `fastcgi_index`)",
+        );
+    }
 }
 
 /// A route's `connect_timeout`, `read_timeout` and `send_timeout`: proxy routes only, more than
@@ -665,11 +758,24 @@ mod tests {
                 Ok(Duration::from_secs(3600)),
             ),
             (RawDuration::Text("42".into()), Ok(Duration::from_secs(42))),
+            (
+                RawDuration::Text("1h 30m".into()),
+                Ok(Duration::from_secs(5400)),
+            ),
+            (
+                RawDuration::Text("2days".into()),
+                Ok(Duration::from_secs(172_800)),
+            ),
         ];
         for (raw, expected) in cases {
             assert_eq!(parse_duration(&raw), expected, "{raw:?}");
         }
         assert!(parse_duration(&RawDuration::Text("10 parsecs".into())).is_err());
+        // Months and years are not timeouts.
+        assert!(parse_duration(&RawDuration::Text("1M".into())).is_err());
+        assert!(parse_duration(&RawDuration::Text("1year".into())).is_err());
+        assert!(parse_duration(&RawDuration::Text("".into())).is_err());
+        assert!(parse_duration(&RawDuration::Text("-5s".into())).is_err());
         assert!(parse_duration(&RawDuration::Seconds(-1)).is_err());
     }
 
@@ -693,6 +799,30 @@ mod tests {
             Ok(Duration::from_secs(86_400))
         );
         assert!(parse_duration_at_most(&RawDuration::Seconds(86_401), LONGEST_LIMIT).is_err());
+    }
+
+    #[test]
+    fn strip_prefix_is_for_proxy_routes_matched_by_a_prefix() {
+        let head = "[acme]\ndirectory = \"letsencrypt\"\nagree_tos = true\n\
+                    [[site]]\nnames = [\"example.org\"]\n";
+        let parse = |route: &str| {
+            let text = format!("{head}[[site.route]]\n{route}strip_prefix = true\n");
+            super::super::from_toml(&text, Path::new("/etc/certd/certd.toml"))
+        };
+        let config = parse("path = \"/app/\"\nproxy = \"http://127.0.0.1:1/\"\n").unwrap();
+        assert!(config.sites[0].routes[0].strip_prefix);
+        for refused in [
+            "regex = '^/app'\nproxy = \"http://127.0.0.1:1/\"\n",
+            "exact = \"/app\"\nproxy = \"http://127.0.0.1:1/\"\n",
+            "path = \"/app/\"\nreturn = { status = 204 }\n",
+        ] {
+            let problems = parse(refused).unwrap_err().problems;
+            assert_eq!(problems.len(), 1, "{refused}: {problems:?}");
+            assert_eq!(
+                problems[0].key, "site[0].route[0].strip_prefix",
+                "{refused}"
+            );
+        }
     }
 
     #[test]

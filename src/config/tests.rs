@@ -283,10 +283,10 @@ fn bad_host_names() {
         ("a..example.org", "empty label"),
         ("foo_bar.example.org", "underscores are not allowed"),
         ("example.org.", "trailing dot"),
-        ("192.0.2.7", "an IP address"),
-        ("::1", "an IP address"),
+        ("0.0.0.0", "not an address a CA can connect to"),
+        ("[::1]", "without brackets"),
         (&long_label, "at most 63"),
-        ("*.example.org", "DNS-01"),
+        ("*.example.org", "challenge = \"dns-01\""),
         ("", "empty"),
     ];
     for (name, fragment) in cases {
@@ -877,5 +877,112 @@ fn bad_trusted_proxies_and_proxy_protocol_without_them_are_refused() {
         "https.proxy_protocol",
         Some(8),
         "needs `[https] trusted_proxies`",
+    );
+}
+
+#[test]
+fn challenges_per_site_with_an_acme_default_and_automatic_without() {
+    let config = parse(
+        r#"[acme]
+directory = "letsencrypt"
+agree_tos = true
+challenge = "tls-alpn-01"
+[[site]]
+names = ["a.test"]
+[[site]]
+names = ["b.test", "192.0.2.7", "2001:DB8::1"]
+challenge = "http-01"
+"#,
+    );
+    assert_eq!(config.acme.challenge, Some(ChallengeKind::TlsAlpn01));
+    assert_eq!(config.sites[0].challenge, Some(ChallengeKind::TlsAlpn01));
+    assert_eq!(config.sites[1].challenge, Some(ChallengeKind::Http01));
+    assert_eq!(
+        config.sites[1].names,
+        ["b.test", "192.0.2.7", "2001:db8::1"]
+    );
+    assert_eq!(parse(MINIMAL).sites[0].challenge, None, "automatic");
+
+    let site = |extra: &str| MINIMAL.replace("[[site]]", &format!("[[site]]\n{extra}"));
+    assert_problem(
+        &site("challenge = \"dns-01\""),
+        "site[0].challenge",
+        Some(5),
+        "needs a DNS method",
+    );
+    assert_problem(
+        &site("challenge = \"tls-alpn\""),
+        "site[0].challenge",
+        Some(5),
+        "\"tls-alpn-01\"",
+    );
+    assert_problem(
+        &MINIMAL.replace(
+            "agree_tos = true",
+            "agree_tos = true\nchallenge = \"dns-01\"",
+        ),
+        "acme.challenge",
+        Some(4),
+        "needs a DNS method",
+    );
+    // A wildcard with an explicit non-DNS challenge names it.
+    assert_problem(
+        &site("challenge = \"http-01\"")
+            .replace("names = [\"example.org\"]", "names = [\"*.example.org\"]"),
+        "site[0].names[0]",
+        Some(6),
+        "the site uses \"http-01\"; set `challenge = \"dns-01\"`",
+    );
+}
+
+#[test]
+fn external_account_binding_keys_and_the_shorthands_that_need_them() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("eab.key");
+    std::fs::write(
+        &key,
+        "zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3MUAsUDkMTQ12W\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let with = |directory: &str, extra: &str| {
+        MINIMAL
+            .replace("\"letsencrypt\"", &format!("\"{directory}\""))
+            .replace("agree_tos = true", &format!("agree_tos = true\n{extra}"))
+    };
+    let keys = format!(
+        "eab_kid = \"kid-1\"\neab_hmac_key_file = \"{}\"",
+        key.display()
+    );
+
+    let config = parse(&with("zerossl", &keys));
+    assert_eq!(config.acme.directory_url, ZEROSSL);
+    let eab = config.acme.eab.unwrap();
+    assert_eq!(
+        (eab.kid.as_str(), eab.hmac_key_file.as_path()),
+        ("kid-1", key.as_path())
+    );
+    assert_eq!(parse(&with("google", &keys)).acme.directory_url, GOOGLE);
+    assert_eq!(parse(MINIMAL).acme.eab, None);
+
+    assert_problem(
+        &with("zerossl", ""),
+        "acme.eab_kid",
+        Some(1),
+        "only creates accounts with external account binding",
+    );
+    assert_problem(
+        &with("google", "eab_kid = \"kid-1\""),
+        "acme.eab_hmac_key_file",
+        Some(4),
+        "missing",
+    );
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    assert_problem(
+        &with("zerossl", &keys),
+        "acme.eab_hmac_key_file",
+        Some(5),
+        "readable by every user",
     );
 }

@@ -10,7 +10,7 @@ use toml::Spanned;
 
 use super::raw::{line_at, RawAcme, RawConfig, RawHttp, RawRenewal, RawSite};
 use super::*;
-use super::{access, http_rules, operations, serving};
+use super::{access, challenge, http_rules, operations, serving};
 use crate::hostname;
 
 // ---------------------------------------------------------------------------------------------------
@@ -73,6 +73,17 @@ pub(super) fn validate(raw: RawConfig, path: &Path, problems: &mut Problems<'_>)
     let https = serving::https(raw.https, problems);
     // Before the sites, whose routes name them.
     let upstreams = super::upstreams::upstreams(raw.upstream, problems);
+    // For the sites that name no challenge; its problems are reported with `[acme]`.
+    let default_challenge = raw
+        .acme
+        .as_ref()
+        .and_then(|acme| acme.get_ref().challenge.as_ref())
+        .and_then(|kind| challenge::parse(kind.get_ref()).ok());
+    let default_challenge_span = raw
+        .acme
+        .as_ref()
+        .and_then(|acme| acme.get_ref().challenge.as_ref())
+        .map(Spanned::span);
     let mut config = Config {
         source: path.to_path_buf(),
         state_dir: state_dir(raw.state_dir, &folder, problems),
@@ -88,10 +99,30 @@ pub(super) fn validate(raw: RawConfig, path: &Path, problems: &mut Problems<'_>)
             raw.preflight,
             problems,
         ),
-        sites: sites(raw.site, &folder, &upstreams, problems),
+        sites: Vec::new(),
         upstreams,
         storage: super::storage::storage(raw.storage, &folder, problems),
+        log: super::log::log(raw.log, &folder, problems),
     };
+    config.sites = sites(
+        raw.site,
+        &folder,
+        &config.upstreams,
+        default_challenge,
+        (config.acme.dns.is_some(), default_challenge_span),
+        problems,
+    );
+    // DNS-01 lookups go through `[preflight] resolver` unless the dns table names its own.
+    let preflight_resolver = config.operations.preflight_resolver;
+    if let Some(dns) = config.acme.dns.as_mut() {
+        dns.resolver = dns.resolver.or(preflight_resolver);
+    }
+    for site in &mut config.sites {
+        match site.dns.as_mut() {
+            Some(dns) => dns.resolver = dns.resolver.or(preflight_resolver),
+            None => site.dns = config.acme.dns.clone(),
+        }
+    }
     config.https.default_site = serving::default_site(default_site, &config.sites, problems);
     super::storage::check_hook(&config, problems);
     config
@@ -132,6 +163,9 @@ fn acme(raw: Option<Spanned<RawAcme>>, folder: &Path, problems: &mut Problems<'_
         key_type: KeyType::default(),
         concurrency: DEFAULT_CONCURRENCY,
         profile: None,
+        challenge: None,
+        dns: None,
+        eab: None,
     };
     let Some(raw) = raw else {
         problems.add(
@@ -143,6 +177,18 @@ fn acme(raw: Option<Spanned<RawAcme>>, folder: &Path, problems: &mut Problems<'_
     };
     let table = raw.span();
     let raw = raw.into_inner();
+    let directory_text = raw
+        .directory
+        .as_ref()
+        .map(|directory| directory.get_ref().clone());
+    acme.eab = super::eab::eab(
+        raw.eab_kid,
+        raw.eab_hmac_key_file,
+        directory_text.as_deref(),
+        table.clone(),
+        folder,
+        problems,
+    );
 
     match raw.directory {
         None => problems.add(
@@ -217,6 +263,13 @@ fn acme(raw: Option<Spanned<RawAcme>>, folder: &Path, problems: &mut Problems<'_
         }
     }
 
+    if let Some(kind) = raw.challenge {
+        match challenge::parse(kind.get_ref()) {
+            Ok(kind) => acme.challenge = Some(kind),
+            Err(reason) => problems.add("acme.challenge", Some(kind.span()), reason),
+        }
+    }
+
     if let Some(concurrency) = raw.concurrency {
         let value = *concurrency.get_ref();
         match usize::try_from(value) {
@@ -233,6 +286,8 @@ fn acme(raw: Option<Spanned<RawAcme>>, folder: &Path, problems: &mut Problems<'_
             ),
         }
     }
+
+    acme.dns = super::dns::dns("acme", raw.dns, raw.dns_hook, folder, problems);
 
     acme
 }
@@ -261,7 +316,11 @@ pub(super) fn directory_url(value: &str) -> Result<String, String> {
         "letsencrypt-staging" => return Ok(LETSENCRYPT_STAGING.to_owned()),
         _ => {}
     }
-    let expected = "write `letsencrypt`, `letsencrypt-staging`, or the CA's https:// directory URL";
+    if let Some(url) = super::eab::shorthand(value) {
+        return Ok(url.to_owned());
+    }
+    let expected = "write `letsencrypt`, `letsencrypt-staging`, `zerossl`, `google`, or the CA's \
+                    https:// directory URL";
     let Some(rest) = value
         .get(..8)
         .filter(|scheme| scheme.eq_ignore_ascii_case("https://"))
@@ -522,6 +581,9 @@ fn sites(
     raw: Vec<Spanned<RawSite>>,
     folder: &Path,
     upstreams: &[super::UpstreamConfig],
+    default_challenge: Option<ChallengeKind>,
+    // Whether `[acme]` has a DNS method, and where `[acme] challenge` is written.
+    (acme_dns, default_challenge_span): (bool, Option<Range<usize>>),
     problems: &mut Problems<'_>,
 ) -> Vec<SiteConfig> {
     if raw.is_empty() {
@@ -551,7 +613,41 @@ fn sites(
             hsts,
             max_body_size,
             expires,
+            index,
+            error_page,
+            challenge: site_challenge,
+            dns,
+            dns_hook,
         } = site.into_inner();
+        let challenge_span = site_challenge.as_ref().map(Spanned::span);
+        let site_challenge = match site_challenge {
+            Some(kind) => match challenge::parse(kind.get_ref()) {
+                Ok(kind) => Some(kind),
+                Err(reason) => {
+                    problems.add(format!("site[{i}].challenge"), Some(kind.span()), reason);
+                    None
+                }
+            },
+            None => default_challenge,
+        };
+        let dns = super::dns::dns(&format!("site[{i}]"), dns, dns_hook, folder, problems);
+        if site_challenge == Some(ChallengeKind::Dns01) && dns.is_none() && !acme_dns {
+            // Reported where dns-01 was chosen: the site, or once at `[acme] challenge`.
+            let (key, span) = match challenge_span {
+                Some(span) => (format!("site[{i}].challenge"), Some(span)),
+                None => ("acme.challenge".to_owned(), default_challenge_span.clone()),
+            };
+            let reported = problems.found.iter().any(|p| p.key == key);
+            if !reported {
+                problems.add(
+                key,
+                span,
+                "\"dns-01\" needs a DNS method: an RFC 2136 server (`[acme.dns]` or `[site.dns]` \
+                 with `server`, `tsig_key`, `tsig_secret_file`) or a `dns_hook` program, in [acme] \
+                 for every site or in this site",
+                );
+            }
+        }
         let site_access = access::AccessKeys {
             access,
             auth_basic,
@@ -567,11 +663,24 @@ fn sites(
                 None
             }
         });
+        let mut references = Vec::new();
         let inherited = serving::Inherited {
             access,
             compress: super::compress::policy(&format!("site[{i}].compress"), compress, problems),
+            index: super::error_page::index(&format!("site[{i}].index"), index, problems)
+                .unwrap_or_else(|| vec!["index.html".to_owned()]),
+            error_page: std::sync::Arc::new(
+                super::error_page::error_pages(
+                    &format!("site[{i}].error_page"),
+                    error_page,
+                    &mut references,
+                    problems,
+                )
+                .unwrap_or_default(),
+            ),
         };
         let routes = serving::routes(i, route, folder, &inherited, upstreams, problems);
+        super::location::check_references(&references, &routes, problems);
         let error_pages = serving::error_pages(i, error_pages, folder, problems);
         let Some(names) = names else {
             problems.add(
@@ -598,7 +707,11 @@ fn sites(
         for (j, name) in names.into_inner().into_iter().enumerate() {
             let key = format!("site[{i}].names[{j}]");
             let span = Some(name.span());
-            match hostname::validate_dns_name(name.get_ref()) {
+            let checked = hostname::validate_site_name(name.get_ref()).and_then(|name| {
+                let shape = challenge::NameShape::of(&name);
+                challenge::name_allows(shape, site_challenge).map(|()| name)
+            });
+            match checked {
                 Err(reason) => problems.add(key, span, format!("{:?}: {reason}", name.get_ref())),
                 Ok(dns) => match seen.get(&dns) {
                     Some((other, other_j, _)) if *other == i => problems.add(
@@ -625,6 +738,9 @@ fn sites(
                 error_pages,
                 profile,
                 http,
+                error_page: inherited.error_page.clone(),
+                challenge: site_challenge,
+                dns,
             });
         }
     }

@@ -50,7 +50,7 @@ pub(super) fn admit<'t, B>(
         // HTTP/1.0 without Host: the connection's own site is the only answer.
         return Ok(connection_site);
     };
-    match sites.site(&host) {
+    match sites.site(&normalise_host(host.host())) {
         Some(site) if Arc::ptr_eq(site, connection_site) => Ok(site),
         _ => Err(Refusal::Misdirected),
     }
@@ -105,14 +105,14 @@ fn check_framing(headers: &HeaderMap) -> Result<(), Refusal> {
     Ok(())
 }
 
-/// The host the request asks for, normalised (lower-case, no port, no trailing dot): the URI's
+/// The authority the request asks for (its host is normalised by the caller): the URI's
 /// authority (HTTP/2 `:authority`, or an HTTP/1.1 absolute-form target, which RFC 9112 §3.2.2 says
 /// wins over `Host`), else the `Host` header. `None` only for HTTP/1.0 without `Host`.
 ///
 /// Refused (RFC 9112 §3.2, RFC 9113 §8.3.1): more than one `Host`, an invalid one, none on
 /// HTTP/1.1, and an HTTP/2 request whose `Host` names another host or port than its `:authority`
 /// or that has neither.
-fn request_host<B>(request: &Request<B>) -> Result<Option<String>, Refusal> {
+fn request_host<B>(request: &Request<B>) -> Result<Option<Authority>, Refusal> {
     let mut hosts = request.headers().get_all(HOST).iter();
     let header = hosts.next();
     if hosts.next().is_some() {
@@ -138,8 +138,8 @@ fn request_host<B>(request: &Request<B>) -> Result<Option<String>, Refusal> {
             }
         }
     }
-    let chosen = match (authority, &header) {
-        (Some(authority), _) => authority,
+    let chosen = match (authority, header) {
+        (Some(authority), _) => authority.clone(),
         (None, Some(header)) => header,
         (None, None) if request.version() == Version::HTTP_10 => return Ok(None),
         (None, None) if request.version() == Version::HTTP_2 => {
@@ -147,7 +147,7 @@ fn request_host<B>(request: &Request<B>) -> Result<Option<String>, Refusal> {
         }
         (None, None) => return Err(Refusal::BadRequest("an HTTP/1.1 request without Host")),
     };
-    Ok(Some(normalise_host(chosen.host())))
+    Ok(Some(chosen))
 }
 
 /// Whether two authorities name the same host and port (a missing port is 443: the only scheme
@@ -157,9 +157,23 @@ fn same_origin(a: &Authority, b: &Authority) -> bool {
         && a.port_u16().unwrap_or(443) == b.port_u16().unwrap_or(443)
 }
 
-/// `host` as the site table keys it: lower-case, without a trailing dot.
-fn normalise_host(host: &str) -> String {
-    host.trim_end_matches('.').to_ascii_lowercase()
+/// `host` as the site table keys it: lower-case, without a trailing dot; an IP address (IPv6 in
+/// brackets, as in `Host: [::1]`) in the form site names use. Borrowed when it already is (every
+/// request looks up two names, and clients send them lower-case).
+fn normalise_host(host: &str) -> std::borrow::Cow<'_, str> {
+    let unbracketed = host
+        .strip_prefix('[')
+        .and_then(|inner| inner.strip_suffix(']'))
+        .unwrap_or(host);
+    if let Ok(ip) = unbracketed.parse::<std::net::IpAddr>() {
+        return std::borrow::Cow::Owned(ip.to_string());
+    }
+    let host = host.trim_end_matches('.');
+    if host.bytes().any(|byte| byte.is_ascii_uppercase()) {
+        std::borrow::Cow::Owned(host.to_ascii_lowercase())
+    } else {
+        std::borrow::Cow::Borrowed(host)
+    }
 }
 
 #[cfg(test)]
@@ -195,6 +209,41 @@ mod tests {
         request: &Request<()>,
     ) -> Result<String, Refusal> {
         admit(request, sni, sites).map(|site| site.name.clone())
+    }
+
+    #[test]
+    fn wildcard_and_ip_sites_admit_their_hosts_and_exact_names_win() {
+        let text = "[acme]\ndirectory = \"letsencrypt\"\nagree_tos = true\n[[site]]\nnames = \
+                    [\"x.b.test\"]\n[[site]]\nnames = [\"wild.b.test\"]\n[[site]]\nnames = \
+                    [\"127.0.0.1\", \"::1\"]\n";
+        let mut config =
+            crate::config::from_toml(text, std::path::Path::new("/etc/certd.toml")).unwrap();
+        // A wildcard site needs DNS-01 to be configured; the table only sees its names.
+        config.sites[1].names = vec!["*.b.test".to_owned()];
+        let sites = SiteTable::from_config(&config, &Metrics::default());
+        let get = |host: &str| request(Version::HTTP_11, "/", &[("host", host)]);
+        let wild = Ok("*.b.test".to_owned());
+        assert_eq!(admitted(&sites, Some("y.b.test"), &get("Y.b.test")), wild);
+        assert_eq!(
+            admitted(&sites, Some("x.b.test"), &get("x.b.test")),
+            Ok("x.b.test".to_owned())
+        );
+        // One label only, and an exact site's host is not the wildcard connection's.
+        assert_eq!(
+            admitted(&sites, Some("y.b.test"), &get("x.b.test")),
+            Err(Refusal::Misdirected)
+        );
+        assert_eq!(
+            admitted(&sites, Some("a.y.b.test"), &get("a.y.b.test")),
+            Err(Refusal::Misdirected)
+        );
+        // An IP site's connection is named by its address; IPv6 hosts come in brackets.
+        let ip = Ok("127.0.0.1".to_owned());
+        assert_eq!(
+            admitted(&sites, Some("127.0.0.1"), &get("127.0.0.1:8443")),
+            ip
+        );
+        assert_eq!(admitted(&sites, Some("::1"), &get("[0:0::1]:443")), ip);
     }
 
     #[test]
@@ -361,5 +410,19 @@ mod tests {
             }
             assert_eq!(check_framing(&map).is_ok(), ok, "{headers:?}");
         }
+    }
+
+    #[test]
+    fn host_names_are_borrowed_when_already_normal() {
+        use std::borrow::Cow;
+        assert!(matches!(normalise_host("a.test"), Cow::Borrowed("a.test")));
+        assert!(matches!(normalise_host("a.test."), Cow::Borrowed("a.test")));
+        assert_eq!(normalise_host("WWW.A.Test."), "www.a.test");
+        let sites = table(None);
+        let upper = request(Version::HTTP_11, "/", &[("host", "WWW.A.TEST")]);
+        assert_eq!(
+            admitted(&sites, Some("a.test"), &upper),
+            Ok("a.test".to_owned())
+        );
     }
 }

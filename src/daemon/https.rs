@@ -21,9 +21,10 @@ use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, info, Instrument};
+use tracing::{debug, Instrument};
 
 use super::admission;
+use super::handshake::Accepted;
 use super::sites::SiteTable;
 use crate::config::LimitsConfig;
 use crate::metrics::Metrics;
@@ -40,6 +41,8 @@ pub(super) struct HttpsContext {
     pub metrics: Arc<Metrics>,
     /// Whether connections start with a PROXY header (`[https] proxy_protocol`), and from whom.
     pub proxy_protocol: ProxyProtocol,
+    /// Which TLS configuration a ClientHello gets (TLS-ALPN-01 challenges, IP names).
+    pub handshake: Arc<super::handshake::Handshake>,
 }
 
 /// The rustls configuration: TLS 1.2 and 1.3 only, ALPN h2 then http/1.1, certificates from `resolver`,
@@ -97,7 +100,8 @@ async fn serve_connection(
 ) {
     let limits = &context.limits;
     let mut stream = stream;
-    let local = stream.local_addr().ok().map(crate::fastcgi::ServerAddr);
+    let local_addr = stream.local_addr().ok();
+    let local = local_addr.map(crate::fastcgi::ServerAddr);
     // Behind a TCP load balancer, the client is the PROXY header's source, read before TLS.
     let peer = match context
         .proxy_protocol
@@ -110,12 +114,15 @@ async fn serve_connection(
             return;
         }
     };
-    let tls = match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream)).await
-    {
-        Ok(Ok(tls)) => {
+    let handshake = context.handshake.accept(&acceptor, stream, local_addr);
+    let (tls, sni) = match tokio::time::timeout(limits.header_read_timeout, handshake).await {
+        Ok(Ok(Accepted::Site { tls, name })) => {
             context.metrics.handshake_ok();
-            tls
+            // Shared by the connection's requests, not copied for each.
+            (tls, name.map(Arc::<str>::from))
         }
+        // A CA validating TLS-ALPN-01: answered, and nothing to serve.
+        Ok(Ok(Accepted::Challenge)) => return,
         Ok(Err(err)) => {
             context.metrics.handshake_failed();
             debug!(%err, "TLS handshake failed");
@@ -127,7 +134,6 @@ async fn serve_connection(
             return;
         }
     };
-    let sni = tls.get_ref().1.server_name().map(str::to_owned);
     let io = IdleIo::new(TokioIo::new(tls));
     let activity = io.activity.clone();
 
@@ -201,16 +207,15 @@ async fn handle(
 ) -> Response<ProxyBody> {
     let started = Instant::now();
     let method = request.method().clone();
-    let path = request
-        .uri()
-        .path_and_query()
-        .map(|pq| pq.as_str().to_owned())
-        .unwrap_or_else(|| "/".into());
+    // A reference to the request's own bytes, not a copy.
+    let path = request.uri().path_and_query().cloned();
     let client = context.proxy.client_ip(request.headers(), peer.ip());
     let sites = context.sites.load();
     let admitted = admission::admit(&request, sni, &sites);
     let site = admitted.as_ref().ok();
     let http1 = request.version() != hyper::Version::HTTP_2;
+    let version = request.version();
+    let logged_headers = crate::access_log::RequestHeaders::of(&request);
     let response = if head_size(&request) > context.limits.max_header_bytes {
         // hyper's own HTTP/1 cap cannot go below 8 KiB and HTTP/2's counts differently; this one
         // enforces `[limits] max_header_bytes` as configured, for both.
@@ -236,19 +241,19 @@ async fn handle(
         .headers()
         .get(hyper::header::CONTENT_LENGTH)
         .and_then(|value| value.to_str().ok())
-        .unwrap_or("-");
-    info!(
-        target: "certd::access",
-        %client,
-        site = site.map(|site| site.name.as_str()).unwrap_or("-"),
-        %method,
-        path,
-        status = response.status().as_u16(),
+        .and_then(|value| value.parse().ok());
+    crate::access_log::record(&crate::access_log::Entry {
+        client,
+        site: site.map(|site| site.name.as_str()).unwrap_or("-"),
+        method: &method,
+        path: path.as_ref().map_or("/", |path| path.as_str()),
+        version,
+        request: &logged_headers,
+        status: response.status().as_u16(),
         bytes,
-        ms = started.elapsed().as_millis() as u64,
+        elapsed: started.elapsed(),
         upstream,
-        "request"
-    );
+    });
     response
 }
 

@@ -12,6 +12,7 @@
 
 mod admission;
 mod control;
+mod handshake;
 mod https;
 mod sites;
 mod workers;
@@ -233,6 +234,10 @@ impl Daemon {
                 config.https.proxy_protocol,
                 &config.https.trusted_proxies,
             ),
+            handshake: Arc::new(handshake::Handshake::new(
+                resolver.clone(),
+                tokens.alpn().clone(),
+            )?),
         });
         let workers = Workers::start(worker_sockets, setup, shutdown.clone())
             .map_err(DaemonError::Workers)?;
@@ -343,14 +348,17 @@ impl Daemon {
         &self.https_addrs
     }
 
-    /// Reloads on SIGHUP until SIGTERM or SIGINT arrives.
+    /// Reloads on SIGHUP, reopens the access log on SIGUSR1, until SIGTERM or SIGINT arrives.
     pub async fn wait_for_signals(&self, config_path: &Path) -> std::io::Result<()> {
         use tokio::signal::unix::{signal, SignalKind};
         let mut hangup = signal(SignalKind::hangup())?;
         let mut terminate = signal(SignalKind::terminate())?;
         let mut interrupt = signal(SignalKind::interrupt())?;
+        let mut reopen = signal(SignalKind::user_defined1())?;
         loop {
             tokio::select! {
+                // logrotate's postrotate: the access log file is opened again under its name.
+                _ = reopen.recv() => crate::access_log::reopen(),
                 _ = hangup.recv() => {
                     drop(self.shared.initial_load.lock().await);
                     self.reload(config_path);
@@ -382,6 +390,9 @@ impl Daemon {
         {
             warn!("trusted_proxies or proxy_protocol changed; they take effect at the next start");
         }
+        if next.log != current.log {
+            warn!("[log] changed; it takes effect at the next start");
+        }
         if next.state_dir != current.state_dir {
             warn!("state_dir changed; it takes effect at the next start");
             next.state_dir = current.state_dir.clone();
@@ -398,10 +409,9 @@ impl Daemon {
             .collect();
         // Routes first, then certificates: a removed name stops being routed (and redirected) at
         // the same moment as an added one starts, and its certificate goes last.
-        self.shared.sites.store(Arc::new(SiteTable::from_config(
-            &next,
-            &self.shared.metrics,
-        )));
+        // Unchanged upstream groups keep their servers' health and balancing state.
+        let sites = SiteTable::reloaded(&next, &self.shared.metrics, &self.shared.sites.load());
+        self.shared.sites.store(Arc::new(sites));
         serve_stored(&next, self.shared.store.as_ref(), &self.shared.resolver);
         self.shared.resolver.retain(&names);
         self.shared

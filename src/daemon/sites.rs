@@ -25,18 +25,34 @@ pub(super) struct SiteTable {
     by_name: HashMap<String, Arc<ServedSite>>,
     /// The site of connections without SNI (`[https] default_site`).
     default: Option<Arc<ServedSite>>,
+    /// The `[[upstream]]` groups by name, handed to the next table on reload.
+    groups: HashMap<String, Arc<UpstreamGroup>>,
 }
 
 impl SiteTable {
     /// The table for `config`'s sites.
     pub fn from_config(config: &Config, metrics: &Metrics) -> Self {
+        Self::reloaded(config, metrics, &Self::default())
+    }
+
+    /// The table for `config`'s sites replacing `previous` on reload: an `[[upstream]]` group
+    /// configured exactly as before is the same group, so its servers' passive health
+    /// (`max_fails` within `fail_timeout`), balancer position and requests in flight carry over,
+    /// as nginx keeps them for an unchanged upstream; a changed group starts afresh.
+    pub fn reloaded(config: &Config, metrics: &Metrics, previous: &SiteTable) -> Self {
         let mut by_name = HashMap::new();
         // One of each group, shared by every route that names it, so its servers' health and
         // balancing are the group's, not a route's.
         let groups: HashMap<&str, Arc<UpstreamGroup>> = config
             .upstreams
             .iter()
-            .map(|group| (group.name.as_str(), Arc::new(UpstreamGroup::new(group))))
+            .map(|group| {
+                let served = match previous.groups.get(&group.name) {
+                    Some(running) if running.config() == group => running.clone(),
+                    _ => Arc::new(UpstreamGroup::new(group)),
+                };
+                (group.name.as_str(), served)
+            })
             .collect();
         for site in &config.sites {
             let served = Arc::new(ServedSite {
@@ -53,12 +69,24 @@ impl SiteTable {
             .default_site
             .as_deref()
             .and_then(|name| by_name.get(name).cloned());
-        Self { by_name, default }
+        let groups = groups
+            .into_iter()
+            .map(|(name, group)| (name.to_owned(), group))
+            .collect();
+        Self {
+            by_name,
+            default,
+            groups,
+        }
     }
 
-    /// The site serving `host` (lower-case, without port).
+    /// The site serving `host` (lower-case, without port): the site naming it exactly, else the
+    /// one whose `*.` wildcard covers it (one label only, as the certificate does).
     pub fn site(&self, host: &str) -> Option<&Arc<ServedSite>> {
-        self.by_name.get(host)
+        self.by_name.get(host).or_else(|| {
+            let (_, parent) = host.split_once('.')?;
+            self.by_name.get(&format!("*.{parent}"))
+        })
     }
 
     /// The site of connections whose handshake had no SNI, if `[https] default_site` names one.
@@ -66,9 +94,9 @@ impl SiteTable {
         self.default.as_ref()
     }
 
-    /// Whether `host` is one of the configured names.
+    /// Whether `host` is one of the configured names (or covered by a wildcard one).
     pub fn serves(&self, host: &str) -> bool {
-        self.by_name.contains_key(host)
+        self.site(host).is_some()
     }
 }
 
@@ -81,9 +109,18 @@ fn routes(site: &SiteConfig, groups: &HashMap<&str, Arc<UpstreamGroup>>) -> Site
             .map(|(status, path)| (*status, path.clone()))
             .collect(),
         http: Default::default(),
+        error_page: site.error_page.clone(),
+        has_error_pages: !site.error_page.is_empty() || has_error_pages(&site.routes),
     };
     routes.http = SiteHttp::new(site.name().to_owned(), site.http.clone(), &routes.routes);
     routes
+}
+
+/// Whether any of `routes` (or the routes nested in them) has error pages.
+fn has_error_pages(routes: &[RouteConfig]) -> bool {
+    routes
+        .iter()
+        .any(|route| !route.error_page.is_empty() || has_error_pages(&route.routes))
 }
 
 /// The served form of one route and the routes nested in it.
@@ -115,5 +152,51 @@ fn route(route: &RouteConfig, groups: &HashMap<&str, Arc<UpstreamGroup>>) -> Rou
             .as_deref()
             .and_then(|name| groups.get(name).cloned()),
         timeouts: route.timeouts,
+        index: route.index.clone(),
+        error_page: route.error_page.clone(),
+        intercept_errors: route.intercept_errors,
+        strip_prefix: route.strip_prefix,
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn config(app_servers: &str) -> Config {
+        let text = format!(
+            "[acme]\ndirectory = \"letsencrypt\"\nagree_tos = true\n\
+             [[site]]\nnames = [\"a.test\"]\n\
+             [[site.route]]\npath = \"/\"\nproxy = \"http://app\"\n\
+             [[site.route]]\npath = \"/api/\"\nproxy = \"http://api\"\n\
+             [[upstream]]\nname = \"app\"\nservers = [{app_servers}]\n\
+             [[upstream]]\nname = \"api\"\nservers = [\"127.0.0.1:2\"]\n"
+        );
+        crate::config::from_toml(&text, std::path::Path::new("/etc/certd.toml")).unwrap()
+    }
+
+    /// The group of route `i` of `a.test`.
+    fn group(table: &SiteTable, i: usize) -> Arc<UpstreamGroup> {
+        let site = table.site("a.test").unwrap();
+        site.routes.routes[i].upstream.clone().unwrap()
+    }
+
+    #[test]
+    fn a_reload_keeps_unchanged_upstream_groups_and_their_state_and_renews_changed_ones() {
+        let metrics = Metrics::default();
+        let first = SiteTable::from_config(&config("\"127.0.0.1:1\""), &metrics);
+        let same = SiteTable::reloaded(&config("\"127.0.0.1:1\""), &metrics, &first);
+        assert!(Arc::ptr_eq(&group(&first, 0), &group(&same, 0)));
+        assert!(Arc::ptr_eq(&group(&first, 1), &group(&same, 1)));
+
+        let changed =
+            SiteTable::reloaded(&config("\"127.0.0.1:1\", \"127.0.0.1:3\""), &metrics, &same);
+        assert!(!Arc::ptr_eq(&group(&same, 0), &group(&changed, 0)));
+        assert_eq!(group(&changed, 0).config().servers.len(), 2);
+        assert!(
+            Arc::ptr_eq(&group(&same, 1), &group(&changed, 1)),
+            "the unchanged group next to it is kept"
+        );
     }
 }

@@ -42,6 +42,8 @@ pub(super) struct WorkerSetup {
     pub trusted_proxies: TrustedProxies,
     /// `[https] proxy_protocol`.
     pub proxy_protocol: ProxyProtocol,
+    /// Which TLS configuration a ClientHello gets (TLS-ALPN-01 challenges, IP names).
+    pub handshake: Arc<super::handshake::Handshake>,
 }
 
 /// The running workers.
@@ -142,6 +144,7 @@ async fn run_worker(
         connections: setup.connections.clone(),
         metrics: setup.metrics.clone(),
         proxy_protocol: setup.proxy_protocol.clone(),
+        handshake: setup.handshake.clone(),
     });
     let mut accepting = Vec::with_capacity(sockets.len());
     for (local, socket) in sockets {

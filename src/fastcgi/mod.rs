@@ -148,9 +148,25 @@ where
     type E = B::Error;
 }
 
-/// Answers `request` (its path already normalised) for the route `target`.
+/// The names a folder request tries, in order: the route's `index` (nginx's index module), with
+/// the FastCGI index script (`fastcgi_index`) first when none of them is a script, so a route left
+/// at the default `index.html` still runs `wp-admin/index.php`.
+fn folder_index<'a>(target: &'a FastcgiTarget, route_index: &'a [String]) -> Vec<&'a str> {
+    let mut names: Vec<&str> = route_index.iter().map(String::as_str).collect();
+    let has_script = names
+        .iter()
+        .any(|name| script::split_php(&format!("/{name}")).is_some());
+    if !has_script {
+        names.insert(0, target.index.as_str());
+    }
+    names
+}
+
+/// Answers `request` (its path already normalised) for the route `target`, whose `index` names
+/// are `route_index`.
 pub async fn serve<B: RequestBodyStream>(
     target: &FastcgiTarget,
+    route_index: &[String],
     request: Request<B>,
     connection: params::Connection,
     deadlines: Deadlines,
@@ -158,7 +174,7 @@ pub async fn serve<B: RequestBodyStream>(
     let decision = script::decide(
         &target.root,
         request.uri().path(),
-        &target.index,
+        &folder_index(target, route_index),
         target.front_controller.as_deref(),
     )
     .await;
@@ -168,6 +184,15 @@ pub async fn serve<B: RequestBodyStream>(
             let (parts, _body) = request.into_parts();
             return Answer::Local(static_files::serve(&target.root, &parts, false).await);
         }
+        Decision::StaticAt(path) => {
+            let (mut parts, _body) = request.into_parts();
+            let Ok(uri) = hyper::Uri::builder().path_and_query(path.as_str()).build() else {
+                return Answer::Local(status_response(StatusCode::BAD_REQUEST));
+            };
+            parts.uri = uri;
+            return Answer::Local(static_files::serve(&target.root, &parts, false).await);
+        }
+        Decision::Forbidden => return Answer::Local(status_response(StatusCode::FORBIDDEN)),
         Decision::NotFound => return Answer::Local(status_response(StatusCode::NOT_FOUND)),
         Decision::BadRequest => return Answer::Local(status_response(StatusCode::BAD_REQUEST)),
     };

@@ -12,7 +12,9 @@
 //! 3. an existing file → served as a static file, unless it looks like PHP source (`.phtml`,
 //!    `.phar`, …), which is 404;
 //! 4. a folder: without its trailing `/` it is redirected (by the static files module); with it,
-//!    its index script (`index.php`) runs, or its `index.html` is served;
+//!    the first of its index names that it holds answers (a `.php` name runs, another is served
+//!    as a file), and a folder with none of them is 403, as nginx's index module answers (never
+//!    the front controller: nginx's `try_files $uri $uri/ /index.php` stops at an existing folder);
 //! 5. anything else → the front controller (`/index.php`, WordPress, Laravel, Nextcloud), if the
 //!    route has one and it exists; 404 otherwise.
 
@@ -27,6 +29,10 @@ pub enum Decision {
     Script(Script),
     /// Serve the path as a static file (or the folder redirect) with the static files module.
     Static,
+    /// Serve this path (a folder's index file) as a static file.
+    StaticAt(String),
+    /// A folder that holds none of its index names: 403.
+    Forbidden,
     /// Nothing to run or serve: 404.
     NotFound,
     /// A path the file system cannot name (bad encoding, encoded separators): 400.
@@ -78,12 +84,13 @@ pub fn split_php(decoded: &str) -> Option<(&str, &str)> {
 }
 
 /// Decides what to do with `raw_path` (normalised, still percent-encoded) under `root`: see the
-/// module docs. `index` is the folder script's name, `front_controller` the script (a path starting
-/// with `/`) for paths that name nothing.
+/// module docs. `index` is the folder names tried in order (the route's `index`, with the FastCGI
+/// index script first when none of them is a script), `front_controller` the script (a path
+/// starting with `/`) for paths that name nothing.
 pub async fn decide(
     root: &Path,
     raw_path: &str,
-    index: &str,
+    index: &[&str],
     front_controller: Option<&str>,
 ) -> Decision {
     let Ok(relative) = static_files::relative_path(raw_path) else {
@@ -120,22 +127,29 @@ pub async fn decide(
                 return Decision::Static;
             }
             let folder = decoded.trim_end_matches('/');
-            let name = format!("{folder}/{index}");
-            if let Some(filename) = script_file(root, &name).await {
-                return Decision::Script(Script {
-                    name,
-                    path_info: String::new(),
-                    filename,
-                });
+            for index in index {
+                let name = format!("{folder}/{index}");
+                if split_php(&name).is_some() {
+                    if let Some(filename) = script_file(root, &name).await {
+                        return Decision::Script(Script {
+                            name,
+                            path_info: String::new(),
+                            filename,
+                        });
+                    }
+                } else if tokio::fs::metadata(root.join(&relative).join(index))
+                    .await
+                    .is_ok_and(|file| file.is_file())
+                {
+                    // The request's own (still encoded) folder path, so the static files module
+                    // decodes it as it decodes every path.
+                    return Decision::StaticAt(format!(
+                        "{}/{index}",
+                        raw_path.trim_end_matches('/')
+                    ));
+                }
             }
-            let html = root.join(&relative).join("index.html");
-            if tokio::fs::metadata(&html)
-                .await
-                .is_ok_and(|html| html.is_file())
-            {
-                return Decision::Static;
-            }
-            front(root, front_controller).await
+            Decision::Forbidden
         }
         _ => front(root, front_controller).await,
     }
@@ -233,7 +247,13 @@ mod tests {
         }
 
         async fn decide(&self, path: &str) -> Decision {
-            decide(self.0.path(), path, "index.php", Some("/index.php")).await
+            decide(
+                self.0.path(),
+                path,
+                &["index.php", "index.html"],
+                Some("/index.php"),
+            )
+            .await
         }
 
         fn script(&self, name: &str, path_info: &str, file: &str) -> Decision {
@@ -268,8 +288,8 @@ mod tests {
             ),
             ("/wp-admin", Decision::Static),
             ("/style.css", Decision::Static),
-            ("/docs/", Decision::Static),
-            ("/empty/", front.clone()),
+            ("/docs/", Decision::StaticAt("/docs/index.html".into())),
+            ("/empty/", Decision::Forbidden),
             ("/missing.php", Decision::NotFound),
             ("/uploads/x.jpg/evil.php", Decision::NotFound),
             ("/uploads/x.jpg", Decision::Static),
@@ -285,9 +305,27 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_folder_tries_only_its_index_names_like_nginx() {
+        // nginx: `index index.php;` with `try_files $uri $uri/ /index.php?$args;`: a folder with
+        // only index.html is 403, not its index.html and not the front controller.
+        let root = Docroot::new();
+        let only_php = ["index.php"];
+        let decide = |path| decide(root.0.path(), path, &only_php, Some("/index.php"));
+        assert_eq!(decide("/docs/").await, Decision::Forbidden);
+        assert_eq!(decide("/empty/").await, Decision::Forbidden);
+        assert_eq!(
+            decide("/wp-admin/").await,
+            root.script("/wp-admin/index.php", "", "wp-admin/index.php")
+        );
+        let html_first = ["index.html", "index.php"];
+        let decision = super::decide(root.0.path(), "/docs/", &html_first, None).await;
+        assert_eq!(decision, Decision::StaticAt("/docs/index.html".into()));
+    }
+
+    #[tokio::test]
     async fn without_a_front_controller_unknown_paths_are_not_found() {
         let root = Docroot::new();
-        let decision = decide(root.0.path(), "/2024/x", "index.php", None).await;
+        let decision = decide(root.0.path(), "/2024/x", &["index.php"], None).await;
         assert_eq!(decision, Decision::NotFound);
     }
 

@@ -57,7 +57,14 @@ impl Fixture {
         let request = Request::get(path)
             .body(Empty::<Bytes>::new())
             .expect("request");
-        serve(&self.target(), request, connection(), deadlines(read)).await
+        serve(
+            &self.target(),
+            &["index.html".to_owned()],
+            request,
+            connection(),
+            deadlines(read),
+        )
+        .await
     }
 }
 
@@ -110,6 +117,7 @@ async fn the_response_is_put_together_from_records_and_streamed() {
         .expect("request");
     let answer = serve(
         &fixture.target(),
+        &["index.html".to_owned()],
         request,
         connection(),
         deadlines(Duration::from_secs(5)),

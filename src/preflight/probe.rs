@@ -132,10 +132,16 @@ impl Probe {
 
     fn request(&self, port: u16) -> Result<Request<Empty<Bytes>>, ProbeFailure> {
         // As the CA sends it: the port only when it is not the default.
-        let host = if port == 80 {
-            self.name.clone()
+        // An IPv6 name goes in brackets, as in a URL.
+        let name = if self.name.contains(':') {
+            format!("[{}]", self.name)
         } else {
-            format!("{}:{port}", self.name)
+            self.name.clone()
+        };
+        let host = if port == 80 {
+            name
+        } else {
+            format!("{name}:{port}")
         };
         Request::get(self.path.as_str())
             .header(HOST, host)

@@ -32,6 +32,7 @@ pub(super) async fn serve(
     prefix: &str,
     parts: &mut Parts,
     allow_dotfiles: bool,
+    index: &[String],
 ) -> Response<ProxyBody> {
     let below = below_prefix(prefix, parts.uri.path());
     let path_and_query = match parts.uri.query() {
@@ -47,7 +48,8 @@ pub(super) async fn serve(
         return super::status_response(StatusCode::BAD_REQUEST);
     };
     parts.uri = uri;
-    let mut response = static_files::serve(folder, parts, allow_dotfiles).await;
+    let mut response =
+        static_files::serve_indexed(folder, parts, allow_dotfiles, false, index).await;
     // A folder named without its slash is redirected; the redirect must name the public path.
     if response.status() == StatusCode::MOVED_PERMANENTLY {
         let public = response

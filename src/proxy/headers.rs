@@ -94,10 +94,15 @@ pub(super) fn upstream_uri(
 ) -> Result<Uri, hyper::http::Error> {
     let base = upstream.path().trim_end_matches('/');
     let path = path.as_str();
-    let path_and_query = match query {
-        Some(query) => format!("{base}{path}?{query}"),
-        None => format!("{base}{path}"),
-    };
+    // One allocation of the right size: this runs for every proxied request.
+    let mut path_and_query =
+        String::with_capacity(base.len() + path.len() + query.map_or(0, |query| query.len() + 1));
+    path_and_query.push_str(base);
+    path_and_query.push_str(path);
+    if let Some(query) = query {
+        path_and_query.push('?');
+        path_and_query.push_str(query);
+    }
     let mut parts = hyper::http::uri::Parts::default();
     parts.scheme = Some(upstream.scheme().cloned().unwrap_or(Scheme::HTTP));
     parts.authority = upstream.authority().cloned().or_else(|| Some(localhost()));
@@ -163,6 +168,13 @@ pub(super) fn set_forwarding_headers(
     } else {
         (peer.to_string(), element)
     };
+    // The values are moved into the headers, not copied: this runs for every proxied request.
+    let forwarded_for = owned_value(forwarded_for);
+    let real_ip = match (&forwarded_for, client == peer && !from_trusted) {
+        // From an untrusted peer both name the peer alone: one value, shared.
+        (Some(value), true) => Some(value.clone()),
+        _ => owned_value(client.to_string()),
+    };
     let keep = |headers: &HeaderMap, name: &HeaderName| from_trusted && headers.contains_key(name);
     if !keep(headers, &X_FORWARDED_PROTO) {
         headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
@@ -173,9 +185,14 @@ pub(super) fn set_forwarding_headers(
             None => headers.remove(X_FORWARDED_HOST),
         };
     }
-    set_or_remove(headers, X_FORWARDED_FOR, &forwarded_for);
-    set_or_remove(headers, FORWARDED, &forwarded);
-    set_or_remove(headers, X_REAL_IP, &client.to_string());
+    set_or_remove(headers, X_FORWARDED_FOR, forwarded_for);
+    set_or_remove(headers, FORWARDED, owned_value(forwarded));
+    set_or_remove(headers, X_REAL_IP, real_ip);
+}
+
+/// `text` as a header value without copying it; `None` when it cannot be one.
+fn owned_value(text: String) -> Option<HeaderValue> {
+    HeaderValue::from_maybe_shared(bytes::Bytes::from(text)).ok()
 }
 
 /// The real client of a request that came from `peer`: `peer` itself unless it is a trusted proxy;
@@ -220,13 +237,24 @@ fn chain_address(entry: &str) -> Option<IpAddr> {
 /// IPv6 address quoted and bracketed (`for="[2001:db8::1]"`, §6), the host always quoted (it may
 /// hold a `:port`, which a token cannot).
 fn forwarded_element(peer: IpAddr, host: Option<&HeaderValue>) -> String {
-    let mut element = match peer {
-        IpAddr::V4(ip) => format!("for={ip}"),
-        IpAddr::V6(ip) => format!("for=\"[{ip}]\""),
+    use std::fmt::Write as _;
+    let host = host.and_then(|host| host.to_str().ok());
+    // Written into one string of about the right size: this runs for every proxied request.
+    let mut element = String::with_capacity(64 + host.map_or(0, str::len));
+    // Writing to a String cannot fail.
+    let _ = match peer {
+        IpAddr::V4(ip) => write!(element, "for={ip}"),
+        IpAddr::V6(ip) => write!(element, "for=\"[{ip}]\""),
     };
-    if let Some(host) = host.and_then(|host| host.to_str().ok()) {
-        let quoted = host.replace('\\', "\\\\").replace('"', "\\\"");
-        element.push_str(&format!(";host=\"{quoted}\""));
+    if let Some(host) = host {
+        element.push_str(";host=\"");
+        for c in host.chars() {
+            if c == '\\' || c == '"' {
+                element.push('\\');
+            }
+            element.push(c);
+        }
+        element.push('"');
     }
     element.push_str(";proto=https");
     element
@@ -245,13 +273,14 @@ fn joined(headers: &HeaderMap, name: &HeaderName, last: &str) -> String {
     chain.join(", ")
 }
 
-/// Sets `name` to `value` alone; removes it when `value` cannot be a header value.
-fn set_or_remove(headers: &mut HeaderMap, name: HeaderName, value: &str) {
-    match HeaderValue::from_str(value) {
-        Ok(value) => {
+/// Sets `name` to `value` alone; removes it when there is none (the text could not be a header
+/// value).
+fn set_or_remove(headers: &mut HeaderMap, name: HeaderName, value: Option<HeaderValue>) {
+    match value {
+        Some(value) => {
             headers.insert(name, value);
         }
-        Err(_) => {
+        None => {
             headers.remove(name);
         }
     }
@@ -630,5 +659,23 @@ mod tests {
         assert_eq!(response["upgrade"], "websocket");
         assert!(!response.contains_key("x-drop"));
         assert!(response.contains_key("sec-websocket-accept"));
+    }
+
+    #[test]
+    fn the_forwarded_element_quotes_the_host() {
+        let host = HeaderValue::from_static("a.test:8443");
+        assert_eq!(
+            forwarded_element("192.0.2.1".parse().unwrap(), Some(&host)),
+            "for=192.0.2.1;host=\"a.test:8443\";proto=https"
+        );
+        let odd = HeaderValue::from_static("a\"b\\c");
+        assert_eq!(
+            forwarded_element("2001:db8::1".parse().unwrap(), Some(&odd)),
+            "for=\"[2001:db8::1]\";host=\"a\\\"b\\\\c\";proto=https"
+        );
+        assert_eq!(
+            forwarded_element("192.0.2.1".parse().unwrap(), None),
+            "for=192.0.2.1;proto=https"
+        );
     }
 }

@@ -126,8 +126,27 @@ fn strip_port(authority: &str) -> &str {
 pub(super) enum Prepared<'a, B> {
     /// Serve the (possibly rewritten) request on this route.
     Go(Request<B>, NormalPath, &'a Route),
-    /// Answer now (redirect, 413, 400, 500); `Some` route when one matched.
+    /// Answer now (redirect, 400, 500); `Some` route when one matched.
     Answer(Response<ProxyBody>, &'a Route),
+    /// Answer 413: the declared body is over `max_body_size`. The request comes back so that its
+    /// body can be read and discarded while the answer goes out (nginx's lingering close): a
+    /// client still sending it then reads the 413 instead of a reset connection.
+    TooLarge(Request<B>, &'a Route),
+}
+
+/// Whether `headers` declare a body over the site's own `max_body_size` (for requests no route
+/// matches, which nginx checks against the server's `client_max_body_size` before its 404).
+pub(super) fn over_site_limit(site: &SiteHttp, headers: &hyper::HeaderMap) -> bool {
+    let limit = site.rules.max_body_size.filter(|limit| *limit > 0);
+    limit.is_some_and(|limit| declared_length(headers).is_some_and(|length| length > limit))
+}
+
+/// The request's `Content-Length`, if it has a valid one.
+fn declared_length(headers: &hyper::HeaderMap) -> Option<u64> {
+    headers
+        .get(CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.trim().parse::<u64>().ok())
 }
 
 /// How many times `last` may route a request again before it is a loop (nginx's limit, 10).
@@ -178,13 +197,8 @@ pub(super) fn prepare<'a, B>(
     }
     let limit = body_limit(route, &site.http);
     if let Some(limit) = limit {
-        let declared = request
-            .headers()
-            .get(CONTENT_LENGTH)
-            .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.trim().parse::<u64>().ok());
-        if declared.is_some_and(|length| length > limit) {
-            return Prepared::Answer(status_response(StatusCode::PAYLOAD_TOO_LARGE), route);
+        if declared_length(request.headers()).is_some_and(|length| length > limit) {
+            return Prepared::TooLarge(request, route);
         }
     }
     let set = route

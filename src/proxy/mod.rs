@@ -23,8 +23,10 @@
 
 mod alias;
 mod body;
+pub mod error_page;
 mod headers;
 pub mod http_rules;
+mod index;
 pub mod location;
 mod path;
 pub mod response_headers;
@@ -125,6 +127,18 @@ pub struct Route {
     pub upstream: Option<std::sync::Arc<UpstreamGroup>>,
     /// For proxy routes: connect, read and send timeouts in place of [`ProxyLimits`]'.
     pub timeouts: crate::config::ProxyTimeouts,
+    /// For `root` and `alias` routes: the names a folder request looks for, in order (nginx
+    /// `index`; see [`index`]).
+    pub index: Vec<String>,
+    /// The error pages of this route's answers (its own list, or the one it inherited), see
+    /// [`error_page`]; empty: none.
+    pub error_page: Arc<Vec<error_page::ErrorPage>>,
+    /// For proxy and FastCGI routes: the upstream's own error answers get the error pages too
+    /// (nginx `proxy_intercept_errors on`).
+    pub intercept_errors: bool,
+    /// For proxy prefix routes: the route's prefix is cut from the request's path before it is
+    /// appended to the target's path (nginx `proxy_pass` with a URI part); see [`stripped`].
+    pub strip_prefix: bool,
 }
 
 impl Route {
@@ -145,6 +159,13 @@ impl Route {
             http: http_rules::HttpRules::default(),
             upstream: None,
             timeouts: crate::config::ProxyTimeouts::default(),
+            index: static_files::DEFAULT_INDEX
+                .iter()
+                .map(|name| (*name).to_owned())
+                .collect(),
+            error_page: Arc::default(),
+            intercept_errors: false,
+            strip_prefix: false,
         }
     }
 }
@@ -160,6 +181,12 @@ pub struct SiteRoutes {
     pub error_pages: HashMap<u16, PathBuf>,
     /// The site's name and site-wide headers and limits ([`http_rules`]).
     pub http: http_rules::SiteHttp,
+    /// `[[site.error_page]]`: the error pages of answers made outside any route (no route
+    /// matched, a refused path); routes carry their own ([`Route::error_page`]).
+    pub error_page: Arc<Vec<error_page::ErrorPage>>,
+    /// Whether the site or any of its routes has error pages: only then is a copy of each
+    /// request's head kept for them.
+    pub has_error_pages: bool,
 }
 
 impl SiteRoutes {
@@ -228,7 +255,16 @@ pub struct Proxy {
     shutdown: CancellationToken,
     trusted_proxies: TrustedProxies,
     access: crate::access::Guard,
+    /// Tasks reading away the bodies of requests answered early ([`Proxy::linger`]).
+    lingering: TaskTracker,
 }
+
+/// The most of an unread request body [`Proxy::linger`] reads away.
+const LINGER_BYTES: u64 = 64 * 1024 * 1024;
+/// How long [`Proxy::linger`] reads in all (nginx's `lingering_time`).
+const LINGER_TIME: Duration = Duration::from_secs(30);
+/// How long [`Proxy::linger`] waits for the next piece (nginx's `lingering_timeout`).
+const LINGER_IDLE: Duration = Duration::from_secs(5);
 
 impl Proxy {
     /// A proxy with an empty connection pool. Must be called inside a Tokio runtime.
@@ -246,6 +282,7 @@ impl Proxy {
             shutdown: CancellationToken::new(),
             trusted_proxies: TrustedProxies::default(),
             access: crate::access::Guard::default(),
+            lingering: TaskTracker::new(),
         }
     }
 
@@ -278,6 +315,21 @@ impl Proxy {
         site: &SiteRoutes,
         client: SocketAddr,
     ) -> Response<ProxyBody> {
+        if !site.has_error_pages {
+            return self.handle_request(request, site, client).await;
+        }
+        let saved = error_page::Saved::of(&request);
+        let response = Box::pin(self.handle_request(request, site, client)).await;
+        Box::pin(self.apply_error_page(site, saved, response, client)).await
+    }
+
+    /// [`Proxy::handle`] before `error_page`.
+    async fn handle_request(
+        &self,
+        request: Request<Incoming>,
+        site: &SiteRoutes,
+        client: SocketAddr,
+    ) -> Response<ProxyBody> {
         let head = request.method() == Method::HEAD;
         // `$request_uri` is what the client sent, before normalising.
         let request_uri = site.http.active.then(|| {
@@ -299,12 +351,14 @@ impl Proxy {
         });
         let Some(route) = site.route(path.as_str()) else {
             debug!(path = path.as_str(), "no route");
-            let response = Box::pin(error_page(
-                site,
-                status_response(StatusCode::NOT_FOUND),
-                head,
-            ))
-            .await;
+            // nginx checks the server's body limit before it answers that nothing matched.
+            let status = if http_rules::over_site_limit(&site.http, request.headers()) {
+                self.linger(request.into_body());
+                StatusCode::PAYLOAD_TOO_LARGE
+            } else {
+                StatusCode::NOT_FOUND
+            };
+            let response = Box::pin(error_page(site, status_response(status), head)).await;
             return match &facts {
                 Some(facts) => http_rules::finish(response, None, &site.http, facts),
                 None => response,
@@ -333,8 +387,14 @@ impl Proxy {
         let head = request.method() == Method::HEAD;
         let (request, path, route) = match http_rules::prepare(site, route, request, path, facts) {
             http_rules::Prepared::Go(request, path, route) => (request, path, route),
+            http_rules::Prepared::TooLarge(request, route) => {
+                self.linger(request.into_body());
+                let response = status_response(StatusCode::PAYLOAD_TOO_LARGE);
+                let response = error_page::mark(route, error_page(site, response, head).await);
+                return http_rules::finish(response, Some(route), &site.http, facts);
+            }
             http_rules::Prepared::Answer(response, route) => {
-                let response = error_page(site, response, head).await;
+                let response = error_page::mark(route, error_page(site, response, head).await);
                 return http_rules::finish(response, Some(route), &site.http, facts);
             }
         };
@@ -344,7 +404,7 @@ impl Proxy {
                 response
                     .extensions_mut()
                     .insert(UpstreamUsed("return".to_owned()));
-                response
+                error_page::mark(route, response)
             }
             _ => {
                 self.handle_route(request, site, route, path, client, head)
@@ -384,6 +444,32 @@ impl Proxy {
                 .await;
             }
         };
+        // nginx `index`: a folder continues as a request for its index file, routed again.
+        let (route, request, path) = match index::resolve(site, route, &path).await {
+            Some((next, indexed)) => match with_path(request, indexed) {
+                Ok((request, path)) => (next, request, path),
+                Err(status) => {
+                    return Box::pin(error_page(site, status_response(status), head)).await
+                }
+            },
+            None => (route, request, path),
+        };
+        let response = self
+            .serve_route(request, site, route, path, client, head)
+            .await;
+        error_page::mark(route, response)
+    }
+
+    /// Serves a request on the route it ends up on (after `try_files` and `index`).
+    async fn serve_route(
+        &self,
+        request: Request<Incoming>,
+        site: &SiteRoutes,
+        route: &Route,
+        path: NormalPath,
+        client: SocketAddr,
+        head: bool,
+    ) -> Response<ProxyBody> {
         if let Some(refused) = self.refused_access(&request, route, client).await {
             return Box::pin(error_page(site, refused, head)).await;
         }
@@ -401,15 +487,17 @@ impl Proxy {
                     let response = status_response(StatusCode::NOT_FOUND);
                     return Box::pin(error_page(site, response, head)).await;
                 }
-                let (parts, _body) = request.into_parts();
+                let (parts, body) = request.into_parts();
+                self.linger(body);
                 // Boxed, like the error pages below: the future of every proxied request is moved
                 // a few times on its way into hyper, so branches it rarely takes stay out of it.
                 let response = Box::pin(async {
-                    let response = static_files::serve_with(
+                    let response = static_files::serve_indexed(
                         root,
                         &parts,
                         route.allow_dotfiles,
                         route.precompressed,
+                        &route.index,
                     )
                     .await;
                     error_page(site, response, head).await
@@ -420,6 +508,10 @@ impl Proxy {
                 response
             }
             RouteTarget::Proxy(upstream) => {
+                let path = match route.strip_prefix {
+                    true => stripped(&route.path, path),
+                    false => path,
+                };
                 if let Some(group) = &route.upstream {
                     // Boxed: groups are the rarer case, and their retry loop is large.
                     return Box::pin(
@@ -451,7 +543,7 @@ impl Proxy {
                 response
             }
             RouteTarget::Fastcgi(target) => {
-                Box::pin(self.fastcgi(request, site, target, client)).await
+                Box::pin(self.fastcgi(request, site, target, &route.index, client)).await
             }
             // Only sites with rules have `return` routes, and those are answered by
             // `handle_with_rules`; this keeps the match whole.
@@ -460,10 +552,12 @@ impl Proxy {
                 http_rules::answer(answer, &facts, head)
             }
             RouteTarget::Alias(folder) => {
-                let (mut parts, _body) = request.into_parts();
+                let (mut parts, body) = request.into_parts();
+                self.linger(body);
                 let response = Box::pin(async {
                     let allow = route.allow_dotfiles;
-                    let response = alias::serve(folder, &route.path, &mut parts, allow).await;
+                    let response =
+                        alias::serve(folder, &route.path, &mut parts, allow, &route.index).await;
                     error_page(site, response, head).await
                 });
                 let mut response = response.await;
@@ -486,9 +580,21 @@ impl Proxy {
         route: &Route,
         client: SocketAddr,
     ) -> Option<Response<ProxyBody>> {
+        self.refused_by_headers(request.headers(), route, client)
+            .await
+    }
+
+    /// [`Proxy::refused_access`] for a request of which only the headers are at hand (an
+    /// error page's internal request).
+    async fn refused_by_headers(
+        &self,
+        headers: &hyper::HeaderMap,
+        route: &Route,
+        client: SocketAddr,
+    ) -> Option<Response<ProxyBody>> {
         let policy = route.access.as_deref()?;
-        let ip = self.client_ip(request.headers(), client.ip());
-        match self.access.check(policy, request.headers(), ip).await {
+        let ip = self.client_ip(headers, client.ip());
+        match self.access.check(policy, headers, ip).await {
             crate::access::Outcome::Allowed => None,
             crate::access::Outcome::Forbidden => {
                 debug!(%ip, route = route.path, "access denied");
@@ -513,6 +619,7 @@ impl Proxy {
         request: Request<Incoming>,
         site: &SiteRoutes,
         target: &crate::fastcgi::FastcgiTarget,
+        index: &[String],
         peer: SocketAddr,
     ) -> Response<ProxyBody> {
         let head = request.method() == Method::HEAD;
@@ -529,14 +636,49 @@ impl Proxy {
             connect: self.limits.connect_timeout,
             read: self.limits.response_timeout,
         };
-        let mut response = match crate::fastcgi::serve(target, request, connection, deadlines).await
-        {
-            crate::fastcgi::Answer::Script(response) => response,
-            crate::fastcgi::Answer::Local(response) => error_page(site, response, head).await,
-        };
+        let mut response =
+            match crate::fastcgi::serve(target, index, request, connection, deadlines).await {
+                crate::fastcgi::Answer::Script(mut response) => {
+                    response.extensions_mut().insert(error_page::FromUpstream);
+                    response
+                }
+                crate::fastcgi::Answer::Local(response) => error_page(site, response, head).await,
+            };
         let used = UpstreamUsed(format!("fastcgi:{}", target.address));
         response.extensions_mut().insert(used);
         response
+    }
+
+    /// Reads and discards the rest of a request body certd answered without reading (a 413, a
+    /// static file), as nginx's lingering close does: hyper would otherwise close the connection
+    /// with the body unread, and a client still sending it gets a reset instead of the answer.
+    /// Bounded: at most [`LINGER_BYTES`], [`LINGER_TIME`] in all and [`LINGER_IDLE`] between two
+    /// reads (nginx's `lingering_time` and `lingering_timeout`), and it ends at shutdown.
+    fn linger(&self, body: Incoming) {
+        use hyper::body::Body as _;
+        if body.is_end_stream() {
+            return;
+        }
+        let shutdown = self.shutdown.child_token();
+        self.lingering.spawn(async move {
+            let drain = async {
+                let mut body = body;
+                let mut read: u64 = 0;
+                while read < LINGER_BYTES {
+                    match tokio::time::timeout(LINGER_IDLE, body.frame()).await {
+                        Ok(Some(Ok(frame))) => {
+                            let size = frame.data_ref().map_or(0, |data| data.len());
+                            read = read.saturating_add(u64::try_from(size).unwrap_or(u64::MAX));
+                        }
+                        Ok(Some(Err(_)) | None) | Err(_) => break,
+                    }
+                }
+            };
+            tokio::select! {
+                _ = tokio::time::timeout(LINGER_TIME, drain) => {}
+                () = shutdown.cancelled() => {}
+            }
+        });
     }
 
     /// Ends every open WebSocket tunnel and waits for their tasks to finish. New tunnels can still be
@@ -545,6 +687,8 @@ impl Proxy {
         self.shutdown.cancel();
         self.tunnels.close();
         self.tunnels.wait().await;
+        self.lingering.close();
+        self.lingering.wait().await;
     }
 
     /// How many WebSocket tunnels are open (or completing their handshake) now.
@@ -640,6 +784,7 @@ impl Proxy {
             client,
             tunnel_idle_timeout,
             timeouts.read,
+            None,
         )
     }
 
@@ -656,6 +801,7 @@ impl Proxy {
         client: SocketAddr,
         tunnel_idle_timeout: Duration,
         read_timeout: Option<Duration>,
+        held: Option<websocket::Held>,
     ) -> Result<Response<ProxyBody>, StatusCode> {
         if response.status() == StatusCode::SWITCHING_PROTOCOLS {
             let Some(client_upgrade) = client_upgrade else {
@@ -676,6 +822,7 @@ impl Proxy {
                     upstream_label: label.to_owned(),
                     idle_timeout: tunnel_idle_timeout,
                     permit,
+                    held,
                 },
             );
             let (mut parts, _body) = response.into_parts();
@@ -684,11 +831,19 @@ impl Proxy {
         }
 
         headers::remove_hop_by_hop(response.headers_mut());
+        response.extensions_mut().insert(error_page::FromUpstream);
         Ok(response.map(|body| match read_timeout {
             None => body.map_err(std::io::Error::other).boxed(),
             Some(timeout) => upstream::ReadTimeoutBody::new(body, timeout).boxed(),
         }))
     }
+}
+
+/// `raw` normalised as request paths are (for paths in the configuration), or why it is refused.
+pub fn normalise_path(raw: &str) -> Result<String, String> {
+    path::normalise(raw)
+        .map(|path| path.to_string())
+        .map_err(|refused| refused.to_string())
 }
 
 /// `request` with its URI's path replaced by the normalised one (the query kept as sent), and that
@@ -726,9 +881,26 @@ fn with_path(
     Ok((Request::from_parts(parts, body), path))
 }
 
+/// The path sent to a `strip_prefix` route's upstream: `path` without the route's `prefix`, as a
+/// path of its own (`/app/` with `/app/users/1` gives `/users/1`, `/app/` itself gives `/`), which
+/// the target's path is then put in front of. With `proxy = "http://up/"` or `"http://up/v2/"` on
+/// a route `/app/`, this is nginx's `proxy_pass` with a URI part replacing the location's prefix.
+fn stripped(prefix: &str, path: NormalPath) -> NormalPath {
+    let rest = path.as_str().strip_prefix(prefix).unwrap_or(path.as_str());
+    let joined = format!("/{}", rest.trim_start_matches('/'));
+    // Cut from a normal path at a segment boundary, so it is normal too; if not, keep the path.
+    path::normalise(&joined).unwrap_or(path)
+}
+
 /// How an upstream is named in logs and [`UpstreamUsed`]: its URI without a trailing `/`.
 fn upstream_label(upstream: &Uri) -> String {
-    upstream.to_string().trim_end_matches('/').to_owned()
+    use std::fmt::Write as _;
+    // One allocation: this runs for every proxied request.
+    let mut label = String::with_capacity(64);
+    // Writing to a String cannot fail.
+    let _ = write!(label, "{upstream}");
+    label.truncate(label.trim_end_matches('/').len());
+    label
 }
 
 /// An error's message with its sources, and whether any of them is an I/O timeout.

@@ -145,6 +145,7 @@ fn site(routes: &[(&str, RouteTarget)]) -> SiteRoutes {
             .collect(),
         error_pages: HashMap::new(),
         http: Default::default(),
+        ..SiteRoutes::default()
     }
 }
 
@@ -828,6 +829,7 @@ async fn a_tunnel_keeps_its_connection_slot_until_its_route_idle_timeout_closes_
             }],
             error_pages: HashMap::new(),
             http: Default::default(),
+            ..SiteRoutes::default()
         };
         let slots = Arc::new(tokio::sync::Semaphore::new(10));
         let addr = start_proxy_with_slots(routes, slots.clone()).await;
@@ -903,6 +905,7 @@ async fn a_websocket_to_a_group_skips_a_dead_server_and_idles_out_after_read_tim
             routes: vec![group_route("/ws", &[dead, ws_addr], timeouts)],
             error_pages: HashMap::new(),
             http: Default::default(),
+            ..SiteRoutes::default()
         };
         let (addr, proxy) = start_proxy(routes, ProxyLimits::default()).await;
 
@@ -933,6 +936,286 @@ async fn a_websocket_to_a_group_skips_a_dead_server_and_idles_out_after_read_tim
             assert!(waited < Duration::from_secs(5), "{waited:?}");
         }
         wait_for_no_tunnels(&proxy).await;
+    })
+    .await;
+}
+
+fn error_page(
+    codes: &[u16],
+    target: &str,
+    status: error_page::ErrorStatus,
+) -> error_page::ErrorPage {
+    let target = match target.strip_prefix('@') {
+        Some(_) => error_page::ErrorTarget::Named(target.to_owned()),
+        None => error_page::ErrorTarget::Uri {
+            path: target.to_owned(),
+            query: None,
+        },
+    };
+    error_page::ErrorPage {
+        codes: codes.to_vec(),
+        target,
+        status,
+    }
+}
+
+#[tokio::test]
+async fn error_page_serves_a_uri_or_named_route_and_intercepts_upstream_errors_only_when_asked() {
+    use error_page::ErrorStatus;
+    bounded(async {
+        let dir = tempfile::tempdir().unwrap();
+        let pages = dir.path().join("pages");
+        std::fs::create_dir_all(&pages).unwrap();
+        write_page(&pages, "50x.html", "<h1>down</h1>");
+        write_page(&pages, "404.html", "<h1>nothing here</h1>");
+        let (dead, app) = (dead_port().await, start_upstream("app").await);
+        let site_pages = Arc::new(vec![
+            error_page(&[502, 504], "/50x.html", ErrorStatus::Original),
+            error_page(&[404], "/404.html", ErrorStatus::Code(StatusCode::OK)),
+        ]);
+        let locked = Arc::new(vec![error_page(
+            &[502],
+            "/locked.html",
+            ErrorStatus::Target,
+        )]);
+        let fallback = Arc::new(vec![error_page(
+            &[404, 405],
+            "@fallback",
+            ErrorStatus::Target,
+        )]);
+        let with = |route: Route, pages: &Arc<Vec<error_page::ErrorPage>>, intercept| Route {
+            error_page: pages.clone(),
+            intercept_errors: intercept,
+            ..route
+        };
+        let mut routes = SiteRoutes {
+            routes: vec![
+                with(Route::new("/down/", upstream(dead)), &site_pages, false),
+                with(Route::new("/app/", upstream(app)), &site_pages, false),
+                with(Route::new("/strict/", upstream(app)), &site_pages, true),
+                with(
+                    Route::new("/files/", RouteTarget::Static(dir.path().into())),
+                    &fallback,
+                    false,
+                ),
+                with(
+                    Route::new("/50x.html", RouteTarget::Static(pages.clone())),
+                    &site_pages,
+                    false,
+                ),
+                with(
+                    Route::new("/404.html", RouteTarget::Static(pages.clone())),
+                    &site_pages,
+                    false,
+                ),
+                Route {
+                    location: LocationMatch::Named,
+                    ..Route::new("@fallback", upstream(app))
+                },
+                with(Route::new("/private/", upstream(dead)), &locked, false),
+                Route {
+                    location: LocationMatch::Exact,
+                    access: Some(Arc::new(crate::access::Policy {
+                        rules: crate::access::AccessList::new(vec![crate::access::Rule::parse(
+                            "deny all",
+                        )
+                        .unwrap()]),
+                        auth: None,
+                        satisfy: crate::access::Satisfy::All,
+                    })),
+                    ..Route::new("/locked.html", RouteTarget::Static(pages.clone()))
+                },
+            ],
+            error_page: site_pages.clone(),
+            has_error_pages: true,
+            ..SiteRoutes::default()
+        };
+        // The page files are served by exact-path routes under `pages/`.
+        for route in &mut routes.routes[4..6] {
+            route.location = LocationMatch::Exact;
+        }
+        let (addr, _proxy) = start_proxy(routes, ProxyLimits::default()).await;
+
+        // certd's own 502: the page, with the original status.
+        let (status, headers, body) = read(send(addr, get("/down/x")).await).await;
+        assert_eq!(status, StatusCode::BAD_GATEWAY);
+        assert_eq!(body, "<h1>down</h1>");
+        assert_eq!(headers["content-type"], "text/html; charset=utf-8");
+        // No route: the site's list, `=200`.
+        let (status, _, body) = read(send(addr, get("/nowhere")).await).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body, "<h1>nothing here</h1>");
+        // The upstream's own 404 passes through, unless the route intercepts errors.
+        let (status, _, body) = read(send(addr, get("/app/upstream-404")).await).await;
+        assert_eq!(
+            (status, body.as_ref()),
+            (StatusCode::NOT_FOUND, &b"upstream says no"[..])
+        );
+        let (status, _, body) = read(send(addr, get("/strict/upstream-404")).await).await;
+        assert_eq!(
+            (status, body.as_ref()),
+            (StatusCode::OK, &b"<h1>nothing here</h1>"[..])
+        );
+        // A named route gets the original path, as a GET, and its status is kept (`=`).
+        let post = Request::post("/files/missing?q=1")
+            .header("host", "site.example")
+            .body(Full::new(Bytes::from_static(b"data")))
+            .unwrap();
+        let (status, _, body) = read(send(addr, post).await).await;
+        assert_eq!(status, StatusCode::OK);
+        let seen: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(seen["method"], "GET");
+        assert_eq!(seen["uri"], "/files/missing?q=1");
+        assert_eq!(seen["body_len"], 0);
+        // The error page's route checks access again: it does not open a locked route.
+        write_page(&pages, "locked.html", "SECRET");
+        let (status, _, body) = read(send(addr, get("/private/x")).await).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        assert!(!String::from_utf8_lossy(&body).contains("SECRET"));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_folder_is_served_by_its_first_index_name() {
+    bounded(async {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("docs")).unwrap();
+        write_page(dir.path(), "docs/index.htm", "htm");
+        write_page(dir.path(), "docs/default.html", "default");
+        let routes = SiteRoutes {
+            routes: vec![Route {
+                index: vec![
+                    "index.html".into(),
+                    "index.htm".into(),
+                    "default.html".into(),
+                ],
+                ..Route::new("/", RouteTarget::Static(dir.path().into()))
+            }],
+            ..SiteRoutes::default()
+        };
+        let (addr, _proxy) = start_proxy(routes, ProxyLimits::default()).await;
+        let (status, _, body) = read(send(addr, get("/docs/")).await).await;
+        assert_eq!((status, body.as_ref()), (StatusCode::OK, &b"htm"[..]));
+        // A folder with none of the names is forbidden, as in nginx.
+        let (status, _, _) = read(send(addr, get("/")).await).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_open_tunnel_counts_as_in_flight_for_least_conn_until_it_closes() {
+    bounded(async {
+        let (ws_addr, mut seen) = start_websocket_echo().await;
+        let route = group_route("/ws", &[ws_addr], Default::default());
+        let group = route.upstream.clone().unwrap();
+        let routes = SiteRoutes {
+            routes: vec![route],
+            ..SiteRoutes::default()
+        };
+        let (addr, proxy) = start_proxy(routes, ProxyLimits::default()).await;
+        let stream = TcpStream::connect(addr).await.unwrap();
+        let (mut socket, response) =
+            tokio_tungstenite::client_async("ws://site.example/ws/chat", stream)
+                .await
+                .unwrap();
+        assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
+        seen.recv().await.unwrap();
+        socket.send(Message::text("hi")).await.unwrap();
+        assert_eq!(
+            socket.next().await.unwrap().unwrap().to_text().unwrap(),
+            "hi"
+        );
+        assert_eq!(group.in_flight(), [1], "the open tunnel is counted");
+        socket.close(None).await.unwrap();
+        while socket.next().await.is_some() {}
+        wait_for_no_tunnels(&proxy).await;
+        assert_eq!(group.in_flight(), [0], "a closed tunnel is not");
+    })
+    .await;
+}
+
+/// Sends `POST <path>` declaring and then sending a 4 MiB body on a raw connection, and returns
+/// what came back once the answer's body `until` has arrived (or the connection ended).
+async fn post_large_body(addr: SocketAddr, path: &str, until: &str) -> std::io::Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const SIZE: usize = 4 << 20;
+    let mut stream = TcpStream::connect(addr).await?;
+    let head =
+        format!("POST {path} HTTP/1.1\r\nhost: site.example\r\ncontent-length: {SIZE}\r\n\r\n");
+    stream.write_all(head.as_bytes()).await?;
+    let chunk = vec![b'x'; 64 * 1024];
+    for _ in 0..SIZE / chunk.len() {
+        stream.write_all(&chunk).await?;
+    }
+    let mut answer = Vec::new();
+    let mut buffer = [0u8; 4096];
+    while !String::from_utf8_lossy(&answer).contains(until) {
+        match stream.read(&mut buffer).await? {
+            0 => break,
+            n => answer.extend_from_slice(&buffer[..n]),
+        }
+    }
+    Ok(String::from_utf8_lossy(&answer).into_owned())
+}
+
+#[tokio::test]
+async fn a_body_over_max_body_size_is_read_away_behind_the_413_even_where_no_route_matches() {
+    bounded(async {
+        let app = start_upstream("app").await;
+        let routes = vec![Route::new("/app/", upstream(app))];
+        let rules = http_rules::HttpRules {
+            max_body_size: Some(1024),
+            ..Default::default()
+        };
+        let site = SiteRoutes {
+            http: http_rules::SiteHttp::new("site.example".into(), rules, &routes),
+            routes,
+            ..SiteRoutes::default()
+        };
+        let (addr, _proxy) = start_proxy(site, ProxyLimits::default()).await;
+        for path in ["/app/upload", "/nowhere"] {
+            let answer = post_large_body(addr, path, "413 Payload Too Large\n")
+                .await
+                .unwrap_or_else(|error| {
+                    panic!("{path}: the client could not send its body: {error}")
+                });
+            assert!(answer.starts_with("HTTP/1.1 413"), "{path}: {answer}");
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn strip_prefix_replaces_the_routes_prefix_by_the_proxys_path_like_proxy_pass_with_a_uri() {
+    bounded(async {
+        let app = start_upstream("app").await;
+        let base = |path: &str| RouteTarget::Proxy(format!("http://{app}{path}").parse().unwrap());
+        let strip = |route: Route| Route {
+            strip_prefix: true,
+            ..route
+        };
+        let site = SiteRoutes {
+            routes: vec![
+                strip(Route::new("/jellyfin/", base("/"))),
+                strip(Route::new("/api/", base("/v2/"))),
+                Route::new("/kept/", base("/v2/")),
+            ],
+            ..SiteRoutes::default()
+        };
+        let (addr, _proxy) = start_proxy(site, ProxyLimits::default()).await;
+        for (path, expected) in [
+            ("/jellyfin/web/index.html?x=1", "/web/index.html?x=1"),
+            ("/jellyfin/", "/"),
+            ("/api/users/1", "/v2/users/1"),
+            ("/kept/users/1", "/v2/kept/users/1"),
+        ] {
+            let (status, _, body) = read(send(addr, get(path)).await).await;
+            assert_eq!(status, StatusCode::OK, "{path}");
+            let seen: Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(seen["uri"], expected, "{path}");
+        }
     })
     .await;
 }

@@ -173,6 +173,7 @@ mod tests {
             routes,
             error_pages: HashMap::new(),
             http: Default::default(),
+            ..SiteRoutes::default()
         }
     }
 

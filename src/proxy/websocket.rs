@@ -59,7 +59,13 @@ pub(super) struct Tunnel {
     /// The client connection's slot, held until the tunnel ends (`None` outside the HTTPS front,
     /// e.g. in tests that serve the proxy directly).
     pub permit: Option<ConnectionPermit>,
+    /// Whatever else must live as long as the tunnel: for a server of an `[[upstream]]` group,
+    /// its count of requests in flight, so `least_conn` sees the open tunnel.
+    pub held: Option<Held>,
 }
+
+/// Something a tunnel keeps until it ends (see [`Tunnel::held`]).
+pub(super) type Held = Box<dyn Send + Sync>;
 
 /// Spawns the task that waits for both upgrades to complete and then copies bytes between them.
 ///
@@ -77,10 +83,12 @@ async fn run(tunnel: Tunnel, shutdown: CancellationToken) {
         upstream,
         idle_timeout,
         permit,
+        held,
         ..
     } = tunnel;
     // Dropped when this task ends, whichever way it ends.
     let _permit = permit;
+    let _held = held;
     let upgraded = tokio::select! {
         upgraded = async { tokio::try_join!(client, upstream) } => upgraded,
         () = shutdown.cancelled() => return,

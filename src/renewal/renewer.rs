@@ -14,7 +14,7 @@ use super::{due_at, is_slowed, retry_at, site_state, SiteState};
 use crate::acme::{AcmeClient, AcmeError, OrderOptions};
 use crate::certificate::{self, CertificateError, CertificateInfo, CertifiedPem};
 use crate::challenge::ChallengeTokens;
-use crate::config::{Config, RenewalConfig, SiteConfig};
+use crate::config::{ChallengeKind, Config, RenewalConfig, SiteConfig};
 use crate::hook::{self, HookEvent};
 use crate::ledger::{self, LedgerEntry, LedgerEvent};
 use crate::preflight::Preflight;
@@ -283,6 +283,9 @@ impl Renewer {
                 .store
                 .load_record(site.name())
                 .unwrap_or_default();
+            // The site's own choice, else (the automatic choice) what worked last time, else
+            // HTTP-01; preflight may still turn an automatic HTTP-01 into TLS-ALPN-01 below.
+            let mut challenge = site.challenge.or(record.challenge).unwrap_or_default();
             let mut replaces = None;
             if let (SiteState::Present { .. }, Some(issuer)) = (&state, &record.issued_by) {
                 let ours = &self.inner.config.acme.directory_url;
@@ -317,7 +320,9 @@ impl Renewer {
             }
             // A name certd has never had a certificate for gets checked first: an order whose
             // validation is bound to fail would only spend the CA's rate limits.
-            if self.inner.config.operations.preflight {
+            // The HTTP self-test says nothing about DNS-01, which the propagation check covers.
+            let dns01 = site.challenge == Some(crate::config::ChallengeKind::Dns01);
+            if self.inner.config.operations.preflight && !dns01 {
                 let new_names: Vec<String> = match &state {
                     SiteState::Present { info, .. } => site
                         .names
@@ -329,10 +334,34 @@ impl Renewer {
                 };
                 if !new_names.is_empty() {
                     let preflight = Preflight::new(&self.inner.config);
-                    if let Err(err) = preflight
-                        .check_names(site.name(), &new_names, &self.inner.tokens)
-                        .await
-                    {
+                    let checked = match challenge {
+                        ChallengeKind::Http01 => {
+                            preflight
+                                .check_names(site.name(), &new_names, &self.inner.tokens)
+                                .await
+                        }
+                        // Port 80 plays no part; the names must still resolve to this machine.
+                        ChallengeKind::TlsAlpn01 => {
+                            preflight.check_names_dns(site.name(), &new_names).await
+                        }
+                        // The DNS method checks its own records.
+                        ChallengeKind::Dns01 => Ok(()),
+                    };
+                    let checked = match checked {
+                        Err(err)
+                            if site.challenge.is_none()
+                                && self.inner.tokens.alpn().is_answered()
+                                && only_port_80_unreachable(&err) =>
+                        {
+                            // The names resolve (else there were other problems): the automatic
+                            // choice moves to port 443.
+                            info!(error = %err, "port 80 is unreachable; validating over TLS-ALPN-01 instead");
+                            challenge = ChallengeKind::TlsAlpn01;
+                            Ok(())
+                        }
+                        other => other,
+                    };
+                    if let Err(err) = checked {
                         let err = RenewError::Preflight(err);
                         self.record(site, Err(&err));
                         return Outcome::Failed(err);
@@ -369,7 +398,7 @@ impl Renewer {
             if let Err(err) = self.inner.store.save_record(site.name(), &started) {
                 warn!(%err, "cannot save the site's record");
             }
-            let result = self.order_and_store(site, replaces, lease).await;
+            let result = self.order_and_store(site, replaces, lease, challenge).await;
             let mut outcome = LedgerEntry::new(
                 OffsetDateTime::now_utc(),
                 site.name(),
@@ -387,7 +416,7 @@ impl Renewer {
             if let Err(err) = self.inner.store.ledger_append(ca, &outcome) {
                 warn!(%err, "cannot record the order's outcome in the ledger");
             }
-            self.record(site, result.as_ref().map(|(info, _)| info));
+            self.record_with(site, result.as_ref().map(|(info, _)| info), Some(challenge));
             if let Some(command) = &self.inner.config.operations.hook {
                 let event = match &result {
                     Ok((info, _)) => HookEvent::Renewed {
@@ -415,6 +444,7 @@ impl Renewer {
         site: &SiteConfig,
         replaces: Option<String>,
         lease: &Lease,
+        challenge: ChallengeKind,
     ) -> Result<(CertificateInfo, CertifiedPem), RenewError> {
         let acme = self.connect().await?;
         let offers_profiles = !acme.offered_profiles().is_empty();
@@ -426,6 +456,7 @@ impl Renewer {
                 .or_else(|| self.inner.config.acme.profile.clone())
                 .filter(|_| offers_profiles),
             replaces,
+            challenge,
         };
         let pem = match acme.order(site, &options, &self.inner.tokens).await {
             Err(err) if err.is_unknown_account() => {
@@ -460,12 +491,23 @@ impl Renewer {
     // A record that cannot be written must not turn a stored certificate into a failure: it only feeds
     // `status` and retry spacing, so it is logged and left.
     fn record(&self, site: &SiteConfig, result: Result<&CertificateInfo, &RenewError>) {
+        self.record_with(site, result, None);
+    }
+
+    /// [`Renewer::record`], noting on success which challenge validated the certificate.
+    fn record_with(
+        &self,
+        site: &SiteConfig,
+        result: Result<&CertificateInfo, &RenewError>,
+        challenge: Option<ChallengeKind>,
+    ) {
         let now = OffsetDateTime::now_utc();
         let record = match result {
             Ok(_) => SiteRecord {
                 last_attempt: Some(now),
                 last_success: Some(now),
                 issued_by: Some(self.inner.config.acme.directory_url.clone()),
+                challenge,
                 ..SiteRecord::default()
             },
             Err(err) => {
@@ -494,6 +536,16 @@ impl Renewer {
             warn!(%err, "cannot save the site's record");
         }
     }
+}
+
+/// Whether every problem preflight found is a connection to port 80 that failed, with the names
+/// resolving: what the automatic choice takes as "port 80 is blocked" (TLS-ALPN-01 then).
+fn only_port_80_unreachable(err: &crate::preflight::PreflightError) -> bool {
+    !err.problems.is_empty()
+        && err
+            .problems
+            .iter()
+            .all(|problem| matches!(problem, crate::preflight::NameProblem::Unreachable { .. }))
 }
 
 /// Whether `directory_url` is a staging (test) CA, whose certificates browsers do not trust.

@@ -4,9 +4,11 @@
 //!
 //! Paths follow nginx's `root` directive: the request's whole path is appended to the root, so with a
 //! route `/static/` and root `/srv/www`, `/static/a.css` is `/srv/www/static/a.css`. A directory is
-//! answered with its `index.html`, and a directory named without its trailing slash is redirected
-//! (301) to the slashed path, as nginx does. Routes with `precompressed = true` send `file.br`,
-//! `file.zst` or `file.gz` in place of `file` to clients that accept it.
+//! answered with the first of its route's `index` names it holds (nginx `index`, default
+//! `index.html`) and is 403 when it holds none (nginx without `autoindex`), and a directory named
+//! without its trailing slash is redirected (301) to the slashed path, as nginx does. Routes with
+//! `precompressed = true` send `file.br`, `file.zst` or `file.gz` in place of `file` to clients
+//! that accept it.
 
 use std::io;
 use std::path::{Component, Path, PathBuf};
@@ -53,6 +55,20 @@ pub async fn serve_with(
     allow_dotfiles: bool,
     precompressed: bool,
 ) -> Response<ProxyBody> {
+    serve_indexed(root, request, allow_dotfiles, precompressed, DEFAULT_INDEX).await
+}
+
+/// The index names of a route that does not set `index` (nginx's default).
+pub const DEFAULT_INDEX: &[&str] = &["index.html"];
+
+/// [`serve_with`], a directory (`/dir/`) answered with the first of `index` that it holds.
+pub async fn serve_indexed<S: AsRef<str>>(
+    root: &Path,
+    request: &Parts,
+    allow_dotfiles: bool,
+    precompressed: bool,
+    index: &[S],
+) -> Response<ProxyBody> {
     let head = request.method == Method::HEAD;
     if request.method != Method::GET && !head {
         let mut response = status_response(StatusCode::METHOD_NOT_ALLOWED);
@@ -73,7 +89,7 @@ pub async fn serve_with(
         debug!(path = raw_path, "dotfile refused");
         return status_response(StatusCode::NOT_FOUND);
     }
-    let file = match resolve(root, &relative, raw_path.ends_with('/')).await {
+    let file = match resolve(root, &relative, raw_path.ends_with('/'), index).await {
         Ok(Found::File(path)) => path,
         Ok(Found::Directory) => {
             let location = folder_location(raw_path, request.uri.query());
@@ -202,22 +218,18 @@ fn folder_location(raw_path: &str, query: Option<&str>) -> String {
     location
 }
 
+/// `segment` percent-decoded (by the percent-encoding crate), or `None` when a `%` is not followed by
+/// two hex digits: that crate passes such text through as it is, but a path certd cannot read the
+/// same way as every other server is refused rather than guessed at.
 fn percent_decode(segment: &str) -> Option<Vec<u8>> {
     let bytes = segment.as_bytes();
-    let mut decoded = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = bytes.get(i + 1..i + 3)?;
-            let hex = std::str::from_utf8(hex).ok()?;
-            decoded.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            decoded.push(bytes[i]);
-            i += 1;
-        }
-    }
-    Some(decoded)
+    let well_formed = bytes.iter().enumerate().all(|(i, &byte)| {
+        byte != b'%'
+            || bytes
+                .get(i + 1..i + 3)
+                .is_some_and(|hex| hex.iter().all(u8::is_ascii_hexdigit))
+    });
+    well_formed.then(|| percent_encoding::percent_decode(bytes).collect())
 }
 
 enum Found {
@@ -228,7 +240,12 @@ enum Found {
 }
 
 /// Finds the file for `relative` under `root`, following symlinks only while they stay inside it.
-async fn resolve(root: &Path, relative: &Path, trailing_slash: bool) -> Result<Found, StatusCode> {
+async fn resolve<S: AsRef<str>>(
+    root: &Path,
+    relative: &Path,
+    trailing_slash: bool,
+    index: &[S],
+) -> Result<Found, StatusCode> {
     let canonical_root = tokio::fs::canonicalize(root).await.map_err(|error| {
         warn!(root = %root.display(), %error, "static root is not accessible");
         StatusCode::NOT_FOUND
@@ -239,8 +256,18 @@ async fn resolve(root: &Path, relative: &Path, trailing_slash: bool) -> Result<F
         if !trailing_slash {
             return Ok(Found::Directory);
         }
-        let index = inside(&canonical_root, &target.join("index.html")).await?;
-        return Ok(Found::File(index));
+        // nginx's `index`: the first name that is there. A folder with none of them is 403, as
+        // nginx answers a folder it may not list (`autoindex off`).
+        for name in index {
+            match inside(&canonical_root, &target.join(name.as_ref())).await {
+                Ok(file) if tokio::fs::metadata(&file).await.is_ok_and(|m| m.is_file()) => {
+                    return Ok(Found::File(file));
+                }
+                Ok(_) | Err(StatusCode::NOT_FOUND) => {}
+                Err(status) => return Err(status),
+            }
+        }
+        return Err(StatusCode::FORBIDDEN);
     }
     if trailing_slash {
         return Err(StatusCode::NOT_FOUND);
@@ -509,6 +536,16 @@ impl Body for FileBody {
 /// refusals apply (bad segments, dotfiles unless `allow_dotfiles`, symlinks out of the root), and a
 /// path ending in `/` is there when its folder's `index.html` is.
 pub async fn exists(root: &Path, raw_path: &str, allow_dotfiles: bool) -> bool {
+    exists_indexed(root, raw_path, allow_dotfiles, DEFAULT_INDEX).await
+}
+
+/// [`exists`], a path ending in `/` being there when its folder holds one of `index`.
+pub async fn exists_indexed<S: AsRef<str>>(
+    root: &Path,
+    raw_path: &str,
+    allow_dotfiles: bool,
+    index: &[S],
+) -> bool {
     let Ok(relative) = relative_path(raw_path) else {
         return false;
     };
@@ -516,7 +553,7 @@ pub async fn exists(root: &Path, raw_path: &str, allow_dotfiles: bool) -> bool {
         return false;
     }
     matches!(
-        resolve(root, &relative, raw_path.ends_with('/')).await,
+        resolve(root, &relative, raw_path.ends_with('/'), index).await,
         Ok(Found::File(_))
     )
 }

@@ -159,6 +159,9 @@ fn request_paths_map_to_relative_paths_or_are_refused() {
         "/static/%zz",
         "/static/%2",
         "/static/%ff",
+        // u8::from_str_radix takes a sign; an escape is two hex digits, nothing else.
+        "/static/%+1",
+        "/static/a%",
     ];
     for raw in refused {
         assert!(relative_path(raw).is_err(), "{raw}");
@@ -207,7 +210,10 @@ async fn directories_serve_their_index_or_redirect_to_the_slashed_path() {
     assert_eq!(status, StatusCode::MOVED_PERMANENTLY);
     assert_eq!(headers[LOCATION], "/static/docs/?x=1");
 
+    // A folder without an index file is forbidden, as nginx answers without `autoindex`.
     let (status, _, _) = fixture.get("/static/docs/empty/", &[]).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _, _) = fixture.get("/static/missing/", &[]).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     let (status, _, _) = fixture.get("/static/a.css/", &[]).await;
     assert_eq!(status, StatusCode::NOT_FOUND);

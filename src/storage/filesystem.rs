@@ -15,6 +15,11 @@ impl StateStore for Store {
         self.layout().root().display().to_string()
     }
 
+    fn readable(&self) -> bool {
+        // `sites` takes a missing certs folder for "no sites yet"; an unmounted disk is not that.
+        std::fs::read_dir(self.layout().root()).is_ok()
+    }
+
     fn lock(&self) -> Result<StoreLock, StoreError> {
         Store::lock(self).map(StoreLock::new)
     }

@@ -131,6 +131,13 @@ pub trait StateStore: Debug + Send + Sync {
     /// The renewal scheduler's last heartbeat, or `None` when none was written.
     fn scheduler_heartbeat(&self) -> Result<Option<SchedulerHeartbeat>, StoreError>;
 
+    /// Whether the store can be read at all right now (the `certd_state_readable` gauge): a state
+    /// directory that cannot be listed, or a database that does not answer, looks like "no
+    /// certificates" to everything else.
+    fn readable(&self) -> bool {
+        self.sites().is_ok()
+    }
+
     /// Takes `site`'s lease for `seconds`; `None` while another node holds it. The default suits a
     /// backend whose writer lock ([`StateStore::lock`]) already excludes every other writer.
     fn lease(&self, site: &str, seconds: u32) -> Result<Option<Lease>, StoreError> {

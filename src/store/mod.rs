@@ -172,6 +172,10 @@ pub struct SiteRecord {
     /// When to ask the CA for the window again (its `Retry-After`).
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub ari_poll_at: Option<time::OffsetDateTime>,
+    /// The challenge the certificate in service was validated with: what a site with the
+    /// automatic choice uses again at renewal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub challenge: Option<crate::config::ChallengeKind>,
 }
 
 /// Proof that this process holds the state directory's lock; released on drop.

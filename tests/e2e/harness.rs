@@ -10,7 +10,9 @@
 mod acme_proxy;
 mod certd;
 mod daemon;
+mod dns;
 mod net;
+mod nginx;
 mod pebble;
 mod php;
 mod pki;
@@ -26,10 +28,12 @@ pub use certd::{
     IssueOutcome, Run,
 };
 pub use daemon::{Daemon, RunConfig, Site};
+pub use dns::{Bind, TSIG_KEY};
 pub use net::{
     der_serial, dns, http_get, Alpn, Handshake, HttpsClient, Refused, TlsVersions, Upstream,
 };
 pub use net::{Http1, Reply};
+pub use nginx::Nginx;
 pub use pebble::{free_port, Pebble, PebbleOptions, CONNECTION_PROBLEM, REFUSED_DETAIL};
 pub use php::PhpFpm;
 pub use pki::{key_matches, normalize_serial, not_after, sans, serial_hex, verify_chain, TestPki};

@@ -4,15 +4,22 @@
 //! `cargo test --test e2e`; `cargo test --test e2e harness` runs only the harness's own checks.
 
 mod ari;
+mod challenges;
 mod check;
 mod deploy;
+mod differential;
+mod dns01;
+mod eab;
 mod harness;
 mod import_certbot;
 mod import_nginx;
 mod issue;
 mod ledger;
 mod lock;
+mod logs;
+mod monitoring;
 mod operations;
+mod package;
 mod preflight;
 mod reliability;
 mod run;

@@ -12,6 +12,7 @@
 
 mod access;
 mod compression;
+mod error_pages;
 mod fastcgi;
 mod headers;
 mod identity;

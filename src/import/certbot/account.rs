@@ -3,8 +3,8 @@
 //!
 //! certbot keeps the account key as a JWK in `private_key.json` (RSA-2048 unless the operator chose
 //! otherwise) and the account URL as `"uri"` in `regr.json`. instant-acme signs with ECDSA P-256 only,
-//! so only such a key can be carried over: it is rewritten as PKCS#8 DER (a fixed-shape structure,
-//! written by hand below) and checked by loading it the way instant-acme will. Any other key is reported
+//! so only such a key can be carried over: it is rewritten as PKCS#8 DER (by aws-lc-rs, which also
+//! checks the scalar against the public point) and checked by loading it the way instant-acme will. Any other key is reported
 //! as not reusable; certd then registers an account of its own at its first order, which leaves the
 //! imported certificates untouched.
 
@@ -178,9 +178,7 @@ pub fn key_from_jwk(json: &str) -> Result<AccountKey, String> {
             let d = field("d", d.as_deref().map(String::as_str))?;
             let x = field("x", jwk.x.as_deref())?;
             let y = field("y", jwk.y.as_deref())?;
-            let pkcs8 = p256_pkcs8(&d, &x, &y);
-            check_p256(&pkcs8, &x, &y)?;
-            Ok(AccountKey::P256(pkcs8))
+            Ok(AccountKey::P256(p256_pkcs8(&d, &x, &y)?))
         }
         ("EC", crv) => Ok(AccountKey::Unsupported(format!(
             "EC {}",
@@ -213,50 +211,32 @@ fn fixed_32(bytes: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
     Some(out)
 }
 
-/// PKCS#8 (RFC 5208) `PrivateKeyInfo` for an ECDSA P-256 key, up to the private key:
-/// `SEQUENCE { INTEGER 0, SEQUENCE { OID id-ecPublicKey, OID prime256v1 }, OCTET STRING {` and the
-/// start of RFC 5915 `ECPrivateKey`: `SEQUENCE { INTEGER 1, OCTET STRING (32 bytes)`.
-const P256_PKCS8_HEAD: [u8; 36] = [
-    0x30, 0x81, 0x87, // SEQUENCE, 135 bytes
-    0x02, 0x01, 0x00, // INTEGER 0 (version)
-    0x30, 0x13, // SEQUENCE, 19 bytes (algorithm)
-    0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, // OID 1.2.840.10045.2.1
-    0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, // OID 1.2.840.10045.3.1.7
-    0x04, 0x6d, // OCTET STRING, 109 bytes
-    0x30, 0x6b, // SEQUENCE, 107 bytes (ECPrivateKey)
-    0x02, 0x01, 0x01, // INTEGER 1 (version)
-    0x04, 0x20, // OCTET STRING, 32 bytes: the private scalar follows
-];
-/// After the private scalar: `[1] { BIT STRING (no unused bits) 0x04 ‖ x ‖ y }`, the public key.
-const P256_PKCS8_PUBLIC: [u8; 6] = [0xa1, 0x44, 0x03, 0x42, 0x00, 0x04];
-
-/// The PKCS#8 DER of the P-256 key with private scalar `d` and public point (`x`, `y`), 32 bytes each.
-fn p256_pkcs8(d: &[u8], x: &[u8], y: &[u8]) -> Zeroizing<Vec<u8>> {
-    let mut der = Zeroizing::new(Vec::with_capacity(138));
-    der.extend_from_slice(&P256_PKCS8_HEAD);
-    der.extend_from_slice(d);
-    der.extend_from_slice(&P256_PKCS8_PUBLIC);
-    der.extend_from_slice(x);
-    der.extend_from_slice(y);
-    der
-}
-
-/// Checks that `pkcs8` loads as instant-acme loads account keys, and that its private scalar belongs to
-/// the public point (`x`, `y`) the JWK states.
-fn check_p256(pkcs8: &[u8], x: &[u8], y: &[u8]) -> Result<(), String> {
-    let der = rustls_pki_types::PrivatePkcs8KeyDer::from(pkcs8);
-    instant_acme::Key::from_pkcs8_der(der)
-        .map_err(|err| format!("the EC key is not a usable P-256 key pair: {err}"))?;
-    let pair = rcgen::KeyPair::try_from(pkcs8)
-        .map_err(|err| format!("the EC key cannot be read: {err}"))?;
+/// The PKCS#8 DER of the P-256 key with private scalar `d` and public point (`x`, `y`), 32 bytes each,
+/// written by aws-lc-rs (which refuses a scalar that does not belong to the point) and then checked
+/// by loading it as instant-acme loads account keys.
+fn p256_pkcs8(d: &[u8], x: &[u8], y: &[u8]) -> Result<Zeroizing<Vec<u8>>, String> {
+    use aws_lc_rs::signature::{EcdsaKeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
     let mut point = Vec::with_capacity(65);
-    point.push(0x04);
+    point.push(0x04); // SEC 1 uncompressed point
     point.extend_from_slice(x);
     point.extend_from_slice(y);
-    if pair.public_key_raw() != point.as_slice() {
-        return Err("the EC key's \"d\" does not belong to its \"x\" and \"y\"".to_owned());
-    }
-    Ok(())
+    let pair =
+        EcdsaKeyPair::from_private_key_and_public_key(&ECDSA_P256_SHA256_FIXED_SIGNING, d, &point)
+            .map_err(|err| match err.description_() {
+                "InconsistentComponents" => "the EC key is not a usable P-256 key pair: its \"d\" \
+                                             does not belong to its \"x\" and \"y\""
+                    .to_owned(),
+                _ => format!("the EC key is not a usable P-256 key pair: {err}"),
+            })?;
+    // The document wipes itself on drop; the copy is wiped by `Zeroizing`.
+    let document = pair
+        .to_pkcs8v1()
+        .map_err(|_| "the EC key cannot be written as PKCS#8".to_owned())?;
+    let pkcs8 = Zeroizing::new(document.as_ref().to_vec());
+    let der = rustls_pki_types::PrivatePkcs8KeyDer::from(pkcs8.as_slice());
+    instant_acme::Key::from_pkcs8_der(der)
+        .map_err(|err| format!("the EC key is not a usable P-256 key pair: {err}"))?;
+    Ok(pkcs8)
 }
 
 /// The JSON instant-acme deserializes into `AccountCredentials` (what certd stores per CA), checked by
@@ -362,6 +342,7 @@ mod tests {
         jwk["y"] = other["y"].clone();
         let err = key_from_jwk(&jwk.to_string()).unwrap_err();
         assert!(err.contains("P-256 key pair"), "{err}");
+        assert!(err.contains("does not belong"), "{err}");
     }
 
     #[test]

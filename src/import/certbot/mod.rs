@@ -22,6 +22,7 @@
 
 pub mod account;
 mod base64url;
+pub mod challenge;
 pub mod lineage;
 pub mod renewal_conf;
 mod report;
@@ -143,15 +144,6 @@ pub fn import(
                 .entry(site.name().to_owned())
                 .or_default()
                 .push((lineage, site)),
-            SiteMatch::Wildcard(wildcard) => {
-                report.lineages.insert(
-                    name.clone(),
-                    Outcome::Skipped(format!(
-                        "it covers the wildcard name {wildcard}, which certd cannot renew \
-                         (it answers HTTP-01 only)"
-                    )),
-                );
-            }
             SiteMatch::NotInConfig { overlapping } => {
                 let names = lineage.info.names.join(", ");
                 let mut reason =
@@ -163,7 +155,24 @@ pub fn import(
                 report
                     .lineages
                     .insert(name.clone(), Outcome::Skipped(reason));
-                let table = site_table(&lineage);
+                let mut table = site_table(&lineage);
+                // A wildcard, or a lineage certbot renewed over DNS-01, needs DNS-01 here too.
+                let dns = challenge::from_conf(conf);
+                if lineage.info.names.iter().any(|n| n.starts_with("*."))
+                    || matches!(dns, challenge::CertbotChallenge::Dns { .. })
+                {
+                    table += "
+challenge = \"dns-01\"";
+                    if let challenge::CertbotChallenge::Dns { suggestion, .. } = dns {
+                        table += &format!(
+                            "
+# and a DNS method, e.g.:
+{suggestion}"
+                        );
+                    } else {
+                        table += "   # with [acme.dns] or `dns_hook` configured";
+                    }
+                }
                 if !report.suggestions.contains(&table) {
                     report.suggestions.push(table);
                 }
@@ -195,9 +204,17 @@ pub fn import(
                 );
             }
         }
-        report
-            .lineages
-            .insert(chosen.name.clone(), install(store, site, chosen, now));
+        let outcome = install(store, site, chosen, now);
+        if !matches!(outcome, Outcome::Skipped(_)) {
+            let conf = confs
+                .iter()
+                .find(|(name, _)| *name == chosen.name)
+                .map(|(_, conf)| conf);
+            if let Some(note) = conf.and_then(|conf| challenge::note(&chosen.name, conf, site)) {
+                report.notes.push(note);
+            }
+        }
+        report.lineages.insert(chosen.name.clone(), outcome);
     }
 
     report.accounts = import_accounts(config, store, from, &confs);
@@ -208,8 +225,6 @@ pub fn import(
 enum SiteMatch<'c> {
     /// The site whose names equal the certificate's, in any order.
     Site(&'c SiteConfig),
-    /// The certificate covers this wildcard name, which no site can have.
-    Wildcard(String),
     /// No site has exactly these names; `overlapping` shares some of them.
     NotInConfig {
         /// The first site sharing a name with the certificate, if any.
@@ -219,9 +234,6 @@ enum SiteMatch<'c> {
 
 /// Finds the site whose names are exactly `names` (compared as sets, case-insensitively).
 fn match_site<'c>(sites: &'c [SiteConfig], names: &[String]) -> SiteMatch<'c> {
-    if let Some(wildcard) = names.iter().find(|name| name.starts_with("*.")) {
-        return SiteMatch::Wildcard(wildcard.clone());
-    }
     let wanted = name_set(names);
     if let Some(site) = sites.iter().find(|site| name_set(&site.names) == wanted) {
         return SiteMatch::Site(site);
@@ -255,6 +267,11 @@ fn site_table(lineage: &Lineage) -> String {
         .map(|name| toml::Value::String(name.clone()).to_string())
         .collect();
     format!("[[site]]\nnames = [{}]", quoted.join(", "))
+}
+
+/// Whether `site` renews over DNS-01 with a DNS method configured.
+pub(crate) fn site_uses_dns01(site: &SiteConfig) -> bool {
+    site.challenge == Some(config::ChallengeKind::Dns01) && site.dns.is_some()
 }
 
 /// Whether `url` is a Let's Encrypt staging directory, whose certificates no browser trusts.

@@ -3,8 +3,9 @@
 //! certbot writes the file with Python's configobj: `key = value` lines, `[section]` headers (and nested
 //! `[[subsection]]`s such as `[[webroot_map]]`), `#` comments. Only the top-level file paths
 //! (`cert`, `chain`, `fullchain`, `privkey`) and `[renewalparams]`'s `server` and `account` matter
-//! here; everything else (authenticator, hooks, key type, webroot map) is certbot's own business and is
-//! ignored. Parsing is lenient: a line that is not understood is skipped, never an error.
+//! here, plus how certbot validated (`authenticator`, `pref_challs`, the manual hooks and the
+//! `dns-rfc2136` credentials file), so the import can say how certd must renew a DNS-01 lineage;
+//! everything else (deploy hooks, key type, webroot map) is certbot's own business and is ignored. Parsing is lenient: a line that is not understood is skipped, never an error.
 
 use std::path::PathBuf;
 
@@ -23,6 +24,16 @@ pub struct RenewalConf {
     pub server: Option<String>,
     /// `[renewalparams] account`: the id of the certbot account (a folder under `accounts/`).
     pub account: Option<String>,
+    /// `[renewalparams] authenticator`: `webroot`, `standalone`, `nginx`, `manual`, `dns-rfc2136`, …
+    pub authenticator: Option<String>,
+    /// `[renewalparams] pref_challs`: `--preferred-challenges`, e.g. `dns-01,`.
+    pub pref_challs: Option<String>,
+    /// `[renewalparams] manual_auth_hook`: the shell command certbot ran to publish a challenge.
+    pub manual_auth_hook: Option<String>,
+    /// `[renewalparams] manual_cleanup_hook`: the shell command certbot ran afterwards.
+    pub manual_cleanup_hook: Option<String>,
+    /// `[renewalparams] dns_rfc2136_credentials`: the dns-rfc2136 plugin's credentials file.
+    pub dns_rfc2136_credentials: Option<PathBuf>,
 }
 
 /// Where a key = value line sits.
@@ -69,6 +80,13 @@ pub fn parse(text: &str) -> RenewalConf {
             (Place::TopLevel, "privkey") => conf.privkey = Some(PathBuf::from(value)),
             (Place::RenewalParams, "server") => conf.server = Some(value),
             (Place::RenewalParams, "account") => conf.account = Some(value),
+            (Place::RenewalParams, "authenticator") => conf.authenticator = Some(value),
+            (Place::RenewalParams, "pref_challs") => conf.pref_challs = Some(value),
+            (Place::RenewalParams, "manual_auth_hook") => conf.manual_auth_hook = Some(value),
+            (Place::RenewalParams, "manual_cleanup_hook") => conf.manual_cleanup_hook = Some(value),
+            (Place::RenewalParams, "dns_rfc2136_credentials") => {
+                conf.dns_rfc2136_credentials = Some(PathBuf::from(value))
+            }
             _ => {}
         }
     }
@@ -133,6 +151,8 @@ server = https://not-this-one.example/
                 privkey: Some("/etc/letsencrypt/live/example.org/privkey.pem".into()),
                 server: Some("https://acme-v02.api.letsencrypt.org/directory".into()),
                 account: Some("0123456789abcdef0123456789abcdef".into()),
+                authenticator: Some("webroot".into()),
+                ..RenewalConf::default()
             }
         );
     }

@@ -59,6 +59,8 @@ pub struct Report {
     pub accounts: Vec<AccountOutcome>,
     /// A `[[site]]` table for each lineage that matches no site, ready to paste into the config.
     pub suggestions: Vec<String>,
+    /// How imported DNS-01 lineages will renew: `(is a problem, text)`; a problem goes to stderr.
+    pub notes: Vec<(bool, String)>,
 }
 
 impl Report {
@@ -100,6 +102,7 @@ impl Report {
                 format!("account {}: {}", account.id, account.message),
             ));
         }
+        lines.extend(self.notes.iter().cloned());
         lines
     }
 

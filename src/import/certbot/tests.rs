@@ -239,16 +239,22 @@ fn a_lineage_without_a_site_gets_a_table_to_paste() {
     assert!(reason.starts_with("not in the config"), "{reason}");
     assert!(reason.contains("site a.test has a.test"), "{reason}");
     // The lineage's own name first, so the new site keeps it.
-    assert_eq!(
-        report.suggestions,
-        vec!["[[site]]\nnames = [\"www.a.test\", \"a.test\"]".to_owned()]
+    let plain = "[[site]]\nnames = [\"www.a.test\", \"a.test\"]";
+    assert!(
+        report.suggestions.iter().any(|table| table == plain),
+        "{:?}",
+        report.suggestions
     );
-    let pasted = format!(
-        "[acme]\ndirectory = \"{CA}\"\nagree_tos = true\n{}\n",
-        report.suggestions[0]
-    );
+    let pasted = format!("[acme]\ndirectory = \"{CA}\"\nagree_tos = true\n{plain}\n");
     config::from_toml(&pasted, Path::new("certd.toml")).unwrap();
-    assert!(skipped_reason(&report, "wild").contains("wildcard name *.w.test"));
+    // A wildcard lineage is imported like any other once a DNS-01 site has its names.
+    assert!(skipped_reason(&report, "wild").starts_with("not in the config"));
+    assert!(
+        report.suggestions.iter().any(|table| table.contains("\"*.w.test\"")
+            && table.contains("challenge = \"dns-01\"")),
+        "{:?}",
+        report.suggestions
+    );
     assert_eq!(report.exit_code(), 1);
     assert!(
         setup.current_leaf("a.test").is_none(),
@@ -493,4 +499,85 @@ fn sites_match_by_name_set_only() {
     }
     assert!(is_staging(crate::config::LETSENCRYPT_STAGING));
     assert!(!is_staging(crate::config::LETSENCRYPT_PRODUCTION));
+}
+
+#[test]
+fn dns01_lineages_are_imported_and_the_report_says_how_they_renew() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let hook = dir.path().join("dns-hook.sh");
+    fs::write(&hook, "#!/bin/sh\nexit 0\n").unwrap();
+    fs::set_permissions(&hook, fs::Permissions::from_mode(0o700)).unwrap();
+    let toml = format!(
+        "state_dir = \"state\"\n[acme]\ndirectory = \"{CA}\"\nagree_tos = true\n\
+         dns_hook = \"{}\"\n\
+         [[site]]\nnames = [\"w.test\", \"*.w.test\"]\nchallenge = \"dns-01\"\n\
+         [[site]]\nnames = [\"h.test\"]\n",
+        hook.display()
+    );
+    let config = config::from_toml(&toml, &dir.path().join("certd.toml")).unwrap();
+    let store = Store::open(&config.state_dir).unwrap();
+    let from = dir.path().join("letsencrypt");
+    fs::create_dir_all(from.join("live")).unwrap();
+    let setup = Setup {
+        _dir: dir,
+        config,
+        store,
+        from,
+    };
+    let ca = TestCa::new();
+    write_lineage(
+        &setup.from,
+        "w.test",
+        1,
+        &ca.leaf(&["w.test", "*.w.test"], -1, 89),
+        CA,
+    );
+    write_lineage(&setup.from, "h.test", 1, &ca.leaf(&["h.test"], -1, 89), CA);
+    // certbot renewed both with `--manual --preferred-challenges dns --manual-auth-hook ...`.
+    for name in ["w.test", "h.test"] {
+        let path = setup.from.join("renewal").join(format!("{name}.conf"));
+        let text = fs::read_to_string(&path).unwrap().replace(
+            "authenticator = standalone",
+            "authenticator = manual\npref_challs = dns-01,\n\
+             manual_auth_hook = /etc/letsencrypt/auth.sh\n\
+             manual_cleanup_hook = /etc/letsencrypt/cleanup.sh",
+        );
+        fs::write(&path, text).unwrap();
+    }
+
+    let report = setup.import();
+    for (lineage, site) in [("w.test", "w.test"), ("h.test", "h.test")] {
+        assert!(
+            matches!(report.lineages.get(lineage), Some(Outcome::Imported { site: s, .. }) if s == site),
+            "{lineage}: {:?}",
+            report.lineages.get(lineage)
+        );
+        assert!(
+            setup.current_leaf(site).is_some(),
+            "{site} has no certificate"
+        );
+    }
+    let note = |lineage: &str| {
+        report
+            .notes
+            .iter()
+            .find(|(_, text)| text.starts_with(&format!("{lineage}: ")))
+            .cloned()
+            .unwrap_or_else(|| panic!("no note for {lineage}: {:?}", report.notes))
+    };
+    let (problem, text) = note("w.test");
+    assert!(!problem, "{text}");
+    assert!(
+        text.contains("renews over DNS-01 with the DNS hook"),
+        "{text}"
+    );
+    let (problem, text) = note("h.test");
+    assert!(problem, "{text}");
+    assert!(text.contains("set `challenge = \"dns-01\"`"), "{text}");
+    assert!(
+        text.contains("exec sh -c '/etc/letsencrypt/auth.sh'"),
+        "{text}"
+    );
+    assert_eq!(report.exit_code(), 0, "imported, so nothing was skipped");
 }

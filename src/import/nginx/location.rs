@@ -4,10 +4,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use super::keys::{Keys, Taken};
 use super::parse::{directive_text, Directive};
 use super::safety::{self, Effect, LeftOut, Matcher};
 use super::server::ServerPart;
-use super::translate::{cover, Covered, ErrorPage, Loc, Note, Route, Target, Topic, Upstream};
+use super::translate::{
+    cover, Covered, ErrorPage, Loc, Note, Route, RouteKind, Target, Topic, Upstream,
+};
 
 /// What a server block's locations and error pages need to know about the block.
 pub(super) struct Scope<'a> {
@@ -19,6 +22,8 @@ pub(super) struct Scope<'a> {
     locations: Vec<LocationInfo<'a>>,
     /// The URIs its `error_page` directives name.
     error_uris: BTreeSet<&'a str>,
+    /// Its server-level keys, which locations inherit.
+    pub(super) keys: Keys,
 }
 
 /// One location of a server block, as the error page lookup sees it.
@@ -71,12 +76,23 @@ impl<'a> Scope<'a> {
             .filter(|d| d.name == "error_page")
             .filter_map(|d| d.args.last().map(String::as_str))
             .collect();
+        let mut keys = Keys::default();
+        for d in body {
+            // What a location cannot inherit is refused at server level by `super::server`.
+            if !matches!(
+                d.name.as_str(),
+                "return" | "rewrite" | "try_files" | "alias"
+            ) {
+                keys.take(d, certd_sets);
+            }
+        }
         Self {
             file,
             upstreams,
             root,
             locations,
             error_uris,
+            keys,
         }
     }
 
@@ -162,29 +178,83 @@ fn matcher(args: &[String]) -> (Matcher, bool) {
     }
 }
 
+/// How a location with arguments `args` matches, as a certd route: its kind and the text shown as
+/// its `path` in messages; `Err` when certd cannot match the same requests.
+fn route_kind(args: &[String]) -> Result<(RouteKind, String), String> {
+    let (modifier, pattern) = match args {
+        [m, p] => (m.as_str(), p.as_str()),
+        [one] if one.starts_with('@') || one.starts_with('/') => ("", one.as_str()),
+        [one] => {
+            let split = one.find(['/', '\\', '^', '(', '.']).unwrap_or(0);
+            (&one[..split], &one[split..])
+        }
+        _ => return Err("not a location form the importer knows".to_owned()),
+    };
+    match modifier {
+        "" | "^~" if pattern.starts_with('/') => Ok((RouteKind::Path, pattern.to_owned())),
+        "" if pattern.starts_with('@') => {
+            let name = &pattern[1..];
+            if !name.is_empty()
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            {
+                Ok((RouteKind::Named(pattern.to_owned()), pattern.to_owned()))
+            } else {
+                Err(format!(
+                    "`{pattern}`: certd names are letters, digits, `_` and `-`"
+                ))
+            }
+        }
+        "=" if pattern.starts_with('/') => {
+            Ok((RouteKind::Exact(pattern.to_owned()), pattern.to_owned()))
+        }
+        "~" | "~*" => {
+            // certd compiles route patterns with the `regex` crate: no look-around or
+            // back-references (which it would refuse at load).
+            regex::RegexBuilder::new(pattern)
+                .case_insensitive(modifier == "~*")
+                .size_limit(1 << 20)
+                .build()
+                .map_err(|err| format!("certd's regular expressions cannot read it: {err}"))?;
+            let kind = if modifier == "~" {
+                RouteKind::Regex(pattern.to_owned())
+            } else {
+                RouteKind::IRegex(pattern.to_owned())
+            };
+            Ok((kind, pattern.to_owned()))
+        }
+        _ => Err("not a location form the importer knows".to_owned()),
+    }
+}
+
 /// What a location's body does, directive by directive.
 struct Body<'d> {
     proxy_pass: Option<&'d Directive>,
     root: Option<(&'d str, Loc)>,
+    keys: Keys,
     covered: Covered,
     notes: Vec<Note>,
     /// Lines that make the location answer differently from any route: (line, text, why).
     refusals: Vec<(Loc, String, String)>,
     /// It only refuses: `deny all` or `return 403|404`, besides lines without effect.
     only_refuses: bool,
+    /// Its nested locations.
+    nested: Vec<&'d Directive>,
 }
 
 fn body<'d>(scope: &Scope<'_>, d: &'d Directive) -> Body<'d> {
     let mut b = Body {
         proxy_pass: None,
         root: None,
+        keys: Keys::default(),
         covered: Covered::new(),
         notes: Vec::new(),
         refusals: Vec::new(),
         only_refuses: true,
+        nested: Vec::new(),
     };
     let mut refuses_something = false;
-    let mut try_files_static = None;
     for inner in d.block.as_deref().unwrap_or_default() {
         let here = scope.at(inner);
         let args: Vec<&str> = inner.args.iter().map(String::as_str).collect();
@@ -195,30 +265,33 @@ fn body<'d>(scope: &Scope<'_>, d: &'d Directive) -> Body<'d> {
         refuses_something |= refusing;
         match (inner.name.as_str(), args.as_slice()) {
             ("proxy_pass", [_]) => b.proxy_pass = Some(inner),
+            ("location", _) if inner.block.is_some() => b.nested.push(inner),
             ("root", [dir]) if !dir.contains('$') => b.root = Some((*dir, here)),
-            ("index", _) => index(inner, here, &mut b.covered, &mut b.notes),
+            ("index", ["index.html"]) => cover(&mut b.covered, Topic::Index, here),
             ("proxy_http_version", ["1.1" | "1.0"])
             | ("proxy_cache_bypass", _)
             | ("proxy_redirect", ["off"]) => cover(&mut b.covered, Topic::ProxyHeaders, here),
-            ("try_files", ["$uri", "$uri/", "=404"]) => {
-                // What a static root does: the file, a folder's index, else 404 — unless the
-                // location proxies: then nginx proxies only paths that exist as files.
-                try_files_static = Some((here, directive_text(inner)));
+            // nginx's default: error and timeout go on to the next server, as certd does.
+            ("proxy_next_upstream", ["error", "timeout"]) => {
                 cover(&mut b.covered, Topic::NoEffect, here)
             }
-            ("proxy_set_header", [name, value]) if proxy_header(name, value).is_some() => {
-                cover(&mut b.covered, Topic::ProxyHeaders, here)
-            }
             _ if super::edge::is_edge_directive(inner) => {}
-            _ => match safety::effect(inner) {
-                Effect::None => cover(&mut b.covered, Topic::NoEffect, here),
-                Effect::Degrades(why) => b.notes.push(Note::untranslated(here, inner, Some(why))),
-                Effect::Refuses(why) => {
-                    if !refusing {
-                        b.only_refuses = false;
+            _ => match b.keys.take(inner, certd_sets) {
+                Taken::Key => {}
+                Taken::Covered(topic) => cover(&mut b.covered, topic, here),
+                Taken::Refused(why) => b.refusals.push((here, directive_text(inner), why)),
+                Taken::NotMine => match safety::effect(inner) {
+                    Effect::None => cover(&mut b.covered, Topic::NoEffect, here),
+                    Effect::Degrades(why) => {
+                        b.notes.push(Note::untranslated(here, inner, Some(why)))
                     }
-                    b.refusals.push((here, directive_text(inner), why))
-                }
+                    Effect::Refuses(why) => {
+                        if !refusing {
+                            b.only_refuses = false;
+                        }
+                        b.refusals.push((here, directive_text(inner), why))
+                    }
+                },
             },
         }
         if !refusing && matches!(inner.name.as_str(), "proxy_pass" | "root") {
@@ -226,16 +299,12 @@ fn body<'d>(scope: &Scope<'_>, d: &'d Directive) -> Body<'d> {
         }
     }
     b.only_refuses &= refuses_something;
-    if let (Some(_), Some((here, text))) = (b.proxy_pass, try_files_static) {
-        b.refusals.push((
-            here,
-            text,
-            "beside proxy_pass: nginx proxies only the paths that exist as files under root and \
-             answers 404 for the others"
-                .to_owned(),
-        ));
-    }
     b
+}
+
+/// Whether certd sets request header `name` to `value` by itself.
+pub(super) fn certd_sets(name: &str, value: &str) -> bool {
+    proxy_header(name, value).is_some()
 }
 
 /// Translates the server-level `location` `d` into `part`: a route, or a [`LeftOut`] with the
@@ -261,16 +330,26 @@ pub(super) fn location(scope: &Scope<'_>, d: &Directive, part: &mut ServerPart) 
     let b = body(scope, d);
     let source = format!("location {}", d.args.join(" "));
     let mut uses_server_root = false;
-    let target: Result<Target, String> = if let Some(proxy_pass) = b.proxy_pass {
-        proxy_target(&proxy_pass.args[0], &path, scope.upstreams).map(|(url, differs)| {
-            if let Some(text) = differs {
-                part.notes.push(Note::Differs {
-                    at: scope.at(proxy_pass),
-                    text,
-                });
-            }
-            Target::Proxy(url)
-        })
+    let kind = route_kind(&d.args);
+    let is_path = matches!(kind, Ok((RouteKind::Path, _)));
+    let target: Result<Target, String> = if let Some(answer) = &b.keys.answer {
+        Ok(Target::Answer(answer.clone()))
+    } else if let Some(proxy_pass) = b.proxy_pass {
+        if b.keys.try_files.is_some() {
+            Err(
+                "try_files beside proxy_pass: nginx proxies only the paths that exist as files \
+                 under root"
+                    .to_owned(),
+            )
+        } else {
+            proxy_target(&proxy_pass.args[0], &path, scope.upstreams).map(Target::Proxy)
+        }
+    } else if let Some(dir) = &b.keys.alias {
+        if is_path {
+            Ok(Target::Alias(dir.clone()))
+        } else {
+            Err("alias outside a prefix location (nginx then uses the regex's captures)".to_owned())
+        }
     } else if let Some((dir, _)) = b.root {
         Ok(Target::Root(dir.to_owned()))
     } else if let Some((dir, _)) = scope.root {
@@ -284,39 +363,43 @@ pub(super) fn location(scope: &Scope<'_>, d: &Directive, part: &mut ServerPart) 
         .iter()
         .map(|(here, text, why)| format!("line {}: `{text}`: {why}", here.line))
         .collect();
+    if let Err(err) = &kind {
+        why.insert(0, err.clone());
+    }
     if let Err(err) = &target {
         why.push(err.clone());
     }
-    if let (Matcher::Prefix(path), true, Ok(target)) = (&matcher, why.is_empty(), &target) {
-        if path.starts_with('/') {
-            return prefix_route(
-                scope,
-                d,
-                path,
-                preferred,
-                target.clone(),
-                b,
-                uses_server_root,
-                part,
-            );
+    if b.keys.try_files.is_some() && !matches!(target, Ok(Target::Root(_))) {
+        why.push("try_files needs a root to look for files in".to_owned());
+    }
+    let mut nested = Vec::new();
+    if why.is_empty() && !b.nested.is_empty() {
+        match nested_routes(scope, &b.keys, b.root.or(scope.root), &b.nested) {
+            Ok(routes) => nested = routes,
+            Err(err) => why.push(err),
         }
     }
-    let kind = match matcher {
-        Matcher::Exact(_) => "certd routes by path prefix (exact matches are being built)",
-        Matcher::Regex(_) => "certd routes by path prefix (regular expressions are being built)",
-        Matcher::Named => "a named location, reached only from try_files or error_page",
-        Matcher::Prefix(_) => "",
-    };
-    if !kind.is_empty() {
-        why.insert(0, kind.to_owned());
+    if matches!(kind, Ok((RouteKind::Named(_) | RouteKind::Exact(_), _))) && !b.nested.is_empty() {
+        why.push("certd nests routes in path and regex routes only".to_owned());
+    }
+    if let (Ok((kind, shown)), true, Ok(target)) = (&kind, why.is_empty(), &target) {
+        let used = route(
+            scope,
+            d,
+            (kind.clone(), shown.clone()),
+            preferred,
+            target.clone(),
+            b,
+            uses_server_root,
+            part,
+        );
+        if let Some(route) = part.routes.last_mut() {
+            route.nested = nested;
+        }
+        return used;
     }
     let refuses_dotfiles_only =
         b.only_refuses && matches!(&matcher, Matcher::Regex(re) if safety::dotfiles_only(re));
-    let answer = if b.refusals.is_empty() {
-        target.ok()
-    } else {
-        None
-    };
     let (mut notes, covered) = (b.notes, b.covered);
     if let Some((dir, root_at)) = b.root {
         notes.extend(relative_root(dir, root_at));
@@ -324,20 +407,115 @@ pub(super) fn location(scope: &Scope<'_>, d: &Directive, part: &mut ServerPart) 
     part.left_out.push(LeftOut {
         at,
         matcher,
-        answer,
+        answer: None,
         refuses_dotfiles_only,
         source,
         pending: Some((directive_text(d), why.join("; "), notes, covered)),
+        preferred,
     });
     uses_server_root
 }
 
-/// A prefix location that becomes a route.
+/// The routes of the locations `nested` inside a location whose own keys are `outer` and whose
+/// root (its own or the server's) is `root`; `Err` with the reason when one of them cannot be a
+/// route (then the outer location is left out whole: it would answer that one's paths).
+fn nested_routes(
+    scope: &Scope<'_>,
+    outer: &Keys,
+    root: Option<(&str, Loc)>,
+    nested: &[&Directive],
+) -> Result<Vec<Route>, String> {
+    let mut routes = Vec::new();
+    for d in nested {
+        let at = scope.at(d);
+        let fail = |why: String| {
+            format!(
+                "line {}: nested `location {}`: {why}",
+                at.line,
+                d.args.join(" ")
+            )
+        };
+        let (kind, path) = route_kind(&d.args).map_err(fail)?;
+        if matches!(kind, RouteKind::Named(_)) {
+            return Err(fail(
+                "nginx allows named locations at server level only".to_owned(),
+            ));
+        }
+        let b = body(scope, d);
+        if let Some((here, text, why)) = b.refusals.first() {
+            return Err(fail(format!("line {}: `{text}`: {why}", here.line)));
+        }
+        if !b.nested.is_empty() {
+            return Err(fail(
+                "locations nested two deep are not translated".to_owned(),
+            ));
+        }
+        // nginx inherits root into a nested location, never proxy_pass, return or try_files.
+        let target = if let Some(answer) = &b.keys.answer {
+            Target::Answer(answer.clone())
+        } else if let Some(proxy_pass) = b.proxy_pass {
+            if b.keys.try_files.is_some() {
+                return Err(fail("try_files beside proxy_pass".to_owned()));
+            }
+            let prefix = if kind == RouteKind::Path {
+                path.as_str()
+            } else {
+                ""
+            };
+            Target::Proxy(proxy_target(&proxy_pass.args[0], prefix, scope.upstreams).map_err(fail)?)
+        } else if let Some(dir) = &b.keys.alias {
+            if kind != RouteKind::Path {
+                return Err(fail("alias outside a prefix location".to_owned()));
+            }
+            Target::Alias(dir.clone())
+        } else if let Some((dir, _)) = b.root.or(root) {
+            Target::Root(dir.to_owned())
+        } else {
+            return Err(fail("no proxy_pass and no root".to_owned()));
+        };
+        if b.keys.try_files.is_some() && !matches!(target, Target::Root(_)) {
+            return Err(fail(
+                "try_files needs a root to look for files in".to_owned(),
+            ));
+        }
+        let keys = b.keys.or(outer).route_keys(
+            &scope.keys,
+            matches!(target, Target::Proxy(_)),
+            matches!(target, Target::Root(_) | Target::Alias(_)),
+        );
+        let mut notes = b.notes;
+        if kind == RouteKind::Path && !path.ends_with('/') {
+            notes.push(Note::Differs {
+                at,
+                text: format!(
+                    "nginx's `location {path}` also matches {path}x…; certd's route matches \
+                     {path} and {path}/… only"
+                ),
+            });
+        }
+        routes.push(Route {
+            path,
+            target,
+            at,
+            source: format!("location {} (nested)", d.args.join(" ")),
+            text: directive_text(d),
+            covered: b.covered,
+            notes,
+            preferred: d.args.first().is_some_and(|m| m == "^~"),
+            kind,
+            keys,
+            nested: Vec::new(),
+        });
+    }
+    Ok(routes)
+}
+
+/// A location that becomes a route.
 #[allow(clippy::too_many_arguments)]
-fn prefix_route(
+fn route(
     scope: &Scope<'_>,
     d: &Directive,
-    path: &str,
+    (kind, path): (RouteKind, String),
     preferred: bool,
     target: Target,
     b: Body<'_>,
@@ -349,14 +527,11 @@ fn prefix_route(
     if let (Target::Root(_), Some((dir, root_at))) = (&target, b.root) {
         notes.extend(relative_root(dir, root_at));
     }
-    if let (Target::Proxy(_), Some((dir, root_at))) = (&target, b.root) {
-        notes.push(Note::Untranslated {
-            at: root_at,
-            text: format!("root {dir};"),
-            why: Some("this location proxies; certd has no use for its root".to_owned()),
-        });
+    if let (Target::Proxy(_) | Target::Answer(_), Some((dir, root_at))) = (&target, b.root) {
+        cover(&mut part.covered, Topic::UnusedRoot, root_at);
+        let _ = dir;
     }
-    if !path.ends_with('/') {
+    if kind == RouteKind::Path && !path.ends_with('/') {
         notes.push(Note::Differs {
             at,
             text: format!(
@@ -371,8 +546,13 @@ fn prefix_route(
             source.push_str(&format!(" (root from line {})", root_at.line));
         }
     }
+    let keys = b.keys.route_keys(
+        &scope.keys,
+        matches!(target, Target::Proxy(_)),
+        matches!(target, Target::Root(_) | Target::Alias(_)),
+    );
     part.routes.push(Route {
-        path: path.to_owned(),
+        path,
         target,
         at,
         source,
@@ -380,6 +560,9 @@ fn prefix_route(
         covered,
         notes,
         preferred,
+        kind,
+        keys,
+        nested: Vec::new(),
     });
     uses_server_root
 }
@@ -405,13 +588,13 @@ fn proxy_header(name: &str, value: &str) -> Option<Option<&'static str>> {
     ok.then_some(None)
 }
 
-/// The `proxy = "…"` for `proxy_pass URL` in `location PATH`, with a note when certd treats the
-/// URL's path differently; `Err` with the reason when certd cannot proxy there.
+/// The `proxy = "…"` for `proxy_pass URL` in `location PATH`; `Err` with the reason when certd
+/// cannot proxy there the same way.
 fn proxy_target(
     url: &str,
     path: &str,
     upstreams: &BTreeMap<String, Upstream>,
-) -> Result<(String, Option<String>), String> {
+) -> Result<String, String> {
     if url.contains('$') {
         return Err("the address uses variables; certd proxies to a fixed address".to_owned());
     }
@@ -432,11 +615,15 @@ fn proxy_target(
             single: Some(address),
             ..
         }) => address.as_str(),
-        Some(upstream) => {
+        Some(Upstream { group: Ok(_), .. }) => authority,
+        Some(Upstream {
+            at,
+            group: Err(why),
+            ..
+        }) => {
             return Err(format!(
-                "`{authority}` is the upstream block on line {}, with several servers or \
-                 settings certd does not have yet (upstream groups are being built)",
-                upstream.at.line
+                "`{authority}` is the upstream block on line {}: {why}",
+                at.line
             ))
         }
         None => authority,
@@ -444,41 +631,25 @@ fn proxy_target(
     if uri.contains('?') {
         return Err("certd upstreams cannot have a query".to_owned());
     }
-    let base = format!("http://{authority}");
-    let (proxy, differs) = if uri.is_empty() || uri == path {
-        // With its own path, nginx swaps the location's prefix for that path: the same path.
-        (base, None)
-    } else {
+    if !uri.is_empty() && uri != path {
+        // certd puts a base path in front of the whole path; nginx swaps the matched prefix.
         let example = if path.ends_with('/') {
             format!("{path}x")
         } else {
             format!("{path}/x")
         };
-        let nginx = format!("{uri}{}", &example[path.len()..]);
-        let certd = format!("{}{example}", uri.trim_end_matches('/'));
-        let text = format!(
+        let nginx = format!("{uri}{}", example.get(path.len()..).unwrap_or_default());
+        return Err(format!(
             "nginx replaces the matched prefix {path} with {uri} ({example} → {nginx}); certd \
-             puts the base path {uri} in front of the whole path ({example} → {certd})"
-        );
-        (format!("{base}{uri}"), Some(text))
-    };
+             would put {uri} in front of the whole path"
+        ));
+    }
+    // With its own path equal to the location's, nginx sends the same path: no base path.
+    let proxy = format!("http://{authority}");
     proxy
         .parse::<hyper::Uri>()
         .map_err(|err| format!("`{proxy}` is not a URL certd accepts: {err}"))?;
-    Ok((proxy, differs))
-}
-
-/// `index`: translated when it names just index.html, which certd serves for folders.
-pub(super) fn index(d: &Directive, at: Loc, covered: &mut Covered, notes: &mut Vec<Note>) {
-    if d.args == ["index.html"] {
-        cover(covered, Topic::Index, at);
-    } else {
-        notes.push(Note::untranslated(
-            at,
-            d,
-            Some("certd serves index.html as a folder's index, and no other file".to_owned()),
-        ));
-    }
+    Ok(proxy)
 }
 
 /// A server-level `error_page CODE... URI`: one `[site.error_pages]` entry per code, the file
@@ -567,37 +738,36 @@ mod tests {
     fn proxy_pass_paths() {
         let none = BTreeMap::new();
         let ok = |url, path| proxy_target(url, path, &none).unwrap();
-        assert_eq!(
-            ok("http://localhost:8080", "/"),
-            ("http://localhost:8080".into(), None)
-        );
-        assert_eq!(
-            ok("http://127.0.0.1:8081", "/ws"),
-            ("http://127.0.0.1:8081".into(), None)
-        );
+        assert_eq!(ok("http://localhost:8080", "/"), "http://localhost:8080");
+        assert_eq!(ok("http://127.0.0.1:8081", "/ws"), "http://127.0.0.1:8081");
         // The same path as the location: nginx maps /api/x to /api/x, as certd does without one.
         assert_eq!(
             ok("http://127.0.0.1:9000/api/", "/api/"),
-            ("http://127.0.0.1:9000".into(), None)
+            "http://127.0.0.1:9000"
         );
-        assert_eq!(
-            ok("http://127.0.0.1:9000/", "/"),
-            ("http://127.0.0.1:9000".into(), None)
-        );
-        let (proxy, differs) = ok("http://127.0.0.1:9000/", "/api/");
-        assert_eq!(proxy, "http://127.0.0.1:9000/");
-        let differs = differs.unwrap();
-        assert!(differs.contains("/api/x → /x"), "{differs}");
-        assert!(differs.contains("/api/x → /api/x"), "{differs}");
-        let (_, differs) = ok("http://127.0.0.1:9000/v1", "/api");
-        assert!(differs.unwrap().contains("/api/x → /v1/x"));
+        assert_eq!(ok("http://127.0.0.1:9000/", "/"), "http://127.0.0.1:9000");
+        // Another path: nginx swaps the prefix, which certd's base path does not do.
+        let why = proxy_target("http://127.0.0.1:9000/", "/api/", &none).unwrap_err();
+        assert!(why.contains("/api/x → /x"), "{why}");
+        assert!(proxy_target("http://127.0.0.1:9000/v1", "/api", &none)
+            .unwrap_err()
+            .contains("/api/x → /v1/x"));
 
         let upstreams = BTreeMap::from([
             (
-                "app".to_owned(),
+                "bad".to_owned(),
                 Upstream {
                     at: Loc { file: 0, line: 3 },
                     single: None,
+                    group: Err("hash".to_owned()),
+                },
+            ),
+            (
+                "app".to_owned(),
+                Upstream {
+                    at: Loc { file: 0, line: 5 },
+                    single: None,
+                    group: Ok(String::new()),
                 },
             ),
             (
@@ -605,15 +775,20 @@ mod tests {
                 Upstream {
                     at: Loc { file: 0, line: 7 },
                     single: Some("127.0.0.1:3000".to_owned()),
+                    group: Ok(String::new()),
                 },
             ),
         ]);
-        assert!(proxy_target("http://app", "/", &upstreams)
+        assert!(proxy_target("http://bad", "/", &upstreams)
             .unwrap_err()
             .contains("line 3"));
         assert_eq!(
+            proxy_target("http://app", "/", &upstreams).unwrap(),
+            "http://app"
+        );
+        assert_eq!(
             proxy_target("http://one", "/", &upstreams).unwrap(),
-            ("http://127.0.0.1:3000".to_owned(), None)
+            "http://127.0.0.1:3000"
         );
         assert!(proxy_target("https://127.0.0.1:8443", "/", &none).is_err());
         assert!(proxy_target("http://$backend", "/", &none).is_err());

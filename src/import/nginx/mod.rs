@@ -20,12 +20,15 @@
 //! appends nothing).
 
 mod edge;
+mod keys;
 mod location;
 mod parse;
+mod php;
 mod render;
 mod safety;
 mod server;
 mod translate;
+mod upstream;
 
 #[cfg(test)]
 mod corpus_tests;

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::fmt::Write as _;
 
 use super::edge::Edge;
-use super::translate::{Covered, Loc, Note, Site, Target, Topic, Translation};
+use super::translate::{Covered, Loc, Note, Route, RouteKind, Site, Target, Topic, Translation};
 
 /// The whole fragment.
 pub(super) fn render(translation: &Translation) -> String {
@@ -55,6 +55,15 @@ pub(super) fn render(translation: &Translation) -> String {
         &translation.edge,
         translation.default_site.as_deref(),
     );
+    for table in &translation.upstreams {
+        out.push('\n');
+        r.comment(
+            &mut out,
+            "",
+            "an nginx upstream block with several servers:",
+        );
+        out.push_str(table);
+    }
     if translation.sites.is_empty() {
         out.push('\n');
         r.comment(&mut out, "", "no server block became a site");
@@ -148,28 +157,14 @@ impl Renderer<'_> {
         out.push_str("[[site]]\n");
         let names: Vec<String> = site.names.iter().map(|name| toml_str(name)).collect();
         let _ = writeln!(out, "names = [{}]", names.join(", "));
+        for (key, value) in site.keys.iter().flatten() {
+            let _ = writeln!(out, "{key} = {value}");
+        }
         self.covered(out, "", &site.covered, site.certbot);
         self.notes(out, "", &site.notes);
 
         for route in &site.routes {
-            out.push('\n');
-            self.comment(
-                out,
-                "  ",
-                &format!("{}: {}", self.at(route.at), route.source),
-            );
-            out.push_str("  [[site.route]]\n");
-            let _ = writeln!(out, "  path = {}", toml_str(&route.path));
-            match &route.target {
-                Target::Proxy(url) => {
-                    let _ = writeln!(out, "  proxy = {}", toml_str(url));
-                }
-                Target::Root(dir) => {
-                    let _ = writeln!(out, "  root = {}", toml_str(dir));
-                }
-            }
-            self.covered(out, "  ", &route.covered, false);
-            self.notes(out, "  ", &route.notes);
+            self.route(out, route, "site.route", "  ");
         }
 
         if !site.error_pages.is_empty() {
@@ -180,6 +175,52 @@ impl Renderer<'_> {
             for (code, page) in &site.error_pages {
                 let _ = writeln!(out, "  {code} = {}", toml_str(&page.file));
             }
+        }
+    }
+
+    /// One route as the table `table` (`site.route`, `site.route.route` for a nested one).
+    fn route(&self, out: &mut String, route: &Route, table: &str, i: &str) {
+        out.push('\n');
+        self.comment(out, i, &format!("{}: {}", self.at(route.at), route.source));
+        let _ = writeln!(out, "{i}[[{table}]]");
+        match &route.kind {
+            RouteKind::Path => {
+                let _ = writeln!(out, "{i}path = {}", toml_str(&route.path));
+                if route.preferred {
+                    let _ = writeln!(out, "{i}prefix_priority = true");
+                }
+            }
+            RouteKind::Exact(path) => {
+                let _ = writeln!(out, "{i}exact = {}", toml_str(path));
+            }
+            RouteKind::Regex(re) => {
+                let _ = writeln!(out, "{i}regex = {}", toml_str(re));
+            }
+            RouteKind::IRegex(re) => {
+                let _ = writeln!(out, "{i}iregex = {}", toml_str(re));
+            }
+            RouteKind::Named(name) => {
+                let _ = writeln!(out, "{i}name = {}", toml_str(name));
+            }
+        }
+        match &route.target {
+            Target::Proxy(url) => {
+                let _ = writeln!(out, "{i}proxy = {}", toml_str(url));
+            }
+            Target::Root(dir) => {
+                let _ = writeln!(out, "{i}root = {}", toml_str(dir));
+            }
+            // Written with the keys below.
+            Target::Alias(_) | Target::Answer(_) => {}
+        }
+        for (key, value) in &route.keys {
+            let _ = writeln!(out, "{i}{key} = {value}");
+        }
+        self.covered(out, i, &route.covered, false);
+        self.notes(out, i, &route.notes);
+        let inner = format!("{i}  ");
+        for nested in &route.nested {
+            self.route(out, nested, &format!("{table}.route"), &inner);
         }
     }
 
@@ -371,6 +412,17 @@ fn topic_text(topic: Topic) -> &'static str {
         Topic::SingleUpstream => {
             "upstream with one server: its routes proxy to that address (with one server, nginx \
              never marks it down, so max_fails/fail_timeout change nothing)"
+        }
+        Topic::UpstreamGroup => {
+            "upstream block: an [[upstream]] group (below), which its routes proxy to"
+        }
+        Topic::Fastcgi => {
+            "the PHP location: certd's FastCGI route at / runs existing .php scripts under its root \
+             with the standard parameters (SCRIPT_FILENAME, PATH_INFO, …) and never sends PHP \
+             source"
+        }
+        Topic::BodySize => {
+            "client_max_body_size: each site's max_body_size (nginx's 1m where nothing sets it)"
         }
         Topic::DefaultServer => {
             "default_server: [https] default_site, the certificate certd offers to handshakes \

@@ -12,7 +12,7 @@
 //! proxy. Dropping a route can uncover a shorter one, so the check repeats until nothing changes.
 
 use super::parse::Directive;
-use super::translate::{cover, Covered, Loc, Note, Route, Target, Topic};
+use super::translate::{cover, Covered, Loc, Note, Route, RouteKind, Target, Topic};
 
 /// What one directive inside a location does to the answer, as far as certd can follow it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,13 +63,13 @@ pub(super) fn effect(d: &Directive) -> Effect {
         ("allow", ["all"]) | ("proxy_redirect", ["off" | "default"]) => Effect::None,
         ("auth_basic", ["off"]) => Effect::None,
         ("add_header" | "more_set_headers" | "expires" | "proxy_hide_header", _) => {
-            degrades("certd does not add, change or hide response headers (being built)")
+            degrades("certd sets response headers with add_header's key only (headers.response.add)")
         }
         (name, _) if name.starts_with("gzip") || name.starts_with("brotli") => {
-            degrades("certd does not compress responses (being built)")
+            degrades("certd compresses for every client that accepts the encoding (gzip_disable, brotli settings)")
         }
         ("client_max_body_size" | "client_body_timeout", _) => {
-            degrades("certd has no per-route request body limit (being built)")
+            degrades("certd has no request body timeout of its own per route")
         }
         ("proxy_read_timeout" | "proxy_connect_timeout" | "proxy_send_timeout", _) => degrades(
             "certd's upstream timeouts are global: [limits] upstream_connect_timeout and \
@@ -94,13 +94,13 @@ pub(super) fn effect(d: &Directive) -> Effect {
             _,
         ) => degrades("certd does not do this; the route answers from the same upstream"),
         ("allow" | "deny", _) => {
-            refuses("access control by address: certd would answer everyone (being built)")
+            refuses("access control by address in a form certd does not read")
         }
         ("auth_basic" | "auth_basic_user_file" | "auth_request", _) => {
-            refuses("authentication: certd would answer without it (being built)")
+            refuses("authentication certd does not have (auth_request) or a form it does not read")
         }
         ("limit_except", _) => {
-            refuses("limit_except: certd would answer every method (being built)")
+            refuses("limit_except: certd has no per-method access rules")
         }
         ("internal", _) => refuses("internal: nginx answers this only to its own redirects"),
         ("alias", _) => refuses(
@@ -112,12 +112,12 @@ pub(super) fn effect(d: &Directive) -> Effect {
              fallback (being built)",
         ),
         ("return" | "rewrite" | "if" | "set", _) => {
-            refuses("certd does not rewrite, redirect or answer by itself (being built)")
+            refuses("`if`/`set`: certd has no conditions or variables of its own")
         }
         ("fastcgi_pass" | "uwsgi_pass" | "scgi_pass" | "grpc_pass" | "memcached_pass", _) => {
-            refuses("certd has no FastCGI/uwsgi/gRPC routes (being built)")
+            refuses("certd has no uwsgi/gRPC/memcached routes, and takes FastCGI only in the WordPress-style PHP idiom (`location ~ \\.php$` beside `location /` over the same root)")
         }
-        ("location", _) => refuses("nested locations (being built)"),
+        ("location", _) => refuses("nested locations are not translated yet"),
         _ => refuses("not understood by the importer, so the location is left out"),
     }
 }
@@ -140,9 +140,9 @@ pub(super) enum Matcher {
 pub(super) struct LeftOut {
     pub(super) at: Loc,
     pub(super) matcher: Matcher,
-    /// The upstream or root it answers from, when certd could answer the same way
-    /// (`None`: it refuses, redirects, runs PHP, falls back, … — nothing a route can equal).
-    pub(super) answer: Option<Target>,
+    /// What it answers with (target and keys), for a route left out by [`resolve`]
+    /// (`None` for a location: it is left out because certd cannot answer like it).
+    pub(super) answer: Option<(Target, Vec<(String, String)>)>,
     /// It only refuses (`deny`, `return 4xx`) paths with a dot segment, which certd's static
     /// roots refuse as well.
     pub(super) refuses_dotfiles_only: bool,
@@ -151,6 +151,8 @@ pub(super) struct LeftOut {
     /// For a location (not a dropped route): its text, why it is not a route, and the notes and
     /// translated lines of its body, reported by [`finish`].
     pub(super) pending: Option<(String, String, Vec<Note>, Covered)>,
+    /// `location ^~ /p` (or a `prefix_priority` route): regexes do not take its paths in nginx.
+    pub(super) preferred: bool,
 }
 
 /// Whether the regular expression `re` (nginx `location ~`) could match a path under `prefix`:
@@ -166,12 +168,29 @@ fn regex_may_match_under(re: &str, prefix: &str) -> bool {
     literal.starts_with(prefix) || prefix.starts_with(&literal)
 }
 
-/// Whether the route at `route` would serve (some of) the paths `matcher` takes in nginx: for a
-/// prefix or exact path, when it is the longest route covering it; for a regular expression,
-/// whenever the expression could match under the route's path.
-fn serves(routes: &[Route], index: usize, matcher: &Matcher) -> bool {
+/// Whether the route at `index` would serve (some of) the paths nginx sends to the left-out
+/// location `out`: a prefix route when it is the longest route covering its path (for a regex,
+/// whenever the expression could match under the route's path); a regex route when it could
+/// match paths of a `^~` or exact location, or comes after a left-out regex (nginx tries them in
+/// order, so it now gets that regex's paths). Exact and named routes take no other location's
+/// paths, in certd as in nginx.
+fn serves(routes: &[Route], index: usize, out: &LeftOut) -> bool {
     let route = &routes[index];
-    let path = match matcher {
+    match &route.kind {
+        RouteKind::Exact(_) | RouteKind::Named(_) => return false,
+        RouteKind::Regex(re) | RouteKind::IRegex(re) => {
+            let icase = matches!(route.kind, RouteKind::IRegex(_));
+            let may = |path: &str| icase || regex_may_match_under(re, path);
+            return match &out.matcher {
+                Matcher::Named => false,
+                Matcher::Regex(other) => route.at > out.at && !disjoint(re, other),
+                Matcher::Exact(path) => may(path),
+                Matcher::Prefix(path) => out.preferred && may(path),
+            };
+        }
+        RouteKind::Path => {}
+    }
+    let path = match &out.matcher {
         Matcher::Named => return false,
         Matcher::Regex(re) => return !route.preferred && regex_may_match_under(re, &route.path),
         Matcher::Prefix(path) | Matcher::Exact(path) => path,
@@ -179,10 +198,46 @@ fn serves(routes: &[Route], index: usize, matcher: &Matcher) -> bool {
     let longest = routes
         .iter()
         .enumerate()
-        .filter(|(_, r)| path.starts_with(r.path.as_str()))
+        .filter(|(_, r)| r.kind == RouteKind::Path && path.starts_with(r.path.as_str()))
         .max_by_key(|(_, r)| r.path.len())
         .map(|(i, _)| i);
     longest == Some(index)
+}
+
+/// The file extensions a regex requires a path to end in (`\.php$` → php, `\.(js|css)$` → js,
+/// css), lower-cased, when that is all it says about the end of the path.
+fn extensions(re: &str) -> Option<Vec<String>> {
+    let body = re.strip_suffix('$')?;
+    let dot = body.rfind("\\.")?;
+    let (before, ext) = (&body[..dot], &body[dot + 2..]);
+    if before.contains('|') {
+        return None;
+    }
+    let ext = ext
+        .strip_prefix("(?:")
+        .or_else(|| ext.strip_prefix('('))
+        .and_then(|e| e.strip_suffix(')'))
+        .unwrap_or(ext);
+    let list: Vec<String> = ext.split('|').map(str::to_ascii_lowercase).collect();
+    list.iter()
+        .all(|e| !e.is_empty() && e.chars().all(|c| c.is_ascii_alphanumeric()))
+        .then_some(list)
+}
+
+/// Whether no path can match both regexes: they require different file extensions.
+pub(super) fn disjoint(a: &str, b: &str) -> bool {
+    match (extensions(a), extensions(b)) {
+        (Some(a), Some(b)) => !a.iter().any(|e| b.contains(e)),
+        _ => false,
+    }
+}
+
+/// The `@name` a route's `try_files` falls back to, if any.
+fn fallback_name(route: &Route) -> Option<String> {
+    let (_, value) = route.keys.iter().find(|(key, _)| key == "try_files")?;
+    let parsed: toml::Value = toml::from_str(&format!("v = {value}")).ok()?;
+    let last = parsed.get("v")?.as_array()?.last()?.as_str()?.to_owned();
+    last.starts_with('@').then_some(last)
 }
 
 /// Drops every route of `routes` that would answer requests a location of `left_out` answers
@@ -194,11 +249,39 @@ pub(super) fn resolve(routes: &mut Vec<Route>, left_out: &mut Vec<LeftOut>, note
         'find: for out in left_out.iter() {
             for index in 0..routes.len() {
                 let route = &routes[index];
-                let same = out.answer.as_ref() == Some(&route.target)
-                    || (out.refuses_dotfiles_only && matches!(route.target, Target::Root(_)));
-                if !same && serves(routes, index, &out.matcher) {
+                let same =
+                    out.answer.as_ref().is_some_and(|(target, keys)| {
+                        *target == route.target && *keys == route.keys
+                    }) || (out.refuses_dotfiles_only && matches!(route.target, Target::Root(_)));
+                if !same && serves(routes, index, out) {
                     dropped = Some((index, out.clone()));
                     break 'find;
+                }
+            }
+        }
+        // A try_files fallback to a named location that is not a route.
+        if dropped.is_none() {
+            for (index, route) in routes.iter().enumerate() {
+                let Some(name) = fallback_name(route) else {
+                    continue;
+                };
+                let named = |r: &Route| r.kind == RouteKind::Named(name.clone());
+                if !routes.iter().any(named) {
+                    let cause = left_out
+                        .iter()
+                        .find(|out| out.source == format!("location {name}"))
+                        .cloned()
+                        .unwrap_or(LeftOut {
+                            at: route.at,
+                            matcher: Matcher::Named,
+                            answer: None,
+                            refuses_dotfiles_only: false,
+                            source: format!("location {name}"),
+                            pending: None,
+                            preferred: false,
+                        });
+                    dropped = Some((index, cause));
+                    break;
                 }
             }
         }
@@ -215,14 +298,64 @@ pub(super) fn resolve(routes: &mut Vec<Route>, left_out: &mut Vec<LeftOut>, note
                 cause.source, cause.at.line
             )),
         });
+        let matcher = match &route.kind {
+            RouteKind::Path => Matcher::Prefix(route.path.clone()),
+            RouteKind::Exact(path) => Matcher::Exact(path.clone()),
+            RouteKind::Regex(re) => Matcher::Regex(re.clone()),
+            // Could match in any case: no literal prefix confines it.
+            RouteKind::IRegex(_) => Matcher::Regex(String::new()),
+            RouteKind::Named(_) => Matcher::Named,
+        };
         left_out.push(LeftOut {
             at: route.at,
-            matcher: Matcher::Prefix(route.path.clone()),
-            answer: Some(route.target.clone()),
+            matcher,
+            answer: route
+                .nested
+                .is_empty()
+                .then(|| (route.target.clone(), route.keys.clone())),
             refuses_dotfiles_only: false,
             source: route.source.clone(),
             pending: None,
+            preferred: route.preferred,
         });
+    }
+}
+
+/// Folds an exact route into the prefix route that answers its path anyway (the same target and
+/// keys, and no regex route that would take the path instead): nginx's `location = /40x.html`
+/// beside `location /` over the same root. Its lines are reported as translated by that route.
+pub(super) fn fold_same_answers(
+    routes: &mut Vec<Route>,
+    covered: &mut Covered,
+    notes: &mut Vec<Note>,
+) {
+    let mut i = 0;
+    while i < routes.len() {
+        let RouteKind::Exact(path) = &routes[i].kind else {
+            i += 1;
+            continue;
+        };
+        let prefix = routes
+            .iter()
+            .filter(|r| r.kind == RouteKind::Path && path.starts_with(r.path.as_str()))
+            .max_by_key(|r| r.path.len());
+        let same = prefix.is_some_and(|r| {
+            r.target == routes[i].target && r.keys == routes[i].keys && r.nested.is_empty()
+        });
+        let regex_takes = routes.iter().any(|r| match &r.kind {
+            RouteKind::Regex(re) | RouteKind::IRegex(re) => regex::RegexBuilder::new(re)
+                .case_insensitive(matches!(r.kind, RouteKind::IRegex(_)))
+                .build()
+                .map_or(true, |re| re.is_match(path)),
+            _ => false,
+        });
+        if same && !regex_takes {
+            let route = routes.remove(i);
+            cover(covered, Topic::SameAnswer, route.at);
+            notes.extend(route.notes);
+        } else {
+            i += 1;
+        }
     }
 }
 
@@ -241,7 +374,7 @@ pub(super) fn finish(
         };
         let answered = out.answer.is_some()
             && matches!(out.matcher, Matcher::Exact(_) | Matcher::Regex(_))
-            && (0..routes.len()).any(|i| serves(routes, i, &out.matcher));
+            && (0..routes.len()).any(|i| serves(routes, i, out));
         if answered {
             cover(covered, Topic::SameAnswer, out.at);
             notes.extend(body_notes);
@@ -276,6 +409,9 @@ mod tests {
             covered: Covered::new(),
             notes: Vec::new(),
             preferred: false,
+            kind: RouteKind::Path,
+            keys: Vec::new(),
+            nested: Vec::new(),
         }
     }
 
@@ -283,10 +419,11 @@ mod tests {
         LeftOut {
             at: Loc { file: 0, line },
             matcher,
-            answer,
+            answer: answer.map(|target| (target, Vec::new())),
             refuses_dotfiles_only: false,
             source: format!("location at {line}"),
             pending: None,
+            preferred: false,
         }
     }
 
@@ -353,6 +490,11 @@ mod tests {
         assert!(regex_may_match_under("^/assets/", "/assets/img"));
         assert!(!regex_may_match_under("^/assets/", "/api"));
         assert!(regex_may_match_under("^(/_matrix|/_synapse)", "/api"));
+        assert!(disjoint("\\.php$", "\\.(js|css|png)$"));
+        assert!(disjoint("\\.php$", "^/static/.*\\.(?:css|js)$"));
+        assert!(!disjoint("\\.php$", "\\.(PHP|js)$"));
+        assert!(!disjoint("\\.php$", "\\.php(/|$)"));
+        assert!(!disjoint("\\.php$", "a|\\.css$"));
         assert!(dotfiles_only("/\\."));
         assert!(dotfiles_only("^/\\.ht"));
         assert!(!dotfiles_only("\\.php$"));

@@ -5,12 +5,16 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::edge;
-use super::location::{self, Scope};
+use super::keys::{Keys, Taken};
+use super::location::{self, certd_sets, Scope};
 use super::parse::{directive_text, Directive};
+use super::php::{self, Php};
+use super::safety::Matcher;
 use super::safety::{self, Effect, LeftOut};
 use super::translate::{
     cover, is_tls_setting, why_untranslated, Covered, ErrorPage, Loc, Note, Route, Topic, Upstream,
 };
+use super::translate::{RouteKind, Target};
 use crate::hostname::validate_dns_name;
 
 /// A name from `server_name`, with where it was written.
@@ -54,6 +58,8 @@ pub(super) struct ServerPart {
     pub(super) left_out: Vec<LeftOut>,
     /// Its `listen … default_server` lines, each with whether it is TLS.
     pub(super) default_server: Vec<(Loc, bool)>,
+    /// The site-level keys of its server-level directives.
+    pub(super) keys: Vec<(String, String)>,
 }
 
 impl ServerPart {
@@ -78,6 +84,7 @@ pub(super) fn server(
     d: &Directive,
     file: usize,
     upstreams: &BTreeMap<String, Upstream>,
+    body_size: Option<&str>,
 ) -> ServerPart {
     let body: &[Directive] = d.block.as_deref().unwrap_or_default();
     let at = |d: &Directive| Loc { file, line: d.line };
@@ -96,6 +103,7 @@ pub(super) fn server(
         error_pages: Vec::new(),
         left_out: Vec::new(),
         default_server: Vec::new(),
+        keys: Vec::new(),
     };
     for name in body.iter().filter(|d| d.name == "server_name") {
         names(name, at(name), &mut part);
@@ -148,6 +156,17 @@ pub(super) fn server(
     let mut server_refusals: Vec<String> = Vec::new();
 
     let scope = Scope::new(file, upstreams, body);
+    // The WordPress-style PHP location, when the block has exactly one FastCGI location and it is
+    // the idiom certd's FastCGI route does (see `super::php`).
+    let fastcgi: Vec<Result<Php, String>> = body
+        .iter()
+        .filter(|d| d.name == "location")
+        .filter_map(|d| php::php_location(d, at(d), upstreams))
+        .collect();
+    let php = match fastcgi.as_slice() {
+        [Ok(php)] => Some(php.clone()),
+        _ => None,
+    };
     let mut root_used = false;
     for d in body {
         let here = at(d);
@@ -201,13 +220,33 @@ pub(super) fn server(
                 cover(&mut part.covered, Topic::Unreachable, here)
             }
             "root" if d.args.len() == 1 && d.block.is_none() => {}
-            "index" => location::index(d, here, &mut part.covered, &mut part.notes),
+            "index" if d.args == ["index.html"] => cover(&mut part.covered, Topic::Index, here),
             "error_page" => root_used |= location::error_page(&scope, d, &mut part),
+            "location" if php.as_ref().is_some_and(|php| php.at == here) => {}
             "location" if d.block.is_some() => {
                 root_used |= location::location(&scope, d, &mut part)
             }
             // Translated for every file at once: see `super::edge`.
             _ if edge::is_edge_directive(d) => {}
+            // What locations inherit: site keys (see `super::keys`).
+            name if !matches!(name, "try_files" | "alias")
+                && part.kind == Kind::Content
+                && !matches!(Keys::default().take(d, |_, _| false), Taken::NotMine) =>
+            {
+                match Keys::default().take(d, certd_sets) {
+                    Taken::Key => {}
+                    Taken::Covered(topic) => cover(&mut part.covered, topic, here),
+                    Taken::NotMine => {}
+                    Taken::Refused(why) => {
+                        server_refusals.push(format!(
+                            "line {}: `{}`: {why}",
+                            here.line,
+                            directive_text(d)
+                        ));
+                        part.notes.push(Note::untranslated(here, d, Some(why)))
+                    }
+                }
+            }
             "allow"
             | "deny"
             | "auth_basic"
@@ -248,6 +287,9 @@ pub(super) fn server(
                 covered: Covered::new(),
                 notes: Vec::new(),
                 preferred: false,
+                kind: super::translate::RouteKind::Path,
+                keys: Keys::default().route_keys(&scope.keys, false, true),
+                nested: Vec::new(),
             });
             root_used = true;
         }
@@ -273,6 +315,13 @@ pub(super) fn server(
             });
         }
     }
+    if part.kind == Kind::Content {
+        part.keys = scope.keys.site_keys(body_size);
+    }
+    if let Some(php) = php.filter(|_| part.kind == Kind::Content) {
+        php_route(&php, body, &mut part);
+    }
+    safety::fold_same_answers(&mut part.routes, &mut part.covered, &mut part.notes);
     safety::resolve(&mut part.routes, &mut part.left_out, &mut part.notes);
     safety::finish(
         &part.routes,
@@ -281,6 +330,105 @@ pub(super) fn server(
         &mut part.notes,
     );
     part
+}
+
+/// Makes the `/` static route the FastCGI route of `php` (its `try_files … /index.php` becomes
+/// the front controller), and records the PHP location as answered by it, so that every other
+/// route nginx would not send `.php` paths to is checked by [`safety::resolve`]; without such a
+/// route the PHP location is left out.
+fn php_route(php: &Php, body: &[Directive], part: &mut ServerPart) {
+    let d = body
+        .iter()
+        .find(|d| d.name == "location" && part_at(part, d) == php.at);
+    let text = d.map(directive_text).unwrap_or_default();
+    let source = d.map_or_else(String::new, |d| format!("location {}", d.args.join(" ")));
+    let slash = part.routes.iter_mut().find(|r| {
+        r.kind == RouteKind::Path && r.path == "/" && matches!(r.target, Target::Root(_))
+    });
+    let own_root = d
+        .and_then(|d| d.block.as_deref())
+        .is_some_and(|b| b.iter().any(|i| i.name == "root"));
+    let Some(route) = slash.filter(|_| !own_root) else {
+        part.left_out.push(LeftOut {
+            at: php.at,
+            matcher: Matcher::Regex(php.re.clone()),
+            answer: None,
+            refuses_dotfiles_only: false,
+            source,
+            pending: Some((
+                text,
+                "certd runs PHP from a FastCGI route over the server's root at `/`, and this \
+                 block has no such static `location /` (or the PHP location has its own root)"
+                    .to_owned(),
+                Vec::new(),
+                Covered::new(),
+            )),
+            preferred: false,
+        });
+        return;
+    };
+    let try_files = route.keys.iter().position(|(k, _)| k == "try_files");
+    let front = match try_files.map(|i| route.keys[i].1.as_str()) {
+        Some("[\"$uri\", \"$uri/\", \"/index.php\"]") => "\"/index.php\"",
+        Some("[\"$uri\", \"$uri/\", \"=404\"]" | "[\"$uri\", \"=404\"]") | None => "false",
+        Some(_) => {
+            let why = "its try_files is not the front-controller idiom certd's FastCGI route has \
+                       (`try_files $uri $uri/ /index.php?$args`)";
+            part.left_out.push(LeftOut {
+                at: php.at,
+                matcher: Matcher::Regex(php.re.clone()),
+                answer: None,
+                refuses_dotfiles_only: false,
+                source,
+                pending: Some((text, why.to_owned(), Vec::new(), Covered::new())),
+                preferred: false,
+            });
+            return;
+        }
+    };
+    if let Some(i) = try_files {
+        route.keys.remove(i);
+    }
+    let mut keys = vec![("fastcgi".to_owned(), super::keys::toml_str(&php.pass))];
+    if let Some(index) = &php.index {
+        keys.push(("fastcgi_index".to_owned(), super::keys::toml_str(index)));
+    }
+    keys.push(("front_controller".to_owned(), front.to_owned()));
+    if php.intercept {
+        keys.push(("intercept_errors".to_owned(), "true".to_owned()));
+    }
+    keys.append(&mut route.keys);
+    route.keys = keys;
+    route.source.push_str(&format!(
+        " with `{source}` (line {}): certd's FastCGI route",
+        php.at.line
+    ));
+    if front != "false" {
+        route.notes.push(Note::Differs {
+            at: php.at,
+            text: "nginx hands every path ending in .php to php-fpm (a missing script is its \
+                   404); certd runs existing scripts only and sends other paths, missing .php \
+                   ones too, to the front controller"
+                .to_owned(),
+        });
+    }
+    cover(&mut part.covered, Topic::Fastcgi, php.at);
+    part.left_out.push(LeftOut {
+        at: php.at,
+        matcher: Matcher::Regex(php.re.clone()),
+        answer: Some((route.target.clone(), route.keys.clone())),
+        refuses_dotfiles_only: false,
+        source,
+        pending: None,
+        preferred: false,
+    });
+}
+
+fn part_at(part: &ServerPart, d: &Directive) -> Loc {
+    Loc {
+        file: part.at.file,
+        line: d.line,
+    }
 }
 
 /// `location / { return 301 https://$host$request_uri; }` (or another https redirect of the

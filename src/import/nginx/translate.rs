@@ -57,6 +57,12 @@ pub(super) enum Topic {
     SingleUpstream,
     /// `listen … default_server`: `[https] default_site`.
     DefaultServer,
+    /// An `upstream` block with several servers: an `[[upstream]]` group.
+    UpstreamGroup,
+    /// An http-level `client_max_body_size`: each site's `max_body_size`.
+    BodySize,
+    /// `location ~ \.php$ { fastcgi_pass … }`: the `/` route runs PHP (`fastcgi`).
+    Fastcgi,
 }
 
 /// The lines translated per topic.
@@ -106,6 +112,25 @@ pub(super) enum Target {
     Proxy(String),
     /// `root = "…"`.
     Root(String),
+    /// `alias = "…"` (written among the route's keys).
+    Alias(String),
+    /// `return = { … }` (written among the route's keys): the value.
+    Answer(String),
+}
+
+/// How a route matches, beside the prefix `path` routes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum RouteKind {
+    /// `path = "…"` (nginx `location /p`, `location ^~ /p`).
+    Path,
+    /// `exact = "…"` (`location = /p`).
+    Exact(String),
+    /// `regex = "…"` (`location ~ re`).
+    Regex(String),
+    /// `iregex = "…"` (`location ~* re`).
+    IRegex(String),
+    /// `name = "@…"` (`location @name`).
+    Named(String),
 }
 
 /// One `[[site.route]]`, from one `location` (or from a server-level `root`).
@@ -122,6 +147,12 @@ pub(super) struct Route {
     pub(super) notes: Vec<Note>,
     /// `location ^~ /p`: regular expressions are not tried for its paths.
     pub(super) preferred: bool,
+    /// How it matches (`path` for [`RouteKind::Path`]).
+    pub(super) kind: RouteKind,
+    /// Its other keys, in order: (key, TOML value).
+    pub(super) keys: Vec<(String, String)>,
+    /// Its nested routes (nginx's nested locations), searched first when it matches.
+    pub(super) nested: Vec<Route>,
 }
 
 /// One `[site.error_pages]` entry.
@@ -146,6 +177,8 @@ pub(super) struct Site {
     pub(super) error_pages: BTreeMap<u16, ErrorPage>,
     /// The `listen … default_server` lines of its server blocks, each with whether it is TLS.
     pub(super) default_server: Vec<(Loc, bool)>,
+    /// Its site-level keys (from the first server block that serves content): (key, TOML value).
+    pub(super) keys: Option<Vec<(String, String)>>,
 }
 
 /// Everything `certd import nginx` found in its files.
@@ -162,6 +195,8 @@ pub(super) struct Translation {
     pub(super) edge: super::edge::Edge,
     /// `[https] default_site`: the site whose server block had `listen … default_server`.
     pub(super) default_site: Option<String>,
+    /// The `[[upstream]]` tables of the upstream blocks with several servers, as TOML.
+    pub(super) upstreams: Vec<String>,
 }
 
 impl Translation {
@@ -193,15 +228,23 @@ pub(super) fn translate(files: &[(String, Vec<Directive>)]) -> Translation {
         ..Translation::default()
     };
     let mut upstreams = BTreeMap::new();
+    let mut body_size = None;
     for (file, (_, directives)) in files.iter().enumerate() {
         find_upstreams(directives, file, &mut upstreams);
+        body_size = body_size.or_else(|| http_body_size(directives));
     }
+    translation.upstreams = upstreams
+        .values()
+        .filter(|u| u.single.is_none())
+        .filter_map(|u| u.group.as_ref().ok().cloned())
+        .collect();
     let mut parts = Vec::new();
     for (file, (_, directives)) in files.iter().enumerate() {
         walk(
             directives,
             file,
             &upstreams,
+            body_size.as_deref(),
             false,
             &mut parts,
             &mut translation,
@@ -218,6 +261,19 @@ pub(super) fn translate(files: &[(String, Vec<Directive>)]) -> Translation {
 pub(super) struct Upstream {
     pub(super) at: Loc,
     pub(super) single: Option<String>,
+    /// The `[[upstream]]` table for it, or why there is none.
+    pub(super) group: Result<String, String>,
+}
+
+/// The `client_max_body_size` at the top level or in `http { }` of a file, if any.
+fn http_body_size(directives: &[Directive]) -> Option<String> {
+    directives
+        .iter()
+        .find_map(|d| match (d.name.as_str(), &d.block, d.args.as_slice()) {
+            ("client_max_body_size", None, [size]) => Some(size.clone()),
+            ("http", Some(inner), _) => http_body_size(inner),
+            _ => None,
+        })
 }
 
 /// The one `host:port` of upstream block `block`, when it has exactly one plain TCP server.
@@ -254,6 +310,7 @@ fn find_upstreams(directives: &[Directive], file: usize, into: &mut BTreeMap<Str
                 into.entry(name.clone()).or_insert(Upstream {
                     at: Loc { file, line: d.line },
                     single: single_server(block),
+                    group: super::upstream::group(name, block),
                 });
             }
             ("http", Some(inner), _) => find_upstreams(inner, file, into),
@@ -267,6 +324,7 @@ fn walk(
     directives: &[Directive],
     file: usize,
     upstreams: &BTreeMap<String, Upstream>,
+    body_size: Option<&str>,
     in_http: bool,
     parts: &mut Vec<ServerPart>,
     translation: &mut Translation,
@@ -274,9 +332,12 @@ fn walk(
     for d in directives {
         let at = Loc { file, line: d.line };
         match (d.name.as_str(), &d.block) {
-            ("server", Some(_)) => parts.push(server::server(d, file, upstreams)),
+            ("server", Some(_)) => parts.push(server::server(d, file, upstreams, body_size)),
             ("http", Some(inner)) if !in_http => {
-                walk(inner, file, upstreams, true, parts, translation)
+                walk(inner, file, upstreams, body_size, true, parts, translation)
+            }
+            ("client_max_body_size", None) if body_size == d.args.first().map(String::as_str) => {
+                cover(&mut translation.outside_covered, Topic::BodySize, at)
             }
             _ if is_tls_setting(d) => {
                 cover(&mut translation.outside_covered, Topic::TlsDefaults, at)
@@ -286,6 +347,23 @@ fn walk(
             }
             ("upstream", Some(block)) if single_server(block).is_some() => {
                 cover(&mut translation.outside_covered, Topic::SingleUpstream, at)
+            }
+            ("upstream", Some(block)) => {
+                match (d.args.as_slice(), super::upstream::group_notes(block)) {
+                    ([name], _) if super::upstream::group(name, block).is_err() => {
+                        let why = super::upstream::group(name, block).err();
+                        translation.outside.push(Note::untranslated(at, d, why))
+                    }
+                    (_, notes) => {
+                        cover(&mut translation.outside_covered, Topic::UpstreamGroup, at);
+                        for (line, text) in notes {
+                            translation.outside.push(Note::Differs {
+                                at: Loc { file, line },
+                                text,
+                            });
+                        }
+                    }
+                }
             }
             // Translated for every file at once: see `super::edge`.
             _ if super::edge::is_edge_directive(d) => {}
@@ -354,28 +432,23 @@ pub(super) fn why_untranslated(d: &Directive) -> Option<String> {
         "include" => {
             "not followed: if that file holds server blocks, pass it to `certd import nginx` too"
         }
-        "upstream" => "certd has no upstream groups: a route proxies to one address",
+        "upstream" => "not a group certd can balance like nginx",
         "try_files" => {
-            "certd serves the file under root, or a folder's index.html, and has no fallbacks"
+            "certd's try_files is a route key: at server level nginx runs it before any location"
         }
-        "add_header" | "more_set_headers" => "certd does not add response headers",
-        "auth_basic" | "auth_basic_user_file" | "auth_request" => "certd has no authentication",
+        "more_set_headers" => "certd's response headers are add_header's (`headers.response.add`)",
+        "auth_request" => "certd has no subrequest authentication",
         "access_log" | "error_log" => {
             "certd logs one line per request (site, method, path, status) to stderr"
         }
-        "alias" => "certd routes have `root` only (the whole request path is appended)",
-        "rewrite" | "return" | "if" | "set" | "map" => {
-            "certd does not rewrite, redirect or answer by itself, other than :80 → https"
+        "rewrite" | "return" => {
+            "at server level nginx runs these before any location; certd's are route keys"
         }
-        "proxy_read_timeout" | "proxy_connect_timeout" | "proxy_send_timeout" => {
-            "certd's upstream timeouts are global: [limits] upstream_connect_timeout and \
-             upstream_response_timeout"
-        }
-        "client_max_body_size" => "certd has no request body size limit",
+        "if" | "set" | "map" => "certd has no variables of its own or conditions",
         "events" | "user" | "worker_processes" | "worker_connections" | "pid" => {
             "nginx process settings; certd has none of these"
         }
-        name if name.starts_with("gzip") => "certd does not compress responses",
+        "gzip_disable" => "certd compresses for every client that accepts gzip",
         _ => return None,
     };
     Some(why.to_owned())
@@ -444,6 +517,7 @@ fn group(parts: Vec<ServerPart>, translation: &mut Translation) {
             routes: Vec::new(),
             error_pages: BTreeMap::new(),
             default_server: Vec::new(),
+            keys: None,
         };
         for part in parts {
             site.merge(part);
@@ -571,10 +645,38 @@ impl Site {
         merge_covered(&mut self.covered, part.covered);
         self.certbot |= part.certbot;
         self.notes.extend(part.notes);
-        for route in part.routes {
-            match self.routes.iter_mut().find(|seen| seen.path == route.path) {
+        let mut routes = part.routes;
+        if part.kind == Kind::Content {
+            match &self.keys {
+                None => self.keys = Some(part.keys),
+                Some(keys) if *keys == part.keys => {}
+                Some(_) => {
+                    for route in routes.drain(..) {
+                        self.notes.push(Note::Untranslated {
+                            at: route.at,
+                            text: route.text,
+                            why: Some(
+                                "another server block of this site sets different server-level \
+                                 headers, limits, access or compression; certd has one set per site"
+                                    .to_owned(),
+                            ),
+                        });
+                    }
+                }
+            }
+        }
+        for route in routes {
+            match self
+                .routes
+                .iter_mut()
+                .find(|seen| seen.path == route.path && seen.kind == route.kind)
+            {
                 None => self.routes.push(route),
-                Some(seen) if seen.target == route.target => {
+                Some(seen)
+                    if seen.target == route.target
+                        && seen.keys == route.keys
+                        && seen.nested == route.nested =>
+                {
                     cover(&mut seen.covered, Topic::SameRoute, route.at);
                     merge_covered(&mut seen.covered, route.covered);
                     seen.notes.extend(route.notes);

@@ -109,6 +109,11 @@ impl UpstreamGroup {
         &self.config.name
     }
 
+    /// The configuration it was built from.
+    pub fn config(&self) -> &UpstreamConfig {
+        &self.config
+    }
+
     /// The most servers one request may be tried on.
     fn max_tries(&self) -> usize {
         max_tries(self.config.next_upstream_tries, self.servers.len())
@@ -136,6 +141,24 @@ impl UpstreamGroup {
             group: self.clone(),
             index,
         })
+    }
+
+    /// A server for one bodiless internal request (an error page), counted in flight while the
+    /// guard lives: its authority and label.
+    pub(super) fn any_server(
+        self: &Arc<Self>,
+        client: IpAddr,
+    ) -> Option<(InFlight, Authority, String)> {
+        let flight = self.acquire(0, client)?;
+        let server = self.servers.get(flight.index)?;
+        let (authority, label) = (server.authority.clone(), server.label.clone());
+        Some((flight, authority, label))
+    }
+
+    /// Each server's requests in flight (open tunnels included), for tests.
+    #[cfg(test)]
+    pub(super) fn in_flight(&self) -> Vec<usize> {
+        self.state().iter().map(|peer| peer.in_flight).collect()
     }
 
     fn failed(&self, index: usize) {
@@ -168,7 +191,7 @@ impl UpstreamGroup {
 /// A request in flight to one server of a group (for `least_conn`); dropped when its response
 /// body has been streamed (or the request failed).
 #[derive(Debug)]
-struct InFlight {
+pub(super) struct InFlight {
     group: Arc<UpstreamGroup>,
     index: usize,
 }
@@ -431,6 +454,14 @@ impl Proxy {
                             debug!(upstream = %label, status = response.status().as_u16(), "trying the next server");
                             continue;
                         }
+                        // A tunnel stays counted in flight for as long as it is open (least_conn
+                        // must see it); any other answer until its body has been streamed.
+                        let (held, flight): (Option<super::websocket::Held>, _) =
+                            if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+                                (Some(Box::new(flight)), None)
+                            } else {
+                                (None, Some(flight))
+                            };
                         let answer = self
                             .finish_response(
                                 response,
@@ -440,11 +471,13 @@ impl Proxy {
                                 client,
                                 tunnel_idle_timeout,
                                 route.timeouts.read,
+                                held,
                             )
-                            .map(|response| {
-                                response.map(|body| {
+                            .map(|response| match flight {
+                                Some(flight) => response.map(|body| {
                                     InFlightBody { inner: body, _flight: flight }.boxed()
-                                })
+                                }),
+                                None => response,
                             });
                         return (answer, label);
                     }

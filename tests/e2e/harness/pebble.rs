@@ -84,7 +84,7 @@ impl ChildGuard {
     }
 
     /// Panics with the log if the process has exited.
-    fn assert_running(&mut self) {
+    pub(super) fn assert_running(&mut self) {
         if let Ok(Some(status)) = self.child.try_wait() {
             panic!("{} exited early ({status}):\n{}", self.name, self.log());
         }
@@ -110,6 +110,12 @@ pub struct PebbleOptions {
     /// `certificateValidityPeriod`: the lifetime of the certificates Pebble issues, in seconds (Pebble's
     /// default is five years). A short one lets a test watch a scheduled renewal happen.
     pub cert_validity_secs: Option<u64>,
+    /// `externalAccountBindingRequired` with this one `externalAccountMACKeys` entry: (key id,
+    /// base64url MAC key).
+    pub eab: Option<(&'static str, &'static str)>,
+    /// `-dnsserver`: the DNS server Pebble resolves and validates DNS-01 with (e.g. a test BIND)
+    /// instead of challtestsrv.
+    pub dns_server: Option<SocketAddr>,
 }
 
 /// A running Pebble with its challtestsrv, on ports of their own.
@@ -129,6 +135,11 @@ pub struct Pebble {
     pebble: ChildGuard,
     challtestsrv: ChildGuard,
     _dir: TempDir,
+    /// The port Pebble connects to for TLS-ALPN-01 validation: certd's `[https] listen` must be
+    /// `127.0.0.1:<tls_port>`.
+    pub tls_port: u16,
+    /// Where Pebble resolves names: challtestsrv, or [`PebbleOptions::dns_server`].
+    pebble_dns: SocketAddr,
 }
 
 impl Pebble {
@@ -181,6 +192,10 @@ impl Pebble {
         if let Some(secs) = options.cert_validity_secs {
             config["pebble"]["certificateValidityPeriod"] = secs.into();
         }
+        if let Some((kid, key)) = options.eab {
+            config["pebble"]["externalAccountBindingRequired"] = true.into();
+            config["pebble"]["externalAccountMACKeys"] = serde_json::json!({ kid: key });
+        }
         let config_path = dir.path().join("pebble.json");
         std::fs::write(
             &config_path,
@@ -189,7 +204,10 @@ impl Pebble {
         .expect("write config");
 
         let log_path = dir.path().join("pebble.log");
-        let mut pebble = spawn_pebble(&config_path, dns_port, &log_path);
+        let pebble_dns = options
+            .dns_server
+            .unwrap_or(SocketAddr::from((Ipv4Addr::LOCALHOST, dns_port)));
+        let mut pebble = spawn_pebble(&config_path, pebble_dns, &log_path);
         wait_for_ports(&mut pebble, &[acme_port, management_port]).await;
 
         Self {
@@ -204,6 +222,8 @@ impl Pebble {
             pebble,
             challtestsrv,
             _dir: dir,
+            tls_port,
+            pebble_dns,
         }
     }
 
@@ -216,7 +236,7 @@ impl Pebble {
     /// Pebble keeps nothing between runs: accounts, orders and its root and intermediate are new.
     pub async fn restart(&mut self) {
         self.pebble.stop();
-        self.pebble = spawn_pebble(&self.config_path, self.dns_port, &self.log_path);
+        self.pebble = spawn_pebble(&self.config_path, self.pebble_dns, &self.log_path);
         wait_for_ports(&mut self.pebble, &[self.acme_port, self.management_port]).await;
     }
 
@@ -331,12 +351,12 @@ impl Drop for Pebble {
 }
 
 /// Spawns Pebble with its configuration at `config_path`, resolving names through challtestsrv.
-fn spawn_pebble(config_path: &Path, dns_port: u16, log: &Path) -> ChildGuard {
+fn spawn_pebble(config_path: &Path, dns: SocketAddr, log: &Path) -> ChildGuard {
     let mut command = Command::new("pebble");
     command
         .arg("-config")
         .arg(config_path)
-        .args(["-dnsserver", &format!("127.0.0.1:{dns_port}")])
+        .args(["-dnsserver", &dns.to_string()])
         .env("PEBBLE_VA_NOSLEEP", "1")
         .env("PEBBLE_WFE_NONCEREJECT", "0")
         .env("PEBBLE_AUTHZREUSE", "0")

@@ -24,6 +24,7 @@ async fn ca_outage_keeps_the_old_certificate_and_the_scheduled_retry_recovers() 
     let started = Instant::now();
     let pebble = Pebble::start_with(PebbleOptions {
         cert_validity_secs: Some(VALIDITY_SECS),
+        ..PebbleOptions::default()
     })
     .await;
     let certd = Certd::new();

@@ -68,6 +68,7 @@ async fn renews_on_schedule_without_any_command() {
     // 30 s certificates renewed when half their lifetime remains: due 15 s after issuance.
     let pebble = Pebble::start_with(PebbleOptions {
         cert_validity_secs: Some(30),
+        ..PebbleOptions::default()
     })
     .await;
     let upstream = Upstream::echo().await;
@@ -220,6 +221,7 @@ async fn a_failed_scheduled_renewal_keeps_the_old_certificate_and_backs_off() {
     // 30 s certificates due when half their lifetime remains; the CA is gone by then.
     let pebble = Pebble::start_with(PebbleOptions {
         cert_validity_secs: Some(30),
+        ..PebbleOptions::default()
     })
     .await;
     let upstream = Upstream::echo().await;

@@ -283,3 +283,52 @@ async fn unix_socket_upstreams_and_route_read_timeouts() {
         started.elapsed()
     );
 }
+
+#[tokio::test]
+async fn a_reload_keeps_the_passive_health_of_an_unchanged_group() {
+    let pebble = Pebble::start().await;
+    let (c, c_addr) = Backend::tcp("c").await;
+    let (failing, failing_addr) = Backend::broken().await;
+    let (probe, probe_addr) = Backend::tcp("probe").await;
+    let group = format!(
+        "[[upstream]]\nname = \"healthy\"\n\
+         servers = [\"{c_addr}\", {{ address = \"{failing_addr}\", fail_timeout = \"60s\" }}]\n"
+    );
+    let config = RunConfig::for_pebble(
+        &pebble,
+        vec![Site::new(&["a.test"]).proxy("/healthy", "http://healthy")],
+    )
+    .table(&group);
+    let mut world = World::serve(pebble, Certd::new(), config).await;
+    world.client.wait_for_certificate("a.test", CERT_WAIT).await;
+    let host = world.authority("a.test");
+    let mut h1 = world.client.http1("a.test").await;
+    for i in 0..4 {
+        let (status, body) = get!(h1, &host, &format!("/healthy/{i}"));
+        assert_eq!(
+            (status, body),
+            (StatusCode::OK, format!("c GET /healthy/{i}"))
+        );
+    }
+    assert_eq!(failing.hits(), 1, "tried once, then left out for 60s");
+
+    // Reload with a new route beside the same group: the group, and its down server, stay.
+    world.config.sites[0] = Site::new(&["a.test"])
+        .proxy("/healthy", "http://healthy")
+        .proxy("/probe", &format!("http://{probe_addr}"));
+    world.config.write(&world.certd);
+    world.daemon.signal("HUP");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while get!(h1, &host, "/probe").0 != StatusCode::OK {
+        assert!(Instant::now() < deadline, "the reload never took effect");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(probe.hits(), 1);
+    for i in 0..6 {
+        let (status, body) = get!(h1, &host, &format!("/healthy/again/{i}"));
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body, format!("c GET /healthy/again/{i}"));
+    }
+    assert_eq!(failing.hits(), 1, "still left out after the reload");
+    assert_eq!(c.hits(), 10);
+}
