@@ -32,6 +32,8 @@ command -v htpasswd >/dev/null || missing+=(apache2-utils)
 command -v nsupdate >/dev/null && command -v dig >/dev/null || missing+=(bind9-dnsutils)
 # php-fpm runs the PHP of the FastCGI route tests (run::fastcgi).
 compgen -G '/usr/sbin/php-fpm*' >/dev/null || missing+=(php-fpm)
+# PostgreSQL is the shared store of the fleet tests (harness::postgres runs its own cluster).
+compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql)
 # promtool checks deploy/monitoring's alert rules (monitoring); dpkg-deb builds the Debian package
 # that package:: installs (scripts/build-deb.sh), with strip from binutils.
 command -v promtool >/dev/null || missing+=(prometheus)

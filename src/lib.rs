@@ -32,6 +32,7 @@ pub mod proxy_protocol;
 pub mod renewal;
 pub mod resolver;
 pub mod static_files;
+pub mod storage;
 pub mod store;
 pub mod tls_alpn;
 pub mod trusted_proxies;

@@ -18,7 +18,7 @@ use time::OffsetDateTime;
 
 use crate::config::Config;
 use crate::renewal::{next_action_at, site_state, SiteState};
-use crate::store::Store;
+use crate::storage::StateStore;
 
 pub use listener::serve;
 
@@ -102,7 +102,7 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition of everything, with certificate gauges for `config`'s sites.
-    pub fn render(&self, config: &Config, store: &Store, now: OffsetDateTime) -> String {
+    pub fn render(&self, config: &Config, store: &dyn StateStore, now: OffsetDateTime) -> String {
         let mut out = String::new();
         let mut gauge = |name: &str, help: &str, rows: Vec<(String, f64)>| {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
@@ -117,7 +117,7 @@ impl Metrics {
         let mut last_success = Vec::new();
         // A state directory that cannot be listed (an unmounted disk, a lost NFS mount) looks like
         // "no certificates" to the rest; this says it outright.
-        let mut readable = std::fs::read_dir(store.layout().root()).is_ok();
+        let mut readable = store.readable();
         for site in &config.sites {
             let name = site.name().to_owned();
             let record = store.load_record(&name).unwrap_or_default();
@@ -261,7 +261,7 @@ mod tests {
         )
         .unwrap();
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+        let store = crate::store::Store::open(dir.path()).unwrap();
         let text = metrics.render(&config, &store, OffsetDateTime::now_utc());
         assert!(
             text.contains("certd_http_requests_total{site=\"a.test\",code=\"2xx\"} 2"),
@@ -300,7 +300,7 @@ mod tests {
         )
         .unwrap();
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+        let store = crate::store::Store::open(dir.path()).unwrap();
         let now = OffsetDateTime::now_utc();
         let text = metrics.render(&config, &store, now);
         assert!(text.contains("\ncertd_state_readable 1\n"), "{text}");
@@ -312,7 +312,7 @@ mod tests {
         assert!(text.contains("\ncertd_state_readable 0\n"), "{text}");
         std::fs::remove_file(&live).unwrap();
         // The whole state directory gone (an unmounted disk).
-        let gone = Store::open(dir.path()).unwrap();
+        let gone = crate::store::Store::open(dir.path()).unwrap();
         drop(dir);
         let text = metrics.render(&config, &gone, now);
         assert!(text.contains("\ncertd_state_readable 0\n"), "{text}");
@@ -327,7 +327,7 @@ mod tests {
         )
         .unwrap();
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+        let store = crate::store::Store::open(dir.path()).unwrap();
         // A crash mid-order recorded at the last second of year 9999 (a broken clock, an edited
         // file): the first retry after it is beyond what a date can hold.
         let last_second = OffsetDateTime::from_unix_timestamp(253_402_300_799).unwrap();

@@ -34,7 +34,8 @@ use tracing::{debug, info};
 use self::error::{classify_ca_error, is_rate_limit};
 use self::http::{BoundedRetryAfter, CaHttpClient, RetryAfter};
 use crate::config::{AcmeConfig, ChallengeKind, Config, KeyType};
-use crate::store::{Store, StoreError};
+use crate::storage::StateStore;
+use crate::store::StoreError;
 
 /// How to order one certificate.
 #[derive(Debug, Clone, Default)]
@@ -89,19 +90,22 @@ impl fmt::Debug for AcmeClient {
 impl AcmeClient {
     /// Loads the account stored for `acme.directory_url`, or creates one at the CA and stores its
     /// credentials (0600) before returning. After this succeeds, call [`AcmeClient::order`] per site.
-    pub async fn connect(acme: &AcmeConfig, store: &Store) -> Result<Self, AcmeError> {
+    pub async fn connect(acme: &AcmeConfig, store: &dyn StateStore) -> Result<Self, AcmeError> {
         Self::connect_inner(acme, store, false).await
     }
 
     /// Creates a new account at the CA and stores it in place of the old one. For when the CA no
     /// longer knows the stored account (a test CA restarted, an account deactivated elsewhere).
-    pub async fn connect_new_account(acme: &AcmeConfig, store: &Store) -> Result<Self, AcmeError> {
+    pub async fn connect_new_account(
+        acme: &AcmeConfig,
+        store: &dyn StateStore,
+    ) -> Result<Self, AcmeError> {
         Self::connect_inner(acme, store, true).await
     }
 
     async fn connect_inner(
         acme: &AcmeConfig,
-        store: &Store,
+        store: &dyn StateStore,
         new_account: bool,
     ) -> Result<Self, AcmeError> {
         let url = acme.directory_url.clone();
@@ -118,7 +122,7 @@ impl AcmeClient {
             Some(json) => {
                 let credentials: AccountCredentials =
                     serde_json::from_str(&json).map_err(|err| StoreError::Corrupt {
-                        path: store.layout().account_file(&url),
+                        path: store.account_location(&url),
                         reason: format!("not ACME account credentials: {err}"),
                     })?;
                 let account = builder
@@ -165,7 +169,7 @@ impl AcmeClient {
                     })?;
                 let json =
                     serde_json::to_string(&credentials).map_err(|err| StoreError::Corrupt {
-                        path: store.layout().account_file(&url),
+                        path: store.account_location(&url),
                         reason: format!("cannot serialize the account credentials: {err}"),
                     })?;
                 store.save_account(&url, &json)?;

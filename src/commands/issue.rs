@@ -14,7 +14,8 @@ use crate::config;
 use crate::config::ChallengeKind;
 use crate::daemon::{self, ControlRequest};
 use crate::renewal::{self, Renewer, SiteState};
-use crate::store::Store;
+use crate::storage;
+use crate::store::Layout;
 use crate::tls_alpn::AlpnResponder;
 
 /// Orders certificates for the sites named in `selected` (all when empty) that have none or are due
@@ -34,7 +35,7 @@ pub async fn issue(config_path: &Path, force: bool, selected: &[String]) -> u8 {
             return EXIT_UNUSABLE;
         }
     };
-    let store = match Store::open(&config.state_dir) {
+    let store = match storage::open(&config) {
         Ok(store) => store,
         Err(err) => {
             eprintln!("{err}");
@@ -51,7 +52,7 @@ pub async fn issue(config_path: &Path, force: bool, selected: &[String]) -> u8 {
                 force,
                 sites: selected.to_vec(),
             };
-            let socket = store.layout().control_socket();
+            let socket = Layout::new(&config.state_dir).control_socket();
             return match daemon::send_control_request(&socket, &request).await {
                 Ok(code) => code,
                 Err(_) => {
@@ -68,7 +69,12 @@ pub async fn issue(config_path: &Path, force: bool, selected: &[String]) -> u8 {
     let mut failed = false;
     for site in sites {
         let record = store.load_record(site.name()).unwrap_or_default();
-        match renewal::site_state(&store, &site, config.renewal.remaining_fraction, now) {
+        match renewal::site_state(
+            store.as_ref(),
+            &site,
+            config.renewal.remaining_fraction,
+            now,
+        ) {
             Ok(SiteState::Present { info, renew_at })
                 if !force && now < renewal::due_at(&info, renew_at, &record) =>
             {
@@ -105,7 +111,7 @@ pub async fn issue(config_path: &Path, force: bool, selected: &[String]) -> u8 {
         let now = OffsetDateTime::now_utc();
         for site in &due {
             renewal::record_failure(
-                &store,
+                store.as_ref(),
                 &renewer.config().renewal,
                 site,
                 &err.to_string(),

@@ -19,9 +19,10 @@ use time::OffsetDateTime;
 
 use super::rfc3339;
 use crate::config::{self, Config, OperationsConfig};
-use crate::ledger::{self, Ledger, LedgerSummary};
+use crate::ledger::{self, LedgerSummary};
 use crate::renewal::{self, SiteState};
-use crate::store::{SchedulerHeartbeat, SiteRecord, Store};
+use crate::storage;
+use crate::store::{SchedulerHeartbeat, SiteRecord};
 
 /// Exit code: everything is fine.
 pub const STATUS_OK: u8 = 0;
@@ -184,10 +185,10 @@ fn ago(elapsed: time::Duration) -> String {
 
 /// The daemon's scheduler, if a daemon holds the lock of `config`'s state directory.
 fn scheduler(config: &Config, now: OffsetDateTime) -> Option<SchedulerStatus> {
-    if !config.state_dir.exists() {
+    if !has_state(config) {
         return None;
     }
-    let store = Store::open(&config.state_dir).ok()?;
+    let store = storage::open(config).ok()?;
     let holder = store.lock_holder()?;
     match store.scheduler_heartbeat() {
         Ok(heartbeat) => scheduler_status(heartbeat.as_ref(), Some(holder), now),
@@ -285,17 +286,22 @@ fn summary(overall: Severity, rows: &[SiteStatus], scheduler: Option<&SchedulerS
     }
 }
 
+/// Whether there may be state to read: a database always, a state directory once it exists.
+fn has_state(config: &Config) -> bool {
+    !matches!(config.storage, crate::config::StorageConfig::Filesystem) || config.state_dir.exists()
+}
+
 /// Every configured site's status at `now`.
 pub fn collect(config: &Config, now: OffsetDateTime) -> Result<Vec<SiteStatus>, String> {
     // A state directory that does not exist yet simply holds nothing; status must not create it.
-    let store = if config.state_dir.exists() {
-        Some(Store::open(&config.state_dir).map_err(|err| err.to_string())?)
+    let store = if has_state(config) {
+        Some(storage::open(config).map_err(|err| err.to_string())?)
     } else {
         None
     };
     let ledger = match &store {
-        Some(store) => Ledger::for_ca(store, &config.acme.directory_url)
-            .entries()
+        Some(store) => store
+            .ledger_entries(&config.acme.directory_url)
             .map_err(|err| err.to_string())?,
         None => Vec::new(),
     };
@@ -329,7 +335,8 @@ pub fn collect(config: &Config, now: OffsetDateTime) -> Result<Vec<SiteStatus>, 
                     SiteRecord::default()
                 }
             };
-            match renewal::site_state(store, site, config.renewal.remaining_fraction, now) {
+            match renewal::site_state(store.as_ref(), site, config.renewal.remaining_fraction, now)
+            {
                 Ok(SiteState::Present { info, renew_at }) => {
                     let from_ari = record.ari_serial.as_deref() == Some(info.serial.as_str())
                         && record.ari_renew_at.is_some();

@@ -128,6 +128,7 @@ mod log;
 mod operations;
 mod raw;
 mod serving;
+mod storage;
 #[cfg(test)]
 mod tests;
 mod upstreams;
@@ -140,6 +141,7 @@ pub use dns::{
 };
 pub use eab::{read_mac_key, EabConfig, GOOGLE, ZEROSSL};
 pub use log::{log_settings, AccessFormat, LogConfig, LogFormat};
+pub use storage::{PostgresConfig, SslMode, StorageConfig, PASSWORD_ENV};
 pub use upstreams::{
     Balance, NextUpstream, ServerAddress, ServerConfig, UpstreamConfig, MAX_SERVERS,
 };
@@ -173,6 +175,8 @@ pub struct Config {
     pub sites: Vec<SiteConfig>,
     /// The `[[upstream]]` groups routes can proxy to, in file order.
     pub upstreams: Vec<UpstreamConfig>,
+    /// Where the state is kept (`[storage]`; the state directory by default).
+    pub storage: StorageConfig,
     /// `[log]`: how certd's own log and the access log are written.
     pub log: LogConfig,
 }

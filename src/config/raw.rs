@@ -36,6 +36,7 @@ pub(super) struct RawConfig {
     pub(super) site: Vec<Spanned<RawSite>>,
     #[serde(default)]
     pub(super) upstream: Vec<Spanned<super::upstreams::RawUpstream>>,
+    pub(super) storage: Option<Spanned<super::storage::RawStorage>>,
     pub(super) log: Option<Spanned<RawLog>>,
 }
 

@@ -101,6 +101,7 @@ pub(super) fn validate(raw: RawConfig, path: &Path, problems: &mut Problems<'_>)
         ),
         sites: Vec::new(),
         upstreams,
+        storage: super::storage::storage(raw.storage, &folder, problems),
         log: super::log::log(raw.log, &folder, problems),
     };
     config.sites = sites(
@@ -123,6 +124,7 @@ pub(super) fn validate(raw: RawConfig, path: &Path, problems: &mut Problems<'_>)
         }
     }
     config.https.default_site = serving::default_site(default_site, &config.sites, problems);
+    super::storage::check_hook(&config, problems);
     config
 }
 
@@ -388,7 +390,7 @@ pub(super) fn email_address(value: &str) -> Result<String, String> {
 
 /// Checks that `path` can be read and holds at least one PEM certificate. Reading is harmless; what
 /// the certificates are is for the ACME client to judge.
-fn check_pem_file(path: &Path) -> Result<(), String> {
+pub(super) fn check_pem_file(path: &Path) -> Result<(), String> {
     let text = std::fs::read_to_string(path)
         .map_err(|err| format!("cannot read `{}`: {err}", path.display()))?;
     if text.contains("-----BEGIN CERTIFICATE-----") {

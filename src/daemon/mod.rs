@@ -46,7 +46,8 @@ use crate::proxy::ProxyLimits;
 use crate::proxy_protocol::ProxyProtocol;
 use crate::renewal::{self, Outcome, Renewer, Scheduler, SchedulerHandle};
 use crate::resolver::{self, SniResolver};
-use crate::store::{StateLock, Store};
+use crate::storage::{self, SharedStore, StateStore, StoreLock};
+use crate::store::Layout;
 
 /// Why the daemon could not start.
 #[derive(Debug, thiserror::Error)]
@@ -125,13 +126,13 @@ pub struct Daemon {
     https_addrs: Vec<SocketAddr>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
-    _lock: StateLock,
+    _lock: StoreLock,
 }
 
 /// What the daemon's tasks share.
 struct Shared {
     config: ArcSwap<Config>,
-    store: Store,
+    store: SharedStore,
     sites: Arc<ArcSwap<SiteTable>>,
     resolver: Arc<SniResolver>,
     renewer: watch::Sender<Renewer>,
@@ -140,6 +141,8 @@ struct Shared {
     /// Held until the stored certificates are all published at start. Reloads and `certd issue`
     /// wait for it, so that nothing they publish is then overwritten by an older stored version.
     initial_load: Arc<tokio::sync::Mutex<()>>,
+    /// This machine's state directory (the control socket), whatever backend holds the state.
+    local: Layout,
 }
 
 impl Daemon {
@@ -147,8 +150,22 @@ impl Daemon {
     /// socket, then loads the stored certificates in the background and starts the scheduler once
     /// they are in.
     pub async fn start(config: Config) -> Result<Self, DaemonError> {
-        let store = Store::open(&config.state_dir)?;
+        let store = storage::open(&config)?;
         let lock = store.lock()?;
+        // This machine's runtime files (the control socket) live in state_dir whatever backend
+        // holds the state; a database-backed node may not have the folder yet.
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&config.state_dir)
+                .map_err(|source| crate::store::StoreError::Io {
+                    action: "create directory",
+                    path: config.state_dir.clone(),
+                    source,
+                })?;
+        }
         let config = Arc::new(config);
 
         // The stored certificates are loaded behind listeners that already accept (thousands of
@@ -244,7 +261,7 @@ impl Daemon {
         tasks.spawn(async move {
             let _loading = loading;
             let load = tokio::task::spawn_blocking(move || {
-                let served = serve_stored(&load_config, &load_store, &load_resolver);
+                let served = serve_stored(&load_config, load_store.as_ref(), &load_resolver);
                 load_resolver.loaded();
                 info!(
                     served,
@@ -263,6 +280,7 @@ impl Daemon {
             scheduler.spawn(&load_tasks);
         });
 
+        let local = Layout::new(&config.state_dir);
         let shared = Arc::new(Shared {
             config: ArcSwap::new(config),
             store: store.clone(),
@@ -272,6 +290,7 @@ impl Daemon {
             scheduler: scheduler_handle,
             metrics,
             initial_load,
+            local,
         });
 
         if let Some(addr) = shared.config.load().operations.metrics_listen {
@@ -283,7 +302,7 @@ impl Daemon {
                 let config = scrape_shared.config.load();
                 scrape_shared.metrics.render(
                     &config,
-                    &scrape_shared.store,
+                    scrape_shared.store.as_ref(),
                     OffsetDateTime::now_utc(),
                 )
             });
@@ -295,7 +314,7 @@ impl Daemon {
             ));
         }
 
-        let control_path = store.layout().control_socket();
+        let control_path = shared.local.control_socket();
         let control = control::bind(&control_path).map_err(|source| DaemonError::Control {
             path: control_path.clone(),
             source,
@@ -378,6 +397,10 @@ impl Daemon {
             warn!("state_dir changed; it takes effect at the next start");
             next.state_dir = current.state_dir.clone();
         }
+        if next.storage != current.storage {
+            warn!("[storage] changed; it takes effect at the next start");
+            next.storage = current.storage.clone();
+        }
         let next = Arc::new(next);
         let names: Vec<String> = next
             .sites
@@ -389,7 +412,7 @@ impl Daemon {
         // Unchanged upstream groups keep their servers' health and balancing state.
         let sites = SiteTable::reloaded(&next, &self.shared.metrics, &self.shared.sites.load());
         self.shared.sites.store(Arc::new(sites));
-        serve_stored(&next, &self.shared.store, &self.shared.resolver);
+        serve_stored(&next, self.shared.store.as_ref(), &self.shared.resolver);
         self.shared.resolver.retain(&names);
         self.shared
             .resolver
@@ -418,7 +441,7 @@ impl Daemon {
             );
         }
         self.workers.abort().await;
-        let _ = std::fs::remove_file(self.shared.store.layout().control_socket());
+        let _ = std::fs::remove_file(self.shared.local.control_socket());
         info!("stopped");
     }
 }
@@ -438,7 +461,7 @@ impl Shared {
             let now = OffsetDateTime::now_utc();
             for site in &sites {
                 renewal::record_failure(
-                    &self.store,
+                    self.store.as_ref(),
                     &config.renewal,
                     site,
                     &err.to_string(),
@@ -471,7 +494,7 @@ impl Shared {
 }
 
 /// Publishes every usable stored certificate of `config`'s sites; returns how many sites are served.
-fn serve_stored(config: &Config, store: &Store, resolver: &SniResolver) -> usize {
+fn serve_stored(config: &Config, store: &dyn StateStore, resolver: &SniResolver) -> usize {
     let now = OffsetDateTime::now_utc();
     // Reading and checking thousands of pairs is CPU-bound (certificate and key parsing): spread it
     // over the cores, then publish everything in one store.
@@ -504,7 +527,7 @@ fn serve_stored(config: &Config, store: &Store, resolver: &SniResolver) -> usize
 
 /// The loader of [`SniResolver::load_on_demand`] for `config`'s sites: finds the site of a name
 /// (exactly, else by the `*.` wildcard of its parent, like the resolver) and loads its stored pair.
-fn load_on_demand(config: Arc<Config>, store: Store) -> Box<resolver::OnDemand> {
+fn load_on_demand(config: Arc<Config>, store: SharedStore) -> Box<resolver::OnDemand> {
     let mut site_of = std::collections::HashMap::new();
     for (index, site) in config.sites.iter().enumerate() {
         for name in &site.names {
@@ -519,14 +542,14 @@ fn load_on_demand(config: Arc<Config>, store: Store) -> Box<resolver::OnDemand> 
             .get(name)
             .or_else(|| wildcard.and_then(|wildcard| site_of.get(&wildcard)))?;
         let site = config.sites.get(*index)?;
-        usable_key(&store, site, OffsetDateTime::now_utc())
+        usable_key(store.as_ref(), site, OffsetDateTime::now_utc())
     })
 }
 
 /// The stored pair of `site` in the form rustls serves, if it can be served now: it covers the
 /// site's names, is in date, and its key belongs to it (checked by [`resolver::certified_key`]).
 fn usable_key(
-    store: &Store,
+    store: &dyn StateStore,
     site: &SiteConfig,
     now: OffsetDateTime,
 ) -> Option<(Vec<String>, Arc<rustls::sign::CertifiedKey>)> {

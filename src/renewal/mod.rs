@@ -17,7 +17,8 @@ use time::{Duration, OffsetDateTime};
 
 use crate::certificate::{self, CertificateError, CertificateInfo};
 use crate::config::{RenewalConfig, SiteConfig};
-use crate::store::{SiteRecord, Store, StoreError};
+use crate::storage::StateStore;
+use crate::store::{SiteRecord, StoreError};
 
 /// Certificates living this long or less renew with half their lifetime left, whatever the configured
 /// fraction (a 6-day certificate renewed with a third left has two days to spare: too few).
@@ -210,7 +211,7 @@ impl SiteState {
 
 /// Reads the site's stored pair and decides whether it is due.
 pub fn site_state(
-    store: &Store,
+    store: &dyn StateStore,
     site: &SiteConfig,
     remaining_fraction: f64,
     now: OffsetDateTime,

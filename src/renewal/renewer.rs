@@ -16,9 +16,10 @@ use crate::certificate::{self, CertificateError, CertificateInfo, CertifiedPem};
 use crate::challenge::ChallengeTokens;
 use crate::config::{ChallengeKind, Config, RenewalConfig, SiteConfig};
 use crate::hook::{self, HookEvent};
-use crate::ledger::{self, Ledger, LedgerEntry, LedgerEvent};
+use crate::ledger::{self, LedgerEntry, LedgerEvent};
 use crate::preflight::Preflight;
-use crate::store::{SiteRecord, Store, StoreError};
+use crate::storage::{Lease, SharedStore, StateStore, LEASE_SECONDS};
+use crate::store::{Layout, SiteRecord, StoreError};
 
 /// The outcome of renewing one site.
 #[derive(Debug)]
@@ -117,7 +118,7 @@ pub struct Renewer {
 #[derive(Debug)]
 struct Inner {
     acme: Mutex<Option<AcmeClient>>,
-    store: Store,
+    store: SharedStore,
     tokens: ChallengeTokens,
     config: Arc<Config>,
     // One renewal run at a time across the whole process (scheduler and `certd issue` handed to the
@@ -128,7 +129,7 @@ struct Inner {
 impl Renewer {
     /// A renewer for `config`'s CA, with challenges answered from `tokens` (a responder must be
     /// listening where the CA validates while renewals run), storing into `store`.
-    pub fn new(store: Store, tokens: ChallengeTokens, config: Arc<Config>) -> Self {
+    pub fn new(store: SharedStore, tokens: ChallengeTokens, config: Arc<Config>) -> Self {
         Self {
             inner: Arc::new(Inner {
                 acme: Mutex::new(None),
@@ -173,9 +174,9 @@ impl Renewer {
         &self.inner.config
     }
 
-    /// The state directory.
-    pub fn store(&self) -> &Store {
-        &self.inner.store
+    /// Where state is kept.
+    pub fn store(&self) -> &dyn StateStore {
+        self.inner.store.as_ref()
     }
 
     /// The ACME account, connecting (and creating it) on first use.
@@ -186,7 +187,8 @@ impl Renewer {
             client.check_profiles(&self.inner.config)?;
             return Ok(client.clone());
         }
-        let client = AcmeClient::connect(&self.inner.config.acme, &self.inner.store).await?;
+        let client =
+            AcmeClient::connect(&self.inner.config.acme, self.inner.store.as_ref()).await?;
         client.check_profiles(&self.inner.config)?;
         *acme = Some(client.clone());
         Ok(client)
@@ -222,12 +224,57 @@ impl Renewer {
             .collect()
     }
 
+    /// Renews `site` under its lease: taken first (another node holding it means that node is on
+    /// it), kept alive while the order runs, presented by the install, given back at the end. The
+    /// decision whether the site is due is taken after the lease, so it sees what the previous
+    /// holder installed.
     async fn renew_one(&self, site: &SiteConfig, force: bool) -> Outcome {
+        let store = &self.inner.store;
+        let lease = match store.lease(site.name(), LEASE_SECONDS) {
+            Ok(Some(lease)) => lease,
+            Ok(None) => {
+                let again =
+                    OffsetDateTime::now_utc() + time::Duration::seconds(i64::from(LEASE_SECONDS));
+                info!(site = site.name(), renew_at = %again, "another node holds the site's lease");
+                return Outcome::NotDue { renew_at: again };
+            }
+            Err(err) => return Outcome::Failed(err.into()),
+        };
+        // Owned here and aborted when this returns (or is dropped on shutdown).
+        let keep_alive = tokio::spawn({
+            let store = store.clone();
+            let lease = lease.clone();
+            async move {
+                let every = std::time::Duration::from_secs(u64::from(LEASE_SECONDS / 3));
+                loop {
+                    tokio::time::sleep(every).await;
+                    match store.renew_lease(&lease, LEASE_SECONDS) {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            warn!(site = %lease.site, "the site's lease was lost; its install will be refused");
+                            return;
+                        }
+                        Err(err) => {
+                            warn!(site = %lease.site, %err, "cannot renew the site's lease")
+                        }
+                    }
+                }
+            }
+        });
+        let _abort = AbortOnDrop(keep_alive);
+        let outcome = self.renew_one_leased(site, force, &lease).await;
+        if let Err(err) = store.release_lease(&lease) {
+            warn!(site = site.name(), %err, "cannot release the site's lease (it expires by itself)");
+        }
+        outcome
+    }
+
+    async fn renew_one_leased(&self, site: &SiteConfig, force: bool, lease: &Lease) -> Outcome {
         let span = tracing::info_span!("renew", site = site.name());
         async {
             let now = OffsetDateTime::now_utc();
             let remaining = self.inner.config.renewal.remaining_fraction;
-            let state = match site_state(&self.inner.store, site, remaining, now) {
+            let state = match site_state(self.inner.store.as_ref(), site, remaining, now) {
                 Ok(state) => state,
                 Err(err) => return Outcome::Failed(err.into()),
             };
@@ -321,9 +368,9 @@ impl Renewer {
                     }
                 }
             }
-            let ledger = Ledger::for_ca(&self.inner.store, &self.inner.config.acme.directory_url);
-            let entries = ledger.entries().unwrap_or_default();
-            let limited = ledger::duplicate_limit_applies(&self.inner.config.acme.directory_url)
+            let ca = &self.inner.config.acme.directory_url;
+            let entries = self.inner.store.ledger_entries(ca).unwrap_or_default();
+            let limited = ledger::duplicate_limit_applies(ca)
                 .then(|| ledger::duplicate_limit_until(&entries, &site.names, now))
                 .flatten();
             if let Some(until) = limited {
@@ -337,7 +384,7 @@ impl Renewer {
             // No entry, no order: a state directory that cannot record orders cannot protect the
             // CA's rate limits (nor store a certificate).
             let ordered = LedgerEntry::new(now, site.name(), &site.names, LedgerEvent::Ordered);
-            if let Err(err) = ledger.append(&ordered) {
+            if let Err(err) = self.inner.store.ledger_append(ca, &ordered) {
                 let err = RenewError::Store(err);
                 self.record(site, Err(&err));
                 return Outcome::Failed(err);
@@ -351,7 +398,7 @@ impl Renewer {
             if let Err(err) = self.inner.store.save_record(site.name(), &started) {
                 warn!(%err, "cannot save the site's record");
             }
-            let result = self.order_and_store(site, replaces, challenge).await;
+            let result = self.order_and_store(site, replaces, lease, challenge).await;
             let mut outcome = LedgerEntry::new(
                 OffsetDateTime::now_utc(),
                 site.name(),
@@ -366,7 +413,7 @@ impl Renewer {
                     outcome.retry_after = err.retry_after();
                 }
             }
-            if let Err(err) = ledger.append(&outcome) {
+            if let Err(err) = self.inner.store.ledger_append(ca, &outcome) {
                 warn!(%err, "cannot record the order's outcome in the ledger");
             }
             self.record_with(site, result.as_ref().map(|(info, _)| info), Some(challenge));
@@ -379,7 +426,9 @@ impl Renewer {
                         error: &err.to_string(),
                     },
                 };
-                hook::run(command, site, self.inner.store.layout(), event).await;
+                // Hooks are given this machine's copies (the state directory's contract paths).
+                let layout = Layout::new(&self.inner.config.state_dir);
+                hook::run(command, site, &layout, event).await;
             }
             match result {
                 Ok((info, pem)) => Outcome::Issued { info, pem },
@@ -394,6 +443,7 @@ impl Renewer {
         &self,
         site: &SiteConfig,
         replaces: Option<String>,
+        lease: &Lease,
         challenge: ChallengeKind,
     ) -> Result<(CertificateInfo, CertifiedPem), RenewError> {
         let acme = self.connect().await?;
@@ -412,9 +462,11 @@ impl Renewer {
             Err(err) if err.is_unknown_account() => {
                 // The CA forgot the stored account: register a new one and try once more.
                 warn!(error = %err, "the CA does not know the stored account; creating a new one");
-                let fresh =
-                    AcmeClient::connect_new_account(&self.inner.config.acme, &self.inner.store)
-                        .await?;
+                let fresh = AcmeClient::connect_new_account(
+                    &self.inner.config.acme,
+                    self.inner.store.as_ref(),
+                )
+                .await?;
                 *self.inner.acme.lock().await = Some(fresh.clone());
                 // Another account cannot replace this one's certificate.
                 let options = OrderOptions {
@@ -431,7 +483,7 @@ impl Renewer {
                 source,
             },
         )?;
-        let stored = self.inner.store.install(site.name(), &pem)?;
+        let stored = self.inner.store.install_leased(site.name(), &pem, lease)?;
         info!(serial = %info.serial, not_after = %info.not_after, version = %stored.version.display(), "certificate stored");
         Ok((info, pem))
     }
@@ -461,7 +513,7 @@ impl Renewer {
             Err(err) => {
                 let ca_retry_after = err.retry_after();
                 let record = record_failure(
-                    &self.inner.store,
+                    self.inner.store.as_ref(),
                     &self.inner.config.renewal,
                     site,
                     &err.to_string(),
@@ -504,7 +556,7 @@ pub fn is_staging(directory_url: &str) -> bool {
 /// Records a failed attempt for `site` (error text, failure count, next retry time) and returns the
 /// record as saved. Also used when the CA cannot be reached at all, which fails every due site.
 pub fn record_failure(
-    store: &Store,
+    store: &dyn StateStore,
     renewal: &RenewalConfig,
     site: &SiteConfig,
     error: &str,
@@ -526,6 +578,15 @@ pub fn record_failure(
         warn!(site = site.name(), %err, "cannot save the site's record");
     }
     record
+}
+
+/// Aborts the task when dropped: the lease keep-alive ends with the renewal that owns it.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 #[cfg(test)]

@@ -97,6 +97,28 @@ pub enum StoreError {
         /// Why it was refused.
         reason: &'static str,
     },
+    /// A database backend's statement failed or did not answer in time.
+    #[error("{store}: cannot {action}: {reason}")]
+    Database {
+        /// The store ([`crate::storage::StateStore::describe`]).
+        store: String,
+        /// What certd was doing.
+        action: &'static str,
+        /// The database's or the network's error.
+        reason: String,
+    },
+    /// An install refused because this node does not hold the site's live lease (another node
+    /// renewed it; the certificate it installed stays live).
+    #[error("install of {site} refused: {reason}")]
+    Fenced {
+        /// The site.
+        site: String,
+        /// What the database said.
+        reason: String,
+    },
+    /// The sealing key cannot be loaded, or a sealed value does not open.
+    #[error(transparent)]
+    Sealing(#[from] crate::storage::sealing::SealError),
 }
 
 /// Builds the closure that wraps an IO error with what was being done and to which path.

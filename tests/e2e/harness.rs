@@ -16,6 +16,7 @@ mod nginx;
 mod pebble;
 mod php;
 mod pki;
+mod postgres;
 mod selftest;
 
 pub use acme_proxy::{
@@ -36,3 +37,4 @@ pub use nginx::Nginx;
 pub use pebble::{free_port, Pebble, PebbleOptions, CONNECTION_PROBLEM, REFUSED_DETAIL};
 pub use php::PhpFpm;
 pub use pki::{key_matches, normalize_serial, not_after, sans, serial_hex, verify_chain, TestPki};
+pub use postgres::Postgres;

@@ -24,3 +24,4 @@ mod preflight;
 mod reliability;
 mod run;
 mod scheduler;
+mod storage;

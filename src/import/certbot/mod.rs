@@ -64,6 +64,15 @@ pub async fn run(from: &Path, config_path: &Path) -> u8 {
             return EXIT_UNUSABLE;
         }
     };
+    if !matches!(config.storage, crate::config::StorageConfig::Filesystem) {
+        // The importer writes the state directory's layout; into a database it would be lost.
+        eprintln!(
+            "{}: certd import certbot writes the state directory, not [storage] backend = \"postgres\"; \
+             import on a filesystem-backed config",
+            config.source.display()
+        );
+        return EXIT_UNUSABLE;
+    }
     let store = match Store::open(&config.state_dir) {
         Ok(store) => store,
         Err(err) => {

@@ -1,0 +1,174 @@
+//! The storage boundary: everything certd persists, as one domain-level interface.
+//!
+//! [`StateStore`] is what renewal, the daemon, `certd issue`, `certd status` and the metrics use: ACME
+//! accounts per CA, certificate versions and the live pointer, per-site records, the rate-limit ledger,
+//! the scheduler's heartbeat and the writer lock. None of them know which backend they talk to; they
+//! hold a [`SharedStore`] made by [`open`].
+//!
+//! Backends, one file each:
+//! - [`filesystem`]: today's state directory ([`crate::store`], [`crate::ledger`]), the default, which
+//!   needs no setup.
+//! - [`postgres`]: a fleet's shared database (`[storage] backend = "postgres"`), with leases and
+//!   fencing enforced by the database.
+//!
+//! [`sealing`] encrypts what a backend keeps off this machine (private keys, ACME accounts).
+//!
+//! A new backend (PostgreSQL, etcd) is a new file implementing [`StateStore`] that passes the contract
+//! tests in `contract.rs`, plus a case in [`open`].
+//!
+//! Why synchronous: the callers that read are synchronous today and must stay cheap (the metrics
+//! renderer, `certd status`, the SNI resolver's on-demand loader, the threads that load every stored
+//! pair at start-up), and the filesystem backend blocks on the disk the same way. A networked backend
+//! keeps what the hot paths read in memory and bridges its client into these calls.
+
+use std::fmt::Debug;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::certificate::CertifiedPem;
+use crate::config::{Config, StorageConfig};
+use crate::ledger::LedgerEntry;
+use crate::store::{SchedulerHeartbeat, SiteRecord, Store, StoreError, StoredCert};
+
+pub mod filesystem;
+pub mod postgres;
+pub mod sealing;
+
+#[doc(hidden)]
+pub mod contract;
+
+/// The store every part of certd shares (cheap to clone).
+pub type SharedStore = Arc<dyn StateStore>;
+
+/// Opens the store `config` names: the state directory (created when missing) or the fleet's
+/// database (connected, its schema migrated).
+pub fn open(config: &Config) -> Result<SharedStore, StoreError> {
+    match &config.storage {
+        StorageConfig::Filesystem => Ok(Arc::new(Store::open(&config.state_dir)?)),
+        StorageConfig::Postgres(pg) => Ok(Arc::new(postgres::PostgresStore::open(pg)?)),
+    }
+}
+
+/// Proof that this process holds the store's writer lock; released on drop.
+///
+/// What it holds is the backend's business (the filesystem's flock on `state/lock`).
+#[derive(Debug)]
+pub struct StoreLock {
+    _held: Box<dyn Debug + Send + Sync>,
+}
+
+impl StoreLock {
+    /// A lock held for as long as `held` lives.
+    pub fn new(held: impl Debug + Send + Sync + 'static) -> Self {
+        Self {
+            _held: Box::new(held),
+        }
+    }
+}
+
+/// A site's lease: while it lives, only its holder orders and installs that site's certificate.
+/// `token` is the fencing token of the grant (it grows with every grant); an install presents it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    /// The site.
+    pub site: String,
+    /// The fencing token (0 for a backend whose writer lock already excludes every other writer).
+    pub token: i64,
+}
+
+/// How long a lease lasts before it must be renewed (a paused node loses it after this).
+pub const LEASE_SECONDS: u32 = 60;
+
+/// Everything certd persists. Every method that writes assumes the caller holds the [`StoreLock`]
+/// from [`StateStore::lock`].
+pub trait StateStore: Debug + Send + Sync {
+    /// Where the state is kept, for messages (`/var/lib/certd`).
+    fn describe(&self) -> String;
+
+    /// Takes the writer lock without waiting; [`StoreError::Locked`] when another process has it.
+    fn lock(&self) -> Result<StoreLock, StoreError>;
+
+    /// The pid of the process on this machine holding the writer lock, if one does and still runs.
+    fn lock_holder(&self) -> Option<u32>;
+
+    /// The saved ACME account credentials (JSON) for the CA at `directory_url`, if any.
+    fn load_account(&self, directory_url: &str) -> Result<Option<String>, StoreError>;
+
+    /// Saves the ACME account credentials (they hold the account key) for the CA at `directory_url`.
+    fn save_account(&self, directory_url: &str, json: &str) -> Result<(), StoreError>;
+
+    /// Where the account of `directory_url` is kept, for messages about it.
+    fn account_location(&self, directory_url: &str) -> PathBuf;
+
+    /// Stores `pem` (already validated) as the next version of `site` and makes it the one served,
+    /// in one step: a failure leaves the previous version live.
+    fn install(&self, site: &str, pem: &CertifiedPem) -> Result<StoredCert, StoreError>;
+
+    /// The live pair of `site`, or `None` when it has none; never a certificate with another's key.
+    fn current(&self, site: &str) -> Result<Option<StoredCert>, StoreError>;
+
+    /// The complete versions of `site` that are kept, oldest first.
+    fn versions(&self, site: &str) -> Result<Vec<PathBuf>, StoreError>;
+
+    /// The record of `site`'s renewal attempts; the default when there is none.
+    fn load_record(&self, site: &str) -> Result<SiteRecord, StoreError>;
+
+    /// Saves the record of `site`'s renewal attempts.
+    fn save_record(&self, site: &str, record: &SiteRecord) -> Result<(), StoreError>;
+
+    /// Every site the store holds anything for (including ones no longer configured), sorted.
+    fn sites(&self) -> Result<Vec<String>, StoreError>;
+
+    /// The ledger of orders placed with the CA at `directory_url`, oldest first.
+    fn ledger_entries(&self, directory_url: &str) -> Result<Vec<LedgerEntry>, StoreError>;
+
+    /// Appends `entry` to the ledger of the CA at `directory_url`, durably.
+    fn ledger_append(&self, directory_url: &str, entry: &LedgerEntry) -> Result<(), StoreError>;
+
+    /// Saves the renewal scheduler's heartbeat.
+    fn save_scheduler_heartbeat(&self, heartbeat: &SchedulerHeartbeat) -> Result<(), StoreError>;
+
+    /// The renewal scheduler's last heartbeat, or `None` when none was written.
+    fn scheduler_heartbeat(&self) -> Result<Option<SchedulerHeartbeat>, StoreError>;
+
+    /// Whether the store can be read at all right now (the `certd_state_readable` gauge): a state
+    /// directory that cannot be listed, or a database that does not answer, looks like "no
+    /// certificates" to everything else.
+    fn readable(&self) -> bool {
+        self.sites().is_ok()
+    }
+
+    /// Takes `site`'s lease for `seconds`; `None` while another node holds it. The default suits a
+    /// backend whose writer lock ([`StateStore::lock`]) already excludes every other writer.
+    fn lease(&self, site: &str, seconds: u32) -> Result<Option<Lease>, StoreError> {
+        let _ = seconds;
+        Ok(Some(Lease {
+            site: site.to_owned(),
+            token: 0,
+        }))
+    }
+
+    /// Extends `lease` by `seconds` from now; `false` when it was lost (expired, taken over).
+    fn renew_lease(&self, lease: &Lease, seconds: u32) -> Result<bool, StoreError> {
+        let _ = (lease, seconds);
+        Ok(true)
+    }
+
+    /// Gives `lease` up.
+    fn release_lease(&self, lease: &Lease) -> Result<(), StoreError> {
+        let _ = lease;
+        Ok(())
+    }
+
+    /// [`StateStore::install`] presenting `lease`: refused ([`StoreError::Fenced`]) unless it is
+    /// still the site's live lease.
+    fn install_leased(
+        &self,
+        site: &str,
+        pem: &CertifiedPem,
+        lease: &Lease,
+    ) -> Result<StoredCert, StoreError> {
+        let _ = lease;
+        self.install(site, pem)
+    }
+}

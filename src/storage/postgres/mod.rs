@@ -1,0 +1,768 @@
+//! The PostgreSQL backend of [`StateStore`](super::StateStore), for a fleet of certd nodes sharing
+//! one database.
+//!
+//! - [`schema`]: the schema, its versioned migrations and every statement, with the fleet's safety
+//!   rules enforced by the database itself (leases per site with a fencing token from one sequence,
+//!   a trigger that refuses an install whose token is not the site's live lease).
+//! - [`tls`]: `sslmode` on rustls.
+//! - this file: the client. tokio-postgres behind a deadpool pool, on a small runtime of its own
+//!   (one worker thread, owned by the store and shut down when it is dropped), bridged into the
+//!   synchronous [`StateStore`] calls: each call is a task on that runtime with a deadline, and the
+//!   caller waits for its answer. The caller may itself be on the daemon's runtime (it blocks as it
+//!   would on the disk), which is why the client never runs on the caller's runtime.
+//!
+//! Private keys and account credentials are sealed with the fleet's key ([`super::sealing`]) before
+//! they leave this process. The writer lock is per node (`node_name`): a session advisory lock on
+//! a connection taken out of the pool for as long as the [`StoreLock`] lives.
+
+pub mod schema;
+mod tls;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use zeroize::Zeroizing;
+
+use super::sealing::SealingKey;
+use super::{Lease, StateStore, StoreLock};
+use crate::certificate::CertifiedPem;
+use crate::config::{PostgresConfig, SslMode, PASSWORD_ENV};
+use crate::ledger::LedgerEntry;
+use crate::store::{SchedulerHeartbeat, SiteRecord, StoreError, StoredCert};
+
+/// The longest any one call may take, connecting included.
+const CALL_DEADLINE: Duration = Duration::from_secs(15);
+/// How long connecting may take (within [`CALL_DEADLINE`]).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections per node: the daemon's callers are few and short.
+const POOL_SIZE: usize = 4;
+/// How long an install's own lease lasts (it is released in the same transaction).
+const INSTALL_LEASE_SECONDS: f64 = 60.0;
+/// Longest password file read.
+const PASSWORD_MAX: u64 = 4096;
+
+/// A fleet's shared database.
+pub struct PostgresStore {
+    runtime: Option<tokio::runtime::Runtime>,
+    handle: tokio::runtime::Handle,
+    pool: Pool,
+    key: Arc<SealingKey>,
+    node: String,
+    described: String,
+}
+
+impl std::fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.described)
+    }
+}
+
+impl Drop for PostgresStore {
+    fn drop(&mut self) {
+        // Allowed from any context (the store may be dropped on the daemon's runtime); the
+        // connections' tasks end with it.
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// The password from `password_file` (trailing newline dropped) or [`PASSWORD_ENV`].
+fn password(config: &PostgresConfig) -> Result<Option<Zeroizing<String>>, StoreError> {
+    let Some(path) = &config.password_file else {
+        return Ok(std::env::var(PASSWORD_ENV).ok().map(Zeroizing::new));
+    };
+    let io = |source| StoreError::Io {
+        action: "read storage password_file",
+        path: path.clone(),
+        source,
+    };
+    let mut text = Zeroizing::new(String::new());
+    std::io::Read::read_to_string(
+        &mut std::io::Read::take(std::fs::File::open(path).map_err(io)?, PASSWORD_MAX),
+        &mut text,
+    )
+    .map_err(io)?;
+    let trimmed = text
+        .strip_suffix('\n')
+        .map(|t| t.strip_suffix('\r').unwrap_or(t))
+        .unwrap_or(&text);
+    Ok(Some(Zeroizing::new(trimmed.to_owned())))
+}
+
+/// The error of a failed statement, with the server's own message when it sent one.
+fn reason(err: &tokio_postgres::Error) -> String {
+    match err.as_db_error() {
+        Some(db) => format!(
+            "{}: {} (SQLSTATE {})",
+            db.severity(),
+            db.message(),
+            db.code().code()
+        ),
+        None => {
+            let mut text = err.to_string();
+            let mut source = std::error::Error::source(err);
+            while let Some(cause) = source {
+                text.push_str(": ");
+                text.push_str(&cause.to_string());
+                source = cause.source();
+            }
+            text
+        }
+    }
+}
+
+/// What a task on the store's runtime sees: the pool, the key, and how to describe failures.
+#[derive(Clone)]
+struct Ctx {
+    pool: Pool,
+    key: Arc<SealingKey>,
+    node: String,
+    described: String,
+}
+
+impl Ctx {
+    fn fail(&self, action: &'static str, reason: impl Into<String>) -> StoreError {
+        StoreError::Database {
+            store: self.described.clone(),
+            action,
+            reason: reason.into(),
+        }
+    }
+
+    fn pg(&self, action: &'static str) -> impl Fn(tokio_postgres::Error) -> StoreError + '_ {
+        move |err| self.fail(action, reason(&err))
+    }
+
+    async fn client(&self, action: &'static str) -> Result<deadpool_postgres::Object, StoreError> {
+        self.pool.get().await.map_err(|err| {
+            let text = match &err {
+                deadpool_postgres::PoolError::Backend(pg) => reason(pg),
+                other => other.to_string(),
+            };
+            self.fail(action, format!("cannot connect: {text}"))
+        })
+    }
+
+    fn corrupt(&self, what: String, reason: impl std::fmt::Display) -> StoreError {
+        StoreError::Corrupt {
+            path: PathBuf::from(format!("{}: {what}", self.described)),
+            reason: reason.to_string(),
+        }
+    }
+}
+
+impl PostgresStore {
+    /// Connects to the database `config` names, migrates its schema (refusing one newer than this
+    /// build knows) and loads the sealing key.
+    pub fn open(config: &PostgresConfig) -> Result<Self, StoreError> {
+        let key = Arc::new(SealingKey::load(&config.key_file)?);
+        let mut pg =
+            tokio_postgres::Config::from_str(&config.url).map_err(|err| StoreError::Database {
+                store: "the [storage] url".into(),
+                action: "parse",
+                reason: err.to_string(),
+            })?;
+        if let Some(password) = password(config)? {
+            pg.password(password.as_bytes());
+        }
+        pg.connect_timeout(CONNECT_TIMEOUT);
+        pg.application_name(format!("certd {}", config.node_name));
+        pg.ssl_mode(match config.sslmode {
+            SslMode::Disable => tokio_postgres::config::SslMode::Disable,
+            SslMode::Prefer => tokio_postgres::config::SslMode::Prefer,
+            SslMode::Require | SslMode::VerifyFull => tokio_postgres::config::SslMode::Require,
+        });
+        let described = describe(&pg, &config.node_name);
+        let database = |action, reason: String| StoreError::Database {
+            store: described.clone(),
+            action,
+            reason,
+        };
+        let manager_config = ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        };
+        let manager = match tls::connector(config.sslmode, config.ca_roots.as_deref())
+            .map_err(|reason| database("set up TLS", reason))?
+        {
+            Some(tls) => Manager::from_config(pg, tls, manager_config),
+            None => Manager::from_config(pg, tokio_postgres::NoTls, manager_config),
+        };
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("certd-postgres")
+            .enable_all()
+            .build()
+            .map_err(|err| database("start its runtime", err.to_string()))?;
+        let pool = Pool::builder(manager)
+            .max_size(POOL_SIZE)
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .wait_timeout(Some(CALL_DEADLINE))
+            .create_timeout(Some(CONNECT_TIMEOUT))
+            .build()
+            .map_err(|err| database("build its pool", err.to_string()))?;
+        let store = Self {
+            handle: runtime.handle().clone(),
+            runtime: Some(runtime),
+            pool,
+            key,
+            node: config.node_name.clone(),
+            described,
+        };
+        store.call(migrate)?;
+        Ok(store)
+    }
+
+    fn ctx(&self) -> Ctx {
+        Ctx {
+            pool: self.pool.clone(),
+            key: self.key.clone(),
+            node: self.node.clone(),
+            described: self.described.clone(),
+        }
+    }
+
+    /// Runs `work` on the store's runtime with [`CALL_DEADLINE`] and waits for its answer.
+    /// Installs `pem` as `site`'s live pair: under `token` (the caller's lease), or under a lease
+    /// taken and given back in the same transaction.
+    fn install_under(
+        &self,
+        site: &str,
+        pem: &CertifiedPem,
+        token: Option<i64>,
+    ) -> Result<StoredCert, StoreError> {
+        let site = site.to_owned();
+        let pem = pem.clone();
+        self.call(move |ctx| async move {
+            let action = "install a certificate";
+            let mut client = ctx.client(action).await?;
+            let tx = client.transaction().await.map_err(ctx.pg(action))?;
+            let (token, own_lease) = match token {
+                Some(token) => (token, false),
+                None => {
+                    let Some(row) = tx
+                        .query_opt(
+                            schema::ACQUIRE_LEASE,
+                            &[&site, &ctx.node, &INSTALL_LEASE_SECONDS],
+                        )
+                        .await
+                        .map_err(ctx.pg(action))?
+                    else {
+                        return Err(StoreError::Fenced {
+                            site,
+                            reason: "another node holds its lease".into(),
+                        });
+                    };
+                    (row.get(0), true)
+                }
+            };
+            let sealed = ctx.key.seal(
+                &schema::sealed_key_context(&site, token),
+                pem.key_pem.as_bytes(),
+            )?;
+            let version: i64 = match tx
+                .query_one(
+                    schema::INSTALL,
+                    &[
+                        &site,
+                        &pem.cert_pem,
+                        &pem.chain_pem,
+                        &sealed,
+                        &ctx.node,
+                        &token,
+                    ],
+                )
+                .await
+            {
+                Ok(row) => row.get(0),
+                Err(err) => return Err(install_error(&ctx, &site, &err)),
+            };
+            if own_lease {
+                tx.execute(schema::RELEASE_LEASE, &[&site, &token])
+                    .await
+                    .map_err(ctx.pg(action))?;
+            }
+            tx.commit().await.map_err(ctx.pg(action))?;
+            Ok(StoredCert {
+                version: version_path(&ctx.described, &site, version),
+                pem,
+            })
+        })
+    }
+
+    fn call<T, F>(&self, work: impl FnOnce(Ctx) -> F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: Future<Output = Result<T, StoreError>> + Send + 'static,
+    {
+        let ctx = self.ctx();
+        let timed_out = ctx.fail(
+            "answer",
+            format!("no answer within {}s", CALL_DEADLINE.as_secs()),
+        );
+        let future = work(ctx);
+        let (answer, answered) = std::sync::mpsc::sync_channel(1);
+        self.handle.spawn(async move {
+            let result = tokio::time::timeout(CALL_DEADLINE, future)
+                .await
+                .unwrap_or(Err(timed_out));
+            // The caller may have given up; nothing to tell then.
+            let _ = answer.send(result);
+        });
+        answered
+            .recv_timeout(CALL_DEADLINE + Duration::from_secs(1))
+            .unwrap_or_else(|_| {
+                Err(self.ctx().fail(
+                    "answer",
+                    format!("no answer within {}s", CALL_DEADLINE.as_secs()),
+                ))
+            })
+    }
+}
+
+/// `postgresql certd@127.0.0.1:5432/certd (node node-a)`, without the password.
+fn describe(pg: &tokio_postgres::Config, node: &str) -> String {
+    let hosts: Vec<String> = pg
+        .get_hosts()
+        .iter()
+        .zip(pg.get_ports().iter().chain(std::iter::repeat(&5432)))
+        .map(|(host, port)| match host {
+            tokio_postgres::config::Host::Tcp(name) => format!("{name}:{port}"),
+            tokio_postgres::config::Host::Unix(path) => format!("{}:{port}", path.display()),
+        })
+        .collect();
+    format!(
+        "postgresql {}@{}/{} (node {node})",
+        pg.get_user().unwrap_or(""),
+        hosts.join(","),
+        pg.get_dbname().unwrap_or("")
+    )
+}
+
+/// Applies the pending migrations, each in its own transaction under a lock (nodes may start at
+/// once), re-reading the version inside it.
+async fn migrate(ctx: Ctx) -> Result<(), StoreError> {
+    let mut client = ctx.client("migrate").await?;
+    loop {
+        let tx = client.transaction().await.map_err(ctx.pg("migrate"))?;
+        tx.execute(schema::MIGRATION_LOCK, &[])
+            .await
+            .map_err(ctx.pg("migrate"))?;
+        let exists: bool = tx
+            .query_one(schema::SCHEMA_EXISTS, &[])
+            .await
+            .map_err(ctx.pg("migrate"))?
+            .get(0);
+        let current = if exists {
+            tx.query_opt(schema::SCHEMA_VERSION, &[])
+                .await
+                .map_err(ctx.pg("migrate"))?
+                .map(|row| row.get::<_, i32>(0))
+        } else {
+            None
+        };
+        let current = current
+            .map(|v| {
+                u32::try_from(v).map_err(|_| ctx.fail("migrate", format!("schema version {v}")))
+            })
+            .transpose()?;
+        let pending =
+            schema::pending(current).map_err(|err| ctx.fail("migrate", err.to_string()))?;
+        let Some(next) = pending.first() else {
+            return tx.commit().await.map_err(ctx.pg("migrate"));
+        };
+        tracing::info!(
+            version = next.version,
+            what = next.description,
+            "migrating the certd schema"
+        );
+        tx.batch_execute(next.sql)
+            .await
+            .map_err(ctx.pg("migrate"))?;
+        let version = i32::try_from(next.version).map_err(|_| ctx.fail("migrate", "version"))?;
+        tx.execute(schema::SET_SCHEMA_VERSION, &[&version])
+            .await
+            .map_err(ctx.pg("migrate"))?;
+        tx.commit().await.map_err(ctx.pg("migrate"))?;
+    }
+}
+
+/// This machine's hostname, as recorded beside a node lock.
+fn this_host() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_owned())
+        .unwrap_or_default()
+}
+
+/// The node's writer lock: the session holding the advisory lock, out of the pool.
+struct NodeLock {
+    client: Option<deadpool_postgres::Object>,
+    node: String,
+    handle: tokio::runtime::Handle,
+}
+
+impl std::fmt::Debug for NodeLock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "NodeLock({})", self.node)
+    }
+}
+
+impl Drop for NodeLock {
+    fn drop(&mut self) {
+        let Some(client) = self.client.take() else {
+            return;
+        };
+        let node = self.node.clone();
+        let (done, finished) = std::sync::mpsc::sync_channel(1);
+        self.handle.spawn(async move {
+            let released = async {
+                client
+                    .execute(schema::CLEAR_NODE_LOCK_HOLDER, &[&node])
+                    .await?;
+                client.query_one(schema::NODE_UNLOCK, &[&node]).await
+            };
+            if tokio::time::timeout(CALL_DEADLINE, released)
+                .await
+                .map_or(true, |result| result.is_err())
+            {
+                // Never hand a session that may still hold the lock back to the pool: closing it
+                // makes the server release the lock.
+                drop(deadpool_postgres::Object::take(client));
+            }
+            let _ = done.send(());
+        });
+        let _ = finished.recv_timeout(CALL_DEADLINE + Duration::from_secs(1));
+    }
+}
+
+fn process_runs(pid: u32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+impl StateStore for PostgresStore {
+    fn describe(&self) -> String {
+        self.described.clone()
+    }
+
+    fn lock(&self) -> Result<StoreLock, StoreError> {
+        let handle = self.handle.clone();
+        let client = self.call(|ctx| async move {
+            let client = ctx.client("take the writer lock").await?;
+            let taken: bool = client
+                .query_one(schema::TRY_NODE_LOCK, &[&ctx.node])
+                .await
+                .map_err(ctx.pg("take the writer lock"))?
+                .get(0);
+            if !taken {
+                let holder = client
+                    .query_opt(schema::NODE_LOCK_HOLDER, &[&ctx.node])
+                    .await
+                    .ok()
+                    .flatten()
+                    .and_then(|row| u32::try_from(row.get::<_, i32>(1)).ok());
+                return Err(StoreError::Locked {
+                    path: PathBuf::from(ctx.described.clone()),
+                    pid: holder,
+                });
+            }
+            let pid = i32::try_from(std::process::id()).unwrap_or(i32::MAX);
+            client
+                .execute(
+                    schema::SET_NODE_LOCK_HOLDER,
+                    &[&ctx.node, &this_host(), &pid],
+                )
+                .await
+                .map_err(ctx.pg("take the writer lock"))?;
+            Ok(client)
+        })?;
+        Ok(StoreLock::new(NodeLock {
+            client: Some(client),
+            node: self.node.clone(),
+            handle,
+        }))
+    }
+
+    fn lock_holder(&self) -> Option<u32> {
+        let (host, pid) = self
+            .call(|ctx| async move {
+                let client = ctx.client("read the writer lock").await?;
+                let row = client
+                    .query_opt(schema::NODE_LOCK_HOLDER, &[&ctx.node])
+                    .await
+                    .map_err(ctx.pg("read the writer lock"))?;
+                Ok(row.map(|row| (row.get::<_, String>(0), row.get::<_, i32>(1))))
+            })
+            .ok()??;
+        let pid = u32::try_from(pid).ok()?;
+        (host == this_host() && process_runs(pid)).then_some(pid)
+    }
+
+    fn load_account(&self, directory_url: &str) -> Result<Option<String>, StoreError> {
+        let url = directory_url.to_owned();
+        self.call(|ctx| async move {
+            let client = ctx.client("load the ACME account").await?;
+            let Some(row) = client
+                .query_opt(schema::LOAD_ACCOUNT, &[&url])
+                .await
+                .map_err(ctx.pg("load the ACME account"))?
+            else {
+                return Ok(None);
+            };
+            let sealed: Vec<u8> = row.get(0);
+            let opened = ctx
+                .key
+                .open(&schema::sealed_account_context(&url), &sealed)?;
+            String::from_utf8(opened.to_vec())
+                .map(Some)
+                .map_err(|err| ctx.corrupt(format!("account of {url}"), err))
+        })
+    }
+
+    fn save_account(&self, directory_url: &str, json: &str) -> Result<(), StoreError> {
+        let url = directory_url.to_owned();
+        let sealed = self
+            .key
+            .seal(&schema::sealed_account_context(&url), json.as_bytes())?;
+        self.call(|ctx| async move {
+            let client = ctx.client("save the ACME account").await?;
+            client
+                .execute(schema::SAVE_ACCOUNT, &[&url, &sealed])
+                .await
+                .map_err(ctx.pg("save the ACME account"))?;
+            Ok(())
+        })
+    }
+
+    fn account_location(&self, directory_url: &str) -> PathBuf {
+        PathBuf::from(format!("{}: account of {directory_url}", self.described))
+    }
+
+    fn install(&self, site: &str, pem: &CertifiedPem) -> Result<StoredCert, StoreError> {
+        self.install_under(site, pem, None)
+    }
+
+    fn install_leased(
+        &self,
+        site: &str,
+        pem: &CertifiedPem,
+        lease: &Lease,
+    ) -> Result<StoredCert, StoreError> {
+        self.install_under(site, pem, Some(lease.token))
+    }
+
+    fn lease(&self, site: &str, seconds: u32) -> Result<Option<Lease>, StoreError> {
+        let site = site.to_owned();
+        self.call(move |ctx| async move {
+            let client = ctx.client("take a lease").await?;
+            let row = client
+                .query_opt(
+                    schema::ACQUIRE_LEASE,
+                    &[&site, &ctx.node, &f64::from(seconds)],
+                )
+                .await
+                .map_err(ctx.pg("take a lease"))?;
+            Ok(row.map(|row| Lease {
+                site,
+                token: row.get(0),
+            }))
+        })
+    }
+
+    fn renew_lease(&self, lease: &Lease, seconds: u32) -> Result<bool, StoreError> {
+        let lease = lease.clone();
+        self.call(move |ctx| async move {
+            let client = ctx.client("renew a lease").await?;
+            let row = client
+                .query_opt(
+                    schema::RENEW_LEASE,
+                    &[&lease.site, &lease.token, &f64::from(seconds)],
+                )
+                .await
+                .map_err(ctx.pg("renew a lease"))?;
+            Ok(row.is_some())
+        })
+    }
+
+    fn release_lease(&self, lease: &Lease) -> Result<(), StoreError> {
+        let lease = lease.clone();
+        self.call(move |ctx| async move {
+            let client = ctx.client("release a lease").await?;
+            client
+                .execute(schema::RELEASE_LEASE, &[&lease.site, &lease.token])
+                .await
+                .map_err(ctx.pg("release a lease"))?;
+            Ok(())
+        })
+    }
+
+    fn current(&self, site: &str) -> Result<Option<StoredCert>, StoreError> {
+        let site = site.to_owned();
+        self.call(|ctx| async move {
+            let client = ctx.client("read the live certificate").await?;
+            let Some(row) = client
+                .query_opt(schema::CURRENT, &[&site])
+                .await
+                .map_err(ctx.pg("read the live certificate"))?
+            else {
+                return Ok(None);
+            };
+            let version: i64 = row.get(0);
+            let sealed: Vec<u8> = row.get(3);
+            let token: i64 = row.get(4);
+            let key = ctx
+                .key
+                .open(&schema::sealed_key_context(&site, token), &sealed)?;
+            let key_pem = String::from_utf8(key.to_vec())
+                .map_err(|err| ctx.corrupt(format!("key of {site}"), err))?;
+            Ok(Some(StoredCert {
+                version: version_path(&ctx.described, &site, version),
+                pem: CertifiedPem {
+                    cert_pem: row.get(1),
+                    chain_pem: row.get(2),
+                    key_pem: Zeroizing::new(key_pem),
+                },
+            }))
+        })
+    }
+
+    fn versions(&self, site: &str) -> Result<Vec<PathBuf>, StoreError> {
+        let site = site.to_owned();
+        self.call(|ctx| async move {
+            let client = ctx.client("list versions").await?;
+            let rows = client
+                .query(schema::VERSIONS, &[&site])
+                .await
+                .map_err(ctx.pg("list versions"))?;
+            Ok(rows
+                .iter()
+                .map(|row| version_path(&ctx.described, &site, row.get(0)))
+                .collect())
+        })
+    }
+
+    fn load_record(&self, site: &str) -> Result<SiteRecord, StoreError> {
+        let site = site.to_owned();
+        self.call(|ctx| async move {
+            let client = ctx.client("load a site record").await?;
+            let Some(row) = client
+                .query_opt(schema::LOAD_RECORD, &[&site])
+                .await
+                .map_err(ctx.pg("load a site record"))?
+            else {
+                return Ok(SiteRecord::default());
+            };
+            let text: String = row.get(0);
+            serde_json::from_str(&text).map_err(|err| ctx.corrupt(format!("record of {site}"), err))
+        })
+    }
+
+    fn save_record(&self, site: &str, record: &SiteRecord) -> Result<(), StoreError> {
+        let site = site.to_owned();
+        let text = serde_json::to_string(record)
+            .map_err(|err| self.ctx().corrupt(format!("record of {site}"), err))?;
+        self.call(|ctx| async move {
+            let client = ctx.client("save a site record").await?;
+            client
+                .execute(schema::SAVE_RECORD, &[&site, &text])
+                .await
+                .map_err(ctx.pg("save a site record"))?;
+            Ok(())
+        })
+    }
+
+    fn sites(&self) -> Result<Vec<String>, StoreError> {
+        self.call(|ctx| async move {
+            let client = ctx.client("list sites").await?;
+            let rows = client
+                .query(schema::SITES, &[])
+                .await
+                .map_err(ctx.pg("list sites"))?;
+            Ok(rows.iter().map(|row| row.get(0)).collect())
+        })
+    }
+
+    fn ledger_entries(&self, directory_url: &str) -> Result<Vec<LedgerEntry>, StoreError> {
+        let url = directory_url.to_owned();
+        self.call(|ctx| async move {
+            let client = ctx.client("read the ledger").await?;
+            let rows = client
+                .query(schema::LEDGER_ENTRIES, &[&url])
+                .await
+                .map_err(ctx.pg("read the ledger"))?;
+            rows.iter()
+                .map(|row| {
+                    serde_json::from_str(row.get::<_, &str>(0))
+                        .map_err(|err| ctx.corrupt(format!("ledger of {url}"), err))
+                })
+                .collect()
+        })
+    }
+
+    fn ledger_append(&self, directory_url: &str, entry: &LedgerEntry) -> Result<(), StoreError> {
+        let url = directory_url.to_owned();
+        let ctx = self.ctx();
+        let text = serde_json::to_string(entry)
+            .map_err(|err| ctx.corrupt(format!("ledger of {url}"), err))?;
+        let at = entry
+            .at
+            .format(&time::format_description::well_known::Rfc3339)
+            .map_err(|err| ctx.corrupt(format!("ledger of {url}"), err))?;
+        self.call(|ctx| async move {
+            let client = ctx.client("append to the ledger").await?;
+            client
+                .execute(schema::LEDGER_APPEND, &[&url, &at, &text])
+                .await
+                .map_err(ctx.pg("append to the ledger"))?;
+            Ok(())
+        })
+    }
+
+    fn save_scheduler_heartbeat(&self, heartbeat: &SchedulerHeartbeat) -> Result<(), StoreError> {
+        let text = serde_json::to_string(heartbeat)
+            .map_err(|err| self.ctx().corrupt("heartbeat".into(), err))?;
+        self.call(|ctx| async move {
+            let client = ctx.client("save the heartbeat").await?;
+            client
+                .execute(schema::SAVE_HEARTBEAT, &[&ctx.node, &text])
+                .await
+                .map_err(ctx.pg("save the heartbeat"))?;
+            Ok(())
+        })
+    }
+
+    fn scheduler_heartbeat(&self) -> Result<Option<SchedulerHeartbeat>, StoreError> {
+        self.call(|ctx| async move {
+            let client = ctx.client("read the heartbeat").await?;
+            let Some(row) = client
+                .query_opt(schema::HEARTBEAT, &[&ctx.node])
+                .await
+                .map_err(ctx.pg("read the heartbeat"))?
+            else {
+                return Ok(None);
+            };
+            serde_json::from_str(row.get::<_, &str>(0))
+                .map(Some)
+                .map_err(|err| ctx.corrupt("heartbeat".into(), err))
+        })
+    }
+}
+
+/// How a version is named in messages: `<store>/<site>/000042`.
+fn version_path(described: &str, site: &str, version: i64) -> PathBuf {
+    PathBuf::from(format!("{described}/{site}/{version:06}"))
+}
+
+/// An install's failure: [`StoreError::Fenced`] when the trigger refused the token.
+fn install_error(ctx: &Ctx, site: &str, err: &tokio_postgres::Error) -> StoreError {
+    match err.as_db_error() {
+        Some(db) if db.code().code() == schema::FENCED_SQLSTATE => StoreError::Fenced {
+            site: site.to_owned(),
+            reason: db.message().to_owned(),
+        },
+        _ => ctx.fail("install a certificate", reason(err)),
+    }
+}
