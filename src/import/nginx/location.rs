@@ -332,6 +332,7 @@ pub(super) fn location(scope: &Scope<'_>, d: &Directive, part: &mut ServerPart) 
     let mut uses_server_root = false;
     let kind = route_kind(&d.args);
     let is_path = matches!(kind, Ok((RouteKind::Path, _)));
+    let mut strip = false;
     let target: Result<Target, String> = if let Some(answer) = &b.keys.answer {
         Ok(Target::Answer(answer.clone()))
     } else if let Some(proxy_pass) = b.proxy_pass {
@@ -342,7 +343,10 @@ pub(super) fn location(scope: &Scope<'_>, d: &Directive, part: &mut ServerPart) 
                     .to_owned(),
             )
         } else {
-            proxy_target(&proxy_pass.args[0], &path, scope.upstreams).map(Target::Proxy)
+            if is_path && proxy_strips(&proxy_pass.args[0], &path) {
+                strip = true;
+            }
+            proxy_target(&proxy_pass.args[0], &path, scope.upstreams, is_path).map(Target::Proxy)
         }
     } else if let Some(dir) = &b.keys.alias {
         if is_path {
@@ -395,6 +399,11 @@ pub(super) fn location(scope: &Scope<'_>, d: &Directive, part: &mut ServerPart) 
         );
         if let Some(route) = part.routes.last_mut() {
             route.nested = nested;
+            if strip {
+                route
+                    .keys
+                    .push(("strip_prefix".to_owned(), "true".to_owned()));
+            }
         }
         return used;
     }
@@ -451,6 +460,7 @@ fn nested_routes(
             ));
         }
         // nginx inherits root into a nested location, never proxy_pass, return or try_files.
+        let mut strip = false;
         let target = if let Some(answer) = &b.keys.answer {
             Target::Answer(answer.clone())
         } else if let Some(proxy_pass) = b.proxy_pass {
@@ -462,7 +472,12 @@ fn nested_routes(
             } else {
                 ""
             };
-            Target::Proxy(proxy_target(&proxy_pass.args[0], prefix, scope.upstreams).map_err(fail)?)
+            let prefix_route = kind == RouteKind::Path;
+            strip = prefix_route && proxy_strips(&proxy_pass.args[0], prefix);
+            Target::Proxy(
+                proxy_target(&proxy_pass.args[0], prefix, scope.upstreams, prefix_route)
+                    .map_err(fail)?,
+            )
         } else if let Some(dir) = &b.keys.alias {
             if kind != RouteKind::Path {
                 return Err(fail("alias outside a prefix location".to_owned()));
@@ -478,11 +493,14 @@ fn nested_routes(
                 "try_files needs a root to look for files in".to_owned(),
             ));
         }
-        let keys = b.keys.or(outer).route_keys(
+        let mut keys = b.keys.or(outer).route_keys(
             &scope.keys,
             matches!(target, Target::Proxy(_)),
             matches!(target, Target::Root(_) | Target::Alias(_)),
         );
+        if strip {
+            keys.push(("strip_prefix".to_owned(), "true".to_owned()));
+        }
         let mut notes = b.notes;
         if kind == RouteKind::Path && !path.ends_with('/') {
             notes.push(Note::Differs {
@@ -594,6 +612,7 @@ fn proxy_target(
     url: &str,
     path: &str,
     upstreams: &BTreeMap<String, Upstream>,
+    prefix_route: bool,
 ) -> Result<String, String> {
     if url.contains('$') {
         return Err("the address uses variables; certd proxies to a fixed address".to_owned());
@@ -631,6 +650,15 @@ fn proxy_target(
     if uri.contains('?') {
         return Err("certd upstreams cannot have a query".to_owned());
     }
+    if prefix_route && strips_prefix(uri, path) {
+        // nginx swaps the matched prefix for the URI part: certd's `strip_prefix = true` (the
+        // caller adds it, see `proxy_strips`) cuts the route's prefix and appends the rest.
+        let proxy = format!("http://{authority}{uri}");
+        proxy
+            .parse::<hyper::Uri>()
+            .map_err(|err| format!("`{proxy}` is not a URL certd accepts: {err}"))?;
+        return Ok(proxy);
+    }
     if !uri.is_empty() && uri != path {
         // certd puts a base path in front of the whole path; nginx swaps the matched prefix.
         let example = if path.ends_with('/') {
@@ -650,6 +678,26 @@ fn proxy_target(
         .parse::<hyper::Uri>()
         .map_err(|err| format!("`{proxy}` is not a URL certd accepts: {err}"))?;
     Ok(proxy)
+}
+
+/// Whether `proxy_pass URL` in prefix `location PATH` replaces the matched prefix in a way
+/// certd's `strip_prefix = true` does the same: a URI part other than the path itself, and
+/// both ending in `/` or neither (`/jellyfin/` → `http://s/`: `/jellyfin/x` → `/x`). A route whose
+/// `proxy` [`proxy_target`] made with a path must get `strip_prefix = true`.
+pub(super) fn proxy_strips(url: &str, path: &str) -> bool {
+    let Some(rest) = url.strip_prefix("http://") else {
+        return false;
+    };
+    let uri = &rest[rest.find('/').unwrap_or(rest.len())..];
+    strips_prefix(uri, path)
+}
+
+fn strips_prefix(uri: &str, path: &str) -> bool {
+    !uri.is_empty()
+        && uri != path
+        && path.starts_with('/')
+        && path.ends_with('/') == uri.ends_with('/')
+        && !uri.contains(['?', '$'])
 }
 
 /// A server-level `error_page CODE... URI`: one `[site.error_pages]` entry per code, the file
@@ -737,7 +785,7 @@ mod tests {
     #[test]
     fn proxy_pass_paths() {
         let none = BTreeMap::new();
-        let ok = |url, path| proxy_target(url, path, &none).unwrap();
+        let ok = |url, path| proxy_target(url, path, &none, false).unwrap();
         assert_eq!(ok("http://localhost:8080", "/"), "http://localhost:8080");
         assert_eq!(ok("http://127.0.0.1:8081", "/ws"), "http://127.0.0.1:8081");
         // The same path as the location: nginx maps /api/x to /api/x, as certd does without one.
@@ -747,11 +795,27 @@ mod tests {
         );
         assert_eq!(ok("http://127.0.0.1:9000/", "/"), "http://127.0.0.1:9000");
         // Another path: nginx swaps the prefix, which certd's base path does not do.
-        let why = proxy_target("http://127.0.0.1:9000/", "/api/", &none).unwrap_err();
+        let why = proxy_target("http://127.0.0.1:9000/", "/api/", &none, false).unwrap_err();
         assert!(why.contains("/api/x → /x"), "{why}");
-        assert!(proxy_target("http://127.0.0.1:9000/v1", "/api", &none)
-            .unwrap_err()
-            .contains("/api/x → /v1/x"));
+        // On a prefix route that is `strip_prefix = true` with the URI part as the base path,
+        // when both end in `/` or neither does.
+        let strip = |url, path| proxy_target(url, path, &none, true).unwrap();
+        assert_eq!(
+            strip("http://127.0.0.1:9000/", "/api/"),
+            "http://127.0.0.1:9000/"
+        );
+        assert!(proxy_strips("http://127.0.0.1:9000/", "/api/"));
+        assert_eq!(strip("http://s:1/v1", "/api"), "http://s:1/v1");
+        assert!(proxy_strips("http://s:1/v1", "/api"));
+        assert!(!proxy_strips("http://s:1/api/", "/api/"));
+        assert!(!proxy_strips("http://s:1", "/api/"));
+        assert!(!proxy_strips("http://s:1/", "/api"));
+        assert!(proxy_target("http://127.0.0.1:9000/", "/api", &none, true).is_err());
+        assert!(
+            proxy_target("http://127.0.0.1:9000/v1", "/api", &none, false)
+                .unwrap_err()
+                .contains("/api/x → /v1/x")
+        );
 
         let upstreams = BTreeMap::from([
             (
@@ -779,21 +843,21 @@ mod tests {
                 },
             ),
         ]);
-        assert!(proxy_target("http://bad", "/", &upstreams)
+        assert!(proxy_target("http://bad", "/", &upstreams, false)
             .unwrap_err()
             .contains("line 3"));
         assert_eq!(
-            proxy_target("http://app", "/", &upstreams).unwrap(),
+            proxy_target("http://app", "/", &upstreams, false).unwrap(),
             "http://app"
         );
         assert_eq!(
-            proxy_target("http://one", "/", &upstreams).unwrap(),
+            proxy_target("http://one", "/", &upstreams, false).unwrap(),
             "http://127.0.0.1:3000"
         );
-        assert!(proxy_target("https://127.0.0.1:8443", "/", &none).is_err());
-        assert!(proxy_target("http://$backend", "/", &none).is_err());
-        assert!(proxy_target("unix:/run/app.sock", "/", &none).is_err());
-        assert!(proxy_target("http://127.0.0.1:8080/?a=b", "/", &none).is_err());
+        assert!(proxy_target("https://127.0.0.1:8443", "/", &none, false).is_err());
+        assert!(proxy_target("http://$backend", "/", &none, false).is_err());
+        assert!(proxy_target("unix:/run/app.sock", "/", &none, false).is_err());
+        assert!(proxy_target("http://127.0.0.1:8080/?a=b", "/", &none, false).is_err());
     }
 
     #[test]

@@ -29,6 +29,7 @@ mod safety;
 mod server;
 mod translate;
 mod upstream;
+mod vars;
 
 #[cfg(test)]
 mod corpus_tests;

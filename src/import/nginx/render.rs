@@ -428,6 +428,10 @@ fn topic_text(topic: Topic) -> &'static str {
             "default_server: [https] default_site, the certificate certd offers to handshakes \
              without a name it knows"
         }
+        Topic::LiteralSet => {
+            "set $var with a fixed value nothing else changes: the value is written where the \
+             variable is used"
+        }
         Topic::ProxyProtocol => {
             "PROXY protocol: connections start with a PROXY header (v1 or v2), accepted only from \
              [https] trusted_proxies, and its source address is the client"

@@ -85,8 +85,13 @@ pub(super) fn server(
     file: usize,
     upstreams: &BTreeMap<String, Upstream>,
     body_size: Option<&str>,
+    maps: &BTreeSet<String>,
 ) -> ServerPart {
     let body: &[Directive] = d.block.as_deref().unwrap_or_default();
+    // `set $public /srv;` then `root $public;`: the value written where it is used.
+    let literal = super::vars::literal_sets(body, maps);
+    let substituted = super::vars::substitute(body, &literal);
+    let body: &[Directive] = &substituted;
     let at = |d: &Directive| Loc { file, line: d.line };
     let mut part = ServerPart {
         at: at(d),
@@ -172,6 +177,9 @@ pub(super) fn server(
         let here = at(d);
         match d.name.as_str() {
             "server_name" => {}
+            "set" if super::vars::is_resolved_set(d, &literal) => {
+                cover(&mut part.covered, Topic::LiteralSet, here)
+            }
             "listen" => {
                 let l = listen(d);
                 match l.problem {
@@ -386,6 +394,32 @@ fn php_route(php: &Php, body: &[Directive], part: &mut ServerPart) {
             return;
         }
     };
+    // A folder: certd runs its fastcgi_index script, else serves its index.html, which is what
+    // nginx's `index` does only with exactly that list.
+    let script = php.index.as_deref().unwrap_or("index.php");
+    let wanted = format!("[{}, \"index.html\"]", super::keys::toml_str(script));
+    let index = route
+        .keys
+        .iter()
+        .chain(part.keys.iter())
+        .find(|(k, _)| k == "index")
+        .map_or("[\"index.html\"]", |(_, v)| v.as_str());
+    if index != wanted {
+        let why = format!(
+            "nginx's `index` here is {index}: certd's FastCGI route runs a folder's {script}, \
+             else serves its index.html (nginx `index {script} index.html`)"
+        );
+        part.left_out.push(LeftOut {
+            at: php.at,
+            matcher: Matcher::Regex(php.re.clone()),
+            answer: None,
+            refuses_dotfiles_only: false,
+            source,
+            pending: Some((text, why, Vec::new(), Covered::new())),
+            preferred: false,
+        });
+        return;
+    }
     if let Some(i) = try_files {
         route.keys.remove(i);
     }

@@ -854,3 +854,83 @@ fn default_server_becomes_https_default_site_that_certd_accepts() {
     let config = load(&fragment.text, dir.path());
     assert_eq!(config.https.default_site.as_deref(), Some("a.example"));
 }
+
+#[test]
+fn a_literal_server_set_is_the_root_it_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let public = dir.path().join("public");
+    std::fs::create_dir(&public).unwrap();
+    let nginx = format!(
+        "server {{\n  listen 443 ssl;\n  server_name a.example;\n  set $public {};\n  \
+         location / {{\n    root $public;\n  }}\n}}\n",
+        public.display()
+    );
+    let fragment = fragment(&[("a.conf", &nginx)]);
+    assert_eq!(fragment.untranslated, 0, "{}", fragment.text);
+    let config = load(&fragment.text, dir.path());
+    assert_eq!(
+        config.sites[0].routes[0].target,
+        RouteTargetConfig::Root(public.clone())
+    );
+    // The same `set` changed in a location: nothing is resolved, the location is left out.
+    let changed = nginx.replace("root $public;", "set $public /tmp; root $public;");
+    let t = translated(&[("a.conf", &changed)]);
+    assert!(t.sites[0].routes.is_empty());
+    assert!(untranslated(&t).iter().any(|(line, _)| *line == 4));
+}
+
+#[test]
+fn proxy_pass_with_another_uri_on_a_prefix_location_strips_the_prefix() {
+    let dir = tempfile::tempdir().unwrap();
+    let nginx = "server {\n  listen 443 ssl;\n  server_name a.example;\n  \
+                 location /jellyfin/ {\n    proxy_pass http://127.0.0.1:8096/;\n  }\n  \
+                 location /api {\n    proxy_pass http://127.0.0.1:9000/v1;\n  }\n  \
+                 location /odd/ {\n    proxy_pass http://127.0.0.1:9000/x;\n  }\n}\n";
+    let fragment = fragment(&[("a.conf", nginx)]);
+    let config = load(&fragment.text, dir.path());
+    let routes: Vec<(&str, &RouteTargetConfig, bool)> = config.sites[0]
+        .routes
+        .iter()
+        .map(|r| (r.path.as_str(), &r.target, r.strip_prefix))
+        .collect();
+    assert_eq!(
+        routes,
+        [
+            ("/jellyfin/", &proxy("http://127.0.0.1:8096/"), true),
+            ("/api", &proxy("http://127.0.0.1:9000/v1"), true),
+        ],
+        "{}",
+        fragment.text
+    );
+    // `/odd/` → `/x`: /odd/a would become /xa, which certd cannot do: left out.
+    assert_eq!(fragment.untranslated, 1, "{}", fragment.text);
+}
+
+#[test]
+fn the_php_idiom_needs_the_folder_index_certd_has() {
+    let php = |index: &str| {
+        format!(
+            "server {{\n  listen 443 ssl;\n  server_name a.example;\n  root /srv/a;\n  {index}\n  \
+             location / {{\n    try_files $uri $uri/ /index.php?$args;\n  }}\n  \
+             location ~ \\.php$ {{\n    include fastcgi_params;\n    \
+             fastcgi_pass unix:/run/php.sock;\n  }}\n}}\n"
+        )
+    };
+    let fastcgi = |t: &Translation| {
+        t.sites[0]
+            .routes
+            .iter()
+            .any(|r| r.keys.iter().any(|(k, _)| k == "fastcgi"))
+    };
+    assert!(fastcgi(&translated(&[(
+        "a.conf",
+        &php("index index.php index.html;")
+    )])));
+    // nginx answers a folder with only index.html 403 (WordPress's `index index.php`), or runs
+    // no index.php (nginx's default `index index.html`): certd's route would do otherwise.
+    for index in ["index index.php;", ""] {
+        let t = translated(&[("a.conf", &php(index))]);
+        assert!(!fastcgi(&t), "{index}");
+        assert!(t.sites[0].routes.is_empty(), "{index}");
+    }
+}

@@ -63,6 +63,9 @@ pub(super) enum Topic {
     BodySize,
     /// `location ~ \.php$ { fastcgi_pass … }`: the `/` route runs PHP (`fastcgi`).
     Fastcgi,
+    /// A server-level `set $var /literal;` nothing else changes: its value is written where the
+    /// variable is used (see `super::vars`).
+    LiteralSet,
 }
 
 /// The lines translated per topic.
@@ -197,6 +200,8 @@ pub(super) struct Translation {
     pub(super) default_site: Option<String>,
     /// The `[[upstream]]` tables of the upstream blocks with several servers, as TOML.
     pub(super) upstreams: Vec<String>,
+    /// The variables `map` blocks define (never resolved as constants, see `super::vars`).
+    pub(super) maps: std::collections::BTreeSet<String>,
 }
 
 impl Translation {
@@ -238,6 +243,7 @@ pub(super) fn translate(files: &[(String, Vec<Directive>)]) -> Translation {
         .filter(|u| u.single.is_none())
         .filter_map(|u| u.group.as_ref().ok().cloned())
         .collect();
+    translation.maps = super::vars::map_targets(files.iter().map(|(_, d)| d.as_slice()));
     let mut parts = Vec::new();
     for (file, (_, directives)) in files.iter().enumerate() {
         walk(
@@ -332,7 +338,13 @@ fn walk(
     for d in directives {
         let at = Loc { file, line: d.line };
         match (d.name.as_str(), &d.block) {
-            ("server", Some(_)) => parts.push(server::server(d, file, upstreams, body_size)),
+            ("server", Some(_)) => parts.push(server::server(
+                d,
+                file,
+                upstreams,
+                body_size,
+                &translation.maps,
+            )),
             ("http", Some(inner)) if !in_http => {
                 walk(inner, file, upstreams, body_size, true, parts, translation)
             }
