@@ -24,6 +24,9 @@ pub(super) struct Scope<'a> {
     error_uris: BTreeSet<&'a str>,
     /// Its server-level keys, which locations inherit.
     pub(super) keys: Keys,
+    /// Every URI nginx may redirect to internally (the last `try_files` argument, `error_page`
+    /// targets, `rewrite … last` replacements), anywhere in the block.
+    redirect_uris: Vec<&'a str>,
 }
 
 /// One location of a server block, as the error page lookup sees it.
@@ -86,6 +89,8 @@ impl<'a> Scope<'a> {
                 keys.take(d, certd_sets);
             }
         }
+        let mut redirect_uris = Vec::new();
+        redirect_targets(body, &mut redirect_uris);
         Self {
             file,
             upstreams,
@@ -93,6 +98,7 @@ impl<'a> Scope<'a> {
             locations,
             error_uris,
             keys,
+            redirect_uris,
         }
     }
 
@@ -302,6 +308,73 @@ fn body<'d>(scope: &Scope<'_>, d: &'d Directive) -> Body<'d> {
     b
 }
 
+/// The URIs of `tree` nginx may redirect to internally (see [`Scope::redirect_uris`]).
+fn redirect_targets<'a>(tree: &'a [Directive], out: &mut Vec<&'a str>) {
+    for d in tree {
+        let target = match d.name.as_str() {
+            "try_files" | "error_page" => d.args.last(),
+            // `break` stays in its location, `redirect`/`permanent` go back to the client.
+            "rewrite" if matches!(d.args.get(2).map(String::as_str), None | Some("last")) => {
+                d.args.get(1)
+            }
+            _ => None,
+        };
+        out.extend(target.map(String::as_str));
+        redirect_targets(d.block.as_deref().unwrap_or_default(), out);
+    }
+}
+
+/// `location = /check-auth { internal; … }`, `location ^~ /backups/ { internal; }`: nginx answers
+/// 404 to every request a client sends there, before anything else in the block, so the route is
+/// a 404 answer, when nothing in the server block redirects there internally (certd has no
+/// internal redirects to such a route) and nothing in it changes that 404 (`error_page`,
+/// `add_header … always`, a nested location a client could reach). The rewritten location, with
+/// `return 404;` as its only line, or `None`.
+fn internal_location(scope: &Scope<'_>, d: &Directive, matcher: &Matcher) -> Option<Directive> {
+    let inner: &[Directive] = d.block.as_deref().unwrap_or_default();
+    if !inner
+        .iter()
+        .any(|i| i.name == "internal" && i.args.is_empty())
+    {
+        return None;
+    }
+    let (path, exact) = match matcher {
+        Matcher::Exact(path) => (path.as_str(), true),
+        Matcher::Prefix(path) => (path.as_str(), false),
+        Matcher::Regex(_) | Matcher::Named => return None,
+    };
+    let changes_the_404 = inner.iter().any(|i| {
+        i.block.is_some()
+            || i.name == "error_page"
+            || (i.name == "add_header" && i.args.last().is_some_and(|a| a == "always"))
+    });
+    let reached = scope.redirect_uris.iter().any(|uri| {
+        let literal = &uri[..uri.find(['$', '?']).unwrap_or(uri.len())];
+        let variable = literal.len() < uri.len();
+        if literal.starts_with('@') || literal.starts_with('=') {
+            return false;
+        }
+        if exact {
+            literal == path || (variable && path.starts_with(literal))
+        } else {
+            literal.starts_with(path) || (variable && path.starts_with(literal))
+        }
+    });
+    if changes_the_404 || reached {
+        return None;
+    }
+    let mut answer = d.clone();
+    answer.block = Some(vec![Directive {
+        name: "return".to_owned(),
+        args: vec!["404".to_owned()],
+        line: d.line,
+        end_line: d.line,
+        block: None,
+        certbot: false,
+    }]);
+    Some(answer)
+}
+
 /// Whether certd sets request header `name` to `value` by itself.
 pub(super) fn certd_sets(name: &str, value: &str) -> bool {
     proxy_header(name, value).is_some()
@@ -321,6 +394,12 @@ pub(super) fn location(scope: &Scope<'_>, d: &Directive, part: &mut ServerPart) 
             cover(&mut part.covered, Topic::ErrorPageLocation, at);
             return false;
         }
+    }
+    if let Some(answer) = internal_location(scope, d, &matcher) {
+        for inner in d.block.as_deref().unwrap_or_default() {
+            cover(&mut part.covered, Topic::Internal, scope.at(inner));
+        }
+        return location(scope, &answer, part);
     }
     let path = match &matcher {
         Matcher::Prefix(path) | Matcher::Exact(path) => path.clone(),

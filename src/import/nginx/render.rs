@@ -428,6 +428,10 @@ fn topic_text(topic: Topic) -> &'static str {
             "default_server: [https] default_site, the certificate certd offers to handshakes \
              without a name it knows"
         }
+        Topic::Internal => {
+            "internal: nginx answers 404 to every request a client sends there (nothing in \
+             these files redirects there internally), and so does this route"
+        }
         Topic::LiteralSet => {
             "set $var with a fixed value nothing else changes: the value is written where the \
              variable is used"

@@ -934,3 +934,34 @@ fn the_php_idiom_needs_the_folder_index_certd_has() {
         assert!(t.sites[0].routes.is_empty(), "{index}");
     }
 }
+
+#[test]
+fn an_internal_location_no_redirect_reaches_answers_404() {
+    let server = |more: &str| {
+        format!(
+            "server {{\n  listen 443 ssl;\n  server_name a.example;\n  \
+             location ^~ /backups/ {{\n    internal;\n  }}\n  \
+             location / {{\n    proxy_pass http://127.0.0.1:9000;\n{more}  }}\n}}\n"
+        )
+    };
+    let t = translated(&[("a.conf", &server(""))]);
+    let backups = t.sites[0].routes.iter().find(|r| r.path == "/backups/");
+    assert!(
+        matches!(backups.map(|r| &r.target), Some(Target::Answer(a)) if a.contains("404")),
+        "{:?}",
+        t.sites[0].routes
+    );
+    assert_eq!(t.untranslated(), 0);
+    // An error page or a `rewrite … last` into it is nginx's own redirect, which certd's route
+    // would answer 404: left out, and `/` with it.
+    for more in [
+        "    error_page 502 /backups/down.html;\n",
+        "    rewrite ^/old/(.*)$ /backups/$1 last;\n",
+    ] {
+        let t = translated(&[("a.conf", &server(more))]);
+        assert!(
+            !t.sites[0].routes.iter().any(|r| r.path == "/backups/"),
+            "{more}"
+        );
+    }
+}

@@ -66,6 +66,8 @@ pub(super) enum Topic {
     /// A server-level `set $var /literal;` nothing else changes: its value is written where the
     /// variable is used (see `super::vars`).
     LiteralSet,
+    /// `location … { internal; … }` no internal redirect reaches: a 404 answer.
+    Internal,
 }
 
 /// The lines translated per topic.
