@@ -60,6 +60,8 @@ pub(super) struct ServerPart {
     pub(super) default_server: Vec<(Loc, bool)>,
     /// The site-level keys of its server-level directives.
     pub(super) keys: Vec<(String, String)>,
+    /// nginx's catch-all server: no `server_name`, or only `_`/`""` (see `--default-name`).
+    pub(super) catch_all: bool,
 }
 
 impl ServerPart {
@@ -109,6 +111,11 @@ pub(super) fn server(
         left_out: Vec::new(),
         default_server: Vec::new(),
         keys: Vec::new(),
+        catch_all: body
+            .iter()
+            .filter(|d| d.name == "server_name")
+            .flat_map(|d| d.args.iter())
+            .all(|a| a.is_empty() || a == "_"),
     };
     for name in body.iter().filter(|d| d.name == "server_name") {
         names(name, at(name), &mut part);
@@ -490,6 +497,15 @@ fn names(d: &Directive, at: Loc, part: &mut ServerPart) {
         for piece in arg.split(',') {
             let piece = piece.trim();
             if piece.is_empty() {
+                continue;
+            }
+            if piece == "_" {
+                let why = "`_` is nginx's catch-all, no DNS name: name the site with `certd \
+                           import nginx --default-name NAME`"
+                    .to_owned();
+                part.notes
+                    .push(Note::untranslated(at, d, Some(why.clone())));
+                part.name_problems.push(why);
                 continue;
             }
             match validate_dns_name(piece) {

@@ -389,7 +389,7 @@ fn exit_codes() {
     let invalid = write("broken", "server {\n  listen 80;\n");
     let run = |files: &[PathBuf]| {
         let mut out = Vec::new();
-        let code = super::run_to(files, &mut out);
+        let code = super::run_to(files, None, &mut out);
         (code, String::from_utf8(out).unwrap())
     };
     let (code, out) = run(std::slice::from_ref(&seed));
@@ -441,7 +441,7 @@ fn names_that_are_not_dns_names_are_left_out_and_listed() {
         .collect();
     assert_eq!(why.len(), 4, "{why:#?}");
     assert!(why[0].starts_with("6: no name in server_name"), "{why:#?}");
-    assert!(why[1].starts_with("3: `_` is left out: underscores"));
+    assert!(why[1].starts_with("3: `_` is nginx's catch-all"));
     assert!(why[2].starts_with("3: `10.0.0.1` is left out: an IP address"));
     assert!(why[3].starts_with("3: `*.b.example` is left out: wildcard"));
 }
@@ -964,4 +964,46 @@ fn an_internal_location_no_redirect_reaches_answers_404() {
             "{more}"
         );
     }
+}
+
+#[test]
+fn the_catch_all_server_is_the_default_name_site() {
+    let dir = tempfile::tempdir().unwrap();
+    let grafana = "upstream grafana {\n  server localhost:3000;\n}\nserver {\n  listen 80;\n  \
+                   location / {\n    proxy_pass http://grafana;\n  }\n}\n";
+    let named = |name: Option<&str>, text: &str| {
+        super::translate_texts_named(&[(Path::new("g.conf"), text)], name).unwrap()
+    };
+    // Without a name there is no site: certd needs one for the certificate.
+    assert!(!named(None, grafana).text.contains("[[site]]"));
+    let fragment = named(Some("grafana.example"), grafana);
+    let config = load(&fragment.text, dir.path());
+    assert_eq!(config.sites[0].names, ["grafana.example"]);
+    assert_eq!(
+        config.https.default_site.as_deref(),
+        Some("grafana.example")
+    );
+    assert_eq!(
+        config.sites[0].routes[0].target,
+        proxy("http://localhost:3000")
+    );
+    // `server_name _` with default_server beside a named block: the same.
+    let two = "server {\n  listen 443 ssl default_server;\n  server_name _;\n  location / {\n    \
+               proxy_pass http://127.0.0.1:9000;\n  }\n}\nserver {\n  listen 443 ssl;\n  \
+               server_name b.example;\n  location / {\n    proxy_pass http://127.0.0.1:9001;\n  \
+               }\n}\n";
+    let fragment = named(Some("a.example"), two);
+    assert_eq!(fragment.untranslated, 0, "{}", fragment.text);
+    let config = load(&fragment.text, dir.path());
+    assert_eq!(config.sites.len(), 2);
+    assert_eq!(config.https.default_site.as_deref(), Some("a.example"));
+    // A nameless block that is not nginx's default for its port answers only requests without a
+    // Host: no site.
+    let not_default = two.replace(" default_server", "");
+    assert_eq!(
+        load(&named(Some("a.example"), &not_default).text, dir.path())
+            .sites
+            .len(),
+        1
+    );
 }
