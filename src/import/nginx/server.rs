@@ -447,6 +447,12 @@ fn php_route(php: &Php, body: &[Directive], part: &mut ServerPart) {
     if front != "false" {
         route.notes.push(Note::Differs {
             at: php.at,
+            text: "a folder with neither index file: nginx answers 403 (`$uri/` exists, no \
+                   index), certd runs the front controller"
+                .to_owned(),
+        });
+        route.notes.push(Note::Differs {
+            at: php.at,
             text: "nginx hands every path ending in .php to php-fpm (a missing script is its \
                    404); certd runs existing scripts only and sends other paths, missing .php \
                    ones too, to the front controller"
