@@ -85,5 +85,9 @@ pub enum ImportCommand {
         /// nginx configuration files (e.g. /etc/nginx/sites-enabled/example).
         #[arg(required = true)]
         files: Vec<PathBuf>,
+        /// The name for nginx's catch-all server block (no `server_name`, or `server_name _`):
+        /// its site's name and `[https] default_site`.
+        #[arg(long, value_name = "NAME")]
+        default_name: Option<String>,
     },
 }

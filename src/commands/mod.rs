@@ -43,7 +43,10 @@ pub async fn run(cli: Cli) -> u8 {
         Command::Import(ImportCommand::Certbot { from }) => {
             crate::import::certbot::run(&from, &cli.config).await
         }
-        Command::Import(ImportCommand::Nginx { files }) => crate::import::nginx::run(&files),
+        Command::Import(ImportCommand::Nginx {
+            files,
+            default_name,
+        }) => crate::import::nginx::run(&files, default_name.as_deref()),
         Command::GenerateAssets { out } => assets::run(&out),
     }
 }

@@ -24,6 +24,9 @@ pub(super) struct Scope<'a> {
     error_uris: BTreeSet<&'a str>,
     /// Its server-level keys, which locations inherit.
     pub(super) keys: Keys,
+    /// Every URI nginx may redirect to internally (the last `try_files` argument, `error_page`
+    /// targets, `rewrite … last` replacements), anywhere in the block.
+    redirect_uris: Vec<&'a str>,
 }
 
 /// One location of a server block, as the error page lookup sees it.
@@ -86,6 +89,8 @@ impl<'a> Scope<'a> {
                 keys.take(d, certd_sets);
             }
         }
+        let mut redirect_uris = Vec::new();
+        redirect_targets(body, &mut redirect_uris);
         Self {
             file,
             upstreams,
@@ -93,6 +98,7 @@ impl<'a> Scope<'a> {
             locations,
             error_uris,
             keys,
+            redirect_uris,
         }
     }
 
@@ -302,6 +308,73 @@ fn body<'d>(scope: &Scope<'_>, d: &'d Directive) -> Body<'d> {
     b
 }
 
+/// The URIs of `tree` nginx may redirect to internally (see [`Scope::redirect_uris`]).
+fn redirect_targets<'a>(tree: &'a [Directive], out: &mut Vec<&'a str>) {
+    for d in tree {
+        let target = match d.name.as_str() {
+            "try_files" | "error_page" => d.args.last(),
+            // `break` stays in its location, `redirect`/`permanent` go back to the client.
+            "rewrite" if matches!(d.args.get(2).map(String::as_str), None | Some("last")) => {
+                d.args.get(1)
+            }
+            _ => None,
+        };
+        out.extend(target.map(String::as_str));
+        redirect_targets(d.block.as_deref().unwrap_or_default(), out);
+    }
+}
+
+/// `location = /check-auth { internal; … }`, `location ^~ /backups/ { internal; }`: nginx answers
+/// 404 to every request a client sends there, before anything else in the block, so the route is
+/// a 404 answer, when nothing in the server block redirects there internally (certd has no
+/// internal redirects to such a route) and nothing in it changes that 404 (`error_page`,
+/// `add_header … always`, a nested location a client could reach). The rewritten location, with
+/// `return 404;` as its only line, or `None`.
+fn internal_location(scope: &Scope<'_>, d: &Directive, matcher: &Matcher) -> Option<Directive> {
+    let inner: &[Directive] = d.block.as_deref().unwrap_or_default();
+    if !inner
+        .iter()
+        .any(|i| i.name == "internal" && i.args.is_empty())
+    {
+        return None;
+    }
+    let (path, exact) = match matcher {
+        Matcher::Exact(path) => (path.as_str(), true),
+        Matcher::Prefix(path) => (path.as_str(), false),
+        Matcher::Regex(_) | Matcher::Named => return None,
+    };
+    let changes_the_404 = inner.iter().any(|i| {
+        i.block.is_some()
+            || i.name == "error_page"
+            || (i.name == "add_header" && i.args.last().is_some_and(|a| a == "always"))
+    });
+    let reached = scope.redirect_uris.iter().any(|uri| {
+        let literal = &uri[..uri.find(['$', '?']).unwrap_or(uri.len())];
+        let variable = literal.len() < uri.len();
+        if literal.starts_with('@') || literal.starts_with('=') {
+            return false;
+        }
+        if exact {
+            literal == path || (variable && path.starts_with(literal))
+        } else {
+            literal.starts_with(path) || (variable && path.starts_with(literal))
+        }
+    });
+    if changes_the_404 || reached {
+        return None;
+    }
+    let mut answer = d.clone();
+    answer.block = Some(vec![Directive {
+        name: "return".to_owned(),
+        args: vec!["404".to_owned()],
+        line: d.line,
+        end_line: d.line,
+        block: None,
+        certbot: false,
+    }]);
+    Some(answer)
+}
+
 /// Whether certd sets request header `name` to `value` by itself.
 pub(super) fn certd_sets(name: &str, value: &str) -> bool {
     proxy_header(name, value).is_some()
@@ -322,6 +395,12 @@ pub(super) fn location(scope: &Scope<'_>, d: &Directive, part: &mut ServerPart) 
             return false;
         }
     }
+    if let Some(answer) = internal_location(scope, d, &matcher) {
+        for inner in d.block.as_deref().unwrap_or_default() {
+            cover(&mut part.covered, Topic::Internal, scope.at(inner));
+        }
+        return location(scope, &answer, part);
+    }
     let path = match &matcher {
         Matcher::Prefix(path) | Matcher::Exact(path) => path.clone(),
         // What a regex or named location would add to the path: nothing known.
@@ -332,6 +411,7 @@ pub(super) fn location(scope: &Scope<'_>, d: &Directive, part: &mut ServerPart) 
     let mut uses_server_root = false;
     let kind = route_kind(&d.args);
     let is_path = matches!(kind, Ok((RouteKind::Path, _)));
+    let mut strip = false;
     let target: Result<Target, String> = if let Some(answer) = &b.keys.answer {
         Ok(Target::Answer(answer.clone()))
     } else if let Some(proxy_pass) = b.proxy_pass {
@@ -342,7 +422,10 @@ pub(super) fn location(scope: &Scope<'_>, d: &Directive, part: &mut ServerPart) 
                     .to_owned(),
             )
         } else {
-            proxy_target(&proxy_pass.args[0], &path, scope.upstreams).map(Target::Proxy)
+            if is_path && proxy_strips(&proxy_pass.args[0], &path) {
+                strip = true;
+            }
+            proxy_target(&proxy_pass.args[0], &path, scope.upstreams, is_path).map(Target::Proxy)
         }
     } else if let Some(dir) = &b.keys.alias {
         if is_path {
@@ -395,6 +478,11 @@ pub(super) fn location(scope: &Scope<'_>, d: &Directive, part: &mut ServerPart) 
         );
         if let Some(route) = part.routes.last_mut() {
             route.nested = nested;
+            if strip {
+                route
+                    .keys
+                    .push(("strip_prefix".to_owned(), "true".to_owned()));
+            }
         }
         return used;
     }
@@ -451,6 +539,7 @@ fn nested_routes(
             ));
         }
         // nginx inherits root into a nested location, never proxy_pass, return or try_files.
+        let mut strip = false;
         let target = if let Some(answer) = &b.keys.answer {
             Target::Answer(answer.clone())
         } else if let Some(proxy_pass) = b.proxy_pass {
@@ -462,7 +551,12 @@ fn nested_routes(
             } else {
                 ""
             };
-            Target::Proxy(proxy_target(&proxy_pass.args[0], prefix, scope.upstreams).map_err(fail)?)
+            let prefix_route = kind == RouteKind::Path;
+            strip = prefix_route && proxy_strips(&proxy_pass.args[0], prefix);
+            Target::Proxy(
+                proxy_target(&proxy_pass.args[0], prefix, scope.upstreams, prefix_route)
+                    .map_err(fail)?,
+            )
         } else if let Some(dir) = &b.keys.alias {
             if kind != RouteKind::Path {
                 return Err(fail("alias outside a prefix location".to_owned()));
@@ -478,11 +572,14 @@ fn nested_routes(
                 "try_files needs a root to look for files in".to_owned(),
             ));
         }
-        let keys = b.keys.or(outer).route_keys(
+        let mut keys = b.keys.or(outer).route_keys(
             &scope.keys,
             matches!(target, Target::Proxy(_)),
             matches!(target, Target::Root(_) | Target::Alias(_)),
         );
+        if strip {
+            keys.push(("strip_prefix".to_owned(), "true".to_owned()));
+        }
         let mut notes = b.notes;
         if kind == RouteKind::Path && !path.ends_with('/') {
             notes.push(Note::Differs {
@@ -594,6 +691,7 @@ fn proxy_target(
     url: &str,
     path: &str,
     upstreams: &BTreeMap<String, Upstream>,
+    prefix_route: bool,
 ) -> Result<String, String> {
     if url.contains('$') {
         return Err("the address uses variables; certd proxies to a fixed address".to_owned());
@@ -631,6 +729,15 @@ fn proxy_target(
     if uri.contains('?') {
         return Err("certd upstreams cannot have a query".to_owned());
     }
+    if prefix_route && strips_prefix(uri, path) {
+        // nginx swaps the matched prefix for the URI part: certd's `strip_prefix = true` (the
+        // caller adds it, see `proxy_strips`) cuts the route's prefix and appends the rest.
+        let proxy = format!("http://{authority}{uri}");
+        proxy
+            .parse::<hyper::Uri>()
+            .map_err(|err| format!("`{proxy}` is not a URL certd accepts: {err}"))?;
+        return Ok(proxy);
+    }
     if !uri.is_empty() && uri != path {
         // certd puts a base path in front of the whole path; nginx swaps the matched prefix.
         let example = if path.ends_with('/') {
@@ -650,6 +757,26 @@ fn proxy_target(
         .parse::<hyper::Uri>()
         .map_err(|err| format!("`{proxy}` is not a URL certd accepts: {err}"))?;
     Ok(proxy)
+}
+
+/// Whether `proxy_pass URL` in prefix `location PATH` replaces the matched prefix in a way
+/// certd's `strip_prefix = true` does the same: a URI part other than the path itself, and
+/// both ending in `/` or neither (`/jellyfin/` → `http://s/`: `/jellyfin/x` → `/x`). A route whose
+/// `proxy` [`proxy_target`] made with a path must get `strip_prefix = true`.
+pub(super) fn proxy_strips(url: &str, path: &str) -> bool {
+    let Some(rest) = url.strip_prefix("http://") else {
+        return false;
+    };
+    let uri = &rest[rest.find('/').unwrap_or(rest.len())..];
+    strips_prefix(uri, path)
+}
+
+fn strips_prefix(uri: &str, path: &str) -> bool {
+    !uri.is_empty()
+        && uri != path
+        && path.starts_with('/')
+        && path.ends_with('/') == uri.ends_with('/')
+        && !uri.contains(['?', '$'])
 }
 
 /// A server-level `error_page CODE... URI`: one `[site.error_pages]` entry per code, the file
@@ -737,7 +864,7 @@ mod tests {
     #[test]
     fn proxy_pass_paths() {
         let none = BTreeMap::new();
-        let ok = |url, path| proxy_target(url, path, &none).unwrap();
+        let ok = |url, path| proxy_target(url, path, &none, false).unwrap();
         assert_eq!(ok("http://localhost:8080", "/"), "http://localhost:8080");
         assert_eq!(ok("http://127.0.0.1:8081", "/ws"), "http://127.0.0.1:8081");
         // The same path as the location: nginx maps /api/x to /api/x, as certd does without one.
@@ -747,11 +874,27 @@ mod tests {
         );
         assert_eq!(ok("http://127.0.0.1:9000/", "/"), "http://127.0.0.1:9000");
         // Another path: nginx swaps the prefix, which certd's base path does not do.
-        let why = proxy_target("http://127.0.0.1:9000/", "/api/", &none).unwrap_err();
+        let why = proxy_target("http://127.0.0.1:9000/", "/api/", &none, false).unwrap_err();
         assert!(why.contains("/api/x → /x"), "{why}");
-        assert!(proxy_target("http://127.0.0.1:9000/v1", "/api", &none)
-            .unwrap_err()
-            .contains("/api/x → /v1/x"));
+        // On a prefix route that is `strip_prefix = true` with the URI part as the base path,
+        // when both end in `/` or neither does.
+        let strip = |url, path| proxy_target(url, path, &none, true).unwrap();
+        assert_eq!(
+            strip("http://127.0.0.1:9000/", "/api/"),
+            "http://127.0.0.1:9000/"
+        );
+        assert!(proxy_strips("http://127.0.0.1:9000/", "/api/"));
+        assert_eq!(strip("http://s:1/v1", "/api"), "http://s:1/v1");
+        assert!(proxy_strips("http://s:1/v1", "/api"));
+        assert!(!proxy_strips("http://s:1/api/", "/api/"));
+        assert!(!proxy_strips("http://s:1", "/api/"));
+        assert!(!proxy_strips("http://s:1/", "/api"));
+        assert!(proxy_target("http://127.0.0.1:9000/", "/api", &none, true).is_err());
+        assert!(
+            proxy_target("http://127.0.0.1:9000/v1", "/api", &none, false)
+                .unwrap_err()
+                .contains("/api/x → /v1/x")
+        );
 
         let upstreams = BTreeMap::from([
             (
@@ -779,21 +922,21 @@ mod tests {
                 },
             ),
         ]);
-        assert!(proxy_target("http://bad", "/", &upstreams)
+        assert!(proxy_target("http://bad", "/", &upstreams, false)
             .unwrap_err()
             .contains("line 3"));
         assert_eq!(
-            proxy_target("http://app", "/", &upstreams).unwrap(),
+            proxy_target("http://app", "/", &upstreams, false).unwrap(),
             "http://app"
         );
         assert_eq!(
-            proxy_target("http://one", "/", &upstreams).unwrap(),
+            proxy_target("http://one", "/", &upstreams, false).unwrap(),
             "http://127.0.0.1:3000"
         );
-        assert!(proxy_target("https://127.0.0.1:8443", "/", &none).is_err());
-        assert!(proxy_target("http://$backend", "/", &none).is_err());
-        assert!(proxy_target("unix:/run/app.sock", "/", &none).is_err());
-        assert!(proxy_target("http://127.0.0.1:8080/?a=b", "/", &none).is_err());
+        assert!(proxy_target("https://127.0.0.1:8443", "/", &none, false).is_err());
+        assert!(proxy_target("http://$backend", "/", &none, false).is_err());
+        assert!(proxy_target("unix:/run/app.sock", "/", &none, false).is_err());
+        assert!(proxy_target("http://127.0.0.1:8080/?a=b", "/", &none, false).is_err());
     }
 
     #[test]

@@ -29,6 +29,7 @@ mod safety;
 mod server;
 mod translate;
 mod upstream;
+mod vars;
 
 #[cfg(test)]
 mod corpus_tests;
@@ -68,13 +69,24 @@ pub enum ImportError {
 /// exit code: 0 when everything was translated, 1 when some directives were not (each is listed as
 /// a `# untranslated` comment), 2 when a file cannot be read or parsed (every such file is named on
 /// stderr with its line, and nothing is printed on stdout).
-pub fn run(files: &[PathBuf]) -> u8 {
-    run_to(files, &mut std::io::stdout().lock())
+///
+/// `default_name` names the site of nginx's catch-all server block (no `server_name`, or `_`),
+/// which certd needs a name for (its certificate); it is also `[https] default_site`.
+pub fn run(files: &[PathBuf], default_name: Option<&str>) -> u8 {
+    run_to(files, default_name, &mut std::io::stdout().lock())
 }
 
 /// [`run`], printing the fragment on `out`.
-fn run_to(files: &[PathBuf], out: &mut dyn Write) -> u8 {
-    let fragment = match translate_files(files) {
+fn run_to(files: &[PathBuf], default_name: Option<&str>, out: &mut dyn Write) -> u8 {
+    let default_name = match default_name.map(crate::hostname::validate_dns_name) {
+        None => None,
+        Some(Ok(name)) => Some(name),
+        Some(Err(reason)) => {
+            eprintln!("certd import nginx: --default-name: {reason}");
+            return EXIT_UNUSABLE;
+        }
+    };
+    let fragment = match translate_files_named(files, default_name.as_deref()) {
         Ok(fragment) => fragment,
         Err(errors) => {
             for error in errors {
@@ -114,6 +126,14 @@ pub struct Fragment {
 /// Reads, parses and translates `files`. Every file is tried, so all unreadable or invalid files
 /// are reported at once.
 pub fn translate_files(files: &[PathBuf]) -> Result<Fragment, Vec<ImportError>> {
+    translate_files_named(files, None)
+}
+
+/// [`translate_files`], with the site name for nginx's catch-all server block (see [`run`]).
+pub fn translate_files_named(
+    files: &[PathBuf],
+    default_name: Option<&str>,
+) -> Result<Fragment, Vec<ImportError>> {
     let mut texts = Vec::new();
     let mut errors = Vec::new();
     for path in files {
@@ -129,7 +149,7 @@ pub fn translate_files(files: &[PathBuf]) -> Result<Fragment, Vec<ImportError>> 
         .iter()
         .map(|(path, text)| (*path, text.as_str()))
         .collect();
-    match translate_texts(&texts) {
+    match translate_texts_named(&texts, default_name) {
         Ok(fragment) if errors.is_empty() => Ok(fragment),
         Ok(_) => Err(errors),
         Err(more) => {
@@ -141,6 +161,14 @@ pub fn translate_files(files: &[PathBuf]) -> Result<Fragment, Vec<ImportError>> 
 
 /// Parses and translates files already read: each is `(its name, its text)`.
 pub fn translate_texts(files: &[(&Path, &str)]) -> Result<Fragment, Vec<ImportError>> {
+    translate_texts_named(files, None)
+}
+
+/// [`translate_texts`], with the site name for nginx's catch-all server block (see [`run`]).
+pub fn translate_texts_named(
+    files: &[(&Path, &str)],
+    default_name: Option<&str>,
+) -> Result<Fragment, Vec<ImportError>> {
     let mut parsed = Vec::new();
     let mut errors = Vec::new();
     for (path, text) in files {
@@ -155,7 +183,7 @@ pub fn translate_texts(files: &[(&Path, &str)]) -> Result<Fragment, Vec<ImportEr
     if !errors.is_empty() {
         return Err(errors);
     }
-    let translation = translate::translate(&parsed);
+    let translation = translate::translate_named(&parsed, default_name);
     Ok(Fragment {
         text: render::render(&translation),
         untranslated: translation.untranslated(),

@@ -428,6 +428,14 @@ fn topic_text(topic: Topic) -> &'static str {
             "default_server: [https] default_site, the certificate certd offers to handshakes \
              without a name it knows"
         }
+        Topic::Internal => {
+            "internal: nginx answers 404 to every request a client sends there (nothing in \
+             these files redirects there internally), and so does this route"
+        }
+        Topic::LiteralSet => {
+            "set $var with a fixed value nothing else changes: the value is written where the \
+             variable is used"
+        }
         Topic::ProxyProtocol => {
             "PROXY protocol: connections start with a PROXY header (v1 or v2), accepted only from \
              [https] trusted_proxies, and its source address is the client"

@@ -60,6 +60,8 @@ pub(super) struct ServerPart {
     pub(super) default_server: Vec<(Loc, bool)>,
     /// The site-level keys of its server-level directives.
     pub(super) keys: Vec<(String, String)>,
+    /// nginx's catch-all server: no `server_name`, or only `_`/`""` (see `--default-name`).
+    pub(super) catch_all: bool,
 }
 
 impl ServerPart {
@@ -85,8 +87,13 @@ pub(super) fn server(
     file: usize,
     upstreams: &BTreeMap<String, Upstream>,
     body_size: Option<&str>,
+    maps: &BTreeSet<String>,
 ) -> ServerPart {
     let body: &[Directive] = d.block.as_deref().unwrap_or_default();
+    // `set $public /srv;` then `root $public;`: the value written where it is used.
+    let literal = super::vars::literal_sets(body, maps);
+    let substituted = super::vars::substitute(body, &literal);
+    let body: &[Directive] = &substituted;
     let at = |d: &Directive| Loc { file, line: d.line };
     let mut part = ServerPart {
         at: at(d),
@@ -104,6 +111,11 @@ pub(super) fn server(
         left_out: Vec::new(),
         default_server: Vec::new(),
         keys: Vec::new(),
+        catch_all: body
+            .iter()
+            .filter(|d| d.name == "server_name")
+            .flat_map(|d| d.args.iter())
+            .all(|a| a.is_empty() || a == "_"),
     };
     for name in body.iter().filter(|d| d.name == "server_name") {
         names(name, at(name), &mut part);
@@ -172,6 +184,9 @@ pub(super) fn server(
         let here = at(d);
         match d.name.as_str() {
             "server_name" => {}
+            "set" if super::vars::is_resolved_set(d, &literal) => {
+                cover(&mut part.covered, Topic::LiteralSet, here)
+            }
             "listen" => {
                 let l = listen(d);
                 match l.problem {
@@ -386,6 +401,32 @@ fn php_route(php: &Php, body: &[Directive], part: &mut ServerPart) {
             return;
         }
     };
+    // A folder: certd runs its fastcgi_index script, else serves its index.html, which is what
+    // nginx's `index` does only with exactly that list.
+    let script = php.index.as_deref().unwrap_or("index.php");
+    let wanted = format!("[{}, \"index.html\"]", super::keys::toml_str(script));
+    let index = route
+        .keys
+        .iter()
+        .chain(part.keys.iter())
+        .find(|(k, _)| k == "index")
+        .map_or("[\"index.html\"]", |(_, v)| v.as_str());
+    if index != wanted {
+        let why = format!(
+            "nginx's `index` here is {index}: certd's FastCGI route runs a folder's {script}, \
+             else serves its index.html (nginx `index {script} index.html`)"
+        );
+        part.left_out.push(LeftOut {
+            at: php.at,
+            matcher: Matcher::Regex(php.re.clone()),
+            answer: None,
+            refuses_dotfiles_only: false,
+            source,
+            pending: Some((text, why, Vec::new(), Covered::new())),
+            preferred: false,
+        });
+        return;
+    }
     if let Some(i) = try_files {
         route.keys.remove(i);
     }
@@ -404,6 +445,12 @@ fn php_route(php: &Php, body: &[Directive], part: &mut ServerPart) {
         php.at.line
     ));
     if front != "false" {
+        route.notes.push(Note::Differs {
+            at: php.at,
+            text: "a folder with neither index file: nginx answers 403 (`$uri/` exists, no \
+                   index), certd runs the front controller"
+                .to_owned(),
+        });
         route.notes.push(Note::Differs {
             at: php.at,
             text: "nginx hands every path ending in .php to php-fpm (a missing script is its \
@@ -456,6 +503,15 @@ fn names(d: &Directive, at: Loc, part: &mut ServerPart) {
         for piece in arg.split(',') {
             let piece = piece.trim();
             if piece.is_empty() {
+                continue;
+            }
+            if piece == "_" {
+                let why = "`_` is nginx's catch-all, no DNS name: name the site with `certd \
+                           import nginx --default-name NAME`"
+                    .to_owned();
+                part.notes
+                    .push(Note::untranslated(at, d, Some(why.clone())));
+                part.name_problems.push(why);
                 continue;
             }
             match validate_dns_name(piece) {

@@ -389,7 +389,7 @@ fn exit_codes() {
     let invalid = write("broken", "server {\n  listen 80;\n");
     let run = |files: &[PathBuf]| {
         let mut out = Vec::new();
-        let code = super::run_to(files, &mut out);
+        let code = super::run_to(files, None, &mut out);
         (code, String::from_utf8(out).unwrap())
     };
     let (code, out) = run(std::slice::from_ref(&seed));
@@ -441,7 +441,7 @@ fn names_that_are_not_dns_names_are_left_out_and_listed() {
         .collect();
     assert_eq!(why.len(), 4, "{why:#?}");
     assert!(why[0].starts_with("6: no name in server_name"), "{why:#?}");
-    assert!(why[1].starts_with("3: `_` is left out: underscores"));
+    assert!(why[1].starts_with("3: `_` is nginx's catch-all"));
     assert!(why[2].starts_with("3: `10.0.0.1` is left out: an IP address"));
     assert!(why[3].starts_with("3: `*.b.example` is left out: wildcard"));
 }
@@ -853,4 +853,157 @@ fn default_server_becomes_https_default_site_that_certd_accepts() {
         .contains("[https]\ndefault_site = \"a.example\"\n"));
     let config = load(&fragment.text, dir.path());
     assert_eq!(config.https.default_site.as_deref(), Some("a.example"));
+}
+
+#[test]
+fn a_literal_server_set_is_the_root_it_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let public = dir.path().join("public");
+    std::fs::create_dir(&public).unwrap();
+    let nginx = format!(
+        "server {{\n  listen 443 ssl;\n  server_name a.example;\n  set $public {};\n  \
+         location / {{\n    root $public;\n  }}\n}}\n",
+        public.display()
+    );
+    let fragment = fragment(&[("a.conf", &nginx)]);
+    assert_eq!(fragment.untranslated, 0, "{}", fragment.text);
+    let config = load(&fragment.text, dir.path());
+    assert_eq!(
+        config.sites[0].routes[0].target,
+        RouteTargetConfig::Root(public.clone())
+    );
+    // The same `set` changed in a location: nothing is resolved, the location is left out.
+    let changed = nginx.replace("root $public;", "set $public /tmp; root $public;");
+    let t = translated(&[("a.conf", &changed)]);
+    assert!(t.sites[0].routes.is_empty());
+    assert!(untranslated(&t).iter().any(|(line, _)| *line == 4));
+}
+
+#[test]
+fn proxy_pass_with_another_uri_on_a_prefix_location_strips_the_prefix() {
+    let dir = tempfile::tempdir().unwrap();
+    let nginx = "server {\n  listen 443 ssl;\n  server_name a.example;\n  \
+                 location /jellyfin/ {\n    proxy_pass http://127.0.0.1:8096/;\n  }\n  \
+                 location /api {\n    proxy_pass http://127.0.0.1:9000/v1;\n  }\n  \
+                 location /odd/ {\n    proxy_pass http://127.0.0.1:9000/x;\n  }\n}\n";
+    let fragment = fragment(&[("a.conf", nginx)]);
+    let config = load(&fragment.text, dir.path());
+    let routes: Vec<(&str, &RouteTargetConfig, bool)> = config.sites[0]
+        .routes
+        .iter()
+        .map(|r| (r.path.as_str(), &r.target, r.strip_prefix))
+        .collect();
+    assert_eq!(
+        routes,
+        [
+            ("/jellyfin/", &proxy("http://127.0.0.1:8096/"), true),
+            ("/api", &proxy("http://127.0.0.1:9000/v1"), true),
+        ],
+        "{}",
+        fragment.text
+    );
+    // `/odd/` → `/x`: /odd/a would become /xa, which certd cannot do: left out.
+    assert_eq!(fragment.untranslated, 1, "{}", fragment.text);
+}
+
+#[test]
+fn the_php_idiom_needs_the_folder_index_certd_has() {
+    let php = |index: &str| {
+        format!(
+            "server {{\n  listen 443 ssl;\n  server_name a.example;\n  root /srv/a;\n  {index}\n  \
+             location / {{\n    try_files $uri $uri/ /index.php?$args;\n  }}\n  \
+             location ~ \\.php$ {{\n    include fastcgi_params;\n    \
+             fastcgi_pass unix:/run/php.sock;\n  }}\n}}\n"
+        )
+    };
+    let fastcgi = |t: &Translation| {
+        t.sites[0]
+            .routes
+            .iter()
+            .any(|r| r.keys.iter().any(|(k, _)| k == "fastcgi"))
+    };
+    assert!(fastcgi(&translated(&[(
+        "a.conf",
+        &php("index index.php index.html;")
+    )])));
+    // nginx answers a folder with only index.html 403 (WordPress's `index index.php`), or runs
+    // no index.php (nginx's default `index index.html`): certd's route would do otherwise.
+    for index in ["index index.php;", ""] {
+        let t = translated(&[("a.conf", &php(index))]);
+        assert!(!fastcgi(&t), "{index}");
+        assert!(t.sites[0].routes.is_empty(), "{index}");
+    }
+}
+
+#[test]
+fn an_internal_location_no_redirect_reaches_answers_404() {
+    let server = |more: &str| {
+        format!(
+            "server {{\n  listen 443 ssl;\n  server_name a.example;\n  \
+             location ^~ /backups/ {{\n    internal;\n  }}\n  \
+             location / {{\n    proxy_pass http://127.0.0.1:9000;\n{more}  }}\n}}\n"
+        )
+    };
+    let t = translated(&[("a.conf", &server(""))]);
+    let backups = t.sites[0].routes.iter().find(|r| r.path == "/backups/");
+    assert!(
+        matches!(backups.map(|r| &r.target), Some(Target::Answer(a)) if a.contains("404")),
+        "{:?}",
+        t.sites[0].routes
+    );
+    assert_eq!(t.untranslated(), 0);
+    // An error page or a `rewrite … last` into it is nginx's own redirect, which certd's route
+    // would answer 404: left out, and `/` with it.
+    for more in [
+        "    error_page 502 /backups/down.html;\n",
+        "    rewrite ^/old/(.*)$ /backups/$1 last;\n",
+    ] {
+        let t = translated(&[("a.conf", &server(more))]);
+        assert!(
+            !t.sites[0].routes.iter().any(|r| r.path == "/backups/"),
+            "{more}"
+        );
+    }
+}
+
+#[test]
+fn the_catch_all_server_is_the_default_name_site() {
+    let dir = tempfile::tempdir().unwrap();
+    let grafana = "upstream grafana {\n  server localhost:3000;\n}\nserver {\n  listen 80;\n  \
+                   location / {\n    proxy_pass http://grafana;\n  }\n}\n";
+    let named = |name: Option<&str>, text: &str| {
+        super::translate_texts_named(&[(Path::new("g.conf"), text)], name).unwrap()
+    };
+    // Without a name there is no site: certd needs one for the certificate.
+    assert!(!named(None, grafana).text.contains("[[site]]"));
+    let fragment = named(Some("grafana.example"), grafana);
+    let config = load(&fragment.text, dir.path());
+    assert_eq!(config.sites[0].names, ["grafana.example"]);
+    assert_eq!(
+        config.https.default_site.as_deref(),
+        Some("grafana.example")
+    );
+    assert_eq!(
+        config.sites[0].routes[0].target,
+        proxy("http://localhost:3000")
+    );
+    // `server_name _` with default_server beside a named block: the same.
+    let two = "server {\n  listen 443 ssl default_server;\n  server_name _;\n  location / {\n    \
+               proxy_pass http://127.0.0.1:9000;\n  }\n}\nserver {\n  listen 443 ssl;\n  \
+               server_name b.example;\n  location / {\n    proxy_pass http://127.0.0.1:9001;\n  \
+               }\n}\n";
+    let fragment = named(Some("a.example"), two);
+    assert_eq!(fragment.untranslated, 0, "{}", fragment.text);
+    let config = load(&fragment.text, dir.path());
+    assert_eq!(config.sites.len(), 2);
+    assert_eq!(config.https.default_site.as_deref(), Some("a.example"));
+    // A nameless block that is not nginx's default for its port answers only requests without a
+    // Host: no site.
+    let not_default = two.replace(" default_server", "");
+    assert_eq!(
+        load(&named(Some("a.example"), &not_default).text, dir.path())
+            .sites
+            .len(),
+        1
+    );
 }

@@ -63,6 +63,11 @@ pub(super) enum Topic {
     BodySize,
     /// `location ~ \.php$ { fastcgi_pass … }`: the `/` route runs PHP (`fastcgi`).
     Fastcgi,
+    /// A server-level `set $var /literal;` nothing else changes: its value is written where the
+    /// variable is used (see `super::vars`).
+    LiteralSet,
+    /// `location … { internal; … }` no internal redirect reaches: a 404 answer.
+    Internal,
 }
 
 /// The lines translated per topic.
@@ -197,6 +202,10 @@ pub(super) struct Translation {
     pub(super) default_site: Option<String>,
     /// The `[[upstream]]` tables of the upstream blocks with several servers, as TOML.
     pub(super) upstreams: Vec<String>,
+    /// The variables `map` blocks define (never resolved as constants, see `super::vars`).
+    pub(super) maps: std::collections::BTreeSet<String>,
+    /// `--default-name`: the site name for nginx's catch-all server block.
+    pub(super) default_name: Option<String>,
 }
 
 impl Translation {
@@ -222,9 +231,19 @@ impl Translation {
 }
 
 /// Translates parsed files: `files` holds each file's name and directives.
+#[cfg(test)]
 pub(super) fn translate(files: &[(String, Vec<Directive>)]) -> Translation {
+    translate_named(files, None)
+}
+
+/// [`translate`], with `default_name` (validated) for nginx's catch-all server block.
+pub(super) fn translate_named(
+    files: &[(String, Vec<Directive>)],
+    default_name: Option<&str>,
+) -> Translation {
     let mut translation = Translation {
         files: files.iter().map(|(name, _)| name.clone()).collect(),
+        default_name: default_name.map(str::to_owned),
         ..Translation::default()
     };
     let mut upstreams = BTreeMap::new();
@@ -238,6 +257,7 @@ pub(super) fn translate(files: &[(String, Vec<Directive>)]) -> Translation {
         .filter(|u| u.single.is_none())
         .filter_map(|u| u.group.as_ref().ok().cloned())
         .collect();
+    translation.maps = super::vars::map_targets(files.iter().map(|(_, d)| d.as_slice()));
     let mut parts = Vec::new();
     for (file, (_, directives)) in files.iter().enumerate() {
         walk(
@@ -332,7 +352,13 @@ fn walk(
     for d in directives {
         let at = Loc { file, line: d.line };
         match (d.name.as_str(), &d.block) {
-            ("server", Some(_)) => parts.push(server::server(d, file, upstreams, body_size)),
+            ("server", Some(_)) => parts.push(server::server(
+                d,
+                file,
+                upstreams,
+                body_size,
+                &translation.maps,
+            )),
             ("http", Some(inner)) if !in_http => {
                 walk(inner, file, upstreams, body_size, true, parts, translation)
             }
@@ -463,7 +489,40 @@ fn group(parts: Vec<ServerPart>, translation: &mut Translation) {
     let mut claimed: BTreeMap<String, usize> = BTreeMap::new();
 
     let mut groups: Vec<(BTreeSet<String>, Vec<ServerPart>)> = Vec::new();
-    for part in content {
+    let only_one = content.len() == 1;
+    let named: BTreeSet<String> = content.iter().flat_map(|p| p.key()).collect();
+    for mut part in content {
+        // nginx's catch-all server answers every Host; with `--default-name` it is that site,
+        // and the default one for handshakes without a name.
+        let default = only_one || !part.default_server.is_empty();
+        if let (true, true, true, Some(name)) = (
+            part.names.is_empty(),
+            part.catch_all,
+            default,
+            translation
+                .default_name
+                .clone()
+                .filter(|name| !named.contains(name)),
+        ) {
+            part.names.push(super::server::Name {
+                name: name.clone(),
+                at: part.at,
+                text: format!("--default-name {name}"),
+            });
+            part.notes.push(Note::Differs {
+                at: part.at,
+                text: format!(
+                    "nginx's catch-all server answers requests for any name; certd answers \
+                     {name} (--default-name) and refuses other names (421)"
+                ),
+            });
+            if part.default_server.is_empty() {
+                part.default_server.push((part.at, part.tls));
+            }
+            part.notes.retain(|note| {
+                !matches!(note, Note::Untranslated { text, .. } if text.starts_with("server_name"))
+            });
+        }
         if part.names.is_empty() {
             translation.outside.push(whole_server(
                 &part,

@@ -286,7 +286,15 @@ async fn run_config(stem: &str, text: &str, shared: &Shared) -> (Row, Vec<Findin
     let pebble = Pebble::start().await;
     let certd = Certd::new();
     let run = certd
-        .run("import", &["nginx", &site_path.display().to_string()])
+        .run(
+            "import",
+            &[
+                "nginx",
+                &site_path.display().to_string(),
+                "--default-name",
+                &format!("{stem}.test"),
+            ],
+        )
         .await;
     let import = Import {
         code: run.code,
