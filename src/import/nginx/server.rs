@@ -401,20 +401,20 @@ fn php_route(php: &Php, body: &[Directive], part: &mut ServerPart) {
             return;
         }
     };
-    // A folder: certd runs its fastcgi_index script, else serves its index.html, which is what
-    // nginx's `index` does only with exactly that list.
+    // A folder: certd's FastCGI route tries the route's `index` names in order (a `.php` one runs,
+    // another is served) and answers 403 with none, as nginx's index module does; only when no
+    // name is a script does it put its `fastcgi_index` first, which nginx would not.
     let script = php.index.as_deref().unwrap_or("index.php");
-    let wanted = format!("[{}, \"index.html\"]", super::keys::toml_str(script));
     let index = route
         .keys
         .iter()
         .chain(part.keys.iter())
         .find(|(k, _)| k == "index")
         .map_or("[\"index.html\"]", |(_, v)| v.as_str());
-    if index != wanted {
+    if !index.to_ascii_lowercase().contains(".php\"") {
         let why = format!(
-            "nginx's `index` here is {index}: certd's FastCGI route runs a folder's {script}, \
-             else serves its index.html (nginx `index {script} index.html`)"
+            "nginx's `index` here is {index}, with no PHP script: certd's FastCGI route would run \
+             a folder's {script} first (add it to nginx's `index` list to translate this)"
         );
         part.left_out.push(LeftOut {
             at: php.at,
@@ -447,15 +447,9 @@ fn php_route(php: &Php, body: &[Directive], part: &mut ServerPart) {
     if front != "false" {
         route.notes.push(Note::Differs {
             at: php.at,
-            text: "a folder with neither index file: nginx answers 403 (`$uri/` exists, no \
-                   index), certd runs the front controller"
-                .to_owned(),
-        });
-        route.notes.push(Note::Differs {
-            at: php.at,
-            text: "nginx hands every path ending in .php to php-fpm (a missing script is its \
-                   404); certd runs existing scripts only and sends other paths, missing .php \
-                   ones too, to the front controller"
+            text: "nginx hands every path ending in .php to php-fpm (a missing script is \
+                   php-fpm's own 404 page); certd runs existing scripts only and answers a \
+                   missing one 404 itself"
                 .to_owned(),
         });
     }
