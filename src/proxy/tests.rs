@@ -1270,3 +1270,42 @@ async fn a_try_files_fallback_to_a_named_route_sends_that_routes_request_headers
     })
     .await;
 }
+
+#[tokio::test]
+async fn hide_removes_the_etag_and_last_modified_a_static_route_sets() {
+    bounded(async {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.css"), "css").unwrap();
+        let hide = |route: Route| Route {
+            http: http_rules::HttpRules {
+                hide: Some(Arc::from(vec![
+                    hyper::header::ETAG,
+                    hyper::header::LAST_MODIFIED,
+                ])),
+                ..Default::default()
+            },
+            ..route
+        };
+        std::fs::create_dir(dir.path().join("kept")).unwrap();
+        std::fs::write(dir.path().join("kept/a.css"), "css").unwrap();
+        let routes = vec![
+            hide(Route::new("/", RouteTarget::Static(dir.path().into()))),
+            Route::new("/kept/", RouteTarget::Static(dir.path().into())),
+        ];
+        let site = SiteRoutes {
+            http: http_rules::SiteHttp::new("site.example".into(), Default::default(), &routes),
+            routes,
+            ..SiteRoutes::default()
+        };
+        let (addr, _proxy) = start_proxy(site, ProxyLimits::default()).await;
+        let (status, headers, body) = read(send(addr, get("/a.css")).await).await;
+        assert_eq!((status, &body[..]), (StatusCode::OK, &b"css"[..]));
+        assert!(!headers.contains_key("etag"), "{headers:?}");
+        assert!(!headers.contains_key("last-modified"), "{headers:?}");
+        let (status, headers, _) = read(send(addr, get("/kept/a.css")).await).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(headers.contains_key("etag"), "{headers:?}");
+        assert!(headers.contains_key("last-modified"), "{headers:?}");
+    })
+    .await;
+}
