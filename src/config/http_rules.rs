@@ -146,18 +146,13 @@ pub(super) fn route(
 ) -> HttpRules {
     let is_proxy = matches!(target, RouteTargetConfig::Proxy(_));
     if let (false, Some(headers)) = (is_proxy, &headers) {
-        let upstream_only = headers.get_ref().request.is_some()
-            || headers
-                .get_ref()
-                .response
-                .as_ref()
-                .is_some_and(|response| response.hide.is_some());
+        // `headers.response.hide` removes a header from any answer (e.g. a static file's ETag).
+        let upstream_only = headers.get_ref().request.is_some();
         if upstream_only {
             problems.add(
                 format!("{key}.headers"),
                 Some(headers.span()),
-                "`headers.request` and `headers.response.hide` only apply to `proxy` routes \
-                 (there is no upstream here)",
+                "`headers.request` only applies to `proxy` routes (there is no upstream here)",
             );
         }
     }
@@ -670,7 +665,7 @@ mod tests {
             (
                 route("return = { status = 200 }\nheaders = { request = { set = { X = \"1\" } } }"),
                 "site[0].route[0].headers",
-                "only apply to `proxy` routes",
+                "only applies to `proxy` routes",
             ),
             (
                 site("hsts = \"includeSubDomains\""),
@@ -703,7 +698,9 @@ mod tests {
                     max_body_size = 0\n\
                     rewrite = [{ regex = \"^/old/(.*)$\", replacement = \"/new/$1\", flag = \"last\" }]\n\
                     [[site.route]]\npath = \"/go\"\n\
-                    return = { status = 302, location = \"https://$host$request_uri\" }\n";
+                    return = { status = 302, location = \"https://$host$request_uri\" }\n\
+                    [[site.route]]\npath = \"/assets/\"\nroot = \"/tmp\"\n\
+                    headers = { response = { hide = [\"ETag\", \"Last-Modified\"] } }\n";
         let config = super::super::from_toml(text, std::path::Path::new("certd.toml")).unwrap();
         let site = &config.sites[0];
         assert_eq!(
@@ -721,5 +718,7 @@ mod tests {
                 ..
             })
         ));
+        // A static route may hide the ETag / Last-Modified certd sets (nginx `add_header ETag ""`).
+        assert_eq!(site.routes[2].http.hide.as_ref().unwrap().len(), 2);
     }
 }

@@ -206,7 +206,9 @@ pub(super) fn prepare<'a, B>(
         .request
         .clone()
         .or(site.http.rules.request.clone());
-    if set.is_some() || limit.is_some() {
+    // A `try_files` fallback may hand the request to a named route with rules of its own
+    // ([`rerouted`]), which needs the facts.
+    if set.is_some() || limit.is_some() || route.try_files.is_some() {
         request.extensions_mut().insert(UpstreamRules {
             set,
             facts: facts.clone(),
@@ -214,6 +216,19 @@ pub(super) fn prepare<'a, B>(
         });
     }
     Prepared::Go(request, path, route)
+}
+
+/// After `try_files` handed the request to another route (nginx's internal redirect to a named
+/// location), the request headers sent upstream are that route's (`proxy_set_header` in the
+/// named location), not those of the route the request first matched.
+pub(super) fn rerouted<B>(request: &mut Request<B>, site: &SiteRoutes, route: &Route) {
+    if let Some(rules) = request.extensions_mut().get_mut::<UpstreamRules>() {
+        rules.set = route
+            .http
+            .request
+            .clone()
+            .or(site.http.rules.request.clone());
+    }
 }
 
 /// The effective body limit (`None`: unlimited).

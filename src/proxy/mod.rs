@@ -425,8 +425,13 @@ impl Proxy {
         head: bool,
     ) -> Response<ProxyBody> {
         let (route, request, path) = match try_files::resolve_from(site, route, path).await {
-            try_files::Resolved::Route(route, routed) => match with_path(request, routed) {
-                Ok((request, path)) => (route, request, path),
+            try_files::Resolved::Route(next, routed) => match with_path(request, routed) {
+                Ok((mut request, path)) => {
+                    if !std::ptr::eq(next, route) {
+                        http_rules::rerouted(&mut request, site, next);
+                    }
+                    (next, request, path)
+                }
                 Err(status) => {
                     return Box::pin(error_page(site, status_response(status), head)).await
                 }

@@ -1219,3 +1219,93 @@ async fn strip_prefix_replaces_the_routes_prefix_by_the_proxys_path_like_proxy_p
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_try_files_fallback_to_a_named_route_sends_that_routes_request_headers() {
+    bounded(async {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("robots.txt"), "robots").unwrap();
+        let app = start_upstream("app").await;
+        let set = |name: &'static str, value: &str| http_rules::SetHeader {
+            name: hyper::header::HeaderName::from_static(name),
+            value: Some(variables::Template::parse(value, false).unwrap()),
+        };
+        let routes = vec![
+            Route {
+                try_files: Some(TryFiles {
+                    candidates: vec!["$uri".into()],
+                    fallback: TryFallback::Named("@app".into()),
+                }),
+                http: http_rules::HttpRules {
+                    request: Some(Arc::from(vec![set("x-from", "root")])),
+                    ..Default::default()
+                },
+                ..Route::new("/", RouteTarget::Static(dir.path().into()))
+            },
+            Route {
+                location: LocationMatch::Named,
+                http: http_rules::HttpRules {
+                    request: Some(Arc::from(vec![set("x-frame-options", "SAMEORIGIN")])),
+                    ..Default::default()
+                },
+                ..Route::new("@app", upstream(app))
+            },
+        ];
+        let site = SiteRoutes {
+            http: http_rules::SiteHttp::new("site.example".into(), Default::default(), &routes),
+            routes,
+            ..SiteRoutes::default()
+        };
+        let (addr, _proxy) = start_proxy(site, ProxyLimits::default()).await;
+        let seen = echo(addr, get("/users/sign_in")).await;
+        assert_eq!(seen["uri"], "/users/sign_in");
+        assert_eq!(
+            seen["headers"]["x-frame-options"],
+            json!(["SAMEORIGIN"]),
+            "{seen}"
+        );
+        assert!(seen["headers"].get("x-from").is_none(), "{seen}");
+        let (status, _, body) = read(send(addr, get("/robots.txt")).await).await;
+        assert_eq!((status, &body[..]), (StatusCode::OK, &b"robots"[..]));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn hide_removes_the_etag_and_last_modified_a_static_route_sets() {
+    bounded(async {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.css"), "css").unwrap();
+        let hide = |route: Route| Route {
+            http: http_rules::HttpRules {
+                hide: Some(Arc::from(vec![
+                    hyper::header::ETAG,
+                    hyper::header::LAST_MODIFIED,
+                ])),
+                ..Default::default()
+            },
+            ..route
+        };
+        std::fs::create_dir(dir.path().join("kept")).unwrap();
+        std::fs::write(dir.path().join("kept/a.css"), "css").unwrap();
+        let routes = vec![
+            hide(Route::new("/", RouteTarget::Static(dir.path().into()))),
+            Route::new("/kept/", RouteTarget::Static(dir.path().into())),
+        ];
+        let site = SiteRoutes {
+            http: http_rules::SiteHttp::new("site.example".into(), Default::default(), &routes),
+            routes,
+            ..SiteRoutes::default()
+        };
+        let (addr, _proxy) = start_proxy(site, ProxyLimits::default()).await;
+        let (status, headers, body) = read(send(addr, get("/a.css")).await).await;
+        assert_eq!((status, &body[..]), (StatusCode::OK, &b"css"[..]));
+        assert!(!headers.contains_key("etag"), "{headers:?}");
+        assert!(!headers.contains_key("last-modified"), "{headers:?}");
+        let (status, headers, _) = read(send(addr, get("/kept/a.css")).await).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(headers.contains_key("etag"), "{headers:?}");
+        assert!(headers.contains_key("last-modified"), "{headers:?}");
+    })
+    .await;
+}

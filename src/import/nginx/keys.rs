@@ -90,6 +90,10 @@ pub(super) struct Keys {
     /// the outer block's).
     add: Vec<(String, String, bool)>,
     has_add: bool,
+    /// `add_header ETag ""` / `add_header Last-Modified ""`: part of the `add_header` list (and
+    /// inherited with it), an empty value for one of these clears the header nginx set itself;
+    /// written into `headers.response.hide`.
+    clear: Vec<String>,
     hide: Vec<String>,
     has_hide: bool,
     /// `proxy_set_header` other than those certd sets itself; `""` removes.
@@ -111,6 +115,9 @@ pub(super) struct Keys {
     rewrite: Vec<String>,
     pub(super) index: Option<Vec<String>>,
 }
+
+/// The headers an empty `add_header` value removes (see [`Keys::take`]).
+const CLEARED_BY_EMPTY: [&str; 2] = ["ETag", "Last-Modified"];
 
 /// nginx's `client_max_body_size` when no block sets it.
 pub(super) const NGINX_BODY_SIZE: &str = "1m";
@@ -134,6 +141,18 @@ impl Keys {
                     return Taken::Refused(why);
                 }
                 if value.is_empty() {
+                    // nginx's headers filter replaces these two (ngx_http_set_response_header):
+                    // an empty value removes the one the static module or the upstream set.
+                    // Cache-Control and Link are added to instead, so an empty one does nothing.
+                    if CLEARED_BY_EMPTY
+                        .iter()
+                        .any(|h| h.eq_ignore_ascii_case(name))
+                    {
+                        if !self.clear.iter().any(|n| n.eq_ignore_ascii_case(name)) {
+                            self.clear.push((*name).to_owned());
+                        }
+                        return Taken::Key;
+                    }
                     return refused("an empty value: nginx adds no header then");
                 }
                 if let Err(why) = template(value, false) {
@@ -340,6 +359,7 @@ impl Keys {
         let mut keys = self.clone();
         if !self.has_add {
             (keys.add, keys.has_add) = (outer.add.clone(), outer.has_add);
+            keys.clear = outer.clear.clone();
         }
         if !self.has_hide {
             (keys.hide, keys.has_hide) = (outer.hide.clone(), outer.has_hide);
@@ -491,8 +511,26 @@ impl Keys {
                 .collect();
             response.push(format!("add = {{ {} }}", add.join(", ")).replace("{  }", "{}"));
         }
-        if proxies && own(self.has_hide, self.hide.is_empty(), o_hide) {
-            response.push(format!("hide = {}", array(&self.hide)));
+        // `hide` also carries the cleared headers, which follow the `add_header` list: written
+        // whole (with the inherited `proxy_hide_header` names) where this block's list differs.
+        let o_clear = outer.is_some_and(|o| !o.clear.is_empty());
+        let clears = !self.clear.is_empty() || (self.has_add && o_clear);
+        if (proxies && own(self.has_hide, self.hide.is_empty(), o_hide)) || clears {
+            let mut hide: Vec<String> = match (proxies, self.has_hide, outer) {
+                (false, ..) => Vec::new(),
+                (true, false, Some(outer)) => outer.hide.clone(),
+                (true, ..) => self.hide.clone(),
+            };
+            let clear = match (self.has_add, outer) {
+                (false, Some(outer)) => &outer.clear,
+                _ => &self.clear,
+            };
+            for name in clear {
+                if !hide.iter().any(|h| h.eq_ignore_ascii_case(name)) {
+                    hide.push(name.clone());
+                }
+            }
+            response.push(format!("hide = {}", array(&hide)));
         }
         let mut parts = Vec::new();
         if !request.is_empty() {
@@ -787,6 +825,49 @@ mod tests {
             text.contains("set = { \"X-Client\" = \"$remote_addr\" }"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn an_empty_etag_or_last_modified_add_header_hides_the_header() {
+        let mut server = Keys::default();
+        server.take(&d("proxy_hide_header X-Powered-By;"), never);
+        let mut location = Keys::default();
+        for directive in ["add_header ETag \"\";", "add_header last-modified \"\";"] {
+            assert_eq!(
+                location.take(&d(directive), never),
+                Taken::Key,
+                "{directive}"
+            );
+        }
+        // Cache-Control is added to, not replaced: an empty value does nothing in nginx.
+        assert!(matches!(
+            location.take(&d("add_header Cache-Control \"\";"), never),
+            Taken::Refused(_)
+        ));
+        let text = |keys: Vec<(String, String)>| {
+            let text: Vec<String> = keys.iter().map(|(k, v)| format!("{k} = {v}")).collect();
+            text.join("\n")
+        };
+        // A static route: only the cleared headers; a proxy route keeps the inherited list too.
+        let static_route = text(location.route_keys(&server, false, false));
+        assert!(
+            static_route.contains("hide = [\"ETag\", \"last-modified\"]"),
+            "{static_route}"
+        );
+        let proxy_route = text(location.route_keys(&server, true, false));
+        assert!(
+            proxy_route.contains("hide = [\"X-Powered-By\", \"ETag\", \"last-modified\"]"),
+            "{proxy_route}"
+        );
+        // A location with its own add_header list does not inherit the server's clearing.
+        let mut server = Keys::default();
+        server.take(&d("add_header ETag \"\";"), never);
+        let mut own = Keys::default();
+        own.take(&d("add_header X-A b;"), never);
+        let own = text(own.route_keys(&server, false, false));
+        assert!(own.contains("hide = []"), "{own}");
+        let inherits = text(Keys::default().route_keys(&server, false, false));
+        assert!(!inherits.contains("hide"), "{inherits}");
     }
 
     #[test]
