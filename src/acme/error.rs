@@ -219,6 +219,31 @@ impl AcmeError {
     }
 }
 
+impl AcmeError {
+    /// Whether an order that failed with this error should go to the next configured CA: the CA is
+    /// down (unreachable, timed out, a 5xx or `serverInternal`), or it rate-limits. A failed
+    /// validation would fail at every CA, and a configuration problem (TLS roots, profile, EAB, a
+    /// DNS method) is ours to fix, so those stay with the first CA's error.
+    pub fn falls_through(&self) -> bool {
+        match self {
+            Self::Unreachable { .. } | Self::RateLimited { .. } | Self::TimedOut { .. } => true,
+            Self::Rejected { problem, .. } | Self::AccountRejected { problem, .. } => {
+                is_outage(problem) || is_rate_limit(problem)
+            }
+            _ => false,
+        }
+    }
+}
+
+/// A problem document that says the CA itself is failing (HTTP 5xx, `serverInternal`).
+fn is_outage(problem: &Problem) -> bool {
+    problem.status.is_some_and(|status| status >= 500)
+        || problem
+            .r#type
+            .as_deref()
+            .is_some_and(|kind| kind.ends_with(":serverInternal"))
+}
+
 fn retry_hint(retry_after: &Option<OffsetDateTime>) -> String {
     match retry_after {
         Some(at) => format!(" (the CA asks to retry after {at})"),
@@ -323,6 +348,91 @@ pub(super) fn classify_ca_error(url: &str, err: instant_acme::Error) -> AcmeErro
                 url,
                 reason: reasons.join(": "),
             }
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod fallback_tests {
+    use super::*;
+
+    fn problem(kind: &str, status: Option<u16>) -> Box<Problem> {
+        let json = match status {
+            Some(status) => format!(r#"{{"type":"{kind}","detail":"x","status":{status}}}"#),
+            None => format!(r#"{{"type":"{kind}","detail":"x"}}"#),
+        };
+        Box::new(serde_json::from_str(&json).unwrap())
+    }
+
+    #[test]
+    fn outages_and_rate_limits_fall_through_validation_and_config_errors_do_not() {
+        let site = || "example.org".to_owned();
+        let url = || "https://ca.example/dir".to_owned();
+        let through = [
+            AcmeError::Unreachable {
+                url: url(),
+                reason: "connection refused".into(),
+            },
+            AcmeError::TimedOut {
+                site: site(),
+                stage: "issue the certificate",
+            },
+            AcmeError::RateLimited {
+                site: site(),
+                problem: problem("urn:ietf:params:acme:error:rateLimited", Some(429)),
+                retry_after: None,
+            },
+            AcmeError::Rejected {
+                site: site(),
+                problem: problem("urn:ietf:params:acme:error:serverInternal", None),
+            },
+            AcmeError::Rejected {
+                site: site(),
+                problem: problem("about:blank", Some(503)),
+            },
+            AcmeError::AccountRejected {
+                problem: problem("urn:ietf:params:acme:error:rateLimited", Some(429)),
+                eab_hint: "",
+            },
+        ];
+        for err in &through {
+            assert!(err.falls_through(), "{err}");
+        }
+        let stays = [
+            AcmeError::ChallengeFailed {
+                site: site(),
+                name: site(),
+                problem: problem("urn:ietf:params:acme:error:unauthorized", Some(403)),
+            },
+            AcmeError::Rejected {
+                site: site(),
+                problem: problem("urn:ietf:params:acme:error:rejectedIdentifier", Some(400)),
+            },
+            AcmeError::AccountRejected {
+                problem: problem(
+                    "urn:ietf:params:acme:error:externalAccountRequired",
+                    Some(403),
+                ),
+                eab_hint: "",
+            },
+            AcmeError::Tls {
+                url: url(),
+                reason: "unknown issuer".into(),
+            },
+            AcmeError::NotAcme {
+                url: url(),
+                reason: "not JSON".into(),
+            },
+            AcmeError::UnknownProfile {
+                site: site(),
+                profile: "x".into(),
+                offered: "classic".into(),
+            },
+            AcmeError::NoDnsMethod { site: site() },
+        ];
+        for err in &stays {
+            assert!(!err.falls_through(), "{err}");
         }
     }
 }

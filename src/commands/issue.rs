@@ -104,7 +104,7 @@ pub async fn issue(config_path: &Path, force: bool, selected: &[String]) -> u8 {
         }
     };
     let renewer = Renewer::new(store.clone(), tokens, Arc::new(config));
-    if let Err(err) = renewer.connect().await {
+    if let Err(err) = renewer.connect_or_fall_back().await {
         responders.shutdown().await;
         eprintln!("{err}");
         // Every due site failed with it; `status` should say so for each.

@@ -117,6 +117,9 @@ pub struct SiteStatus {
     pub last_success: Option<String>,
     /// The earliest next attempt after a failure (RFC 3339).
     pub next_attempt: Option<String>,
+    /// The directory URL of the CA that issued the certificate in service (one of `[[acme.ca]]`
+    /// when fallback CAs are configured).
+    pub issued_by: Option<String>,
 }
 
 /// The running daemon's renewal scheduler, as its heartbeat (`state/scheduler.json`) tells.
@@ -326,6 +329,7 @@ pub fn collect(config: &Config, now: OffsetDateTime) -> Result<Vec<SiteStatus>, 
             last_attempt: None,
             last_success: None,
             next_attempt: None,
+            issued_by: None,
         };
         if let Some(store) = &store {
             let record: SiteRecord = match store.load_record(site.name()) {
@@ -358,6 +362,7 @@ pub fn collect(config: &Config, now: OffsetDateTime) -> Result<Vec<SiteStatus>, 
             row.last_attempt = record.last_attempt.map(rfc3339);
             row.last_success = record.last_success.map(rfc3339);
             row.next_attempt = record.next_attempt.map(rfc3339);
+            row.issued_by = record.issued_by.filter(|_| row.serial.is_some());
         }
         row.state = severity(row.days_left, row.last_error.is_some(), &config.operations);
         rows.push(row);
@@ -431,6 +436,9 @@ fn print_table(rows: &[SiteStatus]) {
     print(&header.map(str::to_owned));
     for (line, row) in table.iter().zip(rows) {
         print(line);
+        if let Some(ca) = &row.issued_by {
+            println!("  issued by the CA at {ca}");
+        }
         if let Some(problem) = &row.problem {
             println!("  problem: {problem}");
         }

@@ -121,6 +121,7 @@ mod compress;
 mod dns;
 mod eab;
 mod error_page;
+mod fallback;
 mod fastcgi;
 mod http_rules;
 mod location;
@@ -140,6 +141,7 @@ pub use dns::{
     DEFAULT_PROPAGATION_TIMEOUT,
 };
 pub use eab::{read_mac_key, EabConfig, GOOGLE, ZEROSSL};
+pub use fallback::CaConfig;
 pub use log::{log_settings, AccessFormat, LogConfig, LogFormat};
 pub use storage::{PostgresConfig, SslMode, StorageConfig, PASSWORD_ENV};
 pub use upstreams::{
@@ -204,6 +206,9 @@ pub struct AcmeConfig {
     /// `eab_kid` and `eab_hmac_key_file`: the external account binding new accounts are created
     /// with (RFC 8555 §7.3.4), for CAs that require one.
     pub eab: Option<EabConfig>,
+    /// `[[acme.ca]]` after the first: the CAs an order falls back to, in order, when the one
+    /// before is down or rate-limits (the first's values are the fields above).
+    pub fallback: Vec<fallback::CaConfig>,
 }
 
 /// The kind of private key generated for a certificate.

@@ -59,6 +59,8 @@ pub(super) struct RawAcme {
     pub(super) dns_hook: Option<Spanned<String>>,
     pub(super) eab_kid: Option<Spanned<String>>,
     pub(super) eab_hmac_key_file: Option<Spanned<String>>,
+    /// `[[acme.ca]]`: the ordered CAs, instead of `directory` (see `config::fallback`).
+    pub(super) ca: Option<Spanned<Vec<Spanned<super::fallback::RawCa>>>>,
 }
 
 /// `[http]`.

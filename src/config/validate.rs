@@ -166,6 +166,7 @@ fn acme(raw: Option<Spanned<RawAcme>>, folder: &Path, problems: &mut Problems<'_
         challenge: None,
         dns: None,
         eab: None,
+        fallback: Vec::new(),
     };
     let Some(raw) = raw else {
         problems.add(
@@ -177,6 +178,35 @@ fn acme(raw: Option<Spanned<RawAcme>>, folder: &Path, problems: &mut Problems<'_
     };
     let table = raw.span();
     let raw = raw.into_inner();
+    let listed = raw.ca.is_some();
+    if listed {
+        if let Some(directory) = &raw.directory {
+            problems.add(
+                "acme.ca",
+                Some(directory.span()),
+                "`[acme] directory` and `[[acme.ca]]` are both set: use `directory` for one CA, \
+                 or list every CA (the first included) as [[acme.ca]] tables",
+            );
+        }
+        for (name, span) in [
+            ("ca_roots", raw.ca_roots.as_ref().map(Spanned::span)),
+            ("eab_kid", raw.eab_kid.as_ref().map(Spanned::span)),
+            (
+                "eab_hmac_key_file",
+                raw.eab_hmac_key_file.as_ref().map(Spanned::span),
+            ),
+        ] {
+            if let Some(span) = span {
+                problems.add(
+                    format!("acme.{name}"),
+                    Some(span),
+                    format!(
+                        "belongs to one CA: with [[acme.ca]], set `{name}` in the CA's own table"
+                    ),
+                );
+            }
+        }
+    }
     let directory_text = raw
         .directory
         .as_ref()
@@ -191,6 +221,7 @@ fn acme(raw: Option<Spanned<RawAcme>>, folder: &Path, problems: &mut Problems<'_
     );
 
     match raw.directory {
+        None if listed => {}
         None => problems.add(
             "acme.directory",
             Some(table.clone()),
@@ -288,6 +319,17 @@ fn acme(raw: Option<Spanned<RawAcme>>, folder: &Path, problems: &mut Problems<'_
     }
 
     acme.dns = super::dns::dns("acme", raw.dns, raw.dns_hook, folder, problems);
+
+    if let Some(list) = raw.ca {
+        let mut cas = super::fallback::cas(list, folder, problems).into_iter();
+        if let Some(first) = cas.next() {
+            acme.directory_url = first.directory_url;
+            acme.ca_roots = first.ca_roots;
+            acme.eab = first.eab;
+            acme.profile = first.profile.or(acme.profile);
+        }
+        acme.fallback = cas.collect();
+    }
 
     acme
 }

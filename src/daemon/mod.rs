@@ -457,7 +457,7 @@ impl Shared {
             Err(message) => return vec![Reply::Err(message), Reply::Exit(EXIT_UNUSABLE)],
         };
         let renewer = self.renewer.borrow().clone();
-        if let Err(err) = renewer.connect().await {
+        if let Err(err) = renewer.connect_or_fall_back().await {
             let now = OffsetDateTime::now_utc();
             for site in &sites {
                 renewal::record_failure(

@@ -194,6 +194,18 @@ impl Renewer {
         Ok(client)
     }
 
+    /// [`Renewer::connect`] before a run of orders, except that a first CA that is down or
+    /// rate-limits is not an error when fallback CAs are configured: the orders go to them.
+    pub async fn connect_or_fall_back(&self) -> Result<(), AcmeError> {
+        match self.connect().await {
+            Err(err) if self.inner.config.acme.ca_count() > 1 && err.falls_through() => {
+                warn!(error = %err, "the first CA cannot be used now; orders go to the fallback CAs");
+                Ok(())
+            }
+            other => other.map(drop),
+        }
+    }
+
     /// Renews every site in `sites` that is due (all of them with `force`), at most
     /// `acme.concurrency` orders at a time, and returns each site's outcome in the given order.
     pub async fn renew_all(&self, sites: &[SiteConfig], force: bool) -> Vec<(String, Outcome)> {
@@ -368,55 +380,91 @@ impl Renewer {
                     }
                 }
             }
-            let ca = &self.inner.config.acme.directory_url;
-            let entries = self.inner.store.ledger_entries(ca).unwrap_or_default();
-            let limited = ledger::duplicate_limit_applies(ca)
-                .then(|| ledger::duplicate_limit_until(&entries, &site.names, now))
-                .flatten();
-            if let Some(until) = limited {
-                let err = RenewError::DuplicateLimit {
-                    site: site.name().to_owned(),
-                    until,
-                };
-                self.record(site, Err(&err));
-                return Outcome::Failed(err);
-            }
-            // No entry, no order: a state directory that cannot record orders cannot protect the
-            // CA's rate limits (nor store a certificate).
-            let ordered = LedgerEntry::new(now, site.name(), &site.names, LedgerEvent::Ordered);
-            if let Err(err) = self.inner.store.ledger_append(ca, &ordered) {
-                let err = RenewError::Store(err);
-                self.record(site, Err(&err));
-                return Outcome::Failed(err);
-            }
-            // Marked before the order, cleared with its outcome: a crash in between counts as a
-            // failed attempt at the next start (see `next_action_at`).
-            let started = SiteRecord {
-                attempt_started: Some(now),
-                ..record
-            };
-            if let Err(err) = self.inner.store.save_record(site.name(), &started) {
-                warn!(%err, "cannot save the site's record");
-            }
-            let result = self.order_and_store(site, replaces, lease, challenge).await;
-            let mut outcome = LedgerEntry::new(
-                OffsetDateTime::now_utc(),
-                site.name(),
-                &site.names,
-                LedgerEvent::Issued,
-            );
-            match &result {
-                Ok((info, _)) => outcome.serial = Some(info.serial.clone()),
-                Err(err) => {
-                    outcome.event = LedgerEvent::Failed;
-                    outcome.error = Some(err.to_string());
-                    outcome.retry_after = err.retry_after();
+            // The CAs in order: the next one only when the one before is down or rate-limits
+            // (`AcmeError::falls_through`); each keeps its own ledger and account.
+            let issued_by = record.issued_by.clone();
+            let last_ca = self.inner.config.acme.ca_count() - 1;
+            let mut index = 0;
+            let (ca, result) = loop {
+                // `index` never passes `last_ca`, so the first CA is only a formality here.
+                let acme = self
+                    .inner
+                    .config
+                    .acme
+                    .for_ca(index)
+                    .unwrap_or_else(|| self.inner.config.acme.clone());
+                let ca = acme.directory_url;
+                let entries = self.inner.store.ledger_entries(&ca).unwrap_or_default();
+                let limited = ledger::duplicate_limit_applies(&ca)
+                    .then(|| ledger::duplicate_limit_until(&entries, &site.names, now))
+                    .flatten();
+                if let Some(until) = limited {
+                    let err = RenewError::DuplicateLimit {
+                        site: site.name().to_owned(),
+                        until,
+                    };
+                    if index < last_ca {
+                        warn!(%ca, error = %err, "trying the next CA");
+                        index += 1;
+                        continue;
+                    }
+                    self.record(site, Err(&err));
+                    return Outcome::Failed(err);
                 }
-            }
-            if let Err(err) = self.inner.store.ledger_append(ca, &outcome) {
-                warn!(%err, "cannot record the order's outcome in the ledger");
-            }
-            self.record_with(site, result.as_ref().map(|(info, _)| info), Some(challenge));
+                // No entry, no order: a state directory that cannot record orders cannot protect
+                // the CA's rate limits (nor store a certificate).
+                let ordered = LedgerEntry::new(now, site.name(), &site.names, LedgerEvent::Ordered);
+                if let Err(err) = self.inner.store.ledger_append(&ca, &ordered) {
+                    let err = RenewError::Store(err);
+                    self.record(site, Err(&err));
+                    return Outcome::Failed(err);
+                }
+                // Marked before the order, cleared with its outcome: a crash in between counts as
+                // a failed attempt at the next start (see `next_action_at`).
+                let started = SiteRecord {
+                    attempt_started: Some(now),
+                    ..record.clone()
+                };
+                if let Err(err) = self.inner.store.save_record(site.name(), &started) {
+                    warn!(%err, "cannot save the site's record");
+                }
+                // ARI's `replaces` names a certificate of this CA's; another CA cannot know it.
+                let same_issuer = issued_by.as_deref().map_or(index == 0, |issuer| issuer == ca);
+                let replaces = replaces.clone().filter(|_| same_issuer);
+                let result = self
+                    .order_and_store(index, site, replaces, lease, challenge)
+                    .await;
+                let mut outcome = LedgerEntry::new(
+                    OffsetDateTime::now_utc(),
+                    site.name(),
+                    &site.names,
+                    LedgerEvent::Issued,
+                );
+                match &result {
+                    Ok((info, _)) => outcome.serial = Some(info.serial.clone()),
+                    Err(err) => {
+                        outcome.event = LedgerEvent::Failed;
+                        outcome.error = Some(err.to_string());
+                        outcome.retry_after = err.retry_after();
+                    }
+                }
+                if let Err(err) = self.inner.store.ledger_append(&ca, &outcome) {
+                    warn!(%err, "cannot record the order's outcome in the ledger");
+                }
+                match &result {
+                    Err(RenewError::Acme(err)) if index < last_ca && err.falls_through() => {
+                        warn!(%ca, error = %err, "the CA is down or rate-limits; ordering from the next CA");
+                        index += 1;
+                    }
+                    _ => break (ca, result),
+                }
+            };
+            self.record_with(
+                site,
+                result.as_ref().map(|(info, _)| info),
+                Some(challenge),
+                Some(ca),
+            );
             if let Some(command) = &self.inner.config.operations.hook {
                 let event = match &result {
                     Ok((info, _)) => HookEvent::Renewed {
@@ -439,21 +487,34 @@ impl Renewer {
         .await
     }
 
+    /// Orders from the CA at `index` of the configured list (0: the first, whose account is kept
+    /// connected; the fallbacks connect for the order, their accounts stored like the first's).
     async fn order_and_store(
         &self,
+        index: usize,
         site: &SiteConfig,
         replaces: Option<String>,
         lease: &Lease,
         challenge: ChallengeKind,
     ) -> Result<(CertificateInfo, CertifiedPem), RenewError> {
-        let acme = self.connect().await?;
+        let config = self
+            .inner
+            .config
+            .acme
+            .for_ca(index)
+            .unwrap_or_else(|| self.inner.config.acme.clone());
+        let acme = if index == 0 {
+            self.connect().await?
+        } else {
+            AcmeClient::connect(&config, self.inner.store.as_ref()).await?
+        };
         let offers_profiles = !acme.offered_profiles().is_empty();
         let options = OrderOptions {
-            key_type: self.inner.config.acme.key_type,
+            key_type: config.key_type,
             profile: site
                 .profile
                 .clone()
-                .or_else(|| self.inner.config.acme.profile.clone())
+                .or_else(|| config.profile.clone())
                 .filter(|_| offers_profiles),
             replaces,
             challenge,
@@ -462,12 +523,11 @@ impl Renewer {
             Err(err) if err.is_unknown_account() => {
                 // The CA forgot the stored account: register a new one and try once more.
                 warn!(error = %err, "the CA does not know the stored account; creating a new one");
-                let fresh = AcmeClient::connect_new_account(
-                    &self.inner.config.acme,
-                    self.inner.store.as_ref(),
-                )
-                .await?;
-                *self.inner.acme.lock().await = Some(fresh.clone());
+                let fresh =
+                    AcmeClient::connect_new_account(&config, self.inner.store.as_ref()).await?;
+                if index == 0 {
+                    *self.inner.acme.lock().await = Some(fresh.clone());
+                }
                 // Another account cannot replace this one's certificate.
                 let options = OrderOptions {
                     replaces: None,
@@ -491,7 +551,7 @@ impl Renewer {
     // A record that cannot be written must not turn a stored certificate into a failure: it only feeds
     // `status` and retry spacing, so it is logged and left.
     fn record(&self, site: &SiteConfig, result: Result<&CertificateInfo, &RenewError>) {
-        self.record_with(site, result, None);
+        self.record_with(site, result, None, None);
     }
 
     /// [`Renewer::record`], noting on success which challenge validated the certificate.
@@ -500,13 +560,14 @@ impl Renewer {
         site: &SiteConfig,
         result: Result<&CertificateInfo, &RenewError>,
         challenge: Option<ChallengeKind>,
+        issuer: Option<String>,
     ) {
         let now = OffsetDateTime::now_utc();
         let record = match result {
             Ok(_) => SiteRecord {
                 last_attempt: Some(now),
                 last_success: Some(now),
-                issued_by: Some(self.inner.config.acme.directory_url.clone()),
+                issued_by: issuer.or_else(|| Some(self.inner.config.acme.directory_url.clone())),
                 challenge,
                 ..SiteRecord::default()
             },

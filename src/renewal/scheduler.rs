@@ -342,6 +342,15 @@ async fn refresh_renewal_windows(renewer: &Renewer) {
             continue;
         };
         let mut record = store.load_record(site.name()).unwrap_or_default();
+        // Only the first CA is asked: a certificate a fallback CA issued is unknown to it, and
+        // renews by the lifetime rule (its order starts from the first CA again).
+        if record
+            .issued_by
+            .as_deref()
+            .is_some_and(|issuer| issuer != config.acme.directory_url)
+        {
+            continue;
+        }
         let for_this_certificate = record.ari_serial.as_deref() == Some(info.serial.as_str());
         if for_this_certificate && record.ari_poll_at.is_some_and(|poll| poll > now) {
             continue;

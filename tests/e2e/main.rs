@@ -10,6 +10,7 @@ mod deploy;
 mod differential;
 mod dns01;
 mod eab;
+mod fallback;
 mod harness;
 mod import_certbot;
 mod import_nginx;
