@@ -17,6 +17,7 @@ mod pebble;
 mod php;
 mod pki;
 mod postgres;
+mod process;
 mod selftest;
 
 pub use acme_proxy::{
