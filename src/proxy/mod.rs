@@ -952,9 +952,7 @@ async fn error_page(
     };
     let (mut parts, _default) = response.into_parts();
     let content_type = static_files::content_type(path);
-    parts
-        .headers
-        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    parts.headers.insert(CONTENT_TYPE, content_type);
     parts
         .headers
         .insert(CONTENT_LENGTH, HeaderValue::from(content.len()));

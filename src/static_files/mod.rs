@@ -130,39 +130,50 @@ pub async fn serve_indexed<S: AsRef<str>>(
     }
 }
 
-/// The content type for a file, from its extension; `application/octet-stream` when unknown.
-pub fn content_type(path: &Path) -> &'static str {
+/// The content type for a file, from its extension (mime_guess's table, with [`OVERRIDES`] first);
+/// `application/octet-stream` when unknown. Text types say `charset=utf-8`, as nginx does with
+/// `charset utf-8`: without it browsers guess, and guess Latin-1 for most of the web's UTF-8.
+pub fn content_type(path: &Path) -> HeaderValue {
     let extension = path
         .extension()
         .and_then(|extension| extension.to_str())
         .map(str::to_ascii_lowercase);
-    match extension.as_deref() {
-        Some("html" | "htm") => "text/html; charset=utf-8",
-        Some("css") => "text/css; charset=utf-8",
-        Some("js" | "mjs") => "text/javascript; charset=utf-8",
-        Some("json" | "map") => "application/json",
-        Some("txt") => "text/plain; charset=utf-8",
-        Some("xml") => "application/xml",
-        Some("svg") => "image/svg+xml",
-        Some("png") => "image/png",
-        Some("jpg" | "jpeg") => "image/jpeg",
-        Some("gif") => "image/gif",
-        Some("webp") => "image/webp",
-        Some("avif") => "image/avif",
-        Some("ico") => "image/x-icon",
-        Some("wasm") => "application/wasm",
-        Some("woff") => "font/woff",
-        Some("woff2") => "font/woff2",
-        Some("ttf") => "font/ttf",
-        Some("otf") => "font/otf",
-        Some("pdf") => "application/pdf",
-        Some("mp4") => "video/mp4",
-        Some("webm") => "video/webm",
-        Some("mp3") => "audio/mpeg",
-        Some("zip") => "application/zip",
-        _ => "application/octet-stream",
+    let Some(extension) = extension else {
+        return HeaderValue::from_static(OCTET_STREAM);
+    };
+    let essence = OVERRIDES
+        .iter()
+        .find(|(known, _)| *known == extension)
+        .map(|(_, essence)| *essence)
+        .or_else(|| mime_guess::from_ext(&extension).first_raw())
+        .unwrap_or(OCTET_STREAM);
+    if !essence.starts_with("text/") {
+        return HeaderValue::from_str(essence)
+            .unwrap_or_else(|_| HeaderValue::from_static(OCTET_STREAM));
     }
+    HeaderValue::from_str(&format!("{essence}; charset=utf-8"))
+        .unwrap_or_else(|_| HeaderValue::from_static(OCTET_STREAM))
 }
+
+/// What a file of unknown type is sent as: browsers download it rather than render it.
+const OCTET_STREAM: &str = "application/octet-stream";
+
+/// Extensions where mime_guess's table (2.0) lags the registered type that browsers and nginx's
+/// `mime.types` use; looked up before it.
+const OVERRIDES: &[(&str, &str)] = &[
+    // RFC 9239: JavaScript is text/javascript, modules (.mjs) included; mime_guess says
+    // application/javascript for .mjs, which the HTML spec calls legacy.
+    ("js", "text/javascript"),
+    ("mjs", "text/javascript"),
+    // Source maps are JSON (mime_guess: text/plain).
+    ("map", "application/json"),
+    // RFC 7303 prefers application/xml; text/xml with a charset would override the document's own
+    // encoding declaration.
+    ("xml", "application/xml"),
+    // RFC 8081 font types (mime_guess: application/font-woff, application/font-sfnt), as nginx.
+    ("woff", "font/woff"),
+    ("otf", "font/otf"),
+];
 
 /// The request path as a relative file path: percent-decoded, one normal component per segment.
 /// Empty segments (`//`) are skipped; `.` and `..` segments and segments that decode to a separator,
@@ -325,7 +336,7 @@ async fn send_file(
         return Ok(response);
     }
     response_headers.insert(ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-    response_headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type(path)));
+    response_headers.insert(CONTENT_TYPE, content_type(path));
 
     let range = match headers.get(RANGE).and_then(|value| value.to_str().ok()) {
         Some(range) if !head && validators.if_range_allows(headers) => parse_range(range, size),
@@ -422,61 +433,36 @@ impl Validators {
 /// What to send of a file, given a `Range` header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum ByteRange {
-    /// The whole file: no usable range (invalid syntax or several ranges, which RFC 9110 §14.2
-    /// allows a server to ignore).
+    /// The whole file: no usable range. Invalid syntax, overlapping ranges and several
+    /// satisfiable ranges (certd sends no `multipart/byteranges`) are ignored, as RFC 9110 §14.2
+    /// allows and nginx does for ranges it will not serve.
     Full,
     /// The bytes `start..=end`, within the file.
     Partial { start: u64, end: u64 },
-    /// A valid range that selects nothing of the file: 416.
+    /// A valid range set of which no range overlaps the file: 416.
     Unsatisfiable,
 }
 
-/// Parses a single `bytes=a-b`, `bytes=a-` or `bytes=-n` range against a file of `size` bytes.
+/// Parses a `Range` header value (`bytes=a-b`, `bytes=a-`, `bytes=-n`, or a list of them) against a
+/// file of `size` bytes, with http-range-header's strict RFC 9110 parser.
+///
+/// Of a list, ranges beyond the end of the file are dropped (as nginx does); when exactly one is
+/// left it is sent as a single part, when none is left the answer is 416.
 fn parse_range(value: &str, size: u64) -> ByteRange {
-    let Some((unit, spec)) = value.trim().split_once('=') else {
+    use http_range_header::RangeUnsatisfiableError;
+    let Ok(parsed) = http_range_header::parse_range_header(value) else {
         return ByteRange::Full;
     };
-    if !unit.trim().eq_ignore_ascii_case("bytes") || spec.contains(',') {
-        return ByteRange::Full;
-    }
-    let Some((first, last)) = spec.trim().split_once('-') else {
-        return ByteRange::Full;
-    };
-    let parse = |text: &str| -> Option<u64> {
-        let text = text.trim();
-        if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
-            return None;
-        }
-        text.parse().ok()
-    };
-    if first.trim().is_empty() {
-        return match parse(last) {
-            None => ByteRange::Full,
-            Some(0) => ByteRange::Unsatisfiable,
-            Some(_) if size == 0 => ByteRange::Unsatisfiable,
-            Some(suffix) => ByteRange::Partial {
-                start: size.saturating_sub(suffix),
-                end: size - 1,
-            },
-        };
-    }
-    let Some(start) = parse(first) else {
-        return ByteRange::Full;
-    };
-    let end = if last.trim().is_empty() {
-        u64::MAX
-    } else {
-        match parse(last) {
-            Some(end) if end >= start => end,
-            _ => return ByteRange::Full,
-        }
-    };
-    if start >= size {
-        return ByteRange::Unsatisfiable;
-    }
-    ByteRange::Partial {
-        start,
-        end: end.min(size - 1),
+    match parsed.validate(size).as_deref() {
+        Ok([single]) => ByteRange::Partial {
+            start: *single.start(),
+            end: *single.end(),
+        },
+        // An empty file asked for a suffix (`bytes=-5`): no byte can be sent; 416, as before.
+        Ok([]) => ByteRange::Unsatisfiable,
+        Ok(_) => ByteRange::Full,
+        Err(RangeUnsatisfiableError::Unsatisfiable) => ByteRange::Unsatisfiable,
+        Err(_) => ByteRange::Full,
     }
 }
 

@@ -71,10 +71,7 @@ pub(super) fn mark(
     };
     headers.insert(CONTENT_ENCODING, HeaderValue::from_static(encoding.token()));
     if headers.contains_key(CONTENT_TYPE) {
-        headers.insert(
-            CONTENT_TYPE,
-            HeaderValue::from_static(content_type(original)),
-        );
+        headers.insert(CONTENT_TYPE, content_type(original));
     }
 }
 

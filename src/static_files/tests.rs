@@ -92,6 +92,17 @@ fn content_types_by_extension() {
         ("notes.txt", "text/plain; charset=utf-8"),
         ("app.wasm", "application/wasm"),
         ("font.woff2", "font/woff2"),
+        ("font.woff", "font/woff"),
+        ("font.otf", "font/otf"),
+        ("module.mjs", "text/javascript; charset=utf-8"),
+        ("app.js.map", "application/json"),
+        ("feed.xml", "application/xml"),
+        ("photo.webp", "image/webp"),
+        ("photo.AVIF", "image/avif"),
+        ("site.webmanifest", "application/manifest+json"),
+        ("data.csv", "text/csv; charset=utf-8"),
+        ("README.md", "text/markdown; charset=utf-8"),
+        ("clip.mp4", "video/mp4"),
         ("paper.pdf", "application/pdf"),
         ("archive.unknown", "application/octet-stream"),
         ("Makefile", "application/octet-stream"),
@@ -104,13 +115,20 @@ fn content_types_by_extension() {
 #[test]
 fn range_parsing() {
     use ByteRange::{Full, Partial, Unsatisfiable};
+    let many_ranges = format!(
+        "bytes={}",
+        (0..101)
+            .map(|i| format!("{i}-{i}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    );
     let cases = [
         ("bytes=0-9", 100, Partial { start: 0, end: 9 }),
         ("bytes=90-", 100, Partial { start: 90, end: 99 }),
         ("bytes=90-500", 100, Partial { start: 90, end: 99 }),
         ("bytes=-10", 100, Partial { start: 90, end: 99 }),
         ("bytes=-500", 100, Partial { start: 0, end: 99 }),
-        ("Bytes = 5-5", 100, Partial { start: 5, end: 5 }),
+        ("Bytes=5-5", 100, Partial { start: 5, end: 5 }),
         ("bytes=100-", 100, Unsatisfiable),
         ("bytes=100-200", 100, Unsatisfiable),
         ("bytes=-0", 100, Unsatisfiable),
@@ -123,6 +141,21 @@ fn range_parsing() {
         ("bytes=-", 100, Full),
         ("items=0-1", 100, Full),
         ("0-1", 100, Full),
+        // RFC 9110 has no whitespace around `=` (nginx ignores such a header too).
+        ("bytes = 5-5", 100, Full),
+        // Several ranges: the ones past the end are dropped; one left is a single part, none
+        // left is 416, several left are ignored (no multipart/byteranges), as nginx does.
+        ("bytes=0-1,100-", 100, Partial { start: 0, end: 1 }),
+        ("bytes=200-300, 100-", 100, Unsatisfiable),
+        // Overlapping or absurdly many ranges (a range-amplification attack) are ignored.
+        ("bytes=0-50,10-60,20-70", 100, Full),
+        (many_ranges.as_str(), 1000, Full),
+        // A number beyond u64 is "to the end", not an error.
+        (
+            "bytes=10-99999999999999999999",
+            100,
+            Partial { start: 10, end: 99 },
+        ),
     ];
     for (value, size, expected) in cases {
         assert_eq!(parse_range(value, size), expected, "{value} of {size}");
@@ -305,6 +338,37 @@ async fn ranges_answer_partial_content_or_not_satisfiable() {
     let (status, _, body) = fixture.get("/static/data.bin", &fresh).await;
     assert_eq!(status, StatusCode::PARTIAL_CONTENT);
     assert_eq!(body, data[..10]);
+}
+
+/// Range lists: certd sends no `multipart/byteranges`, so a list is answered as nginx answers the
+/// ranges it will not serve (200, the whole file), except that ranges past the end are dropped
+/// first: one left is a single-part 206, none left is 416 with `Content-Range: bytes */len`.
+#[tokio::test]
+async fn range_lists_answer_one_part_the_whole_file_or_not_satisfiable() {
+    let fixture = Fixture::new();
+    let data: Vec<u8> = (0..1000u32).map(|i| (i % 251) as u8).collect();
+
+    let (status, headers, body) = fixture
+        .get("/static/data.bin", &[("range", "bytes=10-19, 5000-")])
+        .await;
+    assert_eq!(status, StatusCode::PARTIAL_CONTENT);
+    assert_eq!(headers[CONTENT_RANGE], "bytes 10-19/1000");
+    assert_eq!(body, data[10..20]);
+
+    let (status, headers, body) = fixture
+        .get("/static/data.bin", &[("range", "bytes=0-9,20-29")])
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(!headers.contains_key(CONTENT_RANGE));
+    assert_eq!(headers[CONTENT_LENGTH], "1000");
+    assert_eq!(body, data);
+
+    let (status, headers, body) = fixture
+        .get("/static/data.bin", &[("range", "bytes=1000-,2000-2100")])
+        .await;
+    assert_eq!(status, StatusCode::RANGE_NOT_SATISFIABLE);
+    assert_eq!(headers[CONTENT_RANGE], "bytes */1000");
+    assert!(body.len() < 100, "no file content in a 416");
 }
 
 #[tokio::test]
