@@ -2,18 +2,41 @@
 //! next renewal attempt, consecutive failures and last success; per site the requests by status class;
 //! and TLS handshakes and their failures.
 //!
-//! Counters are atomics bumped on the request path; certificate gauges are read from the state
-//! directory at scrape time, so they always say what is on disk (and what `certd status` says). The
-//! HTTP listener scrapers talk to, with its deadlines and connection cap, is the `listener` module.
+//! The exposition is prometheus-client's: HELP/TYPE lines, label escaping, and both formats a
+//! scraper may ask for ([`Format`]: OpenMetrics 1.0 when its `Accept` prefers it, as Prometheus's
+//! does, the plain text format 0.0.4 otherwise). The HTTP listener scrapers talk to, with its
+//! deadlines and connection cap, is the `listener` module.
+//!
+//! # Adding a metric
+//! - **Counted or set as it happens** (a request, a handshake, a scheduler pass): a prometheus-client
+//!   metric as a field of [`Metrics`], registered once in [`Metrics::default`] (one `register` call
+//!   with its name and help), and a method that bumps it, called from where it happens.
+//! - **Read when scraped** (the state directory, the store, another module's global): a field of
+//!   [`ScrapeGauges`], filled in [`ScrapeGauges::read`], and one `gauge`/`counter` call in its
+//!   [`Collector::encode`]. These always say what is true at the scrape (and what `certd status`
+//!   says), and nothing has to keep them up to date.
+//!
+//! Names are given without the `_total` of a counter and without the unit, which prometheus-client
+//! appends (`certd_tls_handshakes` is exported as `certd_tls_handshakes_total`,
+//! `certd_scheduler_last_run` with [`Unit::Seconds`] as `certd_scheduler_last_run_seconds`). The
+//! exported names are what deploy/monitoring's rules and dashboard query: keep them.
 
 mod listener;
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::AtomicI64;
 use std::sync::{Arc, RwLock};
 
-use hyper::StatusCode;
+use hyper::header::ACCEPT;
+use hyper::{HeaderMap, StatusCode};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric as _};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::{Registry, Unit};
 use time::OffsetDateTime;
 
 use crate::config::Config;
@@ -22,43 +45,104 @@ use crate::storage::StateStore;
 
 pub use listener::serve;
 
-/// The daemon's counters. Cheap to share (`Arc`).
-#[derive(Debug, Default)]
+/// The daemon's counters, in one prometheus-client registry. Cheap to share (`Arc`).
+#[derive(Debug)]
 pub struct Metrics {
-    handshakes: AtomicU64,
-    handshake_errors: AtomicU64,
+    registry: Registry,
+    handshakes: Counter,
+    handshake_errors: Counter,
+    requests: Family<RequestLabels, Counter>,
+    /// Each site's handles into `requests`, so that counting a request takes no lock.
     sites: RwLock<HashMap<String, Arc<SiteCounters>>>,
-    scheduler_restarts: AtomicU64,
-    // Unix seconds; 0 until the first pass.
-    scheduler_last_run: AtomicI64,
+    scheduler_restarts: Counter,
+    /// Unix seconds; 0 until the first pass.
+    scheduler_last_run: Gauge<i64, AtomicI64>,
 }
 
+impl Default for Metrics {
+    fn default() -> Self {
+        let metrics = Self {
+            registry: Registry::default(),
+            handshakes: Counter::default(),
+            handshake_errors: Counter::default(),
+            requests: Family::default(),
+            sites: RwLock::default(),
+            scheduler_restarts: Counter::default(),
+            scheduler_last_run: Gauge::default(),
+        };
+        let mut registry = Registry::default();
+        registry.register(
+            "certd_http_requests",
+            "Requests answered over HTTPS, by site and status class",
+            metrics.requests.clone(),
+        );
+        registry.register(
+            "certd_tls_handshakes",
+            "Completed TLS handshakes",
+            metrics.handshakes.clone(),
+        );
+        registry.register(
+            "certd_tls_handshake_errors",
+            "TLS handshakes that failed or timed out",
+            metrics.handshake_errors.clone(),
+        );
+        registry.register(
+            "certd_scheduler_restarts",
+            "Times the renewal scheduler ended abnormally and was started again",
+            metrics.scheduler_restarts.clone(),
+        );
+        registry.register_with_unit(
+            "certd_scheduler_last_run",
+            "When the renewal scheduler last completed a pass (Unix time; 0: not yet)",
+            Unit::Seconds,
+            metrics.scheduler_last_run.clone(),
+        );
+        Self {
+            registry,
+            ..metrics
+        }
+    }
+}
+
+/// The labels of `certd_http_requests_total`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    site: String,
+    /// `1xx` … `5xx`.
+    code: &'static str,
+}
+
+/// The status classes requests are counted by.
+const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
 /// One site's request counters, by status class (1xx … 5xx).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct SiteCounters {
-    by_class: [AtomicU64; 5],
+    by_class: [Counter; 5],
 }
 
 impl SiteCounters {
     /// Counts one response with `status`.
     pub fn count(&self, status: StatusCode) {
         let class = usize::from(status.as_u16() / 100).clamp(1, 5) - 1;
-        self.by_class[class].fetch_add(1, Ordering::Relaxed);
+        self.by_class[class].inc();
     }
 }
 
 impl Metrics {
     /// Counts a completed TLS handshake.
     pub fn handshake_ok(&self) {
-        self.handshakes.fetch_add(1, Ordering::Relaxed);
+        self.handshakes.inc();
     }
 
     /// Counts a failed or abandoned TLS handshake (unknown name, garbage, timeout).
     pub fn handshake_failed(&self) {
-        self.handshake_errors.fetch_add(1, Ordering::Relaxed);
+        self.handshake_errors.inc();
     }
 
-    /// The counters of `site` (its first name), created on first use and kept across reloads.
+    /// The counters of `site` (its first name), created on first use and kept across reloads. All
+    /// five classes are exported from then on, at 0 until counted, so that `rate()` sees the first
+    /// request of a class.
     pub fn site(&self, site: &str) -> Arc<SiteCounters> {
         if let Some(counters) = self.read().get(site) {
             return counters.clone();
@@ -67,29 +151,38 @@ impl Metrics {
             .write()
             .unwrap_or_else(|poison| poison.into_inner())
             .entry(site.to_owned())
-            .or_default()
+            .or_insert_with(|| {
+                Arc::new(SiteCounters {
+                    by_class: CLASSES.map(|code| {
+                        let labels = RequestLabels {
+                            site: site.to_owned(),
+                            code,
+                        };
+                        self.requests.get_or_create(&labels).clone()
+                    }),
+                })
+            })
             .clone()
     }
 
     /// Counts a restart of the renewal scheduler after it ended abnormally.
     pub fn scheduler_restarted(&self) {
-        self.scheduler_restarts.fetch_add(1, Ordering::Relaxed);
+        self.scheduler_restarts.inc();
     }
 
     /// How often the renewal scheduler was restarted.
     pub fn scheduler_restarts(&self) -> u64 {
-        self.scheduler_restarts.load(Ordering::Relaxed)
+        self.scheduler_restarts.get()
     }
 
     /// Records that the renewal scheduler completed a pass at `at`.
     pub fn scheduler_ran(&self, at: OffsetDateTime) {
-        self.scheduler_last_run
-            .store(at.unix_timestamp(), Ordering::Relaxed);
+        self.scheduler_last_run.set(at.unix_timestamp());
     }
 
     /// When the renewal scheduler last completed a pass, if it has.
     pub fn scheduler_last_run(&self) -> Option<OffsetDateTime> {
-        match self.scheduler_last_run.load(Ordering::Relaxed) {
+        match self.scheduler_last_run.get() {
             0 => None,
             seconds => OffsetDateTime::from_unix_timestamp(seconds).ok(),
         }
@@ -101,142 +194,244 @@ impl Metrics {
             .unwrap_or_else(|poison| poison.into_inner())
     }
 
-    /// The Prometheus text exposition of everything, with certificate gauges for `config`'s sites.
+    /// The plain text exposition (format 0.0.4) of everything, with certificate gauges for
+    /// `config`'s sites.
     pub fn render(&self, config: &Config, store: &dyn StateStore, now: OffsetDateTime) -> String {
+        self.render_as(Format::Text, config, store, now)
+    }
+
+    /// The exposition of everything in `format`, with the gauges read now ([`ScrapeGauges`]) for
+    /// `config`'s sites from `store`.
+    pub fn render_as(
+        &self,
+        format: Format,
+        config: &Config,
+        store: &dyn StateStore,
+        now: OffsetDateTime,
+    ) -> String {
+        let mut at_scrape = Registry::default();
+        at_scrape.register_collector(Box::new(ScrapeGauges::read(config, store, now)));
         let mut out = String::new();
-        let mut gauge = |name: &str, help: &str, rows: Vec<(String, f64)>| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
-            for (site, value) in rows {
-                let _ = writeln!(out, "{name}{{site=\"{}\"}} {value}", escape(&site));
+        let encoded = match format {
+            Format::OpenMetrics => {
+                use prometheus_client::encoding::text;
+                text::encode_registry(&mut out, &self.registry)
+                    .and_then(|()| text::encode_registry(&mut out, &at_scrape))
+                    .and_then(|()| text::encode_eof(&mut out))
+            }
+            Format::Text => {
+                use prometheus_client::encoding::prometheus_text;
+                prometheus_text::encode(&mut out, &self.registry)
+                    .and_then(|()| prometheus_text::encode(&mut out, &at_scrape))
             }
         };
-        let mut not_after = Vec::new();
-        let mut next_renewal = Vec::new();
-        let mut failures = Vec::new();
-        let mut slowed = Vec::new();
-        let mut last_success = Vec::new();
+        // Writing into a String fails only if an encoder refuses a value; say so in the page
+        // rather than serve a silently truncated one.
+        if let Err(error) = encoded {
+            tracing::error!(%error, "encoding the metrics failed");
+            let _ = writeln!(out, "\n# encoding the metrics failed: {error}");
+        }
+        out
+    }
+}
+
+/// The exposition formats a scrape can be answered in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// Prometheus's plain text format 0.0.4, what every scraper reads.
+    Text,
+    /// OpenMetrics 1.0 text (`# EOF`, `# UNIT`, counter families without `_total`).
+    OpenMetrics,
+}
+
+impl Format {
+    /// The format for a scrape with these request headers: OpenMetrics when the `Accept` header
+    /// gives `application/openmetrics-text` a higher quality than the plain text format (as
+    /// Prometheus does), plain text otherwise: without `Accept`, with `*/*`, on a tie, and when
+    /// the header cannot be read (a scraper that asks for neither still gets the format
+    /// Prometheus expects, rather than a 406).
+    pub fn negotiate(headers: &HeaderMap) -> Self {
+        let mut openmetrics: f32 = 0.0;
+        let mut text: f32 = 0.0;
+        let ranges = headers
+            .get_all(ACCEPT)
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|value| value.split(','));
+        for range in ranges {
+            let Ok(media) = range.trim().parse::<mime::Mime>() else {
+                continue;
+            };
+            let quality = match media.get_param("q") {
+                None => 1.0,
+                Some(q) => match q.as_str().parse::<f32>() {
+                    Ok(q) if (0.0..=1.0).contains(&q) => q,
+                    _ => continue,
+                },
+            };
+            let version = media.get_param("version");
+            let (kind, subtype) = (media.type_().as_str(), media.subtype().as_str());
+            match (kind, subtype) {
+                ("application", "openmetrics-text") => openmetrics = openmetrics.max(quality),
+                // `version=1.0.0` of text/plain is the UTF-8-names variant certd does not
+                // claim; only the version it sends, or none, counts.
+                ("text", "plain") if version.is_none_or(|v| v.as_str() == "0.0.4") => {
+                    text = text.max(quality);
+                }
+                ("text", "*") | ("*", "*") => text = text.max(quality),
+                _ => {}
+            }
+        }
+        if openmetrics > text {
+            Self::OpenMetrics
+        } else {
+            Self::Text
+        }
+    }
+
+    /// The `Content-Type` of a page in this format.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Self::Text => prometheus_client::encoding::prometheus_text::CONTENT_TYPE,
+            Self::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        }
+    }
+}
+
+/// What a scrape reads at the time it happens: each site's certificate and renewal state from the
+/// state directory, whether that could be read, and other modules' own counters. A
+/// prometheus-client [`Collector`], built by [`Metrics::render_as`] for each scrape.
+#[derive(Debug, Default)]
+struct ScrapeGauges {
+    sites: Vec<SiteGauges>,
+    /// The state directory and every site's certificate in it could be read.
+    readable: bool,
+    /// Log lines dropped because stderr did not keep up (see [`crate::logging`]).
+    log_lines_dropped: u64,
+}
+
+/// One site's row of [`ScrapeGauges`]; times in Unix seconds.
+#[derive(Debug, Default)]
+struct SiteGauges {
+    site: String,
+    not_after: Option<i64>,
+    next_renewal: Option<i64>,
+    consecutive_failures: u32,
+    slowed: bool,
+    last_success: Option<i64>,
+}
+
+impl ScrapeGauges {
+    /// Reads the gauges of `config`'s sites from `store`, as of `now`.
+    fn read(config: &Config, store: &dyn StateStore, now: OffsetDateTime) -> Self {
         // A state directory that cannot be listed (an unmounted disk, a lost NFS mount) looks like
-        // "no certificates" to the rest; this says it outright.
+        // "no certificates" to the rest; `certd_state_readable` says it outright.
         let mut readable = store.readable();
+        let mut sites = Vec::with_capacity(config.sites.len());
         for site in &config.sites {
             let name = site.name().to_owned();
             let record = store.load_record(&name).unwrap_or_default();
             let state = site_state(store, site, config.renewal.remaining_fraction, now);
             readable &= state.is_ok();
+            let mut row = SiteGauges {
+                site: name,
+                consecutive_failures: record.consecutive_failures,
+                slowed: crate::renewal::is_slowed(record.consecutive_failures, &config.renewal),
+                last_success: record.last_success.map(OffsetDateTime::unix_timestamp),
+                ..SiteGauges::default()
+            };
             if let Ok(state) = state {
                 if let SiteState::Present { info, .. } = &state {
-                    not_after.push((name.clone(), info.not_after.unix_timestamp() as f64));
+                    row.not_after = Some(info.not_after.unix_timestamp());
                 }
                 let next = next_action_at(&state, &record, now, &config.renewal);
-                next_renewal.push((name.clone(), next.unix_timestamp() as f64));
+                row.next_renewal = Some(next.unix_timestamp());
             }
-            failures.push((name.clone(), f64::from(record.consecutive_failures)));
-            let is_slowed = crate::renewal::is_slowed(record.consecutive_failures, &config.renewal);
-            slowed.push((name.clone(), if is_slowed { 1.0 } else { 0.0 }));
-            if let Some(success) = record.last_success {
-                last_success.push((name, success.unix_timestamp() as f64));
-            }
+            sites.push(row);
         }
-        gauge(
-            "certd_certificate_not_after_seconds",
-            "End of validity of the certificate in service (Unix time).",
-            not_after,
-        );
-        gauge(
-            "certd_certificate_next_renewal_seconds",
-            "When the next renewal attempt is planned (Unix time).",
-            next_renewal,
-        );
-        gauge(
-            "certd_renewal_consecutive_failures",
-            "Failed renewal attempts since the last success.",
-            failures,
-        );
-        gauge(
-            "certd_renewal_slowed",
-            "1 when repeated failures have slowed attempts to one a day.",
-            slowed,
-        );
-        gauge(
-            "certd_renewal_last_success_seconds",
-            "When a certificate was last obtained (Unix time).",
-            last_success,
-        );
-        let _ = writeln!(
-            out,
-            "# HELP certd_state_readable 1 when the state directory and every site's certificate in \
-             it could be read at this scrape, 0 otherwise.\n\
-             # TYPE certd_state_readable gauge\n\
-             certd_state_readable {}",
-            u8::from(readable)
-        );
-
-        let _ = writeln!(
-            out,
-            "# HELP certd_http_requests_total Requests answered over HTTPS, by site and status class.\n\
-             # TYPE certd_http_requests_total counter"
-        );
-        let mut sites: Vec<(String, Arc<SiteCounters>)> = self
-            .read()
-            .iter()
-            .map(|(site, counters)| (site.clone(), counters.clone()))
-            .collect();
-        sites.sort_by(|a, b| a.0.cmp(&b.0));
-        for (site, counters) in sites {
-            for (class, count) in counters.by_class.iter().enumerate() {
-                let _ = writeln!(
-                    out,
-                    "certd_http_requests_total{{site=\"{}\",code=\"{}xx\"}} {}",
-                    escape(&site),
-                    class + 1,
-                    count.load(Ordering::Relaxed)
-                );
-            }
+        Self {
+            sites,
+            readable,
+            log_lines_dropped: crate::logging::dropped_lines(),
         }
-        let _ = writeln!(
-            out,
-            "# HELP certd_tls_handshakes_total Completed TLS handshakes.\n\
-             # TYPE certd_tls_handshakes_total counter\n\
-             certd_tls_handshakes_total {}\n\
-             # HELP certd_tls_handshake_errors_total TLS handshakes that failed or timed out.\n\
-             # TYPE certd_tls_handshake_errors_total counter\n\
-             certd_tls_handshake_errors_total {}",
-            self.handshakes.load(Ordering::Relaxed),
-            self.handshake_errors.load(Ordering::Relaxed),
-        );
-        let _ = writeln!(
-            out,
-            "# HELP certd_scheduler_restarts_total Times the renewal scheduler ended abnormally and was started again.\n\
-             # TYPE certd_scheduler_restarts_total counter\n\
-             certd_scheduler_restarts_total {}\n\
-             # HELP certd_scheduler_last_run_seconds When the renewal scheduler last completed a pass (Unix time; 0: not yet).\n\
-             # TYPE certd_scheduler_last_run_seconds gauge\n\
-             certd_scheduler_last_run_seconds {}",
-            self.scheduler_restarts.load(Ordering::Relaxed),
-            self.scheduler_last_run.load(Ordering::Relaxed),
-        );
-        render_log_drops(&mut out, crate::logging::dropped_lines());
-        out
     }
 }
 
-/// Log lines dropped because stderr did not keep up (see [`crate::logging`]).
-fn render_log_drops(out: &mut String, dropped: u64) {
-    let _ = writeln!(
-        out,
-        "# HELP certd_log_lines_dropped_total Log lines dropped because the log queue was full \
-         (stderr did not keep up).\n\
-         # TYPE certd_log_lines_dropped_total counter\n\
-         certd_log_lines_dropped_total {dropped}"
-    );
+impl Collector for ScrapeGauges {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let seconds = Some(&Unit::Seconds);
+        let per_site = |value: fn(&SiteGauges) -> Option<i64>| {
+            self.sites
+                .iter()
+                .filter_map(move |row| Some((row.site.as_str(), value(row)?)))
+        };
+        gauge(
+            &mut encoder,
+            "certd_certificate_not_after",
+            "End of validity of the certificate in service (Unix time).",
+            seconds,
+            per_site(|row| row.not_after),
+        )?;
+        gauge(
+            &mut encoder,
+            "certd_certificate_next_renewal",
+            "When the next renewal attempt is planned (Unix time).",
+            seconds,
+            per_site(|row| row.next_renewal),
+        )?;
+        gauge(
+            &mut encoder,
+            "certd_renewal_consecutive_failures",
+            "Failed renewal attempts since the last success.",
+            None,
+            per_site(|row| Some(i64::from(row.consecutive_failures))),
+        )?;
+        gauge(
+            &mut encoder,
+            "certd_renewal_slowed",
+            "1 when repeated failures have slowed attempts to one a day.",
+            None,
+            per_site(|row| Some(i64::from(row.slowed))),
+        )?;
+        gauge(
+            &mut encoder,
+            "certd_renewal_last_success",
+            "When a certificate was last obtained (Unix time).",
+            seconds,
+            per_site(|row| row.last_success),
+        )?;
+        let readable = encoder.encode_descriptor(
+            "certd_state_readable",
+            "1 when the state directory and every site's certificate in it could be read at this \
+             scrape, 0 otherwise.",
+            None,
+            MetricType::Gauge,
+        )?;
+        ConstGauge::new(i64::from(self.readable)).encode(readable)?;
+        let dropped = encoder.encode_descriptor(
+            "certd_log_lines_dropped",
+            "Log lines dropped because the log queue was full (stderr did not keep up).",
+            None,
+            MetricType::Counter,
+        )?;
+        ConstCounter::new(self.log_lines_dropped).encode(dropped)
+    }
 }
 
-/// Label values escape backslash, quote and newline (Prometheus text format).
-fn escape(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+/// One gauge family labelled by `site`, with a sample per `(site, value)` of `rows`.
+fn gauge<'a>(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    unit: Option<&Unit>,
+    rows: impl Iterator<Item = (&'a str, i64)>,
+) -> Result<(), std::fmt::Error> {
+    let mut family = encoder.encode_descriptor(name, help, unit, MetricType::Gauge)?;
+    for (site, value) in rows {
+        let labels = [("site", site)];
+        ConstGauge::new(value).encode(family.encode_family(&labels)?)?;
+    }
+    Ok(())
 }
 
 /// What a scrape needs: the counters, and the current configuration and store for the gauges.
@@ -368,8 +563,14 @@ mod tests {
 
     #[test]
     fn dropped_log_lines_are_a_counter() {
+        let gauges = ScrapeGauges {
+            log_lines_dropped: 42,
+            ..ScrapeGauges::default()
+        };
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(gauges));
         let mut out = String::new();
-        render_log_drops(&mut out, 42);
+        prometheus_client::encoding::prometheus_text::encode(&mut out, &registry).unwrap();
         assert!(
             out.contains("# TYPE certd_log_lines_dropped_total counter\n"),
             "{out}"
@@ -377,6 +578,153 @@ mod tests {
         assert!(
             out.ends_with("\ncertd_log_lines_dropped_total 42\n"),
             "{out}"
+        );
+    }
+
+    fn one_site_config() -> Config {
+        crate::config::from_toml(
+            "[acme]\ndirectory = \"letsencrypt\"\nagree_tos = true\n[[site]]\nnames = [\"a.test\"]\n",
+            std::path::Path::new("/tmp/certd.toml"),
+        )
+        .unwrap()
+    }
+
+    /// Every name deploy/monitoring and the e2e tests rely on, with its TYPE, in both formats.
+    #[test]
+    fn both_formats_keep_every_name_and_type() {
+        let metrics = Metrics::default();
+        metrics.site("a.test").count(StatusCode::OK);
+        let config = one_site_config();
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::Store::open(dir.path()).unwrap();
+        let now = OffsetDateTime::now_utc();
+        let text = metrics.render_as(Format::Text, &config, &store, now);
+        let open = metrics.render_as(Format::OpenMetrics, &config, &store, now);
+        let gauges = [
+            "certd_certificate_not_after_seconds",
+            "certd_certificate_next_renewal_seconds",
+            "certd_renewal_consecutive_failures",
+            "certd_renewal_slowed",
+            "certd_renewal_last_success_seconds",
+            "certd_state_readable",
+            "certd_scheduler_last_run_seconds",
+        ];
+        let counters = [
+            "certd_http_requests",
+            "certd_tls_handshakes",
+            "certd_tls_handshake_errors",
+            "certd_scheduler_restarts",
+            "certd_log_lines_dropped",
+        ];
+        for name in gauges {
+            assert!(
+                text.contains(&format!("\n# TYPE {name} gauge\n")),
+                "{name}: {text}"
+            );
+            assert!(
+                text.contains(&format!("\n# HELP {name} ")),
+                "{name}: {text}"
+            );
+            assert!(
+                open.contains(&format!("# TYPE {name} gauge\n")),
+                "{name}: {open}"
+            );
+        }
+        for name in counters {
+            // Plain text: the family is named like its samples; OpenMetrics: without `_total`.
+            assert!(
+                text.contains(&format!("# TYPE {name}_total counter\n")),
+                "{name}: {text}"
+            );
+            assert!(
+                open.contains(&format!("# TYPE {name} counter\n")),
+                "{name}: {open}"
+            );
+            assert!(open.contains(&format!("\n{name}_total")), "{name}: {open}");
+        }
+        // Units are OpenMetrics metadata; the plain text format has none.
+        assert!(
+            open.contains("# UNIT certd_certificate_not_after_seconds seconds\n"),
+            "{open}"
+        );
+        assert!(!text.contains("# UNIT"), "{text}");
+        // HELP ends in one period, however the help was registered.
+        assert!(!text.contains(".."), "{text}");
+        assert!(open.ends_with("# EOF\n"), "{open}");
+        assert!(!text.contains("# EOF"), "{text}");
+        assert!(
+            open.contains("certd_http_requests_total{site=\"a.test\",code=\"2xx\"} 1\n"),
+            "{open}"
+        );
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        let metrics = Metrics::default();
+        metrics
+            .site("we\"ird\\site\nname")
+            .count(StatusCode::BAD_GATEWAY);
+        let config = one_site_config();
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::Store::open(dir.path()).unwrap();
+        let now = OffsetDateTime::now_utc();
+        for format in [Format::Text, Format::OpenMetrics] {
+            let page = metrics.render_as(format, &config, &store, now);
+            assert!(
+                page.contains(
+                    "certd_http_requests_total{site=\"we\\\"ird\\\\site\\nname\",code=\"5xx\"} 1\n"
+                ),
+                "{format:?}: {page}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_format_follows_the_scrapers_accept_header() {
+        use Format::{OpenMetrics, Text};
+        let cases: &[(&[&str], Format)] = &[
+            (&[], Text),
+            (&["*/*"], Text),
+            (&["text/plain"], Text),
+            (&["text/plain;version=0.0.4"], Text),
+            (&["application/json"], Text),
+            (&["application/openmetrics-text"], OpenMetrics),
+            // What Prometheus 2.x sends.
+            (
+                &["application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"],
+                OpenMetrics,
+            ),
+            // What Prometheus 3 sends by default.
+            (
+                &["application/openmetrics-text;version=1.0.0;escaping=allow-utf-8,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=1.0.0;escaping=allow-utf-8;q=0.5,text/plain;version=0.0.4;q=0.4,*/*;q=0.1"],
+                OpenMetrics,
+            ),
+            // A scraper configured for the classic format first.
+            (
+                &["text/plain;version=0.0.4;q=1,application/openmetrics-text;q=0.5"],
+                Text,
+            ),
+            // A tie is plain text; q=0 refuses; a broken q is ignored.
+            (&["application/openmetrics-text, text/plain"], Text),
+            (&["application/openmetrics-text;q=0, */*;q=0.1"], Text),
+            (&["application/openmetrics-text;q=high"], Text),
+            (&["text/plain;q=0.2", "application/openmetrics-text;q=0.3"], OpenMetrics),
+            (&["garbage;;;, ,"], Text),
+        ];
+        for (accept, expected) in cases {
+            let mut headers = HeaderMap::new();
+            for value in *accept {
+                headers.append(ACCEPT, value.parse().unwrap());
+            }
+            assert_eq!(Format::negotiate(&headers), *expected, "{accept:?}");
+        }
+        assert_eq!(
+            Text.content_type(),
+            "text/plain; version=0.0.4; charset=utf-8"
+        );
+        assert_eq!(
+            OpenMetrics.content_type(),
+            "application/openmetrics-text; version=1.0.0; charset=utf-8"
         );
     }
 }
