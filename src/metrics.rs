@@ -434,8 +434,9 @@ fn gauge<'a>(
     Ok(())
 }
 
-/// What a scrape needs: the counters, and the current configuration and store for the gauges.
-pub type ScrapeSource = Arc<dyn Fn() -> String + Send + Sync>;
+/// What a scrape needs: the counters, and the current configuration and store for the gauges;
+/// renders the page in the format the scraper asked for.
+pub type ScrapeSource = Arc<dyn Fn(Format) -> String + Send + Sync>;
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]

@@ -298,9 +298,10 @@ impl Daemon {
                 .map_err(|source| DaemonError::Metrics { addr, source })?;
             info!(%addr, "serving metrics at /metrics");
             let scrape_shared = shared.clone();
-            let render: crate::metrics::ScrapeSource = Arc::new(move || {
+            let render: crate::metrics::ScrapeSource = Arc::new(move |format| {
                 let config = scrape_shared.config.load();
-                scrape_shared.metrics.render(
+                scrape_shared.metrics.render_as(
+                    format,
                     &config,
                     scrape_shared.store.as_ref(),
                     OffsetDateTime::now_utc(),

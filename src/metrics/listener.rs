@@ -127,14 +127,15 @@ async fn respond(request: &Request<Incoming>, render: ScrapeSource) -> Response<
         *response.status_mut() = StatusCode::NOT_FOUND;
         return response;
     }
+    let format = super::Format::negotiate(request.headers());
     // Rendering reads the state directory (certificates and renewal records): not on an async
     // worker thread, where a slow disk would stall every task scheduled there.
-    match tokio::task::spawn_blocking(move || render()).await {
+    match tokio::task::spawn_blocking(move || render(format)).await {
         Ok(text) => {
             let mut response = Response::new(Full::new(Bytes::from(text)));
             response.headers_mut().insert(
                 hyper::header::CONTENT_TYPE,
-                hyper::header::HeaderValue::from_static("text/plain; version=0.0.4"),
+                hyper::header::HeaderValue::from_static(format.content_type()),
             );
             response
         }
@@ -168,7 +169,7 @@ mod tests {
 
     impl Server {
         async fn start(limits: Limits) -> Self {
-            Self::start_rendering(limits, Arc::new(|| "certd_up 1\n".to_owned())).await
+            Self::start_rendering(limits, Arc::new(|_| "certd_up 1\n".to_owned())).await
         }
 
         async fn start_rendering(limits: Limits, render: ScrapeSource) -> Self {
@@ -327,7 +328,7 @@ mod tests {
     /// The test runtime has one thread: a render that blocked it would stall the other connection.
     #[tokio::test]
     async fn a_slow_render_does_not_stall_other_connections() {
-        let render: ScrapeSource = Arc::new(|| {
+        let render: ScrapeSource = Arc::new(|_| {
             // Stands in for a slow disk under the state directory.
             std::thread::sleep(Duration::from_millis(1500));
             "certd_up 1\n".to_owned()

@@ -137,3 +137,246 @@ async fn the_rules_and_the_dashboard_use_only_metrics_certd_exports() {
         );
     }
 }
+
+/// The Accept header Prometheus 2.x sends with a scrape (OpenMetrics first, plain text as fallback).
+const PROMETHEUS_ACCEPT: &str = "application/openmetrics-text;version=1.0.0,\
+    application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+
+/// A GET of `/metrics` on `port` with `accept` (none when empty): the Content-Type and the page.
+async fn scrape_as(port: u16, accept: &str) -> (String, String) {
+    use http_body_util::BodyExt as _;
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect to the metrics port");
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+            .await
+            .expect("HTTP/1.1 handshake");
+    let task = tokio::spawn(connection);
+    let mut request = hyper::Request::get("/metrics").header("host", "127.0.0.1");
+    if !accept.is_empty() {
+        request = request.header("accept", accept);
+    }
+    let response = tokio::time::timeout(
+        Duration::from_secs(10),
+        sender.send_request(request.body(String::new()).expect("request")),
+    )
+    .await
+    .expect("scrape answered in time")
+    .expect("scrape answered");
+    assert_eq!(response.status(), hyper::StatusCode::OK);
+    let content_type = response.headers()["content-type"]
+        .to_str()
+        .expect("content type")
+        .to_owned();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    task.abort();
+    (content_type, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// The sample names of a page, with their values (`name{labels}` → value).
+fn samples(page: &str) -> BTreeSet<String> {
+    page.lines()
+        .filter(|line| !line.starts_with('#') && !line.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// A Prometheus server (Debian's `prometheus`) in a temp dir on loopback, scraping one target every
+/// second; killed by its pid on drop.
+struct Prometheus {
+    child: std::process::Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Prometheus {
+    fn scraping(target_port: u16) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = dir.path().join("prometheus.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n  \
+                 - job_name: certd\n    static_configs:\n      \
+                 - targets: ['127.0.0.1:{target_port}']\n"
+            ),
+        )
+        .expect("write prometheus.yml");
+        let port = free_port();
+        let log = std::fs::File::create(dir.path().join("prometheus.log")).expect("log file");
+        let child = Command::new("prometheus")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(log.try_clone().expect("log file"))
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|err| {
+                panic!(
+                    "cannot run prometheus ({err}): install the Debian package `prometheus` \
+                     (scripts/test.sh does)"
+                )
+            });
+        Self {
+            child,
+            port,
+            _dir: dir,
+        }
+    }
+
+    /// The JSON answer of API `path` (with its query), once Prometheus answers.
+    async fn api(&self, path: &str) -> serde_json::Value {
+        let reply = crate::harness::http_get(self.port, "127.0.0.1", path).await;
+        assert_eq!(
+            reply.status,
+            hyper::StatusCode::OK,
+            "{path}: {}",
+            reply.text()
+        );
+        serde_json::from_slice(&reply.body).expect("Prometheus answers JSON")
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self._dir.path().join("prometheus.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Whether something listens on loopback `port`.
+async fn listening(port: u16) -> bool {
+    tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_ok()
+}
+
+#[tokio::test]
+async fn prometheus_scrapes_openmetrics_and_the_plain_text_passes_promtool() {
+    let pebble = Pebble::start().await;
+    let certd = Certd::new();
+    let config = RunConfig::for_pebble(&pebble, vec![Site::new(&["om.test"])]);
+    let metrics_port = free_port();
+    certd.write_config_text(&format!(
+        "{}\n[metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n",
+        config.to_toml()
+    ));
+    let daemon = Daemon::start(&certd, config.https_addr()).await;
+    let client = HttpsClient::new(config.https_addr(), &pebble.root_pem().await);
+    client
+        .wait_for_certificate("om.test", Duration::from_secs(30))
+        .await;
+
+    // Negotiation: the plain text format without Accept, OpenMetrics for Prometheus's Accept; the
+    // same samples in both.
+    let (plain_type, plain) = scrape_as(metrics_port, "").await;
+    assert_eq!(plain_type, "text/plain; version=0.0.4; charset=utf-8");
+    let (open_type, open) = scrape_as(metrics_port, PROMETHEUS_ACCEPT).await;
+    assert_eq!(
+        open_type,
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    );
+    assert!(open.ends_with("# EOF\n"), "{open}");
+    assert!(
+        open.contains("# TYPE certd_tls_handshakes counter\n"),
+        "{open}"
+    );
+    let differ = |page: &str| -> BTreeSet<String> {
+        // The scheduler may complete a pass between the two scrapes; compare names, not values.
+        samples(page)
+            .iter()
+            .filter_map(|line| line.rsplit_once(' ').map(|(name, _)| name.to_owned()))
+            .collect()
+    };
+    assert_eq!(differ(&plain), differ(&open), "{plain}\n{open}");
+
+    // The plain text page is what Prometheus's own parser and linter accept.
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run promtool (Debian package `prometheus`)");
+    {
+        use std::io::Write as _;
+        let mut stdin = promtool.stdin.take().expect("promtool stdin");
+        stdin.write_all(plain.as_bytes()).expect("write the page");
+    }
+    let checked = promtool.wait_with_output().expect("promtool ends");
+    assert!(
+        checked.status.success(),
+        "promtool check metrics:\n{}{}\n{plain}",
+        String::from_utf8_lossy(&checked.stdout),
+        String::from_utf8_lossy(&checked.stderr)
+    );
+
+    // A real Prometheus scrapes certd (asking for OpenMetrics first) and keeps every family typed.
+    let prometheus = Prometheus::scraping(metrics_port);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "Prometheus did not scrape certd in time:\n{}\n{}",
+            prometheus.log(),
+            daemon.log()
+        );
+        if listening(prometheus.port).await {
+            let up = prometheus.api("/api/v1/query?query=up").await;
+            let value = &up["data"]["result"][0]["value"][1];
+            if value == "1" {
+                break;
+            }
+            let targets = prometheus.api("/api/v1/targets").await;
+            let error = &targets["data"]["activeTargets"][0]["lastError"];
+            assert!(
+                error.as_str().is_none_or(str::is_empty),
+                "the scrape failed: {error}"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let handshakes = prometheus
+        .api("/api/v1/query?query=certd_tls_handshakes_total")
+        .await;
+    assert_eq!(
+        handshakes["data"]["result"].as_array().map(Vec::len),
+        Some(1),
+        "{handshakes}"
+    );
+    let metadata = prometheus
+        .api("/api/v1/metadata?metric=certd_tls_handshakes")
+        .await;
+    assert_eq!(
+        metadata["data"]["certd_tls_handshakes"][0]["type"], "counter",
+        "OpenMetrics names the family without _total: {metadata}"
+    );
+    let metadata = prometheus
+        .api("/api/v1/metadata?metric=certd_certificate_not_after_seconds")
+        .await;
+    assert_eq!(
+        metadata["data"]["certd_certificate_not_after_seconds"][0]["unit"], "seconds",
+        "{metadata}"
+    );
+    let expiry = prometheus
+        .api("/api/v1/query?query=certd_certificate_not_after_seconds%7Bsite%3D%22om.test%22%7D")
+        .await;
+    assert_eq!(
+        expiry["data"]["result"].as_array().map(Vec::len),
+        Some(1),
+        "{expiry}"
+    );
+}
