@@ -12,7 +12,7 @@
 //!   metric as a field of [`Metrics`], registered once in [`Metrics::default`] (one `register` call
 //!   with its name and help), and a method that bumps it, called from where it happens.
 //! - **Read when scraped** (the state directory, the store, another module's global): a field of
-//!   [`ScrapeGauges`], filled in [`ScrapeGauges::read`], and one `gauge`/`counter` call in its
+//!   `ScrapeGauges`, filled in `ScrapeGauges::read`, and one `gauge`/`counter` call in its
 //!   [`Collector::encode`]. These always say what is true at the scrape (and what `certd status`
 //!   says), and nothing has to keep them up to date.
 //!
@@ -200,7 +200,7 @@ impl Metrics {
         self.render_as(Format::Text, config, store, now)
     }
 
-    /// The exposition of everything in `format`, with the gauges read now ([`ScrapeGauges`]) for
+    /// The exposition of everything in `format`, with the gauges read now (`ScrapeGauges`) for
     /// `config`'s sites from `store`.
     pub fn render_as(
         &self,

@@ -130,7 +130,7 @@ pub async fn serve_indexed<S: AsRef<str>>(
     }
 }
 
-/// The content type for a file, from its extension (mime_guess's table, with [`OVERRIDES`] first);
+/// The content type for a file, from its extension (mime_guess's table, with `OVERRIDES` first);
 /// `application/octet-stream` when unknown. Text types say `charset=utf-8`, as nginx does with
 /// `charset utf-8`: without it browsers guess, and guess Latin-1 for most of the web's UTF-8.
 pub fn content_type(path: &Path) -> HeaderValue {
