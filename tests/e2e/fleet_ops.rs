@@ -463,3 +463,59 @@ async fn two_nodes_behind_haproxy_with_proxy_protocol_both_answer_and_log_the_cl
         "more than one order for the fleet"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn certbot_lineages_are_imported_into_the_database_and_served_from_it() {
+    use crate::import_certbot::{import, CertbotDir};
+    let pg = Postgres::start().await;
+    let pebble = Pebble::start().await;
+    // certbot's certificate: really issued by Pebble, through certd in a folder of its own.
+    let issuer = Certd::new();
+    RunConfig::for_pebble(&pebble, vec![Site::new(&[SITES[0]])]).write(&issuer);
+    issuer.issue(&[]).await.expect_code(0);
+    let read = |file: &str| issuer.read_site_file(SITES[0], file);
+    let certbot = CertbotDir::new(&pebble.directory_url());
+    certbot.add_lineage(
+        SITES[0],
+        &read("cert.pem"),
+        &read("chain.pem"),
+        &read("privkey.pem"),
+    );
+    let accounts = issuer.account_files();
+    certbot.add_account(&std::fs::read_to_string(&accounts[0]).expect("read the account"));
+    let serial = crate::harness::serial_hex(&read("cert.pem"));
+
+    // A fleet node's config: the import goes into the database, not its state directory.
+    let node = Certd::new();
+    let config = RunConfig::for_pebble(&pebble, sites()[..1].to_vec()).table(&storage_table(
+        &pg,
+        node.dir(),
+        "node-a",
+    ));
+    config.write(&node);
+    let run = import(&node, certbot.path()).await;
+    run.expect_code(0);
+    assert!(
+        run.stdout
+            .contains(&format!("{}: imported as {}", SITES[0], SITES[0])),
+        "{run}"
+    );
+    assert!(run.stdout.contains("imported as certd's account"), "{run}");
+    assert_eq!(pg.psql("SELECT count(*) FROM cert_versions").trim(), "1");
+    assert_eq!(pg.psql("SELECT count(*) FROM accounts").trim(), "1");
+    assert!(
+        !node.site_dir(SITES[0]).exists(),
+        "written to the state directory"
+    );
+    assert!(!pg.dump().contains("PRIVATE KEY"), "a key in the clear");
+    let again = import(&node, certbot.path()).await;
+    again.expect_code(0);
+    assert!(again.stdout.contains("already imported"), "{again}");
+    assert_eq!(pg.psql("SELECT count(*) FROM cert_versions").trim(), "1");
+
+    let daemon = Daemon::start(&node, config.https_addr()).await;
+    let client = HttpsClient::new(config.https_addr(), &pebble.root_pem().await);
+    let served = client.wait_for_certificate(SITES[0], CERT_WAIT).await;
+    assert_eq!(normalize_serial(&served), serial, "{}", daemon.log());
+    assert_eq!(pebble.issued_count(), 1, "the import ordered");
+}
