@@ -519,3 +519,82 @@ async fn certbot_lineages_are_imported_into_the_database_and_served_from_it() {
     assert_eq!(normalize_serial(&served), serial, "{}", daemon.log());
     assert_eq!(pebble.issued_count(), 1, "the import ordered");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_site_the_database_serves_otherwise_is_kept_unless_overwrite_is_given() {
+    let pg = Postgres::start().await;
+    let pebble = Pebble::start().await;
+    let (single, serials) = issued_and_migrated(&pg, &pebble).await;
+    // Another node installed another certificate for the first site since (here: the second's).
+    let config = certd::config::PostgresConfig {
+        url: pg.url(),
+        password_file: Some(single.dir().join("db-password")),
+        sslmode: certd::config::SslMode::Disable,
+        ca_roots: None,
+        node_name: "node-z".into(),
+        key_file: single.dir().join("fleet.key"),
+    };
+    tokio::task::spawn_blocking(move || {
+        let store = certd::storage::postgres::PostgresStore::open(&config).expect("open");
+        let other = store.current(SITES[1]).expect("read").expect("migrated");
+        store.install(SITES[0], &other.pem).expect("install");
+    })
+    .await
+    .expect("join");
+    let live = |pg: &Postgres| {
+        pg.psql(&format!(
+            "SELECT c.cert_pem FROM live l JOIN cert_versions c USING (site, version) WHERE l.site = '{}'",
+            SITES[0]
+        ))
+    };
+    let theirs = live(&pg);
+
+    let migrate = ["migrate", "--from", "state", "--to", "postgres"];
+    let refused = single.run("storage", &migrate).await;
+    refused.expect_code(1);
+    let line = line_of(
+        &refused.stdout,
+        &format!(
+            "{}: not copied: the destination already serves another certificate (serial ",
+            SITES[0]
+        ),
+    );
+    assert_eq!(serial_in(line), serials[1], "{refused}");
+    assert!(refused.stdout.contains("--overwrite"), "{refused}");
+    assert!(
+        refused
+            .stdout
+            .contains(&format!("{}: already there", SITES[1])),
+        "{refused}"
+    );
+    assert_eq!(live(&pg), theirs, "the database's certificate was replaced");
+
+    let forced = single
+        .run("storage", &[&migrate[..], &["--overwrite"]].concat())
+        .await;
+    forced.expect_code(0);
+    let line = line_of(&forced.stdout, &format!("{}: copied (serial ", SITES[0]));
+    assert_eq!(serial_in(line), serials[0], "{forced}");
+    assert_ne!(
+        live(&pg),
+        theirs,
+        "--overwrite left the database's certificate"
+    );
+    assert_eq!(pebble.issued_count(), SITES.len());
+}
+
+/// The line of `text` starting with `prefix`.
+fn line_of<'a>(text: &'a str, prefix: &str) -> &'a str {
+    text.lines()
+        .find(|line| line.starts_with(prefix))
+        .unwrap_or_else(|| panic!("no line starting with {prefix:?} in:\n{text}"))
+}
+
+/// The `(serial <hex>` of `line`, normalised.
+fn serial_in(line: &str) -> String {
+    let rest = line
+        .split("(serial ")
+        .nth(1)
+        .unwrap_or_else(|| panic!("{line}"));
+    normalize_serial(rest.split(')').next().unwrap_or(rest))
+}
