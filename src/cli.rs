@@ -109,9 +109,11 @@ pub enum Backend {
 /// alone.
 #[derive(Debug, Subcommand)]
 pub enum StorageCommand {
-    /// Copy accounts (per configured CA), each site's live certificate and record, and the ledgers
-    /// from one backend into the other, without a new order. A site the destination already serves
-    /// with another certificate is not touched (exit 1) unless `--overwrite` is given.
+    /// Copy the state from one backend into the other, without a new order.
+    ///
+    /// Copies the accounts (per configured CA), each site's live certificate and record, and the
+    /// ledgers. A site the destination already serves with another certificate is not touched
+    /// (exit 1) unless `--overwrite` is given.
     ///
     /// Exits 0 when everything was copied or already there, 1 when something was refused or
     /// failed, 2 when nothing could be done (configuration, a store, its lock).
@@ -129,8 +131,10 @@ pub enum StorageCommand {
         #[arg(long)]
         overwrite: bool,
     },
-    /// The way back: `migrate --from postgres --to state`, e.g. into a fresh `--state-dir` for a
-    /// single-node setup.
+    /// The way back: copy the database's state into a state directory (`migrate --from postgres
+    /// --to state`).
+    ///
+    /// E.g. into a fresh `--state-dir` for a single-node setup.
     Export {
         /// Where the state should go (only `state`).
         #[arg(long, value_enum, default_value = "state")]
