@@ -34,6 +34,8 @@ command -v nsupdate >/dev/null && command -v dig >/dev/null || missing+=(bind9-d
 compgen -G '/usr/sbin/php-fpm*' >/dev/null || missing+=(php-fpm)
 # PostgreSQL is the shared store of the fleet tests (harness::postgres runs its own cluster).
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql)
+# HAProxy is the TCP balancer (PROXY protocol v2) in front of two fleet nodes (fleet_ops).
+command -v haproxy >/dev/null || missing+=(haproxy)
 # promtool checks deploy/monitoring's alert rules (monitoring); dpkg-deb builds the Debian package
 # that package:: installs (scripts/build-deb.sh), with strip from binutils.
 command -v promtool >/dev/null || missing+=(prometheus)

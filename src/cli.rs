@@ -59,6 +59,9 @@ pub enum Command {
     /// Move in from another tool without re-issuing anything.
     #[command(subcommand)]
     Import(ImportCommand),
+    /// Move the state between backends: the state directory and the `[storage]` database.
+    #[command(subcommand)]
+    Storage(StorageCommand),
     /// Write the man page (certd.1) and the bash, zsh and fish completions into a folder, generated
     /// from this very definition; for packaging (scripts/build-deb.sh), so hidden from `--help`.
     #[command(hide = true)]
@@ -89,5 +92,58 @@ pub enum ImportCommand {
         /// its site's name and `[https] default_site`.
         #[arg(long, value_name = "NAME")]
         default_name: Option<String>,
+    },
+}
+
+/// A place certd keeps its state in, for `certd storage`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Backend {
+    /// The state directory: `state_dir` of the config, or `--state-dir`.
+    State,
+    /// The database the config's `[storage]` table names (`backend = "postgres"`).
+    Postgres,
+}
+
+/// What `certd storage` can do. Neither contacts a CA; both take the writer lock on both sides
+/// (stop `certd run` on this node first) and can be run again safely: what is already there is left
+/// alone.
+#[derive(Debug, Subcommand)]
+pub enum StorageCommand {
+    /// Copy the state from one backend into the other, without a new order.
+    ///
+    /// Copies the accounts (per configured CA), each site's live certificate and record, and the
+    /// ledgers. A site the destination already serves with another certificate is not touched
+    /// (exit 1) unless `--overwrite` is given.
+    ///
+    /// Exits 0 when everything was copied or already there, 1 when something was refused or
+    /// failed, 2 when nothing could be done (configuration, a store, its lock).
+    Migrate {
+        /// Where the state is now.
+        #[arg(long, value_enum)]
+        from: Backend,
+        /// Where it should go.
+        #[arg(long, value_enum)]
+        to: Backend,
+        /// The state directory to use instead of the config's `state_dir`.
+        #[arg(long, value_name = "DIR")]
+        state_dir: Option<PathBuf>,
+        /// Replace the certificate of a site (and the account at a CA) the destination already has.
+        #[arg(long)]
+        overwrite: bool,
+    },
+    /// The way back: copy the database's state into a state directory (`migrate --from postgres
+    /// --to state`).
+    ///
+    /// E.g. into a fresh `--state-dir` for a single-node setup.
+    Export {
+        /// Where the state should go (only `state`).
+        #[arg(long, value_enum, default_value = "state")]
+        to: Backend,
+        /// The state directory to write instead of the config's `state_dir`.
+        #[arg(long, value_name = "DIR")]
+        state_dir: Option<PathBuf>,
+        /// Replace the certificate of a site (and the account at a CA) the state directory already has.
+        #[arg(long)]
+        overwrite: bool,
     },
 }

@@ -5,6 +5,7 @@ mod assets;
 mod check;
 mod issue;
 mod status;
+mod storage;
 
 pub use check::check;
 pub use issue::issue;
@@ -13,7 +14,7 @@ pub use status::{status, SiteStatus};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-use crate::cli::{Cli, Command, ImportCommand};
+use crate::cli::{Cli, Command, ImportCommand, StorageCommand};
 
 /// Everything succeeded.
 pub const EXIT_OK: u8 = 0;
@@ -47,6 +48,23 @@ pub async fn run(cli: Cli) -> u8 {
             files,
             default_name,
         }) => crate::import::nginx::run(&files, default_name.as_deref()),
+        Command::Storage(StorageCommand::Migrate {
+            from,
+            to,
+            state_dir,
+            overwrite,
+        }) => storage::migrate(&cli.config, from, to, state_dir.as_deref(), overwrite),
+        Command::Storage(StorageCommand::Export {
+            to,
+            state_dir,
+            overwrite,
+        }) => storage::migrate(
+            &cli.config,
+            crate::cli::Backend::Postgres,
+            to,
+            state_dir.as_deref(),
+            overwrite,
+        ),
         Command::GenerateAssets { out } => assets::run(&out),
     }
 }

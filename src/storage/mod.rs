@@ -33,6 +33,7 @@ use crate::store::{SchedulerHeartbeat, SiteRecord, Store, StoreError, StoredCert
 pub mod filesystem;
 pub mod postgres;
 pub mod sealing;
+pub mod transfer;
 
 #[doc(hidden)]
 pub mod contract;

@@ -21,13 +21,13 @@ const ACCOUNT_ID: &str = "4f1e0c3b9a7d2e8f6a5b4c3d2e1f0a9b";
 const CERT_WAIT: Duration = Duration::from_secs(60);
 
 /// A certbot configuration folder being built.
-struct CertbotDir {
+pub(crate) struct CertbotDir {
     dir: tempfile::TempDir,
     server: String,
 }
 
 impl CertbotDir {
-    fn new(server: &str) -> Self {
+    pub(crate) fn new(server: &str) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("certd-e2e-letsencrypt-")
             .tempdir()
@@ -38,13 +38,13 @@ impl CertbotDir {
         }
     }
 
-    fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         self.dir.path()
     }
 
     /// Lineage `name` at version 1: `archive/<name>/{cert,chain,fullchain,privkey}1.pem`, relative
     /// links from `live/<name>/`, and `renewal/<name>.conf` for this CA and [`ACCOUNT_ID`].
-    fn add_lineage(&self, name: &str, cert: &str, chain: &str, key: &str) {
+    pub(crate) fn add_lineage(&self, name: &str, cert: &str, chain: &str, key: &str) {
         let archive = self.path().join("archive").join(name);
         let live = self.path().join("live").join(name);
         let renewal = self.path().join("renewal");
@@ -79,7 +79,7 @@ impl CertbotDir {
 
     /// certbot's account folder for this CA, made from certd's stored credentials: the P-256 key as
     /// a private JWK in `private_key.json`, the account URL in `regr.json`.
-    fn add_account(&self, credentials_json: &str) -> String {
+    pub(crate) fn add_account(&self, credentials_json: &str) -> String {
         let value: serde_json::Value =
             serde_json::from_str(credentials_json).expect("account.json is JSON");
         let account_url = value["id"].as_str().expect("account URL").to_owned();
@@ -137,7 +137,7 @@ fn base64url(bytes: &[u8]) -> String {
 }
 
 /// `certd import certbot --from <from> --config <certd.toml>`.
-async fn import(certd: &Certd, from: &Path) -> Run {
+pub(crate) async fn import(certd: &Certd, from: &Path) -> Run {
     certd
         .run_raw(vec![
             "import".into(),

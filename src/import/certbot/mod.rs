@@ -1,5 +1,5 @@
 //! `certd import certbot`: adopts certbot's live certificates (and, when it can, its ACME account) into
-//! the state directory without a new order, so a move from certbot costs no issuance against the CA's
+//! the store (the state directory, or the `[storage]` database) without a new order, so a move from certbot costs no issuance against the CA's
 //! rate limits. The CA is never contacted.
 //!
 //! Each lineage under `--from` (see [`lineage`]) is read through its `live/` links and checked on its
@@ -45,9 +45,10 @@ pub use self::report::{AccountOutcome, Outcome, Report};
 use crate::certificate;
 use crate::commands::{rfc3339, EXIT_OK, EXIT_UNUSABLE};
 use crate::config::{self, Config, SiteConfig};
-use crate::store::{SiteRecord, Store, StoreError};
+use crate::storage::StateStore;
+use crate::store::{SiteRecord, StoreError};
 
-/// Imports certbot's lineages from `from` into the state directory of the config at `config_path`.
+/// Imports certbot's lineages from `from` into the store of the config at `config_path`.
 /// Returns the exit code.
 pub async fn run(from: &Path, config_path: &Path) -> u8 {
     let config = match config::load(config_path) {
@@ -64,16 +65,9 @@ pub async fn run(from: &Path, config_path: &Path) -> u8 {
             return EXIT_UNUSABLE;
         }
     };
-    if !matches!(config.storage, crate::config::StorageConfig::Filesystem) {
-        // The importer writes the state directory's layout; into a database it would be lost.
-        eprintln!(
-            "{}: certd import certbot writes the state directory, not [storage] backend = \"postgres\"; \
-             import on a filesystem-backed config",
-            config.source.display()
-        );
-        return EXIT_UNUSABLE;
-    }
-    let store = match Store::open(&config.state_dir) {
+    // Through the storage boundary: the state directory, or the fleet's database (where the key is
+    // sealed like any install's, and the other nodes load the pair when they next read it).
+    let store = match crate::storage::open(&config) {
         Ok(store) => store,
         Err(err) => {
             eprintln!("{err}");
@@ -101,7 +95,7 @@ pub async fn run(from: &Path, config_path: &Path) -> u8 {
         );
         return EXIT_OK;
     }
-    let report = import(&config, &store, from, &names, OffsetDateTime::now_utc());
+    let report = import(&config, &*store, from, &names, OffsetDateTime::now_utc());
     report.print(&config);
     report.exit_code()
 }
@@ -110,7 +104,7 @@ pub async fn run(from: &Path, config_path: &Path) -> u8 {
 /// state lock.
 pub fn import(
     config: &Config,
-    store: &Store,
+    store: &dyn StateStore,
     from: &Path,
     names: &[String],
     now: OffsetDateTime,
@@ -302,7 +296,12 @@ fn same_url(a: &str, b: &str) -> bool {
 
 /// Stores `lineage` as `site`'s current pair unless the store already has it (or a certificate that
 /// lasts at least as long).
-fn install(store: &Store, site: &SiteConfig, lineage: &Lineage, now: OffsetDateTime) -> Outcome {
+fn install(
+    store: &dyn StateStore,
+    site: &SiteConfig,
+    lineage: &Lineage,
+    now: OffsetDateTime,
+) -> Outcome {
     let site_name = site.name().to_owned();
     match store.current(&site_name) {
         Ok(Some(stored)) => {
@@ -365,7 +364,7 @@ fn same_leaf(a: &str, b: &str) -> bool {
 /// only account certbot has at that CA) and imports the one for the configured CA when certd can use it.
 fn import_accounts(
     config: &Config,
-    store: &Store,
+    store: &dyn StateStore,
     from: &Path,
     confs: &[(String, RenewalConf)],
 ) -> Vec<AccountOutcome> {

@@ -10,6 +10,7 @@ use time::OffsetDateTime;
 
 use super::test_support::{fresh_p256_jwk, p256_sec1_pem, write_lineage, TestCa};
 use super::*;
+use crate::store::Store;
 
 const CA: &str = "https://ca.example/dir";
 const ACCOUNT_ID: &str = "0123abcd";
