@@ -11,6 +11,7 @@ mod acme_proxy;
 mod certd;
 mod daemon;
 mod dns;
+mod fleet;
 mod net;
 mod nginx;
 mod pebble;
@@ -30,6 +31,7 @@ pub use certd::{
 };
 pub use daemon::{Daemon, RunConfig, Site};
 pub use dns::{Bind, TSIG_KEY};
+pub use fleet::Fleet;
 pub use net::{
     der_serial, dns, http_get, Alpn, Handshake, HttpsClient, Refused, TlsVersions, Upstream,
 };
