@@ -6,10 +6,9 @@
 //! leave a stale answer behind. Requests for other paths go to a [`Fallback`]: 404 for `certd issue`,
 //! the redirect to HTTPS in the daemon.
 
-use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -22,8 +21,12 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, Instrument};
 
+use crate::answers::{Answers, PublishedAnswer};
 use crate::config::LimitsConfig;
+use crate::fleet_answers::{FleetAnswers, FleetGuard};
 use crate::proxy_protocol::ProxyProtocol;
+use crate::storage::AnswerKind;
+use crate::store::StoreError;
 
 /// The path prefix of HTTP-01 requests (RFC 8555 §8.3).
 pub const CHALLENGE_PREFIX: &str = "/.well-known/acme-challenge/";
@@ -34,33 +37,63 @@ pub const CHALLENGE_PREFIX: &str = "/.well-known/acme-challenge/";
 /// that answers it need not know each other.
 #[derive(Debug, Clone, Default)]
 pub struct ChallengeTokens {
-    inner: Arc<RwLock<HashMap<String, Arc<str>>>>,
+    inner: Answers<Arc<str>>,
     /// The TLS-ALPN-01 certificates of the same orders, kept here so that whatever hands HTTP-01
     /// tokens from the orders to the listeners hands these over too.
     alpn: crate::tls_alpn::AlpnCertificates,
+    /// The fleet's store, when answers are shared between nodes: published there too, and asked
+    /// on a miss.
+    fleet: Option<Arc<FleetAnswers>>,
 }
 
-/// Keeps a token answerable; dropping it withdraws the token.
+/// Keeps a token answerable; dropping it withdraws the token (here, and from the fleet's store).
 #[derive(Debug)]
 pub struct PublishedToken {
-    tokens: ChallengeTokens,
-    token: String,
-}
-
-impl Drop for PublishedToken {
-    fn drop(&mut self) {
-        self.tokens.write().remove(&self.token);
-    }
+    _local: PublishedAnswer<Arc<str>>,
+    _fleet: Option<FleetGuard>,
 }
 
 impl ChallengeTokens {
-    /// Makes `token` answerable with `key_authorization` until the returned guard drops.
-    pub fn publish(&self, token: String, key_authorization: String) -> PublishedToken {
-        self.write().insert(token.clone(), key_authorization.into());
-        PublishedToken {
-            tokens: self.clone(),
-            token,
+    /// Tokens (and TLS-ALPN-01 certificates) shared through `store` with every node of the fleet,
+    /// when it shares answers ([`crate::storage::StateStore::shares_challenges`]); otherwise the same
+    /// as [`ChallengeTokens::default`].
+    pub fn shared_through(store: &crate::storage::SharedStore) -> Self {
+        let fleet = FleetAnswers::new(store);
+        Self {
+            inner: Answers::default(),
+            alpn: crate::tls_alpn::AlpnCertificates::shared_through(fleet.clone()),
+            fleet,
         }
+    }
+
+    /// Makes `token` answerable with `key_authorization` by this process until the returned guard
+    /// drops.
+    pub fn publish(&self, token: String, key_authorization: String) -> PublishedToken {
+        PublishedToken {
+            _local: self.inner.publish(token, key_authorization.into()),
+            _fleet: None,
+        }
+    }
+
+    /// [`ChallengeTokens::publish`], and in the fleet's store when answers are shared, so that any
+    /// node answers `token`: returns once it is there, before the CA may be told to validate.
+    pub async fn publish_to_fleet(
+        &self,
+        token: String,
+        key_authorization: String,
+    ) -> Result<PublishedToken, StoreError> {
+        let fleet = match &self.fleet {
+            Some(fleet) => Some(
+                fleet
+                    .publish(AnswerKind::Http01, &token, &key_authorization)
+                    .await?,
+            ),
+            None => None,
+        };
+        Ok(PublishedToken {
+            _local: self.inner.publish(token, key_authorization.into()),
+            _fleet: fleet,
+        })
     }
 
     /// The TLS-ALPN-01 challenge certificates of the orders in flight (answered on `[https] listen`).
@@ -68,14 +101,14 @@ impl ChallengeTokens {
         &self.alpn
     }
 
-    /// The key authorization for `token`, if an order in flight published it.
+    /// The key authorization for `token`, if an order in flight in this process published it.
     pub fn key_authorization(&self, token: &str) -> Option<Arc<str>> {
-        self.read().get(token).cloned()
+        self.inner.get(token)
     }
 
     /// How many tokens are answerable now.
     pub fn len(&self) -> usize {
-        self.read().len()
+        self.inner.len()
     }
 
     /// Whether no token is answerable now.
@@ -83,18 +116,24 @@ impl ChallengeTokens {
         self.len() == 0
     }
 
-    // A panic while holding the lock cannot leave the map half-updated (insert and remove are single
-    // calls), so a poisoned lock is still safe to use.
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Arc<str>>> {
-        self.inner
-            .read()
-            .unwrap_or_else(|poison| poison.into_inner())
-    }
-
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Arc<str>>> {
-        self.inner
-            .write()
-            .unwrap_or_else(|poison| poison.into_inner())
+    /// [`ChallengeTokens::answer`], and for a token this process does not hold, the answer another
+    /// node of the fleet published (bounded; see [`crate::fleet_answers`]).
+    pub async fn respond(&self, method: &Method, path: &str) -> Option<Response<Full<Bytes>>> {
+        let local = self.answer(method, path)?;
+        let Some(fleet) = &self.fleet else {
+            return Some(local);
+        };
+        let token = path.strip_prefix(CHALLENGE_PREFIX)?;
+        if local.status() != StatusCode::NOT_FOUND || !well_formed(token) {
+            return Some(local);
+        }
+        match fleet.lookup(AnswerKind::Http01, token).await {
+            Some(key_authorization) => {
+                debug!(token, "answered an HTTP-01 challenge of another node");
+                Some(key_authorization_response(key_authorization.as_bytes()))
+            }
+            None => Some(local),
+        }
     }
 
     /// The response to a request for `path`, if the path is an HTTP-01 challenge path: the key
@@ -108,26 +147,35 @@ impl ChallengeTokens {
                 "method not allowed\n",
             ));
         }
-        // Tokens are base64url (RFC 8555 §8.1); anything else cannot be one of ours.
-        let well_formed = !token.is_empty()
-            && token
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-        match well_formed.then(|| self.key_authorization(token)).flatten() {
+        match well_formed(token)
+            .then(|| self.key_authorization(token))
+            .flatten()
+        {
             Some(key_authorization) => {
                 debug!(token, "answered an HTTP-01 challenge");
-                let mut response = Response::new(Full::new(Bytes::copy_from_slice(
-                    key_authorization.as_bytes(),
-                )));
-                response.headers_mut().insert(
-                    hyper::header::CONTENT_TYPE,
-                    hyper::header::HeaderValue::from_static("application/octet-stream"),
-                );
-                Some(response)
+                Some(key_authorization_response(key_authorization.as_bytes()))
             }
             None => Some(plain(StatusCode::NOT_FOUND, "unknown challenge token\n")),
         }
     }
+}
+
+/// Tokens are base64url (RFC 8555 §8.1); anything else cannot be one of ours.
+fn well_formed(token: &str) -> bool {
+    !token.is_empty()
+        && token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// The 200 answer carrying a key authorization.
+fn key_authorization_response(key_authorization: &[u8]) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::copy_from_slice(key_authorization)));
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/octet-stream"),
+    );
+    response
 }
 
 /// A short plain-text response.
@@ -332,10 +380,11 @@ async fn accept_loop(
                     debug!(%client, "PROXY header read");
                 }
                 let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-                    let response = tokens
-                        .answer(request.method(), request.uri().path())
-                        .unwrap_or_else(|| fallback(&request));
-                    async move { Ok::<_, Infallible>(response) }
+                    let (tokens, fallback) = (tokens.clone(), fallback.clone());
+                    async move {
+                        let answered = tokens.respond(request.method(), request.uri().path()).await;
+                        Ok::<_, Infallible>(answered.unwrap_or_else(|| fallback(&request)))
+                    }
                 });
                 let mut builder = hyper::server::conn::http1::Builder::new();
                 builder
@@ -405,6 +454,31 @@ mod tests {
         assert!(tokens.is_empty());
         let gone = tokens.answer(&Method::GET, &path).unwrap();
         assert_eq!(gone.status(), StatusCode::NOT_FOUND);
+    }
+
+    #[tokio::test]
+    async fn a_token_published_by_another_node_is_answered_from_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: crate::storage::SharedStore =
+            crate::fleet_answers::tests::SharingStore::new(dir.path());
+        let (ours, theirs) = (
+            ChallengeTokens::shared_through(&store),
+            ChallengeTokens::shared_through(&store),
+        );
+        let path = format!("{CHALLENGE_PREFIX}tok_1");
+        let guard = theirs
+            .publish_to_fleet("tok_1".into(), "tok_1.thumb".into())
+            .await
+            .unwrap();
+        assert!(ours.is_empty());
+        let answer = ours.respond(&Method::GET, &path).await.unwrap();
+        assert_eq!(answer.status(), StatusCode::OK);
+        assert_eq!(body(answer).await, "tok_1.thumb");
+        // Without the store (a single node), the same request is unknown.
+        let alone = ChallengeTokens::default();
+        let answer = alone.respond(&Method::GET, &path).await.unwrap();
+        assert_eq!(answer.status(), StatusCode::NOT_FOUND);
+        drop(guard);
     }
 
     #[tokio::test]

@@ -10,6 +10,7 @@
 pub mod access;
 pub mod access_log;
 pub mod acme;
+pub mod answers;
 pub mod certificate;
 pub mod challenge;
 pub mod cli;
@@ -19,6 +20,7 @@ pub mod config;
 pub mod daemon;
 pub mod dns01;
 pub mod fastcgi;
+pub mod fleet_answers;
 pub mod hook;
 pub mod hostname;
 pub mod import;

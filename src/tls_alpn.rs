@@ -11,14 +11,16 @@
 //! challenge certificate, and a challenge handshake never gets a site's certificate. After the
 //! handshake the connection is closed; nothing is served on it.
 //!
-//! A certificate is withdrawn when its [`PublishedAlpn`] guard drops, like HTTP-01 tokens. The store
+//! A certificate is withdrawn when its [`PublishedAlpn`] guard drops, like HTTP-01 tokens (both
+//! are [`crate::answers::Answers`]). In a fleet the identifier and key authorization are also
+//! published through the store, and a node without the certificate makes it from those on a
+//! ClientHello it does not know ([`AlpnCertificates::fleet_config`]). The store
 //! lives in [`crate::challenge::ChallengeTokens`] so that everything that hands HTTP-01 tokens from
 //! an order to a listener hands these over too. [`AlpnResponder`] is the short-lived listener
 //! `certd issue` runs on `[https] listen`; the daemon's own :443 does the same per connection.
 
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rustls::server::{ClientHello, ResolvesServerCert};
@@ -31,7 +33,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, Instrument};
 
+use crate::answers::{Answers, PublishedAnswer};
 use crate::certificate::CertificateError;
+use crate::fleet_answers::{FleetAnswers, FleetGuard};
+use crate::storage::AnswerKind;
+use crate::store::StoreError;
 
 /// The ALPN protocol of TLS-ALPN-01 (RFC 8737 §6.2).
 pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
@@ -44,25 +50,41 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Cheap to clone; all clones share the same set.
 #[derive(Debug, Clone, Default)]
 pub struct AlpnCertificates {
-    inner: Arc<RwLock<HashMap<String, Arc<CertifiedKey>>>>,
+    inner: Answers<Arc<CertifiedKey>>,
     /// How many listeners answer from this set now (the daemon's :443, `certd issue`'s own).
     listeners: Arc<std::sync::atomic::AtomicUsize>,
+    /// The fleet's store, when answers are shared between nodes.
+    fleet: Option<Arc<FleetAnswers>>,
 }
 
-/// Keeps a challenge certificate answerable; dropping it withdraws the certificate.
+/// Keeps a challenge certificate answerable; dropping it withdraws the certificate (here, and from
+/// the fleet's store).
 #[derive(Debug)]
 pub struct PublishedAlpn {
-    certificates: AlpnCertificates,
-    server_name: String,
+    _local: PublishedAnswer<Arc<CertifiedKey>>,
+    _fleet: Option<FleetGuard>,
 }
 
-impl Drop for PublishedAlpn {
-    fn drop(&mut self) {
-        self.certificates.write().remove(&self.server_name);
-    }
+/// A challenge certificate could not be published.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// The certificate could not be made.
+    #[error(transparent)]
+    Certificate(#[from] CertificateError),
+    /// The fleet's store did not take the answer.
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 impl AlpnCertificates {
+    /// Certificates shared through `fleet` (see [`crate::challenge::ChallengeTokens::shared_through`]).
+    pub(crate) fn shared_through(fleet: Option<Arc<FleetAnswers>>) -> Self {
+        Self {
+            fleet,
+            ..Self::default()
+        }
+    }
+
     /// Makes the challenge certificate for `identifier` (a DNS name or an IP address) with the
     /// SHA-256 `digest` of the key authorization answerable until the returned guard drops.
     pub fn publish(
@@ -71,18 +93,65 @@ impl AlpnCertificates {
         digest: &[u8],
     ) -> Result<PublishedAlpn, CertificateError> {
         let certificate = challenge_certificate(identifier, digest)?;
-        let server_name = server_name_for(identifier);
-        self.write().insert(server_name.clone(), certificate);
         Ok(PublishedAlpn {
-            certificates: self.clone(),
-            server_name,
+            _local: self.inner.publish(server_name_for(identifier), certificate),
+            _fleet: None,
+        })
+    }
+
+    /// [`AlpnCertificates::publish`] for `key_authorization`, and in the fleet's store when answers
+    /// are shared, so that any node answers it: returns once it is there.
+    pub async fn publish_to_fleet(
+        &self,
+        identifier: &str,
+        key_authorization: &str,
+    ) -> Result<PublishedAlpn, PublishError> {
+        let certificate = challenge_certificate(identifier, &digest_of(key_authorization))?;
+        let server_name = server_name_for(identifier);
+        let fleet = match &self.fleet {
+            // The identifier goes along: for an IP address it is the SAN, not the server name.
+            Some(fleet) => Some(
+                fleet
+                    .publish(
+                        AnswerKind::TlsAlpn01,
+                        &server_name,
+                        &format!("{identifier} {key_authorization}"),
+                    )
+                    .await?,
+            ),
+            None => None,
+        };
+        Ok(PublishedAlpn {
+            _local: self.inner.publish(server_name, certificate),
+            _fleet: fleet,
         })
     }
 
     /// The challenge certificate for a ClientHello naming `server_name`, if an order published one.
     pub fn lookup(&self, server_name: &str) -> Option<Arc<CertifiedKey>> {
         let name = server_name.trim_end_matches('.').to_ascii_lowercase();
-        self.read().get(&name).cloned()
+        self.inner.get(&name)
+    }
+
+    /// For a ClientHello naming `server_name` that no order of this process published: the
+    /// challenge configuration with the certificate another node of the fleet published for it.
+    pub async fn fleet_config(&self, server_name: &str) -> Option<Arc<rustls::ServerConfig>> {
+        let fleet = self.fleet.as_ref()?;
+        let name = server_name.trim_end_matches('.').to_ascii_lowercase();
+        let answer = fleet.lookup(AnswerKind::TlsAlpn01, &name).await?;
+        let (identifier, key_authorization) = answer.split_once(' ')?;
+        // A row for another name cannot answer this one.
+        if server_name_for(identifier) != name {
+            return None;
+        }
+        let certificate = challenge_certificate(identifier, &digest_of(key_authorization))
+            .map_err(|err| debug!(%err, "cannot make the fleet's challenge certificate"))
+            .ok()?;
+        debug!(
+            server_name = name,
+            "answering a TLS-ALPN-01 challenge of another node"
+        );
+        config_with(Arc::new(Fixed(certificate))).ok()
     }
 
     /// Whether a listener answers TLS-ALPN-01 from this set now: without one, choosing
@@ -100,25 +169,28 @@ impl AlpnCertificates {
 
     /// How many certificates are answerable now.
     pub fn len(&self) -> usize {
-        self.read().len()
+        self.inner.len()
     }
 
     /// Whether none is.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
 
-    // Inserts and removes are single calls, so a poisoned lock still holds a consistent map.
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Arc<CertifiedKey>>> {
-        self.inner
-            .read()
-            .unwrap_or_else(|poison| poison.into_inner())
-    }
+/// The SHA-256 digest of a key authorization, which the acmeIdentifier extension carries.
+fn digest_of(key_authorization: &str) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(key_authorization.as_bytes()).into()
+}
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Arc<CertifiedKey>>> {
-        self.inner
-            .write()
-            .unwrap_or_else(|poison| poison.into_inner())
+/// One challenge certificate, for challenge handshakes only.
+#[derive(Debug)]
+struct Fixed(Arc<CertifiedKey>);
+
+impl ResolvesServerCert for Fixed {
+    fn resolve(&self, client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        is_challenge_hello(client_hello.alpn()).then(|| self.0.clone())
     }
 }
 
@@ -160,11 +232,17 @@ pub fn is_challenge_hello<'a>(alpn: Option<impl Iterator<Item = &'a [u8]>>) -> b
 pub fn challenge_config(
     certificates: AlpnCertificates,
 ) -> Result<Arc<rustls::ServerConfig>, rustls::Error> {
+    config_with(Arc::new(certificates))
+}
+
+fn config_with(
+    resolver: Arc<dyn ResolvesServerCert>,
+) -> Result<Arc<rustls::ServerConfig>, rustls::Error> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
         .with_no_client_auth()
-        .with_cert_resolver(Arc::new(certificates));
+        .with_cert_resolver(resolver);
     config.alpn_protocols = vec![ACME_TLS_ALPN.to_vec()];
     Ok(Arc::new(config))
 }
@@ -427,5 +505,36 @@ mod tests {
         assert!(certificates.clone().is_answered());
         drop(listening);
         assert!(!certificates.is_answered());
+    }
+
+    #[tokio::test]
+    async fn a_node_answers_with_the_certificate_another_node_published() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: crate::storage::SharedStore =
+            crate::fleet_answers::tests::SharingStore::new(dir.path());
+        let ours = crate::challenge::ChallengeTokens::shared_through(&store);
+        let theirs = crate::challenge::ChallengeTokens::shared_through(&store);
+        let _guard = theirs
+            .alpn()
+            .publish_to_fleet("127.0.0.1", "tok.thumb")
+            .await
+            .unwrap();
+        assert!(ours.alpn().lookup("1.0.0.127.in-addr.arpa").is_none());
+        assert!(ours
+            .alpn()
+            .fleet_config("1.0.0.127.in-addr.arpa")
+            .await
+            .is_some());
+        assert!(ours.alpn().fleet_config("other.test").await.is_none());
+        // The certificate the other node serves carries the digest of the key authorization.
+        let local = theirs.alpn().lookup("1.0.0.127.in-addr.arpa").unwrap();
+        let (_, cert) = x509_parser::prelude::FromDer::from_der(local.cert[0].as_ref()).unwrap();
+        let cert: x509_parser::certificate::X509Certificate<'_> = cert;
+        let acme = cert
+            .extensions()
+            .iter()
+            .find(|ext| ext.oid.to_id_string() == "1.3.6.1.5.5.7.1.31")
+            .unwrap();
+        assert_eq!(acme.value[2..], digest_of("tok.thumb"));
     }
 }

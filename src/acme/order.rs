@@ -325,10 +325,13 @@ impl AcmeClient {
                 site: site.to_owned(),
                 name,
             })?;
-        let published = tokens.publish(
-            challenge.token.clone(),
-            challenge.key_authorization().as_str().to_owned(),
-        );
+        // In a fleet, in the store before the CA is told: its request may land on another node.
+        let published = tokens
+            .publish_to_fleet(
+                challenge.token.clone(),
+                challenge.key_authorization().as_str().to_owned(),
+            )
+            .await?;
         challenge
             .set_ready()
             .await
@@ -355,13 +358,17 @@ impl AcmeClient {
                 offered,
             });
         };
-        let digest = challenge.key_authorization().digest();
+        let key_authorization = challenge.key_authorization().as_str().to_owned();
         let published = tokens
             .alpn()
-            .publish(&identifier, digest.as_ref())
-            .map_err(|source| AcmeError::Certificate {
-                site: site.to_owned(),
-                source,
+            .publish_to_fleet(&identifier, &key_authorization)
+            .await
+            .map_err(|err| match err {
+                crate::tls_alpn::PublishError::Certificate(source) => AcmeError::Certificate {
+                    site: site.to_owned(),
+                    source,
+                },
+                crate::tls_alpn::PublishError::Store(err) => AcmeError::Store(err),
             })?;
         challenge
             .set_ready()

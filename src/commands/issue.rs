@@ -95,7 +95,8 @@ pub async fn issue(config_path: &Path, force: bool, selected: &[String]) -> u8 {
         return if failed { EXIT_SOME_FAILED } else { EXIT_OK };
     }
 
-    let tokens = ChallengeTokens::default();
+    // Shared through the store: the CA may ask another node of a fleet.
+    let tokens = ChallengeTokens::shared_through(&store);
     let responders = match Responders::start(&config, &due, &tokens).await {
         Ok(responders) => responders,
         Err(err) => {

@@ -39,6 +39,10 @@ pub struct PostgresConfig {
     pub node_name: String,
     /// The fleet's 32-byte sealing key (mode 0600).
     pub key_file: PathBuf,
+    /// How long a site's lease lasts unless renewed (`lease`, default
+    /// [`crate::storage::LEASE_SECONDS`]): how soon another node takes over from one that died or
+    /// was paused mid-renewal.
+    pub lease_seconds: u32,
 }
 
 impl std::fmt::Debug for PostgresConfig {
@@ -51,6 +55,7 @@ impl std::fmt::Debug for PostgresConfig {
             .field("ca_roots", &self.ca_roots)
             .field("node_name", &self.node_name)
             .field("key_file", &self.key_file)
+            .field("lease_seconds", &self.lease_seconds)
             .finish()
     }
 }
@@ -91,6 +96,7 @@ pub(super) struct RawStorage {
     ca_roots: Option<Spanned<String>>,
     node_name: Option<Spanned<String>>,
     key_file: Option<Spanned<String>>,
+    lease: Option<Spanned<super::raw::RawDuration>>,
 }
 
 /// Longest `node_name` (it is stored in every lease and install).
@@ -116,15 +122,17 @@ pub(super) fn storage(
                 ("ca_roots", &raw.ca_roots),
                 ("node_name", &raw.node_name),
                 ("key_file", &raw.key_file),
-            ] {
-                if let Some(value) = value {
-                    problems.add(
-                        format!("storage.{key}"),
-                        Some(value.span()),
-                        "only used with backend = \"postgres\"; the filesystem backend keeps \
-                         everything in state_dir",
-                    );
-                }
+            ]
+            .into_iter()
+            .filter_map(|(key, value)| Some((key, value.as_ref()?.span())))
+            .chain(raw.lease.as_ref().map(|lease| ("lease", lease.span())))
+            {
+                problems.add(
+                    format!("storage.{key}"),
+                    Some(value),
+                    "only used with backend = \"postgres\"; the filesystem backend keeps \
+                     everything in state_dir",
+                );
             }
             StorageConfig::Filesystem
         }
@@ -153,7 +161,14 @@ fn postgres(
         ca_roots: None,
         node_name: String::new(),
         key_file: PathBuf::new(),
+        lease_seconds: crate::storage::LEASE_SECONDS,
     };
+    if let Some(lease) = &raw.lease {
+        match lease_seconds(lease.get_ref()) {
+            Ok(seconds) => config.lease_seconds = seconds,
+            Err(reason) => problems.add("storage.lease", Some(lease.span()), reason),
+        }
+    }
     match raw.url {
         None => problems.add(
             "storage.url",
@@ -266,6 +281,36 @@ fn postgres(
     StorageConfig::Postgres(config)
 }
 
+impl StorageConfig {
+    /// How long a site's lease lasts: `[storage] lease`, or the default.
+    pub fn lease_seconds(&self) -> u32 {
+        match self {
+            Self::Postgres(pg) => pg.lease_seconds,
+            Self::Filesystem => crate::storage::LEASE_SECONDS,
+        }
+    }
+}
+
+/// The shortest `lease`: the holder renews it every third of its length, and a database round trip
+/// or a busy moment must not lose it.
+pub const LEASE_MIN_SECONDS: u32 = 3;
+/// The longest `lease`: how long a dead node may keep a site from being renewed.
+pub const LEASE_MAX_SECONDS: u32 = 3600;
+
+/// `lease` in whole seconds, within [`LEASE_MIN_SECONDS`]..=[`LEASE_MAX_SECONDS`].
+fn lease_seconds(raw: &super::raw::RawDuration) -> Result<u32, String> {
+    let parsed = super::serving::parse_duration(raw)?;
+    let seconds = u32::try_from(parsed.as_secs()).unwrap_or(u32::MAX);
+    if parsed.subsec_nanos() != 0 || !(LEASE_MIN_SECONDS..=LEASE_MAX_SECONDS).contains(&seconds) {
+        return Err(format!(
+            "must be whole seconds from {LEASE_MIN_SECONDS}s to {}h (how long a node that died \
+             mid-renewal keeps the site's lease)",
+            LEASE_MAX_SECONDS / 3600
+        ));
+    }
+    Ok(seconds)
+}
+
 /// `[hook]` hands the command the state directory's paths of the new pair; a database-backed node
 /// does not write them, so the combination is refused rather than run with missing files.
 pub(super) fn check_hook(config: &super::Config, problems: &mut Problems<'_>) {
@@ -327,6 +372,7 @@ mod tests {
         assert_eq!(pg.sslmode, SslMode::Prefer);
         assert_eq!(pg.node_name, "node-a");
         assert_eq!(pg.key_file, dir.path().join("fleet.key"));
+        assert_eq!(pg.lease_seconds, crate::storage::LEASE_SECONDS);
         assert!(!format!("{pg:?}").contains("127.0.0.1"));
     }
 
@@ -381,6 +427,28 @@ mod tests {
             found
                 .iter()
                 .any(|p| p.starts_with("storage.url: only used")),
+            "{found:?}"
+        );
+    }
+
+    #[test]
+    fn the_lease_length_is_bounded() {
+        let pg = "[storage]\nbackend = \"postgres\"\nurl = \"postgres://certd@127.0.0.1/certd\"\nkey_file = \"k\"\nnode_name = \"a\"\n";
+        for bad in ["\"1s\"", "\"2h\"", "\"1500ms\""] {
+            let found = problems(&format!("{pg}lease = {bad}\n"));
+            assert!(
+                found
+                    .iter()
+                    .any(|p| p.contains("storage.lease") && p.contains("3s")),
+                "{bad}: {found:?}"
+            );
+        }
+        assert!(problems(&format!("{pg}lease = \"5s\"\n")).is_empty());
+        let found = problems("[storage]\nlease = \"5s\"\n");
+        assert!(
+            found
+                .iter()
+                .any(|p| p.contains("storage.lease") && p.contains("only used")),
             "{found:?}"
         );
     }

@@ -38,6 +38,8 @@ pub(super) struct Handshake {
     challenge: Arc<rustls::ServerConfig>,
     /// The daemon's :443 answers TLS-ALPN-01 for as long as it runs.
     _answering: tls_alpn::Answering,
+    /// Asked for the challenges another node of the fleet published.
+    challenges: AlpnCertificates,
 }
 
 impl Handshake {
@@ -49,7 +51,8 @@ impl Handshake {
         Ok(Self {
             resolver,
             _answering: challenges.answering(),
-            challenge: tls_alpn::challenge_config(challenges)?,
+            challenge: tls_alpn::challenge_config(challenges.clone())?,
+            challenges,
         })
     }
 
@@ -64,7 +67,14 @@ impl Handshake {
         let start = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream).await?;
         let hello = start.client_hello();
         if tls_alpn::is_challenge_hello(hello.alpn()) {
-            tls_alpn::answer(start, self.challenge.clone()).await;
+            let config = match hello.server_name().map(str::to_owned) {
+                Some(name) if self.challenges.lookup(&name).is_none() => {
+                    self.challenges.fleet_config(&name).await
+                }
+                _ => None,
+            };
+            let config = config.unwrap_or_else(|| self.challenge.clone());
+            tls_alpn::answer(start, config).await;
             return Ok(Accepted::Challenge);
         }
         if hello.server_name().is_none() {

@@ -200,7 +200,8 @@ impl Daemon {
             }
         }
         let https_port = https_addrs.first().map_or(443, SocketAddr::port);
-        let tokens = ChallengeTokens::default();
+        // Shared through the store: any node of a fleet answers another's challenges.
+        let tokens = ChallengeTokens::shared_through(&store);
         let fallback = redirect_to_https(sites.clone(), https_port, config.http.redirect);
         let http = ChallengeResponder::start_with(
             &config.http.listen,

@@ -229,7 +229,17 @@ impl Preflight {
             "{token}.{}",
             Alphanumeric.sample_string(&mut rand::rng(), 32)
         );
-        let _published = tokens.publish(token.clone(), expected.clone());
+        // Through the fleet's store when there is one: the name may point at another node.
+        let _published = match tokens
+            .publish_to_fleet(token.clone(), expected.clone())
+            .await
+        {
+            Ok(published) => published,
+            Err(err) => {
+                tracing::warn!(%err, "cannot publish the self-test answer to the fleet; only this node answers it");
+                tokens.publish(token.clone(), expected.clone())
+            }
+        };
         let probe = Arc::new(Probe {
             name: name.to_owned(),
             path: format!("{CHALLENGE_PREFIX}{token}"),

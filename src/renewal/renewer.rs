@@ -18,7 +18,7 @@ use crate::config::{ChallengeKind, Config, RenewalConfig, SiteConfig};
 use crate::hook::{self, HookEvent};
 use crate::ledger::{self, LedgerEntry, LedgerEvent};
 use crate::preflight::Preflight;
-use crate::storage::{Lease, SharedStore, StateStore, LEASE_SECONDS};
+use crate::storage::{Lease, SharedStore, StateStore};
 use crate::store::{Layout, SiteRecord, StoreError};
 
 /// The outcome of renewing one site.
@@ -242,11 +242,12 @@ impl Renewer {
     /// holder installed.
     async fn renew_one(&self, site: &SiteConfig, force: bool) -> Outcome {
         let store = &self.inner.store;
-        let lease = match store.lease(site.name(), LEASE_SECONDS) {
+        let lease_seconds = self.inner.config.storage.lease_seconds();
+        let lease = match store.lease(site.name(), lease_seconds) {
             Ok(Some(lease)) => lease,
             Ok(None) => {
                 let again =
-                    OffsetDateTime::now_utc() + time::Duration::seconds(i64::from(LEASE_SECONDS));
+                    OffsetDateTime::now_utc() + time::Duration::seconds(i64::from(lease_seconds));
                 info!(site = site.name(), renew_at = %again, "another node holds the site's lease");
                 return Outcome::NotDue { renew_at: again };
             }
@@ -257,10 +258,10 @@ impl Renewer {
             let store = store.clone();
             let lease = lease.clone();
             async move {
-                let every = std::time::Duration::from_secs(u64::from(LEASE_SECONDS / 3));
+                let every = std::time::Duration::from_secs(u64::from(lease_seconds / 3));
                 loop {
                     tokio::time::sleep(every).await;
-                    match store.renew_lease(&lease, LEASE_SECONDS) {
+                    match store.renew_lease(&lease, lease_seconds) {
                         Ok(true) => {}
                         Ok(false) => {
                             warn!(site = %lease.site, "the site's lease was lost; its install will be refused");

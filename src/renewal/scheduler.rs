@@ -168,7 +168,12 @@ impl Scheduler {
                                 (self.publish)(site, &pem);
                             }
                         }
-                        Outcome::NotDue { .. } => {}
+                        Outcome::NotDue { renew_at } => {
+                            // Another node holds the lease, or renewed the site meanwhile: look
+                            // again then, not in a loop of lease attempts.
+                            let failures = self.held_off.get(&name).map_or(0, |(count, _)| *count);
+                            self.held_off.insert(name.clone(), (failures, renew_at));
+                        }
                         Outcome::Failed(err) => {
                             let failures =
                                 self.held_off.get(&name).map_or(0, |(count, _)| *count) + 1;

@@ -80,6 +80,26 @@ pub struct Lease {
 /// How long a lease lasts before it must be renewed (a paused node loses it after this).
 pub const LEASE_SECONDS: u32 = 60;
 
+/// Which challenge a published answer is for (see [`StateStore::publish_challenge`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AnswerKind {
+    /// An HTTP-01 key authorization, by token.
+    Http01,
+    /// A TLS-ALPN-01 answer (the identifier and key authorization a challenge certificate is
+    /// made from), by the server name the CA sends.
+    TlsAlpn01,
+}
+
+impl AnswerKind {
+    /// The challenge type's ACME name (`http-01`, `tls-alpn-01`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Http01 => "http-01",
+            Self::TlsAlpn01 => "tls-alpn-01",
+        }
+    }
+}
+
 /// Everything certd persists. Every method that writes assumes the caller holds the [`StoreLock`]
 /// from [`StateStore::lock`].
 pub trait StateStore: Debug + Send + Sync {
@@ -171,5 +191,39 @@ pub trait StateStore: Debug + Send + Sync {
     ) -> Result<StoredCert, StoreError> {
         let _ = lease;
         self.install(site, pem)
+    }
+
+    /// Whether answers given to [`StateStore::publish_challenge`] reach the other nodes of a fleet,
+    /// so that a node asks the store for a challenge it does not hold in memory. The default
+    /// (a single node, which answers from memory) says no, and the other challenge methods do
+    /// nothing.
+    fn shares_challenges(&self) -> bool {
+        false
+    }
+
+    /// Publishes the pending answer of a challenge (`kind`, keyed by `name`: a token, a server
+    /// name) for at most `seconds`, so that every node answers it. Called before the CA is told to
+    /// validate; the caller withdraws it when the order no longer needs it.
+    fn publish_challenge(
+        &self,
+        kind: AnswerKind,
+        name: &str,
+        answer: &str,
+        seconds: u32,
+    ) -> Result<(), StoreError> {
+        let _ = (kind, name, answer, seconds);
+        Ok(())
+    }
+
+    /// The unexpired answer published for `kind` and `name` by any node, if there is one.
+    fn challenge_answer(&self, kind: AnswerKind, name: &str) -> Result<Option<String>, StoreError> {
+        let _ = (kind, name);
+        Ok(None)
+    }
+
+    /// Withdraws the answer published for `kind` and `name` (nothing when there is none).
+    fn withdraw_challenge(&self, kind: AnswerKind, name: &str) -> Result<(), StoreError> {
+        let _ = (kind, name);
+        Ok(())
     }
 }

@@ -12,6 +12,7 @@ mod certd;
 mod daemon;
 mod dns;
 mod haproxy;
+mod fleet;
 mod net;
 mod nginx;
 mod pebble;
@@ -32,6 +33,7 @@ pub use certd::{
 pub use daemon::{Daemon, RunConfig, Site};
 pub use dns::{Bind, TSIG_KEY};
 pub use haproxy::Haproxy;
+pub use fleet::Fleet;
 pub use net::{
     der_serial, dns, http_get, Alpn, Handshake, HttpsClient, Refused, TlsVersions, Upstream,
 };

@@ -12,6 +12,7 @@ mod dns01;
 mod eab;
 mod fallback;
 mod fleet_ops;
+mod fleet;
 mod harness;
 mod import_certbot;
 mod import_nginx;

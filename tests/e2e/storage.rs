@@ -219,6 +219,7 @@ fn store_config(pg: &Postgres, database: &str, dir: &Path, node: &str) -> Postgr
         ca_roots: None,
         node_name: node.to_owned(),
         key_file,
+        lease_seconds: certd::storage::LEASE_SECONDS,
     }
 }
 

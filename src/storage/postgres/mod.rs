@@ -28,7 +28,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use zeroize::Zeroizing;
 
 use super::sealing::SealingKey;
-use super::{Lease, StateStore, StoreLock};
+use super::{AnswerKind, Lease, StateStore, StoreLock};
 use crate::certificate::CertifiedPem;
 use crate::config::{PostgresConfig, SslMode, PASSWORD_ENV};
 use crate::ledger::LedgerEntry;
@@ -747,6 +747,60 @@ impl StateStore for PostgresStore {
             serde_json::from_str(row.get::<_, &str>(0))
                 .map(Some)
                 .map_err(|err| ctx.corrupt("heartbeat".into(), err))
+        })
+    }
+
+    fn shares_challenges(&self) -> bool {
+        true
+    }
+
+    fn publish_challenge(
+        &self,
+        kind: AnswerKind,
+        name: &str,
+        answer: &str,
+        seconds: u32,
+    ) -> Result<(), StoreError> {
+        let key = schema::challenge_key(kind, name);
+        let answer = answer.to_owned();
+        self.call(move |ctx| async move {
+            let client = ctx.client("publish a challenge answer").await?;
+            client
+                .execute(schema::PURGE_CHALLENGES, &[])
+                .await
+                .map_err(ctx.pg("publish a challenge answer"))?;
+            client
+                .execute(
+                    schema::PUBLISH_CHALLENGE,
+                    &[&key, &answer, &f64::from(seconds)],
+                )
+                .await
+                .map_err(ctx.pg("publish a challenge answer"))?;
+            Ok(())
+        })
+    }
+
+    fn challenge_answer(&self, kind: AnswerKind, name: &str) -> Result<Option<String>, StoreError> {
+        let key = schema::challenge_key(kind, name);
+        self.call(move |ctx| async move {
+            let client = ctx.client("look up a challenge answer").await?;
+            let row = client
+                .query_opt(schema::CHALLENGE_ANSWER, &[&key])
+                .await
+                .map_err(ctx.pg("look up a challenge answer"))?;
+            Ok(row.map(|row| row.get(0)))
+        })
+    }
+
+    fn withdraw_challenge(&self, kind: AnswerKind, name: &str) -> Result<(), StoreError> {
+        let key = schema::challenge_key(kind, name);
+        self.call(move |ctx| async move {
+            let client = ctx.client("withdraw a challenge answer").await?;
+            client
+                .execute(schema::WITHDRAW_CHALLENGE, &[&key])
+                .await
+                .map_err(ctx.pg("withdraw a challenge answer"))?;
+            Ok(())
         })
     }
 }

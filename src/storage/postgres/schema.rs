@@ -273,6 +273,30 @@ pub fn sealed_account_context(directory_url: &str) -> String {
     format!("account:{directory_url}")
 }
 
+/// The `challenges` row of a published answer: `token` holds `<kind>:<name>` (an HTTP-01 token is
+/// base64url and a server name has no `:`, so kinds never collide), `key_authorization` the answer.
+pub fn challenge_key(kind: crate::storage::AnswerKind, name: &str) -> String {
+    format!("{}:{name}", kind.as_str())
+}
+
+/// Publishes answer `$2` under key `$1` (see [`challenge_key`]) for `$3` seconds (float8); a
+/// second publish of the same key replaces it.
+pub const PUBLISH_CHALLENGE: &str =
+    "INSERT INTO challenges (token, key_authorization, expires_at) \
+     VALUES ($1, $2, now() + make_interval(secs => $3)) \
+     ON CONFLICT (token) DO UPDATE \
+     SET key_authorization = EXCLUDED.key_authorization, expires_at = EXCLUDED.expires_at";
+
+/// Drops answers past their expiry (left behind by a node that died mid-order).
+pub const PURGE_CHALLENGES: &str = "DELETE FROM challenges WHERE expires_at <= now()";
+
+/// The unexpired answer under key `$1`.
+pub const CHALLENGE_ANSWER: &str =
+    "SELECT key_authorization FROM challenges WHERE token = $1 AND expires_at > now()";
+
+/// Withdraws the answer under key `$1`.
+pub const WITHDRAW_CHALLENGE: &str = "DELETE FROM challenges WHERE token = $1";
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
