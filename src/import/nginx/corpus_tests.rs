@@ -173,7 +173,8 @@ fn check(config: &str, text: &str) -> (Translation, Summary) {
                 "auth_basic" => key("auth_basic"),
                 "return" => matches!(r.target, Target::Answer(_)),
                 "internal" => matches!(&r.target, Target::Answer(a) if a.contains("404")),
-                "fastcgi_pass" | "auth_request" | "limit_except" => false,
+                "limit_except" => key("limit_except"),
+                "fastcgi_pass" | "auth_request" => false,
                 _ => true,
             });
             assert!(

@@ -100,7 +100,7 @@ pub(super) fn effect(d: &Directive) -> Effect {
             refuses("authentication certd does not have (auth_request) or a form it does not read")
         }
         ("limit_except", _) => {
-            refuses("limit_except: certd has no per-method access rules")
+            refuses("limit_except belongs in a location (certd: the route key `limit_except`)")
         }
         ("internal", _) => refuses("internal: nginx answers this only to its own redirects"),
         ("alias", _) => refuses(

@@ -268,3 +268,98 @@ async fn basic_auth_accepts_each_htpasswd_format_and_reloads_on_sighup() {
         assert!(!log.contains(secret), "{secret:?} is in the daemon's log");
     }
 }
+
+/// `method path` for `host`, from the real client `forwarded_for` when given, with a small body
+/// for the methods that carry one.
+async fn send(
+    h1: &mut Http1,
+    host: &str,
+    method: &str,
+    path: &str,
+    forwarded_for: Option<&str>,
+) -> Reply {
+    let mut request = Request::builder()
+        .method(method)
+        .uri(path)
+        .header(hyper::header::HOST, host);
+    if let Some(client) = forwarded_for {
+        request = request.header("x-forwarded-for", client);
+    }
+    let body = match method {
+        "POST" | "PUT" => Bytes::from_static(b"payload"),
+        _ => Bytes::new(),
+    };
+    h1.send(request.body(Full::new(body)).expect("request"))
+        .await
+}
+
+#[tokio::test]
+async fn limit_except_refuses_the_methods_it_does_not_list() {
+    let pebble = Pebble::start().await;
+    let upstream = Upstream::echo().await;
+    // PeerTube's upload endpoint (`limit_except POST HEAD { deny all; }`) and a route where only
+    // reads are open to everyone (`limit_except GET { allow 10.0.0.0/8; deny all; }`).
+    let site = Site::new(&["a.test"])
+        .proxy("/upload", &upstream.url())
+        .route_option(
+            "/upload",
+            "limit_except",
+            r#"{ methods = ["POST", "HEAD"], access = ["deny all"] }"#,
+        )
+        .proxy("/wiki", &upstream.url())
+        .route_option(
+            "/wiki",
+            "limit_except",
+            r#"{ methods = ["GET"], access = ["allow 10.0.0.0/8", "deny all"] }"#,
+        );
+    let config =
+        RunConfig::for_pebble(&pebble, vec![site]).https("trusted_proxies", r#"["127.0.0.1"]"#);
+    let world = World::serve(pebble, Certd::new(), config).await;
+    world.client.wait_for_certificate("a.test", CERT_WAIT).await;
+    let host = world.authority("a.test");
+    let mut h1 = world.client.http1("a.test").await;
+
+    let cases = [
+        ("POST", "/upload", None, StatusCode::OK),
+        ("HEAD", "/upload", None, StatusCode::OK),
+        ("GET", "/upload", None, StatusCode::FORBIDDEN),
+        ("PUT", "/upload", None, StatusCode::FORBIDDEN),
+        ("DELETE", "/upload", None, StatusCode::FORBIDDEN),
+        // GET implies HEAD; every other method needs an allowed address.
+        ("GET", "/wiki/page", Some("192.0.2.1"), StatusCode::OK),
+        ("HEAD", "/wiki/page", Some("192.0.2.1"), StatusCode::OK),
+        (
+            "POST",
+            "/wiki/page",
+            Some("192.0.2.1"),
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            "OPTIONS",
+            "/wiki/page",
+            Some("192.0.2.1"),
+            StatusCode::FORBIDDEN,
+        ),
+        ("POST", "/wiki/page", Some("10.1.2.3"), StatusCode::OK),
+        ("PATCH", "/wiki/page", Some("10.1.2.3"), StatusCode::OK),
+    ];
+    for (method, path, client, status) in cases {
+        let before = upstream.received();
+        let reply = send(&mut h1, &host, method, path, client).await;
+        assert_status(&reply, status, &format!("{method} {path} from {client:?}"));
+        let reached = upstream.received() - before;
+        if status == StatusCode::OK {
+            assert_eq!(
+                reached, 1,
+                "{method} {path} from {client:?} reaches the upstream"
+            );
+            if method != "HEAD" {
+                assert_eq!(reply.echoed().method, method);
+                assert_eq!(reply.echoed().path, path);
+            }
+        } else {
+            assert_eq!(reached, 0, "{method} {path} must not reach the upstream");
+            assert!(reply.text().starts_with("403"), "{reply:?}");
+        }
+    }
+}
