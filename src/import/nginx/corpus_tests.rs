@@ -104,6 +104,8 @@ fn reason(why: &str) -> &'static str {
         ("alias", "alias"),
         ("access control", "allow/deny"),
         ("authentication", "auth"),
+        ("basic auth", "auth"),
+        ("auth_request", "auth"),
         ("limit_except", "limit_except"),
         ("internal", "internal"),
         ("rewrite, redirect", "return/rewrite"),
