@@ -346,6 +346,11 @@ impl Keys {
         }
     }
 
+    /// Whether the block has a `limit_except`.
+    pub(super) fn has_limit_except(&self) -> bool {
+        self.limit_except.is_some()
+    }
+
     /// The site keys of a server block. `body_size` is the http-level `client_max_body_size`, if
     /// any: nginx's 1m applies where no block sets one, so it is written out.
     pub(super) fn site_keys(&self, body_size: Option<&str>) -> Vec<(String, String)> {

@@ -1045,6 +1045,13 @@ fn limit_except_with_allow_deny_becomes_the_route_key() {
     assert!(t.sites[0].routes.is_empty(), "{:?}", t.sites[0].routes);
     let text = fragment_text(&server("auth_basic \"x\"; deny all;"));
     assert!(text.contains("allow/deny rules only"), "{text}");
+    // Beside nested locations, which certd's nested routes would answer without it: left out.
+    let nested = "server {\n  listen 443 ssl;\n  server_name a.example;\n  location /dav/ {\n    \
+                  limit_except GET { deny all; }\n    proxy_pass http://127.0.0.1:9000;\n    \
+                  location /dav/inner/ {\n      proxy_pass http://127.0.0.1:9000;\n    }\n  }\n}\n";
+    let t = translated(&[("a.conf", nested)]);
+    assert!(t.sites[0].routes.is_empty(), "{:?}", t.sites[0].routes);
+    assert!(fragment_text(nested).contains("nested routes do not take it"));
 }
 
 fn fragment_text(conf: &str) -> String {
