@@ -12,6 +12,7 @@
 //! cache keyed by a salted hash of the credentials, so a page with 50 assets runs bcrypt once.
 
 pub mod htpasswd;
+pub mod limit_except;
 mod verified;
 
 use std::net::IpAddr;
@@ -24,6 +25,7 @@ use tokio::sync::Semaphore;
 use zeroize::Zeroizing;
 
 pub use self::htpasswd::Htpasswd;
+pub use self::limit_except::LimitExcept;
 use self::verified::VerifiedCache;
 
 /// One `allow`/`deny` entry.

@@ -87,6 +87,29 @@ impl AccessScope {
         })
     }
 
+    /// The scope of a route's `limit_except` table `key`: its `access` list in place of the
+    /// route's, the route's basic auth and `satisfy` kept (nginx's `limit_except` block inherits
+    /// them from its location).
+    pub(super) fn limited(
+        &self,
+        key: &str,
+        access: Option<Spanned<Vec<Spanned<String>>>>,
+        folder: &Path,
+        problems: &mut Problems<'_>,
+    ) -> AccessScope {
+        let keys = AccessKeys {
+            access,
+            auth_basic: None,
+            auth_basic_user_file: None,
+            satisfy: None,
+        };
+        let own = level(key, keys, folder, problems);
+        AccessScope(Level {
+            rules: own.rules.or_else(|| self.0.rules.clone()),
+            ..self.0.clone()
+        })
+    }
+
     /// The policy of a route with this scope; `None` when it is open to everyone (or the keys are
     /// unusable, which is reported once per key in `reported`).
     pub(super) fn policy(

@@ -116,6 +116,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 mod access;
+mod auth_request;
 mod challenge;
 mod compress;
 mod dns;
@@ -124,6 +125,7 @@ mod error_page;
 mod fallback;
 mod fastcgi;
 mod http_rules;
+mod limit_except;
 mod location;
 mod log;
 mod operations;
@@ -448,6 +450,15 @@ pub struct RouteConfig {
     /// `strip_prefix` (proxy prefix routes): the route's prefix is cut from the path before it is
     /// appended to the proxy's own path (nginx `location /app/ { proxy_pass http://up/; }`).
     pub strip_prefix: bool,
+    /// `limit_except`: the access rules of the methods it does not list (nginx `limit_except`);
+    /// `None`: every method has the route's own.
+    pub limit_except: Option<std::sync::Arc<crate::access::LimitExcept>>,
+    /// `auth_request`: the path of this site whose subrequest must answer 2xx before the route's
+    /// target runs (nginx `auth_request`); `None`: no subrequest.
+    pub auth_request: Option<String>,
+    /// `internal`: only internal requests (error pages, `try_files` fallbacks, `auth_request`)
+    /// reach the route; a client's request for its path gets 404 (nginx `internal`).
+    pub internal: bool,
 }
 
 /// A proxy route's own timeouts; `None` keeps the `[limits]` (or tunnel) default.

@@ -187,6 +187,11 @@ pub(super) struct RawRoute {
     pub(super) intercept_errors: Option<Spanned<bool>>,
     /// `strip_prefix` (proxy prefix routes; nginx `proxy_pass` with a URI part).
     pub(super) strip_prefix: Option<Spanned<bool>>,
+    /// `limit_except` (see `config::limit_except`).
+    pub(super) limit_except: Option<Spanned<super::limit_except::RawLimitExcept>>,
+    /// `auth_request`, `internal` (see `config::auth_request`).
+    pub(super) auth_request: Option<Spanned<String>>,
+    pub(super) internal: Option<Spanned<bool>>,
 }
 
 /// `front_controller`: a script path, or `false` for none.

@@ -615,6 +615,16 @@ fn routes_in(
             error_page: here.error_page,
             intercept_errors,
             strip_prefix,
+            limit_except: super::limit_except::limit_except(
+                &key,
+                route.limit_except,
+                &here.access,
+                folder,
+                &mut context.reported,
+                problems,
+            ),
+            auth_request: super::auth_request::auth_request(&key, route.auth_request, problems),
+            internal: route.internal.is_some_and(|internal| *internal.get_ref()),
         });
     }
     routes

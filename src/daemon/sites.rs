@@ -156,6 +156,9 @@ fn route(route: &RouteConfig, groups: &HashMap<&str, Arc<UpstreamGroup>>) -> Rou
         error_page: route.error_page.clone(),
         intercept_errors: route.intercept_errors,
         strip_prefix: route.strip_prefix,
+        limit_except: route.limit_except.clone(),
+        auth_request: route.auth_request.clone(),
+        internal: route.internal,
     }
 }
 

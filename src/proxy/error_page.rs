@@ -202,7 +202,7 @@ impl Proxy {
 
     /// What `route` answers to the bodiless internal request `parts` (for `path`); `None` when
     /// certd cannot send it there (then the original error is sent).
-    async fn serve_internal(
+    pub(super) async fn serve_internal(
         &self,
         route: &Route,
         mut parts: Parts,
@@ -212,7 +212,10 @@ impl Proxy {
         let head = parts.method == Method::HEAD;
         // An internal redirect is checked again, as nginx runs the access phase for the new
         // location: an error page never opens a route the client may not use.
-        if let Some(refused) = self.refused_by_headers(&parts.headers, route, client).await {
+        if let Some(refused) = self
+            .refused_by_headers(&parts.method, &parts.headers, route, client)
+            .await
+        {
             return Some(refused);
         }
         let response = match &route.target {

@@ -22,6 +22,7 @@
 //! with nginx's default `proxy_intercept_errors off`.
 
 mod alias;
+mod auth_request;
 mod body;
 pub mod error_page;
 mod headers;
@@ -139,6 +140,14 @@ pub struct Route {
     /// For proxy prefix routes: the route's prefix is cut from the request's path before it is
     /// appended to the target's path (nginx `proxy_pass` with a URI part); see [`stripped`].
     pub strip_prefix: bool,
+    /// The access policy of the methods nginx's `limit_except` does not list; `None`: every
+    /// method has [`Route::access`].
+    pub limit_except: Option<Arc<crate::access::LimitExcept>>,
+    /// The path whose subrequest must answer 2xx before the target runs (nginx `auth_request`;
+    /// see [`auth_request`]).
+    pub auth_request: Option<String>,
+    /// Only internal requests reach it; a client's request that matches it gets 404.
+    pub internal: bool,
 }
 
 impl Route {
@@ -166,6 +175,9 @@ impl Route {
             error_page: Arc::default(),
             intercept_errors: false,
             strip_prefix: false,
+            limit_except: None,
+            auth_request: None,
+            internal: false,
         }
     }
 }
@@ -349,7 +361,14 @@ impl Proxy {
             let client = self.client_ip(request.headers(), client.ip());
             http_rules::facts(&request, &path, request_uri, client, &site.http)
         });
-        let Some(route) = site.route(path.as_str()) else {
+        let route = site.route(path.as_str()).filter(|route| {
+            // nginx `internal`: a client's own request never reaches the route.
+            if route.internal {
+                debug!(path = path.as_str(), "internal route refused to a client");
+            }
+            !route.internal
+        });
+        let Some(route) = route else {
             debug!(path = path.as_str(), "no route");
             // nginx checks the server's body limit before it answers that nothing matched.
             let status = if http_rules::over_site_limit(&site.http, request.headers()) {
@@ -478,6 +497,14 @@ impl Proxy {
         if let Some(refused) = self.refused_access(&request, route, client).await {
             return Box::pin(error_page(site, refused, head)).await;
         }
+        if let Some(uri) = &route.auth_request {
+            let (target, headers) = (request.uri(), request.headers());
+            let refused = Box::pin(self.auth_request(site, uri, target, headers, client)).await;
+            if let Some(refused) = refused {
+                self.linger(request.into_body());
+                return Box::pin(error_page(site, refused, head)).await;
+            }
+        }
         // Decided now: the request is consumed below. Nothing is done when the route is off.
         let compress = route.compress.as_deref().map(|policy| {
             (
@@ -585,7 +612,7 @@ impl Proxy {
         route: &Route,
         client: SocketAddr,
     ) -> Option<Response<ProxyBody>> {
-        self.refused_by_headers(request.headers(), route, client)
+        self.refused_by_headers(request.method(), request.headers(), route, client)
             .await
     }
 
@@ -593,11 +620,17 @@ impl Proxy {
     /// error page's internal request).
     async fn refused_by_headers(
         &self,
+        method: &Method,
         headers: &hyper::HeaderMap,
         route: &Route,
         client: SocketAddr,
     ) -> Option<Response<ProxyBody>> {
-        let policy = route.access.as_deref()?;
+        // An unlisted method of `limit_except` has that policy in place of the route's.
+        let limited = route
+            .limit_except
+            .as_deref()
+            .and_then(|limit| limit.policy_for(method));
+        let policy = limited.or(route.access.as_deref())?;
         let ip = self.client_ip(headers, client.ip());
         match self.access.check(policy, headers, ip).await {
             crate::access::Outcome::Allowed => None,

@@ -104,6 +104,8 @@ fn reason(why: &str) -> &'static str {
         ("alias", "alias"),
         ("access control", "allow/deny"),
         ("authentication", "auth"),
+        ("basic auth", "auth"),
+        ("auth_request", "auth"),
         ("limit_except", "limit_except"),
         ("internal", "internal"),
         ("rewrite, redirect", "return/rewrite"),
@@ -173,7 +175,8 @@ fn check(config: &str, text: &str) -> (Translation, Summary) {
                 "auth_basic" => key("auth_basic"),
                 "return" => matches!(r.target, Target::Answer(_)),
                 "internal" => matches!(&r.target, Target::Answer(a) if a.contains("404")),
-                "fastcgi_pass" | "auth_request" | "limit_except" => false,
+                "limit_except" => key("limit_except"),
+                "fastcgi_pass" | "auth_request" => false,
                 _ => true,
             });
             assert!(

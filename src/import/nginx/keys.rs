@@ -114,6 +114,9 @@ pub(super) struct Keys {
     pub(super) alias: Option<String>,
     rewrite: Vec<String>,
     pub(super) index: Option<Vec<String>>,
+    /// `limit_except`: the listed methods and the block's `allow`/`deny` rules (a location's
+    /// own only: nested locations do not inherit it).
+    limit_except: Option<(Vec<String>, Vec<String>)>,
 }
 
 /// The headers an empty `add_header` value removes (see [`Keys::take`]).
@@ -332,8 +335,20 @@ impl Keys {
                 | "alias",
                 _,
             ) => refused("not a form of this directive certd reads"),
+            ("limit_except", methods) => match limit_except(methods, d.block.as_deref()) {
+                Ok(limit) => {
+                    self.limit_except = Some(limit);
+                    Taken::Key
+                }
+                Err(why) => Taken::Refused(why),
+            },
             _ => Taken::NotMine,
         }
+    }
+
+    /// Whether the block has a `limit_except`.
+    pub(super) fn has_limit_except(&self) -> bool {
+        self.limit_except.is_some()
     }
 
     /// The site keys of a server block. `body_size` is the http-level `client_max_body_size`, if
@@ -437,6 +452,16 @@ impl Keys {
             }
             if let Some(answer) = &self.answer {
                 push("return", answer.clone());
+            }
+            if let Some((methods, access)) = &self.limit_except {
+                push(
+                    "limit_except",
+                    format!(
+                        "{{ methods = {}, access = {} }}",
+                        array(methods),
+                        array(access)
+                    ),
+                );
             }
         }
         if let Some(index) = &self.index {
@@ -544,6 +569,46 @@ impl Keys {
 }
 
 /// A TOML basic string.
+/// `limit_except METHOD ... { allow ...; deny ...; }`: the methods (upper case, as certd takes
+/// them) and the rules, when the block holds `allow`/`deny` rules only (certd's `limit_except`
+/// has no basic auth or other directives of its own).
+fn limit_except(
+    methods: &[&str],
+    block: Option<&[Directive]>,
+) -> Result<(Vec<String>, Vec<String>), String> {
+    let Some(block) = block else {
+        return Err("limit_except without a block".to_owned());
+    };
+    if methods.is_empty() {
+        return Err("limit_except names no method".to_owned());
+    }
+    let mut names = Vec::new();
+    for method in methods {
+        // nginx compares the names without regard to case.
+        let upper = method.to_ascii_uppercase();
+        crate::access::limit_except::parse_method(&upper)?;
+        names.push(upper);
+    }
+    let mut rules = Vec::new();
+    for inner in block {
+        let rule = match (inner.name.as_str(), inner.args.as_slice()) {
+            ("allow" | "deny", [what]) if inner.block.is_none() => format!("{} {what}", inner.name),
+            _ => {
+                return Err(format!(
+                    "`{}` inside limit_except: certd's limit_except takes allow/deny rules only",
+                    inner.name
+                ))
+            }
+        };
+        crate::access::Rule::parse(&rule)?;
+        rules.push(rule);
+    }
+    if rules.is_empty() {
+        return Err("an empty limit_except block".to_owned());
+    }
+    Ok((names, rules))
+}
+
 pub(super) fn toml_str(s: &str) -> String {
     toml::Value::String(s.to_owned()).to_string()
 }

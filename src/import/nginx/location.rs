@@ -305,6 +305,24 @@ fn body<'d>(scope: &Scope<'_>, d: &'d Directive) -> Body<'d> {
         }
     }
     b.only_refuses &= refuses_something;
+    if b.keys.has_limit_except() && !b.nested.is_empty() {
+        // certd's nested routes do not take their route's `limit_except`: they could answer a
+        // method the location refuses.
+        if let Some(limit) = d
+            .block
+            .as_deref()
+            .unwrap_or_default()
+            .iter()
+            .find(|i| i.name == "limit_except")
+        {
+            b.refusals.push((
+                scope.at(limit),
+                directive_text(limit),
+                "limit_except beside nested locations: certd's nested routes do not take it"
+                    .to_owned(),
+            ));
+        }
+    }
     b
 }
 

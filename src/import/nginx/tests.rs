@@ -1008,3 +1008,54 @@ fn the_catch_all_server_is_the_default_name_site() {
         1
     );
 }
+
+#[test]
+fn limit_except_with_allow_deny_becomes_the_route_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = |inner: &str| {
+        format!(
+            "server {{\n  listen 443 ssl;\n  server_name a.example;\n  \
+             location = /upload {{\n    limit_except POST head {{ {inner} }}\n    \
+             proxy_pass http://127.0.0.1:9000;\n  }}\n  \
+             location / {{\n    proxy_pass http://127.0.0.1:9000;\n  }}\n}}\n"
+        )
+    };
+    let fragment = fragment(&[("a.conf", &server("allow 10.0.0.0/8; deny all;"))]);
+    assert_eq!(fragment.untranslated, 0, "{}", fragment.text);
+    assert!(
+        fragment.text.contains(
+            "limit_except = { methods = [\"POST\", \"HEAD\"], access = [\"allow 10.0.0.0/8\", \
+             \"deny all\"] }"
+        ),
+        "{}",
+        fragment.text
+    );
+    let config = load(&fragment.text, dir.path());
+    let upload = config.sites[0]
+        .routes
+        .iter()
+        .find(|r| r.path == "/upload")
+        .unwrap();
+    let limit = upload.limit_except.as_deref().unwrap();
+    assert!(limit.policy_for(&hyper::Method::POST).is_none());
+    assert!(limit.policy_for(&hyper::Method::GET).is_some());
+    // Anything but allow/deny inside: the location is left out (and `/`, which would answer its
+    // path, with it), with the reason.
+    let t = translated(&[("a.conf", &server("auth_basic \"x\"; deny all;"))]);
+    assert!(t.sites[0].routes.is_empty(), "{:?}", t.sites[0].routes);
+    let text = fragment_text(&server("auth_basic \"x\"; deny all;"));
+    assert!(text.contains("allow/deny rules only"), "{text}");
+    // Beside nested locations, which certd's nested routes would answer without it: left out.
+    let nested = "server {\n  listen 443 ssl;\n  server_name a.example;\n  location /dav/ {\n    \
+                  limit_except GET { deny all; }\n    proxy_pass http://127.0.0.1:9000;\n    \
+                  location /dav/inner/ {\n      proxy_pass http://127.0.0.1:9000;\n    }\n  }\n}\n";
+    let t = translated(&[("a.conf", nested)]);
+    assert!(t.sites[0].routes.is_empty(), "{:?}", t.sites[0].routes);
+    assert!(fragment_text(nested).contains("nested routes do not take it"));
+}
+
+fn fragment_text(conf: &str) -> String {
+    super::translate_texts(&[(Path::new("a.conf"), conf)])
+        .map(|f| f.text)
+        .unwrap_or_else(|err| format!("{err:?}"))
+}

@@ -268,3 +268,245 @@ async fn basic_auth_accepts_each_htpasswd_format_and_reloads_on_sighup() {
         assert!(!log.contains(secret), "{secret:?} is in the daemon's log");
     }
 }
+
+/// `method path` for `host`, from the real client `forwarded_for` when given, with a small body
+/// for the methods that carry one.
+async fn send(
+    h1: &mut Http1,
+    host: &str,
+    method: &str,
+    path: &str,
+    forwarded_for: Option<&str>,
+) -> Reply {
+    let mut request = Request::builder()
+        .method(method)
+        .uri(path)
+        .header(hyper::header::HOST, host);
+    if let Some(client) = forwarded_for {
+        request = request.header("x-forwarded-for", client);
+    }
+    let body = match method {
+        "POST" | "PUT" => Bytes::from_static(b"payload"),
+        _ => Bytes::new(),
+    };
+    h1.send(request.body(Full::new(body)).expect("request"))
+        .await
+}
+
+#[tokio::test]
+async fn limit_except_refuses_the_methods_it_does_not_list() {
+    let pebble = Pebble::start().await;
+    let upstream = Upstream::echo().await;
+    // PeerTube's upload endpoint (`limit_except POST HEAD { deny all; }`) and a route where only
+    // reads are open to everyone (`limit_except GET { allow 10.0.0.0/8; deny all; }`).
+    let site = Site::new(&["a.test"])
+        .proxy("/upload", &upstream.url())
+        .route_option(
+            "/upload",
+            "limit_except",
+            r#"{ methods = ["POST", "HEAD"], access = ["deny all"] }"#,
+        )
+        .proxy("/wiki", &upstream.url())
+        .route_option(
+            "/wiki",
+            "limit_except",
+            r#"{ methods = ["GET"], access = ["allow 10.0.0.0/8", "deny all"] }"#,
+        );
+    let config =
+        RunConfig::for_pebble(&pebble, vec![site]).https("trusted_proxies", r#"["127.0.0.1"]"#);
+    let world = World::serve(pebble, Certd::new(), config).await;
+    world.client.wait_for_certificate("a.test", CERT_WAIT).await;
+    let host = world.authority("a.test");
+    let mut h1 = world.client.http1("a.test").await;
+
+    let cases = [
+        ("POST", "/upload", None, StatusCode::OK),
+        ("HEAD", "/upload", None, StatusCode::OK),
+        ("GET", "/upload", None, StatusCode::FORBIDDEN),
+        ("PUT", "/upload", None, StatusCode::FORBIDDEN),
+        ("DELETE", "/upload", None, StatusCode::FORBIDDEN),
+        // GET implies HEAD; every other method needs an allowed address.
+        ("GET", "/wiki/page", Some("192.0.2.1"), StatusCode::OK),
+        ("HEAD", "/wiki/page", Some("192.0.2.1"), StatusCode::OK),
+        (
+            "POST",
+            "/wiki/page",
+            Some("192.0.2.1"),
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            "OPTIONS",
+            "/wiki/page",
+            Some("192.0.2.1"),
+            StatusCode::FORBIDDEN,
+        ),
+        ("POST", "/wiki/page", Some("10.1.2.3"), StatusCode::OK),
+        ("PATCH", "/wiki/page", Some("10.1.2.3"), StatusCode::OK),
+    ];
+    for (method, path, client, status) in cases {
+        let before = upstream.received();
+        let reply = send(&mut h1, &host, method, path, client).await;
+        assert_status(&reply, status, &format!("{method} {path} from {client:?}"));
+        let reached = upstream.received() - before;
+        if status == StatusCode::OK {
+            assert_eq!(
+                reached, 1,
+                "{method} {path} from {client:?} reaches the upstream"
+            );
+            if method != "HEAD" {
+                assert_eq!(reply.echoed().method, method);
+                assert_eq!(reply.echoed().path, path);
+            }
+        } else {
+            assert_eq!(reached, 0, "{method} {path} must not reach the upstream");
+            assert!(reply.text().starts_with("403"), "{reply:?}");
+        }
+    }
+}
+
+/// What the test auth server saw of one subrequest.
+#[derive(Debug, Clone)]
+struct AuthSeen {
+    method: String,
+    path: String,
+    cookie: Option<String>,
+    content_length: Option<String>,
+}
+
+/// An auth server on loopback (the `auth_request` target's upstream): `session=good` → 200,
+/// `session=banned` → 403, `session=odd` → 302, no cookie → 401 with a `WWW-Authenticate`. It
+/// records every request; the task is aborted when the test ends.
+async fn auth_server() -> (
+    String,
+    std::sync::Arc<std::sync::Mutex<Vec<AuthSeen>>>,
+    tokio::task::JoinHandle<()>,
+) {
+    use hyper::body::Incoming;
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+        .await
+        .expect("bind auth server");
+    let url = format!("http://{}", listener.local_addr().expect("local_addr"));
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    let task = tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let log = log.clone();
+            let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+                let log = log.clone();
+                async move {
+                    let header = |name: &str| {
+                        request
+                            .headers()
+                            .get(name)
+                            .and_then(|v| v.to_str().ok())
+                            .map(str::to_owned)
+                    };
+                    let cookie = header("cookie");
+                    log.lock().expect("auth log").push(AuthSeen {
+                        method: request.method().to_string(),
+                        path: request.uri().path().to_owned(),
+                        cookie: cookie.clone(),
+                        content_length: header("content-length"),
+                    });
+                    let mut response = hyper::Response::builder();
+                    response = match cookie.as_deref() {
+                        Some("session=good") => response.status(200),
+                        Some("session=banned") => response.status(403),
+                        Some("session=odd") => response.status(302).header("location", "/x"),
+                        _ => response
+                            .status(401)
+                            .header("www-authenticate", "Bearer realm=\"test\""),
+                    };
+                    Ok::<_, std::convert::Infallible>(
+                        response
+                            .body(Full::new(Bytes::from_static(b"auth says")))
+                            .expect("auth response"),
+                    )
+                }
+            });
+            tokio::spawn(async move {
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (url, seen, task)
+}
+
+#[tokio::test]
+async fn auth_request_asks_an_internal_route_before_the_upstream() {
+    let pebble = Pebble::start().await;
+    let upstream = Upstream::echo().await;
+    let (auth_url, seen, auth_task) = auth_server().await;
+    // PeerTube's shape: `location = /check-auth { internal; proxy_pass …; }` and an upload
+    // location with `auth_request /check-auth;`.
+    let site = Site::new(&["a.test"])
+        .proxy("/", &upstream.url())
+        .proxy("/check-auth", &auth_url)
+        .route_option("/check-auth", "internal", "true")
+        .proxy("/upload", &upstream.url())
+        .route_option("/upload", "auth_request", r#""/check-auth""#);
+    let config = RunConfig::for_pebble(&pebble, vec![site]);
+    let world = World::serve(pebble, Certd::new(), config).await;
+    world.client.wait_for_certificate("a.test", CERT_WAIT).await;
+    let host = world.authority("a.test");
+    let mut h1 = world.client.http1("a.test").await;
+
+    let upload = |cookie: Option<&str>| {
+        let mut request = Request::post("/upload/video?part=1").header(hyper::header::HOST, &host);
+        if let Some(cookie) = cookie {
+            request = request.header(hyper::header::COOKIE, cookie);
+        }
+        request
+            .body(Full::new(Bytes::from_static(b"0123456789")))
+            .expect("request")
+    };
+    let cases = [
+        (Some("session=good"), StatusCode::OK),
+        (None, StatusCode::UNAUTHORIZED),
+        (Some("session=banned"), StatusCode::FORBIDDEN),
+        // A redirect (or any other status) from the auth server is an error, as in nginx.
+        (Some("session=odd"), StatusCode::INTERNAL_SERVER_ERROR),
+    ];
+    for (cookie, status) in cases {
+        let (before, asked) = (upstream.received(), seen.lock().expect("log").len());
+        let reply = h1.send(upload(cookie)).await;
+        assert_eq!(reply.status, status, "cookie {cookie:?}: {reply:?}");
+        let log = seen.lock().expect("log").clone();
+        assert_eq!(log.len(), asked + 1, "one subrequest per request: {log:?}");
+        let sub = &log[asked];
+        // A bodiless GET of the auth URI, with the client's headers.
+        assert_eq!(
+            (sub.method.as_str(), sub.path.as_str()),
+            ("GET", "/check-auth")
+        );
+        assert_eq!(sub.cookie.as_deref(), cookie);
+        assert_eq!(sub.content_length, None, "{sub:?}");
+        let reached = upstream.received() - before;
+        if status == StatusCode::OK {
+            assert_eq!(reached, 1);
+            assert_eq!(reply.echoed().method, "POST");
+            assert_eq!(reply.echoed().path, "/upload/video?part=1");
+        } else {
+            assert_eq!(reached, 0, "cookie {cookie:?} must not reach the upstream");
+            assert!(!reply.text().contains("auth says"), "{reply:?}");
+        }
+        if status == StatusCode::UNAUTHORIZED {
+            assert_eq!(
+                reply.header("www-authenticate"),
+                Some("Bearer realm=\"test\"")
+            );
+        }
+    }
+    // The internal route answers no client: 404, and the auth server hears nothing.
+    let asked = seen.lock().expect("log").len();
+    let reply = get(&mut h1, &host, "/check-auth", None, None).await;
+    assert_status(&reply, StatusCode::NOT_FOUND, "GET /check-auth");
+    assert_eq!(seen.lock().expect("log").len(), asked);
+    // Routes without auth_request never ask.
+    let reply = get(&mut h1, &host, "/other", None, None).await;
+    assert_status(&reply, StatusCode::OK, "GET /other");
+    assert_eq!(seen.lock().expect("log").len(), asked);
+    auth_task.abort();
+}
