@@ -170,6 +170,9 @@ impl Metrics {
              certd_state_readable {}",
             u8::from(readable)
         );
+        if let Some(health) = store.health() {
+            render_storage_health(&mut out, health.state(), now);
+        }
 
         let _ = writeln!(
             out,
@@ -221,6 +224,27 @@ impl Metrics {
 }
 
 /// Log lines dropped because stderr did not keep up (see [`crate::logging`]).
+/// A networked store's reachability (`certd_storage_up`, `certd_storage_unreachable_seconds`).
+fn render_storage_health(
+    out: &mut String,
+    state: crate::storage::health::HealthState,
+    now: OffsetDateTime,
+) {
+    let _ = writeln!(
+        out,
+        "# HELP certd_storage_up 1 when the shared storage (the fleet's database) answered its \
+         last probe, 0 while it is unreachable.\n\
+         # TYPE certd_storage_up gauge\n\
+         certd_storage_up {}\n\
+         # HELP certd_storage_unreachable_seconds How long the shared storage has been \
+         unreachable (0 while it answers).\n\
+         # TYPE certd_storage_unreachable_seconds gauge\n\
+         certd_storage_unreachable_seconds {}",
+        u8::from(state.reachable),
+        state.unreachable_for(now).as_secs()
+    );
+}
+
 fn render_log_drops(out: &mut String, dropped: u64) {
     let _ = writeln!(
         out,

@@ -31,6 +31,7 @@ use crate::ledger::LedgerEntry;
 use crate::store::{SchedulerHeartbeat, SiteRecord, Store, StoreError, StoredCert};
 
 pub mod filesystem;
+pub mod health;
 pub mod postgres;
 pub mod sealing;
 
@@ -75,6 +76,18 @@ pub struct Lease {
     /// The fencing token (0 for a backend whose writer lock already excludes every other writer).
     pub token: i64,
 }
+
+/// A change to the live certificates noticed by [`StateStore::changes`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// `site`'s live pair may have changed (another node, or this one, installed a version).
+    Site(String),
+    /// Changes may have been missed (the store was unreachable): load every site again.
+    All,
+}
+
+/// How many changes may wait for the daemon before the backend waits for it.
+pub const CHANGES_QUEUED: usize = 256;
 
 /// How long a lease lasts before it must be renewed (a paused node loses it after this).
 pub const LEASE_SECONDS: u32 = 60;
@@ -170,5 +183,22 @@ pub trait StateStore: Debug + Send + Sync {
     ) -> Result<StoredCert, StoreError> {
         let _ = lease;
         self.install(site, pem)
+    }
+
+    /// Changes to the live certificates made anywhere (this node included), as they are noticed,
+    /// until `stop` is cancelled or the receiver is dropped. `None`: the backend has nothing to
+    /// watch (the filesystem's state is this node's alone, and every change goes through it).
+    fn changes(
+        &self,
+        stop: tokio_util::sync::CancellationToken,
+    ) -> Option<tokio::sync::mpsc::Receiver<Change>> {
+        let _ = stop;
+        None
+    }
+
+    /// Whether the store answered its last probe, and since when; `None` for a store that is on
+    /// this machine (its readability is [`StateStore::readable`]).
+    fn health(&self) -> Option<Arc<health::StorageHealth>> {
+        None
     }
 }

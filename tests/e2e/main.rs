@@ -11,6 +11,7 @@ mod differential;
 mod dns01;
 mod eab;
 mod fallback;
+mod fleet_sync;
 mod harness;
 mod import_certbot;
 mod import_nginx;

@@ -219,6 +219,8 @@ fn store_config(pg: &Postgres, database: &str, dir: &Path, node: &str) -> Postgr
         ca_roots: None,
         node_name: node.to_owned(),
         key_file,
+        poll: certd::config::DEFAULT_POLL,
+        notify: true,
     }
 }
 

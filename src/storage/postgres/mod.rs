@@ -15,6 +15,7 @@
 //! they leave this process. The writer lock is per node (`node_name`): a session advisory lock on
 //! a connection taken out of the pool for as long as the [`StoreLock`] lives.
 
+mod changes;
 pub mod schema;
 mod tls;
 
@@ -27,8 +28,9 @@ use std::time::Duration;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use zeroize::Zeroizing;
 
+use super::health::StorageHealth;
 use super::sealing::SealingKey;
-use super::{Lease, StateStore, StoreLock};
+use super::{Change, Lease, StateStore, StoreLock};
 use crate::certificate::CertifiedPem;
 use crate::config::{PostgresConfig, SslMode, PASSWORD_ENV};
 use crate::ledger::LedgerEntry;
@@ -53,6 +55,12 @@ pub struct PostgresStore {
     key: Arc<SealingKey>,
     node: String,
     described: String,
+    /// For the dedicated LISTEN connection (outside the pool).
+    pg: tokio_postgres::Config,
+    tls: Option<tokio_postgres_rustls::MakeRustlsConnect>,
+    poll: Duration,
+    notify: bool,
+    health: Arc<StorageHealth>,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -186,11 +194,11 @@ impl PostgresStore {
         let manager_config = ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
         };
-        let manager = match tls::connector(config.sslmode, config.ca_roots.as_deref())
-            .map_err(|reason| database("set up TLS", reason))?
-        {
-            Some(tls) => Manager::from_config(pg, tls, manager_config),
-            None => Manager::from_config(pg, tokio_postgres::NoTls, manager_config),
+        let tls = tls::connector(config.sslmode, config.ca_roots.as_deref())
+            .map_err(|reason| database("set up TLS", reason))?;
+        let manager = match tls.clone() {
+            Some(tls) => Manager::from_config(pg.clone(), tls, manager_config),
+            None => Manager::from_config(pg.clone(), tokio_postgres::NoTls, manager_config),
         };
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
@@ -211,7 +219,15 @@ impl PostgresStore {
             pool,
             key,
             node: config.node_name.clone(),
+            health: Arc::new(StorageHealth::new(
+                described.clone(),
+                time::OffsetDateTime::now_utc(),
+            )),
             described,
+            pg,
+            tls,
+            poll: config.poll,
+            notify: config.notify,
         };
         store.call(migrate)?;
         Ok(store)
@@ -281,6 +297,10 @@ impl PostgresStore {
                 Ok(row) => row.get(0),
                 Err(err) => return Err(install_error(&ctx, &site, &err)),
             };
+            // Delivered to every listening node when the transaction commits, and only then.
+            tx.execute(schema::NOTIFY_LIVE, &[&site])
+                .await
+                .map_err(ctx.pg(action))?;
             if own_lease {
                 tx.execute(schema::RELEASE_LEASE, &[&site, &token])
                     .await
@@ -313,14 +333,33 @@ impl PostgresStore {
             // The caller may have given up; nothing to tell then.
             let _ = answer.send(result);
         });
-        answered
+        let result = answered
             .recv_timeout(CALL_DEADLINE + Duration::from_secs(1))
             .unwrap_or_else(|_| {
                 Err(self.ctx().fail(
                     "answer",
                     format!("no answer within {}s", CALL_DEADLINE.as_secs()),
                 ))
-            })
+            });
+        self.record_health(&result);
+        result
+    }
+
+    /// Feeds a call's outcome to [`StorageHealth`]: an answer means reachable; a failure to
+    /// connect or to answer in time means not (an error the server sent is not an outage).
+    fn record_health<T>(&self, result: &Result<T, StoreError>) {
+        let now = time::OffsetDateTime::now_utc();
+        match result {
+            Ok(_) => {
+                self.health.reached(now);
+            }
+            Err(err @ StoreError::Database { action, reason, .. })
+                if *action == "answer" || reason.starts_with("cannot connect") =>
+            {
+                self.health.failed(now, err);
+            }
+            Err(_) => {}
+        }
     }
 }
 
@@ -748,6 +787,33 @@ impl StateStore for PostgresStore {
                 .map(Some)
                 .map_err(|err| ctx.corrupt("heartbeat".into(), err))
         })
+    }
+
+    fn changes(
+        &self,
+        stop: tokio_util::sync::CancellationToken,
+    ) -> Option<tokio::sync::mpsc::Receiver<Change>> {
+        // Read before the daemon's initial load, so that whatever changes after it is a change
+        // to the poll; unreadable now (the database is down), the first poll that succeeds asks
+        // for everything.
+        let baseline = self
+            .call(|ctx| async move { changes::live_versions(&ctx).await })
+            .ok();
+        let (tx, rx) = tokio::sync::mpsc::channel(super::CHANGES_QUEUED);
+        let watch = changes::Watch {
+            ctx: self.ctx(),
+            pg: self.pg.clone(),
+            tls: self.tls.clone(),
+            poll: self.poll,
+            notify: self.notify,
+            health: self.health.clone(),
+        };
+        self.handle.spawn(watch.run(baseline, tx, stop));
+        Some(rx)
+    }
+
+    fn health(&self) -> Option<Arc<StorageHealth>> {
+        Some(self.health.clone())
     }
 }
 

@@ -201,6 +201,13 @@ pub const CURRENT: &str =
      FROM live l JOIN cert_versions v ON v.site = l.site AND v.version = l.version \
      WHERE l.site = $1";
 
+/// Every site's live version: what the change poll compares.
+pub const LIVE_VERSIONS: &str = "SELECT site, version FROM live";
+
+/// Announces that site `$1`'s live pair changed, on commit (the channel of
+/// [`super::changes::CHANNEL`]).
+pub const NOTIFY_LIVE: &str = "SELECT pg_notify('certd_live', $1)";
+
 /// Serialises migrations of nodes starting at once (transaction-scoped advisory lock).
 pub const MIGRATION_LOCK: &str = "SELECT pg_advisory_xact_lock(hashtext('certd-migrations'))";
 
