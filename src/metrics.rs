@@ -170,9 +170,15 @@ impl Metrics {
              certd_state_readable {}",
             u8::from(readable)
         );
-        if let Some(health) = store.health() {
-            render_storage_health(&mut out, health.state(), now);
-        }
+        // A store on this machine has no outage to time: its `up` is whether it is readable.
+        let storage = store.health().map_or(
+            crate::storage::health::HealthState {
+                reachable: readable,
+                since: now,
+            },
+            |health| health.state(),
+        );
+        render_storage_health(&mut out, storage, now);
 
         let _ = writeln!(
             out,
@@ -232,8 +238,8 @@ fn render_storage_health(
 ) {
     let _ = writeln!(
         out,
-        "# HELP certd_storage_up 1 when the shared storage (the fleet's database) answered its \
-         last probe, 0 while it is unreachable.\n\
+        "# HELP certd_storage_up 1 when the storage answered its last probe (the fleet's \
+         database; the state directory: readable at this scrape), 0 while it is unreachable.\n\
          # TYPE certd_storage_up gauge\n\
          certd_storage_up {}\n\
          # HELP certd_storage_unreachable_seconds How long the shared storage has been \
@@ -328,6 +334,11 @@ mod tests {
         let now = OffsetDateTime::now_utc();
         let text = metrics.render(&config, &store, now);
         assert!(text.contains("\ncertd_state_readable 1\n"), "{text}");
+        assert!(text.contains("\ncertd_storage_up 1\n"), "{text}");
+        assert!(
+            text.contains("\ncertd_storage_unreachable_seconds 0\n"),
+            "{text}"
+        );
         // A live link that points nowhere sensible: the site's certificate cannot be read.
         let live = store.layout().live_link("a.test").unwrap();
         std::fs::create_dir_all(live.parent().unwrap()).unwrap();
@@ -340,6 +351,7 @@ mod tests {
         drop(dir);
         let text = metrics.render(&config, &gone, now);
         assert!(text.contains("\ncertd_state_readable 0\n"), "{text}");
+        assert!(text.contains("\ncertd_storage_up 0\n"), "{text}");
     }
 
     #[test]

@@ -151,7 +151,7 @@ impl Daemon {
     /// socket, then loads the stored certificates in the background and starts the scheduler once
     /// they are in.
     pub async fn start(config: Config) -> Result<Self, DaemonError> {
-        let store = storage::open(&config)?;
+        let store = storage::open_for_daemon(&config)?;
         let lock = store.lock()?;
         let shutdown = CancellationToken::new();
         // Subscribed before the stored certificates are read, so no change falls between them.

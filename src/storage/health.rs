@@ -3,6 +3,7 @@
 //! database is down. The backend records every probe; only a change of state is logged, so an
 //! outage of an hour is two lines, not one per attempt.
 
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use time::OffsetDateTime;
@@ -31,6 +32,28 @@ impl HealthState {
 pub struct StorageHealth {
     state: Mutex<HealthState>,
     described: String,
+    /// Where each change is also written, for `certd status` (another process).
+    record: Mutex<Option<PathBuf>>,
+}
+
+/// The file in state_dir a daemon records its store's reachability in.
+pub const RECORD_FILE: &str = "storage-health.json";
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Recorded {
+    reachable: bool,
+    #[serde(with = "time::serde::rfc3339")]
+    since: OffsetDateTime,
+}
+
+/// The reachability a daemon recorded in `state_dir`, if it did.
+pub fn recorded(state_dir: &Path) -> Option<HealthState> {
+    let text = std::fs::read_to_string(state_dir.join(RECORD_FILE)).ok()?;
+    let recorded: Recorded = serde_json::from_str(&text).ok()?;
+    Some(HealthState {
+        reachable: recorded.reachable,
+        since: recorded.since,
+    })
 }
 
 impl StorageHealth {
@@ -42,6 +65,32 @@ impl StorageHealth {
                 since: now,
             }),
             described,
+            record: Mutex::new(None),
+        }
+    }
+
+    /// Writes the state to `state_dir`'s [`RECORD_FILE`] now and at every change.
+    pub fn record_in(&self, state_dir: &Path) {
+        let path = state_dir.join(RECORD_FILE);
+        self.write(&path, self.state());
+        *self
+            .record
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(path);
+    }
+
+    fn write(&self, path: &Path, state: HealthState) {
+        let recorded = Recorded {
+            reachable: state.reachable,
+            since: state.since,
+        };
+        let written = serde_json::to_vec(&recorded)
+            .map_err(|err| err.to_string())
+            .and_then(|bytes| {
+                crate::store::write_atomic(path, &bytes, 0o644).map_err(|err| err.to_string())
+            });
+        if let Err(err) = written {
+            tracing::warn!(path = %path.display(), %err, "cannot record the storage's reachability for `certd status`");
         }
     }
 
@@ -93,6 +142,16 @@ impl StorageHealth {
             reachable,
             since: now,
         };
+        let now_state = *state;
+        drop(state);
+        let record = self
+            .record
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        if let Some(path) = record {
+            self.write(&path, now_state);
+        }
         Some(was)
     }
 }
@@ -129,6 +188,10 @@ mod tests {
             std::time::Duration::ZERO
         );
 
+        let dir = tempfile::tempdir().unwrap();
+        health.record_in(dir.path());
+        assert_eq!(recorded(dir.path()), Some(health.state()));
+
         let back = datetime!(2026-06-01 10:20 UTC);
         assert!(health.reached(back));
         assert_eq!(
@@ -137,6 +200,11 @@ mod tests {
                 reachable: true,
                 since: back
             }
+        );
+        assert_eq!(
+            recorded(dir.path()),
+            Some(health.state()),
+            "a change is recorded"
         );
     }
 }

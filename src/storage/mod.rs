@@ -50,6 +50,22 @@ pub fn open(config: &Config) -> Result<SharedStore, StoreError> {
     }
 }
 
+/// [`open`] for `certd run`: a fleet's node also keeps the pairs it serves in its state directory
+/// (the filesystem layout) and starts, serving from them, while the database is unreachable.
+pub fn open_for_daemon(config: &Config) -> Result<SharedStore, StoreError> {
+    match &config.storage {
+        StorageConfig::Filesystem => open(config),
+        StorageConfig::Postgres(pg) => {
+            let store = postgres::PostgresStore::open_for_daemon(pg)?
+                .with_local_copy(Store::open(&config.state_dir)?);
+            if let Some(health) = store.health() {
+                health.record_in(&config.state_dir);
+            }
+            Ok(Arc::new(store))
+        }
+    }
+}
+
 /// Proof that this process holds the store's writer lock; released on drop.
 ///
 /// What it holds is the backend's business (the filesystem's flock on `state/lock`).

@@ -10,7 +10,10 @@
 
 use std::time::{Duration, Instant};
 
-use crate::harness::{Certd, Daemon, HttpsClient, Pebble, Postgres, RunConfig, Site};
+use crate::harness::{
+    free_port, http_get, Certd, Daemon, HttpsClient, Pebble, PebbleOptions, Postgres, RunConfig,
+    Site,
+};
 
 const SITE: &str = "fleet-sync.test";
 const FLEET_KEY: [u8; 32] = [0x3c; 32];
@@ -27,6 +30,19 @@ struct Node {
 
 impl Node {
     fn new(pebble: &Pebble, pg: &Postgres, ip: &str, name: &str, storage_extra: &str) -> Self {
+        Self::with_fraction(pebble, pg, ip, name, storage_extra, None)
+    }
+
+    /// [`Node::new`] with `[renewal] remaining_fraction`. `storage_extra` is appended to the
+    /// `[storage]` table (it may go on with further tables).
+    fn with_fraction(
+        pebble: &Pebble,
+        pg: &Postgres,
+        ip: &str,
+        name: &str,
+        storage_extra: &str,
+        remaining_fraction: Option<f64>,
+    ) -> Self {
         let certd = Certd::new();
         let key = certd.dir().join("fleet.key");
         std::fs::write(&key, FLEET_KEY).expect("write key");
@@ -39,7 +55,9 @@ impl Node {
         .expect("write password");
         std::fs::create_dir_all(certd.dir().join("www")).expect("mkdir");
         std::fs::write(certd.dir().join("www/index.html"), format!("{name}\n")).expect("write");
-        let run = RunConfig::for_pebble(pebble, vec![Site::new(&[SITE]).root("/", "www")]).table(
+        let mut run = RunConfig::for_pebble(pebble, vec![Site::new(&[SITE]).root("/", "www")]);
+        run.remaining_fraction = remaining_fraction;
+        let run = run.table(
             &format!(
                 "[storage]\nbackend = \"postgres\"\nurl = \"{}\"\npassword_file = \"db-password\"\n\
                  sslmode = \"disable\"\nnode_name = \"{name}\"\nkey_file = \"fleet.key\"\n{storage_extra}",
@@ -64,6 +82,11 @@ impl Node {
             https,
             daemon: None,
         }
+    }
+
+    /// Kills the daemon (by its pid, on drop of its guard).
+    fn stop(&mut self) {
+        self.daemon = None;
     }
 
     async fn start(&mut self) {
@@ -218,4 +241,168 @@ async fn without_notifications_the_poll_brings_the_change_within_its_interval() 
             node.https
         );
     }
+}
+
+/// `name value` of a gauge in a Prometheus text scrape.
+fn gauge(scrape: &str, name: &str) -> Option<f64> {
+    scrape.lines().find_map(|line| {
+        let (key, value) = line.split_once(' ')?;
+        (key == name).then(|| value.trim().parse().ok()).flatten()
+    })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn while_the_database_is_down_every_node_serves_and_renewal_waits_until_it_is_back() {
+    let mut pg = Postgres::start().await;
+    // Certificates of 90 s, renewed with half their life left: due 45 s after issuance.
+    let pebble = Pebble::start_with(PebbleOptions {
+        cert_validity_secs: Some(90),
+        ..PebbleOptions::default()
+    })
+    .await;
+    let metrics = free_port();
+    let poll = "poll = \"1s\"\n";
+    let mut a = Node::with_fraction(
+        &pebble,
+        &pg,
+        "127.0.0.1",
+        "node-a",
+        &format!("{poll}\n[metrics]\nlisten = \"127.0.0.1:{metrics}\"\n"),
+        Some(0.5),
+    );
+    let mut b = Node::with_fraction(&pebble, &pg, "127.0.0.2", "node-b", poll, Some(0.5));
+    pebble
+        .challtestsrv(
+            "/add-a",
+            serde_json::json!({"host": SITE, "addresses": ["127.0.0.2"]}),
+        )
+        .await;
+    b.certd.issue(&[]).await.expect_code(0);
+    let issued = Instant::now();
+    a.start().await;
+    b.start().await;
+    let (a_client, b_client) = (a.client(&pebble).await, b.client(&pebble).await);
+    let serial = a_client
+        .wait_for_certificate(SITE, crate::run::CERT_WAIT)
+        .await;
+    assert_eq!(
+        b_client
+            .wait_for_certificate(SITE, crate::run::CERT_WAIT)
+            .await,
+        serial
+    );
+    // Each node keeps what it serves in its own state directory, in the filesystem layout.
+    for node in [&a, &b] {
+        let live = node.certd.site_dir(SITE).join("live");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !live.exists() {
+            assert!(
+                Instant::now() < deadline,
+                "no local copy at {}:\n{}",
+                live.display(),
+                node.log()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pg.stop();
+    // Every node keeps completing handshakes, with the certificate it had.
+    for _ in 0..5 {
+        for client in [&a_client, &b_client] {
+            assert_eq!(
+                client
+                    .serial(SITE)
+                    .await
+                    .expect("a handshake while the database is down"),
+                serial
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    // The outage shows in the metrics within the poll.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let scrape = http_get(metrics, "127.0.0.1", "/metrics").await.text();
+        if gauge(&scrape, "certd_storage_up") == Some(0.0) {
+            assert!(
+                gauge(&scrape, "certd_storage_unreachable_seconds").is_some(),
+                "{scrape}"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "certd_storage_up never went to 0:\n{scrape}\n{}",
+            a.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // A node restarted while the database is down starts, and serves its local copy.
+    a.stop();
+    a.start().await;
+    assert_eq!(
+        a_client
+            .wait_for_certificate(SITE, crate::run::CERT_WAIT)
+            .await,
+        serial,
+        "{}",
+        a.log()
+    );
+    assert!(a.log().contains("storage unreachable"), "{}", a.log());
+    // `certd status` on that node: the outage, and the certificates of its local copy.
+    let status = a.certd.run("status", &[]).await;
+    // A 90 s certificate is inside any critical window: CRITICAL, not just the outage's WARNING.
+    assert_eq!(status.code, Some(2), "{status}");
+    assert!(
+        status.stdout.contains("storage unreachable since"),
+        "{status}"
+    );
+    let json = a.certd.status().await;
+    assert!(json["storage"]["unreachable_since"].is_string(), "{json:#}");
+    assert_eq!(json["storage"]["state"], "critical", "{json:#}");
+    assert_eq!(
+        crate::harness::normalize_serial(
+            crate::harness::status_site(&json, SITE)["serial"]
+                .as_str()
+                .unwrap_or_default()
+        ),
+        crate::harness::normalize_serial(&serial),
+        "{json:#}"
+    );
+
+    // Past the renewal time, renewals wait for the database; the certificate keeps serving.
+    let due = Duration::from_secs(47);
+    if let Some(wait) = due.checked_sub(issued.elapsed()) {
+        tokio::time::sleep(wait).await;
+    }
+    assert_eq!(
+        b_client.serial(SITE).await.expect("handshake"),
+        serial,
+        "renewed without a database?"
+    );
+    // Logged once per change of state, not per attempt.
+    assert_eq!(
+        b.log().matches("storage unreachable; serving").count(),
+        1,
+        "{}",
+        b.log()
+    );
+
+    // The database is back: the due renewal happens (on node B, where the CA's requests go).
+    a.stop();
+    pg.start_again().await;
+    let renewed = b_client
+        .wait_for_new_serial(SITE, &serial, Duration::from_secs(30))
+        .await;
+    assert_ne!(renewed, serial);
+    assert!(b.log().contains("storage reachable again"), "{}", b.log());
+    assert_eq!(
+        pg.psql(&format!(
+            "SELECT count(*) FROM cert_versions WHERE site = '{SITE}'"
+        ))
+        .trim(),
+        "2"
+    );
 }

@@ -185,7 +185,15 @@ impl Listener {
                     .connect(tls.clone())
                     .await
                     .map_err(|err| reason(&err))?;
-                forward(client, connection, changes, connected_before, backoff).await
+                forward(
+                    client,
+                    connection,
+                    changes,
+                    connected_before,
+                    backoff,
+                    &self.health,
+                )
+                .await
             }
             None => {
                 let (client, connection) = self
@@ -193,7 +201,15 @@ impl Listener {
                     .connect(tokio_postgres::NoTls)
                     .await
                     .map_err(|err| reason(&err))?;
-                forward(client, connection, changes, connected_before, backoff).await
+                forward(
+                    client,
+                    connection,
+                    changes,
+                    connected_before,
+                    backoff,
+                    &self.health,
+                )
+                .await
             }
         }
     }
@@ -205,6 +221,7 @@ async fn forward<S, T>(
     changes: &mpsc::Sender<Change>,
     connected_before: &mut bool,
     backoff: &mut Duration,
+    health: &StorageHealth,
 ) -> Result<(), String>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
@@ -225,6 +242,7 @@ where
         }
     }
     *backoff = FIRST_BACKOFF;
+    health.reached(OffsetDateTime::now_utc());
     if std::mem::replace(connected_before, true) {
         // Notifications sent while this node was not listening are gone: load everything.
         tracing::info!("listening for the fleet's certificate changes again");
