@@ -214,6 +214,100 @@ struct StatusReport<'a> {
     sites: &'a [SiteStatus],
     scheduler: Option<&'a SchedulerStatus>,
     storage: Option<&'a StorageStatus>,
+    fleet: Option<&'a FleetStatus>,
+}
+
+/// A fleet's nodes and who did what, from the shared database (`[storage] backend = "postgres"`).
+#[derive(Debug, Clone, Serialize)]
+pub struct FleetStatus {
+    /// Every node that wrote a heartbeat.
+    pub nodes: Vec<FleetNode>,
+    /// Per site: who installed the live certificate, who holds the lease now.
+    pub sites: Vec<FleetSite>,
+}
+
+/// One node of [`FleetStatus`].
+#[derive(Debug, Clone, Serialize)]
+pub struct FleetNode {
+    /// Its `node_name`.
+    pub node: String,
+    /// Its last heartbeat (RFC 3339).
+    pub last_heartbeat: String,
+    /// How long ago, in seconds.
+    pub heartbeat_age_seconds: i64,
+}
+
+/// One site of [`FleetStatus`].
+#[derive(Debug, Clone, Serialize)]
+pub struct FleetSite {
+    /// The site.
+    pub site: String,
+    /// The node that installed the live certificate.
+    pub renewed_by: Option<String>,
+    /// When (RFC 3339).
+    pub renewed_at: Option<String>,
+    /// The node holding the site's lease now (an order in flight).
+    pub lease_holder: Option<String>,
+    /// Until when (RFC 3339).
+    pub lease_expires: Option<String>,
+}
+
+/// The fleet view of `config`'s shared store, if it has one and it can be read.
+fn fleet(config: &Config, now: OffsetDateTime) -> Option<FleetStatus> {
+    if matches!(config.storage, crate::config::StorageConfig::Filesystem) {
+        return None;
+    }
+    let view = storage::open(config).ok()?.fleet().ok()??;
+    Some(fleet_status(&view, now))
+}
+
+/// [`FleetStatus`] of `view` at `now`.
+pub fn fleet_status(view: &crate::storage::FleetView, now: OffsetDateTime) -> FleetStatus {
+    FleetStatus {
+        nodes: view
+            .nodes
+            .iter()
+            .map(|beat| FleetNode {
+                node: beat.node.clone(),
+                last_heartbeat: rfc3339(beat.at),
+                heartbeat_age_seconds: (now - beat.at).whole_seconds().max(0),
+            })
+            .collect(),
+        sites: view
+            .sites
+            .iter()
+            .map(|site| FleetSite {
+                site: site.site.clone(),
+                renewed_by: site.renewed_by.as_ref().map(|(node, _)| node.clone()),
+                renewed_at: site.renewed_by.as_ref().map(|(_, at)| rfc3339(*at)),
+                lease_holder: site.lease.as_ref().map(|(node, _)| node.clone()),
+                lease_expires: site.lease.as_ref().map(|(_, at)| rfc3339(*at)),
+            })
+            .collect(),
+    }
+}
+
+/// The fleet view as text lines.
+fn fleet_lines(fleet: &FleetStatus) -> Vec<String> {
+    let mut lines = vec!["fleet:".to_owned()];
+    for node in &fleet.nodes {
+        lines.push(format!(
+            "  node {}: last heartbeat {} ({}s ago)",
+            node.node, node.last_heartbeat, node.heartbeat_age_seconds
+        ));
+    }
+    for site in &fleet.sites {
+        let renewed = match (&site.renewed_by, &site.renewed_at) {
+            (Some(node), Some(at)) => format!("renewed by {node} at {at}"),
+            _ => "no certificate".to_owned(),
+        };
+        let lease = match (&site.lease_holder, &site.lease_expires) {
+            (Some(node), Some(until)) => format!("lease held by {node} until {until}"),
+            _ => "no lease held".to_owned(),
+        };
+        lines.push(format!("  {}: {renewed}; {lease}", site.site));
+    }
+    lines
 }
 
 /// A fleet's database that cannot be reached (by this command, or by this node's daemon).
@@ -309,6 +403,7 @@ pub fn status(config_path: &Path, json: bool) -> u8 {
         },
     };
     let scheduler = scheduler(&config, OffsetDateTime::now_utc());
+    let fleet = fleet(&config, now);
     let overall = rows
         .iter()
         .map(|row| row.state)
@@ -324,6 +419,7 @@ pub fn status(config_path: &Path, json: bool) -> u8 {
             sites: &rows,
             scheduler: scheduler.as_ref(),
             storage: storage.as_ref(),
+            fleet: fleet.as_ref(),
         };
         match serde_json::to_string_pretty(&report) {
             Ok(text) => println!("{text}"),
@@ -336,6 +432,9 @@ pub fn status(config_path: &Path, json: bool) -> u8 {
         print_table(&rows);
         if let Some(scheduler) = &scheduler {
             print_scheduler(scheduler);
+        }
+        for line in fleet.iter().flat_map(fleet_lines) {
+            println!("{line}");
         }
         let mut verdict = summary(overall, &rows, scheduler.as_ref());
         if let Some(storage) = &storage {
@@ -715,5 +814,41 @@ mod storage_outage {
 
         let critical = storage_status(None, Some(down), &[row(Severity::Critical)], now).unwrap();
         assert_eq!(critical.state, Severity::Critical);
+    }
+
+    #[test]
+    fn the_fleet_view_names_nodes_installers_and_lease_holders() {
+        use crate::storage::{FleetView, NodeBeat, SiteFleet};
+        let now = datetime!(2026-06-01 12:00 UTC);
+        let view = FleetView {
+            nodes: vec![NodeBeat {
+                node: "node-a".into(),
+                at: datetime!(2026-06-01 11:59:30 UTC),
+            }],
+            sites: vec![
+                SiteFleet {
+                    site: "a.test".into(),
+                    renewed_by: Some(("node-b".into(), datetime!(2026-06-01 11:00 UTC))),
+                    lease: Some(("node-c".into(), datetime!(2026-06-01 12:01 UTC))),
+                },
+                SiteFleet {
+                    site: "b.test".into(),
+                    renewed_by: None,
+                    lease: None,
+                },
+            ],
+        };
+        let fleet = fleet_status(&view, now);
+        assert_eq!(fleet.nodes[0].heartbeat_age_seconds, 30);
+        let lines = fleet_lines(&fleet);
+        assert_eq!(
+            lines,
+            [
+                "fleet:",
+                "  node node-a: last heartbeat 2026-06-01T11:59:30Z (30s ago)",
+                "  a.test: renewed by node-b at 2026-06-01T11:00:00Z; lease held by node-c until 2026-06-01T12:01:00Z",
+                "  b.test: no certificate; no lease held",
+            ]
+        );
     }
 }

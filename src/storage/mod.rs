@@ -102,6 +102,35 @@ pub enum Change {
     All,
 }
 
+/// What a fleet's nodes do, as the shared store knows it (`certd status`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FleetView {
+    /// Every node that wrote a heartbeat, by name.
+    pub nodes: Vec<NodeBeat>,
+    /// Per site with a live certificate: who installed it, and who holds its lease now.
+    pub sites: Vec<SiteFleet>,
+}
+
+/// A node's last heartbeat.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeBeat {
+    /// Its `node_name`.
+    pub node: String,
+    /// When it last wrote one.
+    pub at: time::OffsetDateTime,
+}
+
+/// One site in the fleet view.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SiteFleet {
+    /// The site.
+    pub site: String,
+    /// The node that installed the live certificate, and when (`None`: no certificate yet).
+    pub renewed_by: Option<(String, time::OffsetDateTime)>,
+    /// The node holding the site's lease now, and until when.
+    pub lease: Option<(String, time::OffsetDateTime)>,
+}
+
 /// How many changes may wait for the daemon before the backend waits for it.
 pub const CHANGES_QUEUED: usize = 256;
 
@@ -216,5 +245,11 @@ pub trait StateStore: Debug + Send + Sync {
     /// this machine (its readability is [`StateStore::readable`]).
     fn health(&self) -> Option<Arc<health::StorageHealth>> {
         None
+    }
+
+    /// The fleet's view (nodes' heartbeats, who renewed each site, who holds a lease); `None`
+    /// for a store that only this node uses.
+    fn fleet(&self) -> Result<Option<FleetView>, StoreError> {
+        Ok(None)
     }
 }

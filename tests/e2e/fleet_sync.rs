@@ -210,6 +210,43 @@ async fn a_certificate_installed_on_one_node_is_served_by_every_node_within_seco
         "{}",
         nodes[0].log()
     );
+
+    // The fleet view, from node A: every node's heartbeat, and that node B renewed the site.
+    let status = nodes[0].certd.status().await;
+    let fleet = &status["fleet"];
+    let mut beating: Vec<&str> = fleet["nodes"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no fleet nodes in {status:#}"))
+        .iter()
+        .filter_map(|node| node["node"].as_str())
+        .collect();
+    beating.sort_unstable();
+    assert_eq!(beating, ["node-a", "node-b", "node-c"], "{status:#}");
+    let site = fleet["sites"]
+        .as_array()
+        .and_then(|sites| sites.iter().find(|site| site["site"] == SITE))
+        .unwrap_or_else(|| panic!("{SITE} not in the fleet view: {status:#}"));
+    assert_eq!(site["renewed_by"], "node-b", "{status:#}");
+    assert!(
+        site["lease_holder"].is_null(),
+        "a lease left behind: {status:#}"
+    );
+    // A lease held now is shown with its holder.
+    pg.psql(&format!(
+        "INSERT INTO leases (site, holder, token, expires_at) \
+         VALUES ('{SITE}', 'node-c', nextval('certd_fencing'), now() + interval '1 minute')"
+    ));
+    let text = nodes[0].certd.run("status", &[]).await;
+    assert!(
+        text.stdout
+            .contains(&format!("{SITE}: renewed by node-b at ")),
+        "{text}"
+    );
+    assert!(text.stdout.contains("lease held by node-c until"), "{text}");
+    assert!(
+        text.stdout.contains("node node-a: last heartbeat"),
+        "{text}"
+    );
     drop(nodes);
 }
 

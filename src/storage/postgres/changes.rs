@@ -53,6 +53,12 @@ pub(super) async fn live_versions(ctx: &Ctx) -> Result<Versions, crate::store::S
         .query(schema::LIVE_VERSIONS, &[])
         .await
         .map_err(ctx.pg(action))?;
+    // The fleet view's "last heartbeat" of this node (the scheduler's own beat may be hours
+    // apart); a node without one yet writes it with its first scheduler pass.
+    client
+        .execute(schema::TOUCH_HEARTBEAT, &[&ctx.node])
+        .await
+        .map_err(ctx.pg(action))?;
     Ok(rows.iter().map(|row| (row.get(0), row.get(1))).collect())
 }
 

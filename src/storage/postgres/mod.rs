@@ -937,6 +937,63 @@ impl StateStore for PostgresStore {
     fn health(&self) -> Option<Arc<StorageHealth>> {
         Some(self.health.clone())
     }
+
+    fn fleet(&self) -> Result<Option<super::FleetView>, StoreError> {
+        self.call(|ctx| async move {
+            let action = "read the fleet view";
+            let client = ctx.client(action).await?;
+            let at = |secs: f64| {
+                // Seconds from the database's clock: whole seconds are enough for a status.
+                time::OffsetDateTime::from_unix_timestamp(secs as i64)
+                    .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
+            };
+            let nodes = client
+                .query(schema::FLEET_NODES, &[])
+                .await
+                .map_err(ctx.pg(action))?
+                .iter()
+                .map(|row| super::NodeBeat {
+                    node: row.get(0),
+                    at: at(row.get(1)),
+                })
+                .collect();
+            let mut sites: std::collections::BTreeMap<String, super::SiteFleet> =
+                std::collections::BTreeMap::new();
+            let entry = |sites: &mut std::collections::BTreeMap<String, super::SiteFleet>,
+                         site: String| {
+                sites
+                    .entry(site.clone())
+                    .or_insert_with(|| super::SiteFleet {
+                        site,
+                        renewed_by: None,
+                        lease: None,
+                    })
+                    .clone()
+            };
+            for row in client
+                .query(schema::FLEET_INSTALLS, &[])
+                .await
+                .map_err(ctx.pg(action))?
+            {
+                let mut site = entry(&mut sites, row.get(0));
+                site.renewed_by = Some((row.get(1), at(row.get(2))));
+                sites.insert(site.site.clone(), site);
+            }
+            for row in client
+                .query(schema::FLEET_LEASES, &[])
+                .await
+                .map_err(ctx.pg(action))?
+            {
+                let mut site = entry(&mut sites, row.get(0));
+                site.lease = Some((row.get(1), at(row.get(2))));
+                sites.insert(site.site.clone(), site);
+            }
+            Ok(Some(super::FleetView {
+                nodes,
+                sites: sites.into_values().collect(),
+            }))
+        })
+    }
 }
 
 /// How a version is named in messages: `<store>/<site>/000042`.
