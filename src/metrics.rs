@@ -308,6 +308,10 @@ struct ScrapeGauges {
     readable: bool,
     /// Log lines dropped because stderr did not keep up (see [`crate::logging`]).
     log_lines_dropped: u64,
+    /// The storage answered its last probe (a store on this machine: it is readable).
+    storage_up: bool,
+    /// How long the shared storage has been unreachable (0 while it answers).
+    storage_unreachable_seconds: u64,
 }
 
 /// One site's row of [`ScrapeGauges`]; times in Unix seconds.
@@ -349,10 +353,20 @@ impl ScrapeGauges {
             }
             sites.push(row);
         }
+        // A store on this machine has no outage to time: its `up` is whether it is readable.
+        let storage = store.health().map_or(
+            crate::storage::health::HealthState {
+                reachable: readable,
+                since: now,
+            },
+            |health| health.state(),
+        );
         Self {
             sites,
             readable,
             log_lines_dropped: crate::logging::dropped_lines(),
+            storage_up: storage.reachable,
+            storage_unreachable_seconds: storage.unreachable_for(now).as_secs(),
         }
     }
 }
@@ -408,6 +422,22 @@ impl Collector for ScrapeGauges {
             MetricType::Gauge,
         )?;
         ConstGauge::new(i64::from(self.readable)).encode(readable)?;
+        let storage_up = encoder.encode_descriptor(
+            "certd_storage_up",
+            "1 when the storage answered its last probe (the fleet's database; the state \
+             directory: readable at this scrape), 0 while it is unreachable.",
+            None,
+            MetricType::Gauge,
+        )?;
+        ConstGauge::new(i64::from(self.storage_up)).encode(storage_up)?;
+        let unreachable = encoder.encode_descriptor(
+            "certd_storage_unreachable",
+            "How long the shared storage has been unreachable (0 while it answers).",
+            seconds,
+            MetricType::Gauge,
+        )?;
+        ConstGauge::new(i64::try_from(self.storage_unreachable_seconds).unwrap_or(i64::MAX))
+            .encode(unreachable)?;
         let dropped = encoder.encode_descriptor(
             "certd_log_lines_dropped",
             "Log lines dropped because the log queue was full (stderr did not keep up).",

@@ -213,6 +213,161 @@ struct StatusReport<'a> {
     state_dir: String,
     sites: &'a [SiteStatus],
     scheduler: Option<&'a SchedulerStatus>,
+    storage: Option<&'a StorageStatus>,
+    fleet: Option<&'a FleetStatus>,
+}
+
+/// A fleet's nodes and who did what, from the shared database (`[storage] backend = "postgres"`).
+#[derive(Debug, Clone, Serialize)]
+pub struct FleetStatus {
+    /// Every node that wrote a heartbeat.
+    pub nodes: Vec<FleetNode>,
+    /// Per site: who installed the live certificate, who holds the lease now.
+    pub sites: Vec<FleetSite>,
+}
+
+/// One node of [`FleetStatus`].
+#[derive(Debug, Clone, Serialize)]
+pub struct FleetNode {
+    /// Its `node_name`.
+    pub node: String,
+    /// Its last heartbeat (RFC 3339).
+    pub last_heartbeat: String,
+    /// How long ago, in seconds.
+    pub heartbeat_age_seconds: i64,
+}
+
+/// One site of [`FleetStatus`].
+#[derive(Debug, Clone, Serialize)]
+pub struct FleetSite {
+    /// The site.
+    pub site: String,
+    /// The node that installed the live certificate.
+    pub renewed_by: Option<String>,
+    /// When (RFC 3339).
+    pub renewed_at: Option<String>,
+    /// The node holding the site's lease now (an order in flight).
+    pub lease_holder: Option<String>,
+    /// Until when (RFC 3339).
+    pub lease_expires: Option<String>,
+}
+
+/// The fleet view of `config`'s shared store, if it has one and it can be read.
+fn fleet(config: &Config, now: OffsetDateTime) -> Option<FleetStatus> {
+    if matches!(config.storage, crate::config::StorageConfig::Filesystem) {
+        return None;
+    }
+    let view = storage::open(config).ok()?.fleet().ok()??;
+    Some(fleet_status(&view, now))
+}
+
+/// [`FleetStatus`] of `view` at `now`.
+pub fn fleet_status(view: &crate::storage::FleetView, now: OffsetDateTime) -> FleetStatus {
+    FleetStatus {
+        nodes: view
+            .nodes
+            .iter()
+            .map(|beat| FleetNode {
+                node: beat.node.clone(),
+                last_heartbeat: rfc3339(beat.at),
+                heartbeat_age_seconds: (now - beat.at).whole_seconds().max(0),
+            })
+            .collect(),
+        sites: view
+            .sites
+            .iter()
+            .map(|site| FleetSite {
+                site: site.site.clone(),
+                renewed_by: site.renewed_by.as_ref().map(|(node, _)| node.clone()),
+                renewed_at: site.renewed_by.as_ref().map(|(_, at)| rfc3339(*at)),
+                lease_holder: site.lease.as_ref().map(|(node, _)| node.clone()),
+                lease_expires: site.lease.as_ref().map(|(_, at)| rfc3339(*at)),
+            })
+            .collect(),
+    }
+}
+
+/// The fleet view as text lines.
+fn fleet_lines(fleet: &FleetStatus) -> Vec<String> {
+    let mut lines = vec!["fleet:".to_owned()];
+    for node in &fleet.nodes {
+        lines.push(format!(
+            "  node {}: last heartbeat {} ({}s ago)",
+            node.node, node.last_heartbeat, node.heartbeat_age_seconds
+        ));
+    }
+    for site in &fleet.sites {
+        let renewed = match (&site.renewed_by, &site.renewed_at) {
+            (Some(node), Some(at)) => format!("renewed by {node} at {at}"),
+            _ => "no certificate".to_owned(),
+        };
+        let lease = match (&site.lease_holder, &site.lease_expires) {
+            (Some(node), Some(until)) => format!("lease held by {node} until {until}"),
+            _ => "no lease held".to_owned(),
+        };
+        lines.push(format!("  {}: {renewed}; {lease}", site.site));
+    }
+    lines
+}
+
+/// A fleet's database that cannot be reached (by this command, or by this node's daemon).
+#[derive(Debug, Clone, Serialize)]
+pub struct StorageStatus {
+    /// A warning; critical once a certificate is within `critical_days` of expiry.
+    pub state: Severity,
+    /// Since when this node's daemon has found it unreachable (RFC 3339), if it has.
+    pub unreachable_since: Option<String>,
+    /// For how long, in seconds.
+    pub unreachable_seconds: Option<u64>,
+    /// `storage unreachable since … (for …)`, with the reason when this command met it.
+    pub problem: String,
+}
+
+/// The storage's status for `config` when it is unreachable: `error` is what this command met
+/// (`None`: it could read the store), `recorded` what this node's daemon last recorded.
+pub fn storage_status(
+    error: Option<&str>,
+    recorded: Option<crate::storage::health::HealthState>,
+    rows: &[SiteStatus],
+    now: OffsetDateTime,
+) -> Option<StorageStatus> {
+    let down_since = recorded.filter(|state| !state.reachable);
+    if error.is_none() && down_since.is_none() {
+        return None;
+    }
+    let mut problem = match down_since {
+        Some(state) => format!(
+            "storage unreachable since {} (for {})",
+            rfc3339(state.since),
+            ago(now - state.since)
+        ),
+        None => "storage unreachable".to_owned(),
+    };
+    if let Some(error) = error {
+        problem.push_str(&format!(": {error}; showing this node's local copy"));
+    }
+    let state = if rows.iter().any(|row| row.state == Severity::Critical) {
+        Severity::Critical
+    } else {
+        Severity::Warning
+    };
+    Some(StorageStatus {
+        state,
+        unreachable_since: down_since.map(|state| rfc3339(state.since)),
+        unreachable_seconds: down_since.map(|state| state.unreachable_for(now).as_secs()),
+        problem,
+    })
+}
+
+/// The rows of `config`'s sites from this node's local copy of a fleet's certificates (state_dir),
+/// for when the database cannot be read; `None` with the filesystem backend.
+fn local_rows(config: &Config, now: OffsetDateTime) -> Option<Vec<SiteStatus>> {
+    if matches!(config.storage, crate::config::StorageConfig::Filesystem) {
+        return None;
+    }
+    let mut local = config.clone();
+    local.storage = crate::config::StorageConfig::Filesystem;
+    collect(&local, now).ok()
 }
 
 /// Prints the status of every configured site. Returns the exit code.
@@ -224,18 +379,36 @@ pub fn status(config_path: &Path, json: bool) -> u8 {
             return STATUS_UNKNOWN;
         }
     };
-    let rows = match collect(&config, OffsetDateTime::now_utc()) {
-        Ok(rows) => rows,
-        Err(message) => {
-            eprintln!("{message}");
-            return STATUS_UNKNOWN;
+    let now = OffsetDateTime::now_utc();
+    let recorded = match config.storage {
+        crate::config::StorageConfig::Filesystem => None,
+        crate::config::StorageConfig::Postgres(_) => {
+            crate::storage::health::recorded(&config.state_dir)
         }
     };
+    let (rows, storage) = match collect(&config, now) {
+        Ok(rows) => {
+            let storage = storage_status(None, recorded, &rows, now);
+            (rows, storage)
+        }
+        Err(message) => match local_rows(&config, now) {
+            Some(rows) => {
+                let storage = storage_status(Some(&message), recorded, &rows, now);
+                (rows, storage)
+            }
+            None => {
+                eprintln!("{message}");
+                return STATUS_UNKNOWN;
+            }
+        },
+    };
     let scheduler = scheduler(&config, OffsetDateTime::now_utc());
+    let fleet = fleet(&config, now);
     let overall = rows
         .iter()
         .map(|row| row.state)
         .chain(scheduler.as_ref().map(|scheduler| scheduler.state))
+        .chain(storage.as_ref().map(|storage| storage.state))
         .max()
         .unwrap_or(Severity::Ok);
     if json {
@@ -245,6 +418,8 @@ pub fn status(config_path: &Path, json: bool) -> u8 {
             state_dir: config.state_dir.display().to_string(),
             sites: &rows,
             scheduler: scheduler.as_ref(),
+            storage: storage.as_ref(),
+            fleet: fleet.as_ref(),
         };
         match serde_json::to_string_pretty(&report) {
             Ok(text) => println!("{text}"),
@@ -258,7 +433,15 @@ pub fn status(config_path: &Path, json: bool) -> u8 {
         if let Some(scheduler) = &scheduler {
             print_scheduler(scheduler);
         }
-        println!("{}", summary(overall, &rows, scheduler.as_ref()));
+        for line in fleet.iter().flat_map(fleet_lines) {
+            println!("{line}");
+        }
+        let mut verdict = summary(overall, &rows, scheduler.as_ref());
+        if let Some(storage) = &storage {
+            println!("{}", storage.problem);
+            verdict.push_str(&format!("; {}", storage.problem));
+        }
+        println!("{verdict}");
     }
     overall.exit_code()
 }
@@ -559,5 +742,113 @@ mod tests {
         assert_eq!(ago(time::Duration::minutes(125)), "2h 5m");
         assert_eq!(ago(time::Duration::minutes(45)), "45m");
         assert_eq!(ago(time::Duration::hours(51)), "2d 3h");
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod storage_outage {
+    use super::*;
+    use crate::storage::health::HealthState;
+    use time::macros::datetime;
+
+    fn row(state: Severity) -> SiteStatus {
+        SiteStatus {
+            site: "a.test".into(),
+            state,
+            names: vec!["a.test".into()],
+            issuer: None,
+            serial: None,
+            not_before: None,
+            not_after: None,
+            days_left: Some(30),
+            renew_at: None,
+            renewal_window: None,
+            consecutive_failures: 0,
+            slowed: false,
+            orders_last_week: LedgerSummary::default(),
+            problem: None,
+            last_error: None,
+            last_attempt: None,
+            last_success: None,
+            next_attempt: None,
+            issued_by: None,
+        }
+    }
+
+    #[test]
+    fn an_outage_is_a_warning_with_its_duration_and_critical_near_expiry() {
+        let now = datetime!(2026-06-01 12:00 UTC);
+        let down = HealthState {
+            reachable: false,
+            since: datetime!(2026-06-01 10:55 UTC),
+        };
+        assert!(storage_status(None, None, &[row(Severity::Ok)], now).is_none());
+        let up = HealthState {
+            reachable: true,
+            since: down.since,
+        };
+        assert!(storage_status(None, Some(up), &[row(Severity::Ok)], now).is_none());
+
+        let status = storage_status(
+            Some("cannot connect"),
+            Some(down),
+            &[row(Severity::Ok)],
+            now,
+        )
+        .unwrap();
+        assert_eq!(status.state, Severity::Warning);
+        assert_eq!(status.unreachable_seconds, Some(3900));
+        assert!(
+            status
+                .problem
+                .starts_with("storage unreachable since 2026-06-01T10:55:00Z (for 1h 5m)"),
+            "{}",
+            status.problem
+        );
+        assert!(
+            status.problem.contains("cannot connect"),
+            "{}",
+            status.problem
+        );
+
+        let critical = storage_status(None, Some(down), &[row(Severity::Critical)], now).unwrap();
+        assert_eq!(critical.state, Severity::Critical);
+    }
+
+    #[test]
+    fn the_fleet_view_names_nodes_installers_and_lease_holders() {
+        use crate::storage::{FleetView, NodeBeat, SiteFleet};
+        let now = datetime!(2026-06-01 12:00 UTC);
+        let view = FleetView {
+            nodes: vec![NodeBeat {
+                node: "node-a".into(),
+                at: datetime!(2026-06-01 11:59:30 UTC),
+            }],
+            sites: vec![
+                SiteFleet {
+                    site: "a.test".into(),
+                    renewed_by: Some(("node-b".into(), datetime!(2026-06-01 11:00 UTC))),
+                    lease: Some(("node-c".into(), datetime!(2026-06-01 12:01 UTC))),
+                },
+                SiteFleet {
+                    site: "b.test".into(),
+                    renewed_by: None,
+                    lease: None,
+                },
+            ],
+        };
+        let fleet = fleet_status(&view, now);
+        assert_eq!(fleet.nodes[0].heartbeat_age_seconds, 30);
+        let lines = fleet_lines(&fleet);
+        assert_eq!(
+            lines,
+            [
+                "fleet:",
+                "  node node-a: last heartbeat 2026-06-01T11:59:30Z (30s ago)",
+                "  a.test: renewed by node-b at 2026-06-01T11:00:00Z; lease held by node-c until 2026-06-01T12:01:00Z",
+                "  b.test: no certificate; no lease held",
+            ]
+        );
     }
 }

@@ -145,7 +145,7 @@ pub use dns::{
 pub use eab::{read_mac_key, EabConfig, GOOGLE, ZEROSSL};
 pub use fallback::CaConfig;
 pub use log::{log_settings, AccessFormat, LogConfig, LogFormat};
-pub use storage::{PostgresConfig, SslMode, StorageConfig, PASSWORD_ENV};
+pub use storage::{PostgresConfig, SslMode, StorageConfig, DEFAULT_POLL, PASSWORD_ENV};
 pub use upstreams::{
     Balance, NextUpstream, ServerAddress, ServerConfig, UpstreamConfig, MAX_SERVERS,
 };

@@ -43,6 +43,12 @@ pub struct PostgresConfig {
     /// [`crate::storage::LEASE_SECONDS`]): how soon another node takes over from one that died or
     /// was paused mid-renewal.
     pub lease_seconds: u32,
+    /// How often the daemon compares the live versions with what it serves, for changes whose
+    /// notification it missed (`poll`, default 60 s).
+    pub poll: std::time::Duration,
+    /// Whether the daemon LISTENs for the fleet's change notifications (`notify`, default true);
+    /// false leaves it to the poll.
+    pub notify: bool,
 }
 
 impl std::fmt::Debug for PostgresConfig {
@@ -56,6 +62,8 @@ impl std::fmt::Debug for PostgresConfig {
             .field("node_name", &self.node_name)
             .field("key_file", &self.key_file)
             .field("lease_seconds", &self.lease_seconds)
+            .field("poll", &self.poll)
+            .field("notify", &self.notify)
             .finish()
     }
 }
@@ -97,7 +105,18 @@ pub(super) struct RawStorage {
     node_name: Option<Spanned<String>>,
     key_file: Option<Spanned<String>>,
     lease: Option<Spanned<super::raw::RawDuration>>,
+    poll: Option<Spanned<super::raw::RawDuration>>,
+    notify: Option<Spanned<bool>>,
 }
+
+/// The default `[storage] poll`.
+pub const DEFAULT_POLL: std::time::Duration = std::time::Duration::from_secs(60);
+/// `poll` bounds: more often than every second is load on the database for nothing, less often
+/// than hourly leaves a missed change unserved too long.
+const POLL_BOUNDS: (std::time::Duration, std::time::Duration) = (
+    std::time::Duration::from_secs(1),
+    std::time::Duration::from_secs(3600),
+);
 
 /// Longest `node_name` (it is stored in every lease and install).
 const NODE_NAME_MAX: usize = 64;
@@ -134,6 +153,19 @@ pub(super) fn storage(
                      everything in state_dir",
                 );
             }
+            for (key, span) in [
+                ("poll", raw.poll.as_ref().map(Spanned::span)),
+                ("notify", raw.notify.as_ref().map(Spanned::span)),
+            ] {
+                if let Some(span) = span {
+                    problems.add(
+                        format!("storage.{key}"),
+                        Some(span),
+                        "only used with backend = \"postgres\" (it is how a node hears of \
+                         another node's certificates)",
+                    );
+                }
+            }
             StorageConfig::Filesystem
         }
         Some("postgres") => postgres(raw, span, folder, problems),
@@ -162,11 +194,24 @@ fn postgres(
         node_name: String::new(),
         key_file: PathBuf::new(),
         lease_seconds: crate::storage::LEASE_SECONDS,
+        poll: DEFAULT_POLL,
+        notify: raw.notify.as_ref().is_none_or(|notify| *notify.get_ref()),
     };
     if let Some(lease) = &raw.lease {
         match lease_seconds(lease.get_ref()) {
             Ok(seconds) => config.lease_seconds = seconds,
             Err(reason) => problems.add("storage.lease", Some(lease.span()), reason),
+        }
+    }
+    if let Some(poll) = &raw.poll {
+        match super::serving::parse_duration(poll.get_ref()) {
+            Ok(every) if (POLL_BOUNDS.0..=POLL_BOUNDS.1).contains(&every) => config.poll = every,
+            Ok(_) => problems.add(
+                "storage.poll",
+                Some(poll.span()),
+                "must be from \"1s\" to \"1h\"",
+            ),
+            Err(reason) => problems.add("storage.poll", Some(poll.span()), reason),
         }
     }
     match raw.url {
@@ -373,7 +418,48 @@ mod tests {
         assert_eq!(pg.node_name, "node-a");
         assert_eq!(pg.key_file, dir.path().join("fleet.key"));
         assert_eq!(pg.lease_seconds, crate::storage::LEASE_SECONDS);
+        assert_eq!(pg.poll, DEFAULT_POLL);
+        assert!(pg.notify);
         assert!(!format!("{pg:?}").contains("127.0.0.1"));
+    }
+
+    #[test]
+    fn poll_and_notify_are_read_and_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = "[storage]\nbackend = \"postgres\"\nurl = \"postgres://certd@127.0.0.1/certd\"\nkey_file = \"k\"\nnode_name = \"n\"\n";
+        let text = format!("{BASE}{base}poll = \"2s\"\nnotify = false\n");
+        let config = from_toml(&text, &dir.path().join("certd.toml")).unwrap();
+        let StorageConfig::Postgres(pg) = config.storage else {
+            panic!("not postgres");
+        };
+        assert_eq!(pg.poll, std::time::Duration::from_secs(2));
+        assert!(!pg.notify);
+        for (poll, why) in [
+            ("\"500ms\"", "must be from"),
+            ("\"2h\"", "must be from"),
+            ("\"soon\"", "soon"),
+        ] {
+            let found = problems(&format!("{base}poll = {poll}\n"));
+            assert!(
+                found
+                    .iter()
+                    .any(|p| p.starts_with("storage.poll:") && p.contains(why)),
+                "{poll}: {found:?}"
+            );
+        }
+        let found = problems("[storage]\npoll = \"5s\"\nnotify = false\n");
+        assert!(
+            found
+                .iter()
+                .any(|p| p.starts_with("storage.poll: only used")),
+            "{found:?}"
+        );
+        assert!(
+            found
+                .iter()
+                .any(|p| p.starts_with("storage.notify: only used")),
+            "{found:?}"
+        );
     }
 
     #[test]

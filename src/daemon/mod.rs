@@ -15,6 +15,7 @@ mod control;
 mod handshake;
 mod https;
 mod sites;
+mod storage_sync;
 mod workers;
 
 pub use control::{send as send_control_request, ControlRequest, Reply};
@@ -150,8 +151,11 @@ impl Daemon {
     /// socket, then loads the stored certificates in the background and starts the scheduler once
     /// they are in.
     pub async fn start(config: Config) -> Result<Self, DaemonError> {
-        let store = storage::open(&config)?;
+        let store = storage::open_for_daemon(&config)?;
         let lock = store.lock()?;
+        let shutdown = CancellationToken::new();
+        // Subscribed before the stored certificates are read, so no change falls between them.
+        let changes = store.changes(shutdown.clone());
         // This machine's runtime files (the control socket) live in state_dir whatever backend
         // holds the state; a database-backed node may not have the folder yet.
         {
@@ -178,7 +182,6 @@ impl Daemon {
             &config, &metrics,
         )));
 
-        let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
 
         // Bind everything before serving anything: a port that cannot be had is a start-up error.
@@ -313,6 +316,14 @@ impl Daemon {
                 render,
                 shutdown.clone(),
                 tasks.clone(),
+            ));
+        }
+
+        if let Some(changes) = changes {
+            tasks.spawn(storage_sync::follow(
+                shared.clone(),
+                changes,
+                shutdown.clone(),
             ));
         }
 

@@ -61,6 +61,11 @@ fn an_unreadable_state_directory_is_reported() {
     let now = OffsetDateTime::now_utc();
     let text = metrics.render(&config, &store, now);
     assert!(text.contains("\ncertd_state_readable 1\n"), "{text}");
+    assert!(text.contains("\ncertd_storage_up 1\n"), "{text}");
+    assert!(
+        text.contains("\ncertd_storage_unreachable_seconds 0\n"),
+        "{text}"
+    );
     // A live link that points nowhere sensible: the site's certificate cannot be read.
     let live = store.layout().live_link("a.test").unwrap();
     std::fs::create_dir_all(live.parent().unwrap()).unwrap();
@@ -73,6 +78,7 @@ fn an_unreadable_state_directory_is_reported() {
     drop(dir);
     let text = metrics.render(&config, &gone, now);
     assert!(text.contains("\ncertd_state_readable 0\n"), "{text}");
+    assert!(text.contains("\ncertd_storage_up 0\n"), "{text}");
 }
 
 #[test]

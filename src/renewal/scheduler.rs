@@ -35,6 +35,10 @@ use crate::store::SchedulerHeartbeat;
 /// Re-evaluate at least this often even when nothing is due, so clock jumps and outside changes to the
 /// state directory are noticed.
 pub const LONGEST_SLEEP: Duration = Duration::from_secs(3600);
+/// How long renewals first wait for an unreachable shared store; it doubles up to the longest.
+const STORAGE_FIRST_WAIT: Duration = Duration::from_secs(1);
+const STORAGE_LONGEST_WAIT: Duration = Duration::from_secs(10);
+
 /// A scheduler whose last completed pass is older than this has stopped working: two of its longest
 /// sleeps, so one slow pass (many sites, a slow CA) is not yet alarming. `certd status` warns then.
 pub const STALE_AFTER: Duration = Duration::from_secs(2 * 3600);
@@ -145,8 +149,29 @@ impl Scheduler {
     /// Runs until shutdown. An order in flight at shutdown is abandoned: the store only ever switches
     /// to a complete pair, so nothing is left half-done.
     pub async fn run(mut self) {
+        let mut storage_wait = STORAGE_FIRST_WAIT;
         loop {
             let renewer = self.renewer.borrow_and_update().clone();
+            // While the shared store is down an order could be neither leased nor installed:
+            // renewals wait, with backoff, and probe it (its health logs the change, once).
+            if renewer
+                .store()
+                .health()
+                .is_some_and(|health| !health.state().reachable)
+            {
+                debug!(
+                    seconds = storage_wait.as_secs(),
+                    "storage unreachable; renewals wait"
+                );
+                tokio::select! {
+                    () = tokio::time::sleep(storage_wait) => {}
+                    () = self.shutdown.cancelled() => return,
+                }
+                storage_wait = storage_wait.saturating_mul(2).min(STORAGE_LONGEST_WAIT);
+                let _ = renewer.store().readable();
+                continue;
+            }
+            storage_wait = STORAGE_FIRST_WAIT;
             tokio::select! {
                 () = refresh_renewal_windows(&renewer) => {}
                 () = self.shutdown.cancelled() => return,

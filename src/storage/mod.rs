@@ -31,6 +31,7 @@ use crate::ledger::LedgerEntry;
 use crate::store::{SchedulerHeartbeat, SiteRecord, Store, StoreError, StoredCert};
 
 pub mod filesystem;
+pub mod health;
 pub mod postgres;
 pub mod sealing;
 pub mod transfer;
@@ -47,6 +48,22 @@ pub fn open(config: &Config) -> Result<SharedStore, StoreError> {
     match &config.storage {
         StorageConfig::Filesystem => Ok(Arc::new(Store::open(&config.state_dir)?)),
         StorageConfig::Postgres(pg) => Ok(Arc::new(postgres::PostgresStore::open(pg)?)),
+    }
+}
+
+/// [`open`] for `certd run`: a fleet's node also keeps the pairs it serves in its state directory
+/// (the filesystem layout) and starts, serving from them, while the database is unreachable.
+pub fn open_for_daemon(config: &Config) -> Result<SharedStore, StoreError> {
+    match &config.storage {
+        StorageConfig::Filesystem => open(config),
+        StorageConfig::Postgres(pg) => {
+            let store = postgres::PostgresStore::open_for_daemon(pg)?
+                .with_local_copy(Store::open(&config.state_dir)?);
+            if let Some(health) = store.health() {
+                health.record_in(&config.state_dir);
+            }
+            Ok(Arc::new(store))
+        }
     }
 }
 
@@ -76,6 +93,47 @@ pub struct Lease {
     /// The fencing token (0 for a backend whose writer lock already excludes every other writer).
     pub token: i64,
 }
+
+/// A change to the live certificates noticed by [`StateStore::changes`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// `site`'s live pair may have changed (another node, or this one, installed a version).
+    Site(String),
+    /// Changes may have been missed (the store was unreachable): load every site again.
+    All,
+}
+
+/// What a fleet's nodes do, as the shared store knows it (`certd status`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FleetView {
+    /// Every node that wrote a heartbeat, by name.
+    pub nodes: Vec<NodeBeat>,
+    /// Per site with a live certificate: who installed it, and who holds its lease now.
+    pub sites: Vec<SiteFleet>,
+}
+
+/// A node's last heartbeat.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeBeat {
+    /// Its `node_name`.
+    pub node: String,
+    /// When it last wrote one.
+    pub at: time::OffsetDateTime,
+}
+
+/// One site in the fleet view.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SiteFleet {
+    /// The site.
+    pub site: String,
+    /// The node that installed the live certificate, and when (`None`: no certificate yet).
+    pub renewed_by: Option<(String, time::OffsetDateTime)>,
+    /// The node holding the site's lease now, and until when.
+    pub lease: Option<(String, time::OffsetDateTime)>,
+}
+
+/// How many changes may wait for the daemon before the backend waits for it.
+pub const CHANGES_QUEUED: usize = 256;
 
 /// How long a lease lasts before it must be renewed (a paused node loses it after this).
 pub const LEASE_SECONDS: u32 = 60;
@@ -225,5 +283,27 @@ pub trait StateStore: Debug + Send + Sync {
     fn withdraw_challenge(&self, kind: AnswerKind, name: &str) -> Result<(), StoreError> {
         let _ = (kind, name);
         Ok(())
+    }
+    /// Changes to the live certificates made anywhere (this node included), as they are noticed,
+    /// until `stop` is cancelled or the receiver is dropped. `None`: the backend has nothing to
+    /// watch (the filesystem's state is this node's alone, and every change goes through it).
+    fn changes(
+        &self,
+        stop: tokio_util::sync::CancellationToken,
+    ) -> Option<tokio::sync::mpsc::Receiver<Change>> {
+        let _ = stop;
+        None
+    }
+
+    /// Whether the store answered its last probe, and since when; `None` for a store that is on
+    /// this machine (its readability is [`StateStore::readable`]).
+    fn health(&self) -> Option<Arc<health::StorageHealth>> {
+        None
+    }
+
+    /// The fleet's view (nodes' heartbeats, who renewed each site, who holds a lease); `None`
+    /// for a store that only this node uses.
+    fn fleet(&self) -> Result<Option<FleetView>, StoreError> {
+        Ok(None)
     }
 }

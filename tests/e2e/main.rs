@@ -13,6 +13,7 @@ mod eab;
 mod fallback;
 mod fleet_ops;
 mod fleet;
+mod fleet_sync;
 mod harness;
 mod import_certbot;
 mod import_nginx;

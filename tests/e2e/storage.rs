@@ -220,6 +220,8 @@ fn store_config(pg: &Postgres, database: &str, dir: &Path, node: &str) -> Postgr
         node_name: node.to_owned(),
         key_file,
         lease_seconds: certd::storage::LEASE_SECONDS,
+        poll: certd::config::DEFAULT_POLL,
+        notify: true,
     }
 }
 

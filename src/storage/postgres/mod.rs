@@ -15,6 +15,7 @@
 //! they leave this process. The writer lock is per node (`node_name`): a session advisory lock on
 //! a connection taken out of the pool for as long as the [`StoreLock`] lives.
 
+mod changes;
 pub mod schema;
 mod tls;
 
@@ -27,8 +28,9 @@ use std::time::Duration;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use zeroize::Zeroizing;
 
+use super::health::StorageHealth;
 use super::sealing::SealingKey;
-use super::{AnswerKind, Lease, StateStore, StoreLock};
+use super::{AnswerKind, Change, Lease, StateStore, StoreLock};
 use crate::certificate::CertifiedPem;
 use crate::config::{PostgresConfig, SslMode, PASSWORD_ENV};
 use crate::ledger::LedgerEntry;
@@ -53,6 +55,17 @@ pub struct PostgresStore {
     key: Arc<SealingKey>,
     node: String,
     described: String,
+    /// For the dedicated LISTEN connection (outside the pool).
+    pg: tokio_postgres::Config,
+    tls: Option<tokio_postgres_rustls::MakeRustlsConnect>,
+    poll: Duration,
+    notify: bool,
+    health: Arc<StorageHealth>,
+    /// `certd run`'s copy of the pairs it serves, in state_dir ([`PostgresStore::with_local_copy`]).
+    local: Option<crate::store::Store>,
+    /// Whether the schema is known to be current (a store opened while the database was down
+    /// migrates at its first answer).
+    migrated: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -160,6 +173,41 @@ impl PostgresStore {
     /// Connects to the database `config` names, migrates its schema (refusing one newer than this
     /// build knows) and loads the sealing key.
     pub fn open(config: &PostgresConfig) -> Result<Self, StoreError> {
+        let store = Self::configure(config)?;
+        store.call_raw(migrate)?;
+        store
+            .migrated
+            .store(true, std::sync::atomic::Ordering::Release);
+        Ok(store)
+    }
+
+    /// [`PostgresStore::open`] for `certd run`: a database that cannot be reached is not an error
+    /// (the node serves its local copy meanwhile); the schema is migrated at the first answer.
+    /// A schema too new, a wrong key or a bad URL still are.
+    pub fn open_for_daemon(config: &PostgresConfig) -> Result<Self, StoreError> {
+        let store = Self::configure(config)?;
+        match store.call_raw(migrate) {
+            Ok(()) => store
+                .migrated
+                .store(true, std::sync::atomic::Ordering::Release),
+            Err(err) if unreachable(&err) => {
+                store.health.failed(time::OffsetDateTime::now_utc(), &err);
+            }
+            Err(err) => return Err(err),
+        }
+        Ok(store)
+    }
+
+    /// Keeps every pair read from the database in `local` too (the state directory's layout), and
+    /// serves from it while the database is unreachable.
+    #[must_use]
+    pub fn with_local_copy(mut self, local: crate::store::Store) -> Self {
+        self.local = Some(local);
+        self
+    }
+
+    /// The store for `config`, not yet connected.
+    fn configure(config: &PostgresConfig) -> Result<Self, StoreError> {
         let key = Arc::new(SealingKey::load(&config.key_file)?);
         let mut pg =
             tokio_postgres::Config::from_str(&config.url).map_err(|err| StoreError::Database {
@@ -186,11 +234,11 @@ impl PostgresStore {
         let manager_config = ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
         };
-        let manager = match tls::connector(config.sslmode, config.ca_roots.as_deref())
-            .map_err(|reason| database("set up TLS", reason))?
-        {
-            Some(tls) => Manager::from_config(pg, tls, manager_config),
-            None => Manager::from_config(pg, tokio_postgres::NoTls, manager_config),
+        let tls = tls::connector(config.sslmode, config.ca_roots.as_deref())
+            .map_err(|reason| database("set up TLS", reason))?;
+        let manager = match tls.clone() {
+            Some(tls) => Manager::from_config(pg.clone(), tls, manager_config),
+            None => Manager::from_config(pg.clone(), tokio_postgres::NoTls, manager_config),
         };
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
@@ -211,9 +259,18 @@ impl PostgresStore {
             pool,
             key,
             node: config.node_name.clone(),
+            health: Arc::new(StorageHealth::new(
+                described.clone(),
+                time::OffsetDateTime::now_utc(),
+            )),
             described,
+            pg,
+            tls,
+            poll: config.poll,
+            notify: config.notify,
+            local: None,
+            migrated: std::sync::atomic::AtomicBool::new(false),
         };
-        store.call(migrate)?;
         Ok(store)
     }
 
@@ -281,6 +338,10 @@ impl PostgresStore {
                 Ok(row) => row.get(0),
                 Err(err) => return Err(install_error(&ctx, &site, &err)),
             };
+            // Delivered to every listening node when the transaction commits, and only then.
+            tx.execute(schema::NOTIFY_LIVE, &[&site])
+                .await
+                .map_err(ctx.pg(action))?;
             if own_lease {
                 tx.execute(schema::RELEASE_LEASE, &[&site, &token])
                     .await
@@ -294,7 +355,27 @@ impl PostgresStore {
         })
     }
 
+    /// [`PostgresStore::call_raw`], migrating first when that could not be done at start, and
+    /// recording whether the database answered.
     fn call<T, F>(&self, work: impl FnOnce(Ctx) -> F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: Future<Output = Result<T, StoreError>> + Send + 'static,
+    {
+        if !self.migrated.load(std::sync::atomic::Ordering::Acquire) {
+            let migrated = self.call_raw(migrate);
+            self.record_health(&migrated);
+            migrated?;
+            self.migrated
+                .store(true, std::sync::atomic::Ordering::Release);
+        }
+        let result = self.call_raw(work);
+        self.record_health(&result);
+        result
+    }
+
+    /// Runs `work` on the store's runtime with [`CALL_DEADLINE`] and waits for its answer.
+    fn call_raw<T, F>(&self, work: impl FnOnce(Ctx) -> F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: Future<Output = Result<T, StoreError>> + Send + 'static,
@@ -322,6 +403,114 @@ impl PostgresStore {
                 ))
             })
     }
+
+    /// Feeds a call's outcome to [`StorageHealth`]: an answer means reachable; a failure to
+    /// connect or to answer in time means not (an error the server sent is not an outage).
+    fn record_health<T>(&self, result: &Result<T, StoreError>) {
+        let now = time::OffsetDateTime::now_utc();
+        match result {
+            Ok(_) => {
+                self.health.reached(now);
+            }
+            Err(err) if unreachable(err) => {
+                self.health.failed(now, err);
+            }
+            Err(_) => {}
+        }
+    }
+
+    /// Keeps `stored` as `site`'s pair in the local copy, unless it is there already.
+    fn keep_local_copy(&self, local: &crate::store::Store, site: &str, stored: &StoredCert) {
+        if let Ok(Some(copy)) = local.current(site) {
+            if copy.pem.cert_pem == stored.pem.cert_pem
+                && copy.pem.chain_pem == stored.pem.chain_pem
+            {
+                return;
+            }
+        }
+        match local.install(site, &stored.pem) {
+            Ok(_) => tracing::debug!(site, "kept in the local copy"),
+            Err(err) => tracing::warn!(site, %err, "cannot keep the local copy of a certificate"),
+        }
+    }
+
+    /// `site`'s live pair as the database has it.
+    fn current_in_database(&self, site: &str) -> Result<Option<StoredCert>, StoreError> {
+        let site = site.to_owned();
+        self.call(|ctx| async move {
+            let client = ctx.client("read the live certificate").await?;
+            let Some(row) = client
+                .query_opt(schema::CURRENT, &[&site])
+                .await
+                .map_err(ctx.pg("read the live certificate"))?
+            else {
+                return Ok(None);
+            };
+            let version: i64 = row.get(0);
+            let sealed: Vec<u8> = row.get(3);
+            let token: i64 = row.get(4);
+            let key = ctx
+                .key
+                .open(&schema::sealed_key_context(&site, token), &sealed)?;
+            let key_pem = String::from_utf8(key.to_vec())
+                .map_err(|err| ctx.corrupt(format!("key of {site}"), err))?;
+            Ok(Some(StoredCert {
+                version: version_path(&ctx.described, &site, version),
+                pem: CertifiedPem {
+                    cert_pem: row.get(1),
+                    chain_pem: row.get(2),
+                    key_pem: Zeroizing::new(key_pem),
+                },
+            }))
+        })
+    }
+}
+
+impl PostgresStore {
+    /// This node's writer lock in the database.
+    fn node_lock(&self) -> Result<NodeLock, StoreError> {
+        let handle = self.handle.clone();
+        let client = self.call(|ctx| async move {
+            let client = ctx.client("take the writer lock").await?;
+            let taken: bool = client
+                .query_one(schema::TRY_NODE_LOCK, &[&ctx.node])
+                .await
+                .map_err(ctx.pg("take the writer lock"))?
+                .get(0);
+            if !taken {
+                let holder = client
+                    .query_opt(schema::NODE_LOCK_HOLDER, &[&ctx.node])
+                    .await
+                    .ok()
+                    .flatten()
+                    .and_then(|row| u32::try_from(row.get::<_, i32>(1)).ok());
+                return Err(StoreError::Locked {
+                    path: PathBuf::from(ctx.described.clone()),
+                    pid: holder,
+                });
+            }
+            let pid = i32::try_from(std::process::id()).unwrap_or(i32::MAX);
+            client
+                .execute(
+                    schema::SET_NODE_LOCK_HOLDER,
+                    &[&ctx.node, &this_host(), &pid],
+                )
+                .await
+                .map_err(ctx.pg("take the writer lock"))?;
+            Ok(client)
+        })?;
+        Ok(NodeLock {
+            client: Some(client),
+            node: self.node.clone(),
+            handle,
+        })
+    }
+}
+
+/// Whether `err` says the database could not be reached (rather than that it refused something).
+fn unreachable(err: &StoreError) -> bool {
+    matches!(err, StoreError::Database { action, reason, .. }
+        if *action == "answer" || reason.starts_with("cannot connect"))
 }
 
 /// `postgresql certd@127.0.0.1:5432/certd (node node-a)`, without the password.
@@ -449,41 +638,19 @@ impl StateStore for PostgresStore {
     }
 
     fn lock(&self) -> Result<StoreLock, StoreError> {
-        let handle = self.handle.clone();
-        let client = self.call(|ctx| async move {
-            let client = ctx.client("take the writer lock").await?;
-            let taken: bool = client
-                .query_one(schema::TRY_NODE_LOCK, &[&ctx.node])
-                .await
-                .map_err(ctx.pg("take the writer lock"))?
-                .get(0);
-            if !taken {
-                let holder = client
-                    .query_opt(schema::NODE_LOCK_HOLDER, &[&ctx.node])
-                    .await
-                    .ok()
-                    .flatten()
-                    .and_then(|row| u32::try_from(row.get::<_, i32>(1)).ok());
-                return Err(StoreError::Locked {
-                    path: PathBuf::from(ctx.described.clone()),
-                    pid: holder,
-                });
+        let Some(local) = &self.local else {
+            return self.node_lock().map(StoreLock::new);
+        };
+        // The local copy is this machine's state directory: its flock too.
+        let local_lock = crate::store::Store::lock(local)?;
+        match self.node_lock() {
+            Ok(node) => Ok(StoreLock::new((local_lock, Some(node)))),
+            Err(err) if unreachable(&err) => {
+                tracing::warn!(%err, "the database is unreachable: this node starts under its state_dir lock only");
+                Ok(StoreLock::new((local_lock, None::<NodeLock>)))
             }
-            let pid = i32::try_from(std::process::id()).unwrap_or(i32::MAX);
-            client
-                .execute(
-                    schema::SET_NODE_LOCK_HOLDER,
-                    &[&ctx.node, &this_host(), &pid],
-                )
-                .await
-                .map_err(ctx.pg("take the writer lock"))?;
-            Ok(client)
-        })?;
-        Ok(StoreLock::new(NodeLock {
-            client: Some(client),
-            node: self.node.clone(),
-            handle,
-        }))
+            Err(err) => Err(err),
+        }
     }
 
     fn lock_holder(&self) -> Option<u32> {
@@ -600,33 +767,27 @@ impl StateStore for PostgresStore {
     }
 
     fn current(&self, site: &str) -> Result<Option<StoredCert>, StoreError> {
-        let site = site.to_owned();
-        self.call(|ctx| async move {
-            let client = ctx.client("read the live certificate").await?;
-            let Some(row) = client
-                .query_opt(schema::CURRENT, &[&site])
-                .await
-                .map_err(ctx.pg("read the live certificate"))?
-            else {
-                return Ok(None);
-            };
-            let version: i64 = row.get(0);
-            let sealed: Vec<u8> = row.get(3);
-            let token: i64 = row.get(4);
-            let key = ctx
-                .key
-                .open(&schema::sealed_key_context(&site, token), &sealed)?;
-            let key_pem = String::from_utf8(key.to_vec())
-                .map_err(|err| ctx.corrupt(format!("key of {site}"), err))?;
-            Ok(Some(StoredCert {
-                version: version_path(&ctx.described, &site, version),
-                pem: CertifiedPem {
-                    cert_pem: row.get(1),
-                    chain_pem: row.get(2),
-                    key_pem: Zeroizing::new(key_pem),
-                },
-            }))
-        })
+        let Some(local) = &self.local else {
+            return self.current_in_database(site);
+        };
+        // Known to be down: the local copy at once (the change watch notices the database is
+        // back and loads everything again), rather than a connection attempt per handshake.
+        if !self.health.state().reachable {
+            if let Ok(Some(copy)) = local.current(site) {
+                return Ok(Some(copy));
+            }
+        }
+        match self.current_in_database(site) {
+            Ok(Some(stored)) => {
+                self.keep_local_copy(local, site, &stored);
+                Ok(Some(stored))
+            }
+            Err(err) if unreachable(&err) => match local.current(site) {
+                Ok(Some(copy)) => Ok(Some(copy)),
+                _ => Err(err),
+            },
+            other => other,
+        }
     }
 
     fn versions(&self, site: &str) -> Result<Vec<PathBuf>, StoreError> {
@@ -801,6 +962,90 @@ impl StateStore for PostgresStore {
                 .await
                 .map_err(ctx.pg("withdraw a challenge answer"))?;
             Ok(())
+        })
+    }
+
+    fn changes(
+        &self,
+        stop: tokio_util::sync::CancellationToken,
+    ) -> Option<tokio::sync::mpsc::Receiver<Change>> {
+        // Read before the daemon's initial load, so that whatever changes after it is a change
+        // to the poll; unreadable now (the database is down), the first poll that succeeds asks
+        // for everything.
+        let baseline = self
+            .call(|ctx| async move { changes::live_versions(&ctx).await })
+            .ok();
+        let (tx, rx) = tokio::sync::mpsc::channel(super::CHANGES_QUEUED);
+        let watch = changes::Watch {
+            ctx: self.ctx(),
+            pg: self.pg.clone(),
+            tls: self.tls.clone(),
+            poll: self.poll,
+            notify: self.notify,
+            health: self.health.clone(),
+        };
+        self.handle.spawn(watch.run(baseline, tx, stop));
+        Some(rx)
+    }
+
+    fn health(&self) -> Option<Arc<StorageHealth>> {
+        Some(self.health.clone())
+    }
+
+    fn fleet(&self) -> Result<Option<super::FleetView>, StoreError> {
+        self.call(|ctx| async move {
+            let action = "read the fleet view";
+            let client = ctx.client(action).await?;
+            let at = |secs: f64| {
+                // Seconds from the database's clock: whole seconds are enough for a status.
+                time::OffsetDateTime::from_unix_timestamp(secs as i64)
+                    .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
+            };
+            let nodes = client
+                .query(schema::FLEET_NODES, &[])
+                .await
+                .map_err(ctx.pg(action))?
+                .iter()
+                .map(|row| super::NodeBeat {
+                    node: row.get(0),
+                    at: at(row.get(1)),
+                })
+                .collect();
+            let mut sites: std::collections::BTreeMap<String, super::SiteFleet> =
+                std::collections::BTreeMap::new();
+            let entry = |sites: &mut std::collections::BTreeMap<String, super::SiteFleet>,
+                         site: String| {
+                sites
+                    .entry(site.clone())
+                    .or_insert_with(|| super::SiteFleet {
+                        site,
+                        renewed_by: None,
+                        lease: None,
+                    })
+                    .clone()
+            };
+            for row in client
+                .query(schema::FLEET_INSTALLS, &[])
+                .await
+                .map_err(ctx.pg(action))?
+            {
+                let mut site = entry(&mut sites, row.get(0));
+                site.renewed_by = Some((row.get(1), at(row.get(2))));
+                sites.insert(site.site.clone(), site);
+            }
+            for row in client
+                .query(schema::FLEET_LEASES, &[])
+                .await
+                .map_err(ctx.pg(action))?
+            {
+                let mut site = entry(&mut sites, row.get(0));
+                site.lease = Some((row.get(1), at(row.get(2))));
+                sites.insert(site.site.clone(), site);
+            }
+            Ok(Some(super::FleetView {
+                nodes,
+                sites: sites.into_values().collect(),
+            }))
         })
     }
 }

@@ -201,6 +201,29 @@ pub const CURRENT: &str =
      FROM live l JOIN cert_versions v ON v.site = l.site AND v.version = l.version \
      WHERE l.site = $1";
 
+/// Refreshes node `$1`'s heartbeat time (the change poll, every `[storage] poll`).
+pub const TOUCH_HEARTBEAT: &str = "UPDATE heartbeats SET at = now() WHERE node = $1";
+
+/// Every node's last heartbeat (Unix seconds, float8).
+pub const FLEET_NODES: &str =
+    "SELECT node, extract(epoch FROM at)::float8 FROM heartbeats ORDER BY node";
+
+/// Every live certificate's installer and install time (Unix seconds).
+pub const FLEET_INSTALLS: &str =
+    "SELECT v.site, v.installed_by, extract(epoch FROM v.installed_at)::float8 \
+     FROM live l JOIN cert_versions v ON v.site = l.site AND v.version = l.version";
+
+/// Every unexpired lease: site, holder, expiry (Unix seconds).
+pub const FLEET_LEASES: &str =
+    "SELECT site, holder, extract(epoch FROM expires_at)::float8 FROM leases WHERE expires_at > now()";
+
+/// Every site's live version: what the change poll compares.
+pub const LIVE_VERSIONS: &str = "SELECT site, version FROM live";
+
+/// Announces that site `$1`'s live pair changed, on commit (the channel of
+/// [`super::changes::CHANNEL`]).
+pub const NOTIFY_LIVE: &str = "SELECT pg_notify('certd_live', $1)";
+
 /// Serialises migrations of nodes starting at once (transaction-scoped advisory lock).
 pub const MIGRATION_LOCK: &str = "SELECT pg_advisory_xact_lock(hashtext('certd-migrations'))";
 

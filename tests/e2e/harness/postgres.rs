@@ -233,6 +233,51 @@ impl Postgres {
         }
     }
 
+    /// Starts a server stopped by [`Self::stop`] again, on the same data and port (an outage that
+    /// ends), and waits until it accepts connections. (A TLS server gets a new certificate.)
+    pub async fn start_again(&mut self) {
+        assert!(self.child.is_none(), "postgres is still running");
+        let log = std::fs::OpenOptions::new()
+            .append(true)
+            .open(self.dir.path().join("postgres.log"))
+            .expect("open log");
+        let tls = self.dir.path().join("tls/ca.pem").exists();
+        let child = as_server_user(&self.bin.join("postgres"))
+            .arg("-D")
+            .arg(self.dir.path().join("data"))
+            .args(["-p", &self.port.to_string()])
+            .args(["-c", "listen_addresses=127.0.0.1"])
+            .arg("-c")
+            .arg(format!(
+                "unix_socket_directories={}",
+                self.dir.path().display()
+            ))
+            .args(["-c", "fsync=off", "-c", "full_page_writes=off"])
+            .args(tls_args(self.dir.path(), tls))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start postgres again");
+        self.child = Some(child);
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            let ready = Command::new(self.bin.join("pg_isready"))
+                .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-q"])
+                .status()
+                .is_ok_and(|status| status.success());
+            if ready {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "postgres did not accept connections again within {START_TIMEOUT:?}:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Whether the server process is still running.
     pub fn is_running(&mut self) -> bool {
         self.child

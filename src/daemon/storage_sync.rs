@@ -1,0 +1,121 @@
+//! Serving what the fleet installs: the daemon's end of [`StateStore::changes`]. Each change
+//! names a site (or asks for all of them, after the store was unreachable); its live pair is read
+//! from the store, checked like every stored pair ([`super::usable_key`]: it covers the names, is
+//! in date, its key matches) and swapped into the SNI resolver, the path a reload takes. A pair
+//! that is not usable leaves the old one serving.
+//!
+//! The daemon owns the task ([`follow`]); it starts handling changes once the stored certificates
+//! are all in (so an older stored version cannot replace what a change published) and ends on
+//! shutdown.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use time::OffsetDateTime;
+use tokio::sync::mpsc::Receiver;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::Shared;
+use crate::storage::Change;
+
+/// What a batch of changes asks for.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Wanted {
+    all: bool,
+    sites: BTreeSet<String>,
+}
+
+impl Wanted {
+    fn add(&mut self, change: Change) {
+        match change {
+            Change::All => self.all = true,
+            Change::Site(site) => {
+                self.sites.insert(site);
+            }
+        }
+    }
+}
+
+/// Applies `changes` until `shutdown` (or until the store stops sending).
+pub(super) async fn follow(
+    shared: Arc<Shared>,
+    mut changes: Receiver<Change>,
+    shutdown: CancellationToken,
+) {
+    drop(shared.initial_load.lock().await);
+    loop {
+        let first = tokio::select! {
+            () = shutdown.cancelled() => return,
+            change = changes.recv() => match change {
+                Some(change) => change,
+                None => return,
+            },
+        };
+        // Coalesce what queued up meanwhile: one read per site, however many installs.
+        let mut wanted = Wanted::default();
+        wanted.add(first);
+        while let Ok(change) = changes.try_recv() {
+            wanted.add(change);
+        }
+        let applying = shared.clone();
+        if tokio::task::spawn_blocking(move || apply(&applying, wanted))
+            .await
+            .is_err()
+        {
+            warn!("applying a certificate change failed; the next change or poll tries again");
+        }
+    }
+}
+
+/// Publishes the live pairs `wanted` names (blocking: the store is read).
+fn apply(shared: &Shared, wanted: Wanted) {
+    let config = shared.config.load_full();
+    if wanted.all {
+        let served = super::serve_stored(&config, shared.store.as_ref(), &shared.resolver);
+        info!(served, "certificates loaded again from the store");
+        return;
+    }
+    let now = OffsetDateTime::now_utc();
+    for name in &wanted.sites {
+        // A site this node does not serve (not in its configuration) is not its business.
+        let Some(site) = config.sites.iter().find(|site| site.name() == name) else {
+            continue;
+        };
+        if let Some((names, key)) = super::usable_key(shared.store.as_ref(), site, now) {
+            let serial = key
+                .end_entity_cert()
+                .ok()
+                .and_then(|der| x509_parser::parse_x509_certificate(der.as_ref()).ok())
+                .map(|(_, cert)| {
+                    cert.raw_serial()
+                        .iter()
+                        .map(|byte| format!("{byte:02x}"))
+                        .collect::<String>()
+                })
+                .unwrap_or_default();
+            shared.resolver.publish(&names, key);
+            info!(site = %name, %serial, "certificate from the store in service");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn changes_coalesce_per_site_and_all_wins() {
+        let mut wanted = Wanted::default();
+        wanted.add(Change::Site("b.test".into()));
+        wanted.add(Change::Site("a.test".into()));
+        wanted.add(Change::Site("b.test".into()));
+        assert!(!wanted.all);
+        assert_eq!(
+            wanted.sites.iter().map(String::as_str).collect::<Vec<_>>(),
+            ["a.test", "b.test"]
+        );
+        wanted.add(Change::All);
+        assert!(wanted.all);
+    }
+}

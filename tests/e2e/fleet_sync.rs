@@ -1,0 +1,445 @@
+//! A fleet's nodes serve each other's certificates within seconds (issue #12, scenario 2): three
+//! `certd run` nodes on 127.0.0.1, .2 and .3 share one real PostgreSQL (harness::Postgres); Pebble
+//! validates for real. `certd issue --force` on node B installs a new certificate; the install's
+//! NOTIFY reaches every node's LISTEN connection and each swaps the new pair into its SNI
+//! resolver, checked with real TLS handshakes. With `[storage] notify = false` the poll alone
+//! carries the change, within its interval.
+//!
+//! The nodes are started by a small helper of this file ([`Node`]); the multi-node harness of
+//! harness/fleet.rs (another branch) will replace it.
+
+use std::time::{Duration, Instant};
+
+use crate::harness::{
+    free_port, http_get, Certd, Daemon, HttpsClient, Pebble, PebbleOptions, Postgres, RunConfig,
+    Site,
+};
+
+const SITE: &str = "fleet-sync.test";
+const FLEET_KEY: [u8; 32] = [0x3c; 32];
+/// What issue #12 promises for a pushed change.
+const PUSHED_WITHIN: Duration = Duration::from_secs(5);
+
+/// One node: its own folder (state_dir, control socket), listening on `ip` for HTTP-01 (Pebble's
+/// port) and HTTPS (a free port), on the shared database.
+struct Node {
+    certd: Certd,
+    https: std::net::SocketAddr,
+    daemon: Option<Daemon>,
+}
+
+impl Node {
+    fn new(pebble: &Pebble, pg: &Postgres, ip: &str, name: &str, storage_extra: &str) -> Self {
+        Self::with_fraction(pebble, pg, ip, name, storage_extra, None)
+    }
+
+    /// [`Node::new`] with `[renewal] remaining_fraction`. `storage_extra` is appended to the
+    /// `[storage]` table (it may go on with further tables).
+    fn with_fraction(
+        pebble: &Pebble,
+        pg: &Postgres,
+        ip: &str,
+        name: &str,
+        storage_extra: &str,
+        remaining_fraction: Option<f64>,
+    ) -> Self {
+        let certd = Certd::new();
+        let key = certd.dir().join("fleet.key");
+        std::fs::write(&key, FLEET_KEY).expect("write key");
+        std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .expect("chmod key");
+        std::fs::write(
+            certd.dir().join("db-password"),
+            format!("{}\n", pg.password()),
+        )
+        .expect("write password");
+        std::fs::create_dir_all(certd.dir().join("www")).expect("mkdir");
+        std::fs::write(certd.dir().join("www/index.html"), format!("{name}\n")).expect("write");
+        let mut run = RunConfig::for_pebble(pebble, vec![Site::new(&[SITE]).root("/", "www")]);
+        run.remaining_fraction = remaining_fraction;
+        let run = run.table(
+            &format!(
+                "[storage]\nbackend = \"postgres\"\nurl = \"{}\"\npassword_file = \"db-password\"\n\
+                 sslmode = \"disable\"\nnode_name = \"{name}\"\nkey_file = \"fleet.key\"\n{storage_extra}",
+                pg.url()
+            ),
+        );
+        // The same configuration on this node's own loopback address.
+        let config = run
+            .to_toml()
+            .replace(
+                &format!("\"127.0.0.1:{}\"", run.https_port),
+                &format!("\"{ip}:{}\"", run.https_port),
+            )
+            .replace(
+                &format!("\"127.0.0.1:{}\"", pebble.http_port),
+                &format!("\"{ip}:{}\"", pebble.http_port),
+            );
+        certd.write_config_text(&config);
+        let https = format!("{ip}:{}", run.https_port).parse().expect("address");
+        Self {
+            certd,
+            https,
+            daemon: None,
+        }
+    }
+
+    /// Kills the daemon (by its pid, on drop of its guard).
+    fn stop(&mut self) {
+        self.daemon = None;
+    }
+
+    async fn start(&mut self) {
+        self.daemon = Some(Daemon::start(&self.certd, self.https).await);
+    }
+
+    fn log(&self) -> String {
+        self.daemon.as_ref().map(Daemon::log).unwrap_or_default()
+    }
+
+    async fn client(&self, pebble: &Pebble) -> HttpsClient {
+        HttpsClient::new(self.https, &pebble.root_pem().await)
+    }
+}
+
+/// Polls `node` until it serves a serial other than `old`; the time it took, or `None` after
+/// `within`.
+async fn new_serial_within(
+    client: &HttpsClient,
+    old: &str,
+    within: Duration,
+) -> Option<(String, Duration)> {
+    let started = Instant::now();
+    while started.elapsed() < within {
+        if let Ok(serial) = client.serial(SITE).await {
+            if serial != old {
+                return Some((serial, started.elapsed()));
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    None
+}
+
+/// Issues the first certificate from node B (before any daemon runs), starts every node, checks
+/// they all serve it, then `certd issue --force` on B's running daemon; returns the nodes, the old
+/// serial and the new one B serves.
+async fn fleet_with_a_forced_renewal(
+    pebble: &Pebble,
+    pg: &Postgres,
+    storage_extra: &str,
+) -> (Vec<Node>, String, String) {
+    let mut nodes = vec![
+        Node::new(pebble, pg, "127.0.0.1", "node-a", storage_extra),
+        Node::new(pebble, pg, "127.0.0.2", "node-b", storage_extra),
+        Node::new(pebble, pg, "127.0.0.3", "node-c", storage_extra),
+    ];
+    // The CA (and preflight) reach node B for the site: it answers its own orders' challenges.
+    pebble
+        .challtestsrv(
+            "/add-a",
+            serde_json::json!({"host": SITE, "addresses": ["127.0.0.2"]}),
+        )
+        .await;
+    nodes[1].certd.issue(&[]).await.expect_code(0);
+    for node in &mut nodes {
+        node.start().await;
+    }
+    let mut first = None;
+    for node in &nodes {
+        let serial = node
+            .client(pebble)
+            .await
+            .wait_for_certificate(SITE, crate::run::CERT_WAIT)
+            .await;
+        assert_eq!(
+            first.get_or_insert_with(|| serial.clone()),
+            &serial,
+            "the nodes serve different certificates:\n{}",
+            node.log()
+        );
+    }
+    let old = first.expect("three nodes");
+
+    let forced = nodes[1].certd.issue(&["--force"]).await;
+    forced.expect_code(0);
+    assert_eq!(
+        pg.psql(&format!(
+            "SELECT count(*) FROM cert_versions WHERE site = '{SITE}'"
+        ))
+        .trim(),
+        "2",
+        "{forced}"
+    );
+    let b_serial = nodes[1]
+        .client(pebble)
+        .await
+        .wait_for_new_serial(SITE, &old, PUSHED_WITHIN)
+        .await;
+    (nodes, old, b_serial)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_certificate_installed_on_one_node_is_served_by_every_node_within_seconds() {
+    let pg = Postgres::start().await;
+    let pebble = Pebble::start().await;
+    // A poll far longer than the promise: only the notification can be this fast.
+    let (nodes, old, new) = fleet_with_a_forced_renewal(&pebble, &pg, "poll = \"1h\"\n").await;
+    for node in [&nodes[0], &nodes[2]] {
+        let client = node.client(&pebble).await;
+        let (serial, took) = new_serial_within(&client, &old, PUSHED_WITHIN)
+            .await
+            .unwrap_or_else(|| {
+                panic!(
+                    "{} still serves {old} {PUSHED_WITHIN:?} after node B installed {new}:\n{}",
+                    node.https,
+                    node.log()
+                )
+            });
+        assert_eq!(serial, new, "{}", node.log());
+        eprintln!("{} serves the new serial after {took:?}", node.https);
+        // Served through the same site table: the node's own content, under the new certificate.
+        let mut h1 = client.http1(SITE).await;
+        let reply = h1.get(&format!("{SITE}:{}", node.https.port()), "/").await;
+        assert!(reply.text().starts_with("node-"), "{reply:?}");
+    }
+    assert!(
+        nodes[0]
+            .log()
+            .contains("certificate from the store in service"),
+        "{}",
+        nodes[0].log()
+    );
+
+    // The fleet view, from node A: every node's heartbeat, and that node B renewed the site.
+    let status = nodes[0].certd.status().await;
+    let fleet = &status["fleet"];
+    let mut beating: Vec<&str> = fleet["nodes"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no fleet nodes in {status:#}"))
+        .iter()
+        .filter_map(|node| node["node"].as_str())
+        .collect();
+    beating.sort_unstable();
+    assert_eq!(beating, ["node-a", "node-b", "node-c"], "{status:#}");
+    let site = fleet["sites"]
+        .as_array()
+        .and_then(|sites| sites.iter().find(|site| site["site"] == SITE))
+        .unwrap_or_else(|| panic!("{SITE} not in the fleet view: {status:#}"));
+    assert_eq!(site["renewed_by"], "node-b", "{status:#}");
+    assert!(
+        site["lease_holder"].is_null(),
+        "a lease left behind: {status:#}"
+    );
+    // A lease held now is shown with its holder.
+    pg.psql(&format!(
+        "INSERT INTO leases (site, holder, token, expires_at) \
+         VALUES ('{SITE}', 'node-c', nextval('certd_fencing'), now() + interval '1 minute')"
+    ));
+    let text = nodes[0].certd.run("status", &[]).await;
+    assert!(
+        text.stdout
+            .contains(&format!("{SITE}: renewed by node-b at ")),
+        "{text}"
+    );
+    assert!(text.stdout.contains("lease held by node-c until"), "{text}");
+    assert!(
+        text.stdout.contains("node node-a: last heartbeat"),
+        "{text}"
+    );
+    drop(nodes);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_notifications_the_poll_brings_the_change_within_its_interval() {
+    let pg = Postgres::start().await;
+    let pebble = Pebble::start().await;
+    let poll = Duration::from_secs(3);
+    let (nodes, old, new) =
+        fleet_with_a_forced_renewal(&pebble, &pg, "poll = \"3s\"\nnotify = false\n").await;
+    // Nothing LISTENs: the change can only come from the poll.
+    let listening = pg.psql("SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'LISTEN%'");
+    assert_eq!(listening.trim(), "0", "a node listens with notify = false");
+    for node in [&nodes[0], &nodes[2]] {
+        let client = node.client(&pebble).await;
+        // One interval, plus the time to read and check the pair.
+        let (serial, took) = new_serial_within(&client, &old, poll + Duration::from_secs(2))
+            .await
+            .unwrap_or_else(|| {
+                panic!(
+                    "{} still serves {old} a poll interval after node B installed {new}:\n{}",
+                    node.https,
+                    node.log()
+                )
+            });
+        assert_eq!(serial, new, "{}", node.log());
+        eprintln!(
+            "{} serves the new serial after {took:?} (poll only)",
+            node.https
+        );
+    }
+}
+
+/// `name value` of a gauge in a Prometheus text scrape.
+fn gauge(scrape: &str, name: &str) -> Option<f64> {
+    scrape.lines().find_map(|line| {
+        let (key, value) = line.split_once(' ')?;
+        (key == name).then(|| value.trim().parse().ok()).flatten()
+    })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn while_the_database_is_down_every_node_serves_and_renewal_waits_until_it_is_back() {
+    let mut pg = Postgres::start().await;
+    // Certificates of 90 s, renewed with half their life left: due 45 s after issuance.
+    let pebble = Pebble::start_with(PebbleOptions {
+        cert_validity_secs: Some(90),
+        ..PebbleOptions::default()
+    })
+    .await;
+    let metrics = free_port();
+    let poll = "poll = \"1s\"\n";
+    let mut a = Node::with_fraction(
+        &pebble,
+        &pg,
+        "127.0.0.1",
+        "node-a",
+        &format!("{poll}\n[metrics]\nlisten = \"127.0.0.1:{metrics}\"\n"),
+        Some(0.5),
+    );
+    let mut b = Node::with_fraction(&pebble, &pg, "127.0.0.2", "node-b", poll, Some(0.5));
+    pebble
+        .challtestsrv(
+            "/add-a",
+            serde_json::json!({"host": SITE, "addresses": ["127.0.0.2"]}),
+        )
+        .await;
+    b.certd.issue(&[]).await.expect_code(0);
+    let issued = Instant::now();
+    a.start().await;
+    b.start().await;
+    let (a_client, b_client) = (a.client(&pebble).await, b.client(&pebble).await);
+    let serial = a_client
+        .wait_for_certificate(SITE, crate::run::CERT_WAIT)
+        .await;
+    assert_eq!(
+        b_client
+            .wait_for_certificate(SITE, crate::run::CERT_WAIT)
+            .await,
+        serial
+    );
+    // Each node keeps what it serves in its own state directory, in the filesystem layout.
+    for node in [&a, &b] {
+        let live = node.certd.site_dir(SITE).join("live");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !live.exists() {
+            assert!(
+                Instant::now() < deadline,
+                "no local copy at {}:\n{}",
+                live.display(),
+                node.log()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pg.stop();
+    // Every node keeps completing handshakes, with the certificate it had.
+    for _ in 0..5 {
+        for client in [&a_client, &b_client] {
+            assert_eq!(
+                client
+                    .serial(SITE)
+                    .await
+                    .expect("a handshake while the database is down"),
+                serial
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    // The outage shows in the metrics within the poll.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let scrape = http_get(metrics, "127.0.0.1", "/metrics").await.text();
+        if gauge(&scrape, "certd_storage_up") == Some(0.0) {
+            assert!(
+                gauge(&scrape, "certd_storage_unreachable_seconds").is_some(),
+                "{scrape}"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "certd_storage_up never went to 0:\n{scrape}\n{}",
+            a.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // A node restarted while the database is down starts, and serves its local copy.
+    a.stop();
+    a.start().await;
+    assert_eq!(
+        a_client
+            .wait_for_certificate(SITE, crate::run::CERT_WAIT)
+            .await,
+        serial,
+        "{}",
+        a.log()
+    );
+    assert!(a.log().contains("storage unreachable"), "{}", a.log());
+    // `certd status` on that node: the outage, and the certificates of its local copy.
+    let status = a.certd.run("status", &[]).await;
+    // A 90 s certificate is inside any critical window: CRITICAL, not just the outage's WARNING.
+    assert_eq!(status.code, Some(2), "{status}");
+    assert!(
+        status.stdout.contains("storage unreachable since"),
+        "{status}"
+    );
+    let json = a.certd.status().await;
+    assert!(json["storage"]["unreachable_since"].is_string(), "{json:#}");
+    assert_eq!(json["storage"]["state"], "critical", "{json:#}");
+    assert_eq!(
+        crate::harness::normalize_serial(
+            crate::harness::status_site(&json, SITE)["serial"]
+                .as_str()
+                .unwrap_or_default()
+        ),
+        crate::harness::normalize_serial(&serial),
+        "{json:#}"
+    );
+
+    // Past the renewal time, renewals wait for the database; the certificate keeps serving.
+    let due = Duration::from_secs(47);
+    if let Some(wait) = due.checked_sub(issued.elapsed()) {
+        tokio::time::sleep(wait).await;
+    }
+    assert_eq!(
+        b_client.serial(SITE).await.expect("handshake"),
+        serial,
+        "renewed without a database?"
+    );
+    // Logged once per change of state, not per attempt.
+    assert_eq!(
+        b.log().matches("storage unreachable; serving").count(),
+        1,
+        "{}",
+        b.log()
+    );
+
+    // The database is back: the due renewal happens (on node B, where the CA's requests go).
+    a.stop();
+    pg.start_again().await;
+    let renewed = b_client
+        .wait_for_new_serial(SITE, &serial, Duration::from_secs(30))
+        .await;
+    assert_ne!(renewed, serial);
+    assert!(b.log().contains("storage reachable again"), "{}", b.log());
+    assert_eq!(
+        pg.psql(&format!(
+            "SELECT count(*) FROM cert_versions WHERE site = '{SITE}'"
+        ))
+        .trim(),
+        "2"
+    );
+}
