@@ -126,6 +126,7 @@ mod fastcgi;
 mod http_rules;
 mod location;
 mod log;
+mod map;
 mod operations;
 mod raw;
 mod serving;

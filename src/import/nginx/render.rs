@@ -64,6 +64,11 @@ pub(super) fn render(translation: &Translation) -> String {
         );
         out.push_str(table);
     }
+    for table in &translation.map_tables {
+        out.push('\n');
+        r.comment(&mut out, "", "an nginx map block:");
+        out.push_str(table);
+    }
     if translation.sites.is_empty() {
         out.push('\n');
         r.comment(&mut out, "", "no server block became a site");
@@ -427,6 +432,9 @@ fn topic_text(topic: Topic) -> &'static str {
         Topic::DefaultServer => {
             "default_server: [https] default_site, the certificate certd offers to handshakes \
              without a name it knows"
+        }
+        Topic::Map => {
+            "map: a [[map]] table below; certd looks the variable up per request, as nginx does"
         }
         Topic::Internal => {
             "internal: nginx answers 404 to every request a client sends there (nothing in \
