@@ -837,6 +837,21 @@ fn strips_prefix(uri: &str, path: &str) -> bool {
 /// being URI under the root nginx would read it from. Returns whether that is the server's root.
 pub(super) fn error_page(scope: &Scope<'_>, d: &Directive, part: &mut ServerPart) -> bool {
     let at = scope.at(d);
+    if let Some((codes, uri)) = proxied_error_page(scope, d) {
+        let text = directive_text(d);
+        for code in codes {
+            part.error_pages.push((
+                code,
+                ErrorPage {
+                    file: uri.clone(),
+                    uri: true,
+                    at,
+                    text: text.clone(),
+                },
+            ));
+        }
+        return false;
+    }
     match error_files(scope, d) {
         Ok(files) => {
             let text = directive_text(d);
@@ -845,6 +860,7 @@ pub(super) fn error_page(scope: &Scope<'_>, d: &Directive, part: &mut ServerPart
                     code,
                     ErrorPage {
                         file: files.file.clone(),
+                        uri: false,
                         at,
                         text: text.clone(),
                     },
@@ -859,6 +875,26 @@ pub(super) fn error_page(scope: &Scope<'_>, d: &Directive, part: &mut ServerPart
             false
         }
     }
+}
+
+/// The codes and URI of `error_page CODE... /URI` whose URI a proxied location answers: nginx
+/// then fetches the page from that upstream (a GET, keeping the original status), which is what
+/// certd's `[[site.error_page]]` does through the site's routes.
+fn proxied_error_page(scope: &Scope<'_>, d: &Directive) -> Option<(Vec<u16>, String)> {
+    let (uri, codes) = d.args.split_last().filter(|(_, codes)| !codes.is_empty())?;
+    if !uri.starts_with('/') || uri.contains(['$', '?']) || codes.iter().any(|c| c.starts_with('='))
+    {
+        return None;
+    }
+    let proxied = scope.root_for(uri).err()?;
+    if !proxied.starts_with("nginx fetches") {
+        return None;
+    }
+    codes
+        .iter()
+        .map(|code| code.parse::<u16>().ok().filter(|c| (400..=599).contains(c)))
+        .collect::<Option<Vec<u16>>>()
+        .map(|codes| (codes, uri.clone()))
 }
 
 /// What one `error_page` directive sets.

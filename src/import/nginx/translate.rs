@@ -165,7 +165,11 @@ pub(super) struct Route {
 /// One `[site.error_pages]` entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct ErrorPage {
+    /// The file, or with `uri` the URI.
     pub(super) file: String,
+    /// A URI certd serves through the site's routes (`[[site.error_page]]`), as nginx redirects
+    /// internally to it; used where a proxy route answers that URI.
+    pub(super) uri: bool,
     pub(super) at: Loc,
     pub(super) text: String,
 }
