@@ -128,6 +128,7 @@ mod http_rules;
 mod limit_except;
 mod location;
 mod log;
+mod map;
 mod operations;
 mod raw;
 mod serving;

@@ -38,6 +38,9 @@ pub(super) struct RawConfig {
     pub(super) upstream: Vec<Spanned<super::upstreams::RawUpstream>>,
     pub(super) storage: Option<Spanned<super::storage::RawStorage>>,
     pub(super) log: Option<Spanned<RawLog>>,
+    /// `[[map]]`: variables looked up per request (see `config::map`).
+    #[serde(default)]
+    pub(super) map: Vec<Spanned<super::map::RawMap>>,
 }
 
 /// `[acme]`.

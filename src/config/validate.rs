@@ -104,14 +104,18 @@ pub(super) fn validate(raw: RawConfig, path: &Path, problems: &mut Problems<'_>)
         storage: super::storage::storage(raw.storage, &folder, problems),
         log: super::log::log(raw.log, &folder, problems),
     };
-    config.sites = sites(
-        raw.site,
-        &folder,
-        &config.upstreams,
-        default_challenge,
-        (config.acme.dns.is_some(), default_challenge_span),
-        problems,
-    );
+    // Before the sites, whose headers, returns and rewrites may name their variables.
+    let maps = super::map::maps(raw.map, problems);
+    config.sites = crate::proxy::variables::with_maps(&maps, || {
+        sites(
+            raw.site,
+            &folder,
+            &config.upstreams,
+            default_challenge,
+            (config.acme.dns.is_some(), default_challenge_span),
+            problems,
+        )
+    });
     // DNS-01 lookups go through `[preflight] resolver` unless the dns table names its own.
     let preflight_resolver = config.operations.preflight_resolver;
     if let Some(dns) = config.acme.dns.as_mut() {

@@ -36,6 +36,7 @@ pub mod rewrite;
 mod tests;
 pub mod try_files;
 mod upstream;
+pub mod value_map;
 pub mod variables;
 mod websocket;
 
@@ -390,6 +391,7 @@ impl Proxy {
         }
         self.handle_route(request, site, route, path, client, head)
             .await
+            .0
     }
 
     /// [`Proxy::handle`] for a site with [`http_rules`]: rewrites, `return`, limits and headers
@@ -426,23 +428,29 @@ impl Proxy {
                 error_page::mark(route, response)
             }
             _ => {
-                self.handle_route(request, site, route, path, client, head)
-                    .await
+                // The response rules are those of the route that answered: after `try_files`
+                // or `index` handed the request on, nginx applies the `add_header` etc. of the
+                // location it ended in, not of the one it first matched.
+                let (response, answered) = self
+                    .handle_route(request, site, route, path, client, head)
+                    .await;
+                return http_rules::finish(response, Some(answered), &site.http, facts);
             }
         };
         http_rules::finish(response, Some(route), &site.http, facts)
     }
 
-    /// Serves a request on the route it matched.
-    async fn handle_route(
+    /// Serves a request on the route it matched; returns the answer and the route that gave it
+    /// (another one when `try_files` or `index` handed the request on).
+    async fn handle_route<'a>(
         &self,
         request: Request<Incoming>,
-        site: &SiteRoutes,
-        route: &Route,
+        site: &'a SiteRoutes,
+        route: &'a Route,
         path: NormalPath,
         client: SocketAddr,
         head: bool,
-    ) -> Response<ProxyBody> {
+    ) -> (Response<ProxyBody>, &'a Route) {
         let (route, request, path) = match try_files::resolve_from(site, route, path).await {
             try_files::Resolved::Route(next, routed) => match with_path(request, routed) {
                 Ok((mut request, path)) => {
@@ -452,20 +460,18 @@ impl Proxy {
                     (next, request, path)
                 }
                 Err(status) => {
-                    return Box::pin(error_page(site, status_response(status), head)).await
+                    let response = Box::pin(error_page(site, status_response(status), head));
+                    return (response.await, route);
                 }
             },
             try_files::Resolved::Status(status) => {
-                return Box::pin(error_page(site, status_response(status), head)).await
+                let response = Box::pin(error_page(site, status_response(status), head));
+                return (response.await, route);
             }
             try_files::Resolved::NoRoute => {
                 debug!("no route");
-                return Box::pin(error_page(
-                    site,
-                    status_response(StatusCode::NOT_FOUND),
-                    head,
-                ))
-                .await;
+                let response = status_response(StatusCode::NOT_FOUND);
+                return (Box::pin(error_page(site, response, head)).await, route);
             }
         };
         // nginx `index`: a folder continues as a request for its index file, routed again.
@@ -473,7 +479,8 @@ impl Proxy {
             Some((next, indexed)) => match with_path(request, indexed) {
                 Ok((request, path)) => (next, request, path),
                 Err(status) => {
-                    return Box::pin(error_page(site, status_response(status), head)).await
+                    let response = Box::pin(error_page(site, status_response(status), head));
+                    return (response.await, route);
                 }
             },
             None => (route, request, path),
@@ -481,7 +488,7 @@ impl Proxy {
         let response = self
             .serve_route(request, site, route, path, client, head)
             .await;
-        error_page::mark(route, response)
+        (error_page::mark(route, response), route)
     }
 
     /// Serves a request on the route it ends up on (after `try_files` and `index`).

@@ -1309,3 +1309,54 @@ async fn hide_removes_the_etag_and_last_modified_a_static_route_sets() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn after_a_try_files_fallback_the_named_routes_response_headers_apply() {
+    bounded(async {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("robots.txt"), "robots").unwrap();
+        let app = start_upstream("app").await;
+        let add = |name: &'static str, value: &str| response_headers::AddHeader {
+            name: hyper::header::HeaderName::from_static(name),
+            value: variables::Template::parse(value, false).unwrap(),
+            always: false,
+        };
+        let routes = vec![
+            Route {
+                try_files: Some(TryFiles {
+                    candidates: vec!["$uri".into()],
+                    fallback: TryFallback::Named("@app".into()),
+                }),
+                http: http_rules::HttpRules {
+                    add: Some(Arc::from(vec![add("x-from", "static")])),
+                    ..Default::default()
+                },
+                ..Route::new("/", RouteTarget::Static(dir.path().into()))
+            },
+            Route {
+                location: LocationMatch::Named,
+                http: http_rules::HttpRules {
+                    add: Some(Arc::from(vec![add("x-from", "app $host")])),
+                    ..Default::default()
+                },
+                ..Route::new("@app", upstream(app))
+            },
+        ];
+        let site = SiteRoutes {
+            http: http_rules::SiteHttp::new("site.example".into(), Default::default(), &routes),
+            routes,
+            ..SiteRoutes::default()
+        };
+        let (addr, _proxy) = start_proxy(site, ProxyLimits::default()).await;
+        let (status, headers, _) = read(send(addr, get("/users/sign_in")).await).await;
+        assert_eq!(status, StatusCode::OK);
+        let from: Vec<_> = headers.get_all("x-from").iter().collect();
+        assert_eq!(from, ["app site.example"], "{headers:?}");
+        // A file the first route finds keeps that route's headers.
+        let (status, headers, body) = read(send(addr, get("/robots.txt")).await).await;
+        assert_eq!((status, &body[..]), (StatusCode::OK, &b"robots"[..]));
+        let from: Vec<_> = headers.get_all("x-from").iter().collect();
+        assert_eq!(from, ["static"], "{headers:?}");
+    })
+    .await;
+}

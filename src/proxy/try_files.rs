@@ -85,8 +85,13 @@ async fn follow<'a>(site: &'a SiteRoutes, route: &'a Route, path: NormalPath) ->
         let (Some(try_files), RouteTarget::Static(root)) = (&route.try_files, &route.target) else {
             return Resolved::Route(route, path);
         };
-        for candidate in &try_files.candidates {
-            let candidate = candidate.replace("$uri", path.as_str());
+        for written in &try_files.candidates {
+            let candidate = written.replace("$uri", path.as_str());
+            // nginx tests a candidate written with a trailing `/` as a folder and any other as a
+            // file: `$uri` for `/docs/` is a folder, which that file test never takes.
+            if candidate.ends_with('/') && !written.ends_with('/') {
+                continue;
+            }
             // A candidate that does not normalise (e.g. `..` from the config) is simply absent.
             let Ok(normal) = path::normalise(&candidate) else {
                 continue;
@@ -218,6 +223,9 @@ mod tests {
         assert_eq!(outcome(&site, "/a.css").await, "/ /a.css");
         assert_eq!(outcome(&site, "/users/1").await, "@app /users/1");
         assert_eq!(outcome(&site, "/.env").await, "@app /.env");
+        // `$uri` is a file test: a folder, even one with an index.html, goes to the app.
+        assert_eq!(outcome(&site, "/").await, "@app /");
+        assert_eq!(outcome(&site, "/docs/").await, "@app /docs/");
     }
 
     #[tokio::test]

@@ -6,11 +6,18 @@
 //! `$request_uri` (path and query as the client sent them), `$uri` (the normalised path, after any
 //! rewrite), `$args` / `$query_string`, `$is_args`, `$request_method`, `$server_name`,
 //! `$proxy_host` (the upstream's `host:port`), `$proxy_add_x_forwarded_for`, `$http_<name>` (a request
-//! header, `_` for `-`), and `$1`…`$9` (the captures of a `rewrite` regex). `${name}` separates a
-//! name from letters that follow it.
+//! header, `_` for `-`), `$1`…`$9` (the captures of a `rewrite` regex), and the variables of the
+//! config's `[[map]]` tables (see [`super::value_map`]). `${name}` separates a name from letters that
+//! follow it.
+//!
+//! The maps a template may name are set for the parse with [`with_maps`] (the config does this
+//! around the validation of everything that holds templates), so the many functions that parse a
+//! template keep their signatures; a parsed template holds its maps itself.
 
+use std::cell::RefCell;
 use std::fmt::Write as _;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use hyper::header::HeaderName;
 use hyper::{HeaderMap, Method};
@@ -31,6 +38,32 @@ enum Var {
     ProxyAddXForwardedFor,
     Http(HeaderName),
     Capture(usize),
+    Map(Arc<super::value_map::ValueMap>),
+}
+
+thread_local! {
+    /// The `[[map]]` variables templates parsed on this thread may name (see [`with_maps`]).
+    static MAPS: RefCell<Vec<Arc<super::value_map::ValueMap>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs `parse` with `maps` as the `[[map]]` variables that [`Template::parse`] knows, restoring
+/// the previous set afterwards (also when `parse` panics, as the guard drops).
+pub fn with_maps<R>(maps: &[Arc<super::value_map::ValueMap>], parse: impl FnOnce() -> R) -> R {
+    struct Restore(Vec<Arc<super::value_map::ValueMap>>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            let previous = std::mem::take(&mut self.0);
+            MAPS.with(|maps| *maps.borrow_mut() = previous);
+        }
+    }
+    let previous = MAPS.with(|current| current.replace(maps.to_vec()));
+    let _restore = Restore(previous);
+    parse()
+}
+
+/// Whether `name` (without `$`) is a variable certd defines itself, which a map cannot redefine.
+pub fn is_builtin(name: &str) -> bool {
+    with_maps(&[], || variable(name, false).is_ok())
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -190,6 +223,7 @@ fn expand_var(var: &Var, facts: &RequestFacts, captures: &[Option<&str>], out: &
             out.push_str(&values.join(", "));
         }
         Var::Capture(n) => out.push_str(captures.get(*n).copied().flatten().unwrap_or("")),
+        Var::Map(map) => out.push_str(&map.value(facts)),
     }
 }
 
@@ -226,11 +260,16 @@ fn variable(name: &str, captures: bool) -> Result<Var, String> {
                 )
             }
             _ => {
-                return Err(format!(
-                    "unknown variable `${name}`; certd knows $host, $remote_addr, $scheme, \
-                     $request_uri, $uri, $args, $is_args, $request_method, $server_name, \
-                     $proxy_host, $proxy_add_x_forwarded_for and $http_<header>"
-                ))
+                let map =
+                    MAPS.with(|maps| maps.borrow().iter().find(|map| map.name() == name).cloned());
+                return map.map(Var::Map).ok_or_else(|| {
+                    format!(
+                        "unknown variable `${name}`; certd knows $host, $remote_addr, $scheme, \
+                         $request_uri, $uri, $args, $is_args, $request_method, $server_name, \
+                         $proxy_host, $proxy_add_x_forwarded_for, $http_<header> and the \
+                         variables of `[[map]]` tables"
+                    )
+                });
             }
         },
     })

@@ -534,6 +534,8 @@ async fn a_site_the_database_serves_otherwise_is_kept_unless_overwrite_is_given(
         node_name: "node-z".into(),
         key_file: single.dir().join("fleet.key"),
         lease_seconds: certd::storage::LEASE_SECONDS,
+        poll: certd::config::DEFAULT_POLL,
+        notify: true,
     };
     tokio::task::spawn_blocking(move || {
         let store = certd::storage::postgres::PostgresStore::open(&config).expect("open");

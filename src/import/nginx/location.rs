@@ -523,8 +523,11 @@ pub(super) fn location(scope: &Scope<'_>, d: &Directive, part: &mut ServerPart) 
 }
 
 /// The routes of the locations `nested` inside a location whose own keys are `outer` and whose
-/// root (its own or the server's) is `root`; `Err` with the reason when one of them cannot be a
-/// route (then the outer location is left out whole: it would answer that one's paths).
+/// root (its own or the server's) is `root`. A nested location certd cannot answer like nginx
+/// becomes a route that answers 502, listed as untranslated with the reason: it matches exactly
+/// the requests nginx sends to that location, so the parent never answers them differently (nor
+/// serves what that location would have refused). `Err` with the reason when a nested location
+/// cannot even be matched like nginx (then the outer location is left out whole).
 fn nested_routes(
     scope: &Scope<'_>,
     outer: &Keys,
@@ -547,82 +550,133 @@ fn nested_routes(
                 "nginx allows named locations at server level only".to_owned(),
             ));
         }
-        let b = body(scope, d);
-        if let Some((here, text, why)) = b.refusals.first() {
-            return Err(fail(format!("line {}: `{text}`: {why}", here.line)));
+        match nested_route(scope, outer, root, d, (kind.clone(), path.clone())) {
+            Ok(route) => routes.push(route),
+            Err(why) => routes.push(refusing_route(d, at, (kind, path), why)),
         }
-        if !b.nested.is_empty() {
-            return Err(fail(
-                "locations nested two deep are not translated".to_owned(),
-            ));
-        }
-        // nginx inherits root into a nested location, never proxy_pass, return or try_files.
-        let mut strip = false;
-        let target = if let Some(answer) = &b.keys.answer {
-            Target::Answer(answer.clone())
-        } else if let Some(proxy_pass) = b.proxy_pass {
-            if b.keys.try_files.is_some() {
-                return Err(fail("try_files beside proxy_pass".to_owned()));
-            }
-            let prefix = if kind == RouteKind::Path {
-                path.as_str()
-            } else {
-                ""
-            };
-            let prefix_route = kind == RouteKind::Path;
-            strip = prefix_route && proxy_strips(&proxy_pass.args[0], prefix);
-            Target::Proxy(
-                proxy_target(&proxy_pass.args[0], prefix, scope.upstreams, prefix_route)
-                    .map_err(fail)?,
-            )
-        } else if let Some(dir) = &b.keys.alias {
-            if kind != RouteKind::Path {
-                return Err(fail("alias outside a prefix location".to_owned()));
-            }
-            Target::Alias(dir.clone())
-        } else if let Some((dir, _)) = b.root.or(root) {
-            Target::Root(dir.to_owned())
-        } else {
-            return Err(fail("no proxy_pass and no root".to_owned()));
-        };
-        if b.keys.try_files.is_some() && !matches!(target, Target::Root(_)) {
-            return Err(fail(
-                "try_files needs a root to look for files in".to_owned(),
-            ));
-        }
-        let mut keys = b.keys.or(outer).route_keys(
-            &scope.keys,
-            matches!(target, Target::Proxy(_)),
-            matches!(target, Target::Root(_) | Target::Alias(_)),
-        );
-        if strip {
-            keys.push(("strip_prefix".to_owned(), "true".to_owned()));
-        }
-        let mut notes = b.notes;
-        if kind == RouteKind::Path && !path.ends_with('/') {
-            notes.push(Note::Differs {
-                at,
-                text: format!(
-                    "nginx's `location {path}` also matches {path}x…; certd's route matches \
-                     {path} and {path}/… only"
-                ),
-            });
-        }
-        routes.push(Route {
-            path,
-            target,
-            at,
-            source: format!("location {} (nested)", d.args.join(" ")),
-            text: directive_text(d),
-            covered: b.covered,
-            notes,
-            preferred: d.args.first().is_some_and(|m| m == "^~"),
-            kind,
-            keys,
-            nested: Vec::new(),
-        });
     }
     Ok(routes)
+}
+
+/// The route standing in for nested location `d` that certd cannot answer like nginx (see
+/// [`nested_routes`]).
+fn refusing_route(d: &Directive, at: Loc, (kind, path): (RouteKind, String), why: String) -> Route {
+    let answer = "{ status = 502 }".to_owned();
+    Route {
+        path,
+        target: Target::Answer(answer.clone()),
+        at,
+        source: format!("location {} (nested; answers 502)", d.args.join(" ")),
+        text: directive_text(d),
+        covered: Covered::new(),
+        notes: vec![Note::untranslated(
+            at,
+            d,
+            Some(format!(
+                "{why}; this route answers 502 for the requests nginx sends to this location, so \
+                 the enclosing route does not answer them differently"
+            )),
+        )],
+        preferred: d.args.first().is_some_and(|m| m == "^~"),
+        kind,
+        keys: vec![("return".to_owned(), answer)],
+        nested: Vec::new(),
+    }
+}
+
+/// Nested location `d` (matched as `kind`/`path`) as a route, or why certd cannot answer it like
+/// nginx.
+fn nested_route(
+    scope: &Scope<'_>,
+    outer: &Keys,
+    root: Option<(&str, Loc)>,
+    d: &Directive,
+    (kind, path): (RouteKind, String),
+) -> Result<Route, String> {
+    let at = scope.at(d);
+    let b = body(scope, d);
+    if let Some((here, text, why)) = b.refusals.first() {
+        return Err(format!("line {}: `{text}`: {why}", here.line));
+    }
+    if !b.nested.is_empty()
+        && !matches!(
+            kind,
+            RouteKind::Path | RouteKind::Regex(_) | RouteKind::IRegex(_)
+        )
+    {
+        return Err("certd nests routes in path and regex routes only".to_owned());
+    }
+    // Deeper locations inherit from this one as this one does from its parent.
+    let inner = if b.nested.is_empty() {
+        Vec::new()
+    } else {
+        nested_routes(scope, &b.keys.or(outer), b.root.or(root), &b.nested)?
+    };
+    // nginx inherits root into a nested location, never proxy_pass, return or try_files.
+    let mut strip = false;
+    let target = if let Some(answer) = &b.keys.answer {
+        Target::Answer(answer.clone())
+    } else if let Some(proxy_pass) = b.proxy_pass {
+        if b.keys.try_files.is_some() {
+            return Err("try_files beside proxy_pass".to_owned());
+        }
+        let prefix = if kind == RouteKind::Path {
+            path.as_str()
+        } else {
+            ""
+        };
+        let prefix_route = kind == RouteKind::Path;
+        strip = prefix_route && proxy_strips(&proxy_pass.args[0], prefix);
+        Target::Proxy(proxy_target(
+            &proxy_pass.args[0],
+            prefix,
+            scope.upstreams,
+            prefix_route,
+        )?)
+    } else if let Some(dir) = &b.keys.alias {
+        if kind != RouteKind::Path {
+            return Err("alias outside a prefix location".to_owned());
+        }
+        Target::Alias(dir.clone())
+    } else if let Some((dir, _)) = b.root.or(root) {
+        Target::Root(dir.to_owned())
+    } else {
+        return Err("no proxy_pass and no root".to_owned());
+    };
+    if b.keys.try_files.is_some() && !matches!(target, Target::Root(_)) {
+        return Err("try_files needs a root to look for files in".to_owned());
+    }
+    let mut keys = b.keys.or(outer).route_keys(
+        &scope.keys,
+        matches!(target, Target::Proxy(_)),
+        matches!(target, Target::Root(_) | Target::Alias(_)),
+    );
+    if strip {
+        keys.push(("strip_prefix".to_owned(), "true".to_owned()));
+    }
+    let mut notes = b.notes;
+    if kind == RouteKind::Path && !path.ends_with('/') {
+        notes.push(Note::Differs {
+            at,
+            text: format!(
+                "nginx's `location {path}` also matches {path}x…; certd's route matches \
+                     {path} and {path}/… only"
+            ),
+        });
+    }
+    Ok(Route {
+        path,
+        target,
+        at,
+        source: format!("location {} (nested)", d.args.join(" ")),
+        text: directive_text(d),
+        covered: b.covered,
+        notes,
+        preferred: d.args.first().is_some_and(|m| m == "^~"),
+        kind,
+        keys,
+        nested: inner,
+    })
 }
 
 /// A location that becomes a route.
@@ -801,6 +855,21 @@ fn strips_prefix(uri: &str, path: &str) -> bool {
 /// being URI under the root nginx would read it from. Returns whether that is the server's root.
 pub(super) fn error_page(scope: &Scope<'_>, d: &Directive, part: &mut ServerPart) -> bool {
     let at = scope.at(d);
+    if let Some((codes, uri)) = proxied_error_page(scope, d) {
+        let text = directive_text(d);
+        for code in codes {
+            part.error_pages.push((
+                code,
+                ErrorPage {
+                    file: uri.clone(),
+                    uri: true,
+                    at,
+                    text: text.clone(),
+                },
+            ));
+        }
+        return false;
+    }
     match error_files(scope, d) {
         Ok(files) => {
             let text = directive_text(d);
@@ -809,6 +878,7 @@ pub(super) fn error_page(scope: &Scope<'_>, d: &Directive, part: &mut ServerPart
                     code,
                     ErrorPage {
                         file: files.file.clone(),
+                        uri: false,
                         at,
                         text: text.clone(),
                     },
@@ -823,6 +893,26 @@ pub(super) fn error_page(scope: &Scope<'_>, d: &Directive, part: &mut ServerPart
             false
         }
     }
+}
+
+/// The codes and URI of `error_page CODE... /URI` whose URI a proxied location answers: nginx
+/// then fetches the page from that upstream (a GET, keeping the original status), which is what
+/// certd's `[[site.error_page]]` does through the site's routes.
+fn proxied_error_page(scope: &Scope<'_>, d: &Directive) -> Option<(Vec<u16>, String)> {
+    let (uri, codes) = d.args.split_last().filter(|(_, codes)| !codes.is_empty())?;
+    if !uri.starts_with('/') || uri.contains(['$', '?']) || codes.iter().any(|c| c.starts_with('='))
+    {
+        return None;
+    }
+    let proxied = scope.root_for(uri).err()?;
+    if !proxied.starts_with("nginx fetches") {
+        return None;
+    }
+    codes
+        .iter()
+        .map(|code| code.parse::<u16>().ok().filter(|c| (400..=599).contains(c)))
+        .collect::<Option<Vec<u16>>>()
+        .map(|codes| (codes, uri.clone()))
 }
 
 /// What one `error_page` directive sets.

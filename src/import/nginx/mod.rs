@@ -22,6 +22,7 @@
 mod edge;
 mod keys;
 mod location;
+mod map;
 mod parse;
 mod php;
 mod render;

@@ -64,6 +64,11 @@ pub(super) fn render(translation: &Translation) -> String {
         );
         out.push_str(table);
     }
+    for table in &translation.map_tables {
+        out.push('\n');
+        r.comment(&mut out, "", "an nginx map block:");
+        out.push_str(table);
+    }
     if translation.sites.is_empty() {
         out.push('\n');
         r.comment(&mut out, "", "no server block became a site");
@@ -167,14 +172,38 @@ impl Renderer<'_> {
             self.route(out, route, "site.route", "  ");
         }
 
-        if !site.error_pages.is_empty() {
-            let lines: BTreeSet<Loc> = site.error_pages.values().map(|page| page.at).collect();
+        let files: Vec<_> = site.error_pages.iter().filter(|(_, p)| !p.uri).collect();
+        if !files.is_empty() {
+            let lines: BTreeSet<Loc> = files.iter().map(|(_, page)| page.at).collect();
             out.push('\n');
             self.comment(out, "  ", &format!("{}: error_page", self.lines(&lines)));
             out.push_str("  [site.error_pages]\n");
-            for (code, page) in &site.error_pages {
+            for (code, page) in files {
                 let _ = writeln!(out, "  {code} = {}", toml_str(&page.file));
             }
+        }
+        // URI pages, one table per URI (nginx's internal redirect, through the site's routes).
+        let mut uris: std::collections::BTreeMap<&str, (Vec<u16>, BTreeSet<Loc>)> =
+            std::collections::BTreeMap::new();
+        for (code, page) in site.error_pages.iter().filter(|(_, p)| p.uri) {
+            let entry = uris.entry(page.file.as_str()).or_default();
+            entry.0.push(*code);
+            entry.1.insert(page.at);
+        }
+        for (uri, (codes, lines)) in uris {
+            out.push('\n');
+            self.comment(
+                out,
+                "  ",
+                &format!(
+                    "{}: error_page: certd serves {uri} through the routes, keeping the status",
+                    self.lines(&lines)
+                ),
+            );
+            out.push_str("  [[site.error_page]]\n");
+            let codes: Vec<String> = codes.iter().map(u16::to_string).collect();
+            let _ = writeln!(out, "  codes = [{}]", codes.join(", "));
+            let _ = writeln!(out, "  target = {}", toml_str(uri));
         }
     }
 
@@ -427,6 +456,9 @@ fn topic_text(topic: Topic) -> &'static str {
         Topic::DefaultServer => {
             "default_server: [https] default_site, the certificate certd offers to handshakes \
              without a name it knows"
+        }
+        Topic::Map => {
+            "map: a [[map]] table below; certd looks the variable up per request, as nginx does"
         }
         Topic::Internal => {
             "internal: nginx answers 404 to every request a client sends there (nothing in \

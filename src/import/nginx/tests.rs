@@ -539,6 +539,7 @@ server {
     let pages: BTreeMap<u16, &str> = t.sites[0]
         .error_pages
         .iter()
+        .filter(|(_, page)| !page.uri)
         .map(|(code, page)| (*code, page.file.as_str()))
         .collect();
     assert_eq!(
@@ -551,11 +552,45 @@ server {
             (504, "/usr/share/nginx/html/50x.html"),
         ])
     );
-    assert!(t.sites[1].error_pages.is_empty());
+    // /app/403.html and b.example's /502.html are fetched from the upstream of the location
+    // that answers them: URI pages, served through the routes as nginx redirects internally.
+    let uris = |site: usize| -> Vec<(u16, &str)> {
+        t.sites[site]
+            .error_pages
+            .iter()
+            .filter(|(_, page)| page.uri)
+            .map(|(code, page)| (*code, page.file.as_str()))
+            .collect()
+    };
+    assert_eq!(uris(0), [(403, "/app/403.html")]);
+    assert_eq!(uris(1), [(502, "/502.html")]);
     let notes: Vec<usize> = untranslated(&t).iter().map(|(line, _)| *line).collect();
-    // /app/403.html would be fetched from the upstream, `=200` changes the status, and so would
-    // b.example's /502.html (its `location /` proxies).
-    assert_eq!(notes, [10, 11, 17]);
+    // `=200` changes the status.
+    assert_eq!(notes, [11]);
+}
+
+#[test]
+fn an_error_page_a_proxy_answers_is_a_uri_page_certd_check_accepts() {
+    let text = "server {\n listen 443 ssl;\n server_name b.example;\n                 location / { proxy_pass http://127.0.0.1:3000; }\n                 error_page 404 500 502 /500.html;\n}\n";
+    let fragment = fragment(&[("e.conf", text)]);
+    assert_eq!(fragment.untranslated, 0, "{}", fragment.text);
+    assert!(
+        fragment
+            .text
+            .contains("[[site.error_page]]\n  codes = [404, 500, 502]\n  target = \"/500.html\""),
+        "{}",
+        fragment.text
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let config = load(&fragment.text, dir.path());
+    let pages = &config.sites[0].error_page;
+    assert_eq!(pages.len(), 1, "{pages:?}");
+    assert_eq!(pages[0].codes, [404, 500, 502]);
+    assert!(
+        matches!(&pages[0].target, crate::proxy::error_page::ErrorTarget::Uri { path, .. } if path == "/500.html"),
+        "{pages:?}"
+    );
+    assert!(config.sites[0].error_pages.is_empty());
 }
 
 #[test]

@@ -68,6 +68,8 @@ pub(super) enum Topic {
     LiteralSet,
     /// `location … { internal; … }` no internal redirect reaches: a 404 answer.
     Internal,
+    /// A `map` block: a `[[map]]` table (see `super::map`).
+    Map,
 }
 
 /// The lines translated per topic.
@@ -163,7 +165,11 @@ pub(super) struct Route {
 /// One `[site.error_pages]` entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct ErrorPage {
+    /// The file, or with `uri` the URI.
     pub(super) file: String,
+    /// A URI certd serves through the site's routes (`[[site.error_page]]`), as nginx redirects
+    /// internally to it; used where a proxy route answers that URI.
+    pub(super) uri: bool,
     pub(super) at: Loc,
     pub(super) text: String,
 }
@@ -206,20 +212,28 @@ pub(super) struct Translation {
     pub(super) maps: std::collections::BTreeSet<String>,
     /// `--default-name`: the site name for nginx's catch-all server block.
     pub(super) default_name: Option<String>,
+    /// The `[[map]]` tables of the `map` blocks certd can take, as TOML.
+    pub(super) map_tables: Vec<String>,
 }
 
 impl Translation {
     /// Every note, wherever it is.
     pub(super) fn notes(&self) -> impl Iterator<Item = &Note> {
-        self.edge
-            .notes
-            .iter()
-            .chain(self.outside.iter())
-            .chain(self.sites.iter().flat_map(|site| {
-                site.notes
-                    .iter()
-                    .chain(site.routes.iter().flat_map(|route| route.notes.iter()))
-            }))
+        // Nested routes at any depth carry notes too.
+        fn route_notes<'t>(route: &'t Route, out: &mut Vec<&'t Note>) {
+            out.extend(route.notes.iter());
+            for nested in &route.nested {
+                route_notes(nested, out);
+            }
+        }
+        let mut out: Vec<&Note> = self.edge.notes.iter().chain(self.outside.iter()).collect();
+        for site in &self.sites {
+            out.extend(site.notes.iter());
+            for route in &site.routes {
+                route_notes(route, &mut out);
+            }
+        }
+        out.into_iter()
     }
 
     /// How many directives were not translated.
@@ -258,19 +272,28 @@ pub(super) fn translate_named(
         .filter_map(|u| u.group.as_ref().ok().cloned())
         .collect();
     translation.maps = super::vars::map_targets(files.iter().map(|(_, d)| d.as_slice()));
+    let maps = super::map::maps(files);
+    translation.map_tables = maps
+        .iter()
+        .filter_map(|m| m.result.as_ref().ok().map(|(_, table)| table.clone()))
+        .collect();
     let mut parts = Vec::new();
-    for (file, (_, directives)) in files.iter().enumerate() {
-        walk(
-            directives,
-            file,
-            &upstreams,
-            body_size.as_deref(),
-            false,
-            &mut parts,
-            &mut translation,
-        );
-    }
-    group(parts, &mut translation);
+    // With the translated maps in scope, a location using `$name` translates exactly when certd
+    // will take the output.
+    crate::proxy::variables::with_maps(&super::map::in_scope(&maps), || {
+        for (file, (_, directives)) in files.iter().enumerate() {
+            walk(
+                directives,
+                file,
+                (&upstreams, &maps),
+                body_size.as_deref(),
+                false,
+                &mut parts,
+                &mut translation,
+            );
+        }
+        group(parts, &mut translation);
+    });
     translation.edge = super::edge::edge(files);
     translation
 }
@@ -343,7 +366,7 @@ fn find_upstreams(directives: &[Directive], file: usize, into: &mut BTreeMap<Str
 fn walk(
     directives: &[Directive],
     file: usize,
-    upstreams: &BTreeMap<String, Upstream>,
+    (upstreams, maps): (&BTreeMap<String, Upstream>, &[super::map::Map]),
     body_size: Option<&str>,
     in_http: bool,
     parts: &mut Vec<ServerPart>,
@@ -359,9 +382,15 @@ fn walk(
                 body_size,
                 &translation.maps,
             )),
-            ("http", Some(inner)) if !in_http => {
-                walk(inner, file, upstreams, body_size, true, parts, translation)
-            }
+            ("http", Some(inner)) if !in_http => walk(
+                inner,
+                file,
+                (upstreams, maps),
+                body_size,
+                true,
+                parts,
+                translation,
+            ),
             ("client_max_body_size", None) if body_size == d.args.first().map(String::as_str) => {
                 cover(&mut translation.outside_covered, Topic::BodySize, at)
             }
@@ -371,6 +400,17 @@ fn walk(
             _ if is_upgrade_map(d) => {
                 cover(&mut translation.outside_covered, Topic::ProxyHeaders, at)
             }
+            ("map", Some(_)) => match maps.iter().find(|m| m.at == at).map(|m| &m.result) {
+                Some(Ok(_)) => cover(&mut translation.outside_covered, Topic::Map, at),
+                Some(Err(why)) => {
+                    translation
+                        .outside
+                        .push(Note::untranslated(at, d, Some(why.clone())))
+                }
+                None => translation
+                    .outside
+                    .push(Note::untranslated(at, d, why_untranslated(d))),
+            },
             ("upstream", Some(block)) if single_server(block).is_some() => {
                 cover(&mut translation.outside_covered, Topic::SingleUpstream, at)
             }

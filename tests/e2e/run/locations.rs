@@ -2,7 +2,8 @@
 //! exact, prefix, `^~`, case-insensitive regex and nested routes each reach their own upstream
 //! (on the normalised path), and `try_files` serves a single-page app's files with its
 //! `/index.html` fallback and hands what is not a file to a named proxy route (`try_files $uri
-//! @app`), never a dotfile; `=404` and a fallback loop (500) end in a status.
+//! @app`), never a dotfile; `=404` and a fallback loop (500) end in a status. A named fallback
+//! answers with its own response headers, and `[[map]]` variables are looked up per request.
 
 use hyper::StatusCode;
 
@@ -231,4 +232,54 @@ async fn try_files_serves_a_single_page_app_and_falls_back_to_a_named_proxy() {
         assert_eq!(reply.echoed().path, *request, "GET {request}");
         assert_eq!(app.received(), n + 1, "GET {request} reached the app");
     }
+}
+
+#[tokio::test]
+async fn a_named_fallback_answers_with_its_own_response_headers_and_map_variables() {
+    let app = Upstream::echo().await;
+    // `[[map]]` after the routes starts a new top-level table, as TOML allows.
+    let routes = format!(
+        r#"
+  [[site.route]]
+  path = "/"
+  root = "www"
+  try_files = ["$uri", "@app"]
+  headers.response.add = {{ X-From = "static" }}
+  [[site.route]]
+  name = "@app"
+  proxy = "{}"
+  headers.request.set = {{ X-Proto-Seen = "$thescheme" }}
+  headers.response.add = {{ X-From = "app $thescheme" }}
+
+[[map]]
+name = "thescheme"
+source = "$http_x_forwarded_proto"
+default = "$scheme"
+entry = [{{ exact = "http", value = "http" }}]
+"#,
+        app.url()
+    );
+    let world = serve(&routes, &[("www/robots.txt", "User-agent: *")]).await;
+    let host = world.authority(NAME);
+    let mut h1 = world.client.http1(NAME).await;
+
+    // A file the first route finds carries that route's headers.
+    let reply = h1.get(&host, "/robots.txt").await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.header("x-from"), Some("static"), "{reply:?}");
+
+    // The named route answers with its own `add` (nginx: the named location's add_header), and
+    // the map is looked up per request: the default, then an exact entry.
+    let reply = h1.get(&host, "/users/1").await;
+    assert_eq!(reply.header("x-from"), Some("app https"), "{reply:?}");
+    assert_eq!(reply.echoed().header("x-proto-seen"), "https");
+    let request = hyper::Request::get("/users/2")
+        .header("host", &host)
+        .header("x-forwarded-proto", "HTTP")
+        .body(http_body_util::Full::default())
+        .expect("a request");
+    let reply = h1.send(request).await;
+    assert_eq!(reply.header("x-from"), Some("app http"), "{reply:?}");
+    assert_eq!(reply.echoed().header("x-proto-seen"), "http");
+    assert_eq!(app.received(), 2);
 }
