@@ -15,6 +15,7 @@ mod control;
 mod handshake;
 mod https;
 mod sites;
+mod trim;
 mod workers;
 
 pub use control::{send as send_control_request, ControlRequest, Reply};
@@ -239,6 +240,12 @@ impl Daemon {
                 tokens.alpn().clone(),
             )?),
         });
+        // After a load, the freed heap goes back to the system (see `trim.rs`).
+        tasks.spawn(trim::release_after_load(
+            setup.connections.clone(),
+            config.limits.max_connections,
+            shutdown.clone(),
+        ));
         let workers = Workers::start(worker_sockets, setup, shutdown.clone())
             .map_err(DaemonError::Workers)?;
         for local in &https_addrs {
