@@ -79,8 +79,8 @@ impl CaHttpClient {
             reason,
         };
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        // The system store is read only if a chain needs it (see `trust.rs`): reading it is most
-        // of the time before the first request otherwise.
+        // The system store is read only if a chain needs it (see `trust.rs`): about 300 PEM
+        // certificates on Debian, which no public CA and no `ca_roots` CA needs.
         let trust = CaTrust::new(provider.clone(), roots, native_roots)
             .map_err(|err| tls_error(err.to_string()))?;
         let tls = rustls::ClientConfig::builder_with_provider(provider)

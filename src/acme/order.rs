@@ -209,11 +209,11 @@ impl AcmeClient {
             return Err(err);
         }
 
+        // The key is made while the CA validates: an RSA key takes long enough to matter.
+        let key = tokio::task::spawn_blocking(move || certificate::generate_key(key_type));
         // First look after 50 ms (a CA that validates at once, like a local Pebble, answers within
         // that), then 1.5 × longer each time: about ten polls in the first 4 s of a slow
         // validation, never faster than 20 a second. A `Retry-After` from the CA replaces the delay.
-        // The key is made while the CA validates: an RSA key takes long enough to matter.
-        let key = tokio::task::spawn_blocking(move || certificate::generate_key(key_type));
         let retry = RetryPolicy::new()
             .initial_delay(FIRST_POLL)
             .backoff(POLL_BACKOFF)

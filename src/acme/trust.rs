@@ -1,10 +1,10 @@
 //! Which roots certd trusts for the CA's own HTTPS: `acme.ca_roots`, the Mozilla web roots and the
 //! system store, with the system store read only when a chain needs it.
 //!
-//! Reading the system store is the slow part of talking to a CA for the first time: on Debian
-//! openssl-probe finds both the bundle and the hashed folder, so about 300 PEM certificates are read,
-//! decoded and parsed into trust anchors (hundreds of milliseconds on a loaded machine, most of
-//! `certd issue`'s time before its first request). The web roots are ready-made trust anchors and
+//! Reading the system store is work: on Debian openssl-probe finds both the bundle and the hashed
+//! folder, so about 300 PEM certificates are read, decoded and parsed into trust anchors for every
+//! CA connection (about 2 % of `certd issue`'s CPU, bench/README.md). The web roots are ready-made
+//! trust anchors and
 //! `acme.ca_roots` is one small file, so [`CaTrust`] first checks a chain against those two, and
 //! only a chain they do not accept is checked again against all three, with the system store read
 //! on that first need and kept for the client's life. Let's Encrypt, every public CA and a private
