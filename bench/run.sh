@@ -502,6 +502,15 @@ for server in certd nginx; do
     sleep 2
 done
 
+# A minute after the last load (the websocket tunnels above): is the memory back near idle?
+step "memory a minute after the last load"
+sleep "${BENCH_AFTER_SECONDS:-60}"
+for server in certd nginx; do
+    record "$server" rss_minute "$(rss_mib $server)"
+    record "$server" pss_minute "$(pss_mib $server)"
+done
+note "a minute after the load: certd RSS $(rss_mib certd) MiB, nginx $(rss_mib nginx) MiB"
+
 # --- hot swap under load ----------------------------------------------------------------------------
 step "hot swap: $swaps x certd issue --force $name while wrk loads certd"
 serial_before=$(openssl x509 -in "$live/cert.pem" -noout -serial)
@@ -602,6 +611,8 @@ table="$work/results.md"
     row "  PSS with $hold open TLS connections, MiB" pss_hold "%.1f" "≤ 1.0"
     row "RSS with $hold open websocket tunnels, MiB" rss_wshold "%.1f" ""
     row "  PSS with $hold open websocket tunnels, MiB" pss_wshold "%.1f" "≤ 1.0"
+    row "RSS a minute after the last load, MiB" rss_minute "%.1f" "≤ 1.1"
+    row "  PSS a minute after the last load, MiB" pss_minute "%.1f" ""
     printf '| errors (non-2xx, socket, h2 failed, websocket, held, tunnels held) in all runs | %s | %s | | 0 |\n' "$errors_certd" "$errors_nginx"
     echo
     echo "| certd only | result | target |"

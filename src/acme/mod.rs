@@ -11,7 +11,8 @@
 //! cannot be reached and for a TLS failure talking to it.
 //!
 //! Files: this one holds the account ([`AcmeClient::connect`]), profiles and renewal information;
-//! `order.rs` the order itself; `error.rs` what can go wrong; `http.rs` the HTTP client to the CA.
+//! `order.rs` the order itself; `error.rs` what can go wrong; `http.rs` the HTTP client to the CA;
+//! `trust.rs` the roots it trusts.
 
 mod dns01;
 mod error;
@@ -19,6 +20,7 @@ mod http;
 mod order;
 #[cfg(test)]
 mod tests;
+mod trust;
 
 pub use error::{AcmeError, Described};
 

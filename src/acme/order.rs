@@ -209,6 +209,8 @@ impl AcmeClient {
             return Err(err);
         }
 
+        // The key is made while the CA validates: an RSA key takes long enough to matter.
+        let key = tokio::task::spawn_blocking(move || certificate::generate_key(key_type));
         // First look after 50 ms (a CA that validates at once, like a local Pebble, answers within
         // that), then 1.5 × longer each time: about ten polls in the first 4 s of a slow
         // validation, never faster than 20 a second. A `Retry-After` from the CA replaces the delay.
@@ -244,7 +246,7 @@ impl AcmeClient {
         }
         info!("all names validated");
 
-        let key = tokio::task::spawn_blocking(move || certificate::generate_key(key_type))
+        let key = key
             .await
             .map_err(|err| AcmeError::Unexpected {
                 site: site_name.clone(),
@@ -267,7 +269,17 @@ impl AcmeClient {
             .initial_delay(FIRST_POLL)
             .backoff(POLL_BACKOFF)
             .timeout(ISSUANCE_TIMEOUT);
-        let fullchain = match order.poll_certificate(&retry).await {
+        // A CA that issued while answering the finalize (the order is already valid) is asked for
+        // the chain at once, without a wait and a poll first.
+        let issued = if order.state().status == OrderStatus::Valid {
+            order
+                .certificate()
+                .await
+                .and_then(|chain| chain.ok_or(instant_acme::Error::Str("no certificate URL")))
+        } else {
+            order.poll_certificate(&retry).await
+        };
+        let fullchain = match issued {
             Ok(chain) => chain,
             Err(instant_acme::Error::Timeout(_)) => {
                 return Err(AcmeError::TimedOut {

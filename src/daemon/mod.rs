@@ -16,6 +16,7 @@ mod handshake;
 mod https;
 mod sites;
 mod storage_sync;
+mod trim;
 mod workers;
 
 pub use control::{send as send_control_request, ControlRequest, Reply};
@@ -243,6 +244,12 @@ impl Daemon {
                 tokens.alpn().clone(),
             )?),
         });
+        // After a load, the freed heap goes back to the system (see `trim.rs`).
+        tasks.spawn(trim::release_after_load(
+            setup.connections.clone(),
+            config.limits.max_connections,
+            shutdown.clone(),
+        ));
         let workers = Workers::start(worker_sockets, setup, shutdown.clone())
             .map_err(DaemonError::Workers)?;
         for local in &https_addrs {
