@@ -31,12 +31,36 @@ fn live_serial(fleet: &Fleet, site: &str) -> String {
 
 /// Scenario 1: an empty database, two sites, three nodes started together.
 #[tokio::test(flavor = "multi_thread")]
-async fn three_nodes_on_an_empty_database_order_once_per_site_and_another_node_answers() {
+async fn three_nodes_on_an_empty_database_order_once_per_site_another_node_answers_and_all_serve_it(
+) {
     const SITES: [&str; 2] = ["one.fleet.test", "two.fleet.test"];
     let fleet = Fleet::start(3, &[&[SITES[0]], &[SITES[1]]], "20s", "").await;
     let mut installers = Vec::new();
     for site in SITES {
         installers.push(fleet.wait_for_installs(site, 1, INSTALL_WAIT).await);
+    }
+    // Every node serves what the holders installed within 5 s (pushed by LISTEN/NOTIFY; the
+    // poll is a minute by default, so only the notification can be this fast).
+    let installed = tokio::time::Instant::now();
+    let root = fleet.pebble.root_pem().await;
+    for site in SITES {
+        let live = live_serial(&fleet, site);
+        for node in &fleet.nodes {
+            let client = HttpsClient::new(fleet.https_addr(&node.name), &root);
+            loop {
+                let served = client.serial(site).await.ok().map(|s| normalize_serial(&s));
+                if served.as_deref() == Some(live.as_str()) {
+                    break;
+                }
+                assert!(
+                    installed.elapsed() < Duration::from_secs(5),
+                    "{} serves {served:?} for {site}, not the live {live}, 5 s after the install\n{}",
+                    node.name,
+                    fleet.logs()
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
     }
     // Nothing more is ordered once both are in (a node that lost the race must not order too).
     tokio::time::sleep(Duration::from_secs(3)).await;

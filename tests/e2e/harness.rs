@@ -11,8 +11,8 @@ mod acme_proxy;
 mod certd;
 mod daemon;
 mod dns;
-mod haproxy;
 mod fleet;
+mod haproxy;
 mod net;
 mod nginx;
 mod pebble;
@@ -32,8 +32,8 @@ pub use certd::{
 };
 pub use daemon::{Daemon, RunConfig, Site};
 pub use dns::{Bind, TSIG_KEY};
-pub use haproxy::Haproxy;
 pub use fleet::Fleet;
+pub use haproxy::Haproxy;
 pub use net::{
     der_serial, dns, http_get, Alpn, Handshake, HttpsClient, Refused, TlsVersions, Upstream,
 };
