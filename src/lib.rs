@@ -32,6 +32,7 @@ pub mod proxy;
 pub mod proxy_protocol;
 pub mod renewal;
 pub mod resolver;
+pub mod response;
 pub mod static_files;
 pub mod storage;
 pub mod store;

@@ -33,7 +33,8 @@ use hyper::{Method, Request, Response, StatusCode};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tracing::{debug, warn};
 
-use crate::proxy::{empty_body, status_response, ProxyBody, RouteTarget, SiteRoutes};
+use crate::proxy::{RouteTarget, SiteRoutes};
+use crate::response::{empty_body, status_response, ProxyBody};
 use crate::static_files;
 
 use self::script::{Decision, Script};
