@@ -124,9 +124,11 @@ mod error_page;
 mod fallback;
 mod fastcgi;
 mod http_rules;
+mod listeners;
 mod location;
 mod log;
 mod operations;
+mod problems;
 mod raw;
 mod serving;
 mod storage;
@@ -593,7 +595,7 @@ pub fn from_toml(text: &str, path: &Path) -> Result<Config, ConfigError> {
         file: path.to_path_buf(),
         problems: raw::deserializer_problems(text, &err),
     })?;
-    let mut problems = validate::Problems::new(text);
+    let mut problems = problems::Problems::new(text);
     let config = validate::validate(raw, path, &mut problems);
     if problems.found.is_empty() {
         Ok(config)

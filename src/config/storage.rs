@@ -10,7 +10,7 @@ use std::str::FromStr;
 
 use toml::Spanned;
 
-use super::validate::Problems;
+use super::problems::Problems;
 
 /// Where certd keeps its state.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
