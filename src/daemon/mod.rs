@@ -618,7 +618,7 @@ fn redirect_to_https(sites: Arc<ArcSwap<SiteTable>>, https_port: u16, redirect: 
             .get(hyper::header::HOST)
             .and_then(|value| value.to_str().ok())
             .map(|host| {
-                https::strip_port(host)
+                crate::hostname::strip_port(host)
                     .trim_end_matches('.')
                     .to_ascii_lowercase()
             });
