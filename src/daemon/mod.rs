@@ -14,7 +14,10 @@ mod admission;
 mod control;
 mod handshake;
 mod https;
+mod load;
+mod redirect;
 mod sites;
+mod stored;
 mod workers;
 
 pub use control::{send as send_control_request, ControlRequest, Reply};
@@ -24,10 +27,6 @@ use std::path::Path;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper::body::Incoming;
-use hyper::{Request, Response, StatusCode};
 use time::OffsetDateTime;
 use tokio::sync::{watch, Semaphore};
 use tokio_rustls::TlsAcceptor;
@@ -35,18 +34,20 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
+use self::load::{load_on_demand, publish, serve_stored};
+use self::redirect::redirect_to_https;
 use self::sites::SiteTable;
 use self::workers::{WorkerSetup, Workers};
-use crate::certificate::{self, CertifiedPem};
-use crate::challenge::{self, ChallengeResponder, ChallengeTokens, Fallback};
+use crate::certificate::CertifiedPem;
+use crate::challenge::{self, ChallengeResponder, ChallengeTokens};
 use crate::config::{self, Config, SiteConfig};
 use crate::exit::{EXIT_OK, EXIT_SOME_FAILED, EXIT_UNUSABLE};
 use crate::metrics::Metrics;
 use crate::proxy::ProxyLimits;
 use crate::proxy_protocol::ProxyProtocol;
 use crate::renewal::{self, Outcome, Renewer, Scheduler, SchedulerHandle};
-use crate::resolver::{self, SniResolver};
-use crate::storage::{self, SharedStore, StateStore, StoreLock};
+use crate::resolver::SniResolver;
+use crate::storage::{self, SharedStore, StoreLock};
 use crate::store::Layout;
 
 /// Why the daemon could not start.
@@ -491,156 +492,4 @@ impl Shared {
         replies.push(Reply::Exit(if failed { EXIT_SOME_FAILED } else { EXIT_OK }));
         replies
     }
-}
-
-/// Publishes every usable stored certificate of `config`'s sites; returns how many sites are served.
-fn serve_stored(config: &Config, store: &dyn StateStore, resolver: &SniResolver) -> usize {
-    let now = OffsetDateTime::now_utc();
-    // Reading and checking thousands of pairs is CPU-bound (certificate and key parsing): spread it
-    // over the cores, then publish everything in one store.
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(8);
-    let chunk = config.sites.len().div_ceil(threads).max(1);
-    let ready: Vec<(Vec<String>, Arc<rustls::sign::CertifiedKey>)> = std::thread::scope(|scope| {
-        let workers: Vec<_> = config
-            .sites
-            .chunks(chunk)
-            .map(|sites| {
-                scope.spawn(move || {
-                    sites
-                        .iter()
-                        .filter_map(|site| usable_key(store, site, now))
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        workers
-            .into_iter()
-            .flat_map(|worker| worker.join().unwrap_or_default())
-            .collect()
-    });
-    let served = ready.len();
-    resolver.publish_all(ready);
-    served
-}
-
-/// The loader of [`SniResolver::load_on_demand`] for `config`'s sites: finds the site of a name
-/// (exactly, else by the `*.` wildcard of its parent, like the resolver) and loads its stored pair.
-fn load_on_demand(config: Arc<Config>, store: SharedStore) -> Box<resolver::OnDemand> {
-    let mut site_of = std::collections::HashMap::new();
-    for (index, site) in config.sites.iter().enumerate() {
-        for name in &site.names {
-            site_of.entry(name.to_ascii_lowercase()).or_insert(index);
-        }
-    }
-    Box::new(move |name: &str| {
-        let wildcard = name
-            .split_once('.')
-            .map(|(_, parent)| format!("*.{parent}"));
-        let index = site_of
-            .get(name)
-            .or_else(|| wildcard.and_then(|wildcard| site_of.get(&wildcard)))?;
-        let site = config.sites.get(*index)?;
-        usable_key(store.as_ref(), site, OffsetDateTime::now_utc())
-    })
-}
-
-/// The stored pair of `site` in the form rustls serves, if it can be served now: it covers the
-/// site's names, is in date, and its key belongs to it (checked by [`resolver::certified_key`]).
-fn usable_key(
-    store: &dyn StateStore,
-    site: &SiteConfig,
-    now: OffsetDateTime,
-) -> Option<(Vec<String>, Arc<rustls::sign::CertifiedKey>)> {
-    let unusable = |reason: &dyn std::fmt::Display| {
-        warn!(site = site.name(), %reason, "the stored certificate cannot be served; it will be replaced");
-    };
-    let stored = match store.current(site.name()) {
-        Ok(Some(stored)) => stored,
-        Ok(None) => return None,
-        Err(err) => {
-            warn!(site = site.name(), %err, "cannot read the stored certificate");
-            return None;
-        }
-    };
-    let info = match certificate::parse_pem(&stored.pem.cert_pem) {
-        Ok(info) => info,
-        Err(err) => {
-            unusable(&err);
-            return None;
-        }
-    };
-    if let Some(missing) = site.names.iter().find(|name| !info.names.contains(name)) {
-        unusable(&format!("it does not cover {missing}"));
-        return None;
-    }
-    if now < info.not_before || now > info.not_after {
-        unusable(&format!(
-            "it is valid from {} to {}",
-            info.not_before, info.not_after
-        ));
-        return None;
-    }
-    match resolver::certified_key(&stored.pem) {
-        Ok(key) => Some((site.names.clone(), key)),
-        Err(err) => {
-            unusable(&err);
-            None
-        }
-    }
-}
-
-/// Swaps `pem` in for every name of `site`. Returns whether it could be used.
-fn publish(resolver: &SniResolver, site: &SiteConfig, pem: &CertifiedPem) -> bool {
-    match resolver::certified_key(pem) {
-        Ok(key) => {
-            resolver.publish(&site.names, key);
-            let serial = certificate::parse_pem(&pem.cert_pem)
-                .map(|info| info.serial)
-                .unwrap_or_default();
-            info!(site = site.name(), %serial, "certificate in service");
-            true
-        }
-        Err(err) => {
-            warn!(site = site.name(), %err, "certificate not swapped in");
-            false
-        }
-    }
-}
-
-/// The :80 answer for everything but ACME challenges: 301 to `https://<host><path-and-query>` for a
-/// configured name (with the HTTPS port when it is not 443), 404 for any other host.
-fn redirect_to_https(sites: Arc<ArcSwap<SiteTable>>, https_port: u16, redirect: bool) -> Fallback {
-    Arc::new(move |request: &Request<Incoming>| {
-        let host = request
-            .headers()
-            .get(hyper::header::HOST)
-            .and_then(|value| value.to_str().ok())
-            .map(|host| {
-                crate::hostname::strip_port(host)
-                    .trim_end_matches('.')
-                    .to_ascii_lowercase()
-            });
-        let Some(host) = host.filter(|host| redirect && sites.load().serves(host)) else {
-            return challenge::plain(StatusCode::NOT_FOUND, "not found\n");
-        };
-        let path = request.uri().path_and_query().map_or("/", |pq| pq.as_str());
-        let location = if https_port == 443 {
-            format!("https://{host}{path}")
-        } else {
-            format!("https://{host}:{https_port}{path}")
-        };
-        let mut response = Response::new(Full::new(Bytes::from_static(b"")));
-        *response.status_mut() = StatusCode::MOVED_PERMANENTLY;
-        match hyper::header::HeaderValue::try_from(location) {
-            Ok(value) => {
-                response
-                    .headers_mut()
-                    .insert(hyper::header::LOCATION, value);
-                response
-            }
-            Err(_) => challenge::plain(StatusCode::BAD_REQUEST, "bad request target\n"),
-        }
-    })
 }
