@@ -215,7 +215,10 @@ impl Metrics {
             self.scheduler_restarts.load(Ordering::Relaxed),
             self.scheduler_last_run.load(Ordering::Relaxed),
         );
-        render_log_drops(&mut out, crate::logging::dropped_lines());
+        render_log_drops(
+            &mut out,
+            crate::logging::dropped_lines().saturating_add(crate::access_log::dropped_lines()),
+        );
         out
     }
 }

@@ -17,10 +17,6 @@ use std::path::{Path, PathBuf};
 /// entry when its cycle is gone (the test says so); never add one.
 const KNOWN_CYCLES: &[(&[&str], &str)] = &[
     (
-        &["access_log", "logging"],
-        "logging counts the access log's dropped lines; the access log installs through logging",
-    ),
-    (
         &["config", "fastcgi", "proxy"],
         "config's validated types hold proxy's route types (LocationMatch, TryFiles, ...) and \
          proxy's upstreams read config's UpstreamConfig; proxy and fastcgi call each other for \
