@@ -486,7 +486,7 @@ impl Proxy {
         });
         let response = match &route.target {
             RouteTarget::Static(root) => {
-                if crate::fastcgi::static_refuses(site, path.as_str()) {
+                if static_refuses(site, path.as_str()) {
                     debug!(path = path.as_str(), "PHP source refused on a static route");
                     let response = status_response(StatusCode::NOT_FOUND);
                     return Box::pin(error_page(site, response, head)).await;
@@ -963,4 +963,15 @@ async fn error_page(
         full_body(content)
     };
     Response::from_parts(parts, body)
+}
+
+// Here rather than in fastcgi (which the proxy calls), so that fastcgi needs nothing of the proxy.
+/// Whether a static route of `site` must refuse `path` because it is PHP source and the site runs
+/// PHP: a `root` over a PHP docroot would otherwise send `wp-config.php` as text.
+fn static_refuses(site: &SiteRoutes, path: &str) -> bool {
+    crate::fastcgi::script::is_php_source(path)
+        && site
+            .routes
+            .iter()
+            .any(|route| matches!(route.target, RouteTarget::Fastcgi(_)))
 }
