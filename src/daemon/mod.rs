@@ -14,8 +14,10 @@ mod admission;
 mod control;
 mod handshake;
 mod https;
+mod issue;
 mod load;
 mod redirect;
+mod reload;
 mod sites;
 mod stored;
 mod workers;
@@ -41,11 +43,11 @@ use self::workers::{WorkerSetup, Workers};
 use crate::certificate::CertifiedPem;
 use crate::challenge::{self, ChallengeResponder, ChallengeTokens};
 use crate::config::{self, Config, SiteConfig};
-use crate::exit::{EXIT_OK, EXIT_SOME_FAILED, EXIT_UNUSABLE};
+use crate::exit::{EXIT_OK, EXIT_UNUSABLE};
 use crate::metrics::Metrics;
 use crate::proxy::ProxyLimits;
 use crate::proxy_protocol::ProxyProtocol;
-use crate::renewal::{self, Outcome, Renewer, Scheduler, SchedulerHandle};
+use crate::renewal::{self, Renewer, Scheduler, SchedulerHandle};
 use crate::resolver::SniResolver;
 use crate::storage::{self, SharedStore, StoreLock};
 use crate::store::Layout;
@@ -370,60 +372,6 @@ impl Daemon {
         }
     }
 
-    /// Reads the configuration again and applies it: sites added are served (and ordered when they have
-    /// no certificate), sites removed stop being served, routes change. An invalid configuration is
-    /// refused with the error logged, and the running one stays.
-    pub fn reload(&self, config_path: &Path) {
-        let mut next = match config::load(config_path) {
-            Ok(next) => next,
-            Err(err) => {
-                error!("reload refused, the running configuration stays: {err}");
-                return;
-            }
-        };
-        let current = self.shared.config.load_full();
-        if next.http.listen != current.http.listen || next.https.listen != current.https.listen {
-            warn!("listen addresses changed; they take effect at the next start");
-        }
-        if next.https.trusted_proxies != current.https.trusted_proxies
-            || next.https.proxy_protocol != current.https.proxy_protocol
-            || next.http.proxy_protocol != current.http.proxy_protocol
-        {
-            warn!("trusted_proxies or proxy_protocol changed; they take effect at the next start");
-        }
-        if next.log != current.log {
-            warn!("[log] changed; it takes effect at the next start");
-        }
-        if next.state_dir != current.state_dir {
-            warn!("state_dir changed; it takes effect at the next start");
-            next.state_dir = current.state_dir.clone();
-        }
-        if next.storage != current.storage {
-            warn!("[storage] changed; it takes effect at the next start");
-            next.storage = current.storage.clone();
-        }
-        let next = Arc::new(next);
-        let names: Vec<String> = next
-            .sites
-            .iter()
-            .flat_map(|site| site.names.clone())
-            .collect();
-        // Routes first, then certificates: a removed name stops being routed (and redirected) at
-        // the same moment as an added one starts, and its certificate goes last.
-        // Unchanged upstream groups keep their servers' health and balancing state.
-        let sites = SiteTable::reloaded(&next, &self.shared.metrics, &self.shared.sites.load());
-        self.shared.sites.store(Arc::new(sites));
-        serve_stored(&next, self.shared.store.as_ref(), &self.shared.resolver);
-        self.shared.resolver.retain(&names);
-        self.shared
-            .resolver
-            .set_default(next.https.default_site.as_deref());
-        self.shared.config.store(next.clone());
-        let renewer = self.shared.renewer.borrow().reconfigured(next.clone());
-        self.shared.renewer.send_replace(renewer);
-        info!(sites = next.sites.len(), "configuration reloaded");
-    }
-
     /// Stops accepting, lets requests in flight finish for up to the grace period, then returns.
     pub async fn shutdown(self) {
         let grace = self.shared.config.load().limits.grace_period;
@@ -444,52 +392,5 @@ impl Daemon {
         self.workers.abort().await;
         let _ = std::fs::remove_file(self.shared.local.control_socket());
         info!("stopped");
-    }
-}
-
-impl Shared {
-    /// `certd issue` handed to the daemon: renew the named sites (all when none) now when due, or
-    /// anyway with `force`, publish what was issued, and report like the CLI does.
-    async fn issue(&self, force: bool, names: &[String]) -> Vec<Reply> {
-        drop(self.initial_load.lock().await);
-        let config = self.config.load_full();
-        let sites = match config.select_sites(names) {
-            Ok(sites) => sites,
-            Err(message) => return vec![Reply::Err(message), Reply::Exit(EXIT_UNUSABLE)],
-        };
-        let renewer = self.renewer.borrow().clone();
-        if let Err(err) = renewer.connect_or_fall_back().await {
-            let now = OffsetDateTime::now_utc();
-            for site in &sites {
-                renewal::record_failure(
-                    self.store.as_ref(),
-                    &config.renewal,
-                    site,
-                    &err.to_string(),
-                    err.retry_after(),
-                    now,
-                );
-            }
-            return vec![Reply::Err(err.to_string()), Reply::Exit(EXIT_UNUSABLE)];
-        }
-        let mut replies = Vec::with_capacity(sites.len() + 1);
-        let mut failed = false;
-        for (name, outcome) in renewer.renew_all(&sites, force).await {
-            if let (Outcome::Issued { pem, .. }, Some(site)) =
-                (&outcome, sites.iter().find(|site| site.name() == name))
-            {
-                publish(&self.resolver, site, pem);
-            }
-            match outcome.report(&name) {
-                Ok(line) => replies.push(Reply::Out(line)),
-                Err(line) => {
-                    failed = true;
-                    replies.push(Reply::Err(line));
-                }
-            }
-        }
-        self.scheduler.wake();
-        replies.push(Reply::Exit(if failed { EXIT_SOME_FAILED } else { EXIT_OK }));
-        replies
     }
 }
