@@ -137,7 +137,7 @@ pub fn combined_line(entry: &Entry<'_>, at: OffsetDateTime) -> String {
 /// The line as one JSON object (without the newline).
 pub fn json_line(entry: &Entry<'_>, at: OffsetDateTime) -> String {
     serde_json::json!({
-        "time": crate::commands::rfc3339(at),
+        "time": crate::time_format::rfc3339(at),
         "client": entry.client.to_string(),
         "site": entry.site,
         "host": entry.request.host,

@@ -5,6 +5,10 @@
 //! those need (RFC 1123 host names, as in RFC 5280's `dNSName`) and returns the lower-cased form, so
 //! every later comparison is a plain string comparison. Anything it rejects gets a reason an operator
 //! can act on, because it is shown by `certd check`.
+//!
+//! The request side lives here too: [`strip_port`] takes the host out of a `Host` header or URI
+//! authority, and [`normalise_host`] puts it in the form the site table keys names by, so SNI, `Host`,
+//! the :80 redirect, `$host` and FastCGI's `SERVER_NAME` all read a host the same way.
 
 use std::net::IpAddr;
 
@@ -141,10 +145,41 @@ fn looks_like_ip_address(name: &str) -> bool {
         .is_some_and(|last| !last.is_empty() && last.chars().all(|c| c.is_ascii_digit()))
 }
 
+/// `host:port` → `host`, leaving bracketed IPv6 literals whole (`[::1]:443` → `[::1]`). The one place
+/// a request's `Host` or authority loses its port; an unclosed `[` comes back as it was (it then
+/// matches no site) rather than being cut.
+pub fn strip_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        return host
+            .split_once(']')
+            .map_or(host, |(v6, _)| &host[..=v6.len()]);
+    }
+    host.rsplit_once(':').map_or(host, |(name, _)| name)
+}
+
+/// `host` as the site table keys it: lower-case, without a trailing dot; an IP address (IPv6 in
+/// brackets, as in `Host: [::1]`) in the form site names use. Borrowed when it already is (every
+/// request looks up two names, and clients send them lower-case).
+pub fn normalise_host(host: &str) -> std::borrow::Cow<'_, str> {
+    let unbracketed = host
+        .strip_prefix('[')
+        .and_then(|inner| inner.strip_suffix(']'))
+        .unwrap_or(host);
+    if let Ok(ip) = unbracketed.parse::<std::net::IpAddr>() {
+        return std::borrow::Cow::Owned(ip.to_string());
+    }
+    let host = host.trim_end_matches('.');
+    if host.bytes().any(|byte| byte.is_ascii_uppercase()) {
+        std::borrow::Cow::Owned(host.to_ascii_lowercase())
+    } else {
+        std::borrow::Cow::Borrowed(host)
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use super::{validate_dns_name, validate_site_name};
+    use super::{normalise_host, strip_port, validate_dns_name, validate_site_name};
 
     #[test]
     fn site_names_may_be_ip_addresses_and_wildcards() {
@@ -244,5 +279,41 @@ mod tests {
                 ),
             }
         }
+    }
+
+    #[test]
+    fn ports_are_stripped_from_hosts() {
+        assert_eq!(strip_port("a.test:8443"), "a.test");
+        assert_eq!(strip_port("a.test"), "a.test");
+        assert_eq!(strip_port("A.Test.:80"), "A.Test.");
+        assert_eq!(strip_port("192.0.2.1:8080"), "192.0.2.1");
+        assert_eq!(strip_port("[::1]:443"), "[::1]");
+        assert_eq!(strip_port("[::1]"), "[::1]");
+        assert_eq!(strip_port(""), "");
+        assert_eq!(strip_port(":80"), "");
+    }
+
+    #[test]
+    fn an_unclosed_bracket_is_returned_whole() {
+        // Reached from a `Host` header on :80; the copy in daemon/https.rs sliced past the end here.
+        assert_eq!(strip_port("[::1"), "[::1");
+        assert_eq!(strip_port("["), "[");
+    }
+
+    #[test]
+    fn hosts_are_normalised_as_the_site_table_keys_them() {
+        use std::borrow::Cow;
+        assert!(matches!(normalise_host("a.test"), Cow::Borrowed("a.test")));
+        assert!(matches!(normalise_host("a.test."), Cow::Borrowed("a.test")));
+        assert_eq!(normalise_host("WWW.A.Test."), "www.a.test");
+        assert_eq!(normalise_host("[::1]"), "::1");
+        assert_eq!(normalise_host("[0:0::1]"), "::1");
+        assert_eq!(normalise_host("::1"), "::1");
+        assert_eq!(normalise_host("192.0.2.1"), "192.0.2.1");
+        assert_eq!(normalise_host(strip_port("[::1]:8443")), "::1");
+        assert_eq!(normalise_host(strip_port("A.TEST.:8443")), "a.test");
+        // Not a name a site can have: left for the lookup to miss, never cut or panicked on.
+        assert_eq!(normalise_host("[::1"), "[::1");
+        assert_eq!(normalise_host(""), "");
     }
 }

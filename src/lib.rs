@@ -7,8 +7,8 @@
 //! site's certificate is renewed) and [`commands`] (what each CLI verb does).
 #![warn(missing_docs)]
 
-pub mod access;
-pub mod access_log;
+pub(crate) mod access;
+pub(crate) mod access_log;
 pub mod acme;
 pub mod answers;
 pub mod certificate;
@@ -18,23 +18,26 @@ pub mod commands;
 pub mod compression;
 pub mod config;
 pub mod daemon;
-pub mod dns01;
-pub mod fastcgi;
-pub mod fleet_answers;
-pub mod hook;
+pub(crate) mod dns01;
+pub mod exit;
+pub(crate) mod fastcgi;
+pub(crate) mod fleet_answers;
+pub(crate) mod hook;
 pub mod hostname;
 pub mod import;
 pub mod ledger;
-pub mod listener;
+pub(crate) mod listener;
 pub mod logging;
-pub mod metrics;
+pub(crate) mod metrics;
 pub mod preflight;
 pub mod proxy;
-pub mod proxy_protocol;
+pub(crate) mod proxy_protocol;
 pub mod renewal;
 pub mod resolver;
-pub mod static_files;
+pub(crate) mod response;
+pub(crate) mod static_files;
 pub mod storage;
 pub mod store;
+pub(crate) mod time_format;
 pub mod tls_alpn;
-pub mod trusted_proxies;
+pub(crate) mod trusted_proxies;

@@ -32,13 +32,13 @@ const WRITE_BUFFER: usize = 64 * 1024;
 /// The process's drop counter, once [`init`] has run.
 static DROPPED: OnceLock<ErrorCounter> = OnceLock::new();
 
-/// Log lines dropped since start because the queue was full (0 before [`init`]), the access log's
-/// own queue included.
+/// Log lines dropped since start because the queue was full (0 before [`init`]). The access log's
+/// own queue counts its drops itself (`access_log::dropped_lines`; the metrics add the two), so that
+/// logging does not depend on the access log that is built on it.
 pub fn dropped_lines() -> u64 {
     DROPPED
         .get()
         .map_or(0, |counter| counter.dropped_lines() as u64)
-        .saturating_add(crate::access_log::dropped_lines())
 }
 
 /// Keeps logging running; `main` holds it to the end. On drop, the drop report runs a last time and

@@ -23,7 +23,7 @@ fn main() -> ExitCode {
         Ok(runtime) => runtime,
         Err(err) => {
             eprintln!("certd: cannot start the async runtime: {err}");
-            return ExitCode::from(certd::commands::EXIT_UNUSABLE);
+            return ExitCode::from(certd::exit::EXIT_UNUSABLE);
         }
     };
     ExitCode::from(runtime.block_on(certd::commands::run(cli)))

@@ -364,7 +364,8 @@ impl ScrapeGauges {
         Self {
             sites,
             readable,
-            log_lines_dropped: crate::logging::dropped_lines(),
+            log_lines_dropped: crate::logging::dropped_lines()
+                .saturating_add(crate::access_log::dropped_lines()),
             storage_up: storage.reachable,
             storage_unreachable_seconds: storage.unreachable_for(now).as_secs(),
         }

@@ -11,17 +11,11 @@ pub use check::check;
 pub use issue::issue;
 pub use status::{status, SiteStatus};
 
-use time::format_description::well_known::Rfc3339;
-use time::OffsetDateTime;
-
 use crate::cli::{Cli, Command, ImportCommand, StorageCommand};
-
-/// Everything succeeded.
-pub const EXIT_OK: u8 = 0;
-/// Some site failed; the others were tried.
-pub const EXIT_SOME_FAILED: u8 = 1;
-/// Nothing could be tried: the configuration, the state directory, the listener or the CA is at fault.
-pub const EXIT_UNUSABLE: u8 = 2;
+// The codes and the time format live in leaf modules (the daemon, renewal and the importers use them
+// too); re-exported so the commands and the binary keep naming them here.
+pub use crate::exit::{EXIT_OK, EXIT_SOME_FAILED, EXIT_UNUSABLE};
+pub(crate) use crate::time_format::rfc3339;
 
 /// Runs the command `cli` names and returns the exit code.
 pub async fn run(cli: Cli) -> u8 {
@@ -67,10 +61,4 @@ pub async fn run(cli: Cli) -> u8 {
         ),
         Command::GenerateAssets { out } => assets::run(&out),
     }
-}
-
-/// Formats a time as RFC 3339 in whole seconds, the one format certd prints.
-pub(crate) fn rfc3339(at: OffsetDateTime) -> String {
-    let at = at.replace_nanosecond(0).unwrap_or(at);
-    at.format(&Rfc3339).unwrap_or_else(|_| at.to_string())
 }

@@ -21,7 +21,7 @@ use compression_codecs::EncodeV2;
 use hyper::body::{Body, Frame, SizeHint};
 
 use super::{Encoding, Levels};
-use crate::proxy::ProxyBody;
+use crate::response::ProxyBody;
 
 /// How much compressed output is gathered before it is sent while the body keeps coming.
 const CHUNK: usize = 32 * 1024;

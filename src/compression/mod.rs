@@ -29,7 +29,7 @@ use hyper::{HeaderMap, Method, Response, StatusCode};
 
 pub use negotiate::{rank, Ranked};
 
-use crate::proxy::ProxyBody;
+use crate::response::ProxyBody;
 
 /// A content coding certd can produce.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -11,7 +11,7 @@ use hyper::body::Frame;
 use hyper::header::{HeaderName, HeaderValue};
 
 use super::*;
-use crate::proxy::full_body;
+use crate::response::full_body;
 
 fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
     let mut map = HeaderMap::new();

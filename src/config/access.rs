@@ -14,8 +14,8 @@ use std::sync::Arc;
 
 use toml::Spanned;
 
+use super::problems::Problems;
 use super::raw::RawRoute;
-use super::validate::Problems;
 use crate::access::{AccessList, BasicAuth, Htpasswd, Policy, Rule, Satisfy};
 
 /// The access keys of one table, as written.

@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use toml::Spanned;
 
+use super::problems::Problems;
 use super::raw::{RawCompress, RawCompressLevel, RawCompressOptions};
-use super::validate::Problems;
 use crate::compression::{Encoding, Policy};
 
 /// The largest `min_length` accepted: a larger one is a typo (it would turn compression off).

@@ -19,8 +19,8 @@ use base64::Engine as _;
 use toml::Spanned;
 use zeroize::Zeroizing;
 
+use super::problems::Problems;
 use super::raw::RawDuration;
-use super::validate::Problems;
 use crate::hostname;
 
 /// How long certd waits, by default, for every authoritative server to answer the TXT record.

@@ -14,7 +14,7 @@ use base64::Engine as _;
 use toml::Spanned;
 use zeroize::Zeroizing;
 
-use super::validate::Problems;
+use super::problems::Problems;
 
 /// ZeroSSL's ACME directory (EAB required; the credentials are on the ZeroSSL dashboard).
 pub const ZEROSSL: &str = "https://acme.zerossl.com/v2/DV90";

@@ -14,7 +14,7 @@
 use toml::Spanned;
 
 use super::location::NamedReference;
-use super::validate::Problems;
+use super::problems::Problems;
 use crate::proxy::error_page::{ErrorPage, ErrorStatus, ErrorTarget};
 
 /// One `[[site.error_page]]` as written.

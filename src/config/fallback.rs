@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 
 use toml::Spanned;
 
-use super::validate::{check_pem_file, directory_url, profile_name, Problems};
+use super::problems::Problems;
+use super::validate::{check_pem_file, directory_url, profile_name};
 use super::{AcmeConfig, EabConfig};
 
 /// One `[[acme.ca]]` table as written.

@@ -5,8 +5,8 @@ use std::path::Path;
 
 use toml::Spanned;
 
+use super::problems::Problems;
 use super::raw::RawFrontController;
-use super::validate::Problems;
 use super::RouteTargetConfig;
 use crate::fastcgi::{FastcgiAddress, FastcgiTarget};
 

@@ -11,7 +11,7 @@ use hyper::header::{HeaderName, HeaderValue};
 use hyper::StatusCode;
 use toml::Spanned;
 
-use super::validate::Problems;
+use super::problems::Problems;
 use super::RouteTargetConfig;
 use crate::proxy::http_rules::{HttpRules, SetHeader};
 use crate::proxy::response_headers::{parse_expires, AddHeader};

@@ -7,8 +7,8 @@ use std::ops::Range;
 use hyper::StatusCode;
 use toml::Spanned;
 
+use super::problems::Problems;
 use super::raw::RawRoute;
-use super::validate::Problems;
 use super::RouteConfig;
 use crate::proxy::location::prefix_matches;
 use crate::proxy::{LocationMatch, LocationRegex, TryFallback, TryFiles};

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 
 use toml::Spanned;
 
+use super::problems::Problems;
 use super::raw::RawLog;
-use super::validate::Problems;
 
 /// The format of certd's own log lines (`[log] format`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

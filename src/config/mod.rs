@@ -126,10 +126,12 @@ mod fallback;
 mod fastcgi;
 mod http_rules;
 mod limit_except;
+mod listeners;
 mod location;
 mod log;
 mod map;
 mod operations;
+mod problems;
 mod raw;
 mod serving;
 mod storage;
@@ -146,7 +148,9 @@ pub use dns::{
 pub use eab::{read_mac_key, EabConfig, GOOGLE, ZEROSSL};
 pub use fallback::CaConfig;
 pub use log::{log_settings, AccessFormat, LogConfig, LogFormat};
-pub use storage::{PostgresConfig, SslMode, StorageConfig, DEFAULT_POLL, PASSWORD_ENV};
+pub use storage::{
+    PostgresConfig, SslMode, StorageConfig, DEFAULT_LEASE_SECONDS, DEFAULT_POLL, PASSWORD_ENV,
+};
 pub use upstreams::{
     Balance, NextUpstream, ServerAddress, ServerConfig, UpstreamConfig, MAX_SERVERS,
 };
@@ -605,7 +609,7 @@ pub fn from_toml(text: &str, path: &Path) -> Result<Config, ConfigError> {
         file: path.to_path_buf(),
         problems: raw::deserializer_problems(text, &err),
     })?;
-    let mut problems = validate::Problems::new(text);
+    let mut problems = problems::Problems::new(text);
     let config = validate::validate(raw, path, &mut problems);
     if problems.found.is_empty() {
         Ok(config)

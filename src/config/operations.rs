@@ -4,8 +4,8 @@ use std::net::SocketAddr;
 
 use toml::Spanned;
 
+use super::problems::Problems;
 use super::raw::{RawHook, RawMetrics, RawPreflight, RawStatus};
-use super::validate::Problems;
 use super::OperationsConfig;
 
 pub(super) fn operations(

@@ -1,5 +1,5 @@
 //! The `[storage]` table: where certd keeps its state. `backend = "filesystem"` (the default, the
-//! state directory) or `"postgres"` (a fleet's shared database, [`crate::storage::postgres`]).
+//! state directory) or `"postgres"` (a fleet's shared database, `crate::storage::postgres`).
 //!
 //! Only what can be checked without the network is checked here (the URL parses, files exist, modes
 //! and names are known); the password and the sealing key are read when the store is opened, so a
@@ -10,7 +10,7 @@ use std::str::FromStr;
 
 use toml::Spanned;
 
-use super::validate::Problems;
+use super::problems::Problems;
 
 /// Where certd keeps its state.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -40,7 +40,7 @@ pub struct PostgresConfig {
     /// The fleet's 32-byte sealing key (mode 0600).
     pub key_file: PathBuf,
     /// How long a site's lease lasts unless renewed (`lease`, default
-    /// [`crate::storage::LEASE_SECONDS`]): how soon another node takes over from one that died or
+    /// [`DEFAULT_LEASE_SECONDS`]): how soon another node takes over from one that died or
     /// was paused mid-renewal.
     pub lease_seconds: u32,
     /// How often the daemon compares the live versions with what it serves, for changes whose
@@ -108,6 +108,11 @@ pub(super) struct RawStorage {
     poll: Option<Spanned<super::raw::RawDuration>>,
     notify: Option<Spanned<bool>>,
 }
+
+/// How long a site's lease lasts before it must be renewed unless `lease` says otherwise (a paused
+/// node loses it after this). Here, not in `storage`, so that the config does not depend on the
+/// store it configures.
+pub const DEFAULT_LEASE_SECONDS: u32 = 60;
 
 /// The default `[storage] poll`.
 pub const DEFAULT_POLL: std::time::Duration = std::time::Duration::from_secs(60);
@@ -193,7 +198,7 @@ fn postgres(
         ca_roots: None,
         node_name: String::new(),
         key_file: PathBuf::new(),
-        lease_seconds: crate::storage::LEASE_SECONDS,
+        lease_seconds: DEFAULT_LEASE_SECONDS,
         poll: DEFAULT_POLL,
         notify: raw.notify.as_ref().is_none_or(|notify| *notify.get_ref()),
     };
@@ -331,7 +336,7 @@ impl StorageConfig {
     pub fn lease_seconds(&self) -> u32 {
         match self {
             Self::Postgres(pg) => pg.lease_seconds,
-            Self::Filesystem => crate::storage::LEASE_SECONDS,
+            Self::Filesystem => DEFAULT_LEASE_SECONDS,
         }
     }
 }
@@ -417,7 +422,7 @@ mod tests {
         assert_eq!(pg.sslmode, SslMode::Prefer);
         assert_eq!(pg.node_name, "node-a");
         assert_eq!(pg.key_file, dir.path().join("fleet.key"));
-        assert_eq!(pg.lease_seconds, crate::storage::LEASE_SECONDS);
+        assert_eq!(pg.lease_seconds, DEFAULT_LEASE_SECONDS);
         assert_eq!(pg.poll, DEFAULT_POLL);
         assert!(pg.notify);
         assert!(!format!("{pg:?}").contains("127.0.0.1"));

@@ -8,9 +8,9 @@ use std::time::Duration;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use toml::Spanned;
 
+use super::problems::Problems;
 use super::raw::RawDuration;
 use super::serving::{parse_duration_at_most, LONGEST_LIMIT};
-use super::validate::Problems;
 
 /// The most servers a group may have: the balancer keeps the servers a request has tried in one
 /// 64-bit mask (as nginx keeps them in a bitmap), and a bigger group is a typo more often than not.

@@ -2,15 +2,16 @@
 //! per table, every problem recorded with its key and line.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use toml::Spanned;
 
-use super::raw::{line_at, RawAcme, RawConfig, RawHttp, RawRenewal, RawSite};
+use super::raw::{RawAcme, RawConfig, RawRenewal, RawSite};
 use super::*;
-use super::{access, challenge, http_rules, operations, serving};
+// Re-exported so a validator that still names `validate::Problems` finds it.
+pub(super) use super::problems::Problems;
+use super::{access, challenge, http_rules, listeners, operations, serving};
 use crate::hostname;
 
 // ---------------------------------------------------------------------------------------------------
@@ -20,11 +21,6 @@ use crate::hostname;
 // ---------------------------------------------------------------------------------------------------
 
 const DEFAULT_STATE_DIR: &str = "state";
-/// `0.0.0.0:80`.
-const DEFAULT_HTTP_LISTEN: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(
-    std::net::Ipv4Addr::UNSPECIFIED,
-    80,
-));
 pub(super) const DEFAULT_CONCURRENCY: usize = 4;
 const CONCURRENCY_RANGE: std::ops::RangeInclusive<i64> = 1..=64;
 /// Every [`KeyType`], in the order the documentation lists them.
@@ -35,34 +31,6 @@ const KEY_TYPES: [KeyType; 4] = [
     KeyType::Rsa4096,
 ];
 
-/// The problems found so far, and the text they refer to (to turn byte offsets into lines).
-pub(super) struct Problems<'a> {
-    text: &'a str,
-    pub(super) found: Vec<ConfigProblem>,
-}
-
-impl<'a> Problems<'a> {
-    pub(super) fn new(text: &'a str) -> Self {
-        Self {
-            text,
-            found: Vec::new(),
-        }
-    }
-
-    pub(super) fn add(
-        &mut self,
-        key: impl Into<String>,
-        span: Option<Range<usize>>,
-        reason: impl Into<String>,
-    ) {
-        self.found.push(ConfigProblem {
-            key: key.into(),
-            line: span.map(|span| line_at(self.text, span.start)),
-            reason: reason.into(),
-        });
-    }
-}
-
 pub(super) fn validate(raw: RawConfig, path: &Path, problems: &mut Problems<'_>) -> Config {
     let folder = config_folder(path);
     let default_site = raw
@@ -70,7 +38,7 @@ pub(super) fn validate(raw: RawConfig, path: &Path, problems: &mut Problems<'_>)
         .as_ref()
         .and_then(|https| https.get_ref().default_site.clone());
     // Before `[http]`, whose `proxy_protocol` needs `[https] trusted_proxies`.
-    let https = serving::https(raw.https, problems);
+    let https = listeners::https(raw.https, problems);
     // Before the sites, whose routes name them.
     let upstreams = super::upstreams::upstreams(raw.upstream, problems);
     // For the sites that name no challenge; its problems are reported with `[acme]`.
@@ -88,7 +56,7 @@ pub(super) fn validate(raw: RawConfig, path: &Path, problems: &mut Problems<'_>)
         source: path.to_path_buf(),
         state_dir: state_dir(raw.state_dir, &folder, problems),
         acme: acme(raw.acme, &folder, problems),
-        http: http(raw.http, &https.trusted_proxies, problems),
+        http: listeners::http(raw.http, &https.trusted_proxies, problems),
         https,
         limits: serving::limits(raw.limits, problems),
         renewal: renewal(raw.renewal, problems),
@@ -127,7 +95,7 @@ pub(super) fn validate(raw: RawConfig, path: &Path, problems: &mut Problems<'_>)
             None => site.dns = config.acme.dns.clone(),
         }
     }
-    config.https.default_site = serving::default_site(default_site, &config.sites, problems);
+    config.https.default_site = listeners::default_site(default_site, &config.sites, problems);
     super::storage::check_hook(&config, problems);
     config
 }
@@ -447,70 +415,6 @@ pub(super) fn check_pem_file(path: &Path) -> Result<(), String> {
             path.display()
         ))
     }
-}
-
-fn http(
-    raw: Option<Spanned<RawHttp>>,
-    trusted: &crate::trusted_proxies::TrustedProxies,
-    problems: &mut Problems<'_>,
-) -> HttpConfig {
-    let (listen, redirect, proxy_protocol) = match raw {
-        Some(table) => {
-            let table = table.into_inner();
-            (table.listen, table.redirect, table.proxy_protocol)
-        }
-        None => (None, None, None),
-    };
-    HttpConfig {
-        listen: match listen {
-            Some(listen) => listen_addresses("http.listen", listen, problems),
-            None => default_http_listen(),
-        },
-        redirect: redirect.is_none_or(|redirect| *redirect.get_ref()),
-        proxy_protocol: serving::proxy_protocol_flag("http", proxy_protocol, trusted, problems),
-    }
-}
-
-fn default_http_listen() -> Vec<SocketAddr> {
-    vec![DEFAULT_HTTP_LISTEN]
-}
-
-/// A `listen = [...]` list under `key` (`http.listen`, `https.listen`).
-pub(super) fn listen_addresses(
-    key: &str,
-    raw: Spanned<Vec<Spanned<String>>>,
-    problems: &mut Problems<'_>,
-) -> Vec<SocketAddr> {
-    if raw.get_ref().is_empty() {
-        problems.add(
-            key,
-            Some(raw.span()),
-            "is empty: list at least one address, such as \"0.0.0.0:80\" or \"[::]:80\"",
-        );
-    }
-    let mut addresses: Vec<SocketAddr> = Vec::new();
-    for (i, entry) in raw.into_inner().into_iter().enumerate() {
-        let entry_key = format!("{key}[{i}]");
-        match entry.get_ref().parse::<SocketAddr>() {
-            Ok(address) => match addresses.iter().position(|seen| *seen == address) {
-                Some(first) => problems.add(
-                    entry_key,
-                    Some(entry.span()),
-                    format!("{address} is listed twice (also {key}[{first}])"),
-                ),
-                None => addresses.push(address),
-            },
-            Err(_) => problems.add(
-                entry_key,
-                Some(entry.span()),
-                format!(
-                    "`{}` is not an IP address with a port, such as \"0.0.0.0:80\" or \"[::]:80\"",
-                    entry.get_ref()
-                ),
-            ),
-        }
-    }
-    addresses
 }
 
 fn renewal(raw: Option<Spanned<RawRenewal>>, problems: &mut Problems<'_>) -> RenewalConfig {

@@ -18,6 +18,7 @@ use hyper::http::uri::Authority;
 use hyper::{Request, Version};
 
 use super::sites::{ServedSite, SiteTable};
+use crate::hostname::normalise_host;
 
 /// Why a request is not served.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -155,25 +156,6 @@ fn request_host<B>(request: &Request<B>) -> Result<Option<Authority>, Refusal> {
 fn same_origin(a: &Authority, b: &Authority) -> bool {
     normalise_host(a.host()) == normalise_host(b.host())
         && a.port_u16().unwrap_or(443) == b.port_u16().unwrap_or(443)
-}
-
-/// `host` as the site table keys it: lower-case, without a trailing dot; an IP address (IPv6 in
-/// brackets, as in `Host: [::1]`) in the form site names use. Borrowed when it already is (every
-/// request looks up two names, and clients send them lower-case).
-fn normalise_host(host: &str) -> std::borrow::Cow<'_, str> {
-    let unbracketed = host
-        .strip_prefix('[')
-        .and_then(|inner| inner.strip_suffix(']'))
-        .unwrap_or(host);
-    if let Ok(ip) = unbracketed.parse::<std::net::IpAddr>() {
-        return std::borrow::Cow::Owned(ip.to_string());
-    }
-    let host = host.trim_end_matches('.');
-    if host.bytes().any(|byte| byte.is_ascii_uppercase()) {
-        std::borrow::Cow::Owned(host.to_ascii_lowercase())
-    } else {
-        std::borrow::Cow::Borrowed(host)
-    }
 }
 
 #[cfg(test)]

@@ -25,7 +25,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
 use super::Shared;
-use crate::commands::EXIT_UNUSABLE;
+use crate::exit::EXIT_UNUSABLE;
 
 /// The longest request line accepted. A request names sites by their first name: 64 KiB holds a
 /// thousand long names, while a client that sends no newline can make the daemon hold no more.

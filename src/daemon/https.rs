@@ -307,17 +307,6 @@ fn head_size<B>(request: &Request<B>) -> usize {
     line + headers
 }
 
-/// `host:port` → `host`, leaving bracketed IPv6 literals whole.
-pub(super) fn strip_port(host: &str) -> &str {
-    if host.starts_with('[') {
-        return host
-            .split(']')
-            .next()
-            .map_or(host, |inner| &host[..inner.len() + 1]);
-    }
-    host.rsplit_once(':').map_or(host, |(name, _)| name)
-}
-
 /// Wraps a connection's IO to note when bytes last moved, for the idle timeout.
 struct IdleIo<T> {
     inner: T,
@@ -438,18 +427,5 @@ impl<T: hyper::rt::Write + Unpin> hyper::rt::Write for IdleIo<T> {
             self.activity.touch();
         }
         polled
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ports_are_stripped_from_hosts() {
-        assert_eq!(strip_port("a.test:8443"), "a.test");
-        assert_eq!(strip_port("a.test"), "a.test");
-        assert_eq!(strip_port("[::1]:443"), "[::1]");
-        assert_eq!(strip_port("[::1]"), "[::1]");
     }
 }

@@ -14,8 +14,13 @@ mod admission;
 mod control;
 mod handshake;
 mod https;
+mod issue;
+mod load;
+mod redirect;
+mod reload;
 mod sites;
 mod storage_sync;
+mod stored;
 mod trim;
 mod workers;
 
@@ -26,10 +31,6 @@ use std::path::Path;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper::body::Incoming;
-use hyper::{Request, Response, StatusCode};
 use time::OffsetDateTime;
 use tokio::sync::{watch, Semaphore};
 use tokio_rustls::TlsAcceptor;
@@ -37,18 +38,20 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
+use self::load::{load_on_demand, publish, serve_stored};
+use self::redirect::redirect_to_https;
 use self::sites::SiteTable;
 use self::workers::{WorkerSetup, Workers};
-use crate::certificate::{self, CertifiedPem};
-use crate::challenge::{self, ChallengeResponder, ChallengeTokens, Fallback};
-use crate::commands::{EXIT_OK, EXIT_SOME_FAILED, EXIT_UNUSABLE};
+use crate::certificate::CertifiedPem;
+use crate::challenge::{self, ChallengeResponder, ChallengeTokens};
 use crate::config::{self, Config, SiteConfig};
+use crate::exit::{EXIT_OK, EXIT_UNUSABLE};
 use crate::metrics::Metrics;
 use crate::proxy::ProxyLimits;
 use crate::proxy_protocol::ProxyProtocol;
-use crate::renewal::{self, Outcome, Renewer, Scheduler, SchedulerHandle};
-use crate::resolver::{self, SniResolver};
-use crate::storage::{self, SharedStore, StateStore, StoreLock};
+use crate::renewal::{self, Renewer, Scheduler, SchedulerHandle};
+use crate::resolver::SniResolver;
+use crate::storage::{self, SharedStore, StoreLock};
 use crate::store::Layout;
 
 /// Why the daemon could not start.
@@ -389,60 +392,6 @@ impl Daemon {
         }
     }
 
-    /// Reads the configuration again and applies it: sites added are served (and ordered when they have
-    /// no certificate), sites removed stop being served, routes change. An invalid configuration is
-    /// refused with the error logged, and the running one stays.
-    pub fn reload(&self, config_path: &Path) {
-        let mut next = match config::load(config_path) {
-            Ok(next) => next,
-            Err(err) => {
-                error!("reload refused, the running configuration stays: {err}");
-                return;
-            }
-        };
-        let current = self.shared.config.load_full();
-        if next.http.listen != current.http.listen || next.https.listen != current.https.listen {
-            warn!("listen addresses changed; they take effect at the next start");
-        }
-        if next.https.trusted_proxies != current.https.trusted_proxies
-            || next.https.proxy_protocol != current.https.proxy_protocol
-            || next.http.proxy_protocol != current.http.proxy_protocol
-        {
-            warn!("trusted_proxies or proxy_protocol changed; they take effect at the next start");
-        }
-        if next.log != current.log {
-            warn!("[log] changed; it takes effect at the next start");
-        }
-        if next.state_dir != current.state_dir {
-            warn!("state_dir changed; it takes effect at the next start");
-            next.state_dir = current.state_dir.clone();
-        }
-        if next.storage != current.storage {
-            warn!("[storage] changed; it takes effect at the next start");
-            next.storage = current.storage.clone();
-        }
-        let next = Arc::new(next);
-        let names: Vec<String> = next
-            .sites
-            .iter()
-            .flat_map(|site| site.names.clone())
-            .collect();
-        // Routes first, then certificates: a removed name stops being routed (and redirected) at
-        // the same moment as an added one starts, and its certificate goes last.
-        // Unchanged upstream groups keep their servers' health and balancing state.
-        let sites = SiteTable::reloaded(&next, &self.shared.metrics, &self.shared.sites.load());
-        self.shared.sites.store(Arc::new(sites));
-        serve_stored(&next, self.shared.store.as_ref(), &self.shared.resolver);
-        self.shared.resolver.retain(&names);
-        self.shared
-            .resolver
-            .set_default(next.https.default_site.as_deref());
-        self.shared.config.store(next.clone());
-        let renewer = self.shared.renewer.borrow().reconfigured(next.clone());
-        self.shared.renewer.send_replace(renewer);
-        info!(sites = next.sites.len(), "configuration reloaded");
-    }
-
     /// Stops accepting, lets requests in flight finish for up to the grace period, then returns.
     pub async fn shutdown(self) {
         let grace = self.shared.config.load().limits.grace_period;
@@ -464,203 +413,4 @@ impl Daemon {
         let _ = std::fs::remove_file(self.shared.local.control_socket());
         info!("stopped");
     }
-}
-
-impl Shared {
-    /// `certd issue` handed to the daemon: renew the named sites (all when none) now when due, or
-    /// anyway with `force`, publish what was issued, and report like the CLI does.
-    async fn issue(&self, force: bool, names: &[String]) -> Vec<Reply> {
-        drop(self.initial_load.lock().await);
-        let config = self.config.load_full();
-        let sites = match config.select_sites(names) {
-            Ok(sites) => sites,
-            Err(message) => return vec![Reply::Err(message), Reply::Exit(EXIT_UNUSABLE)],
-        };
-        let renewer = self.renewer.borrow().clone();
-        if let Err(err) = renewer.connect_or_fall_back().await {
-            let now = OffsetDateTime::now_utc();
-            for site in &sites {
-                renewal::record_failure(
-                    self.store.as_ref(),
-                    &config.renewal,
-                    site,
-                    &err.to_string(),
-                    err.retry_after(),
-                    now,
-                );
-            }
-            return vec![Reply::Err(err.to_string()), Reply::Exit(EXIT_UNUSABLE)];
-        }
-        let mut replies = Vec::with_capacity(sites.len() + 1);
-        let mut failed = false;
-        for (name, outcome) in renewer.renew_all(&sites, force).await {
-            if let (Outcome::Issued { pem, .. }, Some(site)) =
-                (&outcome, sites.iter().find(|site| site.name() == name))
-            {
-                publish(&self.resolver, site, pem);
-            }
-            match outcome.report(&name) {
-                Ok(line) => replies.push(Reply::Out(line)),
-                Err(line) => {
-                    failed = true;
-                    replies.push(Reply::Err(line));
-                }
-            }
-        }
-        self.scheduler.wake();
-        replies.push(Reply::Exit(if failed { EXIT_SOME_FAILED } else { EXIT_OK }));
-        replies
-    }
-}
-
-/// Publishes every usable stored certificate of `config`'s sites; returns how many sites are served.
-fn serve_stored(config: &Config, store: &dyn StateStore, resolver: &SniResolver) -> usize {
-    let now = OffsetDateTime::now_utc();
-    // Reading and checking thousands of pairs is CPU-bound (certificate and key parsing): spread it
-    // over the cores, then publish everything in one store.
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(8);
-    let chunk = config.sites.len().div_ceil(threads).max(1);
-    let ready: Vec<(Vec<String>, Arc<rustls::sign::CertifiedKey>)> = std::thread::scope(|scope| {
-        let workers: Vec<_> = config
-            .sites
-            .chunks(chunk)
-            .map(|sites| {
-                scope.spawn(move || {
-                    sites
-                        .iter()
-                        .filter_map(|site| usable_key(store, site, now))
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        workers
-            .into_iter()
-            .flat_map(|worker| worker.join().unwrap_or_default())
-            .collect()
-    });
-    let served = ready.len();
-    resolver.publish_all(ready);
-    served
-}
-
-/// The loader of [`SniResolver::load_on_demand`] for `config`'s sites: finds the site of a name
-/// (exactly, else by the `*.` wildcard of its parent, like the resolver) and loads its stored pair.
-fn load_on_demand(config: Arc<Config>, store: SharedStore) -> Box<resolver::OnDemand> {
-    let mut site_of = std::collections::HashMap::new();
-    for (index, site) in config.sites.iter().enumerate() {
-        for name in &site.names {
-            site_of.entry(name.to_ascii_lowercase()).or_insert(index);
-        }
-    }
-    Box::new(move |name: &str| {
-        let wildcard = name
-            .split_once('.')
-            .map(|(_, parent)| format!("*.{parent}"));
-        let index = site_of
-            .get(name)
-            .or_else(|| wildcard.and_then(|wildcard| site_of.get(&wildcard)))?;
-        let site = config.sites.get(*index)?;
-        usable_key(store.as_ref(), site, OffsetDateTime::now_utc())
-    })
-}
-
-/// The stored pair of `site` in the form rustls serves, if it can be served now: it covers the
-/// site's names, is in date, and its key belongs to it (checked by [`resolver::certified_key`]).
-fn usable_key(
-    store: &dyn StateStore,
-    site: &SiteConfig,
-    now: OffsetDateTime,
-) -> Option<(Vec<String>, Arc<rustls::sign::CertifiedKey>)> {
-    let unusable = |reason: &dyn std::fmt::Display| {
-        warn!(site = site.name(), %reason, "the stored certificate cannot be served; it will be replaced");
-    };
-    let stored = match store.current(site.name()) {
-        Ok(Some(stored)) => stored,
-        Ok(None) => return None,
-        Err(err) => {
-            warn!(site = site.name(), %err, "cannot read the stored certificate");
-            return None;
-        }
-    };
-    let info = match certificate::parse_pem(&stored.pem.cert_pem) {
-        Ok(info) => info,
-        Err(err) => {
-            unusable(&err);
-            return None;
-        }
-    };
-    if let Some(missing) = site.names.iter().find(|name| !info.names.contains(name)) {
-        unusable(&format!("it does not cover {missing}"));
-        return None;
-    }
-    if now < info.not_before || now > info.not_after {
-        unusable(&format!(
-            "it is valid from {} to {}",
-            info.not_before, info.not_after
-        ));
-        return None;
-    }
-    match resolver::certified_key(&stored.pem) {
-        Ok(key) => Some((site.names.clone(), key)),
-        Err(err) => {
-            unusable(&err);
-            None
-        }
-    }
-}
-
-/// Swaps `pem` in for every name of `site`. Returns whether it could be used.
-fn publish(resolver: &SniResolver, site: &SiteConfig, pem: &CertifiedPem) -> bool {
-    match resolver::certified_key(pem) {
-        Ok(key) => {
-            resolver.publish(&site.names, key);
-            let serial = certificate::parse_pem(&pem.cert_pem)
-                .map(|info| info.serial)
-                .unwrap_or_default();
-            info!(site = site.name(), %serial, "certificate in service");
-            true
-        }
-        Err(err) => {
-            warn!(site = site.name(), %err, "certificate not swapped in");
-            false
-        }
-    }
-}
-
-/// The :80 answer for everything but ACME challenges: 301 to `https://<host><path-and-query>` for a
-/// configured name (with the HTTPS port when it is not 443), 404 for any other host.
-fn redirect_to_https(sites: Arc<ArcSwap<SiteTable>>, https_port: u16, redirect: bool) -> Fallback {
-    Arc::new(move |request: &Request<Incoming>| {
-        let host = request
-            .headers()
-            .get(hyper::header::HOST)
-            .and_then(|value| value.to_str().ok())
-            .map(|host| {
-                https::strip_port(host)
-                    .trim_end_matches('.')
-                    .to_ascii_lowercase()
-            });
-        let Some(host) = host.filter(|host| redirect && sites.load().serves(host)) else {
-            return challenge::plain(StatusCode::NOT_FOUND, "not found\n");
-        };
-        let path = request.uri().path_and_query().map_or("/", |pq| pq.as_str());
-        let location = if https_port == 443 {
-            format!("https://{host}{path}")
-        } else {
-            format!("https://{host}:{https_port}{path}")
-        };
-        let mut response = Response::new(Full::new(Bytes::from_static(b"")));
-        *response.status_mut() = StatusCode::MOVED_PERMANENTLY;
-        match hyper::header::HeaderValue::try_from(location) {
-            Ok(value) => {
-                response
-                    .headers_mut()
-                    .insert(hyper::header::LOCATION, value);
-                response
-            }
-            Err(_) => challenge::plain(StatusCode::BAD_REQUEST, "bad request target\n"),
-        }
-    })
 }

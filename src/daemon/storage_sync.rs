@@ -1,6 +1,6 @@
 //! Serving what the fleet installs: the daemon's end of [`StateStore::changes`]. Each change
 //! names a site (or asks for all of them, after the store was unreachable); its live pair is read
-//! from the store, checked like every stored pair ([`super::usable_key`]: it covers the names, is
+//! from the store, checked like every stored pair ([`super::stored::usable_key`]: it covers the names, is
 //! in date, its key matches) and swapped into the SNI resolver, the path a reload takes. A pair
 //! that is not usable leaves the old one serving.
 //!
@@ -82,7 +82,7 @@ fn apply(shared: &Shared, wanted: Wanted) {
         let Some(site) = config.sites.iter().find(|site| site.name() == name) else {
             continue;
         };
-        if let Some((names, key)) = super::usable_key(shared.store.as_ref(), site, now) {
+        if let Some((names, key)) = super::stored::usable_key(shared.store.as_ref(), site, now) {
             let serial = key
                 .end_entity_cert()
                 .ok()

@@ -33,7 +33,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tracing::{debug, warn};
 
-use crate::proxy::{empty_body, status_response, ProxyBody, RouteTarget, SiteRoutes};
+use crate::response::{empty_body, status_response, ProxyBody};
 use crate::static_files;
 
 use self::script::{Decision, Script};
@@ -122,16 +122,6 @@ pub enum Answer {
     Script(Response<ProxyBody>),
     /// An answer certd made itself (a static file, 404, 502, …), which error pages may replace.
     Local(Response<ProxyBody>),
-}
-
-/// Whether a static route of `site` must refuse `path` because it is PHP source and the site runs
-/// PHP: a `root` over a PHP docroot would otherwise send `wp-config.php` as text.
-pub fn static_refuses(site: &SiteRoutes, path: &str) -> bool {
-    script::is_php_source(path)
-        && site
-            .routes
-            .iter()
-            .any(|route| matches!(route.target, RouteTarget::Fastcgi(_)))
 }
 
 /// The bodies a request to a FastCGI route can have (hyper's `Incoming`; others in tests).

@@ -8,6 +8,7 @@ use hyper::http::request::Parts;
 
 use super::record;
 use super::script::Script;
+use crate::hostname::strip_port;
 
 /// The connection facts a request's parameters need.
 #[derive(Debug, Clone, Copy)]
@@ -150,15 +151,6 @@ fn host(parts: &Parts) -> Option<String> {
         .get(hyper::header::HOST)
         .and_then(|host| host.to_str().ok())
         .map(str::to_owned)
-}
-
-fn strip_port(host: &str) -> &str {
-    if host.starts_with('[') {
-        return host
-            .split_once(']')
-            .map_or(host, |(v6, _)| &host[..=v6.len()]);
-    }
-    host.rsplit_once(':').map_or(host, |(name, _)| name)
 }
 
 fn protocol(version: hyper::Version) -> &'static str {

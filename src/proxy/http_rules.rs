@@ -20,6 +20,7 @@ use super::response_headers::{self, AddHeader, Expires};
 use super::rewrite::{self, Outcome, Return, Rewrite};
 use super::variables::{RequestFacts, Template};
 use super::{full_body, status_response, ProxyBody, Route, RouteTarget, SiteRoutes};
+use crate::hostname::strip_port;
 
 /// One request header rule: set to a value (with variables; one that expands to `""` removes the
 /// header, as in nginx) or remove.
@@ -113,13 +114,6 @@ pub(super) fn facts<B>(
         forwarded_for: None,
         headers: request.headers().clone(),
     }
-}
-
-fn strip_port(authority: &str) -> &str {
-    if let Some(rest) = authority.strip_prefix('[') {
-        return rest.split(']').next().unwrap_or(rest);
-    }
-    authority.split(':').next().unwrap_or(authority)
 }
 
 /// What [`prepare`] decided.
@@ -403,12 +397,5 @@ mod tests {
         assert_eq!(headers["x-chain"], "192.0.2.7");
         assert!(!headers.contains_key("x-empty"));
         assert!(!headers.contains_key("x-debug"));
-    }
-
-    #[test]
-    fn hosts_lose_their_port() {
-        assert_eq!(strip_port("a.test:8443"), "a.test");
-        assert_eq!(strip_port("a.test"), "a.test");
-        assert_eq!(strip_port("[::1]:8443"), "::1");
     }
 }

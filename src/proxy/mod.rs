@@ -52,9 +52,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::combinators::BoxBody;
-use http_body_util::{BodyExt, Empty, Full};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode, Uri, Version};
@@ -69,9 +67,10 @@ use crate::compression;
 use crate::static_files;
 use crate::trusted_proxies::TrustedProxies;
 
-/// The body of every response the proxy returns: an upstream's body streamed through, a file
-/// streamed from disk, or a short generated body.
-pub type ProxyBody = BoxBody<Bytes, std::io::Error>;
+// The body type and the small generated responses live below both the proxy and the file server
+// (src/response.rs); re-exported so the proxy's modules keep naming them here.
+pub use crate::response::ProxyBody;
+pub(crate) use crate::response::{empty_body, full_body, status_response};
 
 /// Where a route sends its requests.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -521,7 +520,7 @@ impl Proxy {
         });
         let response = match &route.target {
             RouteTarget::Static(root) => {
-                if crate::fastcgi::static_refuses(site, path.as_str()) {
+                if static_refuses(site, path.as_str()) {
                     debug!(path = path.as_str(), "PHP source refused on a static route");
                     let response = status_response(StatusCode::NOT_FOUND);
                     return Box::pin(error_page(site, response, head)).await;
@@ -1004,30 +1003,13 @@ async fn error_page(
     Response::from_parts(parts, body)
 }
 
-/// A short `text/plain` response for `status`, e.g. `404 Not Found`.
-pub(crate) fn status_response(status: StatusCode) -> Response<ProxyBody> {
-    let text = format!(
-        "{} {}\n",
-        status.as_u16(),
-        status.canonical_reason().unwrap_or("")
-    );
-    let mut response = Response::new(full_body(text));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    response
-}
-
-/// A body holding `bytes`.
-pub(crate) fn full_body(bytes: impl Into<Bytes>) -> ProxyBody {
-    Full::new(bytes.into())
-        .map_err(|never| match never {})
-        .boxed()
-}
-
-/// A body with nothing in it.
-pub(crate) fn empty_body() -> ProxyBody {
-    Empty::new().map_err(|never| match never {}).boxed()
+// Here rather than in fastcgi (which the proxy calls), so that fastcgi needs nothing of the proxy.
+/// Whether a static route of `site` must refuse `path` because it is PHP source and the site runs
+/// PHP: a `root` over a PHP docroot would otherwise send `wp-config.php` as text.
+fn static_refuses(site: &SiteRoutes, path: &str) -> bool {
+    crate::fastcgi::script::is_php_source(path)
+        && site
+            .routes
+            .iter()
+            .any(|route| matches!(route.target, RouteTarget::Fastcgi(_)))
 }

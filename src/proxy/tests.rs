@@ -8,6 +8,7 @@ use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Body, Frame};

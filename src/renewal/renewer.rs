@@ -58,11 +58,11 @@ impl Outcome {
             Self::Issued { info, .. } => Ok(format!(
                 "{site}: issued serial {} (expires {})",
                 info.serial,
-                crate::commands::rfc3339(info.not_after)
+                crate::time_format::rfc3339(info.not_after)
             )),
             Self::NotDue { renew_at } => Ok(format!(
                 "{site}: skipped, not due until {}",
-                crate::commands::rfc3339(*renew_at)
+                crate::time_format::rfc3339(*renew_at)
             )),
             Self::Failed(err) => Err(format!("{site}: failed: {err}")),
         }

@@ -28,7 +28,7 @@ use hyper::{HeaderMap, Method, Response, StatusCode};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncSeekExt, ReadBuf};
 use tracing::{debug, warn};
 
-use crate::proxy::{empty_body, status_response, ProxyBody};
+use crate::response::{empty_body, status_response, ProxyBody};
 
 /// How much of a file is read per body chunk.
 const CHUNK: usize = 64 * 1024;

@@ -14,7 +14,7 @@ use hyper::{HeaderMap, Response, StatusCode};
 
 use super::{content_type, inside};
 use crate::compression::{self, Encoding};
-use crate::proxy::ProxyBody;
+use crate::response::ProxyBody;
 
 /// The order in which sidecars are tried among encodings the client accepts equally: brotli
 /// files are the smallest, and the ones build tools write most often besides `.gz`.

@@ -136,7 +136,7 @@ pub struct SiteFleet {
 pub const CHANGES_QUEUED: usize = 256;
 
 /// How long a lease lasts before it must be renewed (a paused node loses it after this).
-pub const LEASE_SECONDS: u32 = 60;
+pub use crate::config::DEFAULT_LEASE_SECONDS as LEASE_SECONDS;
 
 /// Which challenge a published answer is for (see [`StateStore::publish_challenge`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

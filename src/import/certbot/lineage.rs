@@ -23,7 +23,7 @@ use zeroize::Zeroizing;
 
 use super::renewal_conf::{self, RenewalConf};
 use crate::certificate::{self, CertificateError, CertificateInfo, CertifiedPem};
-use crate::commands::rfc3339;
+use crate::time_format::rfc3339;
 
 /// Why `--from` cannot be imported from at all.
 #[derive(Debug, thiserror::Error)]

@@ -43,10 +43,11 @@ use self::lineage::Lineage;
 use self::renewal_conf::RenewalConf;
 pub use self::report::{AccountOutcome, Outcome, Report};
 use crate::certificate;
-use crate::commands::{rfc3339, EXIT_OK, EXIT_UNUSABLE};
 use crate::config::{self, Config, SiteConfig};
+use crate::exit::{EXIT_OK, EXIT_UNUSABLE};
 use crate::storage::StateStore;
 use crate::store::{SiteRecord, StoreError};
+use crate::time_format::rfc3339;
 
 /// Imports certbot's lineages from `from` into the store of the config at `config_path`.
 /// Returns the exit code.

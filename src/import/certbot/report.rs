@@ -5,8 +5,9 @@ use std::collections::BTreeMap;
 
 use time::OffsetDateTime;
 
-use crate::commands::{rfc3339, EXIT_OK, EXIT_SOME_FAILED};
 use crate::config::Config;
+use crate::exit::{EXIT_OK, EXIT_SOME_FAILED};
+use crate::time_format::rfc3339;
 
 /// What happened to one lineage.
 #[derive(Debug, Clone, PartialEq, Eq)]

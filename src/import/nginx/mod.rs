@@ -42,7 +42,7 @@ use std::path::{Path, PathBuf};
 
 pub use parse::{ParseError, ParseErrorKind, MAX_DEPTH};
 
-use crate::commands::{EXIT_OK, EXIT_SOME_FAILED, EXIT_UNUSABLE};
+use crate::exit::{EXIT_OK, EXIT_SOME_FAILED, EXIT_UNUSABLE};
 
 /// Why `certd import nginx` could not translate its files at all.
 #[derive(Debug, thiserror::Error)]
