@@ -246,6 +246,15 @@ impl Prometheus {
         serde_json::from_slice(&reply.body).expect("Prometheus answers JSON")
     }
 
+    /// Whether Prometheus has finished starting: it listens before its storage is open, and
+    /// answers the query API 503 until then.
+    async fn ready(&self) -> bool {
+        crate::harness::http_get(self.port, "127.0.0.1", "/-/ready")
+            .await
+            .status
+            == hyper::StatusCode::OK
+    }
+
     fn log(&self) -> String {
         std::fs::read_to_string(self._dir.path().join("prometheus.log")).unwrap_or_default()
     }
@@ -335,7 +344,7 @@ async fn prometheus_scrapes_openmetrics_and_the_plain_text_passes_promtool() {
             prometheus.log(),
             daemon.log()
         );
-        if listening(prometheus.port).await {
+        if listening(prometheus.port).await && prometheus.ready().await {
             let up = prometheus.api("/api/v1/query?query=up").await;
             let value = &up["data"]["result"][0]["value"][1];
             if value == "1" {
