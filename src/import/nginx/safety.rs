@@ -192,7 +192,11 @@ fn serves(routes: &[Route], index: usize, out: &LeftOut) -> bool {
             return match &out.matcher {
                 Matcher::Named => false,
                 Matcher::Regex(other) => route.at > out.at && !disjoint(re, other),
-                Matcher::Exact(path) => may(path),
+                // One path: whether the expression takes it is known exactly.
+                Matcher::Exact(path) => regex::RegexBuilder::new(re)
+                    .case_insensitive(icase)
+                    .build()
+                    .map_or_else(|_| may(path), |re| re.is_match(path)),
                 Matcher::Prefix(path) => out.preferred && may(path),
             };
         }
@@ -306,17 +310,9 @@ pub(super) fn resolve(routes: &mut Vec<Route>, left_out: &mut Vec<LeftOut>, note
                 cause.source, cause.at.line
             )),
         });
-        let matcher = match &route.kind {
-            RouteKind::Path => Matcher::Prefix(route.path.clone()),
-            RouteKind::Exact(path) => Matcher::Exact(path.clone()),
-            RouteKind::Regex(re) => Matcher::Regex(re.clone()),
-            // Could match in any case: no literal prefix confines it.
-            RouteKind::IRegex(_) => Matcher::Regex(String::new()),
-            RouteKind::Named(_) => Matcher::Named,
-        };
         left_out.push(LeftOut {
             at: route.at,
-            matcher,
+            matcher: matcher(&route),
             answer: route
                 .nested
                 .is_empty()
@@ -326,6 +322,32 @@ pub(super) fn resolve(routes: &mut Vec<Route>, left_out: &mut Vec<LeftOut>, note
             pending: None,
             preferred: route.preferred,
         });
+    }
+}
+
+/// How nginx picks `route`'s requests, as a left-out location's matcher.
+fn matcher(route: &Route) -> Matcher {
+    match &route.kind {
+        RouteKind::Path => Matcher::Prefix(route.path.clone()),
+        RouteKind::Exact(path) => Matcher::Exact(path.clone()),
+        RouteKind::Regex(re) => Matcher::Regex(re.clone()),
+        // Could match in any case: no literal prefix confines it.
+        RouteKind::IRegex(_) => Matcher::Regex(String::new()),
+        RouteKind::Named(_) => Matcher::Named,
+    }
+}
+
+/// `route` as a location that is left out (it answers nothing certd can say: `answer` is
+/// `None`), for [`resolve`] to drop the routes that would take its paths.
+pub(super) fn dropped(route: &Route) -> LeftOut {
+    LeftOut {
+        at: route.at,
+        matcher: matcher(route),
+        answer: None,
+        refuses_dotfiles_only: false,
+        source: route.source.clone(),
+        pending: None,
+        preferred: route.preferred,
     }
 }
 

@@ -166,6 +166,8 @@ pub(super) fn server(
     }
     // Directives that apply to every location: a route without them would answer differently.
     let mut server_refusals: Vec<String> = Vec::new();
+    // A server-level `index` certd cannot take: only routes that may consult it are left out.
+    let mut index_refusals: Vec<String> = Vec::new();
 
     let scope = Scope::new(file, upstreams, body);
     // The WordPress-style PHP location, when the block has exactly one FastCGI location and it is
@@ -253,7 +255,12 @@ pub(super) fn server(
                     Taken::Covered(topic) => cover(&mut part.covered, topic, here),
                     Taken::NotMine => {}
                     Taken::Refused(why) => {
-                        server_refusals.push(format!(
+                        let refusals = if name == "index" {
+                            &mut index_refusals
+                        } else {
+                            &mut server_refusals
+                        };
+                        refusals.push(format!(
                             "line {}: `{}`: {why}",
                             here.line,
                             directive_text(d)
@@ -316,13 +323,23 @@ pub(super) fn server(
             cover(&mut part.covered, Topic::UnusedRoot, root_at);
         }
     }
-    if part.kind == Kind::Content && !server_refusals.is_empty() {
+    if part.kind == Kind::Content && !(server_refusals.is_empty() && index_refusals.is_empty()) {
+        let only_index = server_refusals.is_empty();
+        server_refusals.extend(index_refusals);
         let why = format!(
             "left out: nginx applies {} to every location of this server block, and certd \
              would answer without it",
             server_refusals.join(", ")
         );
         for route in std::mem::take(&mut part.routes) {
+            if only_index && never_indexes(&route) {
+                part.routes.push(route);
+                continue;
+            }
+            if only_index {
+                // Kept routes must not take the paths nginx answers through this one.
+                part.left_out.push(safety::dropped(&route));
+            }
             part.notes.push(Note::Untranslated {
                 at: route.at,
                 text: route.text,
@@ -345,6 +362,25 @@ pub(super) fn server(
         &mut part.notes,
     );
     part
+}
+
+/// Whether nginx's `index` never takes part in answering `route`'s requests, so that a
+/// server-level `index` certd cannot translate (`index index.php /index.php$request_uri`) leaves
+/// it as it is: it only answers with `return`, or it is an exact location for a path that does
+/// not end in `/` and serves that one file. Either way without `try_files` (`$uri/` would consult
+/// the index), rewrites or error pages (which go on to other locations) and nested locations.
+fn never_indexes(route: &Route) -> bool {
+    let elsewhere = route.keys.iter().any(|(key, _)| {
+        matches!(key.as_str(), "try_files" | "rewrite") || key.starts_with("error_page")
+    });
+    if elsewhere || !route.nested.is_empty() {
+        return false;
+    }
+    match (&route.target, &route.kind) {
+        (Target::Answer(_), _) => true,
+        (Target::Root(_) | Target::Alias(_), RouteKind::Exact(path)) => !path.ends_with('/'),
+        _ => false,
+    }
 }
 
 /// Makes the `/` static route the FastCGI route of `php` (its `try_files … /index.php` becomes

@@ -1094,3 +1094,72 @@ fn fragment_text(conf: &str) -> String {
         .map(|f| f.text)
         .unwrap_or_else(|err| format!("{err:?}"))
 }
+
+/// A server-level `index` certd cannot take (a URI fallback with a variable, as Nextcloud's
+/// `index index.php index.html /index.php$request_uri`) leaves out only the locations that may
+/// consult it: an exact location for one file and the `return`-only ones stay, unless a left-out
+/// location takes some of their paths in nginx (the `\.php$` regex takes `/remote.php`).
+#[test]
+fn an_untranslatable_server_index_keeps_the_routes_that_never_consult_it() {
+    use super::translate::RouteKind;
+    let conf = "server {\n\
+        listen 443 ssl;\n\
+        server_name cloud.example.com;\n\
+        root /srv/cloud;\n\
+        index index.php index.html /index.php$request_uri;\n\
+        location = /robots.txt { access_log off; }\n\
+        location = /folder/ { }\n\
+        location /old { return 301 /new; }\n\
+        location ~ ^/(?:data|config)(?:$|/) { return 404; }\n\
+        location / { try_files $uri $uri/ /index.php$request_uri; }\n\
+        }\n";
+    let t = translated(&[("cloud.conf", conf)]);
+    let mut routes: Vec<(RouteKind, &Target)> = t.sites[0]
+        .routes
+        .iter()
+        .map(|r| (r.kind.clone(), &r.target))
+        .collect();
+    routes.sort_by_key(|(kind, _)| format!("{kind:?}"));
+    assert_eq!(routes.len(), 3, "{routes:?}");
+    assert_eq!(
+        routes[0],
+        (
+            RouteKind::Exact("/robots.txt".to_owned()),
+            &Target::Root("/srv/cloud".to_owned())
+        )
+    );
+    assert_eq!(routes[1].0, RouteKind::Path);
+    assert!(matches!(routes[1].1, Target::Answer(_)), "{routes:?}");
+    assert_eq!(
+        routes[2].0,
+        RouteKind::Regex("^/(?:data|config)(?:$|/)".to_owned())
+    );
+    // The exact folder and `location /` consult the index: left out, with the reason.
+    let left: Vec<(usize, String)> = untranslated(&t);
+    for line in [7, 10] {
+        assert!(
+            left.iter().any(|(l, _)| *l == line),
+            "line {line}: {left:?}"
+        );
+    }
+    let why = t
+        .notes()
+        .find_map(|n| match n {
+            Note::Untranslated { at, why, .. } if at.line == 7 => why.clone(),
+            _ => None,
+        })
+        .unwrap();
+    assert!(why.contains("/index.php$request_uri"), "{why}");
+
+    // With a left-out PHP location beside it, `location /old` would take `/old.php`: left out.
+    let php = conf.replace(
+        "location / {",
+        "location ~ \\.php$ { fastcgi_split_path_info ^(.+?\\.php)(/.*)$; }\nlocation / {",
+    );
+    let t = translated(&[("cloud.conf", &php)]);
+    assert!(
+        t.sites[0].routes.iter().all(|r| r.kind != RouteKind::Path),
+        "{:?}",
+        t.sites[0].routes
+    );
+}
