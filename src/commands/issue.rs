@@ -9,10 +9,11 @@ use std::sync::Arc;
 use time::OffsetDateTime;
 
 use super::{rfc3339, EXIT_OK, EXIT_SOME_FAILED, EXIT_UNUSABLE};
-use crate::challenge::{ChallengeResponder, ChallengeTokens};
+use crate::challenge::ChallengeTokens;
 use crate::config;
 use crate::config::ChallengeKind;
 use crate::daemon::{self, ControlRequest};
+use crate::plain_http::ChallengeResponder;
 use crate::renewal::{self, Renewer, SiteState};
 use crate::storage;
 use crate::store::Layout;
