@@ -8,15 +8,16 @@ use std::sync::Arc;
 
 use time::OffsetDateTime;
 
-use super::{rfc3339, EXIT_OK, EXIT_SOME_FAILED, EXIT_UNUSABLE};
 use crate::challenge::ChallengeTokens;
 use crate::config;
 use crate::config::ChallengeKind;
 use crate::daemon::{self, ControlRequest};
+use crate::exit::{EXIT_OK, EXIT_SOME_FAILED, EXIT_UNUSABLE};
 use crate::plain_http::ChallengeResponder;
 use crate::renewal::{self, Renewer, SiteState};
 use crate::storage;
 use crate::store::Layout;
+use crate::time_format::rfc3339;
 use crate::tls_alpn::AlpnResponder;
 
 /// Orders certificates for the sites named in `selected` (all when empty) that have none or are due

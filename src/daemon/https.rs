@@ -28,9 +28,10 @@ use super::handshake::Accepted;
 use super::sites::SiteTable;
 use crate::config::LimitsConfig;
 use crate::metrics::Metrics;
-use crate::proxy::{ConnectionPermit, Proxy, ProxyBody, UpstreamUsed};
+use crate::proxy::{ConnectionPermit, Proxy, UpstreamUsed};
 use crate::proxy_protocol::ProxyProtocol;
 use crate::resolver::SniResolver;
+use crate::response::ProxyBody;
 
 /// Everything a connection needs, shared by all of them.
 pub(super) struct HttpsContext {
