@@ -7,8 +7,8 @@ use std::path::Path;
 use clap::CommandFactory as _;
 use clap_complete::Shell;
 
-use super::{EXIT_OK, EXIT_UNUSABLE};
 use crate::cli::Cli;
+use crate::exit::{EXIT_OK, EXIT_UNUSABLE};
 
 /// Writes the man pages into `out/man` (`certd.1`, `certd-issue.1`, …), and `certd.bash`, `_certd`
 /// (zsh) and `certd.fish` into `out`.

@@ -5,9 +5,10 @@ use std::path::Path;
 
 use tokio::task::JoinSet;
 
-use super::{EXIT_OK, EXIT_SOME_FAILED, EXIT_UNUSABLE};
-use crate::challenge::{ChallengeResponder, ChallengeTokens};
+use crate::challenge::ChallengeTokens;
 use crate::config::{self, Config};
+use crate::exit::{EXIT_OK, EXIT_SOME_FAILED, EXIT_UNUSABLE};
+use crate::plain_http::ChallengeResponder;
 use crate::preflight::Preflight;
 use crate::store::Layout;
 

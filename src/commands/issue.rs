@@ -8,14 +8,16 @@ use std::sync::Arc;
 
 use time::OffsetDateTime;
 
-use super::{rfc3339, EXIT_OK, EXIT_SOME_FAILED, EXIT_UNUSABLE};
-use crate::challenge::{ChallengeResponder, ChallengeTokens};
+use crate::challenge::ChallengeTokens;
 use crate::config;
 use crate::config::ChallengeKind;
 use crate::daemon::{self, ControlRequest};
+use crate::exit::{EXIT_OK, EXIT_SOME_FAILED, EXIT_UNUSABLE};
+use crate::plain_http::ChallengeResponder;
 use crate::renewal::{self, Renewer, SiteState};
 use crate::storage;
 use crate::store::Layout;
+use crate::time_format::rfc3339;
 use crate::tls_alpn::AlpnResponder;
 
 /// Orders certificates for the sites named in `selected` (all when empty) that have none or are due
@@ -105,25 +107,15 @@ pub async fn issue(config_path: &Path, force: bool, selected: &[String]) -> u8 {
         }
     };
     let renewer = Renewer::new(store.clone(), tokens, Arc::new(config));
-    if let Err(err) = renewer.connect_or_fall_back().await {
-        responders.shutdown().await;
-        eprintln!("{err}");
-        // Every due site failed with it; `status` should say so for each.
-        let now = OffsetDateTime::now_utc();
-        for site in &due {
-            renewal::record_failure(
-                store.as_ref(),
-                &renewer.config().renewal,
-                site,
-                &err.to_string(),
-                err.retry_after(),
-                now,
-            );
-        }
-        return EXIT_UNUSABLE;
-    }
-    let outcomes = renewer.renew_all(&due, force).await;
+    let outcomes = renewer.issue_now(&due, force).await;
     responders.shutdown().await;
+    let outcomes = match outcomes {
+        Ok(outcomes) => outcomes,
+        Err(err) => {
+            eprintln!("{err}");
+            return EXIT_UNUSABLE;
+        }
+    };
 
     for (site, outcome) in outcomes {
         match outcome.report(&site) {

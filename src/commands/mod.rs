@@ -12,10 +12,7 @@ pub use issue::issue;
 pub use status::{status, SiteStatus};
 
 use crate::cli::{Cli, Command, ImportCommand, StorageCommand};
-// The codes and the time format live in leaf modules (the daemon, renewal and the importers use them
-// too); re-exported so the commands and the binary keep naming them here.
-pub use crate::exit::{EXIT_OK, EXIT_SOME_FAILED, EXIT_UNUSABLE};
-pub(crate) use crate::time_format::rfc3339;
+use crate::exit::EXIT_UNUSABLE;
 
 /// Runs the command `cli` names and returns the exit code.
 pub async fn run(cli: Cli) -> u8 {

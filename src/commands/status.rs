@@ -17,12 +17,12 @@ use std::path::Path;
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use super::rfc3339;
 use crate::config::{self, Config, OperationsConfig};
 use crate::ledger::{self, LedgerSummary};
 use crate::renewal::{self, SiteState};
 use crate::storage;
 use crate::store::{SchedulerHeartbeat, SiteRecord};
+use crate::time_format::rfc3339;
 
 /// Exit code: everything is fine.
 pub const STATUS_OK: u8 = 0;

@@ -4,9 +4,9 @@
 
 use std::path::Path;
 
-use super::{EXIT_OK, EXIT_SOME_FAILED, EXIT_UNUSABLE};
 use crate::cli::Backend;
 use crate::config::{self, Config, StorageConfig};
+use crate::exit::{EXIT_OK, EXIT_SOME_FAILED, EXIT_UNUSABLE};
 use crate::storage::postgres::PostgresStore;
 use crate::storage::transfer::{transfer, TransferOptions};
 use crate::storage::{SharedStore, StoreLock};

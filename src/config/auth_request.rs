@@ -4,7 +4,7 @@
 
 use toml::Spanned;
 
-use super::validate::Problems;
+use super::problems::Problems;
 
 /// The route `key`'s `auth_request` URI; `None` when unset, `"off"` or unusable (reported).
 pub(super) fn auth_request(

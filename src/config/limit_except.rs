@@ -19,7 +19,7 @@ use std::sync::Arc;
 use toml::Spanned;
 
 use super::access::AccessScope;
-use super::validate::Problems;
+use super::problems::Problems;
 use crate::access::limit_except::{parse_method, LimitExcept};
 
 /// `limit_except = { methods = [...], access = [...] }` on a route.

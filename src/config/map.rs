@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use toml::Spanned;
 
-use super::validate::Problems;
+use super::problems::Problems;
 use crate::proxy::value_map::{MapKey, ValueMap};
 use crate::proxy::variables::{self, Template};
 

@@ -7,10 +7,9 @@ use std::path::{Path, PathBuf};
 
 use toml::Spanned;
 
+use super::problems::Problems;
 use super::raw::{RawAcme, RawConfig, RawRenewal, RawSite};
 use super::*;
-// Re-exported so a validator that still names `validate::Problems` finds it.
-pub(super) use super::problems::Problems;
 use super::{access, challenge, http_rules, listeners, operations, serving};
 use crate::hostname;
 

@@ -10,27 +10,28 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, Instrument};
+use tracing::debug;
 
 use super::admission;
 use super::handshake::Accepted;
 use super::sites::SiteTable;
 use crate::config::LimitsConfig;
 use crate::metrics::Metrics;
-use crate::proxy::{ConnectionPermit, Proxy, ProxyBody, UpstreamUsed};
+use crate::proxy::{ConnectionPermit, Proxy, UpstreamUsed};
 use crate::proxy_protocol::ProxyProtocol;
 use crate::resolver::SniResolver;
+use crate::response::ProxyBody;
 
 /// Everything a connection needs, shared by all of them.
 pub(super) struct HttpsContext {
@@ -68,26 +69,25 @@ pub(super) async fn accept_loop(
     shutdown: CancellationToken,
     tasks: TaskTracker,
 ) {
-    loop {
-        let Some((stream, peer)) = crate::listener::accept(&listener, &shutdown).await else {
-            return;
-        };
-        let Ok(permit) = context.connections.clone().try_acquire_owned() else {
-            debug!(%peer, "connection limit reached; closing");
-            continue;
-        };
-        let _ = stream.set_nodelay(true);
-        let acceptor = acceptor.clone();
-        let context = context.clone();
-        let shutdown = shutdown.clone();
-        tasks.spawn(
+    let connections = context.connections.clone();
+    let connection_shutdown = shutdown.clone();
+    crate::http_server::accept_loop(
+        listener,
+        connections,
+        shutdown,
+        tasks,
+        move |stream, peer, permit| {
+            let _ = stream.set_nodelay(true);
+            let acceptor = acceptor.clone();
+            let context = context.clone();
+            let shutdown = connection_shutdown.clone();
             async move {
                 let permit = ConnectionPermit::new(permit);
                 serve_connection(stream, peer, acceptor, context, shutdown, permit).await;
             }
-            .instrument(tracing::debug_span!("conn", %peer)),
-        );
-    }
+        },
+    )
+    .await;
 }
 
 async fn serve_connection(
@@ -134,11 +134,7 @@ async fn serve_connection(
             return;
         }
     };
-    let io = IdleIo::new(TokioIo::new(tls));
-    let activity = io.activity.clone();
-
     let service_context = context.clone();
-    let service_activity = activity.clone();
     let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
         // A request that becomes a tunnel keeps the connection's slot after hyper lets go of it.
         request.extensions_mut().insert(permit.clone());
@@ -147,55 +143,18 @@ async fn serve_connection(
         }
         let context = service_context.clone();
         let sni = sni.clone();
-        let activity = service_activity.clone();
-        async move {
-            let _busy = activity.begin_request();
-            Ok::<_, Infallible>(handle(&context, request, peer, sni.as_deref()).await)
-        }
+        async move { Ok::<_, Infallible>(handle(&context, request, peer, sni.as_deref()).await) }
     });
-
-    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
-        .max_buf_size(limits.max_header_bytes.max(8192));
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
-        .max_concurrent_streams(256);
-    let connection = builder.serve_connection_with_upgrades(io, service);
-    tokio::pin!(connection);
-
-    let idle_timeout = limits.idle_timeout;
-    let mut draining = false;
-    loop {
-        let idle_for = activity.idle_for();
-        let check_in = idle_timeout
-            .saturating_sub(idle_for)
-            .max(Duration::from_millis(100));
-        tokio::select! {
-            result = connection.as_mut() => {
-                if let Err(err) = result {
-                    debug!(%err, "connection ended with an error");
-                }
-                return;
-            }
-            () = shutdown.cancelled(), if !draining => {
-                // Finish the requests in flight, accept no new ones; the daemon bounds how long.
-                connection.as_mut().graceful_shutdown();
-                draining = true;
-            }
-            () = tokio::time::sleep(check_in) => {
-                if activity.idle_for() >= idle_timeout && !activity.busy() {
-                    debug!("idle timeout");
-                    connection.as_mut().graceful_shutdown();
-                    draining = true;
-                }
-            }
-        }
-    }
+    let serve_limits = crate::http_server::ServeLimits {
+        header_read_timeout: limits.header_read_timeout,
+        max_header_bytes: limits.max_header_bytes,
+        idle_timeout: Some(limits.idle_timeout),
+        // Finish the requests in flight, accept no new ones; the daemon bounds how long.
+        drain_timeout: None,
+        http2: true,
+    };
+    crate::http_server::serve_connection(TokioIo::new(tls), service, &serve_limits, &shutdown)
+        .await;
 }
 
 /// Routes one request to its site and logs it, access-log style.
@@ -305,127 +264,4 @@ fn head_size<B>(request: &Request<B>) -> usize {
         .map(|(name, value)| name.as_str().len() + value.len() + 4)
         .sum();
     line + headers
-}
-
-/// Wraps a connection's IO to note when bytes last moved, for the idle timeout.
-struct IdleIo<T> {
-    inner: T,
-    activity: Arc<Activity>,
-}
-
-/// When a connection last moved bytes.
-struct Activity {
-    started: Instant,
-    last_ms: std::sync::atomic::AtomicU64,
-    in_flight: std::sync::atomic::AtomicU64,
-}
-
-impl Activity {
-    fn touch(&self) {
-        let now = self.started.elapsed().as_millis() as u64;
-        self.last_ms
-            .store(now, std::sync::atomic::Ordering::Relaxed);
-    }
-
-    fn idle_for(&self) -> Duration {
-        let now = self.started.elapsed().as_millis() as u64;
-        let last = self.last_ms.load(std::sync::atomic::Ordering::Relaxed);
-        Duration::from_millis(now.saturating_sub(last))
-    }
-
-    // A request waiting for its upstream moves no bytes but is not idle.
-    fn busy(&self) -> bool {
-        self.in_flight.load(std::sync::atomic::Ordering::Relaxed) > 0
-    }
-
-    fn begin_request(self: &Arc<Self>) -> RequestInFlight {
-        self.in_flight
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        RequestInFlight(self.clone())
-    }
-}
-
-/// Counts a request as in flight until dropped.
-struct RequestInFlight(Arc<Activity>);
-
-impl Drop for RequestInFlight {
-    fn drop(&mut self) {
-        self.0.touch();
-        self.0
-            .in_flight
-            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-    }
-}
-
-impl<T> IdleIo<T> {
-    fn new(inner: T) -> Self {
-        Self {
-            inner,
-            activity: Arc::new(Activity {
-                started: Instant::now(),
-                last_ms: std::sync::atomic::AtomicU64::new(0),
-                in_flight: std::sync::atomic::AtomicU64::new(0),
-            }),
-        }
-    }
-}
-
-impl<T: hyper::rt::Read + Unpin> hyper::rt::Read for IdleIo<T> {
-    fn poll_read(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: hyper::rt::ReadBufCursor<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        // Only bytes (or EOF) count: hyper polls the connection without any arriving, and counting
-        // those polls would keep restarting the idle clock.
-        let polled = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
-        if polled.is_ready() {
-            self.activity.touch();
-        }
-        polled
-    }
-}
-
-impl<T: hyper::rt::Write + Unpin> hyper::rt::Write for IdleIo<T> {
-    fn poll_write(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        let polled = std::pin::Pin::new(&mut self.inner).poll_write(cx, buf);
-        if polled.is_ready() {
-            self.activity.touch();
-        }
-        polled
-    }
-
-    fn poll_flush(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_write_vectored(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        let polled = std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        if polled.is_ready() {
-            self.activity.touch();
-        }
-        polled
-    }
 }

@@ -1,12 +1,10 @@
 //! `certd issue` handed to a running daemon over the control socket: renew in-process, publish what
 //! was issued, and reply with the lines and exit code the CLI prints.
 
-use time::OffsetDateTime;
-
 use super::load::publish;
 use super::{Reply, Shared};
 use crate::exit::{EXIT_OK, EXIT_SOME_FAILED, EXIT_UNUSABLE};
-use crate::renewal::{self, Outcome};
+use crate::renewal::Outcome;
 
 impl Shared {
     /// `certd issue` handed to the daemon: renew the named sites (all when none) now when due, or
@@ -19,23 +17,13 @@ impl Shared {
             Err(message) => return vec![Reply::Err(message), Reply::Exit(EXIT_UNUSABLE)],
         };
         let renewer = self.renewer.borrow().clone();
-        if let Err(err) = renewer.connect_or_fall_back().await {
-            let now = OffsetDateTime::now_utc();
-            for site in &sites {
-                renewal::record_failure(
-                    self.store.as_ref(),
-                    &config.renewal,
-                    site,
-                    &err.to_string(),
-                    err.retry_after(),
-                    now,
-                );
-            }
-            return vec![Reply::Err(err.to_string()), Reply::Exit(EXIT_UNUSABLE)];
-        }
+        let outcomes = match renewer.issue_now(&sites, force).await {
+            Ok(outcomes) => outcomes,
+            Err(err) => return vec![Reply::Err(err.to_string()), Reply::Exit(EXIT_UNUSABLE)],
+        };
         let mut replies = Vec::with_capacity(sites.len() + 1);
         let mut failed = false;
-        for (name, outcome) in renewer.renew_all(&sites, force).await {
+        for (name, outcome) in outcomes {
             if let (Outcome::Issued { pem, .. }, Some(site)) =
                 (&outcome, sites.iter().find(|site| site.name() == name))
             {

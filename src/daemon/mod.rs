@@ -43,10 +43,11 @@ use self::redirect::redirect_to_https;
 use self::sites::SiteTable;
 use self::workers::{WorkerSetup, Workers};
 use crate::certificate::CertifiedPem;
-use crate::challenge::{self, ChallengeResponder, ChallengeTokens};
+use crate::challenge::ChallengeTokens;
 use crate::config::{self, Config, SiteConfig};
 use crate::exit::{EXIT_OK, EXIT_UNUSABLE};
 use crate::metrics::Metrics;
+use crate::plain_http::{self, ChallengeResponder};
 use crate::proxy::ProxyLimits;
 use crate::proxy_protocol::ProxyProtocol;
 use crate::renewal::{self, Renewer, Scheduler, SchedulerHandle};
@@ -63,7 +64,7 @@ pub enum DaemonError {
     Store(#[from] crate::store::StoreError),
     /// The plain-HTTP listener could not bind.
     #[error(transparent)]
-    Http(#[from] challenge::ChallengeError),
+    Http(#[from] plain_http::ChallengeError),
     /// An HTTPS listener could not bind.
     #[error("cannot listen for HTTPS on {addr}: {source}")]
     Https {

@@ -10,7 +10,8 @@ use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 
 use super::sites::SiteTable;
-use crate::challenge::{self, Fallback};
+use crate::challenge;
+use crate::plain_http::Fallback;
 
 /// The :80 answer for everything but ACME challenges: 301 to `https://<host><path-and-query>` for a
 /// configured name (with the HTTPS port when it is not 443), 404 for any other host.

@@ -1,7 +1,7 @@
 //! The metrics listener: serves `GET /metrics` over plain HTTP/1.1 to scrapers.
 //!
-//! Anyone who can reach the port can connect, so each connection is held to what a scrape needs: the
-//! request headers within [`HEADER_TIMEOUT`] (which also closes a kept-alive connection that sits idle
+//! Anyone who can reach the port can connect, so each connection is held ([`crate::http_server`]) to
+//! what a scrape needs: the request headers within [`HEADER_TIMEOUT`] and [`MAX_HEADER_BYTES`] (which also closes a kept-alive connection that sits idle
 //! that long), at most [`MAX_CONNECTIONS`] open at once (more are closed at accept), and at shutdown
 //! every connection is closed as soon as its response in flight is written, so that a kept-alive
 //! scraper does not hold the daemon for its whole grace period. The page is rendered on a blocking
@@ -15,14 +15,14 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::{TcpListener, TcpStream};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, Instrument as _};
 
 use super::ScrapeSource;
+use crate::http_server::ServeLimits;
 
 /// How long a scraper may take to send a request's headers, counted from the connection (or the
 /// previous response) on. Scrapers send theirs at once; this only ends slow or stuck clients, and
@@ -32,6 +32,8 @@ const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// an HA pair, a second monitoring system and someone with curl, while a flood of connections costs
 /// at most this many tasks.
 const MAX_CONNECTIONS: usize = 16;
+/// A scrape's request head is a few hundred bytes; this is the smallest buffer hyper takes.
+const MAX_HEADER_BYTES: usize = 8192;
 
 /// [`HEADER_TIMEOUT`] and [`MAX_CONNECTIONS`], other values in tests.
 #[derive(Debug, Clone, Copy)]
@@ -68,57 +70,40 @@ pub(super) async fn serve_with(
     tasks: TaskTracker,
 ) {
     let permits = Arc::new(Semaphore::new(limits.max_connections));
-    loop {
-        let Some((stream, peer)) = crate::listener::accept(&listener, &shutdown).await else {
-            return;
-        };
-        let Ok(permit) = permits.clone().try_acquire_owned() else {
-            debug!(%peer, max = limits.max_connections, "metrics connection refused: too many open");
-            drop(stream);
-            continue;
-        };
-        let render = render.clone();
-        let shutdown = shutdown.clone();
-        tasks.spawn(
-            async move {
-                connection(stream, render, limits, &shutdown).await;
-                drop(permit);
-            }
-            .instrument(tracing::debug_span!("metrics", client = %peer)),
-        );
-    }
-}
-
-/// Serves one connection until the client closes it, it times out, or `shutdown`.
-async fn connection(
-    stream: TcpStream,
-    render: ScrapeSource,
-    limits: Limits,
-    shutdown: &CancellationToken,
-) {
-    let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-        let render = render.clone();
-        async move { Ok::<_, Infallible>(respond(&request, render).await) }
-    });
-    let connection = hyper::server::conn::http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_timeout)
-        .serve_connection(TokioIo::new(stream), service);
-    tokio::pin!(connection);
-    let result = tokio::select! {
-        result = connection.as_mut() => result,
-        () = shutdown.cancelled() => {
-            // Finish the response in flight, if any, then close; an idle connection closes at once.
-            connection.as_mut().graceful_shutdown();
-            match tokio::time::timeout(limits.header_timeout, connection).await {
-                Ok(result) => result,
-                Err(_) => return,
-            }
-        }
+    let serve_limits = ServeLimits {
+        header_read_timeout: limits.header_timeout,
+        max_header_bytes: MAX_HEADER_BYTES,
+        // The header timeout also ends a kept-alive connection idle that long.
+        idle_timeout: None,
+        // Finish the response in flight, if any, then close; an idle connection closes at once.
+        drain_timeout: Some(limits.header_timeout),
+        http2: false,
     };
-    if let Err(err) = result {
-        debug!(%err, "metrics connection ended");
-    }
+    crate::http_server::accept_loop(
+        listener,
+        permits,
+        shutdown.clone(),
+        tasks,
+        move |stream, _peer, permit| {
+            let render = render.clone();
+            let shutdown = shutdown.clone();
+            async move {
+                let _permit = permit;
+                let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+                    let render = render.clone();
+                    async move { Ok::<_, Infallible>(respond(&request, render).await) }
+                });
+                crate::http_server::serve_connection(
+                    TokioIo::new(stream),
+                    service,
+                    &serve_limits,
+                    &shutdown,
+                )
+                .await;
+            }
+        },
+    )
+    .await;
 }
 
 async fn respond(request: &Request<Incoming>, render: ScrapeSource) -> Response<Full<Bytes>> {
@@ -157,6 +142,7 @@ mod tests {
 
     use http_body_util::BodyExt;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
 
     use super::*;
 
@@ -288,6 +274,25 @@ mod tests {
         })
         .await
         .expect("an idle kept-alive connection is closed after the header timeout");
+    }
+
+    #[tokio::test]
+    async fn a_request_head_over_the_cap_is_refused() {
+        let server = Server::start(Limits::default()).await;
+        let mut tcp = TcpStream::connect(server.addr).await.unwrap();
+        let padding = "a".repeat(2 * MAX_HEADER_BYTES);
+        let request = format!(
+            "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Pad: {padding}\r\nConnection: close\r\n\r\n"
+        );
+        // The server may stop reading before all of it: then the write fails, which is fine.
+        let _ = tcp.write_all(request.as_bytes()).await;
+        let mut answer = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(3), tcp.read_to_end(&mut answer)).await;
+        assert!(
+            answer.starts_with(b"HTTP/1.1 431"),
+            "a head over the cap must be refused, not scraped: {:?}",
+            String::from_utf8_lossy(&answer)
+        );
     }
 
     #[tokio::test]

@@ -12,7 +12,7 @@ use tokio::net::{TcpListener, UdpSocket};
 use tokio::task::JoinHandle;
 
 use super::*;
-use crate::challenge::ChallengeResponder;
+use crate::plain_http::ChallengeResponder;
 
 #[test]
 fn resolv_conf_nameservers_in_order() {

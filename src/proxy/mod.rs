@@ -68,9 +68,8 @@ use crate::static_files;
 use crate::trusted_proxies::TrustedProxies;
 
 // The body type and the small generated responses live below both the proxy and the file server
-// (src/response.rs); re-exported so the proxy's modules keep naming them here.
-pub use crate::response::ProxyBody;
-pub(crate) use crate::response::{empty_body, full_body, status_response};
+// (src/response.rs); imported here, so the proxy's own modules name them through `super::`.
+use crate::response::{empty_body, full_body, status_response, ProxyBody};
 
 /// Where a route sends its requests.
 #[derive(Debug, Clone, PartialEq, Eq)]

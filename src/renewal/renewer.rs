@@ -206,6 +206,32 @@ impl Renewer {
         }
     }
 
+    /// "Issue these sites now", for `certd issue` whether the CLI runs it or hands it to the daemon:
+    /// connects to the CA (or the fallback CA) first; when that fails, each site's record says so
+    /// (for `certd status`) and the error is returned. Otherwise each site is renewed when due, or
+    /// anyway with `force`.
+    pub async fn issue_now(
+        &self,
+        sites: &[SiteConfig],
+        force: bool,
+    ) -> Result<Vec<(String, Outcome)>, AcmeError> {
+        if let Err(err) = self.connect_or_fall_back().await {
+            let now = OffsetDateTime::now_utc();
+            for site in sites {
+                record_failure(
+                    self.store(),
+                    &self.config().renewal,
+                    site,
+                    &err.to_string(),
+                    err.retry_after(),
+                    now,
+                );
+            }
+            return Err(err);
+        }
+        Ok(self.renew_all(sites, force).await)
+    }
+
     /// Renews every site in `sites` that is due (all of them with `force`), at most
     /// `acme.concurrency` orders at a time, and returns each site's outcome in the given order.
     pub async fn renew_all(&self, sites: &[SiteConfig], force: bool) -> Vec<(String, Outcome)> {
