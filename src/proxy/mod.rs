@@ -24,6 +24,7 @@
 mod alias;
 mod auth_request;
 mod body;
+pub mod cache;
 pub mod error_page;
 mod headers;
 pub mod http_rules;
@@ -148,6 +149,8 @@ pub struct Route {
     pub auth_request: Option<String>,
     /// Only internal requests reach it; a client's request that matches it gets 404.
     pub internal: bool,
+    /// For proxy routes: the response cache ([`cache`]); `None`: every request goes upstream.
+    pub cache: Option<Arc<cache::RouteCache>>,
 }
 
 impl Route {
@@ -178,6 +181,7 @@ impl Route {
             limit_except: None,
             auth_request: None,
             internal: false,
+            cache: None,
         }
     }
 }
@@ -433,6 +437,10 @@ impl Proxy {
                 let (response, answered) = self
                     .handle_route(request, site, route, path, client, head)
                     .await;
+                facts.upstream_cache_status = response
+                    .extensions()
+                    .get::<cache::Status>()
+                    .map(|status| status.as_str());
                 return http_rules::finish(response, Some(answered), &site.http, facts);
             }
         };
@@ -484,9 +492,28 @@ impl Proxy {
             },
             None => (route, request, path),
         };
-        let response = self
-            .serve_route(request, site, route, path, client, head)
-            .await;
+        let response = match (&route.cache, &route.target) {
+            (Some(store), RouteTarget::Proxy(upstream)) => {
+                // Boxed: only cached routes carry the lookup's state.
+                let proxy_host = upstream
+                    .authority()
+                    .map_or("", |authority| authority.as_str());
+                match store.lookup(&request, proxy_host) {
+                    cache::Lookup::Hit(response) => {
+                        self.linger(request.into_body());
+                        response
+                    }
+                    cache::Lookup::Fetch(pending) => {
+                        let response = self.serve_route(request, site, route, path, client, head);
+                        Box::pin(pending.store(Box::pin(response).await)).await
+                    }
+                }
+            }
+            _ => {
+                self.serve_route(request, site, route, path, client, head)
+                    .await
+            }
+        };
         (error_page::mark(route, response), route)
     }
 
