@@ -56,11 +56,13 @@ pub(super) fn route_cache(
         for code in codes.split_whitespace() {
             match code.parse::<u16>() {
                 Ok(code) if (100..=599).contains(&code) => valid.push((code, ttl)),
+                // `any`: every status without a time of its own (nginx `proxy_cache_valid any`).
+                _ if code == "any" => valid.push((0, ttl)),
                 _ => {
                     problems.add(
                         format!("{key}.valid"),
                         Some(span.clone()),
-                        format!("{code:?} is not an HTTP status code (write e.g. \"200 302\")"),
+                        format!("{code:?} is not an HTTP status code (write e.g. \"200 302\" or \"any\")"),
                     );
                     ok = false;
                 }
@@ -136,7 +138,7 @@ mod tests {
     fn cache_tables_are_read_and_checked() {
         let config = parse(
             "proxy = \"http://127.0.0.1:3000\"\ncache = { valid = { \"200 302\" = \"10m\", \
-             \"404\" = \"1m\" }, max_entries = 5, max_size = \"1m\" }\n",
+             \"404\" = \"1m\", any = \"5s\" }, max_entries = 5, max_size = \"1m\" }\n",
         )
         .unwrap();
         let cache = config.sites[0].routes[0].cache.as_ref().unwrap();
@@ -145,6 +147,7 @@ mod tests {
         let ten = Duration::from_secs(600);
         assert!(policy.valid.contains(&(200, ten)) && policy.valid.contains(&(302, ten)));
         assert!(policy.valid.contains(&(404, Duration::from_secs(60))));
+        assert!(policy.valid.contains(&(0, Duration::from_secs(5))));
 
         for (cache, key) in [
             (

@@ -53,7 +53,8 @@ impl Status {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Policy {
     /// `valid`: how long answers with these statuses are kept when the upstream says nothing
-    /// (nginx `proxy_cache_valid`); a status not listed is not cached without upstream headers.
+    /// (nginx `proxy_cache_valid`); status 0 is `any`, for the statuses not listed themselves; a
+    /// status not listed (and no `any`) is not cached without upstream headers.
     pub valid: Vec<(u16, Duration)>,
     /// `max_entries`: how many answers the route keeps.
     pub max_entries: u64,
@@ -310,9 +311,9 @@ pub fn freshness(
             .ok()
             .filter(|ttl| !ttl.is_zero());
     }
-    valid
-        .iter()
-        .find(|(code, _)| *code == status.as_u16())
+    let time_of = |wanted: u16| valid.iter().find(|(code, _)| *code == wanted);
+    time_of(status.as_u16())
+        .or_else(|| time_of(0))
         .map(|(_, ttl)| *ttl)
 }
 
@@ -359,6 +360,9 @@ mod tests {
 
     const DAY: Duration = Duration::from_secs(24 * 3600);
 
+    /// A status, the upstream's headers, and the expected freshness.
+    type Case<'a> = (StatusCode, &'a [(&'static str, &'a str)], Option<Duration>);
+
     #[test]
     fn freshness_follows_nginx_order() {
         let valid = [(200, 7 * DAY), (410, DAY)];
@@ -366,7 +370,7 @@ mod tests {
         let in_an_hour = httpdate::fmt_http_date(now + Duration::from_secs(3600));
         let an_hour_ago = httpdate::fmt_http_date(now - Duration::from_secs(3600));
         let ok = StatusCode::OK;
-        let table: &[(StatusCode, &[(&'static str, &str)], Option<Duration>)] = &[
+        let table: &[Case<'_>] = &[
             (ok, &[], Some(7 * DAY)),
             (StatusCode::GONE, &[], Some(DAY)),
             (StatusCode::NOT_FOUND, &[], None),
@@ -410,6 +414,14 @@ mod tests {
             let got = freshness(*status, &headers(pairs), &valid, now);
             assert_eq!(got, *expected, "{status} {pairs:?}");
         }
+        // `any` (status 0) covers the statuses without a time of their own, whatever its place.
+        let any = [(0, Duration::from_secs(60)), (200, DAY)];
+        let none = HeaderMap::new();
+        assert_eq!(
+            freshness(StatusCode::NOT_FOUND, &none, &any, now),
+            Some(Duration::from_secs(60))
+        );
+        assert_eq!(freshness(ok, &none, &any, now), Some(DAY));
     }
 
     fn policy() -> Policy {
