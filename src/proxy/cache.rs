@@ -33,8 +33,6 @@ pub enum Status {
     Hit,
     /// In the cache but too old: fetched from the upstream again.
     Expired,
-    /// Not looked up: a method other than GET or HEAD.
-    Bypass,
 }
 
 impl Status {
@@ -44,7 +42,6 @@ impl Status {
             Self::Miss => "MISS",
             Self::Hit => "HIT",
             Self::Expired => "EXPIRED",
-            Self::Bypass => "BYPASS",
         }
     }
 }
@@ -120,7 +117,8 @@ pub enum Lookup {
 pub struct Pending {
     cache: Arc<RouteCache>,
     key: String,
-    status: Status,
+    /// `None` for methods the cache never looks up: nginx's `$upstream_cache_status` is empty.
+    status: Option<Status>,
     /// Only a GET's answer is stored (a HEAD's has no body), and none for a bypass.
     store: bool,
     request_headers: HeaderMap,
@@ -161,17 +159,17 @@ impl RouteCache {
             request_headers: request.headers().clone(),
         };
         if method != Method::GET && method != Method::HEAD {
-            return Lookup::Fetch(pending(Status::Bypass, false));
+            return Lookup::Fetch(pending(None, false));
         }
         let get = method == Method::GET;
         let Some(entry) = self.store.get(&key) else {
-            return Lookup::Fetch(pending(Status::Miss, get));
+            return Lookup::Fetch(pending(Some(Status::Miss), get));
         };
         if !vary_matches(&entry.vary, request.headers()) {
-            return Lookup::Fetch(pending(Status::Miss, get));
+            return Lookup::Fetch(pending(Some(Status::Miss), get));
         }
         if entry.expires <= Instant::now() {
-            return Lookup::Fetch(pending(Status::Expired, get));
+            return Lookup::Fetch(pending(Some(Status::Expired), get));
         }
         let mut response = Response::new(if get {
             full_body(entry.body.clone())
@@ -214,16 +212,23 @@ impl Pending {
             .and_then(|value| value.parse::<u64>().ok());
         let fits = length.is_some_and(|length| length <= self.cache.policy.max_entry_bytes);
         let (Some(ttl), true, true) = (ttl, fits, self.store) else {
-            response.extensions_mut().insert(status);
+            mark(&mut response, status);
             return response;
         };
         let (parts, body) = response.into_parts();
-        let body = match body.collect().await {
-            Ok(collected) => collected.to_bytes(),
-            Err(error) => {
+        // A deadline of its own: the route's read timeout bounds each read, this the whole body.
+        let body = match tokio::time::timeout(COLLECT_TIMEOUT, body.collect()).await {
+            Ok(Ok(collected)) => collected.to_bytes(),
+            Ok(Err(error)) => {
                 tracing::warn!(%error, "upstream answer for the cache broke off");
                 let mut response = status_response(StatusCode::BAD_GATEWAY);
-                response.extensions_mut().insert(status);
+                mark(&mut response, status);
+                return response;
+            }
+            Err(_) => {
+                tracing::warn!("upstream answer for the cache took longer than 60 s");
+                let mut response = status_response(StatusCode::BAD_GATEWAY);
+                mark(&mut response, status);
                 return response;
             }
         };
@@ -240,8 +245,17 @@ impl Pending {
             self.cache.store.insert(self.key, Arc::new(entry));
         }
         let mut response = Response::from_parts(parts, full_body(body));
-        response.extensions_mut().insert(status);
+        mark(&mut response, status);
         response
+    }
+}
+
+/// How long a body of at most `max_entry_size` may take to arrive in full before it is stored.
+const COLLECT_TIMEOUT: Duration = Duration::from_secs(60);
+
+fn mark(response: &mut Response<ProxyBody>, status: Option<Status>) {
+    if let Some(status) = status {
+        response.extensions_mut().insert(status);
     }
 }
 
@@ -455,12 +469,12 @@ mod tests {
         cache: &Arc<RouteCache>,
         request: &Request<()>,
         answer: Response<ProxyBody>,
-    ) -> (Status, Bytes) {
+    ) -> (Option<Status>, Bytes) {
         let response = match cache.lookup(request, "app") {
             Lookup::Hit(response) => response,
             Lookup::Fetch(pending) => pending.store(answer).await,
         };
-        let status = *response.extensions().get::<Status>().unwrap();
+        let status = response.extensions().get::<Status>().copied();
         (
             status,
             response.into_body().collect().await.unwrap().to_bytes(),
@@ -474,34 +488,34 @@ mod tests {
         let vary = [("vary", "Accept-Language")];
         assert_eq!(
             fetch(&cache, &a, upstream("one", &vary)).await,
-            (Status::Miss, "one".into())
+            (Some(Status::Miss), "one".into())
         );
         assert_eq!(
             fetch(&cache, &a, upstream("two", &vary)).await,
-            (Status::Hit, "one".into())
+            (Some(Status::Hit), "one".into())
         );
         // Another query is another key.
         let b = get("/a?x=2", &[("accept-language", "de")]);
         assert_eq!(
             fetch(&cache, &b, upstream("three", &vary)).await.0,
-            Status::Miss
+            Some(Status::Miss)
         );
         // Other Vary values: fetched again, and that answer replaces the stored one.
         let en = get("/a?x=1", &[("accept-language", "en")]);
         assert_eq!(
             fetch(&cache, &en, upstream("four", &vary)).await,
-            (Status::Miss, "four".into())
+            (Some(Status::Miss), "four".into())
         );
         assert_eq!(
             fetch(&cache, &en, upstream("five", &vary)).await,
-            (Status::Hit, "four".into())
+            (Some(Status::Hit), "four".into())
         );
         // POST is never looked up nor stored.
         let mut post = get("/a?x=1", &[("accept-language", "en")]);
         *post.method_mut() = Method::POST;
         assert_eq!(
             fetch(&cache, &post, upstream("six", &[])).await,
-            (Status::Bypass, "six".into())
+            (None, "six".into())
         );
     }
 
@@ -525,17 +539,20 @@ mod tests {
         let small = Arc::new(RouteCache::new(long));
         for (i, answer) in cases.into_iter().enumerate() {
             let cache = if i == 2 { &small } else { &cache };
-            assert_eq!(fetch(cache, &request, answer).await.0, Status::Miss);
+            assert_eq!(fetch(cache, &request, answer).await.0, Some(Status::Miss));
             let again = fetch(cache, &request, upstream("z", &[("set-cookie", "s=1")])).await;
-            assert_eq!(again, (Status::Miss, "z".into()), "case {i}");
+            assert_eq!(again, (Some(Status::Miss), "z".into()), "case {i}");
         }
         // certd's own 502 (no FromUpstream mark) is never kept.
         let mut own = upstream("bad gateway", &[]);
         own.extensions_mut().clear();
-        assert_eq!(fetch(&cache, &get("/own", &[]), own).await.0, Status::Miss);
+        assert_eq!(
+            fetch(&cache, &get("/own", &[]), own).await.0,
+            Some(Status::Miss)
+        );
         assert_eq!(
             fetch(&cache, &get("/own", &[]), upstream("up", &[])).await,
-            (Status::Miss, "up".into())
+            (Some(Status::Miss), "up".into())
         );
     }
 
@@ -546,16 +563,16 @@ mod tests {
         let short = [("cache-control", "max-age=1")];
         assert_eq!(
             fetch(&cache, &request, upstream("old", &short)).await.0,
-            Status::Miss
+            Some(Status::Miss)
         );
         tokio::time::sleep(Duration::from_millis(1100)).await;
         assert_eq!(
             fetch(&cache, &request, upstream("new", &[])).await,
-            (Status::Expired, "new".into())
+            (Some(Status::Expired), "new".into())
         );
         assert_eq!(
             fetch(&cache, &request, upstream("x", &[])).await,
-            (Status::Hit, "new".into())
+            (Some(Status::Hit), "new".into())
         );
     }
 

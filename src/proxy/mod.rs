@@ -492,28 +492,9 @@ impl Proxy {
             },
             None => (route, request, path),
         };
-        let response = match (&route.cache, &route.target) {
-            (Some(store), RouteTarget::Proxy(upstream)) => {
-                // Boxed: only cached routes carry the lookup's state.
-                let proxy_host = upstream
-                    .authority()
-                    .map_or("", |authority| authority.as_str());
-                match store.lookup(&request, proxy_host) {
-                    cache::Lookup::Hit(response) => {
-                        self.linger(request.into_body());
-                        response
-                    }
-                    cache::Lookup::Fetch(pending) => {
-                        let response = self.serve_route(request, site, route, path, client, head);
-                        Box::pin(pending.store(Box::pin(response).await)).await
-                    }
-                }
-            }
-            _ => {
-                self.serve_route(request, site, route, path, client, head)
-                    .await
-            }
-        };
+        let response = self
+            .serve_route(request, site, route, path, client, head)
+            .await;
         (error_page::mark(route, response), route)
     }
 
@@ -572,7 +553,26 @@ impl Proxy {
                 response.extensions_mut().insert(used);
                 response
             }
-            RouteTarget::Proxy(upstream) => {
+            RouteTarget::Proxy(upstream) => 'proxy: {
+                // The cache sits before compression, as in nginx: it keeps the upstream's own
+                // answer, and each client gets it encoded as it accepts.
+                let proxy_host = upstream
+                    .authority()
+                    .map_or("", |authority| authority.as_str());
+                let lookup = route
+                    .cache
+                    .as_ref()
+                    .map(|store| store.lookup(&request, proxy_host));
+                let pending = match lookup {
+                    Some(cache::Lookup::Hit(mut response)) => {
+                        self.linger(request.into_body());
+                        let used = UpstreamUsed(upstream_label(upstream));
+                        response.extensions_mut().insert(used);
+                        break 'proxy response;
+                    }
+                    Some(cache::Lookup::Fetch(pending)) => Some(pending),
+                    None => None,
+                };
                 let path = match route.strip_prefix {
                     true => stripped(&route.path, path),
                     false => path,
@@ -605,7 +605,11 @@ impl Proxy {
                     Err(status) => Box::pin(error_page(site, status_response(status), head)).await,
                 };
                 response.extensions_mut().insert(UpstreamUsed(label));
-                response
+                match pending {
+                    // Boxed: only cached routes carry the store's state.
+                    Some(pending) => Box::pin(pending.store(response)).await,
+                    None => response,
+                }
             }
             RouteTarget::Fastcgi(target) => {
                 Box::pin(self.fastcgi(request, site, target, &route.index, client)).await

@@ -105,7 +105,7 @@ pub struct RequestFacts {
     pub forwarded_for: Option<String>,
     /// The request's headers, for `$http_<name>`.
     pub headers: HeaderMap,
-    /// `$upstream_cache_status` (MISS, HIT, EXPIRED, BYPASS) on routes with a `cache`, set once
+    /// `$upstream_cache_status` (MISS, HIT, EXPIRED) on routes with a `cache`, set once
     /// the answer is known; empty elsewhere, as in nginx.
     pub upstream_cache_status: Option<&'static str>,
 }
