@@ -321,7 +321,7 @@ fn header_name(
 }
 
 /// `"1m"`, `"512k"`, `"2g"`, or bytes (nginx sizes: k/m/g, either case); `0` is unlimited.
-fn parse_size(raw: &RawSize) -> Result<u64, String> {
+pub(super) fn parse_size(raw: &RawSize) -> Result<u64, String> {
     let text = match raw {
         RawSize::Bytes(bytes) => {
             return u64::try_from(*bytes).map_err(|_| format!("{bytes} is negative"))

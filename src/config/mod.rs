@@ -117,6 +117,7 @@ use std::time::Duration;
 
 mod access;
 mod auth_request;
+mod cache;
 mod challenge;
 mod compress;
 mod dns;
@@ -464,6 +465,8 @@ pub struct RouteConfig {
     /// `internal`: only internal requests (error pages, `try_files` fallbacks, `auth_request`)
     /// reach the route; a client's request for its path gets 404 (nginx `internal`).
     pub internal: bool,
+    /// `cache` (proxy routes): the route's response cache (nginx `proxy_cache`); `None`: off.
+    pub cache: Option<std::sync::Arc<crate::proxy::cache::RouteCache>>,
 }
 
 /// A proxy route's own timeouts; `None` keeps the `[limits]` (or tunnel) default.

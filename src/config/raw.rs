@@ -195,6 +195,8 @@ pub(super) struct RawRoute {
     /// `auth_request`, `internal` (see `config::auth_request`).
     pub(super) auth_request: Option<Spanned<String>>,
     pub(super) internal: Option<Spanned<bool>>,
+    /// `cache` (see `config::cache`).
+    pub(super) cache: Option<Spanned<super::cache::RawCache>>,
 }
 
 /// `front_controller`: a script path, or `false` for none.

@@ -518,6 +518,7 @@ fn routes_in(
             ),
             auth_request: super::auth_request::auth_request(&key, route.auth_request, problems),
             internal: route.internal.is_some_and(|internal| *internal.get_ref()),
+            cache: super::cache::route_cache(&key, route.cache, is_proxy, problems),
         });
     }
     routes

@@ -159,6 +159,7 @@ fn route(route: &RouteConfig, groups: &HashMap<&str, Arc<UpstreamGroup>>) -> Rou
         limit_except: route.limit_except.clone(),
         auth_request: route.auth_request.clone(),
         internal: route.internal,
+        cache: route.cache.clone(),
     }
 }
 

@@ -113,6 +113,7 @@ pub(super) fn facts<B>(
         proxy_host: None,
         forwarded_for: None,
         headers: request.headers().clone(),
+        upstream_cache_status: None,
     }
 }
 

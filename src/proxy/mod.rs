@@ -24,6 +24,7 @@
 mod alias;
 mod auth_request;
 mod body;
+pub mod cache;
 pub mod error_page;
 mod headers;
 pub mod http_rules;
@@ -147,6 +148,8 @@ pub struct Route {
     pub auth_request: Option<String>,
     /// Only internal requests reach it; a client's request that matches it gets 404.
     pub internal: bool,
+    /// For proxy routes: the response cache ([`cache`]); `None`: every request goes upstream.
+    pub cache: Option<Arc<cache::RouteCache>>,
 }
 
 impl Route {
@@ -177,6 +180,7 @@ impl Route {
             limit_except: None,
             auth_request: None,
             internal: false,
+            cache: None,
         }
     }
 }
@@ -432,6 +436,10 @@ impl Proxy {
                 let (response, answered) = self
                     .handle_route(request, site, route, path, client, head)
                     .await;
+                facts.upstream_cache_status = response
+                    .extensions()
+                    .get::<cache::Status>()
+                    .map(|status| status.as_str());
                 return http_rules::finish(response, Some(answered), &site.http, facts);
             }
         };
@@ -544,7 +552,26 @@ impl Proxy {
                 response.extensions_mut().insert(used);
                 response
             }
-            RouteTarget::Proxy(upstream) => {
+            RouteTarget::Proxy(upstream) => 'proxy: {
+                // The cache sits before compression, as in nginx: it keeps the upstream's own
+                // answer, and each client gets it encoded as it accepts.
+                let proxy_host = upstream
+                    .authority()
+                    .map_or("", |authority| authority.as_str());
+                let lookup = route
+                    .cache
+                    .as_ref()
+                    .map(|store| store.lookup(&request, proxy_host));
+                let pending = match lookup {
+                    Some(cache::Lookup::Hit(mut response)) => {
+                        self.linger(request.into_body());
+                        let used = UpstreamUsed(upstream_label(upstream));
+                        response.extensions_mut().insert(used);
+                        break 'proxy response;
+                    }
+                    Some(cache::Lookup::Fetch(pending)) => Some(pending),
+                    None => None,
+                };
                 let path = match route.strip_prefix {
                     true => stripped(&route.path, path),
                     false => path,
@@ -577,7 +604,11 @@ impl Proxy {
                     Err(status) => Box::pin(error_page(site, status_response(status), head)).await,
                 };
                 response.extensions_mut().insert(UpstreamUsed(label));
-                response
+                match pending {
+                    // Boxed: only cached routes carry the store's state.
+                    Some(pending) => Box::pin(pending.store(response)).await,
+                    None => response,
+                }
             }
             RouteTarget::Fastcgi(target) => {
                 Box::pin(self.fastcgi(request, site, target, &route.index, client)).await

@@ -39,6 +39,7 @@ enum Var {
     Http(HeaderName),
     Capture(usize),
     Map(Arc<super::value_map::ValueMap>),
+    UpstreamCacheStatus,
 }
 
 thread_local! {
@@ -104,6 +105,9 @@ pub struct RequestFacts {
     pub forwarded_for: Option<String>,
     /// The request's headers, for `$http_<name>`.
     pub headers: HeaderMap,
+    /// `$upstream_cache_status` (MISS, HIT, EXPIRED) on routes with a `cache`, set once
+    /// the answer is known; empty elsewhere, as in nginx.
+    pub upstream_cache_status: Option<&'static str>,
 }
 
 impl Template {
@@ -224,6 +228,7 @@ fn expand_var(var: &Var, facts: &RequestFacts, captures: &[Option<&str>], out: &
         }
         Var::Capture(n) => out.push_str(captures.get(*n).copied().flatten().unwrap_or("")),
         Var::Map(map) => out.push_str(&map.value(facts)),
+        Var::UpstreamCacheStatus => out.push_str(facts.upstream_cache_status.unwrap_or("")),
     }
 }
 
@@ -251,6 +256,7 @@ fn variable(name: &str, captures: bool) -> Result<Var, String> {
         "server_name" => Var::ServerName,
         "proxy_host" => Var::ProxyHost,
         "proxy_add_x_forwarded_for" => Var::ProxyAddXForwardedFor,
+        "upstream_cache_status" => Var::UpstreamCacheStatus,
         _ => match name.strip_prefix("http_") {
             Some(header) if !header.is_empty() => {
                 let header = header.replace('_', "-").to_ascii_lowercase();
@@ -266,7 +272,7 @@ fn variable(name: &str, captures: bool) -> Result<Var, String> {
                     format!(
                         "unknown variable `${name}`; certd knows $host, $remote_addr, $scheme, \
                          $request_uri, $uri, $args, $is_args, $request_method, $server_name, \
-                         $proxy_host, $proxy_add_x_forwarded_for, $http_<header> and the \
+                         $proxy_host, $proxy_add_x_forwarded_for, $upstream_cache_status, $http_<header> and the \
                          variables of `[[map]]` tables"
                     )
                 });
@@ -295,6 +301,7 @@ mod tests {
             proxy_host: Some("127.0.0.1:8080".into()),
             forwarded_for: Some("203.0.113.1, 192.0.2.7".into()),
             headers,
+            upstream_cache_status: Some("HIT"),
         }
     }
 
@@ -312,6 +319,7 @@ mod tests {
             ("[$http_x_missing]", "[]"),
             ("$request_method $proxy_host", "POST 127.0.0.1:8080"),
             ("$proxy_add_x_forwarded_for", "203.0.113.1, 192.0.2.7"),
+            ("cache=$upstream_cache_status", "cache=HIT"),
             ("no variables", "no variables"),
         ];
         for (text, expected) in cases {

@@ -11,6 +11,7 @@
 //! proxies, the PROXY protocol), [`renewal`] and [`signals`].
 
 mod access;
+mod cache;
 mod compression;
 mod error_pages;
 mod fastcgi;

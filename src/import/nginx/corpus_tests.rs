@@ -472,6 +472,13 @@ fn the_dangerous_shapes_of_the_issue() {
             )
         ]
     );
+    // Its proxy_cache is the route's cache, and X-Cached carries the cache status.
+    let text = &super::render::render(&t);
+    assert!(
+        text.contains("cache = { valid = { \"200\" = \"168h\", \"410\" = \"24h\" } }"),
+        "{text}"
+    );
+    assert!(text.contains("$upstream_cache_status"), "{text}");
     // Its static files are nested routes of `/` over the server's root, as in nginx.
     let nested: Vec<(&str, &Target)> = site.routes[0]
         .nested

@@ -117,6 +117,10 @@ pub(super) struct Keys {
     /// `limit_except`: the listed methods and the block's `allow`/`deny` rules (a location's
     /// own only: nested locations do not inherit it).
     limit_except: Option<(Vec<String>, Vec<String>)>,
+    /// `proxy_cache <zone>` (`Some(false)` for `off`) and `proxy_cache_valid`: status codes and
+    /// certd duration, in file order; written as the route's `cache` table.
+    cache: Option<bool>,
+    cache_valid: Vec<(Vec<String>, String)>,
 }
 
 /// The headers an empty `add_header` value removes (see [`Keys::take`]).
@@ -134,11 +138,6 @@ impl Keys {
         match (d.name.as_str(), args.as_slice()) {
             ("add_header", [name, value] | [name, value, "always"]) => {
                 self.has_add = true;
-                // The cache status of a proxy_cache certd does not have: listed by the caller
-                // like proxy_cache itself, the answer is the upstream's all the same.
-                if value.contains("$upstream_cache_status") {
-                    return Taken::NotMine;
-                }
                 let always = args.len() == 3;
                 if let Err(why) = header_name(name) {
                     return Taken::Refused(why);
@@ -335,6 +334,24 @@ impl Keys {
                 | "alias",
                 _,
             ) => refused("not a form of this directive certd reads"),
+            ("proxy_cache", ["off"]) => {
+                self.cache = Some(false);
+                Taken::Key
+            }
+            ("proxy_cache", [zone]) if !zone.contains('$') => {
+                self.cache = Some(true);
+                Taken::Key
+            }
+            ("proxy_cache_valid", [times @ .., time]) => match cache_valid(times, time) {
+                Ok(valid) => {
+                    self.cache_valid.push(valid);
+                    Taken::Key
+                }
+                Err(why) => Taken::Refused(why),
+            },
+            ("proxy_cache" | "proxy_cache_valid", _) => {
+                refused("not a form of this directive certd reads")
+            }
             ("limit_except", methods) => match limit_except(methods, d.block.as_deref()) {
                 Ok(limit) => {
                     self.limit_except = Some(limit);
@@ -396,6 +413,11 @@ impl Keys {
         }
         keys.gzip = self.gzip.or(&outer.gzip);
         keys.index = self.index.clone().or_else(|| outer.index.clone());
+        // nginx inherits proxy_cache and the proxy_cache_valid list (as a whole) alike.
+        keys.cache = self.cache.or(outer.cache);
+        if self.cache_valid.is_empty() {
+            keys.cache_valid = outer.cache_valid.clone();
+        }
         keys
     }
 
@@ -432,8 +454,35 @@ impl Keys {
                     keys.push(((*name).to_owned(), toml_str(time)));
                 }
             }
+            if let Some(cache) = self.cache_table(server) {
+                keys.push(("cache".to_owned(), cache));
+            }
         }
         keys
+    }
+
+    /// The `cache` table of a proxy route: `proxy_cache` with the `proxy_cache_valid` list of
+    /// the location, else the server's. The store's caps are certd's defaults (nginx's
+    /// `proxy_cache_path` sizes a disk cache; the memory one has its own).
+    fn cache_table(&self, server: &Keys) -> Option<String> {
+        if self.cache.or(server.cache) != Some(true) {
+            return None;
+        }
+        let valid = match self.cache_valid.is_empty() {
+            true => &server.cache_valid,
+            false => &self.cache_valid,
+        };
+        let mut table = Vec::new();
+        for (codes, time) in valid {
+            // The first `proxy_cache_valid` naming a status wins in nginx; certd's table has one
+            // entry per status list, and the lookup takes the first match in the same order.
+            table.push(format!(
+                "{} = {}",
+                toml_str(&codes.join(" ")),
+                toml_str(time)
+            ));
+        }
+        Some(format!("{{ valid = {{ {} }} }}", table.join(", ")))
     }
 
     /// The keys sites and routes have alike.
@@ -665,6 +714,24 @@ fn body_size(size: &str) -> Result<String, String> {
 }
 
 /// An nginx time (`60s`, `1h`, `500ms`, `2d`, seconds) as a certd duration.
+/// `proxy_cache_valid [code ...] time`: without codes nginx means 200, 301 and 302; `any` is
+/// every status not listed with its own time.
+fn cache_valid(codes: &[&str], time: &str) -> Result<(Vec<String>, String), String> {
+    let time = duration(time)?;
+    if codes.is_empty() {
+        return Ok((vec!["200".into(), "301".into(), "302".into()], time));
+    }
+    let mut out = Vec::new();
+    for code in codes {
+        match code.parse::<u16>() {
+            Ok(n) if (100..=599).contains(&n) => out.push((*code).to_owned()),
+            _ if *code == "any" => out.push((*code).to_owned()),
+            _ => return Err(format!("{code:?} is not a status code")),
+        }
+    }
+    Ok((out, time))
+}
+
 fn duration(time: &str) -> Result<String, String> {
     let split = time
         .find(|c: char| !c.is_ascii_digit())
@@ -817,6 +884,53 @@ mod tests {
 
     fn never(_: &str, _: &str) -> bool {
         false
+    }
+
+    #[test]
+    fn proxy_cache_becomes_the_cache_table() {
+        let mut k = Keys::default();
+        for ok in [
+            "proxy_cache CACHE;",
+            "proxy_cache_valid 200 7d;",
+            "proxy_cache_valid 410 24h;",
+            "add_header X-Cached $upstream_cache_status;",
+        ] {
+            assert_eq!(k.take(&d(ok), never), Taken::Key, "{ok}");
+        }
+        for bad in [
+            "proxy_cache_valid 2x0 1m;",
+            "proxy_cache $zone;",
+            "proxy_cache_valid 200 1y;",
+        ] {
+            assert!(
+                matches!(Keys::default().take(&d(bad), never), Taken::Refused(_)),
+                "{bad}"
+            );
+        }
+        let cache = |k: &Keys, server: &Keys| {
+            k.route_keys(server, true, false)
+                .into_iter()
+                .find(|(key, _)| key == "cache")
+                .map(|(_, value)| value)
+        };
+        let table = "{ valid = { \"200\" = \"168h\", \"410\" = \"24h\" } }";
+        assert_eq!(cache(&k, &Keys::default()).as_deref(), Some(table));
+        // Not for static routes; inherited from the server; `off` stops it.
+        assert!(k
+            .route_keys(&Keys::default(), false, true)
+            .iter()
+            .all(|(key, _)| key != "cache"));
+        assert_eq!(cache(&Keys::default(), &k).as_deref(), Some(table));
+        let mut off = Keys::default();
+        assert_eq!(off.take(&d("proxy_cache off;"), never), Taken::Key);
+        assert_eq!(cache(&off, &k), None);
+        // Without codes nginx means 200 301 302.
+        let mut bare = Keys::default();
+        bare.take(&d("proxy_cache C;"), never);
+        bare.take(&d("proxy_cache_valid 10m;"), never);
+        bare.take(&d("proxy_cache_valid any 1m;"), never);
+        let table = "{ valid = { \"200 301 302\" = \"10m\", \"any\" = \"1m\" } }";
+        assert_eq!(cache(&bare, &Keys::default()).as_deref(), Some(table));
     }
 
     #[test]

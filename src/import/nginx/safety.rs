@@ -79,11 +79,14 @@ pub(super) fn effect(d: &Directive) -> Effect {
             "certd sends the client's Host and its own X-Forwarded-* headers, and no others \
              (request headers are being built)",
         ),
+        ("proxy_cache_use_stale" | "proxy_cache_key", _) => degrades(
+            "certd's cache does not answer with a stale copy when the upstream fails \
+             (proxy_cache_use_stale) and keys by $scheme$proxy_host$request_uri only \
+             (proxy_cache_key); the route asks the upstream instead",
+        ),
         (
             "proxy_cache"
             | "proxy_cache_valid"
-            | "proxy_cache_use_stale"
-            | "proxy_cache_key"
             | "proxy_ignore_headers"
             | "proxy_pass_header"
             | "proxy_cookie_flags"
