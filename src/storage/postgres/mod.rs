@@ -915,6 +915,10 @@ impl StateStore for PostgresStore {
         true
     }
 
+    fn announces_installs(&self) -> bool {
+        true
+    }
+
     fn publish_challenge(
         &self,
         kind: AnswerKind,
