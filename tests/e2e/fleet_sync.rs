@@ -538,3 +538,45 @@ async fn every_node_runs_its_deploy_hook_with_its_local_copy_of_the_new_certific
         );
     }
 }
+
+// A node started while the database is down runs under its state_dir lock only; once the database
+// answers it takes the node lock too (so that no second process under its node name renews beside
+// it, and `certd issue` finds it), and holds it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_started_while_the_database_is_down_takes_its_node_lock_when_it_answers() {
+    let mut pg = Postgres::start().await;
+    let pebble = Pebble::start().await;
+    let mut a = Node::new(&pebble, &pg, "127.0.0.1", "node-a", "poll = \"1s\"\n");
+    pebble
+        .challtestsrv(
+            "/add-a",
+            serde_json::json!({"host": SITE, "addresses": ["127.0.0.1"]}),
+        )
+        .await;
+    pg.stop();
+    a.start().await;
+    pg.start_again().await;
+    let pid = a.daemon.as_ref().expect("node A runs").pid().to_string();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    // (The schema, node_locks included, is created at the database's first answer.)
+    while pg
+        .try_psql("SELECT pid FROM node_locks WHERE node = 'node-a'")
+        .unwrap_or_default()
+        .trim()
+        != pid
+    {
+        assert!(
+            Instant::now() < deadline,
+            "node A never took its node lock after the database came back:\n{}",
+            a.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(a.log().contains("holds its node lock now"), "{}", a.log());
+    // So `certd issue` finds the running daemon, and renews through it.
+    a.certd.issue(&[]).await.expect_code(0);
+    a.client(&pebble)
+        .await
+        .wait_for_certificate(SITE, crate::run::CERT_WAIT)
+        .await;
+}
