@@ -80,7 +80,8 @@ enum LateLock {
     NotWanted,
     /// To be taken when the database answers.
     Wanted,
-    Held(NodeLock),
+    /// Taken late; held only to be released on drop.
+    Held { _lock: Box<NodeLock> },
 }
 
 /// Part of the daemon's [`StoreLock`] while the node lock is late: dropping it gives the node lock
@@ -558,7 +559,9 @@ impl PostgresStore {
         match self.node_lock() {
             Ok(lock) => {
                 tracing::info!("the database answers: this node holds its node lock now");
-                *slot = LateLock::Held(lock);
+                *slot = LateLock::Held {
+                    _lock: Box::new(lock),
+                };
             }
             Err(err) => tracing::debug!(%err, "the node lock cannot be taken yet"),
         }
@@ -574,7 +577,9 @@ impl PostgresStore {
         if matches!(*slot, LateLock::Wanted) {
             let lock = self.node_lock()?;
             tracing::info!("the database answers: this node holds its node lock now");
-            *slot = LateLock::Held(lock);
+            *slot = LateLock::Held {
+                _lock: Box::new(lock),
+            };
         }
         Ok(())
     }
