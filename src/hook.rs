@@ -6,6 +6,11 @@
 //! `CERTD_NAMES` (space-separated), the contract paths `CERTD_FULLCHAIN`, `CERTD_PRIVKEY`, `CERTD_CERT`,
 //! `CERTD_CHAIN`, and `CERTD_SERIAL` (renewed) or `CERTD_ERROR` (failed). It gets a minute; its output
 //! and exit status are logged, and it can never fail or block a renewal.
+//!
+//! Who calls it: the renewal, for a single node. In a fleet (`[storage] backend = "postgres"`) every
+//! node runs its `renewed` hook when it swaps a new pair into its resolver (`daemon::storage_sync`),
+//! the renewing node included, with the paths of its local copy in its state directory; `failed`
+//! runs on the node whose attempt failed (not for an install refused because another node renewed).
 
 use std::process::Stdio;
 use std::time::Duration;

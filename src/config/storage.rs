@@ -361,19 +361,6 @@ fn lease_seconds(raw: &super::raw::RawDuration) -> Result<u32, String> {
     Ok(seconds)
 }
 
-/// `[hook]` hands the command the state directory's paths of the new pair; a database-backed node
-/// does not write them, so the combination is refused rather than run with missing files.
-pub(super) fn check_hook(config: &super::Config, problems: &mut Problems<'_>) {
-    if matches!(config.storage, StorageConfig::Postgres(_)) && config.operations.hook.is_some() {
-        problems.add(
-            "hook.command",
-            None,
-            "is not supported with [storage] backend = \"postgres\" yet: the hook is given the \
-             state directory's certificate files, which a database-backed node does not write",
-        );
-    }
-}
-
 /// The machine's hostname, as the kernel reports it.
 fn system_hostname() -> Option<String> {
     let name = std::fs::read_to_string("/proc/sys/kernel/hostname").ok()?;
@@ -506,13 +493,6 @@ mod tests {
     fn unknown_keys_backends_and_misplaced_keys_are_refused() {
         assert!(!problems("[storage]\nbackend = \"etcd\"\n").is_empty());
         assert!(!problems("[storage]\nbackend = \"postgres\"\nusername = \"x\"\n").is_empty());
-        let found = problems(
-            "[storage]\nbackend = \"postgres\"\nurl = \"postgres://h/db\"\nkey_file = \"k\"\n\n[hook]\ncommand = [\"/bin/true\"]\n",
-        );
-        assert!(
-            found.iter().any(|p| p.starts_with("hook.command:")),
-            "{found:?}"
-        );
         let found = problems("[storage]\nurl = \"postgres://h/db\"\n");
         assert!(
             found

@@ -95,7 +95,6 @@ pub(super) fn validate(raw: RawConfig, path: &Path, problems: &mut Problems<'_>)
         }
     }
     config.https.default_site = listeners::default_site(default_site, &config.sites, problems);
-    super::storage::check_hook(&config, problems);
     config
 }
 

@@ -7,8 +7,13 @@
 //! The daemon owns the task ([`follow`]); it starts handling changes once the stored certificates
 //! are all in (so an older stored version cannot replace what a change published) and ends on
 //! shutdown.
+//!
+//! This is also where a fleet's node runs the deploy hook (`[hook]`, [`crate::hook`]) for a
+//! renewal, whichever node renewed (this one included: its own install is announced to it too):
+//! once per new serial, after the pair is in the resolver, with the paths of the node's local copy
+//! in its state directory, which reading the pair from the store has just written.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use time::OffsetDateTime;
@@ -17,7 +22,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::Shared;
+use crate::hook::{self, HookEvent};
 use crate::storage::Change;
+use crate::store::Layout;
 
 /// What a batch of changes asks for.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -44,6 +51,9 @@ pub(super) async fn follow(
     shutdown: CancellationToken,
 ) {
     drop(shared.initial_load.lock().await);
+    // Site -> the serial the deploy hook last ran for (a notification and a poll may both
+    // report one install).
+    let mut deployed = HashMap::new();
     loop {
         let first = tokio::select! {
             () = shutdown.cancelled() => return,
@@ -59,23 +69,58 @@ pub(super) async fn follow(
             wanted.add(change);
         }
         let applying = shared.clone();
-        if tokio::task::spawn_blocking(move || apply(&applying, wanted))
-            .await
-            .is_err()
-        {
+        let Ok(published) = tokio::task::spawn_blocking(move || apply(&applying, wanted)).await
+        else {
             warn!("applying a certificate change failed; the next change or poll tries again");
+            continue;
+        };
+        // Shutdown does not wait for a hook (dropping it kills the program).
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = run_deploy_hooks(&shared, &mut deployed, published) => {}
         }
     }
 }
 
-/// Publishes the live pairs `wanted` names (blocking: the store is read).
-fn apply(shared: &Shared, wanted: Wanted) {
+/// Runs the deploy hook for each `(site, serial)` just put in service that it has not run for.
+async fn run_deploy_hooks(
+    shared: &Shared,
+    deployed: &mut HashMap<String, String>,
+    published: Vec<(String, String)>,
+) {
+    let config = shared.config.load_full();
+    let Some(command) = &config.operations.hook else {
+        return;
+    };
+    let layout = Layout::new(&config.state_dir);
+    for (name, serial) in published {
+        if deployed.get(&name) == Some(&serial) {
+            continue;
+        }
+        let Some(site) = config.sites.iter().find(|site| site.name() == name) else {
+            continue;
+        };
+        hook::run(
+            command,
+            site,
+            &layout,
+            HookEvent::Renewed { serial: &serial },
+        )
+        .await;
+        deployed.insert(name, serial);
+    }
+}
+
+/// Publishes the live pairs `wanted` names (blocking: the store is read); returns the sites put
+/// in service with their serials (none after a full reload, which follows an outage of the store).
+fn apply(shared: &Shared, wanted: Wanted) -> Vec<(String, String)> {
     let config = shared.config.load_full();
     if wanted.all {
         let served = super::serve_stored(&config, shared.store.as_ref(), &shared.resolver);
         info!(served, "certificates loaded again from the store");
-        return;
+        return Vec::new();
     }
+    let mut published = Vec::new();
     let now = OffsetDateTime::now_utc();
     for name in &wanted.sites {
         // A site this node does not serve (not in its configuration) is not its business.
@@ -96,8 +141,10 @@ fn apply(shared: &Shared, wanted: Wanted) {
                 .unwrap_or_default();
             shared.resolver.publish(&names, key);
             info!(site = %name, %serial, "certificate from the store in service");
+            published.push((name.clone(), serial));
         }
     }
+    published
 }
 
 #[cfg(test)]

@@ -494,16 +494,24 @@ impl Renewer {
             );
             if let Some(command) = &self.inner.config.operations.hook {
                 let event = match &result {
-                    Ok((info, _)) => HookEvent::Renewed {
+                    // A fleet's nodes run the deploy hook when they swap the pair in
+                    // (`daemon::storage_sync`), this one included: the install's announcement
+                    // reaches every node, so running it here too would run it twice.
+                    Ok(_) if self.inner.store.announces_installs() => None,
+                    Ok((info, _)) => Some(HookEvent::Renewed {
                         serial: &info.serial,
-                    },
-                    Err(err) => HookEvent::Failed {
+                    }),
+                    // Another node renewed: nothing failed, and its pair reaches this node's hook.
+                    Err(err) if is_fenced(err) => None,
+                    Err(err) => Some(HookEvent::Failed {
                         error: &err.to_string(),
-                    },
+                    }),
                 };
-                // Hooks are given this machine's copies (the state directory's contract paths).
-                let layout = Layout::new(&self.inner.config.state_dir);
-                hook::run(command, site, &layout, event).await;
+                if let Some(event) = event {
+                    // Hooks are given this machine's copies (the state directory's contract paths).
+                    let layout = Layout::new(&self.inner.config.state_dir);
+                    hook::run(command, site, &layout, event).await;
+                }
             }
             match result {
                 Ok((info, pem)) => Outcome::Issued { info, pem },
@@ -598,6 +606,13 @@ impl Renewer {
                 challenge,
                 ..SiteRecord::default()
             },
+            // A refused install means another node renewed the site and recorded its success in
+            // the shared record: a failure written now would overwrite it (and back off a site
+            // that is fine).
+            Err(err) if is_fenced(err) => {
+                info!(error = %err, "another node renewed the site; its certificate stays live");
+                return;
+            }
             Err(err) => {
                 let ca_retry_after = err.retry_after();
                 let record = record_failure(
@@ -677,9 +692,52 @@ impl Drop for AbortOnDrop {
     }
 }
 
+/// Whether `err` is an install the store refused because another node holds the site's lease.
+fn is_fenced(err: &RenewError) -> bool {
+    matches!(err, RenewError::Store(StoreError::Fenced { .. }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // The paused node of the fleet: its install was refused because another node renewed the
+    // site meanwhile and recorded its success in the shared record, which must stay.
+    #[test]
+    #[allow(clippy::unwrap_used)]
+    fn a_refused_install_leaves_the_winners_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            "state_dir = \"{}\"\n[acme]\ndirectory = \"letsencrypt\"\nagree_tos = true\n\
+             [[site]]\nnames = [\"a.test\"]\n[[site.route]]\npath = \"/\"\nproxy = \"http://127.0.0.1:1\"\n",
+            dir.path().join("state").display()
+        );
+        let config =
+            crate::config::from_toml(&text, std::path::Path::new("/etc/certd.toml")).unwrap();
+        let store: SharedStore = Arc::new(crate::store::Store::open(&config.state_dir).unwrap());
+        let site = config.sites[0].clone();
+        let won = SiteRecord {
+            last_attempt: Some(OffsetDateTime::UNIX_EPOCH),
+            last_success: Some(OffsetDateTime::UNIX_EPOCH),
+            issued_by: Some("https://ca.test/dir".into()),
+            ..SiteRecord::default()
+        };
+        store.save_record("a.test", &won).unwrap();
+        let renewer = Renewer::new(store.clone(), ChallengeTokens::default(), Arc::new(config));
+        let fenced = RenewError::Store(StoreError::Fenced {
+            site: "a.test".into(),
+            reason: "the lease is held by node b".into(),
+        });
+        renewer.record_with(&site, Err(&fenced), None, None);
+        assert_eq!(store.load_record("a.test").unwrap(), won);
+        // Any other failure is recorded.
+        let broken = RenewError::StagingOverProduction {
+            site: "a.test".into(),
+            production: "https://ca.test/dir".into(),
+        };
+        renewer.record_with(&site, Err(&broken), None, None);
+        assert_eq!(store.load_record("a.test").unwrap().consecutive_failures, 1);
+    }
 
     #[test]
     fn staging_cas_are_recognised() {

@@ -259,6 +259,13 @@ pub trait StateStore: Debug + Send + Sync {
         false
     }
 
+    /// Whether every install is announced through [`StateStore::changes`] to every node serving
+    /// from this store, the installing one included, so that the daemon's change handler (not the
+    /// renewal) swaps the pair in and runs the deploy hook. The default (a single node) says no.
+    fn announces_installs(&self) -> bool {
+        false
+    }
+
     /// Publishes the pending answer of a challenge (`kind`, keyed by `name`: a token, a server
     /// name) for at most `seconds`, so that every node answers it. Called before the CA is told to
     /// validate; the caller withdraws it when the order no longer needs it.

@@ -443,3 +443,140 @@ async fn while_the_database_is_down_every_node_serves_and_renewal_waits_until_it
         "2"
     );
 }
+
+/// The lines the deploy hooks appended to `log` so far.
+fn hook_lines(log: &std::path::Path) -> Vec<String> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+// `[hook]` with the postgres backend: a renewal on node B runs the deploy hook on both nodes (B
+// for its own install, A for the change it hears of), once each, with the paths of each node's
+// own local copy, which already hold the new certificate.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_node_runs_its_deploy_hook_with_its_local_copy_of_the_new_certificate() {
+    let pg = Postgres::start().await;
+    let pebble = Pebble::start().await;
+    let shared = tempfile::tempdir().expect("tempdir");
+    let log = shared.path().join("hooks.log");
+    let hook = |name: &str| {
+        format!(
+            "poll = \"1h\"\n\n[hook]\ncommand = [\"/bin/sh\", \"-c\", \
+             'echo \"{name} $CERTD_EVENT $CERTD_CERT\" >> {}']\n",
+            log.display()
+        )
+    };
+    let mut nodes = vec![
+        Node::new(&pebble, &pg, "127.0.0.1", "node-a", &hook("node-a")),
+        Node::new(&pebble, &pg, "127.0.0.2", "node-b", &hook("node-b")),
+    ];
+    pebble
+        .challtestsrv(
+            "/add-a",
+            serde_json::json!({"host": SITE, "addresses": ["127.0.0.2"]}),
+        )
+        .await;
+    nodes[1].certd.issue(&[]).await.expect_code(0);
+    for node in &mut nodes {
+        node.start().await;
+    }
+    let mut old = String::new();
+    for node in &nodes {
+        old = node
+            .client(&pebble)
+            .await
+            .wait_for_certificate(SITE, crate::run::CERT_WAIT)
+            .await;
+    }
+    assert!(
+        hook_lines(&log).is_empty(),
+        "a hook ran before any renewal by a daemon: {:?}",
+        hook_lines(&log)
+    );
+
+    nodes[1].certd.issue(&["--force"]).await.expect_code(0);
+    let new = nodes[1]
+        .client(&pebble)
+        .await
+        .wait_for_new_serial(SITE, &old, PUSHED_WITHIN)
+        .await;
+    let started = Instant::now();
+    while hook_lines(&log).len() < 2 && started.elapsed() < PUSHED_WITHIN {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Time for a second run, which must not come.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let lines = hook_lines(&log);
+    for (node, name) in nodes.iter().zip(["node-a", "node-b"]) {
+        let ran: Vec<&String> = lines
+            .iter()
+            .filter(|line| line.starts_with(&format!("{name} ")))
+            .collect();
+        assert_eq!(
+            ran.len(),
+            1,
+            "{name}'s hook ran {} times within {:?} of the renewal: {lines:?}\n{}",
+            ran.len(),
+            PUSHED_WITHIN,
+            node.log()
+        );
+        let path = ran[0]
+            .strip_prefix(&format!("{name} renewed "))
+            .unwrap_or_else(|| panic!("not a renewal: {lines:?}"));
+        assert!(
+            std::path::Path::new(path).starts_with(node.certd.state_dir()),
+            "{name}'s hook was given {path}, not its own state directory's copy"
+        );
+        let pem = std::fs::read_to_string(path).expect("read the hook's certificate");
+        assert_eq!(
+            crate::harness::serial_hex(&pem),
+            crate::harness::normalize_serial(&new),
+            "{name}'s hook was given a certificate other than the new one"
+        );
+    }
+}
+
+// A node started while the database is down runs under its state_dir lock only; once the database
+// answers it takes the node lock too (so that no second process under its node name renews beside
+// it, and `certd issue` finds it), and holds it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_started_while_the_database_is_down_takes_its_node_lock_when_it_answers() {
+    let mut pg = Postgres::start().await;
+    let pebble = Pebble::start().await;
+    let mut a = Node::new(&pebble, &pg, "127.0.0.1", "node-a", "poll = \"1s\"\n");
+    pebble
+        .challtestsrv(
+            "/add-a",
+            serde_json::json!({"host": SITE, "addresses": ["127.0.0.1"]}),
+        )
+        .await;
+    pg.stop();
+    a.start().await;
+    pg.start_again().await;
+    let pid = a.daemon.as_ref().expect("node A runs").pid().to_string();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    // (The schema, node_locks included, is created at the database's first answer.)
+    while pg
+        .try_psql("SELECT pid FROM node_locks WHERE node = 'node-a'")
+        .unwrap_or_default()
+        .trim()
+        != pid
+    {
+        assert!(
+            Instant::now() < deadline,
+            "node A never took its node lock after the database came back:\n{}",
+            a.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(a.log().contains("holds its node lock now"), "{}", a.log());
+    // So `certd issue` finds the running daemon, and renews through it.
+    a.certd.issue(&[]).await.expect_code(0);
+    a.client(&pebble)
+        .await
+        .wait_for_certificate(SITE, crate::run::CERT_WAIT)
+        .await;
+}

@@ -66,6 +66,40 @@ pub struct PostgresStore {
     /// Whether the schema is known to be current (a store opened while the database was down
     /// migrates at its first answer).
     migrated: std::sync::atomic::AtomicBool,
+    /// The node lock of a daemon that started while the database was unreachable.
+    late_lock: Arc<std::sync::Mutex<LateLock>>,
+}
+
+/// The node lock [`StateStore::lock`] could not take because the database was down: it is taken
+/// before this node's first lease or install (the writes that two processes under one node name
+/// must never both make), and held until the daemon's [`StoreLock`] is dropped.
+#[derive(Debug, Default)]
+enum LateLock {
+    /// Taken with the state_dir lock, or no daemon asked for it.
+    #[default]
+    NotWanted,
+    /// To be taken when the database answers.
+    Wanted,
+    /// Taken late; held only to be released on drop.
+    Held { _lock: Box<NodeLock> },
+}
+
+/// Part of the daemon's [`StoreLock`] while the node lock is late: dropping it gives the node lock
+/// back (when it was taken meanwhile) and stops further attempts.
+#[derive(Debug)]
+struct LateLockGuard(Arc<std::sync::Mutex<LateLock>>);
+
+impl Drop for LateLockGuard {
+    fn drop(&mut self) {
+        let held = std::mem::take(
+            &mut *self
+                .0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        // Released outside the mutex (it waits for the database, at most its deadline).
+        drop(held);
+    }
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -270,6 +304,7 @@ impl PostgresStore {
             notify: config.notify,
             local: None,
             migrated: std::sync::atomic::AtomicBool::new(false),
+            late_lock: Arc::default(),
         };
         Ok(store)
     }
@@ -292,6 +327,7 @@ impl PostgresStore {
         pem: &CertifiedPem,
         token: Option<i64>,
     ) -> Result<StoredCert, StoreError> {
+        self.take_late_node_lock()?;
         let site = site.to_owned();
         let pem = pem.clone();
         self.call(move |ctx| async move {
@@ -369,6 +405,7 @@ impl PostgresStore {
             self.migrated
                 .store(true, std::sync::atomic::Ordering::Release);
         }
+        self.take_late_node_lock_at_first_answer();
         let result = self.call_raw(work);
         self.record_health(&result);
         result
@@ -504,6 +541,47 @@ impl PostgresStore {
             node: self.node.clone(),
             handle,
         })
+    }
+}
+
+impl PostgresStore {
+    /// In every call: a daemon that started without its node lock takes it as soon as the database
+    /// answers. Not taken (unreachable still, or another process holds it) is tried again at the next
+    /// call, and refuses the next lease ([`Self::take_late_node_lock`]). `try_lock`: the lock's own
+    /// calls come through here while the slot is held.
+    fn take_late_node_lock_at_first_answer(&self) {
+        let Ok(mut slot) = self.late_lock.try_lock() else {
+            return;
+        };
+        if !matches!(*slot, LateLock::Wanted) {
+            return;
+        }
+        match self.node_lock() {
+            Ok(lock) => {
+                tracing::info!("the database answers: this node holds its node lock now");
+                *slot = LateLock::Held {
+                    _lock: Box::new(lock),
+                };
+            }
+            Err(err) => tracing::debug!(%err, "the node lock cannot be taken yet"),
+        }
+    }
+
+    /// Takes the node lock a daemon started without (the database was down), if it has not yet:
+    /// refused ([`StoreError::Locked`]) while another process of this node name holds it.
+    fn take_late_node_lock(&self) -> Result<(), StoreError> {
+        let mut slot = self
+            .late_lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if matches!(*slot, LateLock::Wanted) {
+            let lock = self.node_lock()?;
+            tracing::info!("the database answers: this node holds its node lock now");
+            *slot = LateLock::Held {
+                _lock: Box::new(lock),
+            };
+        }
+        Ok(())
     }
 }
 
@@ -646,8 +724,15 @@ impl StateStore for PostgresStore {
         match self.node_lock() {
             Ok(node) => Ok(StoreLock::new((local_lock, Some(node)))),
             Err(err) if unreachable(&err) => {
-                tracing::warn!(%err, "the database is unreachable: this node starts under its state_dir lock only");
-                Ok(StoreLock::new((local_lock, None::<NodeLock>)))
+                tracing::warn!(%err, "the database is unreachable: this node starts under its state_dir lock and takes the node lock before its first lease");
+                *self
+                    .late_lock
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = LateLock::Wanted;
+                Ok(StoreLock::new((
+                    local_lock,
+                    LateLockGuard(self.late_lock.clone()),
+                )))
             }
             Err(err) => Err(err),
         }
@@ -722,6 +807,7 @@ impl StateStore for PostgresStore {
     }
 
     fn lease(&self, site: &str, seconds: u32) -> Result<Option<Lease>, StoreError> {
+        self.take_late_node_lock()?;
         let site = site.to_owned();
         self.call(move |ctx| async move {
             let client = ctx.client("take a lease").await?;
@@ -912,6 +998,10 @@ impl StateStore for PostgresStore {
     }
 
     fn shares_challenges(&self) -> bool {
+        true
+    }
+
+    fn announces_installs(&self) -> bool {
         true
     }
 
