@@ -274,11 +274,7 @@ fn generate(
     std::fs::write(dir.join("names.txt"), names)?;
     let mut sample = vec![all[0].clone()];
     let middle = all.get(1..all.len().saturating_sub(1)).unwrap_or_default();
-    sample.extend(
-        middle
-            .choose_multiple(&mut rand::rng(), 1000)
-            .cloned(),
-    );
+    sample.extend(middle.choose_multiple(&mut rand::rng(), 1000).cloned());
     if all.len() > 1 {
         sample.push(all[all.len() - 1].clone());
     }
