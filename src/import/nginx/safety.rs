@@ -56,8 +56,7 @@ pub(super) fn effect(d: &Directive) -> Effect {
             | "default_type"
             | "send_timeout"
             | "keepalive_timeout"
-            | "server_tokens"
-            | "etag",
+            | "server_tokens",
             _,
         ) => Effect::None,
         ("allow", ["all"]) | ("proxy_redirect", ["off" | "default"]) => Effect::None,
