@@ -1033,12 +1033,18 @@ mod tests {
             Taken::Refused(_)
         ));
         let site = server.site_keys(None);
-        assert!(site.contains(&("etag".to_owned(), "false".to_owned())), "{site:?}");
+        assert!(
+            site.contains(&("etag".to_owned(), "false".to_owned())),
+            "{site:?}"
+        );
         let mut outer = Keys::default();
         outer.take(&d("etag on;"), never);
         let nested = Keys::default().or(&outer);
         let keys = nested.route_keys(&server, false, true);
-        assert!(keys.contains(&("etag".to_owned(), "true".to_owned())), "{keys:?}");
+        assert!(
+            keys.contains(&("etag".to_owned(), "true".to_owned())),
+            "{keys:?}"
+        );
     }
 
     #[test]

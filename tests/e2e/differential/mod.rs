@@ -52,26 +52,14 @@ const CORPUS: &[(&str, &str)] = &[
         "discourse",
         include_str!("../../fixtures/nginx/discourse.conf"),
     ),
-    (
-        "gitea",
-        include_str!("../../fixtures/nginx/gitea.conf"),
-    ),
-    (
-        "gitlab",
-        include_str!("../../fixtures/nginx/gitlab.conf"),
-    ),
-    (
-        "grafana",
-        include_str!("../../fixtures/nginx/grafana.conf"),
-    ),
+    ("gitea", include_str!("../../fixtures/nginx/gitea.conf")),
+    ("gitlab", include_str!("../../fixtures/nginx/gitlab.conf")),
+    ("grafana", include_str!("../../fixtures/nginx/grafana.conf")),
     (
         "home-assistant",
         include_str!("../../fixtures/nginx/home-assistant.conf"),
     ),
-    (
-        "immich",
-        include_str!("../../fixtures/nginx/immich.conf"),
-    ),
+    ("immich", include_str!("../../fixtures/nginx/immich.conf")),
     (
         "jellyfin",
         include_str!("../../fixtures/nginx/jellyfin.conf"),
@@ -80,18 +68,12 @@ const CORPUS: &[(&str, &str)] = &[
         "mastodon",
         include_str!("../../fixtures/nginx/mastodon.conf"),
     ),
-    (
-        "minio",
-        include_str!("../../fixtures/nginx/minio.conf"),
-    ),
+    ("minio", include_str!("../../fixtures/nginx/minio.conf")),
     (
         "nextcloud",
         include_str!("../../fixtures/nginx/nextcloud.conf"),
     ),
-    (
-        "odoo",
-        include_str!("../../fixtures/nginx/odoo.conf"),
-    ),
+    ("odoo", include_str!("../../fixtures/nginx/odoo.conf")),
     (
         "peertube",
         include_str!("../../fixtures/nginx/peertube.conf"),
@@ -104,10 +86,7 @@ const CORPUS: &[(&str, &str)] = &[
         "plausible",
         include_str!("../../fixtures/nginx/plausible.conf"),
     ),
-    (
-        "synapse",
-        include_str!("../../fixtures/nginx/synapse.conf"),
-    ),
+    ("synapse", include_str!("../../fixtures/nginx/synapse.conf")),
     (
         "uptime-kuma",
         include_str!("../../fixtures/nginx/uptime-kuma.conf"),
@@ -307,7 +286,12 @@ async fn run_config(stem: &str, text: &str, shared: &Shared) -> (Row, Vec<Findin
     // nginx resolves a relative include inside an included file against the main file's folder:
     // Debian's `snippets/fastcgi-php.conf` includes `fastcgi.conf`, found next to Debian's own
     // nginx.conf, so the test's nginx.conf gets Debian's standard files beside it.
-    for file in ["fastcgi.conf", "fastcgi_params", "proxy_params", "mime.types"] {
+    for file in [
+        "fastcgi.conf",
+        "fastcgi_params",
+        "proxy_params",
+        "mime.types",
+    ] {
         let from = Path::new("/etc/nginx").join(file);
         if from.exists() {
             std::os::unix::fs::symlink(&from, nginx_dir.join(file)).expect("link Debian's file");
