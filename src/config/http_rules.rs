@@ -563,6 +563,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn etag_is_read_on_sites_and_routes() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("www")).unwrap();
+        let text = "[acme]\ndirectory = \"letsencrypt\"\nagree_tos = true\n\
+                    [[site]]\nnames = [\"example.org\"]\netag = false\n\
+                    [[site.route]]\npath = \"/\"\nroot = \"www\"\n\
+                    [[site.route]]\npath = \"/on/\"\nroot = \"www\"\netag = true\n";
+        let config = crate::config::from_toml(text, &dir.path().join("certd.toml")).unwrap();
+        assert_eq!(config.sites[0].http.etag, Some(false));
+        assert_eq!(config.sites[0].routes[0].http.etag, None);
+        assert_eq!(config.sites[0].routes[1].http.etag, Some(true));
+    }
+
+    #[test]
     fn sizes_read_nginx_units() {
         let cases = [
             (RawSize::Text("1m".into()), Ok(1024 * 1024)),

@@ -177,6 +177,8 @@ pub(super) struct RawRoute {
     pub(super) headers: Option<Spanned<super::http_rules::RawHeaders>>,
     pub(super) max_body_size: Option<Spanned<super::http_rules::RawSize>>,
     pub(super) expires: Option<Spanned<String>>,
+    /// nginx `etag`: `false` takes the ETag off the files this route serves.
+    pub(super) etag: Option<Spanned<bool>>,
     pub(super) rewrite: Option<Vec<Spanned<super::http_rules::RawRewrite>>>,
     #[serde(rename = "return")]
     pub(super) answer: Option<Spanned<super::http_rules::RawReturn>>,
@@ -289,6 +291,8 @@ pub(super) struct RawSite {
     pub(super) hsts: Option<Spanned<super::http_rules::RawHsts>>,
     pub(super) max_body_size: Option<Spanned<super::http_rules::RawSize>>,
     pub(super) expires: Option<Spanned<String>>,
+    /// nginx `etag`: the default of the site's routes.
+    pub(super) etag: Option<Spanned<bool>>,
     /// `index` and `[[site.error_page]]`: the defaults of the site's routes (see
     /// `config::error_page`).
     pub(super) index: Option<Spanned<Vec<Spanned<String>>>>,

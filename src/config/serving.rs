@@ -396,7 +396,7 @@ fn routes_in(
                 "only applies to `root` routes (the upstream decides what it serves)",
             );
         }
-        let http = super::http_rules::route(
+        let mut http = super::http_rules::route(
             &key,
             &target,
             route.headers,
@@ -405,6 +405,7 @@ fn routes_in(
             route.rewrite,
             problems,
         );
+        http.etag = route.etag.map(Spanned::into_inner);
         let tunnel_idle_timeout = if is_proxy {
             tunnel_idle_timeout(
                 format!("{key}.tunnel_idle_timeout"),

@@ -561,6 +561,7 @@ fn sites(
             hsts,
             max_body_size,
             expires,
+            etag,
             index,
             error_page,
             challenge: site_challenge,
@@ -603,7 +604,8 @@ fn sites(
             satisfy,
         };
         let access = access::site_scope(i, site_access, folder, problems);
-        let http = http_rules::site(i, headers, hsts, max_body_size, expires, problems);
+        let mut http = http_rules::site(i, headers, hsts, max_body_size, expires, problems);
+        http.etag = etag.map(Spanned::into_inner);
         let profile = profile.and_then(|profile| match profile_name(profile.get_ref()) {
             Ok(name) => Some(name),
             Err(reason) => {

@@ -49,6 +49,9 @@ pub struct HttpRules {
     pub rewrites: Arc<[Rewrite]>,
     /// `hsts`: the `Strict-Transport-Security` value (sites only).
     pub hsts: Option<HeaderValue>,
+    /// `etag`: `Some(false)` takes the `ETag` off answers served from files (nginx `etag off`,
+    /// which leaves upstream answers alone); `None` inherits the site's.
+    pub etag: Option<bool>,
 }
 
 impl HttpRules {
@@ -303,6 +306,10 @@ pub(super) fn finish(
         .or(site.rules.hide.as_deref())
         .unwrap_or(&[]);
     let expires = rules.and_then(|rules| rules.expires).or(site.rules.expires);
+    let etag = rules.and_then(|rules| rules.etag).or(site.rules.etag);
+    if etag == Some(false) && served_from_file(&response) {
+        response.headers_mut().remove(hyper::header::ETAG);
+    }
     let status = response.status();
     let rules = response_headers::ResponseRules {
         hide,
@@ -318,6 +325,15 @@ pub(super) fn finish(
         SystemTime::now(),
     );
     response
+}
+
+/// Whether certd's file server made the answer (a root, an alias, a `try_files` file or an error
+/// page file), the answers nginx's `etag` applies to.
+fn served_from_file(response: &Response<ProxyBody>) -> bool {
+    response
+        .extensions()
+        .get::<super::UpstreamUsed>()
+        .is_some_and(|used| used.0.starts_with("static:"))
 }
 
 /// What [`super::Proxy::forward`] applies to a proxied request, put in its extensions by
@@ -366,6 +382,40 @@ impl UpstreamRules {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn etag_off_takes_the_etag_off_files_only() {
+        let answer = |used: &str| {
+            let mut response = status_response(StatusCode::OK);
+            response
+                .headers_mut()
+                .insert(hyper::header::ETAG, HeaderValue::from_static("\"1-2\""));
+            response
+                .extensions_mut()
+                .insert(super::super::UpstreamUsed(used.to_owned()));
+            response
+        };
+        let off = HttpRules {
+            etag: Some(false),
+            ..HttpRules::default()
+        };
+        let site = SiteHttp::new("a.test".to_owned(), off.clone(), &[]);
+        let facts = RequestFacts::default();
+        let route = Route::new("/", RouteTarget::Static("/srv".into()));
+        let file = finish(answer("static:/srv"), Some(&route), &site, &facts);
+        assert!(!file.headers().contains_key(hyper::header::ETAG));
+        // nginx's `etag` is the static module's: an upstream's ETag stays.
+        let proxied = finish(answer("http://127.0.0.1:8080"), Some(&route), &site, &facts);
+        assert!(proxied.headers().contains_key(hyper::header::ETAG));
+        // A route's own `etag = true` wins over the site's.
+        let mut on = Route::new("/", RouteTarget::Static("/srv".into()));
+        on.http.etag = Some(true);
+        let file = finish(answer("static:/srv"), Some(&on), &site, &facts);
+        assert!(file.headers().contains_key(hyper::header::ETAG));
+        let plain = SiteHttp::new("a.test".to_owned(), HttpRules::default(), &[]);
+        let file = finish(answer("static:/srv"), Some(&route), &plain, &facts);
+        assert!(file.headers().contains_key(hyper::header::ETAG));
+    }
 
     #[test]
     fn set_headers_win_and_empty_values_remove() {

@@ -314,6 +314,7 @@ fn named(name: &str, text: &str) -> String {
     for placeholder in [
         "YOUR_SERVER_FQDN",
         "<public_url>",
+        "<your-nc-domain>",
         "DOMAIN_NAME",
         "${WEBSERVER_HOST}",
         "enter.your.web.hostname.here",
@@ -393,6 +394,7 @@ fn every_corpus_config_imports_safely() {
     assert_eq!(
         left_out,
         [
+            ("code-server.conf", 0),
             ("discourse.conf", 1),
             ("gitea.conf", 0),
             ("gitlab.conf", 0),
@@ -401,17 +403,19 @@ fn every_corpus_config_imports_safely() {
             ("immich.conf", 1),
             ("jellyfin.conf", 1),
             ("mastodon.conf", 0),
+            ("minio.conf", 0),
             ("nextcloud.conf", 13),
             ("odoo.conf", 0),
             ("peertube.conf", 11),
             ("pixelfed.conf", 0),
             ("plausible.conf", 0),
             ("synapse.conf", 0),
+            ("uptime-kuma.conf", 0),
             ("wordpress-restrictions.conf", 0),
             ("wordpress.conf", 2),
         ]
     );
-    assert_eq!(total, (79, 32, 29));
+    assert_eq!(total, (82, 35, 29));
 }
 
 /// The cases issue #11 names, one by one.

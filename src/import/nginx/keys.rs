@@ -73,6 +73,13 @@ impl Gzip {
                 types.push(t.clone());
             }
         }
+        // nginx's mime.types calls `.js` application/javascript, certd's file server
+        // text/javascript (RFC 9239): listing one JavaScript type compresses the same files.
+        let javascript = ["application/javascript", "application/x-javascript"];
+        let js = "text/javascript".to_owned();
+        if types.iter().any(|t| javascript.contains(&t.as_str())) && !types.contains(&js) {
+            types.push(js);
+        }
         let types: Vec<String> = types.iter().map(|t| toml_str(t)).collect();
         format!(
             "{{ encodings = [\"gzip\"], types = [{}], min_length = {}, level = {{ gzip = {} }} }}",
@@ -103,6 +110,8 @@ pub(super) struct Keys {
     /// connect, read, send.
     timeouts: [Option<String>; 3],
     expires: Option<String>,
+    /// `etag on|off`, inherited one level at a time like `expires`.
+    etag: Option<bool>,
     access: Vec<String>,
     auth_basic: Option<String>,
     auth_basic_user_file: Option<String>,
@@ -220,6 +229,10 @@ impl Keys {
                 Ok(_) => refused("certd takes a plain expiry (30d, 12h, epoch, max)"),
                 Err(why) => Taken::Refused(why),
             },
+            ("etag", [on @ ("on" | "off")]) => {
+                self.etag = Some(*on == "on");
+                Taken::Key
+            }
             ("allow" | "deny", [what]) => {
                 let rule = format!("{} {what}", d.name);
                 match crate::access::Rule::parse(&rule) {
@@ -322,6 +335,7 @@ impl Keys {
                 | "proxy_read_timeout"
                 | "proxy_send_timeout"
                 | "expires"
+                | "etag"
                 | "allow"
                 | "deny"
                 | "auth_basic"
@@ -405,6 +419,7 @@ impl Keys {
         let or = |a: &Option<String>, b: &Option<String>| a.clone().or_else(|| b.clone());
         keys.max_body_size = or(&self.max_body_size, &outer.max_body_size);
         keys.expires = or(&self.expires, &outer.expires);
+        keys.etag = self.etag.or(outer.etag);
         keys.auth_basic = or(&self.auth_basic, &outer.auth_basic);
         keys.auth_basic_user_file = or(&self.auth_basic_user_file, &outer.auth_basic_user_file);
         keys.satisfy = or(&self.satisfy, &outer.satisfy);
@@ -524,6 +539,9 @@ impl Keys {
         }
         if let Some(expires) = &self.expires {
             push("expires", toml_str(expires));
+        }
+        if let Some(etag) = self.etag {
+            push("etag", etag.to_string());
         }
         if !self.access.is_empty() {
             push("access", array(&self.access));
@@ -1004,6 +1022,39 @@ mod tests {
             text.contains("set = { \"X-Client\" = \"$remote_addr\" }"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn etag_off_is_a_key_inherited_like_expires() {
+        let mut server = Keys::default();
+        assert_eq!(server.take(&d("etag off;"), never), Taken::Key);
+        assert!(matches!(
+            server.take(&d("etag maybe;"), never),
+            Taken::Refused(_)
+        ));
+        let site = server.site_keys(None);
+        assert!(
+            site.contains(&("etag".to_owned(), "false".to_owned())),
+            "{site:?}"
+        );
+        let mut outer = Keys::default();
+        outer.take(&d("etag on;"), never);
+        let nested = Keys::default().or(&outer);
+        let keys = nested.route_keys(&server, false, true);
+        assert!(
+            keys.contains(&("etag".to_owned(), "true".to_owned())),
+            "{keys:?}"
+        );
+    }
+
+    #[test]
+    fn javascript_in_gzip_types_covers_the_file_servers_js_type() {
+        let mut server = Keys::default();
+        server.take(&d("gzip on;"), never);
+        server.take(&d("gzip_types text/css application/javascript;"), never);
+        let site = server.site_keys(None);
+        let compress = &site.iter().find(|(k, _)| k == "compress").unwrap().1;
+        assert!(compress.contains("\"text/javascript\""), "{compress}");
     }
 
     #[test]

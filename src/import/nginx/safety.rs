@@ -57,7 +57,9 @@ pub(super) fn effect(d: &Directive) -> Effect {
             | "send_timeout"
             | "keepalive_timeout"
             | "server_tokens"
-            | "etag",
+            // Framing only: without chunked encoding nginx ends such an answer by closing the
+            // connection; the client gets the same status, headers and body.
+            | "chunked_transfer_encoding",
             _,
         ) => Effect::None,
         ("allow", ["all"]) | ("proxy_redirect", ["off" | "default"]) => Effect::None,

@@ -350,6 +350,11 @@ impl Proxy {
             headers::is_websocket_upgrade(request.method(), request.version(), request.headers());
         let mut client_upgrade = websocket.then(|| hyper::upgrade::on(&mut request));
         let mut permit = request.extensions_mut().remove::<ConnectionPermit>();
+        // The route's `proxy_set_header` rules and body limit, as for a single upstream: a group
+        // is only a different way of picking the server.
+        let rules = request
+            .extensions_mut()
+            .remove::<super::http_rules::UpstreamRules>();
 
         let (mut parts, body) = request.into_parts();
         let host = headers::original_host(&parts.uri, &parts.headers);
@@ -381,6 +386,11 @@ impl Proxy {
             &self.trusted_proxies,
             upgrade,
         );
+        // `$proxy_host` is the group's name, as nginx's is the `upstream` block's.
+        if let Some(rules) = &rules {
+            rules.apply(&mut parts.headers, base);
+        }
+        let body_limit = rules.and_then(|rules| rules.body_limit);
         let next = &group.config.next_upstream;
         let resend = may_resend(&parts.method, body.is_end_stream(), next);
         let mut body = Some(body);
@@ -419,7 +429,7 @@ impl Proxy {
             let (request_body, body_sent) = match body.take() {
                 Some(body) => {
                     let (body, sent) = RequestBody::new(body);
-                    (body, Some(sent))
+                    (body.with_limit(body_limit), Some(sent))
                 }
                 None => (RequestBody::empty(), None),
             };
@@ -482,6 +492,10 @@ impl Proxy {
                         return (answer, label);
                     }
                     Err(error) => {
+                        if super::body::exceeded_limit(&error) {
+                            debug!(upstream = %label, "request body over max_body_size");
+                            return (Err(StatusCode::PAYLOAD_TOO_LARGE), label);
+                        }
                         let error = error_chain(&error);
                         warn!(upstream = %label, error = %error.text, "upstream request failed");
                         if error.timed_out { Failure::Timeout } else { Failure::Error }

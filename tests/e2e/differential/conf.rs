@@ -266,7 +266,8 @@ const DEBIAN_NGINX: &str = "/etc/nginx";
 /// - `fastcgi_pass` (and the servers of an `upstream` used by one) → php-fpm's unix socket;
 /// - `root`, `alias`, `set $var /path` → a folder under the test dir standing for that path (the
 ///   part before the first `$`), the same folder for both servers; `proxy_cache_path` and log files
-///   → the test dir; relative `include`s → Debian's `/etc/nginx/<file>`; `resolver` → 127.0.0.1.
+///   → the test dir; relative `include`s → Debian's `/etc/nginx/<file>` (an include of a file
+///   that does not exist is left out); `resolver` → 127.0.0.1.
 pub fn rewrite_for_test(tree: Vec<Directive>, env: &Env) -> Rewritten {
     let mut r = Rewriter {
         env,
@@ -518,11 +519,16 @@ impl Rewriter<'_> {
             }
             "include" => {
                 let file = d.arg(0).unwrap_or_default();
-                if !file.starts_with('/') {
-                    d.args = vec![format!("{DEBIAN_NGINX}/{file}")];
-                } else if !Path::new(&file).exists() {
+                // A file Debian's nginx does not ship (Matomo's `ssl.conf` of TLS settings) is
+                // left out for both servers, as an absolute include of a missing file is.
+                let file = match file.starts_with('/') {
+                    true => file,
+                    false => format!("{DEBIAN_NGINX}/{file}"),
+                };
+                if !Path::new(&file).exists() {
                     return None;
                 }
+                d.args = vec![file];
             }
             "resolver" => d.args = vec!["127.0.0.1".to_owned()],
             _ => {}

@@ -1,13 +1,17 @@
 //! nginx's header, answer and limit directives as certd keys, over real TLS: `add_header` (with its
 //! status rule, `always`, and a route's own list replacing the site's), `hsts`, `proxy_set_header`
 //! with variables reaching the echo upstream, `return` (301 and 200 with a body), `rewrite`
-//! `permanent` and `break`, `max_body_size` (413 for a declared and a chunked body), and `expires`.
+//! `permanent` and `break`, `max_body_size` (413 for a declared and a chunked body), `expires`, and
+//! `etag = false` (nginx `etag off`).
 
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::header::{CACHE_CONTROL, EXPIRES, HOST, LOCATION, STRICT_TRANSPORT_SECURITY};
+use hyper::header::{
+    ACCEPT_ENCODING, CACHE_CONTROL, CONTENT_ENCODING, ETAG, EXPIRES, HOST, IF_NONE_MATCH,
+    LAST_MODIFIED, LOCATION, STRICT_TRANSPORT_SECURITY,
+};
 use hyper::{Request, StatusCode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -286,4 +290,55 @@ names = ["a.test"]
     );
     assert!(text.contains("certd.toml:14:"), "{text}");
     assert!(text.contains("unknown variable `$remote_adr`"), "{text}");
+}
+
+/// nginx `etag off` as `etag = false` on the site: files come without an `ETag` (also when
+/// compressed), a route saying `etag = true` keeps it, and If-None-Match has nothing to match.
+#[tokio::test]
+async fn etag_false_takes_the_etag_off_files() {
+    let pebble = Pebble::start().await;
+    let certd = Certd::new();
+    let www = certd.dir().join("www");
+    std::fs::create_dir_all(www.join("on")).expect("www/on");
+    let css = "body { color: black; }\n".repeat(100);
+    std::fs::write(www.join("app.css"), &css).expect("app.css");
+    std::fs::write(www.join("on/app.css"), &css).expect("on/app.css");
+    let config = RunConfig::for_pebble(
+        &pebble,
+        vec![Site::new(&["a.test"])
+            .site_option("etag", "false")
+            .root("/", "www")
+            .route_option("/", "compress", "true")
+            .root("/on/", "www")
+            .route_option("/on/", "etag", "true")],
+    );
+    let world = World::serve(pebble, certd, config).await;
+    world.client.wait_for_certificate("a.test", CERT_WAIT).await;
+    let host = world.authority("a.test");
+    let mut h1 = world.client.http1("a.test").await;
+
+    let reply = h1.get(&host, "/app.css").await;
+    assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
+    assert_eq!(reply.text(), css);
+    assert!(!reply.headers.contains_key(ETAG), "{reply:?}");
+    assert!(reply.headers.contains_key(LAST_MODIFIED), "{reply:?}");
+
+    let request = Request::get("/app.css")
+        .header(HOST, &host)
+        .header(ACCEPT_ENCODING, "gzip")
+        .body(Full::new(Bytes::new()))
+        .expect("request");
+    let reply = h1.send(request).await;
+    assert_eq!(reply.headers[CONTENT_ENCODING], "gzip", "{reply:?}");
+    assert!(!reply.headers.contains_key(ETAG), "{reply:?}");
+
+    let reply = h1.get(&host, "/on/app.css").await;
+    assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
+    let etag = reply.headers[ETAG].to_str().expect("ETag").to_owned();
+    let request = Request::get("/on/app.css")
+        .header(HOST, &host)
+        .header(IF_NONE_MATCH, &etag)
+        .body(Full::new(Bytes::new()))
+        .expect("request");
+    assert_eq!(h1.send(request).await.status, StatusCode::NOT_MODIFIED);
 }

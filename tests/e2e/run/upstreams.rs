@@ -1,7 +1,8 @@
 //! `[[upstream]]` groups through the real daemon over TLS: round robin over two servers, a killed
 //! server's GETs retried on the other, a POST to a failing server answered 502 without a retry,
 //! servers left out after failing (passive health), backup servers taking over only when the
-//! primaries are down, a unix-socket server, and a route's `read_timeout`.
+//! primaries are down, a unix-socket server, a route's `read_timeout`, and a group route's
+//! request headers and body limit.
 //!
 //! The backends here name themselves in each answer (`<name> <method> <path>`) and, unlike the
 //! harness's echo upstream, drop their open keep-alive connections too when killed, so a killed
@@ -19,12 +20,12 @@ use hyper::body::Incoming;
 use hyper::header::HOST;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, UnixListener};
 use tokio::task::{JoinHandle, JoinSet};
 
 use super::{World, CERT_WAIT};
-use crate::harness::{Certd, Pebble, RunConfig, Site, Upstream};
+use crate::harness::{Alpn, Certd, Pebble, RunConfig, Site, Upstream};
 
 /// A backend that answers `<name> <method> <path>` after reading the request body, or (`broken`)
 /// accepts connections and closes them at once. Killed with everything it has open on drop.
@@ -331,4 +332,67 @@ async fn a_reload_keeps_the_passive_health_of_an_unchanged_group() {
     }
     assert_eq!(failing.hits(), 1, "still left out after the reload");
     assert_eq!(c.hits(), 10);
+}
+
+/// A route whose upstream is a group gets the same `headers.request` rules and `max_body_size`
+/// as one with a single server (nginx: `proxy_set_header` and `client_max_body_size` do not care
+/// how `proxy_pass` picks the server), `$proxy_host` being the group's name.
+#[tokio::test]
+async fn a_group_route_sends_its_request_headers_and_keeps_its_body_limit() {
+    let pebble = Pebble::start().await;
+    let one = Upstream::echo().await;
+    let two = Upstream::echo().await;
+    let config = RunConfig::for_pebble(
+        &pebble,
+        vec![Site::new(&["a.test"])
+            .proxy("/", "http://app")
+            .route_option(
+                "/",
+                "headers",
+                r#"{ request = { set = { "X-Accel-Mapping" = "/srv/public/=/downloads/", "X-Proxy-Host" = "$proxy_host" }, remove = ["X-Debug"] } }"#,
+            )
+            .route_option("/", "max_body_size", "\"1k\"")],
+    )
+    .table(&format!(
+        "[[upstream]]\nname = \"app\"\nservers = [\"{}\", \"{}\"]\n",
+        one.addr, two.addr
+    ));
+    let world = World::serve(pebble, Certd::new(), config).await;
+    world.client.wait_for_certificate("a.test", CERT_WAIT).await;
+    let host = world.authority("a.test");
+    let mut h1 = world.client.http1("a.test").await;
+
+    // Both servers of the group are asked (round robin), and each sees the rules.
+    for i in 0..2 {
+        let request = Request::get(format!("/x/{i}"))
+            .header(HOST, &host)
+            .header("x-debug", "1")
+            .body(Full::new(Bytes::new()))
+            .expect("request");
+        let echoed = h1.send(request).await.echoed();
+        assert_eq!(echoed.path, format!("/x/{i}"), "{echoed:#?}");
+        assert_eq!(echoed.header("x-accel-mapping"), "/srv/public/=/downloads/");
+        assert_eq!(echoed.header("x-proxy-host"), "app");
+        assert!(!echoed.headers.contains_key("x-debug"), "{echoed:#?}");
+    }
+    assert_eq!((one.received(), two.received()), (1, 1));
+
+    // A chunked body growing past max_body_size is cut off with 413, as for a single server.
+    let head = format!(
+        "POST /upload HTTP/1.1\r\nHost: {host}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    );
+    let mut body = Vec::new();
+    for _ in 0..4 {
+        body.extend_from_slice(b"200\r\n");
+        body.extend_from_slice(&[b'y'; 0x200]);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(b"0\r\n\r\n");
+    let mut tls = world.client.handshake("a.test", Alpn::Http1).await.stream;
+    tls.write_all(head.as_bytes()).await.expect("send the head");
+    let _ = tls.write_all(&body).await;
+    let mut response = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut response)).await;
+    let answer = String::from_utf8_lossy(&response).into_owned();
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
 }
