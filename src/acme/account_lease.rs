@@ -69,9 +69,8 @@ pub(super) async fn claim<'a>(
     wait: Duration,
 ) -> Result<Claim<'a>, AcmeError> {
     let name = account_lease_name(directory_url);
-    let usable = |stored: Option<String>| {
-        stored.filter(|json| Some(Fingerprint::of(json)) != forgotten)
-    };
+    let usable =
+        |stored: Option<String>| stored.filter(|json| Some(Fingerprint::of(json)) != forgotten);
     let started = Instant::now();
     let mut pause = FIRST_PAUSE;
     let mut waited = false;
@@ -92,7 +91,10 @@ pub(super) async fn claim<'a>(
             });
         }
         if !waited {
-            info!(directory = directory_url, "another node is creating the ACME account; waiting for it");
+            info!(
+                directory = directory_url,
+                "another node is creating the ACME account; waiting for it"
+            );
             waited = true;
         }
         if let Some(json) = usable(store.load_account(directory_url)?) {
@@ -312,7 +314,12 @@ mod tests {
             panic!("expected to create: {claim:?}")
         };
         assert_eq!(lease.lease.site, format!("account:{CA}"));
-        assert!(store.state.lock().unwrap().leases.contains_key(&lease.lease.site));
+        assert!(store
+            .state
+            .lock()
+            .unwrap()
+            .leases
+            .contains_key(&lease.lease.site));
         drop(lease);
         let state = store.state.lock().unwrap();
         assert!(state.leases.is_empty());
@@ -432,7 +439,8 @@ mod tests {
     #[tokio::test]
     async fn the_lease_is_renewed_while_the_account_is_created() {
         let (_dir, store) = fleet(FleetState::default());
-        let Claim::Create(lease) = claim(&store, CA, 3, None, longest_wait(3)).await.unwrap() else {
+        let Claim::Create(lease) = claim(&store, CA, 3, None, longest_wait(3)).await.unwrap()
+        else {
             panic!("expected to create")
         };
         // A CA that takes 3.5 s: the 3 s lease is renewed every second.

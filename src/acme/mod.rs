@@ -150,9 +150,7 @@ impl AcmeClient {
                         (account, Fingerprint::of(&json))
                     }
                     Claim::Create(lease) => {
-                        lease
-                            .hold_while(create(acme, builder, store, &url))
-                            .await?
+                        lease.hold_while(create(acme, builder, store, &url)).await?
                     }
                 }
             }

@@ -233,14 +233,16 @@ fn account_used(log: &str) -> Option<String> {
 }
 
 /// Account creation is leased like a renewal: three nodes, each serving its own site, start
-/// together on an empty database and each orders at once. One account is created at the CA and
-/// stored, and every node's order used it.
+/// together on an empty database and each orders at once, against a CA that takes 3 s to create an
+/// account (so all three need it while the first is still being created). One account is created
+/// at the CA and stored, the others waited for it, and every node's order used it.
 #[tokio::test(flavor = "multi_thread")]
 async fn three_nodes_starting_together_on_an_empty_database_create_one_account_and_all_order_with_it(
 ) {
     const SITES: [&str; 3] = ["acct1.fleet.test", "acct2.fleet.test", "acct3.fleet.test"];
     let layout = Layout {
         site_per_node: true,
+        new_account_delay: Some(Duration::from_secs(3)),
         ..Layout::default()
     };
     let fleet = Fleet::start_with(
@@ -277,6 +279,13 @@ async fn three_nodes_starting_together_on_an_empty_database_create_one_account_a
         .map(|node| node.name.clone())
         .collect();
     assert_eq!(creators.len(), 1, "{creators:?}\n{logs}");
+    // At least one other node wanted it while it was being created, and waited for it.
+    assert!(
+        fleet.nodes.iter().any(|node| node
+            .log()
+            .contains("another node is creating the ACME account")),
+        "{logs}"
+    );
 
     // Each node's order went through that one account.
     let account = account_used(&fleet.node(&creators[0]).log())
@@ -337,12 +346,9 @@ async fn tls_alpn01_validation_reaching_a_node_without_the_lease_is_answered_fro
     }
     // No HTTP-01 validation took place: TLS-ALPN-01 is what validated the certificate.
     assert!(
-        !fleet
-            .relay
-            .seen()
-            .iter()
-            .any(|seen| seen.host == SITE && seen.path.starts_with("/.well-known/acme-challenge/")
-                && !seen.is_preflight()),
+        !fleet.relay.seen().iter().any(|seen| seen.host == SITE
+            && seen.path.starts_with("/.well-known/acme-challenge/")
+            && !seen.is_preflight()),
         "{logs}"
     );
     assert_eq!(

@@ -22,6 +22,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use super::acme_proxy::{AcmeProxy, ProxyOptions};
 use super::certd::{toml_str, Certd};
 use super::daemon::{Daemon, RunConfig, Site};
 use super::pebble::Pebble;
@@ -63,6 +64,8 @@ pub struct Fleet {
     // Drop order: the nodes first, then what they talk to.
     /// The nodes, `node-1` on 127.0.0.1 first.
     pub nodes: Vec<Node>,
+    /// The proxy in front of Pebble with [`Layout::new_account_delay`], kept for the nodes.
+    _acme_proxy: Option<AcmeProxy>,
     /// The relay every site name resolves to.
     pub relay: Relay,
     /// The shared database.
@@ -128,6 +131,19 @@ impl Fleet {
             super::pebble::free_port()
         };
         let challenge = layout.tls_alpn.then_some("tls-alpn-01");
+        let acme_proxy = match layout.new_account_delay {
+            Some(delay) => Some(
+                AcmeProxy::start(
+                    &pebble,
+                    ProxyOptions {
+                        new_account_delay: delay,
+                        ..ProxyOptions::default()
+                    },
+                )
+                .await,
+            ),
+            None => None,
+        };
 
         let mut nodes = Vec::new();
         for (index, ip) in node_ips.iter().enumerate() {
@@ -138,9 +154,16 @@ impl Fleet {
             } else {
                 sites
             };
-            let toml = node_toml(
+            let mut toml = node_toml(
                 &pebble, &pg, &certd, served, challenge, &name, *ip, https_port, lease,
             );
+            if let Some(proxy) = &acme_proxy {
+                // The same configuration, ordering through the proxy.
+                toml = toml.replace(
+                    &toml_str(&pebble.directory_url()),
+                    &toml_str(&proxy.directory_url()),
+                );
+            }
             certd.write_config_text(&format!("{toml}\n{extra}\n"));
             nodes.push(Node {
                 name,
@@ -168,6 +191,7 @@ impl Fleet {
         }
         Self {
             nodes,
+            _acme_proxy: acme_proxy,
             relay,
             pg,
             pebble,
@@ -272,6 +296,8 @@ pub struct Layout {
     /// Every site uses `challenge = "tls-alpn-01"`, the nodes serve HTTPS on Pebble's TLS-ALPN-01
     /// port, and the relay forwards those connections too.
     pub tls_alpn: bool,
+    /// The nodes order through an [`AcmeProxy`] that holds each new-account request this long.
+    pub new_account_delay: Option<Duration>,
 }
 
 /// The configuration of one node.
@@ -550,7 +576,11 @@ impl Routing {
     }
 
     /// A node other than `holder` that the relay still forwards to.
-    fn other_than(&self, holder: Option<&String>, state: &Mutex<RelayState>) -> Option<(String, Ipv4Addr)> {
+    fn other_than(
+        &self,
+        holder: Option<&String>,
+        state: &Mutex<RelayState>,
+    ) -> Option<(String, Ipv4Addr)> {
         let avoid = state.lock().expect("relay state").avoid.clone();
         self.nodes
             .iter()
