@@ -54,6 +54,15 @@ pub enum AcmeError {
         /// What to do about it when it is about external account binding (else empty).
         eab_hint: &'static str,
     },
+    /// Another node of the fleet held the CA's account lease (it was creating the account) for
+    /// longer than a node waits, and stored no account meanwhile.
+    #[error("another node has been creating the ACME account for {url} for {}s without storing it; trying again later", waited.as_secs())]
+    AccountLeaseHeld {
+        /// The directory URL.
+        url: String,
+        /// How long this node waited.
+        waited: std::time::Duration,
+    },
     /// `[acme] eab_hmac_key_file` could not be used when creating the account.
     #[error("acme.eab_hmac_key_file: {reason}")]
     Eab {

@@ -11,9 +11,10 @@
 //! cannot be reached and for a TLS failure talking to it.
 //!
 //! Files: this one holds the account ([`AcmeClient::connect`]), profiles and renewal information;
-//! `order.rs` the order itself; `error.rs` what can go wrong; `http.rs` the HTTP client to the CA;
+//! `account_lease.rs` creating the account once across a fleet; `order.rs` the order itself; `error.rs` what can go wrong; `http.rs` the HTTP client to the CA;
 //! `trust.rs` the roots it trusts.
 
+mod account_lease;
 mod dns01;
 mod error;
 mod http;
@@ -33,6 +34,7 @@ use rustls_pki_types::CertificateDer;
 use time::OffsetDateTime;
 use tracing::{debug, info};
 
+use self::account_lease::{Claim, Fingerprint};
 use self::error::{classify_ca_error, is_rate_limit};
 use self::http::{BoundedRetryAfter, CaHttpClient, RetryAfter};
 use crate::config::{AcmeConfig, ChallengeKind, Config, KeyType};
@@ -78,6 +80,8 @@ pub struct AcmeClient {
     account: Account,
     directory_url: String,
     retry_after: RetryAfter,
+    /// Of the stored credentials this account came from (see [`AcmeClient::connect_new_account`]).
+    fingerprint: Fingerprint,
 }
 
 impl fmt::Debug for AcmeClient {
@@ -92,97 +96,70 @@ impl fmt::Debug for AcmeClient {
 impl AcmeClient {
     /// Loads the account stored for `acme.directory_url`, or creates one at the CA and stores its
     /// credentials (0600) before returning. After this succeeds, call [`AcmeClient::order`] per site.
-    pub async fn connect(acme: &AcmeConfig, store: &dyn StateStore) -> Result<Self, AcmeError> {
-        Self::connect_inner(acme, store, false).await
+    ///
+    /// Creating takes the CA's account lease for `lease_seconds` first (`account_lease.rs`), so
+    /// nodes of a fleet starting together create one account: a node that cannot get it waits and
+    /// uses the account the holder stored.
+    pub async fn connect(
+        acme: &AcmeConfig,
+        store: &dyn StateStore,
+        lease_seconds: u32,
+    ) -> Result<Self, AcmeError> {
+        Self::connect_inner(acme, store, lease_seconds, None).await
     }
 
-    /// Creates a new account at the CA and stores it in place of the old one. For when the CA no
-    /// longer knows the stored account (a test CA restarted, an account deactivated elsewhere).
+    /// Creates a new account at the CA and stores it in place of `forgotten`'s. For when the CA no
+    /// longer knows the stored account (a test CA restarted, an account deactivated elsewhere). In a
+    /// fleet, an account another node stored in its place meanwhile is used instead.
     pub async fn connect_new_account(
         acme: &AcmeConfig,
         store: &dyn StateStore,
+        lease_seconds: u32,
+        forgotten: &AcmeClient,
     ) -> Result<Self, AcmeError> {
-        Self::connect_inner(acme, store, true).await
+        Self::connect_inner(acme, store, lease_seconds, Some(forgotten.fingerprint)).await
     }
 
     async fn connect_inner(
         acme: &AcmeConfig,
         store: &dyn StateStore,
-        new_account: bool,
+        lease_seconds: u32,
+        forgotten: Option<Fingerprint>,
     ) -> Result<Self, AcmeError> {
         let url = acme.directory_url.clone();
         let retry_after = RetryAfter::default();
         let http = CaHttpClient::new(acme.ca_roots.as_deref(), retry_after.clone())?;
         let builder = Account::builder_with_http(Box::new(BoundedRetryAfter(http.clone())));
 
-        let stored = if new_account {
-            None
-        } else {
-            store.load_account(&url)?
+        let stored = match forgotten {
+            Some(_) => None,
+            None => store.load_account(&url)?,
         };
-        let account = match stored {
+        let (account, fingerprint) = match stored {
             Some(json) => {
-                let credentials: AccountCredentials =
-                    serde_json::from_str(&json).map_err(|err| StoreError::Corrupt {
-                        path: store.account_location(&url),
-                        reason: format!("not ACME account credentials: {err}"),
-                    })?;
-                let account = builder
-                    .from_credentials(credentials)
-                    .await
-                    .map_err(|err| classify_ca_error(&url, err))?;
+                let account = restore(builder, store, &url, &json).await?;
                 debug!(account = account.id(), "reusing the stored ACME account");
-                account
+                (account, Fingerprint::of(&json))
             }
             None => {
-                // Only a new account is bound: the stored one already is, at the CA.
-                let external_account = match &acme.eab {
-                    Some(eab) => {
-                        let key =
-                            crate::config::read_mac_key(&eab.hmac_key_file).map_err(|reason| {
-                                AcmeError::Eab {
-                                    path: eab.hmac_key_file.clone(),
-                                    reason,
-                                }
-                            })?;
-                        Some(instant_acme::ExternalAccountKey::new(eab.kid.clone(), &key))
+                let wait = account_lease::longest_wait(lease_seconds);
+                match account_lease::claim(store, &url, lease_seconds, forgotten, wait).await? {
+                    Claim::Stored(json) => {
+                        let account = restore(builder, store, &url, &json).await?;
+                        info!(account = account.id(), directory = %url, "using the ACME account another node created");
+                        (account, Fingerprint::of(&json))
                     }
-                    None => None,
-                };
-                let contact = acme.email.as_ref().map(|email| format!("mailto:{email}"));
-                let contacts: Vec<&str> = contact.iter().map(String::as_str).collect();
-                let (account, credentials) = builder
-                    .create(
-                        &NewAccount {
-                            contact: &contacts,
-                            terms_of_service_agreed: true,
-                            only_return_existing: false,
-                        },
-                        url.clone(),
-                        external_account.as_ref(),
-                    )
-                    .await
-                    .map_err(|err| match err {
-                        instant_acme::Error::Api(problem) => AcmeError::AccountRejected {
-                            eab_hint: account_hint(&problem, acme.eab.is_some()),
-                            problem: Box::new(problem),
-                        },
-                        other => classify_ca_error(&url, other),
-                    })?;
-                let json =
-                    serde_json::to_string(&credentials).map_err(|err| StoreError::Corrupt {
-                        path: store.account_location(&url),
-                        reason: format!("cannot serialize the account credentials: {err}"),
-                    })?;
-                store.save_account(&url, &json)?;
-                info!(account = account.id(), directory = %url, "created an ACME account");
-                account
+                    Claim::Create(lease) => {
+                        lease.hold_while(create(acme, builder, store, &url)).await?
+                    }
+                }
             }
         };
         Ok(Self {
             account,
             directory_url: url,
             retry_after,
+            fingerprint,
         })
     }
 
@@ -281,4 +258,71 @@ fn account_hint(problem: &instant_acme::Problem, have_eab: bool) -> &'static str
         (true, true) => " (check [acme] eab_kid and the key in eab_hmac_key_file)",
         (false, _) => "",
     }
+}
+
+/// The account whose stored credentials are `json`.
+async fn restore(
+    builder: instant_acme::AccountBuilder,
+    store: &dyn StateStore,
+    url: &str,
+    json: &str,
+) -> Result<Account, AcmeError> {
+    let credentials: AccountCredentials =
+        serde_json::from_str(json).map_err(|err| StoreError::Corrupt {
+            path: store.account_location(url),
+            reason: format!("not ACME account credentials: {err}"),
+        })?;
+    builder
+        .from_credentials(credentials)
+        .await
+        .map_err(|err| classify_ca_error(url, err))
+}
+
+/// Registers a new account at the CA (bound to `[acme] eab_*` when set) and stores it.
+async fn create(
+    acme: &AcmeConfig,
+    builder: instant_acme::AccountBuilder,
+    store: &dyn StateStore,
+    url: &str,
+) -> Result<(Account, Fingerprint), AcmeError> {
+    // Only a new account is bound: the stored one already is, at the CA.
+    let external_account = match &acme.eab {
+        Some(eab) => {
+            let key = crate::config::read_mac_key(&eab.hmac_key_file).map_err(|reason| {
+                AcmeError::Eab {
+                    path: eab.hmac_key_file.clone(),
+                    reason,
+                }
+            })?;
+            Some(instant_acme::ExternalAccountKey::new(eab.kid.clone(), &key))
+        }
+        None => None,
+    };
+    let contact = acme.email.as_ref().map(|email| format!("mailto:{email}"));
+    let contacts: Vec<&str> = contact.iter().map(String::as_str).collect();
+    let (account, credentials) = builder
+        .create(
+            &NewAccount {
+                contact: &contacts,
+                terms_of_service_agreed: true,
+                only_return_existing: false,
+            },
+            url.to_owned(),
+            external_account.as_ref(),
+        )
+        .await
+        .map_err(|err| match err {
+            instant_acme::Error::Api(problem) => AcmeError::AccountRejected {
+                eab_hint: account_hint(&problem, acme.eab.is_some()),
+                problem: Box::new(problem),
+            },
+            other => classify_ca_error(url, other),
+        })?;
+    let json = serde_json::to_string(&credentials).map_err(|err| StoreError::Corrupt {
+        path: store.account_location(url),
+        reason: format!("cannot serialize the account credentials: {err}"),
+    })?;
+    store.save_account(url, &json)?;
+    info!(account = account.id(), directory = %url, "created an ACME account");
+    Ok((account, Fingerprint::of(&json)))
 }

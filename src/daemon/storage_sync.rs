@@ -11,11 +11,14 @@
 //! This is also where a fleet's node runs the deploy hook (`[hook]`, [`crate::hook`]) for a
 //! renewal, whichever node renewed (this one included: its own install is announced to it too):
 //! once per new serial, after the pair is in the resolver, with the paths of the node's local copy
-//! in its state directory, which reading the pair from the store has just written.
+//! in its state directory, which reading the pair from the store has just written. A full reload
+//! (after this node lost the store) runs it too, for each site whose served certificate the reload
+//! changed: another node may have renewed while this one could not hear of it.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
+use rustls::sign::CertifiedKey;
 use time::OffsetDateTime;
 use tokio::sync::mpsc::Receiver;
 use tokio_util::sync::CancellationToken;
@@ -112,13 +115,34 @@ async fn run_deploy_hooks(
 }
 
 /// Publishes the live pairs `wanted` names (blocking: the store is read); returns the sites put
-/// in service with their serials (none after a full reload, which follows an outage of the store).
+/// in service with their serials (after a full reload: those whose certificate it changed).
 fn apply(shared: &Shared, wanted: Wanted) -> Vec<(String, String)> {
     let config = shared.config.load_full();
     if wanted.all {
+        // What each site served before, to tell which certificates the reload replaced (the
+        // initial load is done, so a look-up reads the resolver's map and nothing else).
+        let before: Vec<_> = config
+            .sites
+            .iter()
+            .map(|site| shared.resolver.lookup(site.name()))
+            .collect();
         let served = super::serve_stored(&config, shared.store.as_ref(), &shared.resolver);
-        info!(served, "certificates loaded again from the store");
-        return Vec::new();
+        let replaced: Vec<_> = config
+            .sites
+            .iter()
+            .zip(before)
+            .filter_map(|(site, before)| {
+                let after = shared.resolver.lookup(site.name())?;
+                (!same_leaf(before.as_deref(), &after))
+                    .then(|| (site.name().to_owned(), serial_of(&after)))
+            })
+            .collect();
+        info!(
+            served,
+            replaced = replaced.len(),
+            "certificates loaded again from the store"
+        );
+        return replaced;
     }
     let mut published = Vec::new();
     let now = OffsetDateTime::now_utc();
@@ -128,17 +152,7 @@ fn apply(shared: &Shared, wanted: Wanted) -> Vec<(String, String)> {
             continue;
         };
         if let Some((names, key)) = super::stored::usable_key(shared.store.as_ref(), site, now) {
-            let serial = key
-                .end_entity_cert()
-                .ok()
-                .and_then(|der| x509_parser::parse_x509_certificate(der.as_ref()).ok())
-                .map(|(_, cert)| {
-                    cert.raw_serial()
-                        .iter()
-                        .map(|byte| format!("{byte:02x}"))
-                        .collect::<String>()
-                })
-                .unwrap_or_default();
+            let serial = serial_of(&key);
             shared.resolver.publish(&names, key);
             info!(site = %name, %serial, "certificate from the store in service");
             published.push((name.clone(), serial));
@@ -147,9 +161,56 @@ fn apply(shared: &Shared, wanted: Wanted) -> Vec<(String, String)> {
     published
 }
 
+/// The serial (lower-case hex) of `key`'s certificate; empty when it cannot be read.
+fn serial_of(key: &CertifiedKey) -> String {
+    key.end_entity_cert()
+        .ok()
+        .and_then(|der| x509_parser::parse_x509_certificate(der.as_ref()).ok())
+        .map(|(_, cert)| {
+            cert.raw_serial()
+                .iter()
+                .map(|byte| format!("{byte:02x}"))
+                .collect::<String>()
+        })
+        .unwrap_or_default()
+}
+
+/// Whether `after` serves the same certificate as `before` (`None`: nothing was served). Compared
+/// by the certificate's bytes: a reload makes a new key object even for an unchanged pair.
+fn same_leaf(before: Option<&CertifiedKey>, after: &CertifiedKey) -> bool {
+    before.is_some_and(|before| before.cert.first() == after.cert.first())
+}
+
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    fn key(names: &[&str]) -> CertifiedKey {
+        let names: Vec<String> = names.iter().map(|name| (*name).to_owned()).collect();
+        let generated = rcgen::generate_simple_self_signed(names).unwrap();
+        let pem = crate::certificate::CertifiedPem {
+            cert_pem: generated.cert.pem(),
+            chain_pem: String::new(),
+            key_pem: generated.signing_key.serialize_pem().into(),
+        };
+        Arc::unwrap_or_clone(crate::resolver::certified_key(&pem).unwrap())
+    }
+
+    #[test]
+    fn a_reload_counts_as_a_new_certificate_only_when_the_served_one_changed() {
+        let old = key(&["a.test"]);
+        let reloaded = CertifiedKey::new(old.cert.clone(), old.key.clone());
+        let renewed = key(&["a.test"]);
+        assert!(
+            same_leaf(Some(&old), &reloaded),
+            "the same pair, read again"
+        );
+        assert!(!same_leaf(Some(&old), &renewed), "renewed by another node");
+        assert!(!same_leaf(None, &renewed), "the site's first certificate");
+        let serial = serial_of(&renewed);
+        assert!(!serial.is_empty() && serial != serial_of(&old), "{serial}");
+    }
 
     #[test]
     fn changes_coalesce_per_site_and_all_wins() {

@@ -187,8 +187,12 @@ impl Renewer {
             client.check_profiles(&self.inner.config)?;
             return Ok(client.clone());
         }
-        let client =
-            AcmeClient::connect(&self.inner.config.acme, self.inner.store.as_ref()).await?;
+        let client = AcmeClient::connect(
+            &self.inner.config.acme,
+            self.inner.store.as_ref(),
+            self.inner.config.storage.lease_seconds(),
+        )
+        .await?;
         client.check_profiles(&self.inner.config)?;
         *acme = Some(client.clone());
         Ok(client)
@@ -541,7 +545,12 @@ impl Renewer {
         let acme = if index == 0 {
             self.connect().await?
         } else {
-            AcmeClient::connect(&config, self.inner.store.as_ref()).await?
+            AcmeClient::connect(
+                &config,
+                self.inner.store.as_ref(),
+                self.inner.config.storage.lease_seconds(),
+            )
+            .await?
         };
         let offers_profiles = !acme.offered_profiles().is_empty();
         let options = OrderOptions {
@@ -558,8 +567,13 @@ impl Renewer {
             Err(err) if err.is_unknown_account() => {
                 // The CA forgot the stored account: register a new one and try once more.
                 warn!(error = %err, "the CA does not know the stored account; creating a new one");
-                let fresh =
-                    AcmeClient::connect_new_account(&config, self.inner.store.as_ref()).await?;
+                let fresh = AcmeClient::connect_new_account(
+                    &config,
+                    self.inner.store.as_ref(),
+                    self.inner.config.storage.lease_seconds(),
+                    &acme,
+                )
+                .await?;
                 if index == 0 {
                     *self.inner.acme.lock().await = Some(fresh.clone());
                 }

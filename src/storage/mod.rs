@@ -94,6 +94,20 @@ pub struct Lease {
     pub token: i64,
 }
 
+/// The lease taken before creating the ACME account of the CA at `directory_url` (see
+/// `acme::account_lease`): a lease like a site's, under a name no site can have (site names never
+/// hold a `:`), so the fleet creates one account per CA, not one per node starting at once.
+pub fn account_lease_name(directory_url: &str) -> String {
+    format!("{ACCOUNT_LEASE_PREFIX}{directory_url}")
+}
+
+/// Whether a lease name is an account's ([`account_lease_name`]) rather than a site's.
+pub fn is_account_lease(name: &str) -> bool {
+    name.starts_with(ACCOUNT_LEASE_PREFIX)
+}
+
+const ACCOUNT_LEASE_PREFIX: &str = "account:";
+
 /// A change to the live certificates noticed by [`StateStore::changes`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
@@ -219,6 +233,7 @@ pub trait StateStore: Debug + Send + Sync {
 
     /// Takes `site`'s lease for `seconds`; `None` while another node holds it. The default suits a
     /// backend whose writer lock ([`StateStore::lock`]) already excludes every other writer.
+    /// `site` may also be an [`account_lease_name`]: the same rules, for creating an account.
     fn lease(&self, site: &str, seconds: u32) -> Result<Option<Lease>, StoreError> {
         let _ = seconds;
         Ok(Some(Lease {

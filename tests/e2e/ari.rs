@@ -488,6 +488,7 @@ async fn without_ari_or_profiles_the_lifetime_rule_decides_and_none_are_sent() {
             renewal_info: false,
             profiles: Default::default(),
             default_window: None,
+            ..ProxyOptions::default()
         },
     )
     .await;

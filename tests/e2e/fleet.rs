@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use crate::harness::{normalize_serial, serial_hex, Fleet, HttpsClient};
+use crate::harness::{normalize_serial, serial_hex, Fleet, HttpsClient, Layout, TLS_ALPN_PATH};
 
 /// Long enough for three nodes starting at once on a busy machine to order, validate and install.
 const INSTALL_WAIT: Duration = Duration::from_secs(150);
@@ -215,4 +215,153 @@ async fn a_paused_holders_late_install_is_refused_by_its_fencing_token() {
     );
     assert_eq!(live_serial(&fleet, SITE), newer, "{logs}");
     assert_eq!(served_by(&fleet, &installer, SITE).await, newer);
+}
+
+/// The ACME account URL a node's log says it used: the one it created, the one another node
+/// created while it waited for the account lease, or the one it found stored.
+fn account_used(log: &str) -> Option<String> {
+    const USES: [&str; 3] = [
+        "created an ACME account",
+        "using the ACME account another node created",
+        "reusing the stored ACME account",
+    ];
+    log.lines()
+        .find(|line| USES.iter().any(|use_| line.contains(use_)))
+        .and_then(|line| line.split("account=").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .map(|url| url.trim_matches('"').to_owned())
+}
+
+/// Account creation is leased like a renewal: three nodes, each serving its own site, start
+/// together on an empty database and each orders at once, against a CA that takes 3 s to create an
+/// account (so all three need it while the first is still being created). One account is created
+/// at the CA and stored, the others waited for it, and every node's order used it.
+#[tokio::test(flavor = "multi_thread")]
+async fn three_nodes_starting_together_on_an_empty_database_create_one_account_and_all_order_with_it(
+) {
+    const SITES: [&str; 3] = ["acct1.fleet.test", "acct2.fleet.test", "acct3.fleet.test"];
+    let layout = Layout {
+        site_per_node: true,
+        new_account_delay: Some(Duration::from_secs(3)),
+        ..Layout::default()
+    };
+    let fleet = Fleet::start_with(
+        3,
+        &[&[SITES[0]], &[SITES[1]], &[SITES[2]]],
+        "20s",
+        "",
+        layout,
+    )
+    .await;
+    let mut installers = Vec::new();
+    for site in SITES {
+        installers.push(fleet.wait_for_installs(site, 1, INSTALL_WAIT).await);
+    }
+    let logs = fleet.logs();
+    // Every node ordered (its own site), so every node needed the account at start.
+    assert_eq!(installers, ["node-1", "node-2", "node-3"], "{logs}");
+    for site in SITES {
+        assert_eq!(fleet.ledger(site, "ordered"), 1, "{site}\n{logs}");
+    }
+
+    // One account at the CA (Pebble counts the registrations), one in the database.
+    assert_eq!(
+        fleet.pebble.account_count(),
+        1,
+        "{}\n{logs}",
+        fleet.pebble.log()
+    );
+    assert_eq!(fleet.sql("SELECT count(*) FROM accounts"), "1", "{logs}");
+    let creators: Vec<_> = fleet
+        .nodes
+        .iter()
+        .filter(|node| node.log().contains("created an ACME account"))
+        .map(|node| node.name.clone())
+        .collect();
+    assert_eq!(creators.len(), 1, "{creators:?}\n{logs}");
+    // At least one other node wanted it while it was being created, and waited for it.
+    assert!(
+        fleet.nodes.iter().any(|node| node
+            .log()
+            .contains("another node is creating the ACME account")),
+        "{logs}"
+    );
+
+    // Each node's order went through that one account.
+    let account = account_used(&fleet.node(&creators[0]).log())
+        .unwrap_or_else(|| panic!("no account in {}'s log\n{logs}", creators[0]));
+    assert!(account.starts_with("https://"), "{account}");
+    for node in &fleet.nodes {
+        assert_eq!(
+            account_used(&node.log()).as_deref(),
+            Some(account.as_str()),
+            "{}\n{logs}",
+            node.name
+        );
+    }
+    // The account lease was given back once the account was stored.
+    assert_eq!(
+        fleet.sql("SELECT count(*) FROM leases WHERE site LIKE 'account:%'"),
+        "0",
+        "{logs}"
+    );
+}
+
+/// TLS-ALPN-01 in a fleet: the CA's validation connection (relayed by the ClientHello's server
+/// name) reaches a node that does not hold the lease, which answers with the challenge
+/// certificate the holder published in the database, and the certificate is issued.
+#[tokio::test(flavor = "multi_thread")]
+async fn tls_alpn01_validation_reaching_a_node_without_the_lease_is_answered_from_the_database() {
+    const SITE: &str = "alpn.fleet.test";
+    let layout = Layout {
+        tls_alpn: true,
+        ..Layout::default()
+    };
+    let fleet = Fleet::start_with(3, &[&[SITE]], "20s", "", layout).await;
+    let installer = fleet.wait_for_installs(SITE, 1, INSTALL_WAIT).await;
+    let logs = fleet.logs();
+    assert_eq!(fleet.ledger(SITE, "ordered"), 1, "{logs}");
+    assert_eq!(fleet.ledger(SITE, "issued"), 1, "{logs}");
+
+    let validations: Vec<_> = fleet
+        .relay
+        .seen()
+        .into_iter()
+        .filter(|seen| seen.host == SITE && seen.path == TLS_ALPN_PATH)
+        .collect();
+    assert!(!validations.is_empty(), "no TLS-ALPN-01 validation\n{logs}");
+    for seen in &validations {
+        assert_eq!(seen.holder.as_deref(), Some(installer.as_str()), "{seen:?}");
+        let answerer = seen.to.as_deref().unwrap_or_else(|| panic!("{seen:?}"));
+        assert_ne!(answerer, installer, "{seen:?}");
+        assert!(seen.status.ends_with(" bytes back"), "{seen:?}\n{logs}");
+        // The node it reached built the challenge certificate from the holder's published answer.
+        assert!(
+            fleet
+                .node(answerer)
+                .log()
+                .contains("answering a TLS-ALPN-01 challenge of another node"),
+            "{answerer} did not answer from the store\n{logs}"
+        );
+    }
+    // No HTTP-01 validation took place: TLS-ALPN-01 is what validated the certificate.
+    assert!(
+        !fleet.relay.seen().iter().any(|seen| seen.host == SITE
+            && seen.path.starts_with("/.well-known/acme-challenge/")
+            && !seen.is_preflight()),
+        "{logs}"
+    );
+    assert_eq!(
+        fleet.sql(&format!(
+            "SELECT record->>'challenge' FROM site_records WHERE site = '{SITE}'"
+        )),
+        "tls-alpn-01",
+        "{logs}"
+    );
+    // The answers are withdrawn, and the holder serves what it installed.
+    assert_eq!(fleet.sql("SELECT count(*) FROM challenges"), "0", "{logs}");
+    assert_eq!(
+        served_by(&fleet, &installer, SITE).await,
+        live_serial(&fleet, SITE)
+    );
 }

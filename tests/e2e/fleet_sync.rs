@@ -547,6 +547,184 @@ async fn every_node_runs_its_deploy_hook_with_its_local_copy_of_the_new_certific
     }
 }
 
+/// A TCP relay to PostgreSQL for one node that can be cut (every connection dropped, new ones
+/// closed at once) and restored: that node alone loses the database, the others keep it.
+struct Cuttable {
+    port: u16,
+    cut: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Cuttable {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Cuttable {
+    async fn start(to: std::net::SocketAddr) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the database relay");
+        let port = listener.local_addr().expect("relay address").port();
+        let (cut, cut_rx) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut client, _)) = listener.accept().await else {
+                    continue;
+                };
+                if *cut_rx.borrow() {
+                    continue; // dropped: closed at once
+                }
+                let mut cut_rx = cut_rx.clone();
+                tokio::spawn(async move {
+                    let Ok(mut server) = tokio::net::TcpStream::connect(to).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = cut_rx.wait_for(|cut| *cut) => {}
+                    }
+                });
+            }
+        });
+        Self { port, cut, task }
+    }
+
+    fn set_cut(&self, cut: bool) {
+        self.cut.send_replace(cut);
+    }
+}
+
+// After losing the database, a node's full reload runs its deploy hook for a certificate another
+// node installed meanwhile, once: node A's connection to PostgreSQL goes through a relay that the
+// test cuts while node B renews, so A hears of the renewal only by loading everything again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_renewal_missed_while_a_node_lost_the_database_runs_its_hook_once_when_it_reloads() {
+    let pg = Postgres::start().await;
+    let pebble = Pebble::start().await;
+    let shared = tempfile::tempdir().expect("tempdir");
+    let log = shared.path().join("hooks.log");
+    // A without notifications: its poll, the first to see the database again, loads everything
+    // again (with LISTEN, the reconnected listener may get there first and the poll then sees
+    // the one changed site by itself).
+    let hook = |name: &str, notify: bool| {
+        format!(
+            "poll = \"1s\"\nnotify = {notify}\n\n[hook]\ncommand = [\"/bin/sh\", \"-c\", \
+             'echo \"{name} $CERTD_EVENT $CERTD_CERT\" >> {}']\n",
+            log.display()
+        )
+    };
+    let pg_port: u16 = pg
+        .url()
+        .rsplit_once(':')
+        .and_then(|(_, rest)| rest.split('/').next())
+        .and_then(|port| port.parse().ok())
+        .expect("the database port in its url");
+    let relay = Cuttable::start(std::net::SocketAddr::from(([127, 0, 0, 1], pg_port))).await;
+    let mut nodes = vec![
+        Node::new(&pebble, &pg, "127.0.0.1", "node-a", &hook("node-a", false)),
+        Node::new(&pebble, &pg, "127.0.0.2", "node-b", &hook("node-b", true)),
+    ];
+    // Node A reaches the database through the relay only.
+    let a_config = std::fs::read_to_string(nodes[0].certd.config_path()).expect("read config");
+    let through_relay = pg
+        .url()
+        .replace(&format!(":{pg_port}/"), &format!(":{}/", relay.port));
+    assert_ne!(through_relay, pg.url());
+    nodes[0]
+        .certd
+        .write_config_text(&a_config.replace(&pg.url(), &through_relay));
+    pebble
+        .challtestsrv(
+            "/add-a",
+            serde_json::json!({"host": SITE, "addresses": ["127.0.0.2"]}),
+        )
+        .await;
+    nodes[1].certd.issue(&[]).await.expect_code(0);
+    for node in &mut nodes {
+        node.start().await;
+    }
+    let mut old = String::new();
+    for node in &nodes {
+        old = node
+            .client(&pebble)
+            .await
+            .wait_for_certificate(SITE, crate::run::CERT_WAIT)
+            .await;
+    }
+
+    relay.set_cut(true);
+    let a_daemon = nodes[0].daemon.as_ref().expect("node A runs");
+    a_daemon
+        .wait_for_log("storage unreachable", Duration::from_secs(30))
+        .await;
+    nodes[1].certd.issue(&["--force"]).await.expect_code(0);
+    let new = nodes[1]
+        .client(&pebble)
+        .await
+        .wait_for_new_serial(SITE, &old, PUSHED_WITHIN)
+        .await;
+    // A cannot hear of it: still the old certificate (from its local copy).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        nodes[0]
+            .client(&pebble)
+            .await
+            .serial(SITE)
+            .await
+            .ok()
+            .as_deref(),
+        Some(old.as_str()),
+        "{}",
+        nodes[0].log()
+    );
+    assert!(
+        !hook_lines(&log)
+            .iter()
+            .any(|line| line.starts_with("node-a ")),
+        "{:?}",
+        hook_lines(&log)
+    );
+
+    relay.set_cut(false);
+    nodes[0]
+        .client(&pebble)
+        .await
+        .wait_for_new_serial(SITE, &old, Duration::from_secs(30))
+        .await;
+    let started = Instant::now();
+    while hook_lines(&log).len() < 2 && started.elapsed() < PUSHED_WITHIN {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Time for a second run (a later poll, B's own notification), which must not come.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let lines = hook_lines(&log);
+    for (node, name) in nodes.iter().zip(["node-a", "node-b"]) {
+        let ran: Vec<&String> = lines
+            .iter()
+            .filter(|line| line.starts_with(&format!("{name} ")))
+            .collect();
+        assert_eq!(ran.len(), 1, "{name}: {lines:?}\n{}", node.log());
+        let path = ran[0]
+            .strip_prefix(&format!("{name} renewed "))
+            .unwrap_or_else(|| panic!("not a renewal: {lines:?}"));
+        let pem = std::fs::read_to_string(path).expect("read the hook's certificate");
+        assert_eq!(
+            crate::harness::serial_hex(&pem),
+            crate::harness::normalize_serial(&new),
+            "{name}'s hook was given a certificate other than the new one"
+        );
+    }
+    assert!(
+        nodes[0]
+            .log()
+            .contains("certificates loaded again from the store"),
+        "{}",
+        nodes[0].log()
+    );
+}
+
 // A node started while the database is down runs under its state_dir lock only; once the database
 // answers it takes the node lock too (so that no second process under its node name renews beside
 // it, and `certd issue` finds it), and holds it.

@@ -1128,6 +1128,10 @@ impl StateStore for PostgresStore {
                 .await
                 .map_err(ctx.pg(action))?
             {
+                // An account's lease lives for the seconds its creation takes and is no site.
+                if super::is_account_lease(row.get(0)) {
+                    continue;
+                }
                 let mut site = entry(&mut sites, row.get(0));
                 site.lease = Some((row.get(1), at(row.get(2))));
                 sites.insert(site.site.clone(), site);

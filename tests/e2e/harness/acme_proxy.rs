@@ -116,6 +116,9 @@ pub struct ProxyOptions {
     /// The window served for a certificate without one of its own ([`AcmeProxy::set_window`]);
     /// `None`: such requests get 404.
     pub default_window: Option<Window>,
+    /// How long a new-account request is held before it goes on to Pebble (a slow CA, so that
+    /// nodes starting together are all about to create the account at once).
+    pub new_account_delay: Duration,
 }
 
 impl Default for ProxyOptions {
@@ -138,6 +141,7 @@ impl Default for ProxyOptions {
                 time::Duration::days(31),
                 3600,
             )),
+            new_account_delay: Duration::ZERO,
         }
     }
 }
@@ -464,6 +468,9 @@ async fn route(shared: &Shared, request: Request<Incoming>) -> Response<Full<Byt
         Err(err) => return problem(StatusCode::BAD_REQUEST, "about:blank", &err.to_string()),
     };
 
+    if parts.method == Method::POST && path == "/sign-me-up" {
+        tokio::time::sleep(shared.options.new_account_delay).await;
+    }
     let mut new_order = None;
     if parts.method == Method::POST && path == "/order-plz" {
         let payload = jws_payload(&body).unwrap_or_default();

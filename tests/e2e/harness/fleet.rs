@@ -7,7 +7,9 @@
 //! holding the site's lease** (read from the `leases` table when the request arrives), so a
 //! validation passes only when the nodes share their answers. The relay records what it forwarded,
 //! and can hold validation requests (not preflight's) until released, which keeps the lease holder
-//! mid-order for as long as a test needs.
+//! mid-order for as long as a test needs. With [`Layout::tls_alpn`] the nodes serve HTTPS on Pebble's
+//! TLS-ALPN-01 port and a second relay there forwards each connection the same way, by the
+//! ClientHello's server name.
 
 use std::collections::HashSet;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -20,6 +22,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use super::acme_proxy::{AcmeProxy, ProxyOptions};
 use super::certd::{toml_str, Certd};
 use super::daemon::{Daemon, RunConfig, Site};
 use super::pebble::Pebble;
@@ -61,6 +64,8 @@ pub struct Fleet {
     // Drop order: the nodes first, then what they talk to.
     /// The nodes, `node-1` on 127.0.0.1 first.
     pub nodes: Vec<Node>,
+    /// The proxy in front of Pebble with [`Layout::new_account_delay`], kept for the nodes.
+    _acme_proxy: Option<AcmeProxy>,
     /// The relay every site name resolves to.
     pub relay: Relay,
     /// The shared database.
@@ -76,23 +81,32 @@ impl Fleet {
     /// starts `count` nodes serving `sites` together, with `[storage] lease = "<lease>"` and
     /// `extra` (whole tables) appended to each node's configuration.
     pub async fn start(count: u8, sites: &[&[&str]], lease: &str, extra: &str) -> Self {
-        Self::start_with(count, sites, lease, extra, false).await
+        Self::start_with(count, sites, lease, extra, Layout::default()).await
     }
 
     /// [`Fleet::start`] with the relay holding validation requests from the start (see
     /// [`Relay::hold`]): the first lease holder stays mid-order until the test releases them.
     pub async fn start_held(count: u8, sites: &[&[&str]], lease: &str, extra: &str) -> Self {
-        Self::start_with(count, sites, lease, extra, true).await
+        let layout = Layout {
+            held: true,
+            ..Layout::default()
+        };
+        Self::start_with(count, sites, lease, extra, layout).await
     }
 
-    async fn start_with(
+    /// [`Fleet::start`] laid out as `layout` says.
+    pub async fn start_with(
         count: u8,
         sites: &[&[&str]],
         lease: &str,
         extra: &str,
-        held: bool,
+        layout: Layout,
     ) -> Self {
         assert!((1..=9).contains(&count), "1 to 9 nodes");
+        assert!(
+            !layout.site_per_node || sites.len() == usize::from(count),
+            "one site per node"
+        );
         let pg = Postgres::start().await;
         let pebble = Pebble::start().await;
         for names in sites {
@@ -106,17 +120,50 @@ impl Fleet {
             }
         }
         let node_ips: Vec<Ipv4Addr> = (1..=count).map(|n| Ipv4Addr::new(127, 0, 0, n)).collect();
-        let relay = Relay::start(&pg, &pebble, &node_ips).await;
-        if held {
+        let relay = Relay::start(&pg, &pebble, &node_ips, layout.tls_alpn).await;
+        if layout.held {
             relay.hold();
         }
-        let https_port = super::pebble::free_port();
+        // Pebble validates TLS-ALPN-01 on its tlsPort: the nodes' HTTPS port then.
+        let https_port = if layout.tls_alpn {
+            pebble.tls_port
+        } else {
+            super::pebble::free_port()
+        };
+        let challenge = layout.tls_alpn.then_some("tls-alpn-01");
+        let acme_proxy = match layout.new_account_delay {
+            Some(delay) => Some(
+                AcmeProxy::start(
+                    &pebble,
+                    ProxyOptions {
+                        new_account_delay: delay,
+                        ..ProxyOptions::default()
+                    },
+                )
+                .await,
+            ),
+            None => None,
+        };
 
         let mut nodes = Vec::new();
         for (index, ip) in node_ips.iter().enumerate() {
             let name = format!("node-{}", index + 1);
             let certd = Certd::new();
-            let toml = node_toml(&pebble, &pg, &certd, sites, &name, *ip, https_port, lease);
+            let served = if layout.site_per_node {
+                &sites[index..=index]
+            } else {
+                sites
+            };
+            let mut toml = node_toml(
+                &pebble, &pg, &certd, served, challenge, &name, *ip, https_port, lease,
+            );
+            if let Some(proxy) = &acme_proxy {
+                // The same configuration, ordering through the proxy.
+                toml = toml.replace(
+                    &toml_str(&pebble.directory_url()),
+                    &toml_str(&proxy.directory_url()),
+                );
+            }
             certd.write_config_text(&format!("{toml}\n{extra}\n"));
             nodes.push(Node {
                 name,
@@ -144,6 +191,7 @@ impl Fleet {
         }
         Self {
             nodes,
+            _acme_proxy: acme_proxy,
             relay,
             pg,
             pebble,
@@ -237,6 +285,21 @@ impl Fleet {
     }
 }
 
+/// How a [`Fleet`] is laid out beyond its nodes and sites.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Layout {
+    /// The relay holds validation requests from the start ([`Fleet::start_held`]).
+    pub held: bool,
+    /// Node N serves only the Nth site (as many sites as nodes), so every node orders its own
+    /// site at start and none waits for another's site lease.
+    pub site_per_node: bool,
+    /// Every site uses `challenge = "tls-alpn-01"`, the nodes serve HTTPS on Pebble's TLS-ALPN-01
+    /// port, and the relay forwards those connections too.
+    pub tls_alpn: bool,
+    /// The nodes order through an [`AcmeProxy`] that holds each new-account request this long.
+    pub new_account_delay: Option<Duration>,
+}
+
 /// The configuration of one node.
 #[allow(clippy::too_many_arguments)]
 fn node_toml(
@@ -244,6 +307,7 @@ fn node_toml(
     pg: &Postgres,
     certd: &Certd,
     sites: &[&[&str]],
+    challenge: Option<&str>,
     name: &str,
     ip: Ipv4Addr,
     https_port: u16,
@@ -257,8 +321,14 @@ fn node_toml(
         format!("{}\n", pg.password()),
     )
     .expect("write the password file");
-    let mut config =
-        RunConfig::for_pebble(pebble, sites.iter().map(|names| Site::new(names)).collect());
+    let sites = sites
+        .iter()
+        .map(|names| match challenge {
+            Some(kind) => Site::new(names).site_option("challenge", &toml_str(kind)),
+            None => Site::new(names),
+        })
+        .collect();
+    let mut config = RunConfig::for_pebble(pebble, sites);
     config.base.listen = vec![SocketAddr::from((ip, pebble.http_port))];
     config.https_port = https_port;
     // RunConfig writes its HTTPS listener on 127.0.0.1; this node's is on its own address.
@@ -302,9 +372,9 @@ async fn join_all<'a, T>(
 /// One request the relay handled.
 #[derive(Debug, Clone)]
 pub struct Relayed {
-    /// The `Host` header.
+    /// The `Host` header (a TLS-ALPN-01 connection's server name).
     pub host: String,
-    /// The request path.
+    /// The request path ([`TLS_ALPN_PATH`] for a TLS-ALPN-01 connection).
     pub path: String,
     /// The lease holder of the site when it arrived.
     pub holder: Option<String>,
@@ -313,6 +383,9 @@ pub struct Relayed {
     /// The status line the node answered with.
     pub status: String,
 }
+
+/// What [`Relayed::path`] says for a connection relayed on the TLS-ALPN-01 port.
+pub const TLS_ALPN_PATH: &str = "(tls-alpn-01)";
 
 impl Relayed {
     /// Whether this was certd's preflight self-test rather than the CA.
@@ -335,12 +408,17 @@ pub struct Relay {
     state: Arc<Mutex<RelayState>>,
     hold: watch::Sender<bool>,
     task: JoinHandle<()>,
+    /// The TLS-ALPN-01 port's relay, when the fleet has one.
+    tls_task: Option<JoinHandle<()>>,
     connection: JoinHandle<Result<(), tokio_postgres::Error>>,
 }
 
 impl Drop for Relay {
     fn drop(&mut self) {
         self.task.abort();
+        if let Some(task) = &self.tls_task {
+            task.abort();
+        }
         self.connection.abort();
     }
 }
@@ -356,7 +434,7 @@ fn pg_keywords(pg: &Postgres) -> String {
 }
 
 impl Relay {
-    async fn start(pg: &Postgres, pebble: &Pebble, nodes: &[Ipv4Addr]) -> Self {
+    async fn start(pg: &Postgres, pebble: &Pebble, nodes: &[Ipv4Addr], tls_alpn: bool) -> Self {
         let listener = TcpListener::bind(SocketAddr::from((RELAY_IP, pebble.http_port)))
             .await
             .expect("bind the relay");
@@ -377,7 +455,31 @@ impl Relay {
                 .map(|(index, ip)| (format!("node-{}", index + 1), *ip))
                 .collect(),
             http_port: pebble.http_port,
+            tls_port: pebble.tls_port,
         });
+        let tls_task = if tls_alpn {
+            let listener = TcpListener::bind(SocketAddr::from((RELAY_IP, pebble.tls_port)))
+                .await
+                .expect("bind the TLS-ALPN-01 relay");
+            let (state, routing) = (state.clone(), routing.clone());
+            Some(tokio::spawn(async move {
+                loop {
+                    let Ok((stream, _)) = listener.accept().await else {
+                        continue;
+                    };
+                    let (state, routing) = (state.clone(), routing.clone());
+                    tokio::spawn(async move {
+                        let _ = tokio::time::timeout(
+                            RELAY_DEADLINE,
+                            relay_tls(stream, &state, &routing),
+                        )
+                        .await;
+                    });
+                }
+            }))
+        } else {
+            None
+        };
         let task = tokio::spawn({
             let state = state.clone();
             async move {
@@ -400,6 +502,7 @@ impl Relay {
             state,
             hold,
             task,
+            tls_task,
             connection,
         }
     }
@@ -454,6 +557,7 @@ struct Routing {
     db: tokio_postgres::Client,
     nodes: Vec<(String, Ipv4Addr)>,
     http_port: u16,
+    tls_port: u16,
 }
 
 impl Routing {
@@ -469,6 +573,19 @@ impl Routing {
             .await
             .ok()??;
         Some(row.get(0))
+    }
+
+    /// A node other than `holder` that the relay still forwards to.
+    fn other_than(
+        &self,
+        holder: Option<&String>,
+        state: &Mutex<RelayState>,
+    ) -> Option<(String, Ipv4Addr)> {
+        let avoid = state.lock().expect("relay state").avoid.clone();
+        self.nodes
+            .iter()
+            .find(|(name, _)| Some(name) != holder && !avoid.contains(name))
+            .cloned()
     }
 }
 
@@ -525,14 +642,7 @@ async fn relay_one(
     }
     let holder = routing.holder(&host).await;
     relayed.holder = holder.clone();
-    let target = {
-        let avoid = state.lock().expect("relay state").avoid.clone();
-        routing
-            .nodes
-            .iter()
-            .find(|(name, _)| Some(name) != holder.as_ref() && !avoid.contains(name))
-            .cloned()
-    };
+    let target = routing.other_than(holder.as_ref(), state);
     if let Some((name, ip)) = target {
         relayed.to = Some(name);
         let mut request = String::new();
@@ -561,4 +671,95 @@ async fn relay_one(
     }
     let _ = client.shutdown().await;
     state.lock().expect("relay state").seen.push(relayed);
+}
+
+/// The largest ClientHello the TLS-ALPN-01 relay reads (Pebble's is far smaller).
+const MAX_HELLO: usize = 16 * 1024;
+
+/// Reads the ClientHello's first record, picks a node that does not hold the lease of the site its
+/// server name names, and splices the connection to that node's HTTPS port; `status` records how
+/// many bytes the node sent back (a challenge certificate and the handshake's end).
+async fn relay_tls(mut client: TcpStream, state: &Mutex<RelayState>, routing: &Arc<Routing>) {
+    let mut hello = Vec::new();
+    let mut buf = [0u8; 4096];
+    let host = loop {
+        match client.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => hello.extend_from_slice(&buf[..n]),
+        }
+        let whole = hello
+            .get(3..5)
+            .map(|len| 5 + usize::from(u16::from_be_bytes([len[0], len[1]])));
+        if whole.is_some_and(|whole| hello.len() >= whole) {
+            break server_name(&hello).unwrap_or_default();
+        }
+        if hello.len() > MAX_HELLO {
+            return;
+        }
+    };
+    let holder = routing.holder(&host).await;
+    let mut relayed = Relayed {
+        host,
+        path: TLS_ALPN_PATH.to_owned(),
+        holder: holder.clone(),
+        to: None,
+        status: String::new(),
+    };
+    if let Some((name, ip)) = routing.other_than(holder.as_ref(), state) {
+        relayed.to = Some(name);
+        if let Ok(mut node) =
+            TcpStream::connect(SocketAddr::new(IpAddr::V4(ip), routing.tls_port)).await
+        {
+            if node.write_all(&hello).await.is_ok() {
+                if let Ok((_, back)) = tokio::io::copy_bidirectional(&mut client, &mut node).await {
+                    relayed.status = format!("{back} bytes back");
+                }
+            }
+        }
+    }
+    let _ = client.shutdown().await;
+    state.lock().expect("relay state").seen.push(relayed);
+}
+
+/// The `server_name` (RFC 6066) of the ClientHello that starts `record`, if it has one.
+fn server_name(record: &[u8]) -> Option<String> {
+    struct Cursor<'a>(&'a [u8]);
+    impl<'a> Cursor<'a> {
+        fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+            let (head, rest) = (self.0.get(..n)?, self.0.get(n..)?);
+            self.0 = rest;
+            Some(head)
+        }
+        fn len8(&mut self) -> Option<&'a [u8]> {
+            let n = usize::from(*self.take(1)?.first()?);
+            self.take(n)
+        }
+        fn len16(&mut self) -> Option<&'a [u8]> {
+            let n = self.take(2)?;
+            self.take(usize::from(u16::from_be_bytes([n[0], n[1]])))
+        }
+    }
+    // Record header (type 22, version, length), then the handshake header (type 1, 3-byte length).
+    let mut hello = Cursor(record.get(5..)?);
+    if record.first() != Some(&22) || hello.take(4)?.first() != Some(&1) {
+        return None;
+    }
+    hello.take(2 + 32)?; // version, random
+    hello.len8()?; // session id
+    hello.len16()?; // cipher suites
+    hello.len8()?; // compression methods
+    let mut extensions = Cursor(hello.len16()?);
+    while !extensions.0.is_empty() {
+        let kind = extensions.take(2)?;
+        let body = extensions.len16()?;
+        if kind == [0, 0] {
+            // server_name_list: (type 0 = host_name, 16-bit length, name)
+            let mut list = Cursor(Cursor(body).len16()?);
+            if list.take(1)? == [0] {
+                return String::from_utf8(list.len16()?.to_vec()).ok();
+            }
+            return None;
+        }
+    }
+    None
 }
