@@ -30,6 +30,7 @@ use crate::certificate;
 use crate::certificate::CertifiedPem;
 use crate::config::SiteConfig;
 use crate::metrics::Metrics;
+use crate::storage::StateStore;
 use crate::store::SchedulerHeartbeat;
 
 /// Re-evaluate at least this often even when nothing is due, so clock jumps and outside changes to the
@@ -154,11 +155,7 @@ impl Scheduler {
             let renewer = self.renewer.borrow_and_update().clone();
             // While the shared store is down an order could be neither leased nor installed:
             // renewals wait, with backoff, and probe it (its health logs the change, once).
-            if renewer
-                .store()
-                .health()
-                .is_some_and(|health| !health.state().reachable)
-            {
+            if store_unreachable(renewer.store()) {
                 debug!(
                     seconds = storage_wait.as_secs(),
                     "storage unreachable; renewals wait"
@@ -479,6 +476,13 @@ fn usable_window(
     Ok(window)
 }
 
+/// Whether the shared store is known to be down now (a store only this node uses never is).
+fn store_unreachable(store: &dyn StateStore) -> bool {
+    store
+        .health()
+        .is_some_and(|health| !health.state().reachable)
+}
+
 /// The sites due at `now`, and the earliest future action time among the others.
 fn plan(
     renewer: &Renewer,
@@ -494,6 +498,12 @@ fn plan(
             Ok(state) => {
                 let record = store.load_record(site.name()).unwrap_or_default();
                 next_action_at(&state, &record, now, &config.renewal)
+            }
+            Err(err) if store_unreachable(store) => {
+                // The shared store went down during this pass: the loop's storage backoff takes
+                // over at once, rather than this site waiting the unreadable-state delay.
+                debug!(site = site.name(), %err, "cannot read the stored certificate: storage unreachable");
+                saturating_add_std(now, STORAGE_FIRST_WAIT)
             }
             Err(err) => {
                 warn!(site = site.name(), %err, "cannot read the stored certificate");
