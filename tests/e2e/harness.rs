@@ -32,7 +32,7 @@ pub use certd::{
 };
 pub use daemon::{Daemon, RunConfig, Site};
 pub use dns::{Bind, TSIG_KEY};
-pub use fleet::Fleet;
+pub use fleet::{Fleet, Node};
 pub use haproxy::Haproxy;
 pub use net::{
     der_serial, dns, http_get, Alpn, Handshake, HttpsClient, Refused, TlsVersions, Upstream,
