@@ -24,7 +24,7 @@ use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration as StdDuration, Instant};
 
 use anyhow::Context as _;
@@ -36,9 +36,9 @@ use rand::seq::IndexedRandom as _;
 use rcgen::{Issuer, KeyPair};
 use time::OffsetDateTime;
 
-#[path = "bench_common/pki.rs"]
-mod pki;
-use pki::BenchCa;
+#[path = "bench_common/sites.rs"]
+mod sites;
+use sites::{for_each_site, BenchCa};
 
 // Only the verifying client is used here.
 #[allow(dead_code)]
@@ -191,37 +191,19 @@ fn generate(
     std::fs::write(dir.join("ca.key"), ca_key_pem)?;
 
     let store = open_store(&dir, db, "bench-gen")?;
-    let next = AtomicUsize::new(0);
     // Nanoseconds summed over the threads: making certificates vs the store's install (seal + SQL).
     let (make_ns, install_ns) = (AtomicU64::new(0), AtomicU64::new(0));
-    std::thread::scope(|scope| -> anyhow::Result<()> {
-        let workers: Vec<_> = (0..threads.max(1))
-            .map(|_| {
-                scope.spawn(|| -> anyhow::Result<()> {
-                    loop {
-                        let index = next.fetch_add(1, Ordering::Relaxed);
-                        if index >= sites {
-                            return Ok(());
-                        }
-                        let name = site_name(index);
-                        let t0 = Instant::now();
-                        let (pem, _) = ca.leaf(&name, now)?;
-                        let t1 = Instant::now();
-                        store
-                            .install(&name, &pem)
-                            .with_context(|| format!("installing {name}"))?;
-                        let nanos = |d: StdDuration| u64::try_from(d.as_nanos()).unwrap_or(0);
-                        make_ns.fetch_add(nanos(t1 - t0), Ordering::Relaxed);
-                        install_ns.fetch_add(nanos(t1.elapsed()), Ordering::Relaxed);
-                    }
-                })
-            })
-            .collect();
-        for worker in workers {
-            worker
-                .join()
-                .map_err(|_| anyhow::anyhow!("an installing thread panicked"))??;
-        }
+    for_each_site(sites, threads, |index| {
+        let name = site_name(index);
+        let t0 = Instant::now();
+        let (pem, _) = ca.leaf(&name, now)?;
+        let t1 = Instant::now();
+        store
+            .install(&name, &pem)
+            .with_context(|| format!("installing {name}"))?;
+        let nanos = |d: StdDuration| u64::try_from(d.as_nanos()).unwrap_or(0);
+        make_ns.fetch_add(nanos(t1 - t0), Ordering::Relaxed);
+        install_ns.fetch_add(nanos(t1.elapsed()), Ordering::Relaxed);
         Ok(())
     })?;
     let installed_s = started.elapsed().as_secs_f64();

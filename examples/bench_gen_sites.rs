@@ -21,7 +21,6 @@
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use anyhow::Context as _;
@@ -30,9 +29,9 @@ use time::OffsetDateTime;
 
 use certd::store::Store;
 
-#[path = "bench_common/pki.rs"]
-mod pki;
-use pki::BenchCa;
+#[path = "bench_common/sites.rs"]
+mod sites;
+use sites::{for_each_site, BenchCa};
 
 #[derive(Parser)]
 #[command(about = "Make a certd configuration with many sites and their certificates")]
@@ -81,30 +80,12 @@ fn main() -> anyhow::Result<()> {
 
     let store = Store::open(&state_dir)?;
     let _lock = store.lock()?;
-    let next = AtomicUsize::new(0);
-    std::thread::scope(|scope| -> anyhow::Result<()> {
-        let workers: Vec<_> = (0..args.threads.max(1))
-            .map(|_| {
-                scope.spawn(|| -> anyhow::Result<()> {
-                    loop {
-                        let index = next.fetch_add(1, Ordering::Relaxed);
-                        if index >= args.sites {
-                            return Ok(());
-                        }
-                        let name = site_name(index);
-                        let (pem, _) = ca.leaf(&name, now)?;
-                        store
-                            .install(&name, &pem)
-                            .with_context(|| format!("installing {name}"))?;
-                    }
-                })
-            })
-            .collect();
-        for worker in workers {
-            worker
-                .join()
-                .map_err(|_| anyhow::anyhow!("an installing thread panicked"))??;
-        }
+    for_each_site(args.sites, args.threads, |index| {
+        let name = site_name(index);
+        let (pem, _) = ca.leaf(&name, now)?;
+        store
+            .install(&name, &pem)
+            .with_context(|| format!("installing {name}"))?;
         Ok(())
     })?;
 

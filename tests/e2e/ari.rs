@@ -15,8 +15,8 @@ use time::OffsetDateTime;
 
 use crate::harness::{
     cert_id, normalize_serial, parse_issue_stdout, parse_time, status_site, toml_str, AcmeProxy,
-    Certd, Daemon, HttpsClient, IssueOutcome, Pebble, ProxyOptions, SeenOrder, Site, Upstream,
-    Window, ALREADY_REPLACED, INVALID_PROFILE,
+    Certd, Daemon, HttpsClient, IssueOutcome, Pebble, ProxyOptions, RunConfig, SeenOrder, Site,
+    Upstream, Window, ALREADY_REPLACED, INVALID_PROFILE,
 };
 
 /// How long a test waits for the daemon to act (an order against Pebble takes a second or two; CI
@@ -165,6 +165,53 @@ async fn stop(daemon: &mut Daemon) {
     assert!(exited.success(), "certd run exited with {exited}");
 }
 
+/// `a.test` (proxying to an echo upstream), issued once by `certd issue` before any daemon runs,
+/// through an ACME proxy that offers every certificate the same renewal window.
+struct Issued {
+    certd: Certd,
+    config: RunConfig,
+    proxy: AcmeProxy,
+    /// Kept for the daemon a test starts on `config`.
+    upstream: Upstream,
+    pebble: Pebble,
+    /// The first certificate's serial, and its ARI certificate id.
+    old: String,
+    old_id: String,
+}
+
+/// [`Issued`] with `window` as the proxy's window for every certificate.
+async fn issued_with_window(window: &Window) -> Issued {
+    let pebble = Pebble::start().await;
+    let upstream = Upstream::echo().await;
+    let proxy = AcmeProxy::start(
+        &pebble,
+        ProxyOptions {
+            default_window: Some(window.clone()),
+            ..ProxyOptions::default()
+        },
+    )
+    .await;
+    let config = proxy.run_config(
+        &pebble,
+        vec![Site::new(&["a.test"]).proxy("/", &upstream.url())],
+    );
+    let certd = Certd::new();
+    config.write(&certd);
+    let run = certd.issue(&[]).await;
+    run.expect_code(0);
+    let old = issued_serial(&run.stdout, "a.test");
+    let old_id = cert_id(&certd.read_site_file("a.test", "cert.pem"));
+    Issued {
+        certd,
+        config,
+        proxy,
+        upstream,
+        pebble,
+        old,
+        old_id,
+    }
+}
+
 /// `certd status --json`'s entry for `site`.
 async fn status_entry(certd: &Certd, site: &str) -> serde_json::Value {
     let status = certd.status().await;
@@ -238,29 +285,18 @@ async fn profiles_are_checked_against_the_directory_and_sent_with_each_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ari_window_is_picked_inside_the_range_stored_and_honoured() {
-    let pebble = Pebble::start().await;
-    let upstream = Upstream::echo().await;
     // Far ahead (Pebble's certificates live five years, so the lifetime rule is years away), and a
     // Retry-After below certd's one-minute floor.
     let far = Window::from_now(time::Duration::days(20), time::Duration::days(21), 5);
-    let proxy = AcmeProxy::start(
-        &pebble,
-        ProxyOptions {
-            default_window: Some(far.clone()),
-            ..ProxyOptions::default()
-        },
-    )
-    .await;
-    let config = proxy.run_config(
-        &pebble,
-        vec![Site::new(&["a.test"]).proxy("/", &upstream.url())],
-    );
-    let certd = Certd::new();
-    config.write(&certd);
-    let run = certd.issue(&[]).await;
-    run.expect_code(0);
-    let old = issued_serial(&run.stdout, "a.test");
-    let old_id = cert_id(&certd.read_site_file("a.test", "cert.pem"));
+    let Issued {
+        certd,
+        config,
+        proxy,
+        upstream: _upstream,
+        pebble,
+        old,
+        old_id,
+    } = issued_with_window(&far).await;
     assert!(
         proxy.renewal_info_requests().is_empty(),
         "`certd issue` orders; the daemon asks for windows"
@@ -398,27 +434,16 @@ async fn ari_window_is_picked_inside_the_range_stored_and_honoured() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_replaces_is_ordered_again_without_it() {
-    let pebble = Pebble::start().await;
-    let upstream = Upstream::echo().await;
     let far = Window::from_now(time::Duration::days(20), time::Duration::days(21), 7200);
-    let proxy = AcmeProxy::start(
-        &pebble,
-        ProxyOptions {
-            default_window: Some(far.clone()),
-            ..ProxyOptions::default()
-        },
-    )
-    .await;
-    let config = proxy.run_config(
-        &pebble,
-        vec![Site::new(&["a.test"]).proxy("/", &upstream.url())],
-    );
-    let certd = Certd::new();
-    config.write(&certd);
-    let run = certd.issue(&[]).await;
-    run.expect_code(0);
-    let old = issued_serial(&run.stdout, "a.test");
-    let old_id = cert_id(&certd.read_site_file("a.test", "cert.pem"));
+    let Issued {
+        certd,
+        config,
+        proxy,
+        upstream: _upstream,
+        pebble,
+        old,
+        old_id,
+    } = issued_with_window(&far).await;
 
     // The window is already over: renew at once. The CA answers the `replaces` order with 409
     // alreadyReplaced; certd orders once more without `replaces`.

@@ -36,7 +36,7 @@ fn node_with_fraction(
 ) -> Node {
     let mut run = RunConfig::for_pebble(pebble, vec![Site::new(&[SITE]).root("/", "www")]);
     run.remaining_fraction = remaining_fraction;
-    let node = node(pg, run, name, ip.parse().expect("address"), storage_extra);
+    let node = Node::new(pg, run, name, ip.parse().expect("address"), storage_extra);
     std::fs::create_dir_all(node.certd.dir().join("www")).expect("mkdir");
     std::fs::write(node.certd.dir().join("www/index.html"), format!("{name}\n")).expect("write");
     node
@@ -66,6 +66,36 @@ async fn new_serial_within(
     None
 }
 
+/// Points the site at node B (`nodes[1]`), issues its first certificate there before any daemon
+/// runs, starts every node and returns the serial they all serve.
+async fn first_certificate_from_b(pebble: &Pebble, nodes: &mut [Node]) -> String {
+    // The CA (and preflight) reach node B for the site: it answers its own orders' challenges.
+    pebble
+        .challtestsrv(
+            "/add-a",
+            serde_json::json!({"host": SITE, "addresses": ["127.0.0.2"]}),
+        )
+        .await;
+    nodes[1].certd.issue(&[]).await.expect_code(0);
+    for node in nodes.iter_mut() {
+        node.start().await;
+    }
+    let mut first = None;
+    for node in nodes.iter() {
+        let serial = https_client(node, pebble)
+            .await
+            .wait_for_certificate(SITE, crate::run::CERT_WAIT)
+            .await;
+        assert_eq!(
+            first.get_or_insert_with(|| serial.clone()),
+            &serial,
+            "the nodes serve different certificates:\n{}",
+            node.log()
+        );
+    }
+    first.expect("at least one node")
+}
+
 /// Issues the first certificate from node B (before any daemon runs), starts every node, checks
 /// they all serve it, then `certd issue --force` on B's running daemon; returns the nodes, the old
 /// serial and the new one B serves.
@@ -79,31 +109,7 @@ async fn fleet_with_a_forced_renewal(
         node(pebble, pg, "127.0.0.2", "node-b", storage_extra),
         node(pebble, pg, "127.0.0.3", "node-c", storage_extra),
     ];
-    // The CA (and preflight) reach node B for the site: it answers its own orders' challenges.
-    pebble
-        .challtestsrv(
-            "/add-a",
-            serde_json::json!({"host": SITE, "addresses": ["127.0.0.2"]}),
-        )
-        .await;
-    nodes[1].certd.issue(&[]).await.expect_code(0);
-    for node in &mut nodes {
-        node.start().await;
-    }
-    let mut first = None;
-    for node in &nodes {
-        let serial = https_client(node, pebble)
-            .await
-            .wait_for_certificate(SITE, crate::run::CERT_WAIT)
-            .await;
-        assert_eq!(
-            first.get_or_insert_with(|| serial.clone()),
-            &serial,
-            "the nodes serve different certificates:\n{}",
-            node.log()
-        );
-    }
-    let old = first.expect("three nodes");
+    let old = first_certificate_from_b(pebble, &mut nodes).await;
 
     let forced = nodes[1].certd.issue(&["--force"]).await;
     forced.expect_code(0);
@@ -427,23 +433,7 @@ async fn every_node_runs_its_deploy_hook_with_its_local_copy_of_the_new_certific
         node(&pebble, &pg, "127.0.0.1", "node-a", &hook("node-a")),
         node(&pebble, &pg, "127.0.0.2", "node-b", &hook("node-b")),
     ];
-    pebble
-        .challtestsrv(
-            "/add-a",
-            serde_json::json!({"host": SITE, "addresses": ["127.0.0.2"]}),
-        )
-        .await;
-    nodes[1].certd.issue(&[]).await.expect_code(0);
-    for node in &mut nodes {
-        node.start().await;
-    }
-    let mut old = String::new();
-    for node in &nodes {
-        old = https_client(node, &pebble)
-            .await
-            .wait_for_certificate(SITE, crate::run::CERT_WAIT)
-            .await;
-    }
+    let old = first_certificate_from_b(&pebble, &mut nodes).await;
     assert!(
         hook_lines(&log).is_empty(),
         "a hook ran before any renewal by a daemon: {:?}",

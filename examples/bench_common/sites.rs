@@ -1,6 +1,9 @@
-//! The throwaway CA of the benchmark setups (`bench_gen_sites`, `bench_fleet`), included with
-//! `#[path]`: an rcgen ECDSA P-256 CA, and leaves shaped like a Let's Encrypt leaf (ECDSA P-256,
-//! 90 days, serverAuth, the CA as the chain), so certd loads and serves what it would in production.
+//! Making the many sites of the scale setups (`bench_gen_sites`, `bench_fleet`), included with
+//! `#[path]`: a throwaway rcgen ECDSA P-256 CA, leaves shaped like a Let's Encrypt leaf (ECDSA
+//! P-256, 90 days, serverAuth, the CA as the chain) so certd loads and serves what it would in
+//! production, and the threads that make and install one certificate per site.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
@@ -60,4 +63,35 @@ impl BenchCa {
             der,
         ))
     }
+}
+
+/// Runs `each(index)` for every site index below `sites` on `threads` threads (at least one),
+/// handing the indexes out in order; the first error ends the run.
+pub fn for_each_site(
+    sites: usize,
+    threads: usize,
+    each: impl Fn(usize) -> anyhow::Result<()> + Sync,
+) -> anyhow::Result<()> {
+    let next = AtomicUsize::new(0);
+    std::thread::scope(|scope| -> anyhow::Result<()> {
+        let workers: Vec<_> = (0..threads.max(1))
+            .map(|_| {
+                scope.spawn(|| -> anyhow::Result<()> {
+                    loop {
+                        let index = next.fetch_add(1, Ordering::Relaxed);
+                        if index >= sites {
+                            return Ok(());
+                        }
+                        each(index)?;
+                    }
+                })
+            })
+            .collect();
+        for worker in workers {
+            worker
+                .join()
+                .map_err(|_| anyhow::anyhow!("an installing thread panicked"))??;
+        }
+        Ok(())
+    })
 }
