@@ -3,7 +3,8 @@
 //! always the crypto provider's.
 //!
 //! The CA client (the roots it trusts, `acme/trust.rs`), PostgreSQL's `sslmode` (`storage/postgres/
-//! tls.rs`) and the test harness's recording client differ only in which chains they accept; the
+//! tls.rs`, [`AnyChain`] for `require`) and the test harness's recording client differ only in
+//! which chains they accept; the
 //! signature checks are the same code for all of them (what rustls's own webpki verifier does: the
 //! provider's algorithms over the certificate's key), so a policy cannot forget or weaken them.
 
@@ -50,6 +51,20 @@ impl Presented<'_> {
 pub trait ChainPolicy: fmt::Debug + Send + Sync {
     /// Accepts or refuses the chain `presented`; the handshake's signatures are checked apart.
     fn verify_chain(&self, presented: &Presented<'_>) -> Result<ServerCertVerified, rustls::Error>;
+}
+
+/// Accepts every chain, as libpq's `sslmode = require` does: the [`Verifier`] still checks the
+/// handshake's signatures, so the session is at least bound to the key the server showed.
+#[derive(Debug)]
+pub struct AnyChain;
+
+impl ChainPolicy for AnyChain {
+    fn verify_chain(
+        &self,
+        _presented: &Presented<'_>,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
 }
 
 /// A server-certificate verifier: the chain is judged by `P`, the handshake's signatures by the
@@ -133,16 +148,6 @@ mod tests {
     use rustls_pki_types::PrivateKeyDer;
 
     use super::*;
-
-    /// Accepts every chain, so only the signature checks stand between a handshake and success.
-    #[derive(Debug)]
-    struct AnyChain;
-
-    impl ChainPolicy for AnyChain {
-        fn verify_chain(&self, _: &Presented<'_>) -> Result<ServerCertVerified, rustls::Error> {
-            Ok(ServerCertVerified::assertion())
-        }
-    }
 
     /// Refuses every chain with one error, to see it reach the handshake unchanged.
     #[derive(Debug)]

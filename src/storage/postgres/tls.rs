@@ -8,13 +8,12 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use rustls::client::danger::ServerCertVerified;
 use rustls::pki_types::CertificateDer;
 use rustls::{ClientConfig, RootCertStore};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::config::SslMode;
-use crate::tls_verifier::{ChainPolicy, Presented, Verifier};
+use crate::tls_verifier::{AnyChain, Verifier};
 
 /// The rustls connector for `mode`, or `None` for `disable`.
 pub(super) fn connector(
@@ -29,7 +28,7 @@ pub(super) fn connector(
         SslMode::Disable => return Ok(None),
         SslMode::Prefer | SslMode::Require => builder
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(Verifier::new(&provider, Unverified)))
+            .with_custom_certificate_verifier(Arc::new(Verifier::new(&provider, AnyChain)))
             .with_no_client_auth(),
         SslMode::VerifyFull => {
             let path = ca_roots.ok_or("sslmode verify-full without ca_roots")?;
@@ -49,18 +48,4 @@ pub(super) fn connector(
         }
     };
     Ok(Some(MakeRustlsConnect::new(config)))
-}
-
-/// libpq's `require`: any chain, but the [`Verifier`] still checks the handshake's signatures (so
-/// the session is at least bound to the key the server showed).
-#[derive(Debug)]
-struct Unverified;
-
-impl ChainPolicy for Unverified {
-    fn verify_chain(
-        &self,
-        _presented: &Presented<'_>,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
 }
