@@ -14,9 +14,9 @@ use std::time::{Duration, Instant};
 use time::OffsetDateTime;
 
 use crate::harness::{
-    cert_id, normalize_serial, parse_issue_stdout, parse_time, status_site, toml_str, AcmeProxy,
-    Certd, Daemon, HttpsClient, IssueOutcome, Pebble, ProxyOptions, RunConfig, SeenOrder, Site,
-    Upstream, Window, ALREADY_REPLACED, INVALID_PROFILE,
+    assert_offset, cert_id, normalize_serial, parse_issue_stdout, parse_time, record_time,
+    status_site, toml_str, AcmeProxy, Certd, Daemon, HttpsClient, IssueOutcome, Pebble,
+    ProxyOptions, RunConfig, SeenOrder, Site, Upstream, Window, ALREADY_REPLACED, INVALID_PROFILE,
 };
 
 /// How long a test waits for the daemon to act (an order against Pebble takes a second or two; CI
@@ -80,16 +80,6 @@ fn record(certd: &Certd, site: &str) -> serde_json::Value {
     serde_json::from_str(&text).unwrap_or_else(|err| panic!("record.json: {err}\n{text}"))
 }
 
-/// A time field of `record.json`.
-#[track_caller]
-fn record_time(record: &serde_json::Value, field: &str) -> OffsetDateTime {
-    parse_time(
-        record[field]
-            .as_str()
-            .unwrap_or_else(|| panic!("record.json has no {field}: {record:#}")),
-    )
-}
-
 /// Polls `record.json` until it holds an ARI choice for the certificate with `serial`.
 async fn wait_for_ari_record(
     certd: &Certd,
@@ -104,25 +94,6 @@ async fn wait_for_ari_record(
             for_serial.as_deref() == Some(serial) && record["ari_poll_at"].is_string()
         })
         .await
-}
-
-/// Asserts `at` is within `slack` after `from` plus `offset` and no later than `to` plus `offset`
-/// plus `slack` (RFC 3339 in whole seconds truncates, and the daemon acts between the two instants).
-#[track_caller]
-fn assert_between(
-    what: &str,
-    at: OffsetDateTime,
-    from: OffsetDateTime,
-    to: OffsetDateTime,
-    offset: time::Duration,
-) {
-    let slack = time::Duration::seconds(2);
-    assert!(
-        at >= from + offset - slack && at <= to + offset + slack,
-        "{what} is {at}, expected between {} and {}",
-        from + offset,
-        to + offset
-    );
 }
 
 /// When the proxy last answered a renewal-information request for `cert_id`.
@@ -327,7 +298,7 @@ async fn ari_window_is_picked_inside_the_range_stored_and_honoured() {
     // Retry-After: 5 is clamped to a minute.
     let asked_at = last_asked(&proxy, &old_id);
     assert!(before <= asked_at && asked_at <= after);
-    assert_between(
+    assert_offset(
         "ari_poll_at",
         record_time(&stored, "ari_poll_at"),
         asked_at,
@@ -481,7 +452,7 @@ async fn a_refused_replaces_is_ordered_again_without_it() {
     let stored = wait_for_ari_record(&certd, &daemon, "a.test", &new).await;
     let new_id = cert_id(&certd.read_site_file("a.test", "cert.pem"));
     let asked = last_asked(&proxy, &new_id);
-    assert_between(
+    assert_offset(
         "ari_poll_at",
         record_time(&stored, "ari_poll_at"),
         asked,
@@ -535,7 +506,7 @@ async fn without_ari_or_profiles_the_lifetime_rule_decides_and_none_are_sent() {
     let after = OffsetDateTime::now_utc();
     assert!(stored["ari_renew_at"].is_null(), "{stored:#}");
     // Asked again a day later, in case the CA starts offering ARI.
-    assert_between(
+    assert_offset(
         "ari_poll_at",
         record_time(&stored, "ari_poll_at"),
         before,

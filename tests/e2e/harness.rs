@@ -27,8 +27,8 @@ pub use acme_proxy::{
     RATE_LIMITED,
 };
 pub use certd::{
-    mode, parse_issue_stdout, parse_time, status_site, toml_str, walk, Certd, CertdConfig,
-    IssueOutcome, Run,
+    assert_offset, mode, parse_issue_stdout, parse_time, record_time, status_site, toml_str, walk,
+    Certd, CertdConfig, IssueOutcome, Run,
 };
 pub use daemon::{Daemon, RunConfig, Site};
 pub use dns::{Bind, TSIG_KEY};
