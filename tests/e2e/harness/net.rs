@@ -31,7 +31,7 @@ use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 use tokio_tungstenite::tungstenite::Message;
 
-use super::pki::{init_crypto, normalize_serial};
+use super::pki::{cert_serial, init_crypto};
 
 /// How long one connection attempt, handshake or request may take before the test fails.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -276,12 +276,7 @@ pub fn dns(name: &str) -> ServerName<'static> {
 /// The serial of the DER certificate `der`, normalized like [`super::normalize_serial`].
 pub fn der_serial(der: &CertificateDer<'_>) -> String {
     let (_, cert) = x509_parser::parse_x509_certificate(der).expect("parse the served certificate");
-    let hex: String = cert
-        .raw_serial()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    normalize_serial(&hex)
+    cert_serial(&cert)
 }
 
 /// The webpki verifier's chain check, noting the end-entity certificate it was shown before judging
