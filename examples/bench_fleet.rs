@@ -24,23 +24,21 @@ use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration as StdDuration, Instant};
 
 use anyhow::Context as _;
-use clap::{Args as ClapArgs, Parser, Subcommand};
-use rand::seq::IndexedRandom as _;
-use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256,
-};
-use time::{Duration, OffsetDateTime};
-use zeroize::Zeroizing;
-
-use certd::certificate::CertifiedPem;
 use certd::config::{PostgresConfig, SslMode, DEFAULT_LEASE_SECONDS, DEFAULT_POLL};
 use certd::storage::postgres::PostgresStore;
 use certd::storage::StateStore;
+use clap::{Args as ClapArgs, Parser, Subcommand};
+use rand::seq::IndexedRandom as _;
+use rcgen::{Issuer, KeyPair};
+use time::OffsetDateTime;
+
+#[path = "bench_common/sites.rs"]
+mod sites;
+use sites::{for_each_site, BenchCa};
 
 // Only the verifying client is used here.
 #[allow(dead_code)]
@@ -127,37 +125,11 @@ fn open_store(dir: &Path, db: &Db, node: &str) -> anyhow::Result<PostgresStore> 
 }
 
 /// The CA, rebuilt from `ca.pem`'s parameters and `ca.key` (so `swap` signs with the same CA).
-fn load_issuer(dir: &Path) -> anyhow::Result<(Issuer<'static, KeyPair>, String)> {
+fn load_ca(dir: &Path) -> anyhow::Result<BenchCa> {
     let key = KeyPair::from_pem(&std::fs::read_to_string(dir.join("ca.key"))?)?;
     let pem = std::fs::read_to_string(dir.join("ca.pem"))?;
     let issuer = Issuer::from_ca_cert_pem(&pem, key)?;
-    Ok((issuer, pem))
-}
-
-/// A fresh P-256 leaf for `name`, signed by `issuer`: (its PEMs, its DER).
-fn leaf(
-    name: &str,
-    issuer: &Issuer<'_, KeyPair>,
-    ca_pem: &str,
-    now: OffsetDateTime,
-) -> anyhow::Result<(CertifiedPem, Vec<u8>)> {
-    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
-    let mut params = CertificateParams::new(vec![name.to_owned()])?;
-    params.distinguished_name = DistinguishedName::new();
-    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    params.not_before = now - Duration::hours(1);
-    params.not_after = now + Duration::days(90);
-    let cert = params.signed_by(&key, issuer)?;
-    let der = cert.der().to_vec();
-    Ok((
-        CertifiedPem {
-            cert_pem: cert.pem(),
-            chain_pem: ca_pem.to_owned(),
-            key_pem: Zeroizing::new(key.serialize_pem()),
-        },
-        der,
-    ))
+    Ok(BenchCa { issuer, pem })
 }
 
 fn main() -> anyhow::Result<()> {
@@ -214,54 +186,24 @@ fn generate(
     std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o600))?;
 
     let now = OffsetDateTime::now_utc();
-    let ca_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
-    let mut ca_params = CertificateParams::default();
-    ca_params.distinguished_name = DistinguishedName::new();
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "certd bench fleet CA");
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    ca_params.not_before = now - Duration::hours(1);
-    ca_params.not_after = now + Duration::days(100);
-    let ca_cert = ca_params.self_signed(&ca_key)?;
-    let ca_pem = ca_cert.pem();
-    std::fs::write(dir.join("ca.pem"), &ca_pem)?;
-    std::fs::write(dir.join("ca.key"), ca_key.serialize_pem())?;
-    let issuer = Issuer::new(ca_params, ca_key);
+    let (ca, ca_key_pem) = BenchCa::generate("certd bench fleet CA", now)?;
+    std::fs::write(dir.join("ca.pem"), &ca.pem)?;
+    std::fs::write(dir.join("ca.key"), ca_key_pem)?;
 
     let store = open_store(&dir, db, "bench-gen")?;
-    let next = AtomicUsize::new(0);
     // Nanoseconds summed over the threads: making certificates vs the store's install (seal + SQL).
     let (make_ns, install_ns) = (AtomicU64::new(0), AtomicU64::new(0));
-    std::thread::scope(|scope| -> anyhow::Result<()> {
-        let workers: Vec<_> = (0..threads.max(1))
-            .map(|_| {
-                scope.spawn(|| -> anyhow::Result<()> {
-                    loop {
-                        let index = next.fetch_add(1, Ordering::Relaxed);
-                        if index >= sites {
-                            return Ok(());
-                        }
-                        let name = site_name(index);
-                        let t0 = Instant::now();
-                        let (pem, _) = leaf(&name, &issuer, &ca_pem, now)?;
-                        let t1 = Instant::now();
-                        store
-                            .install(&name, &pem)
-                            .with_context(|| format!("installing {name}"))?;
-                        let nanos = |d: StdDuration| u64::try_from(d.as_nanos()).unwrap_or(0);
-                        make_ns.fetch_add(nanos(t1 - t0), Ordering::Relaxed);
-                        install_ns.fetch_add(nanos(t1.elapsed()), Ordering::Relaxed);
-                    }
-                })
-            })
-            .collect();
-        for worker in workers {
-            worker
-                .join()
-                .map_err(|_| anyhow::anyhow!("an installing thread panicked"))??;
-        }
+    for_each_site(sites, threads, |index| {
+        let name = site_name(index);
+        let t0 = Instant::now();
+        let (pem, _) = ca.leaf(&name, now)?;
+        let t1 = Instant::now();
+        store
+            .install(&name, &pem)
+            .with_context(|| format!("installing {name}"))?;
+        let nanos = |d: StdDuration| u64::try_from(d.as_nanos()).unwrap_or(0);
+        make_ns.fetch_add(nanos(t1 - t0), Ordering::Relaxed);
+        install_ns.fetch_add(nanos(t1.elapsed()), Ordering::Relaxed);
         Ok(())
     })?;
     let installed_s = started.elapsed().as_secs_f64();
@@ -332,7 +274,7 @@ fn swap(
     rounds: usize,
     timeout: StdDuration,
 ) -> anyhow::Result<()> {
-    let (issuer, ca_pem) = load_issuer(dir)?;
+    let ca = load_ca(dir)?;
     let store = open_store(dir, db, "bench-swap")?;
     let config = tls::client_config(tls::Trust::CaFile(&dir.join("ca.pem")), &[], false)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -340,7 +282,7 @@ fn swap(
         .build()?;
     let mut times = Vec::with_capacity(rounds);
     for round in 0..rounds {
-        let (pem, der) = leaf(site, &issuer, &ca_pem, OffsetDateTime::now_utc())?;
+        let (pem, der) = ca.leaf(site, OffsetDateTime::now_utc())?;
         let started = Instant::now();
         store.install(site, &pem).context("installing")?;
         let installed = started.elapsed();

@@ -21,20 +21,17 @@
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use anyhow::Context as _;
 use clap::Parser;
-use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256,
-};
-use time::{Duration, OffsetDateTime};
-use zeroize::Zeroizing;
+use time::OffsetDateTime;
 
-use certd::certificate::CertifiedPem;
 use certd::store::Store;
+
+#[path = "bench_common/sites.rs"]
+mod sites;
+use sites::{for_each_site, BenchCa};
 
 #[derive(Parser)]
 #[command(about = "Make a certd configuration with many sites and their certificates")]
@@ -77,59 +74,18 @@ fn main() -> anyhow::Result<()> {
     );
 
     let now = OffsetDateTime::now_utc();
-    let ca_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
-    let mut ca_params = CertificateParams::default();
-    ca_params.distinguished_name = DistinguishedName::new();
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "certd bench scale CA");
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    ca_params.not_before = now - Duration::hours(1);
-    ca_params.not_after = now + Duration::days(100);
-    let ca_cert = ca_params.self_signed(&ca_key)?;
-    let ca_pem = ca_cert.pem();
-    std::fs::write(dir.join("ca.pem"), &ca_pem)?;
-    let issuer = Issuer::new(ca_params, ca_key);
+    // Nothing signs with this CA after the run, so its key is not kept.
+    let (ca, _) = BenchCa::generate("certd bench scale CA", now)?;
+    std::fs::write(dir.join("ca.pem"), &ca.pem)?;
 
     let store = Store::open(&state_dir)?;
     let _lock = store.lock()?;
-    let next = AtomicUsize::new(0);
-    std::thread::scope(|scope| -> anyhow::Result<()> {
-        let workers: Vec<_> = (0..args.threads.max(1))
-            .map(|_| {
-                scope.spawn(|| -> anyhow::Result<()> {
-                    loop {
-                        let index = next.fetch_add(1, Ordering::Relaxed);
-                        if index >= args.sites {
-                            return Ok(());
-                        }
-                        let name = site_name(index);
-                        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
-                        let mut params = CertificateParams::new(vec![name.clone()])?;
-                        params.distinguished_name = DistinguishedName::new();
-                        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-                        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-                        params.not_before = now - Duration::hours(1);
-                        params.not_after = now + Duration::days(90);
-                        let cert = params.signed_by(&key, &issuer)?;
-                        let pem = CertifiedPem {
-                            cert_pem: cert.pem(),
-                            chain_pem: ca_pem.clone(),
-                            key_pem: Zeroizing::new(key.serialize_pem()),
-                        };
-                        store
-                            .install(&name, &pem)
-                            .with_context(|| format!("installing {name}"))?;
-                    }
-                })
-            })
-            .collect();
-        for worker in workers {
-            worker
-                .join()
-                .map_err(|_| anyhow::anyhow!("an installing thread panicked"))??;
-        }
+    for_each_site(args.sites, args.threads, |index| {
+        let name = site_name(index);
+        let (pem, _) = ca.leaf(&name, now)?;
+        store
+            .install(&name, &pem)
+            .with_context(|| format!("installing {name}"))?;
         Ok(())
     })?;
 

@@ -42,4 +42,5 @@ pub mod storage;
 pub mod store;
 pub(crate) mod time_format;
 pub mod tls_alpn;
+pub mod tls_verifier;
 pub(crate) mod trusted_proxies;

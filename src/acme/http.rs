@@ -82,7 +82,8 @@ impl CaHttpClient {
         // The system store is read only if a chain needs it (see `trust.rs`): about 300 PEM
         // certificates on Debian, which no public CA and no `ca_roots` CA needs.
         let trust = CaTrust::new(provider.clone(), roots, native_roots)
-            .map_err(|err| tls_error(err.to_string()))?;
+            .map_err(|err| tls_error(err.to_string()))?
+            .into_verifier();
         let tls = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .map_err(|err| tls_error(err.to_string()))?

@@ -18,11 +18,13 @@
 use std::fmt;
 use std::sync::{Arc, OnceLock};
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::danger::ServerCertVerified;
 use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::CryptoProvider;
-use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
-use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::RootCertStore;
+use rustls_pki_types::CertificateDer;
+
+use crate::tls_verifier::{ChainPolicy, Presented, Verifier};
 
 /// Reads the system store's certificates (those that cannot be read are skipped: the web roots and
 /// `ca_roots` still apply).
@@ -33,7 +35,8 @@ pub(super) fn native_roots() -> Vec<CertificateDer<'static>> {
     rustls_native_certs::load_native_certs().certs
 }
 
-/// A certificate verifier for the CA's HTTPS that reads the system store only when a chain needs it.
+/// The chains the CA's HTTPS may present: the policy of its [`Verifier`], which reads the system
+/// store only when a chain needs it.
 pub(super) struct CaTrust {
     provider: Arc<CryptoProvider>,
     /// The web roots and `ca_roots`: the anchors the full set starts from.
@@ -74,6 +77,12 @@ impl CaTrust {
         })
     }
 
+    /// The verifier for the CA's HTTPS: chains judged by these roots, signatures by the provider.
+    pub(super) fn into_verifier(self) -> Verifier<Self> {
+        let provider = self.provider.clone();
+        Verifier::new(&provider, self)
+    }
+
     /// Whether the system store has been read (for tests and the debug output).
     pub(super) fn system_store_read(&self) -> bool {
         self.full.get().is_some()
@@ -94,59 +103,16 @@ impl CaTrust {
     }
 }
 
-impl ServerCertVerifier for CaTrust {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        server_name: &ServerName<'_>,
-        ocsp_response: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        let quick = self.quick.verify_server_cert(
-            end_entity,
-            intermediates,
-            server_name,
-            ocsp_response,
-            now,
-        );
-        match quick {
+impl ChainPolicy for CaTrust {
+    fn verify_chain(&self, presented: &Presented<'_>) -> Result<ServerCertVerified, rustls::Error> {
+        match presented.verify_with(self.quick.as_ref()) {
             Ok(verified) => Ok(verified),
             Err(first) => match self.full() {
-                Some(full) => full.verify_server_cert(
-                    end_entity,
-                    intermediates,
-                    server_name,
-                    ocsp_response,
-                    now,
-                ),
+                Some(full) => presented.verify_with(full.as_ref()),
                 // Not reached: the full set holds the base, which is never empty.
                 None => Err(first),
             },
         }
-    }
-
-    // Handshake signatures do not depend on the roots: the base verifier checks them.
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.quick.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.quick.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.quick.supported_verify_schemes()
     }
 }
 
@@ -154,6 +120,9 @@ impl ServerCertVerifier for CaTrust {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use rustls::client::danger::ServerCertVerifier;
+    use rustls_pki_types::{ServerName, UnixTime};
 
     use super::*;
 
@@ -195,7 +164,7 @@ mod tests {
         roots
     }
 
-    fn verify(trust: &CaTrust, ca: &TestCa) -> Result<ServerCertVerified, rustls::Error> {
+    fn verify(trust: &Verifier<CaTrust>, ca: &TestCa) -> Result<ServerCertVerified, rustls::Error> {
         trust.verify_server_cert(
             &ca.leaf,
             &[],
@@ -228,28 +197,34 @@ mod tests {
         let ca = test_ca("ca_roots CA");
         let mut base = web_roots();
         base.add(ca.root.clone()).unwrap();
-        let trust = CaTrust::new(provider(), base, fake_system_store).unwrap();
+        let trust = CaTrust::new(provider(), base, fake_system_store)
+            .unwrap()
+            .into_verifier();
         verify(&trust, &ca).unwrap();
-        assert!(!trust.system_store_read());
+        assert!(!trust.policy().system_store_read());
     }
 
     #[test]
     fn a_chain_only_the_system_store_knows_is_trusted_and_the_store_read_once() {
-        let trust = CaTrust::new(provider(), web_roots(), counted_system_store).unwrap();
+        let trust = CaTrust::new(provider(), web_roots(), counted_system_store)
+            .unwrap()
+            .into_verifier();
         verify(&trust, system_ca()).unwrap();
         verify(&trust, system_ca()).unwrap();
-        assert!(trust.system_store_read());
+        assert!(trust.policy().system_store_read());
         assert_eq!(SYSTEM_READS.load(Ordering::SeqCst), 1);
     }
 
     #[test]
     fn a_chain_no_root_knows_is_refused_as_an_unknown_issuer() {
-        let trust = CaTrust::new(provider(), web_roots(), fake_system_store).unwrap();
+        let trust = CaTrust::new(provider(), web_roots(), fake_system_store)
+            .unwrap()
+            .into_verifier();
         let err = verify(&trust, &test_ca("unknown CA")).unwrap_err();
         assert_eq!(
             err,
             rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer)
         );
-        assert!(trust.system_store_read());
+        assert!(trust.policy().system_store_read());
     }
 }

@@ -122,6 +122,34 @@ pub struct SiteStatus {
     pub issued_by: Option<String>,
 }
 
+impl SiteStatus {
+    /// The row of `site` (named `names`) before anything is known of it: critical, since no
+    /// certificate has been found yet.
+    fn unknown(site: &str, names: &[String]) -> Self {
+        Self {
+            site: site.to_owned(),
+            state: Severity::Critical,
+            names: names.to_vec(),
+            issuer: None,
+            serial: None,
+            not_before: None,
+            not_after: None,
+            days_left: None,
+            renew_at: None,
+            renewal_window: None,
+            consecutive_failures: 0,
+            slowed: false,
+            orders_last_week: LedgerSummary::default(),
+            problem: None,
+            last_error: None,
+            last_attempt: None,
+            last_success: None,
+            next_attempt: None,
+            issued_by: None,
+        }
+    }
+}
+
 /// The running daemon's renewal scheduler, as its heartbeat (`state/scheduler.json`) tells.
 #[derive(Debug, Clone, Serialize)]
 pub struct SchedulerStatus {
@@ -493,27 +521,7 @@ pub fn collect(config: &Config, now: OffsetDateTime) -> Result<Vec<SiteStatus>, 
     };
     let mut rows = Vec::with_capacity(config.sites.len());
     for site in &config.sites {
-        let mut row = SiteStatus {
-            site: site.name().to_owned(),
-            state: Severity::Critical,
-            names: site.names.clone(),
-            issuer: None,
-            serial: None,
-            not_before: None,
-            not_after: None,
-            days_left: None,
-            renew_at: None,
-            renewal_window: None,
-            consecutive_failures: 0,
-            slowed: false,
-            orders_last_week: LedgerSummary::default(),
-            problem: None,
-            last_error: None,
-            last_attempt: None,
-            last_success: None,
-            next_attempt: None,
-            issued_by: None,
-        };
+        let mut row = SiteStatus::unknown(site.name(), &site.names);
         if let Some(store) = &store {
             let record: SiteRecord = match store.load_record(site.name()) {
                 Ok(record) => record,
@@ -754,25 +762,9 @@ mod storage_outage {
 
     fn row(state: Severity) -> SiteStatus {
         SiteStatus {
-            site: "a.test".into(),
             state,
-            names: vec!["a.test".into()],
-            issuer: None,
-            serial: None,
-            not_before: None,
-            not_after: None,
             days_left: Some(30),
-            renew_at: None,
-            renewal_window: None,
-            consecutive_failures: 0,
-            slowed: false,
-            orders_last_week: LedgerSummary::default(),
-            problem: None,
-            last_error: None,
-            last_attempt: None,
-            last_success: None,
-            next_attempt: None,
-            issued_by: None,
+            ..SiteStatus::unknown("a.test", &["a.test".to_owned()])
         }
     }
 

@@ -131,7 +131,9 @@ mod tests {
     use rustls::{DigitallySignedStruct, SignatureScheme};
     use zeroize::Zeroizing;
 
-    /// Accepts any certificate: the tests look at which one was presented.
+    /// Accepts any certificate: the tests look at which one was presented. Not
+    /// `tls_verifier::AnyChain`, which checks the handshake's signature against the leaf: webpki
+    /// will not parse a TLS-ALPN-01 certificate (its acmeIdentifier extension is critical).
     #[derive(Debug)]
     struct AnyCertificate;
 

@@ -150,6 +150,30 @@ fn site(routes: &[(&str, RouteTarget)]) -> SiteRoutes {
     }
 }
 
+/// A site of `routes` with the site-wide header rules `rules`, and the routes' own rules in force
+/// (`SiteHttp` is built from them, as config validation does).
+fn site_with_rules(routes: Vec<Route>, rules: http_rules::HttpRules) -> SiteRoutes {
+    SiteRoutes {
+        http: http_rules::SiteHttp::new("site.example".into(), rules, &routes),
+        routes,
+        ..SiteRoutes::default()
+    }
+}
+
+/// A proxy under `limits` whose one route, `/`, goes to an echo upstream named `app`.
+async fn proxy_to_app(limits: ProxyLimits) -> (SocketAddr, Arc<Proxy>) {
+    let app = start_upstream("app").await;
+    start_proxy(site(&[("/", upstream(app))]), limits).await
+}
+
+/// Limits with a 300 ms response timeout: the echo upstream's `/hang` outlasts it.
+fn short_response_timeout() -> ProxyLimits {
+    ProxyLimits {
+        response_timeout: Duration::from_millis(300),
+        ..ProxyLimits::default()
+    }
+}
+
 /// Starts a server (HTTP/1.1 or HTTP/2, with upgrades) whose service is `proxy.handle` for `site`.
 /// The [`UpstreamUsed`] extension is copied into an `x-upstream-used` response header.
 async fn start_proxy(site: SiteRoutes, limits: ProxyLimits) -> (SocketAddr, Arc<Proxy>) {
@@ -258,12 +282,7 @@ fn longest_matching_prefix_wins() {
 #[tokio::test]
 async fn host_and_forwarded_headers_reach_the_upstream() {
     bounded(async {
-        let upstream_addr = start_upstream("app").await;
-        let (addr, _proxy) = start_proxy(
-            site(&[("/", upstream(upstream_addr))]),
-            ProxyLimits::default(),
-        )
-        .await;
+        let (addr, _proxy) = proxy_to_app(ProxyLimits::default()).await;
         let request = Request::get("/app/x?y=1&z")
             .header("host", "site.example")
             .header("x-forwarded-for", "203.0.113.7")
@@ -307,12 +326,7 @@ async fn base_path_of_the_upstream_is_prefixed() {
 #[tokio::test]
 async fn hop_by_hop_response_headers_are_removed() {
     bounded(async {
-        let upstream_addr = start_upstream("app").await;
-        let (addr, _proxy) = start_proxy(
-            site(&[("/", upstream(upstream_addr))]),
-            ProxyLimits::default(),
-        )
-        .await;
+        let (addr, _proxy) = proxy_to_app(ProxyLimits::default()).await;
         let (status, headers, _) = read(send(addr, get("/hop")).await).await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(headers["x-public"], "yes");
@@ -401,12 +415,7 @@ async fn routes_match_and_upstreams_receive_the_normalised_path() {
 #[tokio::test]
 async fn upstream_connections_are_kept_alive_and_reused() {
     bounded(async {
-        let upstream_addr = start_upstream("app").await;
-        let (addr, _proxy) = start_proxy(
-            site(&[("/", upstream(upstream_addr))]),
-            ProxyLimits::default(),
-        )
-        .await;
+        let (addr, _proxy) = proxy_to_app(ProxyLimits::default()).await;
         let first = echo(addr, get("/one")).await;
         let second = echo(addr, get("/two")).await;
         assert_eq!(first["peer"], second["peer"]);
@@ -417,12 +426,7 @@ async fn upstream_connections_are_kept_alive_and_reused() {
 #[tokio::test]
 async fn request_bodies_stream_to_the_upstream() {
     bounded(async {
-        let upstream_addr = start_upstream("app").await;
-        let (addr, _proxy) = start_proxy(
-            site(&[("/", upstream(upstream_addr))]),
-            ProxyLimits::default(),
-        )
-        .await;
+        let (addr, _proxy) = proxy_to_app(ProxyLimits::default()).await;
 
         let mebibyte = Bytes::from(vec![b'x'; 1 << 20]);
         let request = Request::post("/upload")
@@ -457,12 +461,7 @@ async fn request_bodies_stream_to_the_upstream() {
 #[tokio::test]
 async fn response_bodies_stream_to_the_client() {
     bounded(async {
-        let upstream_addr = start_upstream("app").await;
-        let (addr, _proxy) = start_proxy(
-            site(&[("/", upstream(upstream_addr))]),
-            ProxyLimits::default(),
-        )
-        .await;
+        let (addr, _proxy) = proxy_to_app(ProxyLimits::default()).await;
         let response = send(addr, get("/stream")).await;
         assert_eq!(response.status(), StatusCode::OK);
         // The upstream never finishes its body: the first chunk must arrive on its own.
@@ -497,12 +496,7 @@ async fn unreachable_upstream_is_bad_gateway() {
 #[tokio::test]
 async fn slow_upstream_is_gateway_timeout() {
     bounded(async {
-        let upstream_addr = start_upstream("app").await;
-        let limits = ProxyLimits {
-            response_timeout: Duration::from_millis(300),
-            ..ProxyLimits::default()
-        };
-        let (addr, _proxy) = start_proxy(site(&[("/", upstream(upstream_addr))]), limits).await;
+        let (addr, _proxy) = proxy_to_app(short_response_timeout()).await;
         let started = tokio::time::Instant::now();
         let (status, _, body) = read(send(addr, get("/hang")).await).await;
         assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
@@ -515,12 +509,7 @@ async fn slow_upstream_is_gateway_timeout() {
 #[tokio::test]
 async fn slow_uploads_do_not_count_against_the_response_timeout() {
     bounded(async {
-        let upstream_addr = start_upstream("app").await;
-        let limits = ProxyLimits {
-            response_timeout: Duration::from_millis(300),
-            ..ProxyLimits::default()
-        };
-        let (addr, _proxy) = start_proxy(site(&[("/", upstream(upstream_addr))]), limits).await;
+        let (addr, _proxy) = proxy_to_app(short_response_timeout()).await;
         let (sender, receiver) = mpsc::channel(1);
         tokio::spawn(async move {
             for _ in 0..3 {
@@ -624,12 +613,7 @@ async fn static_routes_serve_files_with_nginx_root_semantics() {
 #[tokio::test]
 async fn http2_clients_are_forwarded_over_http1() {
     bounded(async {
-        let upstream_addr = start_upstream("app").await;
-        let (addr, _proxy) = start_proxy(
-            site(&[("/", upstream(upstream_addr))]),
-            ProxyLimits::default(),
-        )
-        .await;
+        let (addr, _proxy) = proxy_to_app(ProxyLimits::default()).await;
         let stream = TcpStream::connect(addr).await.unwrap();
         let (mut sender, connection) =
             hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
@@ -1170,11 +1154,7 @@ async fn a_body_over_max_body_size_is_read_away_behind_the_413_even_where_no_rou
             max_body_size: Some(1024),
             ..Default::default()
         };
-        let site = SiteRoutes {
-            http: http_rules::SiteHttp::new("site.example".into(), rules, &routes),
-            routes,
-            ..SiteRoutes::default()
-        };
+        let site = site_with_rules(routes, rules);
         let (addr, _proxy) = start_proxy(site, ProxyLimits::default()).await;
         for path in ["/app/upload", "/nowhere"] {
             let answer = post_large_body(addr, path, "413 Payload Too Large\n")
@@ -1221,43 +1201,57 @@ async fn strip_prefix_replaces_the_routes_prefix_by_the_proxys_path_like_proxy_p
     .await;
 }
 
+/// A proxy for a site whose `/` serves a folder holding `robots.txt` (`try_files $uri @app`) with
+/// `root_rules`, and whose named route `@app` proxies to an echo upstream with `app_rules`: which
+/// route's rules apply after a fallback. The folder lives as long as the returned guard.
+async fn files_else_app(
+    root_rules: http_rules::HttpRules,
+    app_rules: http_rules::HttpRules,
+) -> (SocketAddr, Arc<Proxy>, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("robots.txt"), "robots").unwrap();
+    let app = start_upstream("app").await;
+    let routes = vec![
+        Route {
+            try_files: Some(TryFiles {
+                candidates: vec!["$uri".into()],
+                fallback: TryFallback::Named("@app".into()),
+            }),
+            http: root_rules,
+            ..Route::new("/", RouteTarget::Static(dir.path().into()))
+        },
+        Route {
+            location: LocationMatch::Named,
+            http: app_rules,
+            ..Route::new("@app", upstream(app))
+        },
+    ];
+    let (addr, proxy) = start_proxy(
+        site_with_rules(routes, Default::default()),
+        ProxyLimits::default(),
+    )
+    .await;
+    (addr, proxy, dir)
+}
+
 #[tokio::test]
 async fn a_try_files_fallback_to_a_named_route_sends_that_routes_request_headers() {
     bounded(async {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("robots.txt"), "robots").unwrap();
-        let app = start_upstream("app").await;
         let set = |name: &'static str, value: &str| http_rules::SetHeader {
             name: hyper::header::HeaderName::from_static(name),
             value: Some(variables::Template::parse(value, false).unwrap()),
         };
-        let routes = vec![
-            Route {
-                try_files: Some(TryFiles {
-                    candidates: vec!["$uri".into()],
-                    fallback: TryFallback::Named("@app".into()),
-                }),
-                http: http_rules::HttpRules {
-                    request: Some(Arc::from(vec![set("x-from", "root")])),
-                    ..Default::default()
-                },
-                ..Route::new("/", RouteTarget::Static(dir.path().into()))
+        let (addr, _proxy, _dir) = files_else_app(
+            http_rules::HttpRules {
+                request: Some(Arc::from(vec![set("x-from", "root")])),
+                ..Default::default()
             },
-            Route {
-                location: LocationMatch::Named,
-                http: http_rules::HttpRules {
-                    request: Some(Arc::from(vec![set("x-frame-options", "SAMEORIGIN")])),
-                    ..Default::default()
-                },
-                ..Route::new("@app", upstream(app))
+            http_rules::HttpRules {
+                request: Some(Arc::from(vec![set("x-frame-options", "SAMEORIGIN")])),
+                ..Default::default()
             },
-        ];
-        let site = SiteRoutes {
-            http: http_rules::SiteHttp::new("site.example".into(), Default::default(), &routes),
-            routes,
-            ..SiteRoutes::default()
-        };
-        let (addr, _proxy) = start_proxy(site, ProxyLimits::default()).await;
+        )
+        .await;
         let seen = echo(addr, get("/users/sign_in")).await;
         assert_eq!(seen["uri"], "/users/sign_in");
         assert_eq!(
@@ -1293,11 +1287,7 @@ async fn hide_removes_the_etag_and_last_modified_a_static_route_sets() {
             hide(Route::new("/", RouteTarget::Static(dir.path().into()))),
             Route::new("/kept/", RouteTarget::Static(dir.path().into())),
         ];
-        let site = SiteRoutes {
-            http: http_rules::SiteHttp::new("site.example".into(), Default::default(), &routes),
-            routes,
-            ..SiteRoutes::default()
-        };
+        let site = site_with_rules(routes, Default::default());
         let (addr, _proxy) = start_proxy(site, ProxyLimits::default()).await;
         let (status, headers, body) = read(send(addr, get("/a.css")).await).await;
         assert_eq!((status, &body[..]), (StatusCode::OK, &b"css"[..]));
@@ -1314,41 +1304,22 @@ async fn hide_removes_the_etag_and_last_modified_a_static_route_sets() {
 #[tokio::test]
 async fn after_a_try_files_fallback_the_named_routes_response_headers_apply() {
     bounded(async {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("robots.txt"), "robots").unwrap();
-        let app = start_upstream("app").await;
         let add = |name: &'static str, value: &str| response_headers::AddHeader {
             name: hyper::header::HeaderName::from_static(name),
             value: variables::Template::parse(value, false).unwrap(),
             always: false,
         };
-        let routes = vec![
-            Route {
-                try_files: Some(TryFiles {
-                    candidates: vec!["$uri".into()],
-                    fallback: TryFallback::Named("@app".into()),
-                }),
-                http: http_rules::HttpRules {
-                    add: Some(Arc::from(vec![add("x-from", "static")])),
-                    ..Default::default()
-                },
-                ..Route::new("/", RouteTarget::Static(dir.path().into()))
+        let (addr, _proxy, _dir) = files_else_app(
+            http_rules::HttpRules {
+                add: Some(Arc::from(vec![add("x-from", "static")])),
+                ..Default::default()
             },
-            Route {
-                location: LocationMatch::Named,
-                http: http_rules::HttpRules {
-                    add: Some(Arc::from(vec![add("x-from", "app $host")])),
-                    ..Default::default()
-                },
-                ..Route::new("@app", upstream(app))
+            http_rules::HttpRules {
+                add: Some(Arc::from(vec![add("x-from", "app $host")])),
+                ..Default::default()
             },
-        ];
-        let site = SiteRoutes {
-            http: http_rules::SiteHttp::new("site.example".into(), Default::default(), &routes),
-            routes,
-            ..SiteRoutes::default()
-        };
-        let (addr, _proxy) = start_proxy(site, ProxyLimits::default()).await;
+        )
+        .await;
         let (status, headers, _) = read(send(addr, get("/users/sign_in")).await).await;
         assert_eq!(status, StatusCode::OK);
         let from: Vec<_> = headers.get_all("x-from").iter().collect();

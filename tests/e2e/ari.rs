@@ -14,9 +14,9 @@ use std::time::{Duration, Instant};
 use time::OffsetDateTime;
 
 use crate::harness::{
-    cert_id, normalize_serial, parse_issue_stdout, parse_time, status_site, toml_str, AcmeProxy,
-    Certd, Daemon, HttpsClient, IssueOutcome, Pebble, ProxyOptions, SeenOrder, Site, Upstream,
-    Window, ALREADY_REPLACED, INVALID_PROFILE,
+    assert_offset, cert_id, normalize_serial, parse_issue_stdout, parse_time, record_time,
+    status_site, toml_str, AcmeProxy, Certd, Daemon, HttpsClient, IssueOutcome, Pebble,
+    ProxyOptions, RunConfig, SeenOrder, Site, Upstream, Window, ALREADY_REPLACED, INVALID_PROFILE,
 };
 
 /// How long a test waits for the daemon to act (an order against Pebble takes a second or two; CI
@@ -80,16 +80,6 @@ fn record(certd: &Certd, site: &str) -> serde_json::Value {
     serde_json::from_str(&text).unwrap_or_else(|err| panic!("record.json: {err}\n{text}"))
 }
 
-/// A time field of `record.json`.
-#[track_caller]
-fn record_time(record: &serde_json::Value, field: &str) -> OffsetDateTime {
-    parse_time(
-        record[field]
-            .as_str()
-            .unwrap_or_else(|| panic!("record.json has no {field}: {record:#}")),
-    )
-}
-
 /// Polls `record.json` until it holds an ARI choice for the certificate with `serial`.
 async fn wait_for_ari_record(
     certd: &Certd,
@@ -104,25 +94,6 @@ async fn wait_for_ari_record(
             for_serial.as_deref() == Some(serial) && record["ari_poll_at"].is_string()
         })
         .await
-}
-
-/// Asserts `at` is within `slack` after `from` plus `offset` and no later than `to` plus `offset`
-/// plus `slack` (RFC 3339 in whole seconds truncates, and the daemon acts between the two instants).
-#[track_caller]
-fn assert_between(
-    what: &str,
-    at: OffsetDateTime,
-    from: OffsetDateTime,
-    to: OffsetDateTime,
-    offset: time::Duration,
-) {
-    let slack = time::Duration::seconds(2);
-    assert!(
-        at >= from + offset - slack && at <= to + offset + slack,
-        "{what} is {at}, expected between {} and {}",
-        from + offset,
-        to + offset
-    );
 }
 
 /// When the proxy last answered a renewal-information request for `cert_id`.
@@ -163,6 +134,53 @@ async fn stop(daemon: &mut Daemon) {
         .await
         .expect("certd run exits on SIGTERM");
     assert!(exited.success(), "certd run exited with {exited}");
+}
+
+/// `a.test` (proxying to an echo upstream), issued once by `certd issue` before any daemon runs,
+/// through an ACME proxy that offers every certificate the same renewal window.
+struct Issued {
+    certd: Certd,
+    config: RunConfig,
+    proxy: AcmeProxy,
+    /// Kept for the daemon a test starts on `config`.
+    upstream: Upstream,
+    pebble: Pebble,
+    /// The first certificate's serial, and its ARI certificate id.
+    old: String,
+    old_id: String,
+}
+
+/// [`Issued`] with `window` as the proxy's window for every certificate.
+async fn issued_with_window(window: &Window) -> Issued {
+    let pebble = Pebble::start().await;
+    let upstream = Upstream::echo().await;
+    let proxy = AcmeProxy::start(
+        &pebble,
+        ProxyOptions {
+            default_window: Some(window.clone()),
+            ..ProxyOptions::default()
+        },
+    )
+    .await;
+    let config = proxy.run_config(
+        &pebble,
+        vec![Site::new(&["a.test"]).proxy("/", &upstream.url())],
+    );
+    let certd = Certd::new();
+    config.write(&certd);
+    let run = certd.issue(&[]).await;
+    run.expect_code(0);
+    let old = issued_serial(&run.stdout, "a.test");
+    let old_id = cert_id(&certd.read_site_file("a.test", "cert.pem"));
+    Issued {
+        certd,
+        config,
+        proxy,
+        upstream,
+        pebble,
+        old,
+        old_id,
+    }
 }
 
 /// `certd status --json`'s entry for `site`.
@@ -238,29 +256,18 @@ async fn profiles_are_checked_against_the_directory_and_sent_with_each_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ari_window_is_picked_inside_the_range_stored_and_honoured() {
-    let pebble = Pebble::start().await;
-    let upstream = Upstream::echo().await;
     // Far ahead (Pebble's certificates live five years, so the lifetime rule is years away), and a
     // Retry-After below certd's one-minute floor.
     let far = Window::from_now(time::Duration::days(20), time::Duration::days(21), 5);
-    let proxy = AcmeProxy::start(
-        &pebble,
-        ProxyOptions {
-            default_window: Some(far.clone()),
-            ..ProxyOptions::default()
-        },
-    )
-    .await;
-    let config = proxy.run_config(
-        &pebble,
-        vec![Site::new(&["a.test"]).proxy("/", &upstream.url())],
-    );
-    let certd = Certd::new();
-    config.write(&certd);
-    let run = certd.issue(&[]).await;
-    run.expect_code(0);
-    let old = issued_serial(&run.stdout, "a.test");
-    let old_id = cert_id(&certd.read_site_file("a.test", "cert.pem"));
+    let Issued {
+        certd,
+        config,
+        proxy,
+        upstream: _upstream,
+        pebble,
+        old,
+        old_id,
+    } = issued_with_window(&far).await;
     assert!(
         proxy.renewal_info_requests().is_empty(),
         "`certd issue` orders; the daemon asks for windows"
@@ -291,7 +298,7 @@ async fn ari_window_is_picked_inside_the_range_stored_and_honoured() {
     // Retry-After: 5 is clamped to a minute.
     let asked_at = last_asked(&proxy, &old_id);
     assert!(before <= asked_at && asked_at <= after);
-    assert_between(
+    assert_offset(
         "ari_poll_at",
         record_time(&stored, "ari_poll_at"),
         asked_at,
@@ -398,27 +405,16 @@ async fn ari_window_is_picked_inside_the_range_stored_and_honoured() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_replaces_is_ordered_again_without_it() {
-    let pebble = Pebble::start().await;
-    let upstream = Upstream::echo().await;
     let far = Window::from_now(time::Duration::days(20), time::Duration::days(21), 7200);
-    let proxy = AcmeProxy::start(
-        &pebble,
-        ProxyOptions {
-            default_window: Some(far.clone()),
-            ..ProxyOptions::default()
-        },
-    )
-    .await;
-    let config = proxy.run_config(
-        &pebble,
-        vec![Site::new(&["a.test"]).proxy("/", &upstream.url())],
-    );
-    let certd = Certd::new();
-    config.write(&certd);
-    let run = certd.issue(&[]).await;
-    run.expect_code(0);
-    let old = issued_serial(&run.stdout, "a.test");
-    let old_id = cert_id(&certd.read_site_file("a.test", "cert.pem"));
+    let Issued {
+        certd,
+        config,
+        proxy,
+        upstream: _upstream,
+        pebble,
+        old,
+        old_id,
+    } = issued_with_window(&far).await;
 
     // The window is already over: renew at once. The CA answers the `replaces` order with 409
     // alreadyReplaced; certd orders once more without `replaces`.
@@ -456,7 +452,7 @@ async fn a_refused_replaces_is_ordered_again_without_it() {
     let stored = wait_for_ari_record(&certd, &daemon, "a.test", &new).await;
     let new_id = cert_id(&certd.read_site_file("a.test", "cert.pem"));
     let asked = last_asked(&proxy, &new_id);
-    assert_between(
+    assert_offset(
         "ari_poll_at",
         record_time(&stored, "ari_poll_at"),
         asked,
@@ -511,7 +507,7 @@ async fn without_ari_or_profiles_the_lifetime_rule_decides_and_none_are_sent() {
     let after = OffsetDateTime::now_utc();
     assert!(stored["ari_renew_at"].is_null(), "{stored:#}");
     // Asked again a day later, in case the CA starts offering ARI.
-    assert_between(
+    assert_offset(
         "ari_poll_at",
         record_time(&stored, "ari_poll_at"),
         before,

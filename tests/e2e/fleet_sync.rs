@@ -5,101 +5,46 @@
 //! resolver, checked with real TLS handshakes. With `[storage] notify = false` the poll alone
 //! carries the change, within its interval.
 //!
-//! The nodes are started by a small helper of this file ([`Node`]); the multi-node harness of
-//! harness/fleet.rs (another branch) will replace it.
+//! The nodes are harness/fleet.rs's [`Node`]s, started one by one (not as a relayed [`Fleet`]):
+//! here the CA reaches one chosen node directly.
 
 use std::time::{Duration, Instant};
 
 use crate::harness::{
-    free_port, http_get, Certd, Daemon, HttpsClient, Pebble, PebbleOptions, Postgres, RunConfig,
-    Site,
+    free_port, http_get, HttpsClient, Node, Pebble, PebbleOptions, Postgres, RunConfig, Site,
 };
 
 const SITE: &str = "fleet-sync.test";
-const FLEET_KEY: [u8; 32] = [0x3c; 32];
 /// What issue #12 promises for a pushed change.
 const PUSHED_WITHIN: Duration = Duration::from_secs(5);
 
-/// One node: its own folder (state_dir, control socket), listening on `ip` for HTTP-01 (Pebble's
-/// port) and HTTPS (a free port), on the shared database.
-struct Node {
-    certd: Certd,
-    https: std::net::SocketAddr,
-    daemon: Option<Daemon>,
+/// Node `name` on `ip` (not started): HTTP-01 on Pebble's port and HTTPS on a free port, serving
+/// the site from its own `www` folder (whose page says the node's name), on the shared database
+/// with `storage_extra` appended to `[storage]` (it may go on with further tables).
+fn node(pebble: &Pebble, pg: &Postgres, ip: &str, name: &str, storage_extra: &str) -> Node {
+    node_with_fraction(pebble, pg, ip, name, storage_extra, None)
 }
 
-impl Node {
-    fn new(pebble: &Pebble, pg: &Postgres, ip: &str, name: &str, storage_extra: &str) -> Self {
-        Self::with_fraction(pebble, pg, ip, name, storage_extra, None)
-    }
+/// [`node`] with `[renewal] remaining_fraction`.
+fn node_with_fraction(
+    pebble: &Pebble,
+    pg: &Postgres,
+    ip: &str,
+    name: &str,
+    storage_extra: &str,
+    remaining_fraction: Option<f64>,
+) -> Node {
+    let mut run = RunConfig::for_pebble(pebble, vec![Site::new(&[SITE]).root("/", "www")]);
+    run.remaining_fraction = remaining_fraction;
+    let node = Node::new(pg, run, name, ip.parse().expect("address"), storage_extra);
+    std::fs::create_dir_all(node.certd.dir().join("www")).expect("mkdir");
+    std::fs::write(node.certd.dir().join("www/index.html"), format!("{name}\n")).expect("write");
+    node
+}
 
-    /// [`Node::new`] with `[renewal] remaining_fraction`. `storage_extra` is appended to the
-    /// `[storage]` table (it may go on with further tables).
-    fn with_fraction(
-        pebble: &Pebble,
-        pg: &Postgres,
-        ip: &str,
-        name: &str,
-        storage_extra: &str,
-        remaining_fraction: Option<f64>,
-    ) -> Self {
-        let certd = Certd::new();
-        let key = certd.dir().join("fleet.key");
-        std::fs::write(&key, FLEET_KEY).expect("write key");
-        std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600))
-            .expect("chmod key");
-        std::fs::write(
-            certd.dir().join("db-password"),
-            format!("{}\n", pg.password()),
-        )
-        .expect("write password");
-        std::fs::create_dir_all(certd.dir().join("www")).expect("mkdir");
-        std::fs::write(certd.dir().join("www/index.html"), format!("{name}\n")).expect("write");
-        let mut run = RunConfig::for_pebble(pebble, vec![Site::new(&[SITE]).root("/", "www")]);
-        run.remaining_fraction = remaining_fraction;
-        let run = run.table(
-            &format!(
-                "[storage]\nbackend = \"postgres\"\nurl = \"{}\"\npassword_file = \"db-password\"\n\
-                 sslmode = \"disable\"\nnode_name = \"{name}\"\nkey_file = \"fleet.key\"\n{storage_extra}",
-                pg.url()
-            ),
-        );
-        // The same configuration on this node's own loopback address.
-        let config = run
-            .to_toml()
-            .replace(
-                &format!("\"127.0.0.1:{}\"", run.https_port),
-                &format!("\"{ip}:{}\"", run.https_port),
-            )
-            .replace(
-                &format!("\"127.0.0.1:{}\"", pebble.http_port),
-                &format!("\"{ip}:{}\"", pebble.http_port),
-            );
-        certd.write_config_text(&config);
-        let https = format!("{ip}:{}", run.https_port).parse().expect("address");
-        Self {
-            certd,
-            https,
-            daemon: None,
-        }
-    }
-
-    /// Kills the daemon (by its pid, on drop of its guard).
-    fn stop(&mut self) {
-        self.daemon = None;
-    }
-
-    async fn start(&mut self) {
-        self.daemon = Some(Daemon::start(&self.certd, self.https).await);
-    }
-
-    fn log(&self) -> String {
-        self.daemon.as_ref().map(Daemon::log).unwrap_or_default()
-    }
-
-    async fn client(&self, pebble: &Pebble) -> HttpsClient {
-        HttpsClient::new(self.https, &pebble.root_pem().await)
-    }
+/// A client of `node`'s HTTPS trusting Pebble's root.
+async fn https_client(node: &Node, pebble: &Pebble) -> HttpsClient {
+    HttpsClient::new(node.https, &pebble.root_pem().await)
 }
 
 /// Polls `node` until it serves a serial other than `old`; the time it took, or `None` after
@@ -121,19 +66,9 @@ async fn new_serial_within(
     None
 }
 
-/// Issues the first certificate from node B (before any daemon runs), starts every node, checks
-/// they all serve it, then `certd issue --force` on B's running daemon; returns the nodes, the old
-/// serial and the new one B serves.
-async fn fleet_with_a_forced_renewal(
-    pebble: &Pebble,
-    pg: &Postgres,
-    storage_extra: &str,
-) -> (Vec<Node>, String, String) {
-    let mut nodes = vec![
-        Node::new(pebble, pg, "127.0.0.1", "node-a", storage_extra),
-        Node::new(pebble, pg, "127.0.0.2", "node-b", storage_extra),
-        Node::new(pebble, pg, "127.0.0.3", "node-c", storage_extra),
-    ];
+/// Points the site at node B (`nodes[1]`), issues its first certificate there before any daemon
+/// runs, starts every node and returns the serial they all serve.
+async fn first_certificate_from_b(pebble: &Pebble, nodes: &mut [Node]) -> String {
     // The CA (and preflight) reach node B for the site: it answers its own orders' challenges.
     pebble
         .challtestsrv(
@@ -142,13 +77,12 @@ async fn fleet_with_a_forced_renewal(
         )
         .await;
     nodes[1].certd.issue(&[]).await.expect_code(0);
-    for node in &mut nodes {
+    for node in nodes.iter_mut() {
         node.start().await;
     }
     let mut first = None;
-    for node in &nodes {
-        let serial = node
-            .client(pebble)
+    for node in nodes.iter() {
+        let serial = https_client(node, pebble)
             .await
             .wait_for_certificate(SITE, crate::run::CERT_WAIT)
             .await;
@@ -159,7 +93,23 @@ async fn fleet_with_a_forced_renewal(
             node.log()
         );
     }
-    let old = first.expect("three nodes");
+    first.expect("at least one node")
+}
+
+/// Issues the first certificate from node B (before any daemon runs), starts every node, checks
+/// they all serve it, then `certd issue --force` on B's running daemon; returns the nodes, the old
+/// serial and the new one B serves.
+async fn fleet_with_a_forced_renewal(
+    pebble: &Pebble,
+    pg: &Postgres,
+    storage_extra: &str,
+) -> (Vec<Node>, String, String) {
+    let mut nodes = vec![
+        node(pebble, pg, "127.0.0.1", "node-a", storage_extra),
+        node(pebble, pg, "127.0.0.2", "node-b", storage_extra),
+        node(pebble, pg, "127.0.0.3", "node-c", storage_extra),
+    ];
+    let old = first_certificate_from_b(pebble, &mut nodes).await;
 
     let forced = nodes[1].certd.issue(&["--force"]).await;
     forced.expect_code(0);
@@ -171,8 +121,7 @@ async fn fleet_with_a_forced_renewal(
         "2",
         "{forced}"
     );
-    let b_serial = nodes[1]
-        .client(pebble)
+    let b_serial = https_client(&nodes[1], pebble)
         .await
         .wait_for_new_serial(SITE, &old, PUSHED_WITHIN)
         .await;
@@ -186,7 +135,7 @@ async fn a_certificate_installed_on_one_node_is_served_by_every_node_within_seco
     // A poll far longer than the promise: only the notification can be this fast.
     let (nodes, old, new) = fleet_with_a_forced_renewal(&pebble, &pg, "poll = \"1h\"\n").await;
     for node in [&nodes[0], &nodes[2]] {
-        let client = node.client(&pebble).await;
+        let client = https_client(node, &pebble).await;
         let (serial, took) = new_serial_within(&client, &old, PUSHED_WITHIN)
             .await
             .unwrap_or_else(|| {
@@ -261,7 +210,7 @@ async fn without_notifications_the_poll_brings_the_change_within_its_interval() 
     let listening = pg.psql("SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'LISTEN%'");
     assert_eq!(listening.trim(), "0", "a node listens with notify = false");
     for node in [&nodes[0], &nodes[2]] {
-        let client = node.client(&pebble).await;
+        let client = https_client(node, &pebble).await;
         // One interval, plus the time to read and check the pair.
         let (serial, took) = new_serial_within(&client, &old, poll + Duration::from_secs(2))
             .await
@@ -299,7 +248,7 @@ async fn while_the_database_is_down_every_node_serves_and_renewal_waits_until_it
     .await;
     let metrics = free_port();
     let poll = "poll = \"1s\"\n";
-    let mut a = Node::with_fraction(
+    let mut a = node_with_fraction(
         &pebble,
         &pg,
         "127.0.0.1",
@@ -307,7 +256,7 @@ async fn while_the_database_is_down_every_node_serves_and_renewal_waits_until_it
         &format!("{poll}\n[metrics]\nlisten = \"127.0.0.1:{metrics}\"\n"),
         Some(0.5),
     );
-    let mut b = Node::with_fraction(&pebble, &pg, "127.0.0.2", "node-b", poll, Some(0.5));
+    let mut b = node_with_fraction(&pebble, &pg, "127.0.0.2", "node-b", poll, Some(0.5));
     pebble
         .challtestsrv(
             "/add-a",
@@ -318,7 +267,10 @@ async fn while_the_database_is_down_every_node_serves_and_renewal_waits_until_it
     let issued = Instant::now();
     a.start().await;
     b.start().await;
-    let (a_client, b_client) = (a.client(&pebble).await, b.client(&pebble).await);
+    let (a_client, b_client) = (
+        https_client(&a, &pebble).await,
+        https_client(&b, &pebble).await,
+    );
     let serial = a_client
         .wait_for_certificate(SITE, crate::run::CERT_WAIT)
         .await;
@@ -478,27 +430,10 @@ async fn every_node_runs_its_deploy_hook_with_its_local_copy_of_the_new_certific
         )
     };
     let mut nodes = vec![
-        Node::new(&pebble, &pg, "127.0.0.1", "node-a", &hook("node-a")),
-        Node::new(&pebble, &pg, "127.0.0.2", "node-b", &hook("node-b")),
+        node(&pebble, &pg, "127.0.0.1", "node-a", &hook("node-a")),
+        node(&pebble, &pg, "127.0.0.2", "node-b", &hook("node-b")),
     ];
-    pebble
-        .challtestsrv(
-            "/add-a",
-            serde_json::json!({"host": SITE, "addresses": ["127.0.0.2"]}),
-        )
-        .await;
-    nodes[1].certd.issue(&[]).await.expect_code(0);
-    for node in &mut nodes {
-        node.start().await;
-    }
-    let mut old = String::new();
-    for node in &nodes {
-        old = node
-            .client(&pebble)
-            .await
-            .wait_for_certificate(SITE, crate::run::CERT_WAIT)
-            .await;
-    }
+    let old = first_certificate_from_b(&pebble, &mut nodes).await;
     assert!(
         hook_lines(&log).is_empty(),
         "a hook ran before any renewal by a daemon: {:?}",
@@ -506,8 +441,7 @@ async fn every_node_runs_its_deploy_hook_with_its_local_copy_of_the_new_certific
     );
 
     nodes[1].certd.issue(&["--force"]).await.expect_code(0);
-    let new = nodes[1]
-        .client(&pebble)
+    let new = https_client(&nodes[1], &pebble)
         .await
         .wait_for_new_serial(SITE, &old, PUSHED_WITHIN)
         .await;
@@ -623,8 +557,8 @@ async fn a_renewal_missed_while_a_node_lost_the_database_runs_its_hook_once_when
         .expect("the database port in its url");
     let relay = Cuttable::start(std::net::SocketAddr::from(([127, 0, 0, 1], pg_port))).await;
     let mut nodes = vec![
-        Node::new(&pebble, &pg, "127.0.0.1", "node-a", &hook("node-a", false)),
-        Node::new(&pebble, &pg, "127.0.0.2", "node-b", &hook("node-b", true)),
+        node(&pebble, &pg, "127.0.0.1", "node-a", &hook("node-a", false)),
+        node(&pebble, &pg, "127.0.0.2", "node-b", &hook("node-b", true)),
     ];
     // Node A reaches the database through the relay only.
     let a_config = std::fs::read_to_string(nodes[0].certd.config_path()).expect("read config");
@@ -647,8 +581,7 @@ async fn a_renewal_missed_while_a_node_lost_the_database_runs_its_hook_once_when
     }
     let mut old = String::new();
     for node in &nodes {
-        old = node
-            .client(&pebble)
+        old = https_client(node, &pebble)
             .await
             .wait_for_certificate(SITE, crate::run::CERT_WAIT)
             .await;
@@ -660,16 +593,14 @@ async fn a_renewal_missed_while_a_node_lost_the_database_runs_its_hook_once_when
         .wait_for_log("storage unreachable", Duration::from_secs(30))
         .await;
     nodes[1].certd.issue(&["--force"]).await.expect_code(0);
-    let new = nodes[1]
-        .client(&pebble)
+    let new = https_client(&nodes[1], &pebble)
         .await
         .wait_for_new_serial(SITE, &old, PUSHED_WITHIN)
         .await;
     // A cannot hear of it: still the old certificate (from its local copy).
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(
-        nodes[0]
-            .client(&pebble)
+        https_client(&nodes[0], &pebble)
             .await
             .serial(SITE)
             .await
@@ -688,8 +619,7 @@ async fn a_renewal_missed_while_a_node_lost_the_database_runs_its_hook_once_when
     );
 
     relay.set_cut(false);
-    nodes[0]
-        .client(&pebble)
+    https_client(&nodes[0], &pebble)
         .await
         .wait_for_new_serial(SITE, &old, Duration::from_secs(30))
         .await;
@@ -732,7 +662,7 @@ async fn a_renewal_missed_while_a_node_lost_the_database_runs_its_hook_once_when
 async fn a_node_started_while_the_database_is_down_takes_its_node_lock_when_it_answers() {
     let mut pg = Postgres::start().await;
     let pebble = Pebble::start().await;
-    let mut a = Node::new(&pebble, &pg, "127.0.0.1", "node-a", "poll = \"1s\"\n");
+    let mut a = node(&pebble, &pg, "127.0.0.1", "node-a", "poll = \"1s\"\n");
     pebble
         .challtestsrv(
             "/add-a",
@@ -761,7 +691,7 @@ async fn a_node_started_while_the_database_is_down_takes_its_node_lock_when_it_a
     assert!(a.log().contains("holds its node lock now"), "{}", a.log());
     // So `certd issue` finds the running daemon, and renews through it.
     a.certd.issue(&[]).await.expect_code(0);
-    a.client(&pebble)
+    https_client(&a, &pebble)
         .await
         .wait_for_certificate(SITE, crate::run::CERT_WAIT)
         .await;

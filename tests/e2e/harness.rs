@@ -27,12 +27,12 @@ pub use acme_proxy::{
     RATE_LIMITED,
 };
 pub use certd::{
-    mode, parse_issue_stdout, parse_time, status_site, toml_str, walk, Certd, CertdConfig,
-    IssueOutcome, Run,
+    assert_offset, mode, parse_issue_stdout, parse_time, record_time, status_site, toml_str, walk,
+    Certd, CertdConfig, IssueOutcome, Run,
 };
 pub use daemon::{Daemon, RunConfig, Site};
 pub use dns::{Bind, TSIG_KEY};
-pub use fleet::{Fleet, Layout, TLS_ALPN_PATH};
+pub use fleet::{Fleet, Layout, Node, TLS_ALPN_PATH};
 pub use haproxy::Haproxy;
 pub use net::{
     der_serial, dns, http_get, Alpn, Handshake, HttpsClient, Refused, TlsVersions, Upstream,

@@ -9,7 +9,7 @@ use std::time::Duration;
 use hyper::StatusCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::harness::{free_port, Certd, Daemon, HttpsClient, Pebble, RunConfig};
+use crate::harness::{free_port, Certd, Pebble, RunConfig};
 use crate::run::{World, CERT_WAIT};
 
 const WORDPRESS: &str = include_str!("../fixtures/nginx/wordpress.conf");
@@ -232,18 +232,12 @@ async fn import_and_run(nginx_text: &str, name: &str, from: &str) -> (World, Str
     // Something is left out: always exit 1, never a silent 0.
     run.expect_code(1);
     let config = RunConfig::for_pebble(&pebble, Vec::new());
-    certd.write_config_text(&format!("{}\n{}", config.to_toml(), run.stdout));
+    let text = format!("{}\n{}", config.to_toml(), run.stdout);
+    // Checked as written before it is served (serve_text writes the same text again).
+    certd.write_config_text(&text);
     let check = certd.check().await;
     check.expect_code(0);
-    let daemon = Daemon::start(&certd, config.https_addr()).await;
-    let client = HttpsClient::new(config.https_addr(), &pebble.root_pem().await);
-    let world = World {
-        daemon,
-        client,
-        config,
-        certd,
-        pebble,
-    };
+    let world = World::serve_text(pebble, certd, config, &text).await;
     world.client.wait_for_certificate(name, CERT_WAIT).await;
     (world, run.stdout)
 }

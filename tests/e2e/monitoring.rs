@@ -6,7 +6,8 @@ use std::collections::BTreeSet;
 use std::process::Command;
 use std::time::Duration;
 
-use crate::harness::{free_port, Certd, Daemon, HttpsClient, Pebble, RunConfig, Site};
+use crate::harness::{free_port, Certd, Pebble, RunConfig, Site};
+use crate::run::World;
 
 const RULES: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -91,21 +92,10 @@ fn the_alert_rules_pass_promtool() {
 
 #[tokio::test]
 async fn the_rules_and_the_dashboard_use_only_metrics_certd_exports() {
-    let pebble = Pebble::start().await;
-    let certd = Certd::new();
-    let config = RunConfig::for_pebble(&pebble, vec![Site::new(&["mon.test"])]);
-    let metrics_port = free_port();
-    certd.write_config_text(&format!(
-        "{}\n[metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n",
-        config.to_toml()
-    ));
-    let daemon = Daemon::start(&certd, config.https_addr()).await;
-    let client = HttpsClient::new(config.https_addr(), &pebble.root_pem().await);
-    client
-        .wait_for_certificate("mon.test", Duration::from_secs(30))
-        .await;
+    let (world, metrics_port) = serve_with_metrics("mon.test").await;
     // One request, so the per-site request counter has a sample.
-    let reply = client
+    let reply = world
+        .client
         .http1("mon.test")
         .await
         .get("mon.test", "/nothing")
@@ -134,7 +124,7 @@ async fn the_rules_and_the_dashboard_use_only_metrics_certd_exports() {
         assert!(
             unknown.is_empty(),
             "the {what} use metrics certd does not export: {unknown:?}\nscraped:\n{text}\n{}",
-            daemon.log()
+            world.daemon.log()
         );
     }
 }
@@ -267,6 +257,24 @@ impl Drop for Prometheus {
     }
 }
 
+/// `certd run` for the one site `name` with `[metrics]` on a free port, once the site's certificate
+/// is served: the daemon and its client, and the metrics port.
+async fn serve_with_metrics(name: &str) -> (World, u16) {
+    let pebble = Pebble::start().await;
+    let config = RunConfig::for_pebble(&pebble, vec![Site::new(&[name])]);
+    let metrics_port = free_port();
+    let text = format!(
+        "{}\n[metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n",
+        config.to_toml()
+    );
+    let world = World::serve_text(pebble, Certd::new(), config, &text).await;
+    world
+        .client
+        .wait_for_certificate(name, Duration::from_secs(30))
+        .await;
+    (world, metrics_port)
+}
+
 /// Whether something listens on loopback `port`.
 async fn listening(port: u16) -> bool {
     tokio::net::TcpStream::connect(("127.0.0.1", port))
@@ -276,19 +284,7 @@ async fn listening(port: u16) -> bool {
 
 #[tokio::test]
 async fn prometheus_scrapes_openmetrics_and_the_plain_text_passes_promtool() {
-    let pebble = Pebble::start().await;
-    let certd = Certd::new();
-    let config = RunConfig::for_pebble(&pebble, vec![Site::new(&["om.test"])]);
-    let metrics_port = free_port();
-    certd.write_config_text(&format!(
-        "{}\n[metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n",
-        config.to_toml()
-    ));
-    let daemon = Daemon::start(&certd, config.https_addr()).await;
-    let client = HttpsClient::new(config.https_addr(), &pebble.root_pem().await);
-    client
-        .wait_for_certificate("om.test", Duration::from_secs(30))
-        .await;
+    let (world, metrics_port) = serve_with_metrics("om.test").await;
 
     // Negotiation: the plain text format without Accept, OpenMetrics for Prometheus's Accept; the
     // same samples in both.
@@ -342,7 +338,7 @@ async fn prometheus_scrapes_openmetrics_and_the_plain_text_passes_promtool() {
             std::time::Instant::now() < deadline,
             "Prometheus did not scrape certd in time:\n{}\n{}",
             prometheus.log(),
-            daemon.log()
+            world.daemon.log()
         );
         if listening(prometheus.port).await && prometheus.ready().await {
             let up = prometheus.api("/api/v1/query?query=up").await;

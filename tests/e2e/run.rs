@@ -32,7 +32,7 @@ use futures_util::StreamExt;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::harness::{
-    normalize_serial, status_site, Certd, Daemon, HttpsClient, Pebble, RunConfig,
+    normalize_serial, status_site, Certd, Daemon, HttpsClient, Pebble, RunConfig, Site,
 };
 
 /// How long a test waits for the daemon to obtain a certificate (an order against Pebble takes a
@@ -52,7 +52,14 @@ pub struct World {
 impl World {
     /// Writes `config` into `certd`'s folder and starts the daemon on it.
     pub async fn serve(pebble: Pebble, certd: Certd, config: RunConfig) -> Self {
-        config.write(&certd);
+        let text = config.to_toml();
+        Self::serve_text(pebble, certd, config, &text).await
+    }
+
+    /// [`World::serve`] with the configuration file `text` (`config`'s TOML with what its builder
+    /// has no words for); `config` still tells where the daemon listens.
+    pub async fn serve_text(pebble: Pebble, certd: Certd, config: RunConfig, text: &str) -> Self {
+        certd.write_config_text(text);
         let daemon = Daemon::start(&certd, config.https_addr()).await;
         let client = HttpsClient::new(config.https_addr(), &pebble.root_pem().await);
         Self {
@@ -62,6 +69,24 @@ impl World {
             certd,
             pebble,
         }
+    }
+
+    /// One site `name` from a fresh Pebble and certd folder, once its certificate is served: `site`
+    /// is TOML written after the site's `names` (its routes and keys), and `files` (path under the
+    /// config folder, contents) are written before the daemon starts.
+    pub async fn one_site(name: &str, site: &str, files: &[(&str, &str)]) -> Self {
+        let pebble = Pebble::start().await;
+        let certd = Certd::new();
+        for (path, contents) in files {
+            let path = certd.dir().join(path);
+            std::fs::create_dir_all(path.parent().expect("a parent")).expect("create the folder");
+            std::fs::write(&path, contents).expect("write the file");
+        }
+        let config = RunConfig::for_pebble(&pebble, vec![Site::new(&[name])]);
+        let text = format!("{}{site}", config.to_toml());
+        let world = Self::serve_text(pebble, certd, config, &text).await;
+        world.client.wait_for_certificate(name, CERT_WAIT).await;
+        world
     }
 
     /// `<name>:<https port>`, the Host a browser sends.

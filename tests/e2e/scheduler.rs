@@ -12,8 +12,9 @@ use hyper::StatusCode;
 use time::OffsetDateTime;
 
 use crate::harness::{
-    cert_id, normalize_serial, parse_issue_stdout, parse_time, AcmeProxy, Certd, Daemon,
-    HttpsClient, IssueOutcome, Pebble, ProxyOptions, Site, Upstream, Window, RATE_LIMITED,
+    assert_offset, cert_id, normalize_serial, parse_issue_stdout, parse_time, record_time,
+    AcmeProxy, Certd, Daemon, HttpsClient, IssueOutcome, Pebble, ProxyOptions, Site, Upstream,
+    Window, RATE_LIMITED,
 };
 
 /// How long the test waits for the daemon to act.
@@ -35,32 +36,6 @@ async fn record_with(
             fields.iter().all(|field| !record[*field].is_null())
         })
         .await
-}
-
-#[track_caller]
-fn time_field(record: &serde_json::Value, field: &str) -> OffsetDateTime {
-    parse_time(
-        record[field]
-            .as_str()
-            .unwrap_or_else(|| panic!("no {field} in {record:#}")),
-    )
-}
-
-/// Asserts `at` is `offset` after some instant in `[from, to]`, give or take two seconds (RFC 3339
-/// in whole seconds truncates).
-#[track_caller]
-fn assert_offset(
-    what: &str,
-    at: OffsetDateTime,
-    from: OffsetDateTime,
-    to: OffsetDateTime,
-    offset: time::Duration,
-) {
-    let slack = time::Duration::seconds(2);
-    assert!(
-        at >= from + offset - slack && at <= to + offset + slack,
-        "{what} is {at}, expected {offset} after {from} .. {to}"
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -121,7 +96,7 @@ async fn absurd_retry_after_from_the_ca_is_bounded_and_renewals_go_on() {
     let after_a = OffsetDateTime::now_utc();
     assert_offset(
         "a.test ari_poll_at",
-        time_field(&a, "ari_poll_at"),
+        record_time(&a, "ari_poll_at"),
         before,
         after_a,
         time::Duration::minutes(5),
@@ -133,14 +108,14 @@ async fn absurd_retry_after_from_the_ca_is_bounded_and_renewals_go_on() {
     let after_b = OffsetDateTime::now_utc();
     assert_offset(
         "b.test ari_poll_at",
-        time_field(&b, "ari_poll_at"),
+        record_time(&b, "ari_poll_at"),
         before,
         after_b,
         time::Duration::days(1),
     );
     assert_offset(
         "b.test next_attempt",
-        time_field(&b, "next_attempt"),
+        record_time(&b, "next_attempt"),
         before,
         after_b,
         time::Duration::days(7),

@@ -215,6 +215,36 @@ pub fn parse_time(text: &str) -> OffsetDateTime {
         .unwrap_or_else(|err| panic!("not RFC 3339: {text:?}: {err}"))
 }
 
+/// The RFC 3339 field `field` of `record` (a site's `record.json`), panicking with the record if it
+/// has none.
+#[track_caller]
+pub fn record_time(record: &serde_json::Value, field: &str) -> OffsetDateTime {
+    parse_time(
+        record[field]
+            .as_str()
+            .unwrap_or_else(|| panic!("record.json has no {field}: {record:#}")),
+    )
+}
+
+/// Asserts `at` is `offset` after some instant in `[from, to]`, give or take two seconds (RFC 3339
+/// in whole seconds truncates, and the daemon acts between the two instants).
+#[track_caller]
+pub fn assert_offset(
+    what: &str,
+    at: OffsetDateTime,
+    from: OffsetDateTime,
+    to: OffsetDateTime,
+    offset: time::Duration,
+) {
+    let slack = time::Duration::seconds(2);
+    assert!(
+        at >= from + offset - slack && at <= to + offset + slack,
+        "{what} is {at}, expected between {} and {}",
+        from + offset,
+        to + offset
+    );
+}
+
 /// A certd working folder: `certd.toml` and (relative to it) `state/`.
 pub struct Certd {
     dir: TempDir,

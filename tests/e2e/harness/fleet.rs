@@ -35,12 +35,14 @@ const FLEET_KEY: [u8; 32] = [0x3c; 32];
 /// The longest a relayed exchange may take.
 const RELAY_DEADLINE: Duration = Duration::from_secs(30);
 
-/// One node of the fleet.
+/// One node of the fleet, or of a test that starts its nodes itself ([`Node::new`]).
 pub struct Node {
     /// `[storage] node_name` (`node-1`, …).
     pub name: String,
     /// The loopback address it listens on.
     pub ip: Ipv4Addr,
+    /// Where it serves HTTPS (on `ip`).
+    pub https: SocketAddr,
     /// Its folder, configuration and state directory.
     pub certd: Certd,
     /// Its running daemon (`None` once a test took it away).
@@ -48,6 +50,33 @@ pub struct Node {
 }
 
 impl Node {
+    /// A node named `name`, not started: its own folder with `config`'s listeners moved to `ip`,
+    /// on `pg`'s shared database (the fleet's sealing key and `pg`'s password written beside the
+    /// configuration). `storage` is appended to the `[storage]` table (it may go on with further
+    /// tables).
+    pub fn new(pg: &Postgres, config: RunConfig, name: &str, ip: Ipv4Addr, storage: &str) -> Self {
+        let certd = Certd::new();
+        let https = SocketAddr::from((ip, config.https_port));
+        certd.write_config_text(&node_toml(pg, &certd, config, name, ip, storage));
+        Self {
+            name: name.to_owned(),
+            ip,
+            https,
+            certd,
+            daemon: None,
+        }
+    }
+
+    /// Starts its daemon (and waits until it serves HTTPS).
+    pub async fn start(&mut self) {
+        self.daemon = Some(Daemon::start(&self.certd, self.https).await);
+    }
+
+    /// Kills its daemon (by its pid, on drop of its guard).
+    pub fn stop(&mut self) {
+        self.daemon = None;
+    }
+
     /// The running daemon.
     pub fn daemon(&self) -> &Daemon {
         self.daemon.as_ref().expect("the node's daemon runs")
@@ -148,39 +177,39 @@ impl Fleet {
         let mut nodes = Vec::new();
         for (index, ip) in node_ips.iter().enumerate() {
             let name = format!("node-{}", index + 1);
-            let certd = Certd::new();
             let served = if layout.site_per_node {
                 &sites[index..=index]
             } else {
                 sites
             };
-            let mut toml = node_toml(
-                &pebble, &pg, &certd, served, challenge, &name, *ip, https_port, lease,
-            );
+            let served = served
+                .iter()
+                .map(|names| match challenge {
+                    Some(kind) => Site::new(names).site_option("challenge", &toml_str(kind)),
+                    None => Site::new(names),
+                })
+                .collect();
+            let mut config = RunConfig::for_pebble(&pebble, served);
+            config.https_port = https_port;
+            let storage = format!("lease = {}\n\n{extra}\n", toml_str(lease));
+            let node = Node::new(&pg, config, &name, *ip, &storage);
             if let Some(proxy) = &acme_proxy {
                 // The same configuration, ordering through the proxy.
-                toml = toml.replace(
+                let toml = std::fs::read_to_string(node.certd.config_path())
+                    .expect("read the node's configuration");
+                node.certd.write_config_text(&toml.replace(
                     &toml_str(&pebble.directory_url()),
                     &toml_str(&proxy.directory_url()),
-                );
+                ));
             }
-            certd.write_config_text(&format!("{toml}\n{extra}\n"));
-            nodes.push(Node {
-                name,
-                ip: *ip,
-                certd,
-                daemon: None,
-            });
+            nodes.push(node);
         }
         // Started together: every node races for the same leases.
         let started = join_all(
             nodes
                 .iter()
                 .map(|node| {
-                    Box::pin(Daemon::start(
-                        &node.certd,
-                        SocketAddr::from((node.ip, https_port)),
-                    ))
+                    Box::pin(Daemon::start(&node.certd, node.https))
                         as std::pin::Pin<Box<dyn std::future::Future<Output = Daemon> + '_>>
                 })
                 .collect(),
@@ -300,18 +329,14 @@ pub struct Layout {
     pub new_account_delay: Option<Duration>,
 }
 
-/// The configuration of one node.
-#[allow(clippy::too_many_arguments)]
+/// The configuration of node `name` (see [`Node::new`]), writing its key and password files.
 fn node_toml(
-    pebble: &Pebble,
     pg: &Postgres,
     certd: &Certd,
-    sites: &[&[&str]],
-    challenge: Option<&str>,
+    mut config: RunConfig,
     name: &str,
     ip: Ipv4Addr,
-    https_port: u16,
-    lease: &str,
+    storage: &str,
 ) -> String {
     let key = certd.dir().join("fleet.key");
     std::fs::write(&key, FLEET_KEY).expect("write the fleet key");
@@ -321,27 +346,19 @@ fn node_toml(
         format!("{}\n", pg.password()),
     )
     .expect("write the password file");
-    let sites = sites
-        .iter()
-        .map(|names| match challenge {
-            Some(kind) => Site::new(names).site_option("challenge", &toml_str(kind)),
-            None => Site::new(names),
-        })
-        .collect();
-    let mut config = RunConfig::for_pebble(pebble, sites);
-    config.base.listen = vec![SocketAddr::from((ip, pebble.http_port))];
-    config.https_port = https_port;
+    for listen in &mut config.base.listen {
+        listen.set_ip(IpAddr::V4(ip));
+    }
     // RunConfig writes its HTTPS listener on 127.0.0.1; this node's is on its own address.
     let toml = config.to_toml().replace(
         &toml_str(&config.https_addr().to_string()),
-        &toml_str(&SocketAddr::from((ip, https_port)).to_string()),
+        &toml_str(&SocketAddr::from((ip, config.https_port)).to_string()),
     );
     toml + &format!(
         "\n[storage]\nbackend = \"postgres\"\nurl = {}\npassword_file = \"db-password\"\n\
-         sslmode = \"disable\"\nnode_name = {}\nkey_file = \"fleet.key\"\nlease = {}\n",
+         sslmode = \"disable\"\nnode_name = {}\nkey_file = \"fleet.key\"\n{storage}",
         toml_str(&pg.url()),
         toml_str(name),
-        toml_str(lease),
     )
 }
 

@@ -14,15 +14,16 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use certd::tls_verifier::{ChainPolicy, Presented, Verifier};
 use futures_util::{SinkExt, StreamExt};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::danger::ServerCertVerified;
 use rustls::client::WebPkiServerVerifier;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::RootCertStore;
 use rustls_pki_types::pem::PemObject;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
@@ -30,7 +31,7 @@ use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 use tokio_tungstenite::tungstenite::Message;
 
-use super::pki::{init_crypto, normalize_serial};
+use super::pki::{cert_serial, init_crypto};
 
 /// How long one connection attempt, handshake or request may take before the test fails.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -104,13 +105,16 @@ impl HttpsClient {
         alpn: Alpn,
         versions: TlsVersions,
     ) -> Result<Handshake, Refused> {
-        let verifier = Arc::new(RecordingVerifier {
-            inner: WebPkiServerVerifier::builder(self.roots.clone())
-                .build()
-                .expect("build verifier"),
-            presented: Mutex::new(None),
-        });
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let verifier = Arc::new(Verifier::new(
+            &provider,
+            Recording {
+                inner: WebPkiServerVerifier::builder(self.roots.clone())
+                    .build()
+                    .expect("build verifier"),
+                presented: Mutex::new(None),
+            },
+        ));
         let protocol_versions: &[&rustls::SupportedProtocolVersion] = match versions {
             TlsVersions::Any => rustls::DEFAULT_VERSIONS,
             TlsVersions::Tls12 => &[&rustls::version::TLS12],
@@ -127,7 +131,7 @@ impl HttpsClient {
         };
         let refused = |error: std::io::Error| Refused {
             error,
-            presented: verifier.presented.lock().expect("lock").clone(),
+            presented: verifier.policy().presented.lock().expect("lock").clone(),
         };
         let tcp = tokio::time::timeout(IO_TIMEOUT, TcpStream::connect(self.addr))
             .await
@@ -272,56 +276,21 @@ pub fn dns(name: &str) -> ServerName<'static> {
 /// The serial of the DER certificate `der`, normalized like [`super::normalize_serial`].
 pub fn der_serial(der: &CertificateDer<'_>) -> String {
     let (_, cert) = x509_parser::parse_x509_certificate(der).expect("parse the served certificate");
-    let hex: String = cert
-        .raw_serial()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    normalize_serial(&hex)
+    cert_serial(&cert)
 }
 
-/// The webpki verifier, noting the end-entity certificate it was shown before judging it, so a test
-/// can tell "the server refused" from "the server presented a certificate we rejected".
+/// The webpki verifier's chain check, noting the end-entity certificate it was shown before judging
+/// it, so a test can tell "the server refused" from "the server presented a certificate we rejected".
 #[derive(Debug)]
-struct RecordingVerifier {
+struct Recording {
     inner: Arc<WebPkiServerVerifier>,
     presented: Mutex<Option<CertificateDer<'static>>>,
 }
 
-impl ServerCertVerifier for RecordingVerifier {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        server_name: &ServerName<'_>,
-        ocsp_response: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        *self.presented.lock().expect("lock") = Some(end_entity.clone().into_owned());
-        self.inner
-            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.inner.supported_verify_schemes()
+impl ChainPolicy for Recording {
+    fn verify_chain(&self, presented: &Presented<'_>) -> Result<ServerCertVerified, rustls::Error> {
+        *self.presented.lock().expect("lock") = Some(presented.end_entity.clone().into_owned());
+        presented.verify_with(self.inner.as_ref())
     }
 }
 

@@ -146,14 +146,17 @@ pub fn sans(cert_pem: &str) -> Vec<String> {
 
 /// The first certificate's serial number as lower-case hex without separators or leading zeros.
 pub fn serial_hex(cert_pem: &str) -> String {
-    with_leaf(cert_pem, |cert| {
-        let hex: String = cert
-            .raw_serial()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        normalize_serial(&hex)
-    })
+    with_leaf(cert_pem, cert_serial)
+}
+
+/// `cert`'s serial number, normalized like [`normalize_serial`].
+pub fn cert_serial(cert: &X509Certificate<'_>) -> String {
+    let hex: String = cert
+        .raw_serial()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    normalize_serial(&hex)
 }
 
 /// A serial written as hex, lower-cased, without `:` separators or leading zeros (so certd's and ours

@@ -8,34 +8,15 @@ use hyper::StatusCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
-use super::{World, CERT_WAIT};
-use crate::harness::{Certd, Daemon, HttpsClient, Pebble, RunConfig, Site, Upstream};
+use super::World;
+use crate::harness::Upstream;
 
 const NAME: &str = "pages.test";
 
 /// Starts the daemon for `pages.test` with `site` (TOML written after the site's `names`), once
 /// `files` (path under the config folder, contents) are written.
 async fn serve(site: &str, files: &[(&str, &str)]) -> World {
-    let pebble = Pebble::start().await;
-    let certd = Certd::new();
-    for (path, contents) in files {
-        let path = certd.dir().join(path);
-        std::fs::create_dir_all(path.parent().expect("a parent")).expect("create the folder");
-        std::fs::write(&path, contents).expect("write the file");
-    }
-    let config = RunConfig::for_pebble(&pebble, vec![Site::new(&[NAME])]);
-    certd.write_config_text(&format!("{}{site}", config.to_toml()));
-    let daemon = Daemon::start(&certd, config.https_addr()).await;
-    let client = HttpsClient::new(config.https_addr(), &pebble.root_pem().await);
-    let world = World {
-        daemon,
-        client,
-        config,
-        certd,
-        pebble,
-    };
-    world.client.wait_for_certificate(NAME, CERT_WAIT).await;
-    world
+    World::one_site(NAME, site, files).await
 }
 
 /// An upstream on loopback that answers every request with `503` and the body `app is down`

@@ -16,7 +16,7 @@ use hyper::{Request, StatusCode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::{World, CERT_WAIT};
-use crate::harness::{Alpn, Certd, Daemon, HttpsClient, Pebble, RunConfig, Site, Upstream};
+use crate::harness::{Alpn, Certd, Pebble, RunConfig, Site, Upstream};
 
 const HSTS: &str = "max-age=63072000; includeSubDomains; preload";
 
@@ -34,16 +34,8 @@ async fn serve_with(
         &format!("names = [\"a.test\"]\n{site_keys}"),
         1,
     );
-    certd.write_config_text(&format!("{toml}\n{extra_routes}"));
-    let daemon = Daemon::start(&certd, config.https_addr()).await;
-    let client = HttpsClient::new(config.https_addr(), &pebble.root_pem().await);
-    World {
-        daemon,
-        client,
-        config,
-        certd,
-        pebble,
-    }
+    let text = format!("{toml}\n{extra_routes}");
+    World::serve_text(pebble, certd, config, &text).await
 }
 
 /// Sends `head` (a request head ending in a blank line) and `body` over a fresh HTTP/1.1 TLS
