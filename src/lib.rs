@@ -37,6 +37,7 @@ pub(crate) mod proxy_protocol;
 pub mod renewal;
 pub mod resolver;
 pub(crate) mod response;
+pub mod sealing;
 pub(crate) mod static_files;
 pub mod storage;
 pub mod store;
