@@ -6,9 +6,11 @@
 //! ACME Renewal Information (RFC 9773), its window decides; otherwise the lifetime rule does. [`Renewer`] is the one pipeline that renews a site (order →
 //! check → store → record); [`Scheduler`] is the daemon's loop that runs it when due.
 
+mod activity;
 mod renewer;
 mod scheduler;
 
+pub use activity::SchedulerActivity;
 pub use renewer::{record_failure, Outcome, RenewError, Renewer};
 pub use scheduler::{Publish, Scheduler, SchedulerHandle, STALE_AFTER};
 
