@@ -11,7 +11,7 @@ mod renewer;
 mod scheduler;
 
 pub use activity::SchedulerActivity;
-pub use renewer::{record_failure, Outcome, RenewError, Renewer};
+pub use renewer::{Outcome, Renewer};
 pub use scheduler::{Publish, Scheduler, SchedulerHandle, STALE_AFTER};
 
 use time::macros::datetime;
@@ -203,6 +203,7 @@ pub enum SiteState {
 
 impl SiteState {
     /// Whether an order should be placed at `now`.
+    #[cfg(test)]
     pub fn is_due(&self, now: OffsetDateTime) -> bool {
         match self {
             Self::Missing { .. } => true,
