@@ -98,11 +98,13 @@ impl ChallengeTokens {
     }
 
     /// How many tokens are answerable now.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.inner.len()
     }
 
     /// Whether no token is answerable now.
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

@@ -8,10 +8,11 @@
 //! deadlines and connection cap, is the `listener` module.
 //!
 //! # Adding a metric
-//! - **Counted or set as it happens** (a request, a handshake, a scheduler pass): a prometheus-client
+//! - **Counted or set as it happens** (a request, a handshake): a prometheus-client
 //!   metric as a field of [`Metrics`], registered once in [`Metrics::default`] (one `register` call
 //!   with its name and help), and a method that bumps it, called from where it happens.
-//! - **Read when scraped** (the state directory, the store, another module's global): a field of
+//! - **Read when scraped** (the state directory, the store, another module's global or its own
+//!   record, as the renewal scheduler's [`SchedulerActivity`]): a field of
 //!   `ScrapeGauges`, filled in `ScrapeGauges::read`, and one `gauge`/`counter` call in its
 //!   [`Collector::encode`]. These always say what is true at the scrape (and what `certd status`
 //!   says), and nothing has to keep them up to date.
@@ -25,7 +26,6 @@ mod listener;
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::sync::atomic::AtomicI64;
 use std::sync::{Arc, RwLock};
 
 use hyper::header::ACCEPT;
@@ -34,13 +34,13 @@ use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric as _};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::{Registry, Unit};
 use time::OffsetDateTime;
 
 use crate::config::Config;
-use crate::renewal::{next_action_at, site_state, SiteState};
+use crate::renewal::{next_action_at, site_state, SchedulerActivity, SiteState};
 use crate::storage::StateStore;
 
 pub use listener::serve;
@@ -54,9 +54,9 @@ pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     /// Each site's handles into `requests`, so that counting a request takes no lock.
     sites: RwLock<HashMap<String, Arc<SiteCounters>>>,
-    scheduler_restarts: Counter,
-    /// Unix seconds; 0 until the first pass.
-    scheduler_last_run: Gauge<i64, AtomicI64>,
+    /// The renewal scheduler's passes and restarts, which it records itself (renewal owns them, so
+    /// that it needs nothing of the metrics); exported at each scrape.
+    scheduler: Arc<SchedulerActivity>,
 }
 
 impl Default for Metrics {
@@ -67,8 +67,7 @@ impl Default for Metrics {
             handshake_errors: Counter::default(),
             requests: Family::default(),
             sites: RwLock::default(),
-            scheduler_restarts: Counter::default(),
-            scheduler_last_run: Gauge::default(),
+            scheduler: Arc::default(),
         };
         let mut registry = Registry::default();
         registry.register(
@@ -85,17 +84,6 @@ impl Default for Metrics {
             "certd_tls_handshake_errors",
             "TLS handshakes that failed or timed out",
             metrics.handshake_errors.clone(),
-        );
-        registry.register(
-            "certd_scheduler_restarts",
-            "Times the renewal scheduler ended abnormally and was started again",
-            metrics.scheduler_restarts.clone(),
-        );
-        registry.register_with_unit(
-            "certd_scheduler_last_run",
-            "When the renewal scheduler last completed a pass (Unix time; 0: not yet)",
-            Unit::Seconds,
-            metrics.scheduler_last_run.clone(),
         );
         Self {
             registry,
@@ -165,27 +153,10 @@ impl Metrics {
             .clone()
     }
 
-    /// Counts a restart of the renewal scheduler after it ended abnormally.
-    pub fn scheduler_restarted(&self) {
-        self.scheduler_restarts.inc();
-    }
-
-    /// How often the renewal scheduler was restarted.
-    pub fn scheduler_restarts(&self) -> u64 {
-        self.scheduler_restarts.get()
-    }
-
-    /// Records that the renewal scheduler completed a pass at `at`.
-    pub fn scheduler_ran(&self, at: OffsetDateTime) {
-        self.scheduler_last_run.set(at.unix_timestamp());
-    }
-
-    /// When the renewal scheduler last completed a pass, if it has.
-    pub fn scheduler_last_run(&self) -> Option<OffsetDateTime> {
-        match self.scheduler_last_run.get() {
-            0 => None,
-            seconds => OffsetDateTime::from_unix_timestamp(seconds).ok(),
-        }
+    /// The record the renewal scheduler keeps of its passes and restarts, to hand to it
+    /// ([`crate::renewal::Scheduler::with_activity`]) so that scrapes export it.
+    pub fn scheduler(&self) -> &Arc<SchedulerActivity> {
+        &self.scheduler
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Arc<SiteCounters>>> {
@@ -195,7 +166,8 @@ impl Metrics {
     }
 
     /// The plain text exposition (format 0.0.4) of everything, with certificate gauges for
-    /// `config`'s sites.
+    /// `config`'s sites. Only the tests read a page without negotiating its format.
+    #[cfg(test)]
     pub fn render(&self, config: &Config, store: &dyn StateStore, now: OffsetDateTime) -> String {
         self.render_as(Format::Text, config, store, now)
     }
@@ -210,7 +182,12 @@ impl Metrics {
         now: OffsetDateTime,
     ) -> String {
         let mut at_scrape = Registry::default();
-        at_scrape.register_collector(Box::new(ScrapeGauges::read(config, store, now)));
+        at_scrape.register_collector(Box::new(ScrapeGauges::read(
+            config,
+            store,
+            &self.scheduler,
+            now,
+        )));
         let mut out = String::new();
         let encoded = match format {
             Format::OpenMetrics => {
@@ -303,6 +280,10 @@ impl Format {
 /// prometheus-client [`Collector`], built by [`Metrics::render_as`] for each scrape.
 #[derive(Debug, Default)]
 struct ScrapeGauges {
+    /// Times the renewal scheduler was restarted.
+    scheduler_restarts: u64,
+    /// The renewal scheduler's last completed pass (Unix seconds; 0: not yet).
+    scheduler_last_run: i64,
     sites: Vec<SiteGauges>,
     /// The state directory and every site's certificate in it could be read.
     readable: bool,
@@ -326,8 +307,14 @@ struct SiteGauges {
 }
 
 impl ScrapeGauges {
-    /// Reads the gauges of `config`'s sites from `store`, as of `now`.
-    fn read(config: &Config, store: &dyn StateStore, now: OffsetDateTime) -> Self {
+    /// Reads the gauges of `config`'s sites from `store` and of the renewal scheduler from
+    /// `scheduler`, as of `now`.
+    fn read(
+        config: &Config,
+        store: &dyn StateStore,
+        scheduler: &SchedulerActivity,
+        now: OffsetDateTime,
+    ) -> Self {
         // A state directory that cannot be listed (an unmounted disk, a lost NFS mount) looks like
         // "no certificates" to the rest; `certd_state_readable` says it outright.
         let mut readable = store.readable();
@@ -362,6 +349,8 @@ impl ScrapeGauges {
             |health| health.state(),
         );
         Self {
+            scheduler_restarts: scheduler.restarts(),
+            scheduler_last_run: scheduler.last_run_unix(),
             sites,
             readable,
             log_lines_dropped: crate::logging::dropped_lines()
@@ -380,6 +369,22 @@ impl Collector for ScrapeGauges {
                 .iter()
                 .filter_map(move |row| Some((row.site.as_str(), value(row)?)))
         };
+        // First, so that the page reads as before these moved out of the registry: right after
+        // the counters counted as they happen.
+        let restarts = encoder.encode_descriptor(
+            "certd_scheduler_restarts",
+            "Times the renewal scheduler ended abnormally and was started again.",
+            None,
+            MetricType::Counter,
+        )?;
+        ConstCounter::new(self.scheduler_restarts).encode(restarts)?;
+        let last_run = encoder.encode_descriptor(
+            "certd_scheduler_last_run",
+            "When the renewal scheduler last completed a pass (Unix time; 0: not yet).",
+            seconds,
+            MetricType::Gauge,
+        )?;
+        ConstGauge::new(self.scheduler_last_run).encode(last_run)?;
         gauge(
             &mut encoder,
             "certd_certificate_not_after",

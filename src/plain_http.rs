@@ -71,6 +71,7 @@ pub struct ChallengeResponder {
 impl ChallengeResponder {
     /// Binds every address (all or nothing) and starts answering from `tokens`, 404 for anything else,
     /// with the default `[limits]`.
+    #[cfg(test)]
     pub async fn start(
         addrs: &[SocketAddr],
         tokens: ChallengeTokens,

@@ -105,6 +105,7 @@ impl SniResolver {
     }
 
     /// Stops serving `names` (a site removed from the configuration).
+    #[cfg(test)]
     pub fn withdraw(&self, names: &[String]) {
         self.by_name.rcu(|current| {
             let mut next = HashMap::clone(current);
@@ -171,11 +172,13 @@ impl SniResolver {
     }
 
     /// How many names are served.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.by_name.load().len()
     }
 
     /// Whether no name is served.
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

@@ -27,7 +27,7 @@ use hyper::header::{
 };
 use hyper::{HeaderMap, Method, Response, StatusCode};
 
-pub use negotiate::{rank, Ranked};
+pub use negotiate::rank;
 
 use crate::response::ProxyBody;
 

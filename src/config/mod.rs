@@ -152,6 +152,9 @@ pub use log::{log_settings, AccessFormat, LogConfig, LogFormat};
 pub use storage::{
     PostgresConfig, SslMode, StorageConfig, DEFAULT_LEASE_SECONDS, DEFAULT_POLL, PASSWORD_ENV,
 };
+// What the proxy runs (an upstream group, a route's timeouts, the tunnel default) is the proxy's;
+// re-exported so that readers of a validated `Config` name it through `config`.
+pub use crate::proxy::{ProxyTimeouts, DEFAULT_TUNNEL_IDLE_TIMEOUT};
 pub use upstreams::{
     Balance, NextUpstream, ServerAddress, ServerConfig, UpstreamConfig, MAX_SERVERS,
 };
@@ -300,12 +303,6 @@ pub struct LimitsConfig {
     /// (default 1 h; a route's `tunnel_idle_timeout` overrides it).
     pub tunnel_idle_timeout: Duration,
 }
-
-/// The default `[limits] tunnel_idle_timeout`. nginx closes a tunnel after `proxy_read_timeout`
-/// (60 s) without a byte from the upstream, and WebSocket guides for nginx raise it to an hour or
-/// more for apps that do not ping; an hour keeps those apps working while a tunnel whose peer
-/// vanished without a FIN still gives its connection slot back.
-pub const DEFAULT_TUNNEL_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// The longest `tunnel_idle_timeout` accepted: a week. Longer would make the idle timeout no bound.
 pub const MAX_TUNNEL_IDLE_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -467,20 +464,6 @@ pub struct RouteConfig {
     pub internal: bool,
     /// `cache` (proxy routes): the route's response cache (nginx `proxy_cache`); `None`: off.
     pub cache: Option<std::sync::Arc<crate::proxy::cache::RouteCache>>,
-}
-
-/// A proxy route's own timeouts; `None` keeps the `[limits]` (or tunnel) default.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ProxyTimeouts {
-    /// `connect_timeout` (nginx `proxy_connect_timeout`): for connecting to a server.
-    pub connect: Option<Duration>,
-    /// `read_timeout` (nginx `proxy_read_timeout`): for the response head, then between two reads
-    /// of the response body, and the idle time of a WebSocket tunnel unless
-    /// `tunnel_idle_timeout` is set.
-    pub read: Option<Duration>,
-    /// `send_timeout` (nginx `proxy_send_timeout`): between two writes of the request body to the
-    /// upstream.
-    pub send: Option<Duration>,
 }
 
 /// What a route does.

@@ -267,7 +267,7 @@ impl Daemon {
             publish(&publish_resolver, site, pem);
         });
         let (scheduler, scheduler_handle) = Scheduler::new(renewer_rx, publish, shutdown.clone());
-        let scheduler = scheduler.with_metrics(metrics.clone());
+        let scheduler = scheduler.with_activity(metrics.scheduler().clone());
         let initial_load = Arc::new(tokio::sync::Mutex::new(()));
         let loading = initial_load.clone().try_lock_owned().ok();
         let (load_config, load_store, load_resolver) =

@@ -113,8 +113,8 @@ fn the_scheduler_is_reported_and_far_record_dates_do_not_panic() {
         text.contains("certd_certificate_next_renewal_seconds{site=\"a.test\"} 253402214400\n"),
         "held at 9999-12-31: {text}"
     );
-    metrics.scheduler_restarted();
-    metrics.scheduler_ran(now);
+    metrics.scheduler().restarted();
+    metrics.scheduler().ran(now);
     let text = metrics.render(&config, &store, now);
     assert!(
         text.contains(
@@ -126,7 +126,7 @@ fn the_scheduler_is_reported_and_far_record_dates_do_not_panic() {
         text.contains("# TYPE certd_scheduler_last_run_seconds gauge\ncertd_scheduler_last_run_seconds 1780000000"),
         "{text}"
     );
-    assert_eq!(metrics.scheduler_last_run(), Some(now));
+    assert_eq!(metrics.scheduler().last_run(), Some(now));
 }
 
 #[test]

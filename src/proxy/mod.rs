@@ -43,8 +43,11 @@ mod websocket;
 
 pub use location::{LocationMatch, LocationRegex};
 pub use try_files::{TryFallback, TryFiles};
-pub use upstream::UpstreamGroup;
-pub use websocket::ConnectionPermit;
+pub use upstream::{
+    Balance, NextUpstream, ProxyTimeouts, ServerAddress, ServerConfig, UpstreamConfig,
+    UpstreamGroup, MAX_SERVERS,
+};
+pub use websocket::{ConnectionPermit, DEFAULT_TUNNEL_IDLE_TIMEOUT};
 
 use std::collections::HashMap;
 use std::error::Error as _;
@@ -127,7 +130,7 @@ pub struct Route {
     /// target's host (its base path still applies). `None`: the target's host is the one server.
     pub upstream: Option<std::sync::Arc<UpstreamGroup>>,
     /// For proxy routes: connect, read and send timeouts in place of [`ProxyLimits`]'.
-    pub timeouts: crate::config::ProxyTimeouts,
+    pub timeouts: ProxyTimeouts,
     /// For `root` and `alias` routes: the names a folder request looks for, in order (nginx
     /// `index`; see [`index`]).
     pub index: Vec<String>,
@@ -169,7 +172,7 @@ impl Route {
             precompressed: false,
             http: http_rules::HttpRules::default(),
             upstream: None,
-            timeouts: crate::config::ProxyTimeouts::default(),
+            timeouts: ProxyTimeouts::default(),
             index: static_files::DEFAULT_INDEX
                 .iter()
                 .map(|name| (*name).to_owned())
@@ -245,7 +248,7 @@ impl Default for ProxyLimits {
             // Enough idle connections for many HTTP/2 streams in flight at once; idle ones still
             // close after `pool_idle_timeout`.
             pool_max_idle_per_host: 1024,
-            tunnel_idle_timeout: crate::config::DEFAULT_TUNNEL_IDLE_TIMEOUT,
+            tunnel_idle_timeout: DEFAULT_TUNNEL_IDLE_TIMEOUT,
         }
     }
 }
@@ -780,7 +783,7 @@ impl Proxy {
         label: &str,
         client: SocketAddr,
         tunnel_idle_timeout: Duration,
-        timeouts: crate::config::ProxyTimeouts,
+        timeouts: ProxyTimeouts,
     ) -> Result<Response<ProxyBody>, StatusCode> {
         let websocket =
             headers::is_websocket_upgrade(request.method(), request.version(), request.headers());

@@ -23,6 +23,12 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info_span, Instrument};
 
+/// The default `[limits] tunnel_idle_timeout`. nginx closes a tunnel after `proxy_read_timeout`
+/// (60 s) without a byte from the upstream, and WebSocket guides for nginx raise it to an hour or
+/// more for apps that do not ping; an hour keeps those apps working while a tunnel whose peer
+/// vanished without a FIN still gives its connection slot back.
+pub const DEFAULT_TUNNEL_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
+
 /// A client connection's slot under `[limits] max_connections`, shared by the connection and the
 /// tunnel it may become.
 ///

@@ -6,10 +6,12 @@
 //! ACME Renewal Information (RFC 9773), its window decides; otherwise the lifetime rule does. [`Renewer`] is the one pipeline that renews a site (order →
 //! check → store → record); [`Scheduler`] is the daemon's loop that runs it when due.
 
+mod activity;
 mod renewer;
 mod scheduler;
 
-pub use renewer::{record_failure, Outcome, RenewError, Renewer};
+pub use activity::SchedulerActivity;
+pub use renewer::{Outcome, Renewer};
 pub use scheduler::{Publish, Scheduler, SchedulerHandle, STALE_AFTER};
 
 use time::macros::datetime;
@@ -201,6 +203,7 @@ pub enum SiteState {
 
 impl SiteState {
     /// Whether an order should be placed at `now`.
+    #[cfg(test)]
     pub fn is_due(&self, now: OffsetDateTime) -> bool {
         match self {
             Self::Missing { .. } => true,

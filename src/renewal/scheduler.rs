@@ -22,6 +22,7 @@ use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn, Instrument};
 
+use super::activity::SchedulerActivity;
 use super::{
     next_action_at, pick_in_window, retry_at, saturating_add, saturating_add_std, site_state,
     Outcome, Renewer,
@@ -29,7 +30,6 @@ use super::{
 use crate::certificate;
 use crate::certificate::CertifiedPem;
 use crate::config::SiteConfig;
-use crate::metrics::Metrics;
 use crate::storage::StateStore;
 use crate::store::SchedulerHeartbeat;
 
@@ -69,7 +69,7 @@ pub struct Scheduler {
     // still cannot make the loop retry at once: site → (failures, not before). Lost when the loop is
     // restarted after a panic; the restart backoff still spaces attempts.
     held_off: HashMap<String, (u32, OffsetDateTime)>,
-    metrics: Arc<Metrics>,
+    activity: Arc<SchedulerActivity>,
     // When this daemon's scheduler first started, for the heartbeat.
     started: OffsetDateTime,
     // Whether saving the heartbeat failed already (warned once, then only at debug).
@@ -106,7 +106,7 @@ impl Scheduler {
                 wake,
                 shutdown,
                 held_off: HashMap::new(),
-                metrics: Arc::new(Metrics::default()),
+                activity: Arc::default(),
                 started: OffsetDateTime::now_utc(),
                 heartbeat_unsaved: false,
             },
@@ -114,9 +114,9 @@ impl Scheduler {
         )
     }
 
-    /// Reports restarts and completed passes to `metrics` (the daemon's).
-    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
-        self.metrics = metrics;
+    /// Records restarts and completed passes in `activity` (the one the daemon's metrics read).
+    pub fn with_activity(mut self, activity: Arc<SchedulerActivity>) -> Self {
+        self.activity = activity;
         self
     }
 
@@ -128,7 +128,7 @@ impl Scheduler {
             wake: self.wake.clone(),
             shutdown: self.shutdown.clone(),
             held_off: HashMap::new(),
-            metrics: self.metrics.clone(),
+            activity: self.activity.clone(),
             started: self.started,
             heartbeat_unsaved: false,
         }
@@ -137,8 +137,8 @@ impl Scheduler {
     /// Records a completed pass: in memory for metrics, and in `state/scheduler.json` for `status`.
     fn beat(&mut self, renewer: &Renewer) {
         let now = OffsetDateTime::now_utc();
-        self.metrics.scheduler_ran(now);
-        if let Err(err) = save_heartbeat(renewer, self.started, &self.metrics) {
+        self.activity.ran(now);
+        if let Err(err) = save_heartbeat(renewer, self.started, &self.activity) {
             if std::mem::replace(&mut self.heartbeat_unsaved, true) {
                 debug!(%err, "cannot save the scheduler heartbeat");
             } else {
@@ -236,17 +236,17 @@ impl Scheduler {
     /// panic or end before shutdown, and itself ends on shutdown.
     pub fn spawn(self, tasks: &tokio_util::task::TaskTracker) {
         let shutdown = self.shutdown.clone();
-        let metrics = self.metrics.clone();
+        let activity = self.activity.clone();
         let renewer = self.renewer.clone();
         let started = self.started;
         // Written before the first pass, so `status` knows this daemon runs a scheduler even if that
         // pass never completes.
-        if let Err(err) = save_heartbeat(&renewer.borrow(), started, &metrics) {
+        if let Err(err) = save_heartbeat(&renewer.borrow(), started, &activity) {
             warn!(%err, "cannot save the scheduler heartbeat; `certd status` cannot tell whether renewals run");
         }
         let on_restart = move |_: &str| {
-            metrics.scheduler_restarted();
-            if let Err(err) = save_heartbeat(&renewer.borrow(), started, &metrics) {
+            activity.restarted();
+            if let Err(err) = save_heartbeat(&renewer.borrow(), started, &activity) {
                 debug!(%err, "cannot save the scheduler heartbeat");
             }
         };
@@ -264,19 +264,19 @@ impl Scheduler {
 }
 
 /// Writes the heartbeat for `certd status`: this process, when its scheduler started, and the last
-/// completed pass and restart count from `metrics`.
+/// completed pass and restart count from `activity`.
 fn save_heartbeat(
     renewer: &Renewer,
     started: OffsetDateTime,
-    metrics: &Metrics,
+    activity: &SchedulerActivity,
 ) -> Result<(), crate::store::StoreError> {
     renewer
         .store()
         .save_scheduler_heartbeat(&SchedulerHeartbeat {
             pid: std::process::id(),
             started,
-            last_run: metrics.scheduler_last_run(),
-            restarts: metrics.scheduler_restarts(),
+            last_run: activity.last_run(),
+            restarts: activity.restarts(),
         })
 }
 

@@ -11,7 +11,7 @@
 //! - [`postgres`]: a fleet's shared database (`[storage] backend = "postgres"`), with leases and
 //!   fencing enforced by the database.
 //!
-//! [`sealing`] encrypts what a backend keeps off this machine (private keys, ACME accounts).
+//! [`crate::sealing`] encrypts what a backend keeps off this machine (private keys, ACME accounts).
 //!
 //! A new backend (PostgreSQL, etcd) is a new file implementing [`StateStore`] that passes the contract
 //! tests in `contract.rs`, plus a case in [`open`].
@@ -33,7 +33,6 @@ use crate::store::{SchedulerHeartbeat, SiteRecord, Store, StoreError, StoredCert
 pub mod filesystem;
 pub mod health;
 pub mod postgres;
-pub mod sealing;
 pub mod transfer;
 
 #[doc(hidden)]

@@ -118,7 +118,7 @@ pub enum StoreError {
     },
     /// The sealing key cannot be loaded, or a sealed value does not open.
     #[error(transparent)]
-    Sealing(#[from] crate::storage::sealing::SealError),
+    Sealing(#[from] crate::sealing::SealError),
 }
 
 /// Builds the closure that wraps an IO error with what was being done and to which path.

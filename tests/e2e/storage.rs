@@ -8,8 +8,8 @@
 
 use std::time::Duration;
 
+use certd::sealing::SealingKey;
 use certd::storage::postgres::schema::{self, FENCED_SQLSTATE};
-use certd::storage::sealing::SealingKey;
 
 use crate::harness::Postgres;
 

@@ -12,7 +12,7 @@ use std::net::IpAddr;
 use std::time::Instant;
 
 use super::health::Health;
-use crate::config::Balance;
+use super::Balance;
 
 /// What the balancer knows of one server.
 #[derive(Debug, Clone, Default)]

@@ -1,8 +1,8 @@
-//! Upstream groups (`[[upstream]]`, nginx's `upstream` blocks): several servers behind one route,
-//! picked by a balancer ([`balance`]), left out for a while after failing ([`health`]), with a
-//! request sent on to the next server when one fails before answering (nginx's
-//! `proxy_next_upstream error timeout`), and the connector that reaches TCP and unix-socket
-//! servers ([`connector`]).
+//! Upstream groups (`[[upstream]]`, nginx's `upstream` blocks; what one is: [`group`]): several
+//! servers behind one route, picked by a balancer ([`balance`]), left out for a while after
+//! failing ([`health`]), with a request sent on to the next server when one fails before answering
+//! (nginx's `proxy_next_upstream error timeout`), and the connector that reaches TCP and
+//! unix-socket servers ([`connector`]).
 //!
 //! A request is sent again only when that cannot change what happens: its method is idempotent
 //! (GET, HEAD, PUT, DELETE, OPTIONS, TRACE; others only with `next_upstream = ["non_idempotent"]`),
@@ -12,6 +12,7 @@
 
 mod balance;
 mod connector;
+mod group;
 mod health;
 mod timeouts;
 
@@ -29,6 +30,10 @@ use hyper::{Method, Request, Response, StatusCode, Uri, Version};
 use tracing::{debug, warn};
 
 pub(super) use self::connector::{with_connect_timeout, UpstreamConnector};
+pub use self::group::{
+    Balance, NextUpstream, ServerAddress, ServerConfig, UpstreamConfig, MAX_SERVERS,
+};
+pub use self::timeouts::ProxyTimeouts;
 pub(super) use self::timeouts::{ReadTimeoutBody, SendClock};
 
 use self::balance::{bit, PeerState};
@@ -38,7 +43,6 @@ use super::{
     error_chain, error_page, headers, status_response, ConnectionPermit, Proxy, ProxyBody, Route,
     SiteRoutes, UpstreamUsed,
 };
-use crate::config::{NextUpstream, ServerAddress, UpstreamConfig};
 
 /// One `[[upstream]]` group at run time: its servers and their shared state (health, balancer
 /// weights, requests in flight), shared by every route and worker that uses it.
@@ -374,7 +378,7 @@ impl Proxy {
         // ip_hash hashes the real client (behind `[https] trusted_proxies`, the one they name), as
         // nginx's does `$remote_addr` with the realip module; read before the headers are rewritten.
         let client_ip = match group.config.balance {
-            crate::config::Balance::IpHash => {
+            Balance::IpHash => {
                 headers::real_client(&parts.headers, client.ip(), &self.trusted_proxies)
             }
             _ => client.ip(),

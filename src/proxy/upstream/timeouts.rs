@@ -1,6 +1,8 @@
-//! A route's `read_timeout` on the response body (nginx `proxy_read_timeout`): the upstream must
-//! send the next piece of the body within the timeout of the previous one, or the response is cut
-//! off (the client sees the connection reset, as with nginx, since the head has been sent).
+//! A proxy route's own timeouts ([`ProxyTimeouts`]), and how two of them are kept: `read_timeout`
+//! on the response body (nginx `proxy_read_timeout`): the upstream must send the next piece of the
+//! body within the timeout of the previous one, or the response is cut off (the client sees the
+//! connection reset, as with nginx, since the head has been sent); and `send_timeout` between two
+//! writes of the request body.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -10,6 +12,20 @@ use std::time::Duration;
 use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use tokio::time::{Instant, Sleep};
+
+/// A proxy route's own timeouts; `None` keeps the `[limits]` (or tunnel) default.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ProxyTimeouts {
+    /// `connect_timeout` (nginx `proxy_connect_timeout`): for connecting to a server.
+    pub connect: Option<Duration>,
+    /// `read_timeout` (nginx `proxy_read_timeout`): for the response head, then between two reads
+    /// of the response body, and the idle time of a WebSocket tunnel unless
+    /// `tunnel_idle_timeout` is set.
+    pub read: Option<Duration>,
+    /// `send_timeout` (nginx `proxy_send_timeout`): between two writes of the request body to the
+    /// upstream.
+    pub send: Option<Duration>,
+}
 
 /// An upstream's response body with a deadline between two frames.
 #[derive(Debug)]

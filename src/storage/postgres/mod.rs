@@ -11,7 +11,7 @@
 //!   caller waits for its answer. The caller may itself be on the daemon's runtime (it blocks as it
 //!   would on the disk), which is why the client never runs on the caller's runtime.
 //!
-//! Private keys and account credentials are sealed with the fleet's key ([`super::sealing`]) before
+//! Private keys and account credentials are sealed with the fleet's key ([`crate::sealing`]) before
 //! they leave this process. The writer lock is per node (`node_name`): a session advisory lock on
 //! a connection taken out of the pool for as long as the [`StoreLock`] lives.
 
@@ -29,11 +29,11 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use zeroize::Zeroizing;
 
 use super::health::StorageHealth;
-use super::sealing::SealingKey;
 use super::{AnswerKind, Change, Lease, StateStore, StoreLock};
 use crate::certificate::CertifiedPem;
 use crate::config::{PostgresConfig, SslMode, PASSWORD_ENV};
 use crate::ledger::LedgerEntry;
+use crate::sealing::SealingKey;
 use crate::store::{SchedulerHeartbeat, SiteRecord, StoreError, StoredCert};
 
 /// The longest any one call may take, connecting included.

@@ -15,7 +15,7 @@
 //!   mid-install. A node paused past its lease (SIGSTOP, a partition) that wakes up and installs is
 //!   refused; the newer certificate stays live.
 //! - Private keys (`cert_versions.sealed_key`) and ACME accounts (`accounts.sealed`) are stored
-//!   sealed with the fleet's key ([`crate::storage::sealing`]); the rest is not secret.
+//!   sealed with the fleet's key ([`crate::sealing`]); the rest is not secret.
 
 /// The SQLSTATE the fencing trigger raises (class `CD`, certd's own).
 pub const FENCED_SQLSTATE: &str = "CDF01";

@@ -2,6 +2,9 @@
 //! machine (a database, whose dumps and backups travel) are encrypted with AES-256-GCM under a key
 //! every node of the fleet has (`[storage] key_file`), so a dump alone leaks no key.
 //!
+//! A leaf below both `storage` (whose backends seal) and `store` (whose `StoreError` carries a
+//! [`SealError`]), so neither has to import the other for it.
+//!
 //! A sealed value is `version (1 byte) || nonce (12 bytes) || ciphertext || tag (16 bytes)`. The
 //! nonce is random per seal (96 bits; far below the birthday bound at certd's write rates). The
 //! caller's `context` (say `cert:example.test:42`) is the AEAD's associated data: a sealed key copied
