@@ -118,6 +118,7 @@ fn apply(shared: &Shared, wanted: Wanted) -> Vec<(String, String)> {
     if wanted.all {
         let served = super::serve_stored(&config, shared.store.as_ref(), &shared.resolver);
         info!(served, "certificates loaded again from the store");
+        shared.local_copy.request(config);
         return Vec::new();
     }
     let mut published = Vec::new();
