@@ -11,7 +11,7 @@
 //! This is also where a fleet's node runs the deploy hook (`[hook]`, [`crate::hook`]) for a
 //! renewal, whichever node renewed (this one included: its own install is announced to it too):
 //! once per new serial, after the pair is in the resolver, with the paths of the node's local copy
-//! in its state directory, which reading the pair from the store has just written.
+//! in its state directory, which is written after the swap and before the hook.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -128,7 +128,17 @@ fn apply(shared: &Shared, wanted: Wanted) -> Vec<(String, String)> {
         let Some(site) = config.sites.iter().find(|site| site.name() == name) else {
             continue;
         };
-        if let Some((names, key)) = super::stored::usable_key(shared.store.as_ref(), site, now) {
+        // Read without writing the local copy (`current_batches`), so that the swap does not
+        // wait for the disk (its fsyncs queue behind a background pass of the local copy); the
+        // copy is written below, before the deploy hook is given its paths.
+        let mut read = None;
+        shared
+            .store
+            .current_batches(&[name.as_str()], 1, &mut |_, pairs| {
+                read = pairs.into_iter().next();
+            });
+        let stored = read.unwrap_or(Ok(None));
+        if let Some((names, key)) = super::stored::usable(site, stored, now) {
             let serial = key
                 .end_entity_cert()
                 .ok()
@@ -144,6 +154,13 @@ fn apply(shared: &Shared, wanted: Wanted) -> Vec<(String, String)> {
             info!(site = %name, %serial, "certificate from the store in service");
             published.push((name.clone(), serial));
         }
+    }
+    let copied: Vec<&str> = published.iter().map(|(name, _)| name.as_str()).collect();
+    if let Err(err) = shared
+        .store
+        .keep_local_copies(&copied, &tokio_util::sync::CancellationToken::new())
+    {
+        warn!(%err, "the local copy of a new certificate is not written; the next full load tries again");
     }
     published
 }
