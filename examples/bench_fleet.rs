@@ -16,6 +16,10 @@
 //! and state folder), `names.txt` (every name, in order) and `sample.txt` (the first name, 1,000
 //! random others, the last name: what the readiness probe checks).
 //!
+//! `load` times the store's side of a node's first start both ways, into fresh local copies under
+//! `--dir`: `current` once per site (the start before `StateStore::current_batches`) for a sample,
+//! then `current_batches` for every site and `keep_local_copies` after it (for the same sample).
+//!
 //! `swap` installs a new certificate for one site through the store (as the node holding the lease
 //! would after a renewal), then polls `--addr` with verified handshakes until it serves exactly that
 //! certificate, `--rounds` times, and prints the median and the maximum.
@@ -87,6 +91,20 @@ enum Command {
         #[arg(long, default_value_t = 8)]
         threads: usize,
     },
+    /// The store's side of a node's first start, both ways: `current` once per site for the first
+    /// --per-site sites (one query and one fsynced local-copy write each: the daemon's start
+    /// before `current_batches`), then `current_batches` over every site and `keep_local_copies`
+    /// after it over the first --per-site (today's start), each into a fresh local copy under --dir.
+    Load {
+        #[arg(long)]
+        dir: PathBuf,
+        #[command(flatten)]
+        db: Db,
+        #[arg(long)]
+        sites: usize,
+        #[arg(long, default_value_t = 1000)]
+        per_site: usize,
+    },
     /// Install a new certificate for --site, time until --addr serves it; --rounds times.
     Swap {
         #[arg(long)]
@@ -152,6 +170,12 @@ fn main() -> anyhow::Result<()> {
             &upstream,
             threads,
         ),
+        Command::Load {
+            dir,
+            db,
+            sites,
+            per_site,
+        } => load(&dir, &db, sites, per_site),
         Command::Swap {
             dir,
             db,
@@ -262,6 +286,62 @@ fn generate(
         make_ns.load(Ordering::Relaxed) as f64 / 1e9,
         install_ns.load(Ordering::Relaxed) as f64 / 1e9,
         started.elapsed().as_secs_f64(),
+    );
+    Ok(())
+}
+
+fn load(dir: &Path, db: &Db, sites: usize, per_site: usize) -> anyhow::Result<()> {
+    let names: Vec<String> = (0..sites).map(site_name).collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let node = |copy: &str| -> anyhow::Result<PostgresStore> {
+        let local = certd::store::Store::open(&dir.join(copy))?;
+        Ok(open_store(dir, db, &format!("bench-{copy}"))?.with_local_copy(local))
+    };
+
+    let before = node("load-per-site")?;
+    let _lock = before.lock()?;
+    let started = Instant::now();
+    let mut found = 0usize;
+    for name in names.iter().take(per_site) {
+        found += usize::from(before.current(name)?.is_some());
+    }
+    let per_site_s = started.elapsed().as_secs_f64();
+    anyhow::ensure!(
+        found == per_site.min(sites),
+        "per site: {found} pairs found"
+    );
+
+    let after = node("load-batched")?;
+    let _lock = after.lock()?;
+    let started = Instant::now();
+    let mut found = 0usize;
+    let mut failed = 0usize;
+    after.current_batches(&names, certd::storage::CURRENT_BATCH, &mut |_, pairs| {
+        for pair in pairs {
+            match pair {
+                Ok(Some(_)) => found += 1,
+                Ok(None) => {}
+                Err(_) => failed += 1,
+            }
+        }
+    });
+    let batched_s = started.elapsed().as_secs_f64();
+    anyhow::ensure!(
+        found == sites,
+        "batched: {found} pairs found, {failed} failed"
+    );
+    let started = Instant::now();
+    // Over the same sites as the per-site path (at 100,000 all of them would take the bench's
+    // whole budget; node A's own pass over every site is in its log).
+    let copied = names.get(..per_site.min(sites)).unwrap_or_default();
+    let written = after.keep_local_copies(copied, &tokio_util::sync::CancellationToken::new())?;
+    let copy_s = started.elapsed().as_secs_f64();
+    println!(
+        "per_site_n={} per_site_s={per_site_s:.2} per_site_ms_each={:.2} batched_n={sites} \
+         batched_s={batched_s:.2} copy_written={written} copy_s={copy_s:.1} copy_ms_each={:.2}",
+        per_site.min(sites),
+        per_site_s * 1e3 / per_site.min(sites).max(1) as f64,
+        copy_s * 1e3 / written.max(1) as f64,
     );
     Ok(())
 }

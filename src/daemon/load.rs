@@ -7,13 +7,16 @@ use std::sync::Arc;
 use time::OffsetDateTime;
 use tracing::{info, warn};
 
-use super::stored::usable_key;
+use super::stored::{usable, usable_key};
 use crate::certificate::{self, CertifiedPem};
 use crate::config::{Config, SiteConfig};
 use crate::resolver::{self, SniResolver};
-use crate::storage::{SharedStore, StateStore};
+use crate::storage::{SharedStore, StateStore, CURRENT_BATCH};
 
 /// Publishes every usable stored certificate of `config`'s sites; returns how many sites are served.
+/// Each loading thread reads its share of the sites [`CURRENT_BATCH`] at a time (one query each on a
+/// database), so that what is held in memory besides the published keys is one batch per thread. A
+/// fleet's node does not write its local copy here: [`super::local_copy`] does, afterwards.
 pub(super) fn serve_stored(
     config: &Config,
     store: &dyn StateStore,
@@ -21,7 +24,8 @@ pub(super) fn serve_stored(
 ) -> usize {
     let now = OffsetDateTime::now_utc();
     // Reading and checking thousands of pairs is CPU-bound (certificate and key parsing): spread it
-    // over the cores, then publish everything in one store.
+    // over the cores, then publish everything in one store. A thread's batch is parsed while the
+    // other's is read.
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .min(8);
@@ -30,14 +34,7 @@ pub(super) fn serve_stored(
         let workers: Vec<_> = config
             .sites
             .chunks(chunk)
-            .map(|sites| {
-                scope.spawn(move || {
-                    sites
-                        .iter()
-                        .filter_map(|site| usable_key(store, site, now))
-                        .collect::<Vec<_>>()
-                })
-            })
+            .map(|sites| scope.spawn(move || load_share(store, sites, now)))
             .collect();
         workers
             .into_iter()
@@ -47,6 +44,26 @@ pub(super) fn serve_stored(
     let served = ready.len();
     resolver.publish_all(ready);
     served
+}
+
+/// The usable stored pairs of `sites`, read in batches.
+fn load_share(
+    store: &dyn StateStore,
+    sites: &[SiteConfig],
+    now: OffsetDateTime,
+) -> Vec<(Vec<String>, Arc<rustls::sign::CertifiedKey>)> {
+    let names: Vec<&str> = sites.iter().map(SiteConfig::name).collect();
+    let mut ready = Vec::with_capacity(sites.len());
+    store.current_batches(&names, CURRENT_BATCH, &mut |start, pairs| {
+        let batch = sites.get(start..).unwrap_or_default();
+        ready.extend(
+            batch
+                .iter()
+                .zip(pairs)
+                .filter_map(|(site, stored)| usable(site, stored, now)),
+        );
+    });
+    ready
 }
 
 /// The loader of [`SniResolver::load_on_demand`] for `config`'s sites: finds the site of a name

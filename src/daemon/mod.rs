@@ -16,6 +16,7 @@ mod handshake;
 mod https;
 mod issue;
 mod load;
+mod local_copy;
 mod redirect;
 mod reload;
 mod sites;
@@ -149,6 +150,8 @@ struct Shared {
     initial_load: Arc<tokio::sync::Mutex<()>>,
     /// This machine's state directory (the control socket), whatever backend holds the state.
     local: Layout,
+    /// Brings a fleet node's local copy up to date after every full load.
+    local_copy: local_copy::LocalCopy,
 }
 
 impl Daemon {
@@ -268,11 +271,13 @@ impl Daemon {
         });
         let (scheduler, scheduler_handle) = Scheduler::new(renewer_rx, publish, shutdown.clone());
         let scheduler = scheduler.with_activity(metrics.scheduler().clone());
+        let local_copy = local_copy::LocalCopy::start(store.clone(), &tasks, shutdown.clone());
         let initial_load = Arc::new(tokio::sync::Mutex::new(()));
         let loading = initial_load.clone().try_lock_owned().ok();
         let (load_config, load_store, load_resolver) =
             (config.clone(), store.clone(), resolver.clone());
         let load_tasks = tasks.clone();
+        let load_local_copy = local_copy.clone();
         tasks.spawn(async move {
             let _loading = loading;
             let load = tokio::task::spawn_blocking(move || {
@@ -283,6 +288,7 @@ impl Daemon {
                     sites = load_config.sites.len(),
                     "stored certificates in service"
                 );
+                load_local_copy.request(load_config);
             });
             if load.await.is_err() {
                 // Only a panic gets here; the resolver keeps loading names as they are asked for.
@@ -306,6 +312,7 @@ impl Daemon {
             metrics,
             initial_load,
             local,
+            local_copy,
         });
 
         if let Some(addr) = shared.config.load().operations.metrics_listen {

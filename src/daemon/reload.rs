@@ -56,6 +56,7 @@ impl Daemon {
         let sites = SiteTable::reloaded(&next, &self.shared.metrics, &self.shared.sites.load());
         self.shared.sites.store(Arc::new(sites));
         serve_stored(&next, self.shared.store.as_ref(), &self.shared.resolver);
+        self.shared.local_copy.request(next.clone());
         self.shared.resolver.retain(&names);
         self.shared
             .resolver

@@ -11,7 +11,7 @@
 //! This is also where a fleet's node runs the deploy hook (`[hook]`, [`crate::hook`]) for a
 //! renewal, whichever node renewed (this one included: its own install is announced to it too):
 //! once per new serial, after the pair is in the resolver, with the paths of the node's local copy
-//! in its state directory, which reading the pair from the store has just written. A full reload
+//! in its state directory, which is written after the swap and before the hook. A full reload
 //! (after this node lost the store) runs it too, for each site whose served certificate the reload
 //! changed: another node may have renewed while this one could not hear of it.
 
@@ -142,6 +142,10 @@ fn apply(shared: &Shared, wanted: Wanted) -> Vec<(String, String)> {
             replaced = replaced.len(),
             "certificates loaded again from the store"
         );
+        // The replaced sites' local copies are written now, as their hooks are given those
+        // paths; the rest is rewritten in the background.
+        write_local_copies(shared, &replaced);
+        shared.local_copy.request(config);
         return replaced;
     }
     let mut published = Vec::new();
@@ -151,14 +155,40 @@ fn apply(shared: &Shared, wanted: Wanted) -> Vec<(String, String)> {
         let Some(site) = config.sites.iter().find(|site| site.name() == name) else {
             continue;
         };
-        if let Some((names, key)) = super::stored::usable_key(shared.store.as_ref(), site, now) {
+        // Read without writing the local copy (`current_batches`), so that the swap does not
+        // wait for the disk (its fsyncs queue behind a background pass of the local copy); the
+        // copy is written below, before the deploy hook is given its paths.
+        let mut read = None;
+        shared
+            .store
+            .current_batches(&[name.as_str()], 1, &mut |_, pairs| {
+                read = pairs.into_iter().next();
+            });
+        let stored = read.unwrap_or(Ok(None));
+        if let Some((names, key)) = super::stored::usable(site, stored, now) {
             let serial = serial_of(&key);
             shared.resolver.publish(&names, key);
             info!(site = %name, %serial, "certificate from the store in service");
             published.push((name.clone(), serial));
         }
     }
+    write_local_copies(shared, &published);
     published
+}
+
+/// Writes the local copies of the sites just put in service (blocking), before their deploy hooks
+/// are given the paths; a failure is logged, and the next full load writes them again.
+fn write_local_copies(shared: &Shared, sites: &[(String, String)]) {
+    let names: Vec<&str> = sites.iter().map(|(name, _)| name.as_str()).collect();
+    if names.is_empty() {
+        return;
+    }
+    if let Err(err) = shared
+        .store
+        .keep_local_copies(&names, &tokio_util::sync::CancellationToken::new())
+    {
+        warn!(%err, "the local copy of a new certificate is not written; the next full load tries again");
+    }
 }
 
 /// The serial (lower-case hex) of `key`'s certificate; empty when it cannot be read.

@@ -10,6 +10,7 @@ use crate::certificate;
 use crate::config::SiteConfig;
 use crate::resolver;
 use crate::storage::StateStore;
+use crate::store::{StoreError, StoredCert};
 
 /// The stored pair of `site` in the form rustls serves, if it can be served now: it covers the
 /// site's names, is in date, and its key belongs to it (checked by [`resolver::certified_key`]).
@@ -18,10 +19,19 @@ pub(super) fn usable_key(
     site: &SiteConfig,
     now: OffsetDateTime,
 ) -> Option<(Vec<String>, Arc<rustls::sign::CertifiedKey>)> {
+    usable(site, store.current(site.name()), now)
+}
+
+/// [`usable_key`] for a pair already read from the store (what `current` said of `site`).
+pub(super) fn usable(
+    site: &SiteConfig,
+    stored: Result<Option<StoredCert>, StoreError>,
+    now: OffsetDateTime,
+) -> Option<(Vec<String>, Arc<rustls::sign::CertifiedKey>)> {
     let unusable = |reason: &dyn std::fmt::Display| {
         warn!(site = site.name(), %reason, "the stored certificate cannot be served; it will be replaced");
     };
-    let stored = match store.current(site.name()) {
+    let stored = match stored {
         Ok(Some(stored)) => stored,
         Ok(None) => return None,
         Err(err) => {

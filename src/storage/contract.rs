@@ -27,6 +27,10 @@ pub const CHECKS: &[(&str, Check)] = &[
         "the_installed_pair_is_current_and_the_next_install_replaces_it",
         the_installed_pair_is_current_and_the_next_install_replaces_it,
     ),
+    (
+        "batches_read_what_current_reads_in_order",
+        batches_read_what_current_reads_in_order,
+    ),
     ("records_round_trip_per_site", records_round_trip_per_site),
     ("accounts_are_kept_per_ca", accounts_are_kept_per_ca),
     (
@@ -79,6 +83,36 @@ pub fn the_installed_pair_is_current_and_the_next_install_replaces_it(store: &dy
     assert_eq!(store.versions(SITE).unwrap().len(), 2);
     assert!(store.current("other.test").unwrap().is_none());
     assert_eq!(store.sites().unwrap(), vec![SITE.to_owned()]);
+}
+
+/// [`StateStore::current_batches`]: batches of the size asked for, in order, each site with its own
+/// pair (a site without one is `None`), the newest version after a second install.
+pub fn batches_read_what_current_reads_in_order(store: &dyn StateStore) {
+    let (one, two, three) = (pem("one"), pem("two"), pem("three"));
+    store.install(SITE, &one).unwrap();
+    store.install("b.test", &two).unwrap();
+    store.install("b.test", &three).unwrap();
+    let sites = ["b.test", "none.test", SITE, "b.test", "c.test"];
+    let mut batches = Vec::new();
+    store.current_batches(&sites, 2, &mut |start, pairs| {
+        let pairs: Vec<Option<StoredCert>> = pairs.into_iter().map(Result::unwrap).collect();
+        batches.push((start, pairs));
+    });
+    assert_eq!(
+        batches
+            .iter()
+            .map(|(start, pairs)| (*start, pairs.len()))
+            .collect::<Vec<_>>(),
+        [(0, 2), (2, 2), (4, 1)]
+    );
+    let pairs: Vec<Option<StoredCert>> = batches.into_iter().flat_map(|(_, p)| p).collect();
+    for (index, expected) in [(0, &three), (2, &one), (3, &three)] {
+        assert_pair(pairs[index].as_ref().unwrap(), expected);
+    }
+    assert!(pairs[1].is_none() && pairs[4].is_none());
+    // No local copy to keep in a store given no state directory.
+    let stop = tokio_util::sync::CancellationToken::new();
+    assert_eq!(store.keep_local_copies(&sites, &stop).unwrap(), 0);
 }
 
 pub fn records_round_trip_per_site(store: &dyn StateStore) {

@@ -145,6 +145,11 @@ pub struct SiteFleet {
     pub lease: Option<(String, time::OffsetDateTime)>,
 }
 
+/// How many sites [`StateStore::current_batches`] is asked for at a time by the daemon: one query
+/// of a networked backend, and the most pairs (about 2 KiB of PEM each) held in memory at once
+/// per loading thread.
+pub const CURRENT_BATCH: usize = 500;
+
 /// How many changes may wait for the daemon before the backend waits for it.
 pub const CHANGES_QUEUED: usize = 256;
 
@@ -198,6 +203,38 @@ pub trait StateStore: Debug + Send + Sync {
 
     /// The live pair of `site`, or `None` when it has none; never a certificate with another's key.
     fn current(&self, site: &str) -> Result<Option<StoredCert>, StoreError>;
+
+    /// The live pairs of `sites`, read `batch` sites at a time: `each(start, pairs)` gets every
+    /// batch as soon as it is read, `pairs[i]` being what [`StateStore::current`] says of
+    /// `sites[start + i]`. For loading thousands of sites at once (the daemon's start): a backend on
+    /// the network answers each batch with one query; the default asks [`StateStore::current`]
+    /// once per site. A fleet's node does not write its local copy here, so that serving is not
+    /// held up by the disk: [`StateStore::keep_local_copies`] does that afterwards.
+    fn current_batches(
+        &self,
+        sites: &[&str],
+        batch: usize,
+        each: &mut dyn FnMut(usize, Vec<Result<Option<StoredCert>, StoreError>>),
+    ) {
+        let batch = batch.max(1);
+        for (number, chunk) in sites.chunks(batch).enumerate() {
+            let pairs = chunk.iter().map(|site| self.current(site)).collect();
+            each(number.saturating_mul(batch), pairs);
+        }
+    }
+
+    /// Brings the local copy of a fleet's node (its state directory) up to date with the live
+    /// pairs of `sites`, each written with the state directory's crash-safe install, until `stop`
+    /// is cancelled; returns how many pairs were written. The default (a store that is on this
+    /// machine already) has nothing to copy.
+    fn keep_local_copies(
+        &self,
+        sites: &[&str],
+        stop: &tokio_util::sync::CancellationToken,
+    ) -> Result<usize, StoreError> {
+        let _ = (sites, stop);
+        Ok(0)
+    }
 
     /// The complete versions of `site` that are kept, oldest first.
     fn versions(&self, site: &str) -> Result<Vec<PathBuf>, StoreError>;

@@ -575,3 +575,103 @@ async fn sslmode_require_encrypts_and_verify_full_checks_the_servers_ca() {
         .expect_err("verify-full accepted a server outside ca_roots");
     assert!(refused.to_string().contains("cannot connect"), "{refused}");
 }
+
+/// A fleet node's load of many sites (`current_batches`, what the daemon's start runs): the pairs
+/// come from the database in batches and nothing is written to the node's local copy on the way
+/// (serving first); `keep_local_copies` then writes each pair the copy lacks, once; with the
+/// database down, the same batched read serves from that copy, each site its own pair.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_batched_load_serves_first_and_the_local_copy_follows_and_answers_in_an_outage() {
+    let mut pg = Postgres::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = store_config(&pg, "certd", dir.path(), "node-a");
+    let state = dir.path().join("state");
+    let sites: Vec<String> = (0..7).map(|n| format!("s{n}.fleet.test")).collect();
+    let node = {
+        let (config, state, sites) = (config.clone(), state.clone(), sites.clone());
+        tokio::task::spawn_blocking(move || {
+            let writer = PostgresStore::open(&config).expect("open");
+            for site in &sites {
+                writer.install(site, &tagged(site)).expect("install");
+            }
+            let node = PostgresStore::open_for_daemon(&config)
+                .expect("open")
+                .with_local_copy(certd::store::Store::open(&state).expect("state dir"));
+            let local = certd::store::Store::open(&state).expect("state dir");
+            let mut names: Vec<&str> = sites.iter().map(String::as_str).collect();
+            names.insert(3, "missing.fleet.test");
+            let read = read_in_batches(&node, &names);
+            assert_eq!(read.len(), 8);
+            for (name, pair) in names.iter().zip(&read) {
+                match pair {
+                    Some(key) if *name != "missing.fleet.test" => {
+                        assert!(key.contains(&format!("secret-of-{name}")), "{name}: {key}");
+                    }
+                    None => assert_eq!(*name, "missing.fleet.test"),
+                    Some(key) => panic!("{name} has a pair: {key}"),
+                }
+            }
+            for site in &sites {
+                assert!(
+                    local.current(site).expect("read the copy").is_none(),
+                    "{site} was written during the load"
+                );
+            }
+            let stop = tokio_util::sync::CancellationToken::new();
+            assert_eq!(node.keep_local_copies(&names, &stop).expect("copy"), 7);
+            for site in &sites {
+                let copy = local.current(site).expect("read").expect("copied");
+                assert!(copy.pem.key_pem.contains(&format!("secret-of-{site}")));
+            }
+            // Up to date: nothing written again.
+            assert_eq!(node.keep_local_copies(&names, &stop).expect("copy"), 0);
+            // A cancelled pass writes nothing.
+            writer
+                .install(&sites[0], &tagged("renewed"))
+                .expect("install");
+            stop.cancel();
+            assert_eq!(node.keep_local_copies(&names, &stop).expect("copy"), 0);
+            (
+                node,
+                names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>(),
+            )
+        })
+        .await
+        .expect("the batched load and the local copy")
+    };
+    pg.stop();
+    let read = tokio::task::spawn_blocking(move || {
+        let (node, names) = node;
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        read_in_batches(&node, &names)
+    })
+    .await
+    .expect("join");
+    for (index, pair) in read.iter().enumerate() {
+        if index == 3 {
+            assert!(pair.is_none(), "the missing site read as {pair:?}");
+            continue;
+        }
+        let site = &sites[if index > 3 { index - 1 } else { index }];
+        // The copy written before the outage: s0's renewal was never copied (that pass was
+        // cancelled), so the copy still holds its first pair.
+        let key = pair.as_deref().expect("served from the local copy");
+        assert!(key.contains(&format!("secret-of-{site}")), "{site}: {key}");
+    }
+}
+
+/// `names` read through `current_batches` three at a time (checking the batches' starts): each
+/// site's key, `None` for a site without a pair or one that failed.
+fn read_in_batches(store: &dyn StateStore, names: &[&str]) -> Vec<Option<String>> {
+    let mut read = Vec::new();
+    store.current_batches(names, 3, &mut |start, pairs| {
+        assert_eq!(start, read.len(), "batches in order");
+        assert!(pairs.len() <= 3);
+        read.extend(pairs.into_iter().map(|pair| {
+            pair.ok()
+                .flatten()
+                .map(|stored| stored.pem.key_pem.to_string())
+        }));
+    });
+    read
+}

@@ -15,6 +15,7 @@
 //! they leave this process. The writer lock is per node (`node_name`): a session advisory lock on
 //! a connection taken out of the pool for as long as the [`StoreLock`] lives.
 
+mod bulk;
 mod changes;
 pub mod schema;
 mod tls;
@@ -63,6 +64,9 @@ pub struct PostgresStore {
     health: Arc<StorageHealth>,
     /// `certd run`'s copy of the pairs it serves, in state_dir ([`PostgresStore::with_local_copy`]).
     local: Option<crate::store::Store>,
+    /// Held while a pair is written into `local`: the start-up's background copy and a change's
+    /// read may write the same site, and the state directory installs one site at a time.
+    local_writes: std::sync::Mutex<()>,
     /// Whether the schema is known to be current (a store opened while the database was down
     /// migrates at its first answer).
     migrated: std::sync::atomic::AtomicBool,
@@ -303,6 +307,7 @@ impl PostgresStore {
             poll: config.poll,
             notify: config.notify,
             local: None,
+            local_writes: std::sync::Mutex::new(()),
             migrated: std::sync::atomic::AtomicBool::new(false),
             late_lock: Arc::default(),
         };
@@ -456,18 +461,34 @@ impl PostgresStore {
         }
     }
 
-    /// Keeps `stored` as `site`'s pair in the local copy, unless it is there already.
-    fn keep_local_copy(&self, local: &crate::store::Store, site: &str, stored: &StoredCert) {
+    /// Keeps `stored` as `site`'s pair in the local copy, unless it is there already; returns
+    /// whether it was written.
+    fn keep_local_copy(
+        &self,
+        local: &crate::store::Store,
+        site: &str,
+        stored: &StoredCert,
+    ) -> bool {
+        let _writing = self
+            .local_writes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Ok(Some(copy)) = local.current(site) {
             if copy.pem.cert_pem == stored.pem.cert_pem
                 && copy.pem.chain_pem == stored.pem.chain_pem
             {
-                return;
+                return false;
             }
         }
         match local.install(site, &stored.pem) {
-            Ok(_) => tracing::debug!(site, "kept in the local copy"),
-            Err(err) => tracing::warn!(site, %err, "cannot keep the local copy of a certificate"),
+            Ok(_) => {
+                tracing::debug!(site, "kept in the local copy");
+                true
+            }
+            Err(err) => {
+                tracing::warn!(site, %err, "cannot keep the local copy of a certificate");
+                false
+            }
         }
     }
 
@@ -483,24 +504,44 @@ impl PostgresStore {
             else {
                 return Ok(None);
             };
-            let version: i64 = row.get(0);
-            let sealed: Vec<u8> = row.get(3);
-            let token: i64 = row.get(4);
-            let key = ctx
-                .key
-                .open(&schema::sealed_key_context(&site, token), &sealed)?;
-            let key_pem = String::from_utf8(key.to_vec())
-                .map_err(|err| ctx.corrupt(format!("key of {site}"), err))?;
-            Ok(Some(StoredCert {
-                version: version_path(&ctx.described, &site, version),
-                pem: CertifiedPem {
-                    cert_pem: row.get(1),
-                    chain_pem: row.get(2),
-                    key_pem: Zeroizing::new(key_pem),
-                },
-            }))
+            stored_cert(
+                &ctx,
+                &site,
+                row.get(0),
+                row.get(1),
+                row.get(2),
+                row.get(3),
+                row.get(4),
+            )
+            .map(Some)
         })
     }
+}
+
+/// A live version as read from its row: the key opened under the context it was sealed with (its
+/// site and fencing token), so a key moved to another row does not open.
+fn stored_cert(
+    ctx: &Ctx,
+    site: &str,
+    version: i64,
+    cert_pem: String,
+    chain_pem: String,
+    sealed: &[u8],
+    token: i64,
+) -> Result<StoredCert, StoreError> {
+    let key = ctx
+        .key
+        .open(&schema::sealed_key_context(site, token), sealed)?;
+    let key_pem = String::from_utf8(key.to_vec())
+        .map_err(|err| ctx.corrupt(format!("key of {site}"), err))?;
+    Ok(StoredCert {
+        version: version_path(&ctx.described, site, version),
+        pem: CertifiedPem {
+            cert_pem,
+            chain_pem,
+            key_pem: Zeroizing::new(key_pem),
+        },
+    })
 }
 
 impl PostgresStore {
@@ -874,6 +915,26 @@ impl StateStore for PostgresStore {
             },
             other => other,
         }
+    }
+
+    fn current_batches(
+        &self,
+        sites: &[&str],
+        batch: usize,
+        each: &mut dyn FnMut(usize, Vec<Result<Option<StoredCert>, StoreError>>),
+    ) {
+        let batch = batch.max(1);
+        for (number, chunk) in sites.chunks(batch).enumerate() {
+            each(number.saturating_mul(batch), self.current_batch(chunk));
+        }
+    }
+
+    fn keep_local_copies(
+        &self,
+        sites: &[&str],
+        stop: &tokio_util::sync::CancellationToken,
+    ) -> Result<usize, StoreError> {
+        self.keep_local_copies_of(sites, stop)
     }
 
     fn versions(&self, site: &str) -> Result<Vec<PathBuf>, StoreError> {

@@ -201,6 +201,13 @@ pub const CURRENT: &str =
      FROM live l JOIN cert_versions v ON v.site = l.site AND v.version = l.version \
      WHERE l.site = $1";
 
+/// The live versions of the sites in `$1` (a text array), each row a [`CURRENT`] row led by its
+/// site: one statement, so each certificate comes with the key of its own version.
+pub const CURRENT_MANY: &str =
+    "SELECT l.site, v.version, v.cert_pem, v.chain_pem, v.sealed_key, v.fencing_token \
+     FROM live l JOIN cert_versions v ON v.site = l.site AND v.version = l.version \
+     WHERE l.site = ANY($1)";
+
 /// Refreshes node `$1`'s heartbeat time (the change poll, every `[storage] poll`).
 pub const TOUCH_HEARTBEAT: &str = "UPDATE heartbeats SET at = now() WHERE node = $1";
 
