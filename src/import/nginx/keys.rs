@@ -117,6 +117,10 @@ pub(super) struct Keys {
     /// `limit_except`: the listed methods and the block's `allow`/`deny` rules (a location's
     /// own only: nested locations do not inherit it).
     limit_except: Option<(Vec<String>, Vec<String>)>,
+    /// `auth_request URI` (or `off`), inherited into nested locations as in nginx; and
+    /// `internal` (a location's own).
+    auth_request: Option<String>,
+    internal: bool,
     /// `proxy_cache <zone>` (`Some(false)` for `off`) and `proxy_cache_valid`: status codes and
     /// certd duration, in file order; written as the route's `cache` table.
     cache: Option<bool>,
@@ -352,6 +356,21 @@ impl Keys {
             ("proxy_cache" | "proxy_cache_valid", _) => {
                 refused("not a form of this directive certd reads")
             }
+            ("auth_request", [uri]) => {
+                if *uri != "off" && (!uri.starts_with('/') || uri.contains(['$', '?', '#'])) {
+                    return refused("certd asks a fixed path of the same site (no variables)");
+                }
+                if *uri != "off" && crate::proxy::normalise_path(uri).ok().as_deref() != Some(*uri)
+                {
+                    return refused("not a normalised path");
+                }
+                self.auth_request = Some((*uri).to_owned());
+                Taken::Key
+            }
+            ("internal", []) => {
+                self.internal = true;
+                Taken::Key
+            }
             ("limit_except", methods) => match limit_except(methods, d.block.as_deref()) {
                 Ok(limit) => {
                     self.limit_except = Some(limit);
@@ -408,6 +427,7 @@ impl Keys {
         keys.auth_basic = or(&self.auth_basic, &outer.auth_basic);
         keys.auth_basic_user_file = or(&self.auth_basic_user_file, &outer.auth_basic_user_file);
         keys.satisfy = or(&self.satisfy, &outer.satisfy);
+        keys.auth_request = or(&self.auth_request, &outer.auth_request);
         for slot in 0..3 {
             keys.timeouts[slot] = or(&self.timeouts[slot], &outer.timeouts[slot]);
         }
@@ -501,6 +521,12 @@ impl Keys {
             }
             if let Some(answer) = &self.answer {
                 push("return", answer.clone());
+            }
+            if let Some(uri) = &self.auth_request {
+                push("auth_request", toml_str(uri));
+            }
+            if self.internal {
+                push("internal", "true".to_owned());
             }
             if let Some((methods, access)) = &self.limit_except {
                 push(

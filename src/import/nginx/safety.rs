@@ -102,14 +102,8 @@ pub(super) fn effect(d: &Directive) -> Effect {
         ("auth_basic" | "auth_basic_user_file", _) => {
             refuses("basic auth in a form certd does not read")
         }
-        // certd has the route keys (`auth_request`, `internal`), but nginx passes the client's
-        // Content-Length on with its bodiless subrequest wherever the proxying location does not
-        // clear it, and the auth server then waits for a body: not translated yet.
-        ("auth_request", _) => refuses(
-            "auth_request: not translated yet (certd's route key `auth_request` with an \
-             `internal = true` route is the same, except that certd's subrequest never carries \
-             the client's Content-Length)",
-        ),
+        // The forms certd has (a fixed path; see `super::auth`) are route keys by now.
+        ("auth_request", _) => refuses("auth_request in a form certd does not read"),
         ("limit_except", _) => {
             refuses("limit_except belongs in a location (certd: the route key `limit_except`)")
         }
