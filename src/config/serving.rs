@@ -426,6 +426,7 @@ fn routes_in(
             &key,
             route.try_files,
             !is_proxy,
+            matches!(location, crate::proxy::LocationMatch::Regex(_)),
             &mut context.references,
             problems,
         );

@@ -869,14 +869,19 @@ fn try_files(args: &[&str]) -> Result<Vec<String>, String> {
             .strip_suffix("?$args")
             .or_else(|| text.strip_suffix("?$query_string"))
             .unwrap_or(text);
+        // `$1`…`$9`: a regex location's groups (the caller refuses them elsewhere).
+        let mut rest = path.replace("$uri", "");
+        for n in 1..=9 {
+            rest = rest.replace(&format!("${n}"), "");
+        }
         let ok = (path.starts_with('/') || path.starts_with("$uri"))
             && !path.contains('?')
-            && !path.replace("$uri", "").contains('$');
+            && !rest.contains('$');
         if ok {
             Ok(path.to_owned())
         } else {
             Err(format!(
-                "`{text}`: certd's try_files takes paths with `$uri` only"
+                "`{text}`: certd's try_files takes paths with `$uri` (and a regex location's `$1`…`$9`) only"
             ))
         }
     };

@@ -364,6 +364,14 @@ fn body<'d>(scope: &Scope<'_>, d: &'d Directive) -> Body<'d> {
     b
 }
 
+/// Whether the block's `try_files` names a regex group (`$1`…`$9`).
+fn uses_captures(keys: &Keys) -> bool {
+    keys.try_files.iter().flatten().any(|item| {
+        item.match_indices('$')
+            .any(|(at, _)| item[at + 1..].starts_with(|c: char| ('1'..='9').contains(&c)))
+    })
+}
+
 /// Whether the location with arguments `args` is reached internally by `auth_request`
 /// subrequests and by nothing else.
 fn auth_only(scope: &Scope<'_>, args: &[String]) -> bool {
@@ -524,6 +532,11 @@ pub(super) fn location(scope: &Scope<'_>, d: &Directive, part: &mut ServerPart) 
     if b.keys.try_files.is_some() && !matches!(target, Ok(Target::Root(_))) {
         why.push("try_files needs a root to look for files in".to_owned());
     }
+    if uses_captures(&b.keys)
+        && !matches!(kind, Ok((RouteKind::Regex(_) | RouteKind::IRegex(_), _)))
+    {
+        why.push("try_files uses `$1`…`$9` outside a regex location".to_owned());
+    }
     let mut nested = Vec::new();
     if why.is_empty() && !b.nested.is_empty() {
         match nested_routes(scope, &b.keys, b.root.or(scope.root), &b.nested) {
@@ -568,14 +581,14 @@ pub(super) fn location(scope: &Scope<'_>, d: &Directive, part: &mut ServerPart) 
         Ok(_) => true,
         Err(_) => false,
     };
-    if let (Ok(kind), true, true, false) =
-        (&kind, exactly, b.nested.is_empty(), refuses_dotfiles_only)
-    {
-        let mut stand_in = refusing_route(d, at, kind.clone(), why.join("; "));
-        stand_in.source = format!("{source} (answers 502)");
-        part.routes.push(stand_in);
-        return uses_server_root;
-    }
+    let stand_in = match (&kind, exactly, b.nested.is_empty(), refuses_dotfiles_only) {
+        (Ok(kind), true, true, false) => {
+            let mut stand_in = refusing_route(d, at, kind.clone(), why.join("; "));
+            stand_in.source = format!("{source} (answers 502)");
+            Some(Box::new(stand_in))
+        }
+        _ => None,
+    };
     let (mut notes, covered) = (b.notes, b.covered);
     if let Some((dir, root_at)) = b.root {
         notes.extend(relative_root(dir, root_at));
@@ -588,6 +601,7 @@ pub(super) fn location(scope: &Scope<'_>, d: &Directive, part: &mut ServerPart) 
         source,
         pending: Some((directive_text(d), why.join("; "), notes, covered)),
         preferred,
+        stand_in,
     });
     uses_server_root
 }
@@ -719,6 +733,9 @@ fn nested_route(
     };
     if b.keys.try_files.is_some() && !matches!(target, Target::Root(_)) {
         return Err("try_files needs a root to look for files in".to_owned());
+    }
+    if uses_captures(&b.keys) && !matches!(kind, RouteKind::Regex(_) | RouteKind::IRegex(_)) {
+        return Err("try_files uses `$1`…`$9` outside a regex location".to_owned());
     }
     let mut keys = b.keys.or(outer).route_keys(
         &scope.keys,

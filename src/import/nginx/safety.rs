@@ -158,6 +158,9 @@ pub(super) struct LeftOut {
     pub(super) pending: Option<(String, String, Vec<Note>, Covered)>,
     /// `location ^~ /p` (or a `prefix_priority` route): regexes do not take its paths in nginx.
     pub(super) preferred: bool,
+    /// A route matching exactly its paths and answering 502, put in place by [`resolve`] (and
+    /// listing the location as untranslated) when another route would answer them instead.
+    pub(super) stand_in: Option<Box<Route>>,
 }
 
 /// Whether the regular expression `re` (nginx `location ~`) could match a path under `prefix`:
@@ -281,6 +284,7 @@ pub(super) fn resolve(routes: &mut Vec<Route>, left_out: &mut Vec<LeftOut>, note
                         .find(|out| out.source == format!("location {name}"))
                         .cloned()
                         .unwrap_or(LeftOut {
+                            stand_in: None,
                             at: route.at,
                             matcher: Matcher::Named,
                             answer: None,
@@ -297,6 +301,17 @@ pub(super) fn resolve(routes: &mut Vec<Route>, left_out: &mut Vec<LeftOut>, note
         let Some((index, cause)) = dropped else {
             return;
         };
+        // A location certd can match exactly keeps its paths by standing in as a 502 route, so
+        // the route that would take them need not go.
+        if let Some(stand_in) = &cause.stand_in {
+            left_out.retain(|out| out.at != cause.at || out.source != cause.source);
+            let at = routes
+                .iter()
+                .position(|r| r.at > stand_in.at)
+                .unwrap_or(routes.len());
+            routes.insert(at, (**stand_in).clone());
+            continue;
+        }
         let route = routes.remove(index);
         notes.push(Note::Untranslated {
             at: route.at,
@@ -308,6 +323,7 @@ pub(super) fn resolve(routes: &mut Vec<Route>, left_out: &mut Vec<LeftOut>, note
             )),
         });
         left_out.push(LeftOut {
+            stand_in: None,
             at: route.at,
             matcher: matcher(&route),
             answer: route
@@ -338,6 +354,7 @@ fn matcher(route: &Route) -> Matcher {
 /// `None`), for [`resolve`] to drop the routes that would take its paths.
 pub(super) fn dropped(route: &Route) -> LeftOut {
     LeftOut {
+        stand_in: None,
         at: route.at,
         matcher: matcher(route),
         answer: None,
@@ -444,6 +461,7 @@ mod tests {
 
     fn left_out(line: usize, matcher: Matcher, answer: Option<Target>) -> LeftOut {
         LeftOut {
+            stand_in: None,
             at: Loc { file: 0, line },
             matcher,
             answer: answer.map(|target| (target, Vec::new())),
