@@ -53,10 +53,10 @@ fn location_for<'a>(body: &'a [Directive], uri: &str) -> Option<&'a Directive> {
     for d in locations {
         match matched(&d.args) {
             Matched::Exact(path) if path == uri => return Some(d),
-            Matched::Prefix(path) if uri.starts_with(path) => {
-                if longest.is_none_or(|(_, len)| path.len() > len) {
-                    longest = Some((d, path.len()));
-                }
+            Matched::Prefix(path)
+                if uri.starts_with(path) && longest.is_none_or(|(_, len)| path.len() > len) =>
+            {
+                longest = Some((d, path.len()));
             }
             _ => {}
         }
