@@ -191,12 +191,14 @@ fn nesting(parent: &Parent<'_>, path: &str, location: &LocationMatch) -> Result<
     }
 }
 
-/// `try_files` of route `key`: candidates (`$uri`, `$uri/`, `/file`, `$uri.html`), then a URI, a
-/// `@name` or `=code`. Only static routes look for files (`is_static`).
+/// `try_files` of route `key`: candidates (`$uri`, `$uri/`, `/file`, `$uri.html`, and on a
+/// `regex` route its groups `$1`…`$9`), then a URI, a `@name` or `=code`. Only static routes look
+/// for files (`is_static`).
 pub(super) fn try_files(
     key: &str,
     raw: Option<Spanned<Vec<Spanned<String>>>>,
     is_static: bool,
+    captures: bool,
     references: &mut Vec<NamedReference>,
     problems: &mut Problems<'_>,
 ) -> Option<TryFiles> {
@@ -224,7 +226,7 @@ pub(super) fn try_files(
     let mut candidates = Vec::with_capacity(items.len());
     let mut valid = true;
     for (i, item) in items.into_iter().enumerate() {
-        match uri_pattern(item.get_ref()) {
+        match uri_pattern(item.get_ref(), captures) {
             Ok(pattern) => candidates.push(pattern),
             Err(reason) => {
                 problems.add(format!("{field}[{i}]"), Some(item.span()), reason);
@@ -251,7 +253,7 @@ pub(super) fn try_files(
         });
         Ok(TryFallback::Named(text.to_owned()))
     } else {
-        uri_pattern(text).map(TryFallback::Uri)
+        uri_pattern(text, captures).map(TryFallback::Uri)
     };
     match fallback {
         Ok(fallback) if valid => Some(TryFiles {
@@ -266,9 +268,10 @@ pub(super) fn try_files(
     }
 }
 
-/// A `try_files` path: starts with `/` or `$uri`, uses no other variable. A trailing `?$args` or
-/// `?$query_string` (the nginx idiom for keeping the query) is dropped: certd always keeps it.
-fn uri_pattern(text: &str) -> Result<String, String> {
+/// A `try_files` path: starts with `/` or `$uri`, uses no other variable (but `$1`…`$9` with
+/// `captures`). A trailing `?$args` or `?$query_string` (the nginx idiom for keeping the query) is
+/// dropped: certd always keeps it.
+fn uri_pattern(text: &str, captures: bool) -> Result<String, String> {
     let path = text
         .strip_suffix("?$args")
         .or_else(|| text.strip_suffix("?$query_string"))
@@ -281,9 +284,16 @@ fn uri_pattern(text: &str) -> Result<String, String> {
             "{text:?}: a query in try_files is not supported (the request's own query is kept)"
         ));
     }
-    if path.replace("$uri", "").contains('$') {
+    let mut rest = path.replace("$uri", "");
+    if captures {
+        for n in 1..=9 {
+            rest = rest.replace(&format!("${n}"), "");
+        }
+    }
+    if rest.contains('$') {
         return Err(format!(
-            "{text:?}: only the variable `$uri` is supported in try_files"
+            "{text:?}: only the variable `$uri` is supported in try_files (and `$1`…`$9` on a \
+             `regex` route)"
         ));
     }
     Ok(path.to_owned())

@@ -427,6 +427,7 @@ fn routes_in(
             &key,
             route.try_files,
             !is_proxy,
+            matches!(location, crate::proxy::LocationMatch::Regex(_)),
             &mut context.references,
             problems,
         );

@@ -66,6 +66,18 @@ impl LocationRegex {
     pub fn is_match(&self, path: &str) -> bool {
         self.regex.is_match(path)
     }
+
+    /// The groups of the pattern's first match in `path` (`$1` is index 1), for `try_files`
+    /// entries that use them; `None` when it does not match.
+    pub fn captures<'p>(&self, path: &'p str) -> Option<Vec<Option<&'p str>>> {
+        let captures = self.regex.captures(path)?;
+        Some(
+            captures
+                .iter()
+                .map(|group| group.map(|m| m.as_str()))
+                .collect(),
+        )
+    }
 }
 
 impl PartialEq for LocationRegex {

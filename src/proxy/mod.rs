@@ -460,6 +460,16 @@ impl Proxy {
         client: SocketAddr,
         head: bool,
     ) -> (Response<ProxyBody>, &'a Route) {
+        // nginx's access phase (allow/deny, auth_basic, limit_except, auth_request) runs in the
+        // location the request matched, before `try_files` hands it to another one (whose own
+        // rules are then checked as well, in `serve_route`).
+        let matched = route;
+        if route.try_files.is_some() {
+            if let Some(refused) = Box::pin(self.gate(&request, site, route, client)).await {
+                self.linger(request.into_body());
+                return (Box::pin(error_page(site, refused, head)).await, route);
+            }
+        }
         let (route, request, path) = match try_files::resolve_from(site, route, path).await {
             try_files::Resolved::Route(next, routed) => match with_path(request, routed) {
                 Ok((mut request, path)) => {
@@ -494,13 +504,33 @@ impl Proxy {
             },
             None => (route, request, path),
         };
+        let gated = std::ptr::eq(matched, route) && matched.try_files.is_some();
         let response = self
-            .serve_route(request, site, route, path, client, head)
+            .serve_route(request, site, route, path, client, head, gated)
             .await;
         (error_page::mark(route, response), route)
     }
 
-    /// Serves a request on the route it ends up on (after `try_files` and `index`).
+    /// The answer refusing `request` by `route`'s access rules or its `auth_request`
+    /// subrequest; `None` lets it through.
+    async fn gate(
+        &self,
+        request: &Request<Incoming>,
+        site: &SiteRoutes,
+        route: &Route,
+        client: SocketAddr,
+    ) -> Option<Response<ProxyBody>> {
+        if let Some(refused) = self.refused_access(request, route, client).await {
+            return Some(refused);
+        }
+        let uri = route.auth_request.as_ref()?;
+        let (target, headers) = (request.uri(), request.headers());
+        Box::pin(self.auth_request(site, uri, target, headers, client)).await
+    }
+
+    /// Serves a request on the route it ends up on (after `try_files` and `index`); `gated`: its
+    /// access rules and `auth_request` were checked already (see [`Proxy::handle_route`]).
+    #[allow(clippy::too_many_arguments)]
     async fn serve_route(
         &self,
         request: Request<Incoming>,
@@ -509,14 +539,10 @@ impl Proxy {
         path: NormalPath,
         client: SocketAddr,
         head: bool,
+        gated: bool,
     ) -> Response<ProxyBody> {
-        if let Some(refused) = self.refused_access(&request, route, client).await {
-            return Box::pin(error_page(site, refused, head)).await;
-        }
-        if let Some(uri) = &route.auth_request {
-            let (target, headers) = (request.uri(), request.headers());
-            let refused = Box::pin(self.auth_request(site, uri, target, headers, client)).await;
-            if let Some(refused) = refused {
+        if !gated {
+            if let Some(refused) = Box::pin(self.gate(&request, site, route, client)).await {
                 self.linger(request.into_body());
                 return Box::pin(error_page(site, refused, head)).await;
             }

@@ -10,7 +10,10 @@
 //! Each candidate but the last is a path under the route's static root, `$uri` standing for the
 //! request's normalised path; a candidate ending in `/` is a folder, present when its `index.html`
 //! is. A candidate the static root would refuse (a dotfile, a symlink out of the root) counts as
-//! absent, so `try_files` never serves what a plain static route would not. As in nginx, at most
+//! absent, so `try_files` never serves what a plain static route would not. On a `regex` route,
+//! `$1`…`$9` are the groups of its pattern matched against the path (PeerTube's
+//! `try_files /storage/client-overrides/$1 /client/dist/$1 @api`); what they expand to is
+//! normalised and looked up under the root like any other candidate. As in nginx, at most
 //! [`MAX_INTERNAL_REDIRECTS`] fallbacks are followed for one request; a loop ends in 500.
 
 use hyper::StatusCode;
@@ -85,8 +88,13 @@ async fn follow<'a>(site: &'a SiteRoutes, route: &'a Route, path: NormalPath) ->
         let (Some(try_files), RouteTarget::Static(root)) = (&route.try_files, &route.target) else {
             return Resolved::Route(route, path);
         };
+        let captures = match &route.location {
+            location::LocationMatch::Regex(regex) => regex.captures(path.as_str()),
+            _ => None,
+        };
+        let captures = captures.unwrap_or_default();
         for written in &try_files.candidates {
-            let candidate = written.replace("$uri", path.as_str());
+            let candidate = expand(written, path.as_str(), &captures);
             // nginx tests a candidate written with a trailing `/` as a folder and any other as a
             // file: `$uri` for `/docs/` is a folder, which that file test never takes.
             if candidate.ends_with('/') && !written.ends_with('/') {
@@ -107,7 +115,7 @@ async fn follow<'a>(site: &'a SiteRoutes, route: &'a Route, path: NormalPath) ->
                 None => return Resolved::Status(StatusCode::INTERNAL_SERVER_ERROR),
             },
             TryFallback::Uri(uri) => {
-                let Ok(normal) = path::normalise(&uri.replace("$uri", path.as_str())) else {
+                let Ok(normal) = path::normalise(&expand(uri, path.as_str(), &captures)) else {
                     return Resolved::Status(StatusCode::INTERNAL_SERVER_ERROR);
                 };
                 path = normal;
@@ -123,6 +131,30 @@ async fn follow<'a>(site: &'a SiteRoutes, route: &'a Route, path: NormalPath) ->
         "more than {MAX_INTERNAL_REDIRECTS} try_files fallbacks: a loop"
     );
     Resolved::Status(StatusCode::INTERNAL_SERVER_ERROR)
+}
+
+/// `written` with `$uri` replaced by `uri` and `$1`…`$9` by `captures` (a missing group is
+/// empty, as in nginx).
+fn expand(written: &str, uri: &str, captures: &[Option<&str>]) -> String {
+    let mut out = String::with_capacity(written.len() + uri.len());
+    let mut rest = written;
+    while let Some(at) = rest.find('$') {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + 1..];
+        if let Some(next) = after.strip_prefix("uri") {
+            out.push_str(uri);
+            rest = next;
+        } else if let Some(digit) = after.chars().next().filter(|c| ('1'..='9').contains(c)) {
+            let n = usize::from(digit as u8 - b'0');
+            out.push_str(captures.get(n).copied().flatten().unwrap_or(""));
+            rest = &after[1..];
+        } else {
+            out.push('$');
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 #[cfg(test)]
@@ -150,6 +182,16 @@ mod tests {
             }),
             ..Route::new(path, RouteTarget::Static(root.to_owned()))
         }
+    }
+
+    #[test]
+    fn captures_and_uri_expand_in_candidates() {
+        let groups = [Some("/client/a.png"), Some("a.png"), None];
+        assert_eq!(expand("/over/$1", "/client/a.png", &groups), "/over/a.png");
+        assert_eq!(expand("$uri.gz", "/x", &groups), "/x.gz");
+        // A missing group is empty; a `$` not before `uri` or a digit stays.
+        assert_eq!(expand("/a/$2/$9/b$", "/x", &groups), "/a///b$");
+        assert_eq!(expand("$urix", "/p", &[]), "/px");
     }
 
     fn app() -> Route {

@@ -126,6 +126,10 @@ pub(super) struct Keys {
     /// `limit_except`: the listed methods and the block's `allow`/`deny` rules (a location's
     /// own only: nested locations do not inherit it).
     limit_except: Option<(Vec<String>, Vec<String>)>,
+    /// `auth_request URI` (or `off`), inherited into nested locations as in nginx; and
+    /// `internal` (a location's own).
+    auth_request: Option<String>,
+    internal: bool,
     /// `proxy_cache <zone>` (`Some(false)` for `off`) and `proxy_cache_valid`: status codes and
     /// certd duration, in file order; written as the route's `cache` table.
     cache: Option<bool>,
@@ -366,6 +370,21 @@ impl Keys {
             ("proxy_cache" | "proxy_cache_valid", _) => {
                 refused("not a form of this directive certd reads")
             }
+            ("auth_request", [uri]) => {
+                if *uri != "off" && (!uri.starts_with('/') || uri.contains(['$', '?', '#'])) {
+                    return refused("certd asks a fixed path of the same site (no variables)");
+                }
+                if *uri != "off" && crate::proxy::normalise_path(uri).ok().as_deref() != Some(*uri)
+                {
+                    return refused("not a normalised path");
+                }
+                self.auth_request = Some((*uri).to_owned());
+                Taken::Key
+            }
+            ("internal", []) => {
+                self.internal = true;
+                Taken::Key
+            }
             ("limit_except", methods) => match limit_except(methods, d.block.as_deref()) {
                 Ok(limit) => {
                     self.limit_except = Some(limit);
@@ -423,6 +442,7 @@ impl Keys {
         keys.auth_basic = or(&self.auth_basic, &outer.auth_basic);
         keys.auth_basic_user_file = or(&self.auth_basic_user_file, &outer.auth_basic_user_file);
         keys.satisfy = or(&self.satisfy, &outer.satisfy);
+        keys.auth_request = or(&self.auth_request, &outer.auth_request);
         for slot in 0..3 {
             keys.timeouts[slot] = or(&self.timeouts[slot], &outer.timeouts[slot]);
         }
@@ -516,6 +536,12 @@ impl Keys {
             }
             if let Some(answer) = &self.answer {
                 push("return", answer.clone());
+            }
+            if let Some(uri) = &self.auth_request {
+                push("auth_request", toml_str(uri));
+            }
+            if self.internal {
+                push("internal", "true".to_owned());
             }
             if let Some((methods, access)) = &self.limit_except {
                 push(
@@ -861,14 +887,19 @@ fn try_files(args: &[&str]) -> Result<Vec<String>, String> {
             .strip_suffix("?$args")
             .or_else(|| text.strip_suffix("?$query_string"))
             .unwrap_or(text);
+        // `$1`…`$9`: a regex location's groups (the caller refuses them elsewhere).
+        let mut rest = path.replace("$uri", "");
+        for n in 1..=9 {
+            rest = rest.replace(&format!("${n}"), "");
+        }
         let ok = (path.starts_with('/') || path.starts_with("$uri"))
             && !path.contains('?')
-            && !path.replace("$uri", "").contains('$');
+            && !rest.contains('$');
         if ok {
             Ok(path.to_owned())
         } else {
             Err(format!(
-                "`{text}`: certd's try_files takes paths with `$uri` only"
+                "`{text}`: certd's try_files takes paths with `$uri` (and a regex location's `$1`…`$9`) only"
             ))
         }
     };

@@ -25,8 +25,12 @@ pub(super) struct Scope<'a> {
     /// Its server-level keys, which locations inherit.
     pub(super) keys: Keys,
     /// Every URI nginx may redirect to internally (the last `try_files` argument, `error_page`
-    /// targets, `rewrite … last` replacements), anywhere in the block.
+    /// targets, `rewrite … last` replacements, `auth_request` subrequests), anywhere in the block.
     redirect_uris: Vec<&'a str>,
+    /// The URIs `auth_request` asks (see [`super::auth`]).
+    auth_uris: Vec<&'a str>,
+    /// The server block's directives.
+    body: &'a [Directive],
 }
 
 /// One location of a server block, as the error page lookup sees it.
@@ -91,6 +95,8 @@ impl<'a> Scope<'a> {
         }
         let mut redirect_uris = Vec::new();
         redirect_targets(body, &mut redirect_uris);
+        let auth_uris = super::auth::targets(body);
+        redirect_uris.extend(auth_uris.iter().copied());
         Self {
             file,
             upstreams,
@@ -99,6 +105,8 @@ impl<'a> Scope<'a> {
             error_uris,
             keys,
             redirect_uris,
+            auth_uris,
+            body,
         }
     }
 
@@ -261,8 +269,38 @@ fn body<'d>(scope: &Scope<'_>, d: &'d Directive) -> Body<'d> {
         nested: Vec::new(),
     };
     let mut refuses_something = false;
-    for inner in d.block.as_deref().unwrap_or_default() {
+    let block: &[Directive] = d.block.as_deref().unwrap_or_default();
+    // A location only `auth_request` subrequests reach: what it says about their body certd's
+    // bodiless subrequest does anyway.
+    let auth_only = block.iter().any(|i| i.name == "internal") && auth_only(scope, &d.args);
+    for inner in block {
         let here = scope.at(inner);
+        if auth_only && super::auth::subrequest_setting(inner) {
+            if inner.name == "proxy_set_header" {
+                // Still its own list: the server's proxy_set_header lines are not inherited.
+                b.keys.take(inner, |_, _| true);
+            }
+            cover(&mut b.covered, Topic::AuthSubrequest, here);
+            continue;
+        }
+        if inner.name == "auth_request" {
+            if let Some(via) = inner
+                .args
+                .first()
+                .and_then(|uri| super::auth::keeps_length(scope.body, uri))
+            {
+                b.notes.push(Note::Differs {
+                    at: here,
+                    text: format!(
+                        "for a request with a body, nginx's subrequest carries the client's \
+                         Content-Length without the body (`{via}` proxies it and does not set \
+                         `proxy_set_header Content-Length \"\"`), so an auth server that reads \
+                         request bodies waits for one that never comes; certd's subrequest has \
+                         no Content-Length"
+                    ),
+                });
+            }
+        }
         let args: Vec<&str> = inner.args.iter().map(String::as_str).collect();
         let refusing = matches!(
             (inner.name.as_str(), args.as_slice()),
@@ -324,6 +362,27 @@ fn body<'d>(scope: &Scope<'_>, d: &'d Directive) -> Body<'d> {
         }
     }
     b
+}
+
+/// Whether the block's `try_files` names a regex group (`$1`…`$9`).
+fn uses_captures(keys: &Keys) -> bool {
+    keys.try_files.iter().flatten().any(|item| {
+        item.match_indices('$')
+            .any(|(at, _)| item[at + 1..].starts_with(|c: char| ('1'..='9').contains(&c)))
+    })
+}
+
+/// Whether the location with arguments `args` is reached internally by `auth_request`
+/// subrequests and by nothing else.
+fn auth_only(scope: &Scope<'_>, args: &[String]) -> bool {
+    let catches = |uri: &&&str| match matched(args) {
+        Matched::Exact(path) => **uri == path,
+        Matched::Prefix(path) => uri.starts_with(path),
+        Matched::Other => false,
+    };
+    let asked = scope.auth_uris.iter().filter(catches).count();
+    // `redirect_uris` holds the `auth_request` URIs too.
+    asked > 0 && scope.redirect_uris.iter().filter(catches).count() == asked
 }
 
 /// The URIs of `tree` nginx may redirect to internally (see [`Scope::redirect_uris`]).
@@ -473,6 +532,11 @@ pub(super) fn location(scope: &Scope<'_>, d: &Directive, part: &mut ServerPart) 
     if b.keys.try_files.is_some() && !matches!(target, Ok(Target::Root(_))) {
         why.push("try_files needs a root to look for files in".to_owned());
     }
+    if uses_captures(&b.keys)
+        && !matches!(kind, Ok((RouteKind::Regex(_) | RouteKind::IRegex(_), _)))
+    {
+        why.push("try_files uses `$1`…`$9` outside a regex location".to_owned());
+    }
     let mut nested = Vec::new();
     if why.is_empty() && !b.nested.is_empty() {
         match nested_routes(scope, &b.keys, b.root.or(scope.root), &b.nested) {
@@ -506,6 +570,25 @@ pub(super) fn location(scope: &Scope<'_>, d: &Directive, part: &mut ServerPart) 
     }
     let refuses_dotfiles_only =
         b.only_refuses && matches!(&matcher, Matcher::Regex(re) if safety::dotfiles_only(re));
+    // A location certd can match exactly as nginx does (and with no nested locations, whose
+    // regexes nginx would try first for its paths) becomes a stand-in that answers 502 for
+    // precisely its requests: the other routes then take none of its paths, so they need not be
+    // left out in turn (see `safety::resolve`), and nothing nginx answered here is served.
+    // A prefix without a trailing `/` is not one: nginx's `location /x` also takes `/xy`, which
+    // certd's route would leave to another one.
+    let exactly = match &kind {
+        Ok((RouteKind::Path, path)) => path.ends_with('/'),
+        Ok(_) => true,
+        Err(_) => false,
+    };
+    let stand_in = match (&kind, exactly, b.nested.is_empty(), refuses_dotfiles_only) {
+        (Ok(kind), true, true, false) => {
+            let mut stand_in = refusing_route(d, at, kind.clone(), why.join("; "));
+            stand_in.source = format!("{source} (answers 502)");
+            Some(Box::new(stand_in))
+        }
+        _ => None,
+    };
     let (mut notes, covered) = (b.notes, b.covered);
     if let Some((dir, root_at)) = b.root {
         notes.extend(relative_root(dir, root_at));
@@ -518,6 +601,7 @@ pub(super) fn location(scope: &Scope<'_>, d: &Directive, part: &mut ServerPart) 
         source,
         pending: Some((directive_text(d), why.join("; "), notes, covered)),
         preferred,
+        stand_in,
     });
     uses_server_root
 }
@@ -552,21 +636,25 @@ fn nested_routes(
         }
         match nested_route(scope, outer, root, d, (kind.clone(), path.clone())) {
             Ok(route) => routes.push(route),
-            Err(why) => routes.push(refusing_route(d, at, (kind, path), why)),
+            Err(why) => {
+                let mut route = refusing_route(d, at, (kind, path), why);
+                route.source = format!("location {} (nested; answers 502)", d.args.join(" "));
+                routes.push(route);
+            }
         }
     }
     Ok(routes)
 }
 
-/// The route standing in for nested location `d` that certd cannot answer like nginx (see
-/// [`nested_routes`]).
+/// The route standing in for location `d` (nested, see [`nested_routes`], or at server level,
+/// see [`location`]) that certd cannot answer like nginx: it matches as `d` does and answers 502.
 fn refusing_route(d: &Directive, at: Loc, (kind, path): (RouteKind, String), why: String) -> Route {
     let answer = "{ status = 502 }".to_owned();
     Route {
         path,
         target: Target::Answer(answer.clone()),
         at,
-        source: format!("location {} (nested; answers 502)", d.args.join(" ")),
+        source: format!("location {} (answers 502)", d.args.join(" ")),
         text: directive_text(d),
         covered: Covered::new(),
         notes: vec![Note::untranslated(
@@ -574,7 +662,7 @@ fn refusing_route(d: &Directive, at: Loc, (kind, path): (RouteKind, String), why
             d,
             Some(format!(
                 "{why}; this route answers 502 for the requests nginx sends to this location, so \
-                 the enclosing route does not answer them differently"
+                 no other route answers them differently"
             )),
         )],
         preferred: d.args.first().is_some_and(|m| m == "^~"),
@@ -645,6 +733,9 @@ fn nested_route(
     };
     if b.keys.try_files.is_some() && !matches!(target, Target::Root(_)) {
         return Err("try_files needs a root to look for files in".to_owned());
+    }
+    if uses_captures(&b.keys) && !matches!(kind, RouteKind::Regex(_) | RouteKind::IRegex(_)) {
+        return Err("try_files uses `$1`…`$9` outside a regex location".to_owned());
     }
     let mut keys = b.keys.or(outer).route_keys(
         &scope.keys,

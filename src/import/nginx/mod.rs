@@ -19,6 +19,7 @@
 //! 2 when a file cannot be read or parsed (nothing is printed on stdout then, so `>> certd.toml`
 //! appends nothing).
 
+mod auth;
 mod edge;
 mod keys;
 mod location;

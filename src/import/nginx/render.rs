@@ -460,6 +460,10 @@ fn topic_text(topic: Topic) -> &'static str {
         Topic::Map => {
             "map: a [[map]] table below; certd looks the variable up per request, as nginx does"
         }
+        Topic::AuthSubrequest => {
+            "auth_request subrequest settings: certd's subrequest carries no body and no \
+             Content-Length"
+        }
         Topic::Internal => {
             "internal: nginx answers 404 to every request a client sends there (nothing in \
              these files redirects there internally), and so does this route"

@@ -104,14 +104,8 @@ pub(super) fn effect(d: &Directive) -> Effect {
         ("auth_basic" | "auth_basic_user_file", _) => {
             refuses("basic auth in a form certd does not read")
         }
-        // certd has the route keys (`auth_request`, `internal`), but nginx passes the client's
-        // Content-Length on with its bodiless subrequest wherever the proxying location does not
-        // clear it, and the auth server then waits for a body: not translated yet.
-        ("auth_request", _) => refuses(
-            "auth_request: not translated yet (certd's route key `auth_request` with an \
-             `internal = true` route is the same, except that certd's subrequest never carries \
-             the client's Content-Length)",
-        ),
+        // The forms certd has (a fixed path; see `super::auth`) are route keys by now.
+        ("auth_request", _) => refuses("auth_request in a form certd does not read"),
         ("limit_except", _) => {
             refuses("limit_except belongs in a location (certd: the route key `limit_except`)")
         }
@@ -166,6 +160,9 @@ pub(super) struct LeftOut {
     pub(super) pending: Option<(String, String, Vec<Note>, Covered)>,
     /// `location ^~ /p` (or a `prefix_priority` route): regexes do not take its paths in nginx.
     pub(super) preferred: bool,
+    /// A route matching exactly its paths and answering 502, put in place by [`resolve`] (and
+    /// listing the location as untranslated) when another route would answer them instead.
+    pub(super) stand_in: Option<Box<Route>>,
 }
 
 /// Whether the regular expression `re` (nginx `location ~`) could match a path under `prefix`:
@@ -289,6 +286,7 @@ pub(super) fn resolve(routes: &mut Vec<Route>, left_out: &mut Vec<LeftOut>, note
                         .find(|out| out.source == format!("location {name}"))
                         .cloned()
                         .unwrap_or(LeftOut {
+                            stand_in: None,
                             at: route.at,
                             matcher: Matcher::Named,
                             answer: None,
@@ -305,6 +303,17 @@ pub(super) fn resolve(routes: &mut Vec<Route>, left_out: &mut Vec<LeftOut>, note
         let Some((index, cause)) = dropped else {
             return;
         };
+        // A location certd can match exactly keeps its paths by standing in as a 502 route, so
+        // the route that would take them need not go.
+        if let Some(stand_in) = &cause.stand_in {
+            left_out.retain(|out| out.at != cause.at || out.source != cause.source);
+            let at = routes
+                .iter()
+                .position(|r| r.at > stand_in.at)
+                .unwrap_or(routes.len());
+            routes.insert(at, (**stand_in).clone());
+            continue;
+        }
         let route = routes.remove(index);
         notes.push(Note::Untranslated {
             at: route.at,
@@ -316,6 +325,7 @@ pub(super) fn resolve(routes: &mut Vec<Route>, left_out: &mut Vec<LeftOut>, note
             )),
         });
         left_out.push(LeftOut {
+            stand_in: None,
             at: route.at,
             matcher: matcher(&route),
             answer: route
@@ -346,6 +356,7 @@ fn matcher(route: &Route) -> Matcher {
 /// `None`), for [`resolve`] to drop the routes that would take its paths.
 pub(super) fn dropped(route: &Route) -> LeftOut {
     LeftOut {
+        stand_in: None,
         at: route.at,
         matcher: matcher(route),
         answer: None,
@@ -452,6 +463,7 @@ mod tests {
 
     fn left_out(line: usize, matcher: Matcher, answer: Option<Target>) -> LeftOut {
         LeftOut {
+            stand_in: None,
             at: Loc { file: 0, line },
             matcher,
             answer: answer.map(|target| (target, Vec::new())),

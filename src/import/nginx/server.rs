@@ -401,6 +401,7 @@ fn php_route(php: &Php, body: &[Directive], part: &mut ServerPart) {
         .is_some_and(|b| b.iter().any(|i| i.name == "root"));
     let Some(route) = slash.filter(|_| !own_root) else {
         part.left_out.push(LeftOut {
+            stand_in: None,
             at: php.at,
             matcher: Matcher::Regex(php.re.clone()),
             answer: None,
@@ -426,6 +427,7 @@ fn php_route(php: &Php, body: &[Directive], part: &mut ServerPart) {
             let why = "its try_files is not the front-controller idiom certd's FastCGI route has \
                        (`try_files $uri $uri/ /index.php?$args`)";
             part.left_out.push(LeftOut {
+                stand_in: None,
                 at: php.at,
                 matcher: Matcher::Regex(php.re.clone()),
                 answer: None,
@@ -453,6 +455,7 @@ fn php_route(php: &Php, body: &[Directive], part: &mut ServerPart) {
              a folder's {script} first (add it to nginx's `index` list to translate this)"
         );
         part.left_out.push(LeftOut {
+            stand_in: None,
             at: php.at,
             matcher: Matcher::Regex(php.re.clone()),
             answer: None,
@@ -491,6 +494,7 @@ fn php_route(php: &Php, body: &[Directive], part: &mut ServerPart) {
     }
     cover(&mut part.covered, Topic::Fastcgi, php.at);
     part.left_out.push(LeftOut {
+        stand_in: None,
         at: php.at,
         matcher: Matcher::Regex(php.re.clone()),
         answer: Some((route.target.clone(), route.keys.clone())),

@@ -847,12 +847,17 @@ fn try_files_to_404_is_a_static_root_but_not_beside_proxy_pass() {
         .iter()
         .map(|r| (r.path.as_str(), &r.target))
         .collect();
-    // `/app/` proxies only paths that exist as files: no route can do that, and `/` (a static
-    // root) would answer `/app/…` differently, so it is left out too.
-    assert_eq!(routes, []);
-    assert!(untranslated(&t)
-        .iter()
-        .any(|(line, text)| *line == 5 && text.starts_with("location /")));
+    // `/app/` proxies only paths that exist as files: no route can do that, so it stands as a
+    // route answering 502 for its paths, and `/` (a static root) keeps the others.
+    let answer = Target::Answer("{ status = 502 }".to_owned());
+    assert_eq!(
+        routes,
+        [
+            ("/", &Target::Root("/srv/a".to_owned())),
+            ("/app/", &answer)
+        ]
+    );
+    assert!(!untranslated(&t).iter().any(|(line, _)| *line == 5));
     assert!(untranslated(&t)
         .iter()
         .any(|(line, text)| *line == 8 && text.starts_with("location /app/")));
@@ -988,15 +993,16 @@ fn an_internal_location_no_redirect_reaches_answers_404() {
         t.sites[0].routes
     );
     assert_eq!(t.untranslated(), 0);
-    // An error page or a `rewrite … last` into it is nginx's own redirect, which certd's route
-    // would answer 404: left out, and `/` with it.
+    // An error page or a `rewrite … last` into it is nginx's own redirect, which a 404 answer
+    // would not take: no 404 route then.
     for more in [
         "    error_page 502 /backups/down.html;\n",
         "    rewrite ^/old/(.*)$ /backups/$1 last;\n",
     ] {
         let t = translated(&[("a.conf", &server(more))]);
         assert!(
-            !t.sites[0].routes.iter().any(|r| r.path == "/backups/"),
+            !t.sites[0].routes.iter().any(|r| r.path == "/backups/"
+                && matches!(&r.target, Target::Answer(a) if a.contains("404"))),
             "{more}"
         );
     }
@@ -1074,10 +1080,15 @@ fn limit_except_with_allow_deny_becomes_the_route_key() {
     let limit = upload.limit_except.as_deref().unwrap();
     assert!(limit.policy_for(&hyper::Method::POST).is_none());
     assert!(limit.policy_for(&hyper::Method::GET).is_some());
-    // Anything but allow/deny inside: the location is left out (and `/`, which would answer its
-    // path, with it), with the reason.
+    // Anything but allow/deny inside: the location is left out with the reason, standing as a
+    // route answering 502 so that `/` does not answer its path.
     let t = translated(&[("a.conf", &server("auth_basic \"x\"; deny all;"))]);
-    assert!(t.sites[0].routes.is_empty(), "{:?}", t.sites[0].routes);
+    let upload = t.sites[0].routes.iter().find(|r| r.path == "/upload");
+    assert!(
+        matches!(upload.map(|r| &r.target), Some(Target::Answer(a)) if a.contains("502")),
+        "{:?}",
+        t.sites[0].routes
+    );
     let text = fragment_text(&server("auth_basic \"x\"; deny all;"));
     assert!(text.contains("allow/deny rules only"), "{text}");
     // Beside nested locations, which certd's nested routes would answer without it: left out.
@@ -1151,14 +1162,19 @@ fn an_untranslatable_server_index_keeps_the_routes_that_never_consult_it() {
         .unwrap();
     assert!(why.contains("/index.php$request_uri"), "{why}");
 
-    // With a left-out PHP location beside it, `location /old` would take `/old.php`: left out.
+    // A left-out PHP location beside it stands as a regex route answering 502: `location /old`
+    // does not take `/old.php`, which nginx sends to the PHP location.
     let php = conf.replace(
         "location / {",
         "location ~ \\.php$ { fastcgi_split_path_info ^(.+?\\.php)(/.*)$; }\nlocation / {",
     );
     let t = translated(&[("cloud.conf", &php)]);
+    let stand_in = t.sites[0]
+        .routes
+        .iter()
+        .find(|r| r.kind == RouteKind::Regex("\\.php$".to_owned()));
     assert!(
-        t.sites[0].routes.iter().all(|r| r.kind != RouteKind::Path),
+        matches!(stand_in.map(|r| &r.target), Some(Target::Answer(a)) if a.contains("502")),
         "{:?}",
         t.sites[0].routes
     );

@@ -70,6 +70,9 @@ pub(super) enum Topic {
     Internal,
     /// A `map` block: a `[[map]]` table (see `super::map`).
     Map,
+    /// `proxy_pass_request_body off`, `proxy_set_header Content-Length ""` in a location only
+    /// `auth_request` subrequests reach: certd's subrequest has no body (see `super::auth`).
+    AuthSubrequest,
 }
 
 /// The lines translated per topic.

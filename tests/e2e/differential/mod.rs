@@ -243,6 +243,57 @@ struct Import {
     code: Option<i32>,
     /// Line of the copy → the importer's words, for each `# untranslated (FILE:LINE)`.
     left_out: BTreeMap<usize, String>,
+    /// Lines of the copy with a `# differs` note that nginx's `auth_request` subrequest carries
+    /// the client's Content-Length ([`AUTH_KEEPS_LENGTH`]).
+    auth_keeps_length: BTreeSet<usize>,
+}
+
+/// How the importer's `# differs` note on such an `auth_request` line begins.
+const AUTH_KEEPS_LENGTH: &str =
+    "for a request with a body, nginx's subrequest carries the client's";
+
+/// The lines of `file` that the import's `# differs (FILE:LINE): <text>` notes starting with
+/// `text` point at.
+fn noted(stdout: &str, file: &Path, text: &str) -> BTreeSet<usize> {
+    let prefix = format!("differs ({}:", file.display());
+    let mut out = BTreeSet::new();
+    let lines: Vec<&str> = stdout.lines().collect();
+    for (index, line) in lines.iter().enumerate() {
+        let Some(at) = line.find(&prefix) else {
+            continue;
+        };
+        let rest = &line[at + prefix.len()..];
+        let Some((number, first)) = rest.split_once("): ") else {
+            continue;
+        };
+        // The note goes on over the `#   ` lines that follow.
+        let mut note = first.to_owned();
+        for more in lines[index + 1..]
+            .iter()
+            .take_while(|l| l.trim_start().starts_with("#   "))
+        {
+            note.push(' ');
+            note.push_str(more.trim_start().trim_start_matches('#').trim());
+        }
+        if note.starts_with(text) {
+            out.extend(number.trim().parse::<usize>().ok());
+        }
+    }
+    out
+}
+
+/// Whether the location nginx answers `path` from holds an `auth_request` line the importer
+/// noted as carrying the client's Content-Length.
+fn auth_keeps_length(server: &Directive, path: &str, import: &Import) -> bool {
+    probe::nginx_location(server.children(), path)
+        .iter()
+        .any(|location| {
+            import
+                .auth_keeps_length
+                .range(location.line..=location.end_line)
+                .next()
+                .is_some()
+        })
 }
 
 /// Runs one corpus file through both servers and compares every probe.
@@ -322,6 +373,7 @@ async fn run_config(stem: &str, text: &str, shared: &Shared) -> (Row, Vec<Findin
     let import = Import {
         code: run.code,
         left_out: left_out(&run.stdout, &site_path),
+        auth_keeps_length: noted(&run.stdout, &site_path, AUTH_KEEPS_LENGTH),
     };
     let certd_https = free_port();
     let base = CertdConfig::for_pebble(&pebble, &[]);
@@ -403,9 +455,12 @@ async fn run_config(stem: &str, text: &str, shared: &Shared) -> (Row, Vec<Findin
                 None => blame(server, path, &import, &site_path),
             };
             row.requests += 1;
-            let blame = blame
-                .as_ref()
-                .map(|(name, reason)| (*name, reason.as_str()));
+            let blame = compare::Blame {
+                left_out: blame
+                    .as_ref()
+                    .map(|(name, reason)| (*name, reason.as_str())),
+                auth_keeps_length: auth_keeps_length(server, path, &import),
+            };
             match compare::compare(&probe, &nginx_answer, &certd_answer, &ctx, blame) {
                 None => row.identical += 1,
                 Some((kind, detail)) => {

@@ -366,17 +366,17 @@ async fn limit_except_refuses_the_methods_it_does_not_list() {
 
 /// What the test auth server saw of one subrequest.
 #[derive(Debug, Clone)]
-struct AuthSeen {
-    method: String,
-    path: String,
-    cookie: Option<String>,
-    content_length: Option<String>,
+pub(super) struct AuthSeen {
+    pub(super) method: String,
+    pub(super) path: String,
+    pub(super) cookie: Option<String>,
+    pub(super) content_length: Option<String>,
 }
 
 /// An auth server on loopback (the `auth_request` target's upstream): `session=good` → 200,
 /// `session=banned` → 403, `session=odd` → 302, no cookie → 401 with a `WWW-Authenticate`. It
 /// records every request; the task is aborted when the test ends.
-async fn auth_server() -> (
+pub(super) async fn auth_server() -> (
     String,
     std::sync::Arc<std::sync::Mutex<Vec<AuthSeen>>>,
     tokio::task::JoinHandle<()>,

@@ -264,3 +264,103 @@ entry = [{{ exact = "http", value = "http" }}]
     assert_eq!(reply.echoed().header("x-proto-seen"), "http");
     assert_eq!(app.received(), 2);
 }
+
+/// PeerTube's shape: `location = /upload { limit_except POST HEAD { deny all; } auth_request
+/// /check-auth; try_files /dev/null @api; }` and an internal `/check-auth` that hands its
+/// subrequest to a named location. nginx's access phase (limit_except, auth_request) runs in the
+/// location the request matched, before `try_files` hands it on: so must certd's.
+#[tokio::test]
+async fn access_and_auth_request_run_before_try_files_hands_the_request_on() {
+    let app = Upstream::echo().await;
+    let (auth_url, seen, auth_task) = super::access::auth_server().await;
+    let routes = format!(
+        r#"
+  [[site.route]]
+  path = "/"
+  root = "www"
+  try_files = ["/dev/null", "@api"]
+  [[site.route]]
+  exact = "/check-auth"
+  root = "www"
+  internal = true
+  try_files = ["/dev/null", "@auth"]
+  [[site.route]]
+  exact = "/upload"
+  root = "www"
+  try_files = ["/dev/null", "@api"]
+  auth_request = "/check-auth"
+  limit_except = {{ methods = ["POST", "HEAD"], access = ["deny all"] }}
+  [[site.route]]
+  name = "@api"
+  proxy = "{}"
+  [[site.route]]
+  name = "@auth"
+  proxy = "{auth_url}"
+"#,
+        app.url()
+    );
+    let world = serve(&routes, &[("www/index.html", "<h1>www</h1>")]).await;
+    let host = world.authority(NAME);
+    let mut h1 = world.client.http1(NAME).await;
+    let upload = |cookie: Option<&str>| {
+        let mut request = hyper::Request::post("/upload").header(hyper::header::HOST, &host);
+        if let Some(cookie) = cookie {
+            request = request.header(hyper::header::COOKIE, cookie);
+        }
+        request
+            .body(http_body_util::Full::new(bytes::Bytes::from_static(
+                b"0123456789",
+            )))
+            .expect("request")
+    };
+
+    // Asked first, then handed to @api with its body.
+    let (before, asked) = (app.received(), seen.lock().expect("log").len());
+    let reply = h1.send(upload(Some("session=good"))).await;
+    assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
+    assert_eq!(reply.echoed().method, "POST");
+    assert_eq!(reply.echoed().path, "/upload");
+    assert_eq!(app.received() - before, 1);
+    let log = seen.lock().expect("log").clone();
+    assert_eq!(log.len(), asked + 1, "{log:?}");
+    // The subrequest went through /check-auth's try_files to @auth: a bodiless GET.
+    let sub = &log[asked];
+    assert_eq!(
+        (sub.method.as_str(), sub.path.as_str()),
+        ("GET", "/check-auth")
+    );
+    assert_eq!(sub.content_length, None, "{sub:?}");
+
+    // Refused by the subrequest: the upstream never hears of it.
+    for (cookie, status) in [
+        (None, StatusCode::UNAUTHORIZED),
+        (Some("session=banned"), StatusCode::FORBIDDEN),
+    ] {
+        let before = app.received();
+        let reply = h1.send(upload(cookie)).await;
+        assert_eq!(reply.status, status, "cookie {cookie:?}: {reply:?}");
+        assert_eq!(app.received(), before, "cookie {cookie:?} reached @api");
+    }
+    // limit_except of the matched route: GET is denied although @api has no such rule.
+    let before = app.received();
+    let reply = h1
+        .send(
+            hyper::Request::get("/upload")
+                .header(hyper::header::HOST, &host)
+                .header(hyper::header::COOKIE, "session=good")
+                .body(http_body_util::Full::new(bytes::Bytes::new()))
+                .expect("request"),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN, "{reply:?}");
+    assert_eq!(app.received(), before);
+    // Other paths go straight to @api; the internal route answers no client.
+    assert_eq!(h1.get(&host, "/videos/1").await.echoed().path, "/videos/1");
+    let asked = seen.lock().expect("log").len();
+    assert_eq!(
+        h1.get(&host, "/check-auth").await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(seen.lock().expect("log").len(), asked);
+    auth_task.abort();
+}
