@@ -35,6 +35,7 @@ pub mod preflight;
 pub mod proxy;
 pub(crate) mod proxy_protocol;
 pub mod renewal;
+pub(crate) mod request_uri;
 pub mod resolver;
 pub(crate) mod response;
 pub(crate) mod static_files;

@@ -224,7 +224,7 @@ pub(super) fn try_files(
     let mut candidates = Vec::with_capacity(items.len());
     let mut valid = true;
     for (i, item) in items.into_iter().enumerate() {
-        match uri_pattern(item.get_ref()) {
+        match uri_pattern(item.get_ref(), false) {
             Ok(pattern) => candidates.push(pattern),
             Err(reason) => {
                 problems.add(format!("{field}[{i}]"), Some(item.span()), reason);
@@ -251,7 +251,7 @@ pub(super) fn try_files(
         });
         Ok(TryFallback::Named(text.to_owned()))
     } else {
-        uri_pattern(text).map(TryFallback::Uri)
+        uri_pattern(text, true).map(TryFallback::Uri)
     };
     match fallback {
         Ok(fallback) if valid => Some(TryFiles {
@@ -266,9 +266,10 @@ pub(super) fn try_files(
     }
 }
 
-/// A `try_files` path: starts with `/` or `$uri`, uses no other variable. A trailing `?$args` or
-/// `?$query_string` (the nginx idiom for keeping the query) is dropped: certd always keeps it.
-fn uri_pattern(text: &str) -> Result<String, String> {
+/// A `try_files` path: starts with `/` or `$uri`, uses no other variable (the `fallback` may also
+/// use `$request_uri`, what the client sent). A trailing `?$args` or `?$query_string` (the nginx
+/// idiom for keeping the query) is dropped: certd always keeps it.
+fn uri_pattern(text: &str, fallback: bool) -> Result<String, String> {
     let path = text
         .strip_suffix("?$args")
         .or_else(|| text.strip_suffix("?$query_string"))
@@ -281,9 +282,17 @@ fn uri_pattern(text: &str) -> Result<String, String> {
             "{text:?}: a query in try_files is not supported (the request's own query is kept)"
         ));
     }
-    if path.replace("$uri", "").contains('$') {
+    let other = match fallback {
+        true => path.replace("$request_uri", "").replace("$uri", ""),
+        false => path.replace("$uri", ""),
+    };
+    if other.contains('$') {
+        let supported = match fallback {
+            true => "`$uri` and `$request_uri` are",
+            false => "`$uri` is",
+        };
         return Err(format!(
-            "{text:?}: only the variable `$uri` is supported in try_files"
+            "{text:?}: only the variable {supported} supported in try_files"
         ));
     }
     Ok(path.to_owned())

@@ -5,6 +5,7 @@
 //! try_files $uri $uri/ /index.html;   →  try_files = ["$uri", "$uri/", "/index.html"]
 //! try_files $uri @app;                →  try_files = ["$uri", "@app"]
 //! try_files $uri =404;                →  try_files = ["$uri", "=404"]
+//! try_files $uri /index.php$request_uri;  →  try_files = ["$uri", "/index.php$request_uri"]
 //! ```
 //!
 //! Each candidate but the last is a path under the route's static root, `$uri` standing for the
@@ -12,6 +13,10 @@
 //! is. A candidate the static root would refuse (a dotfile, a symlink out of the root) counts as
 //! absent, so `try_files` never serves what a plain static route would not. As in nginx, at most
 //! [`MAX_INTERNAL_REDIRECTS`] fallbacks are followed for one request; a loop ends in 500.
+//!
+//! A fallback URI may name `$request_uri`, what the client sent (Nextcloud's front controller
+//! `/index.php$request_uri`): as in nginx, a `?` in the result starts the query, which certd
+//! takes from the request itself (the same one, unless a rewrite changed it).
 
 use hyper::StatusCode;
 
@@ -35,8 +40,8 @@ pub struct TryFiles {
 /// The last element of `try_files`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TryFallback {
-    /// `"/index.html"`: the request continues with this path (`$uri` replaced), matched again
-    /// against the site's routes.
+    /// `"/index.html"`: the request continues with this path (`$uri` and `$request_uri`
+    /// replaced, see [`expand_uri`]), matched again against the site's routes.
     Uri(String),
     /// `"@app"`: the request, unchanged, goes to the named route.
     Named(String),
@@ -55,12 +60,47 @@ pub enum Resolved<'a> {
     Status(StatusCode),
 }
 
-/// The route answering `path` on `site`, following `try_files` of the routes it meets.
-pub async fn resolve(site: &SiteRoutes, path: NormalPath) -> Resolved<'_> {
+/// The route answering `path` on `site`, following `try_files` of the routes it meets;
+/// `request_uri` is the client's own path and query (`$request_uri`).
+pub async fn resolve<'a>(
+    site: &'a SiteRoutes,
+    path: NormalPath,
+    request_uri: &str,
+) -> Resolved<'a> {
     let Some(route) = site.route(path.as_str()) else {
         return Resolved::NoRoute;
     };
-    resolve_from(site, route, path).await
+    resolve_from(site, route, path, request_uri).await
+}
+
+/// `written` (a `try_files` fallback or an `index` URI) with `$uri` replaced by `uri` and
+/// `$request_uri` by `request_uri`, in one pass (a client's path that spells `$uri` stays as it
+/// is), and cut at the first `?`: the path part, which certd normalises and routes.
+pub fn expand_uri(written: &str, uri: &str, request_uri: &str) -> String {
+    let mut out = String::with_capacity(written.len() + request_uri.len());
+    let mut rest = written;
+    while let Some(at) = rest.find('$') {
+        out.push_str(&rest[..at]);
+        let after = &rest[at..];
+        if let Some(tail) = after.strip_prefix("$request_uri") {
+            out.push_str(request_uri);
+            rest = tail;
+        } else if let Some(tail) = after.strip_prefix("$uri") {
+            out.push_str(uri);
+            rest = tail;
+        } else {
+            out.push('$');
+            rest = &after[1..];
+        }
+    }
+    out.push_str(rest);
+    match out.find('?') {
+        Some(query) => {
+            out.truncate(query);
+            out
+        }
+        None => out,
+    }
 }
 
 /// [`resolve`] for a request that has already been matched to `route` (and possibly rewritten on
@@ -69,17 +109,23 @@ pub async fn resolve_from<'a>(
     site: &'a SiteRoutes,
     route: &'a Route,
     path: NormalPath,
+    request_uri: &str,
 ) -> Resolved<'a> {
     if route.try_files.is_none() {
         return Resolved::Route(route, path);
     }
     // Boxed: the file lookups make a large future, and most requests never need it (the future of
     // every request is moved a few times on its way into hyper).
-    Box::pin(follow(site, route, path)).await
+    Box::pin(follow(site, route, path, request_uri)).await
 }
 
 /// [`resolve`] from `route`, which has `try_files`.
-async fn follow<'a>(site: &'a SiteRoutes, route: &'a Route, path: NormalPath) -> Resolved<'a> {
+async fn follow<'a>(
+    site: &'a SiteRoutes,
+    route: &'a Route,
+    path: NormalPath,
+    request_uri: &str,
+) -> Resolved<'a> {
     let (mut route, mut path) = (route, path);
     for _ in 0..=MAX_INTERNAL_REDIRECTS {
         let (Some(try_files), RouteTarget::Static(root)) = (&route.try_files, &route.target) else {
@@ -107,7 +153,8 @@ async fn follow<'a>(site: &'a SiteRoutes, route: &'a Route, path: NormalPath) ->
                 None => return Resolved::Status(StatusCode::INTERNAL_SERVER_ERROR),
             },
             TryFallback::Uri(uri) => {
-                let Ok(normal) = path::normalise(&uri.replace("$uri", path.as_str())) else {
+                let Ok(normal) = path::normalise(&expand_uri(uri, path.as_str(), request_uri))
+                else {
                     return Resolved::Status(StatusCode::INTERNAL_SERVER_ERROR);
                 };
                 path = normal;
@@ -184,7 +231,7 @@ mod tests {
 
     /// Where `path` ends up: the route's path and the path it is served with, or the status.
     async fn outcome(site: &SiteRoutes, path: &str) -> String {
-        match resolve(site, path::normalise(path).unwrap()).await {
+        match resolve(site, path::normalise(path).unwrap(), path).await {
             Resolved::Route(route, path) => format!("{} {}", route.path, path),
             Resolved::NoRoute => "no route".into(),
             Resolved::Status(status) => status.as_u16().to_string(),
@@ -241,6 +288,58 @@ mod tests {
         ]);
         assert_eq!(outcome(&site, "/a.css").await, "/ /a.css");
         assert_eq!(outcome(&site, "/users").await, "/api /api/users");
+    }
+
+    #[tokio::test]
+    async fn a_request_uri_fallback_appends_what_the_client_sent() {
+        let dir = root();
+        let site = site(vec![
+            static_route(
+                "/",
+                dir.path(),
+                &["$uri", "$uri/", "/index.php$request_uri"],
+            ),
+            Route {
+                path: "/index.php".into(),
+                location: LocationMatch::Prefix,
+                ..app()
+            },
+        ]);
+        assert_eq!(outcome(&site, "/a.css").await, "/ /a.css");
+        assert_eq!(
+            outcome(&site, "/apps/files").await,
+            "/index.php /index.php/apps/files"
+        );
+        // What the client sent, not the normalised path; the query is cut off (the request keeps
+        // its own).
+        let site_path = path::normalise("/a/b").unwrap();
+        match resolve(&site, site_path, "/a/./b?q=1").await {
+            Resolved::Route(route, path) => {
+                assert_eq!(
+                    (route.path.as_str(), path.as_str()),
+                    ("/index.php", "/index.php/a/b")
+                )
+            }
+            _ => panic!("not routed"),
+        }
+    }
+
+    #[test]
+    fn uris_expand_in_one_pass_and_lose_their_query() {
+        let cases = [
+            ("/index.php$request_uri", "/x", "/x?a=1", "/index.php/x"),
+            ("$uri/index.html", "/docs", "/docs", "/docs/index.html"),
+            (
+                "/p$uri",
+                "/$request_uri",
+                "/%24request_uri",
+                "/p/$request_uri",
+            ),
+            ("/cost$5", "/x", "/x", "/cost$5"),
+        ];
+        for (written, uri, request_uri, expected) in cases {
+            assert_eq!(expand_uri(written, uri, request_uri), expected, "{written}");
+        }
     }
 
     #[tokio::test]
