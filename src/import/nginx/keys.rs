@@ -113,6 +113,8 @@ pub(super) struct Keys {
     pub(super) try_files: Option<Vec<String>>,
     pub(super) alias: Option<String>,
     rewrite: Vec<String>,
+    /// `if (…) { return …; }` blocks, rendered as entries of the route's `if` list.
+    returns_if: Vec<String>,
     /// A `rewrite` without a flag was taken: nginx runs the block's later `return` on the new URI,
     /// where certd's route would be routed again first.
     flagless_rewrite: bool,
@@ -280,6 +282,20 @@ impl Keys {
             // They change which clients get gzip or only add `Vary` (which certd always sends).
             ("gzip_vary" | "gzip_proxied" | "gzip_buffers" | "gzip_http_version", _) => {
                 Taken::Covered(Topic::NoEffect)
+            }
+            ("if", _) if d.block.is_some() => {
+                if !self.rewrite.is_empty() || self.answer.is_some() {
+                    return refused(
+                        "`if` after a rewrite or return: certd checks its conditions before them",
+                    );
+                }
+                match if_return(d) {
+                    Ok(entry) => {
+                        self.returns_if.push(entry);
+                        Taken::Key
+                    }
+                    Err(why) => Taken::Refused(why),
+                }
             }
             ("return", _) if self.flagless_rewrite => Taken::Refused(
                 "after a rewrite without a flag: nginx answers on the rewritten URI, certd \
@@ -523,6 +539,9 @@ impl Keys {
             }
             if let Some(answer) = &self.answer {
                 push("return", answer.clone());
+            }
+            if !self.returns_if.is_empty() {
+                push("if", format!("[{}]", self.returns_if.join(", ")));
             }
             if let Some((methods, access)) = &self.limit_except {
                 push(
@@ -823,6 +842,32 @@ fn answer(args: &[&str]) -> Result<String, String> {
     }
     table.push_str(" }");
     Ok(table)
+}
+
+/// `if (CONDITION) { return …; }` as one entry of certd's `if` list; anything else in the block
+/// (a `rewrite`, `set`, headers, a file test such as `-f`) is refused.
+fn if_return(d: &Directive) -> Result<String, String> {
+    let inner: &[Directive] = d.block.as_deref().unwrap_or_default();
+    let [only] = inner else {
+        return Err("certd's `if` holds exactly one `return`".to_owned());
+    };
+    if only.name != "return" {
+        return Err(format!(
+            "certd's `if` holds exactly one `return`, not `{}`",
+            only.name
+        ));
+    }
+    let text = d.args.join(" ");
+    let test = text
+        .trim()
+        .strip_prefix('(')
+        .and_then(|t| t.strip_suffix(')'))
+        .ok_or_else(|| format!("`if {text}`: expected a condition in parentheses"))?
+        .trim();
+    crate::proxy::condition::Condition::parse(test)?;
+    let args: Vec<&str> = only.args.iter().map(String::as_str).collect();
+    let table = answer(&args)?;
+    Ok(format!("{{ test = {}, return = {table} }}", toml_str(test)))
 }
 
 /// `rewrite REGEX REPLACEMENT [FLAG]` as one certd `rewrite` entry (without a flag: the next
