@@ -619,7 +619,7 @@ mod tests {
                 "frames the message",
             ),
             (
-                route(&format!("{proxy}rewrite = [{{ regex = \"(?<=a)b\", replacement = \"/\" }}]")),
+                route(&format!("{proxy}rewrite = [{{ regex = \"(?<=a\", replacement = \"/\" }}]")),
                 "site[0].route[0].rewrite[0].regex",
                 "not a regular expression",
             ),

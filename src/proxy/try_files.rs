@@ -143,6 +143,16 @@ async fn follow<'a>(
                 continue;
             };
             if static_files::exists(root, normal.as_str(), route.allow_dotfiles).await {
+                // nginx drops the `/` a folder candidate is written with before it continues:
+                // `$uri/` for `/docs` goes on as `/docs`, which the static module redirects to
+                // `/docs/`; for `/docs/` it is `/docs//`, going on as `/docs/`.
+                let without = match written.ends_with('/') {
+                    true => candidate.strip_suffix('/').filter(|rest| !rest.is_empty()),
+                    false => None,
+                };
+                if let Some(Ok(folder)) = without.map(path::normalise) {
+                    return Resolved::Route(route, folder);
+                }
                 return Resolved::Route(route, normal);
             }
         }
@@ -248,7 +258,8 @@ mod tests {
         )]);
         for (request, expected) in [
             ("/a.css", "/ /a.css"),
-            ("/docs", "/ /docs/"),
+            // A folder without its `/` goes on without it (the folder redirect answers).
+            ("/docs", "/ /docs"),
             ("/docs/", "/ /docs/"),
             ("/settings/profile", "/ /index.html"),
             // A folder without index.html is not there.

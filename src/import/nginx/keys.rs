@@ -1048,8 +1048,8 @@ mod tests {
             "allow unix:;",
             "return 444;",
             "return 301 relative;",
-            "rewrite ^/a /b;",
             "rewrite ^/a http://x/ last;",
+            "rewrite ^/a /b foo;",
             "gzip_types *;",
             "try_files $uri $foo @app;",
         ] {
