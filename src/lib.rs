@@ -35,6 +35,7 @@ pub mod preflight;
 pub mod proxy;
 pub(crate) mod proxy_protocol;
 pub(crate) mod renewal;
+pub(crate) mod request_uri;
 pub(crate) mod resolver;
 pub(crate) mod response;
 pub mod sealing;

@@ -51,10 +51,16 @@ pub(super) fn index(
     }
     let mut names = Vec::new();
     let mut valid = true;
+    let last = raw.get_ref().len() - 1;
     for (i, name) in raw.into_inner().into_iter().enumerate() {
         let text = name.get_ref();
-        let reason = if text.is_empty() {
+        let reason = if i == last && text.starts_with('/') {
+            // nginx's absolute last index: a URI the folder request continues with.
+            uri_entry(text)
+        } else if text.is_empty() {
             Some("is empty")
+        } else if text.starts_with('/') {
+            Some("is a URI: only the last entry may be one (nginx's absolute index)")
         } else if text.contains(['/', '\\']) {
             Some("names a file in the requested folder: it cannot contain `/`")
         } else if text.starts_with('.') {
@@ -77,6 +83,24 @@ pub(super) fn index(
         }
     }
     valid.then_some(names)
+}
+
+/// Why the last `index` entry `text`, a URI starting with `/`, cannot be one: `None` when it can
+/// (variables `$uri` and `$request_uri` only, no dot segments).
+fn uri_entry(text: &str) -> Option<&'static str> {
+    let rest = text.replace("$request_uri", "").replace("$uri", "");
+    if rest.contains('$') {
+        Some("only the variables `$uri` and `$request_uri` are supported in an index URI")
+    } else if rest.contains('?') {
+        Some("a query in an index URI is not supported (the request's own query is kept)")
+    } else if rest
+        .split('/')
+        .any(|segment| segment == "." || segment == "..")
+    {
+        Some("has a `.` or `..` segment")
+    } else {
+        None
+    }
 }
 
 /// The `error_page` tables at `key` (`site[0].error_page`, `site[0].route[1].error_page`).

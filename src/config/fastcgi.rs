@@ -1,5 +1,7 @@
-//! Validation of a FastCGI route (`fastcgi`, its `root`, `fastcgi_index`, `front_controller`).
+//! Validation of a FastCGI route (`fastcgi`, its `root`, `fastcgi_index`, `front_controller`,
+//! `fastcgi_param`).
 
+use std::collections::BTreeMap;
 use std::ops::Range;
 use std::path::Path;
 
@@ -16,6 +18,7 @@ pub(super) struct Keys<'a> {
     pub(super) fastcgi: &'a Option<Spanned<String>>,
     pub(super) fastcgi_index: &'a Option<Spanned<String>>,
     pub(super) front_controller: &'a Option<Spanned<RawFrontController>>,
+    pub(super) fastcgi_param: &'a Option<Spanned<BTreeMap<String, Spanned<String>>>>,
     pub(super) allow_dotfiles: &'a Option<Spanned<bool>>,
 }
 
@@ -125,17 +128,60 @@ pub(super) fn target(
             }
         }
     };
-    match (ok, address, root, index, front_controller) {
-        (true, Some(address), Some(root), Some(index), Some(front_controller)) => {
+    let params = extra_params(key, route.fastcgi_param, problems);
+    match (ok, address, root, index, front_controller, params) {
+        (true, Some(address), Some(root), Some(index), Some(front_controller), Some(params)) => {
             Some(RouteTargetConfig::Fastcgi(FastcgiTarget {
                 address,
                 root,
                 index,
                 front_controller,
+                params,
             }))
         }
         _ => None,
     }
+}
+
+/// `fastcgi_param = { NAME = "value" }`: parameters certd adds to its own (never one of those,
+/// which it computes per request), with literal values.
+fn extra_params(
+    key: &str,
+    raw: &Option<Spanned<BTreeMap<String, Spanned<String>>>>,
+    problems: &mut Problems<'_>,
+) -> Option<Vec<(String, String)>> {
+    let Some(raw) = raw else {
+        return Some(Vec::new());
+    };
+    let mut params = Vec::new();
+    let mut ok = true;
+    for (name, value) in raw.get_ref() {
+        let reason = if crate::fastcgi::params::is_own(name) {
+            Some(format!(
+                "{name:?} is a parameter certd sets itself (from the request and the route)"
+            ))
+        } else if !crate::fastcgi::params::valid_extra(name, value.get_ref()) {
+            Some(format!(
+                "{name:?} = {:?}: names are letters, digits and `_`; values are literal text \
+                 (no `$` variables, no control characters)",
+                value.get_ref()
+            ))
+        } else {
+            None
+        };
+        match reason {
+            Some(reason) => {
+                problems.add(
+                    format!("{key}.fastcgi_param.{name}"),
+                    Some(value.span()),
+                    reason,
+                );
+                ok = false;
+            }
+            None => params.push((name.clone(), value.get_ref().clone())),
+        }
+    }
+    ok.then_some(params)
 }
 
 /// Problems for FastCGI keys on route `key` that has no `fastcgi`: they would do nothing.
@@ -154,6 +200,13 @@ pub(super) fn stray_keys(key: &str, route: Keys<'_>, problems: &mut Problems<'_>
         problems.add(
             format!("{key}.front_controller"),
             Some(front.span()),
+            "only applies to `fastcgi` routes",
+        );
+    }
+    if let Some(params) = &route.fastcgi_param {
+        problems.add(
+            format!("{key}.fastcgi_param"),
+            Some(params.span()),
             "only applies to `fastcgi` routes",
         );
     }
@@ -204,7 +257,42 @@ mod tests {
                 root: dir.path().join("www"),
                 index: "index.php".into(),
                 front_controller: Some("/index.php".into()),
+                params: Vec::new(),
             })
+        );
+    }
+
+    #[test]
+    fn extra_parameters_are_literal_and_never_certds_own() {
+        let fastcgi = "path = \"/\"\nroot = \"www\"\nfastcgi = \"127.0.0.1:9000\"";
+        let (_dir, result) = load(&format!(
+            "{fastcgi}\nfastcgi_param = {{ front_controller_active = \"true\", modHeadersAvailable = \"true\" }}"
+        ));
+        let config = result.expect("valid");
+        let RouteTargetConfig::Fastcgi(target) = &config.sites[0].routes[0].target else {
+            panic!("not fastcgi");
+        };
+        assert_eq!(
+            target.params,
+            [
+                ("front_controller_active".to_owned(), "true".to_owned()),
+                ("modHeadersAvailable".to_owned(), "true".to_owned())
+            ]
+        );
+        one_problem(
+            &format!("{fastcgi}\nfastcgi_param = {{ SCRIPT_NAME = \"/x.php\" }}"),
+            "site[0].route[0].fastcgi_param.SCRIPT_NAME",
+            "sets itself",
+        );
+        one_problem(
+            &format!("{fastcgi}\nfastcgi_param = {{ X = \"$uri\" }}"),
+            "site[0].route[0].fastcgi_param.X",
+            "literal",
+        );
+        one_problem(
+            "path = \"/\"\nroot = \"www\"\nfastcgi_param = { X = \"1\" }",
+            "site[0].route[0].fastcgi_param",
+            "only applies to `fastcgi` routes",
         );
     }
 

@@ -14,6 +14,7 @@ use toml::Spanned;
 use super::problems::Problems;
 use super::RouteTargetConfig;
 use crate::proxy::http_rules::{HttpRules, SetHeader};
+use crate::proxy::pattern::Pattern;
 use crate::proxy::response_headers::{parse_expires, AddHeader};
 use crate::proxy::rewrite::{is_redirect, Return, Rewrite, RewriteFlag};
 use crate::proxy::variables::Template;
@@ -362,7 +363,7 @@ fn rewrite_rule(
         );
         return None;
     };
-    let compiled = match regex::Regex::new(regex.get_ref()) {
+    let compiled = match Pattern::new(regex.get_ref()) {
         Ok(compiled) => compiled,
         Err(error) => {
             problems.add(
@@ -384,7 +385,7 @@ fn rewrite_rule(
             return None;
         }
     };
-    let groups = compiled.captures_len().saturating_sub(1);
+    let groups = compiled.groups();
     if template.max_capture() > groups {
         problems.add(
             format!("{key}.replacement"),
@@ -632,7 +633,7 @@ mod tests {
                 "frames the message",
             ),
             (
-                route(&format!("{proxy}rewrite = [{{ regex = \"(?<=a)b\", replacement = \"/\" }}]")),
+                route(&format!("{proxy}rewrite = [{{ regex = \"(?<=a\", replacement = \"/\" }}]")),
                 "site[0].route[0].rewrite[0].regex",
                 "not a regular expression",
             ),

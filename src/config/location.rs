@@ -226,7 +226,7 @@ pub(super) fn try_files(
     let mut candidates = Vec::with_capacity(items.len());
     let mut valid = true;
     for (i, item) in items.into_iter().enumerate() {
-        match uri_pattern(item.get_ref(), captures) {
+        match uri_pattern(item.get_ref(), captures, false) {
             Ok(pattern) => candidates.push(pattern),
             Err(reason) => {
                 problems.add(format!("{field}[{i}]"), Some(item.span()), reason);
@@ -253,7 +253,7 @@ pub(super) fn try_files(
         });
         Ok(TryFallback::Named(text.to_owned()))
     } else {
-        uri_pattern(text, captures).map(TryFallback::Uri)
+        uri_pattern(text, captures, true).map(TryFallback::Uri)
     };
     match fallback {
         Ok(fallback) if valid => Some(TryFiles {
@@ -269,9 +269,10 @@ pub(super) fn try_files(
 }
 
 /// A `try_files` path: starts with `/` or `$uri`, uses no other variable (but `$1`…`$9` with
-/// `captures`). A trailing `?$args` or `?$query_string` (the nginx idiom for keeping the query) is
-/// dropped: certd always keeps it.
-fn uri_pattern(text: &str, captures: bool) -> Result<String, String> {
+/// `captures`; the `fallback` may also use `$request_uri`, what the client sent). A trailing
+/// `?$args` or `?$query_string` (the nginx idiom for keeping the query) is dropped: certd always
+/// keeps it.
+fn uri_pattern(text: &str, captures: bool, fallback: bool) -> Result<String, String> {
     let path = text
         .strip_suffix("?$args")
         .or_else(|| text.strip_suffix("?$query_string"))
@@ -284,15 +285,22 @@ fn uri_pattern(text: &str, captures: bool) -> Result<String, String> {
             "{text:?}: a query in try_files is not supported (the request's own query is kept)"
         ));
     }
-    let mut rest = path.replace("$uri", "");
+    let mut rest = match fallback {
+        true => path.replace("$request_uri", "").replace("$uri", ""),
+        false => path.replace("$uri", ""),
+    };
     if captures {
         for n in 1..=9 {
             rest = rest.replace(&format!("${n}"), "");
         }
     }
     if rest.contains('$') {
+        let supported = match fallback {
+            true => "`$uri` and `$request_uri` are",
+            false => "`$uri` is",
+        };
         return Err(format!(
-            "{text:?}: only the variable `$uri` is supported in try_files (and `$1`…`$9` on a \
+            "{text:?}: only the variable {supported} supported in try_files (and `$1`…`$9` on a \
              `regex` route)"
         ));
     }

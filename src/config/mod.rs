@@ -120,6 +120,7 @@ mod auth_request;
 mod cache;
 mod challenge;
 mod compress;
+mod condition;
 mod dns;
 mod eab;
 mod error_page;

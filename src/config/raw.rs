@@ -1,6 +1,8 @@
 //! Step 1 of loading: the file as written, and the deserializer's own errors (syntax errors, unknown
 //! keys, values of the wrong type) turned into problems with their key and line.
 
+use std::collections::BTreeMap;
+
 use toml::de::{DeTable, DeValue};
 use toml::Spanned;
 
@@ -172,6 +174,8 @@ pub(super) struct RawRoute {
     pub(super) fastcgi: Option<Spanned<String>>,
     pub(super) fastcgi_index: Option<Spanned<String>>,
     pub(super) front_controller: Option<Spanned<RawFrontController>>,
+    /// `fastcgi_param = { NAME = "value" }`: extra FastCGI parameters.
+    pub(super) fastcgi_param: Option<Spanned<BTreeMap<String, Spanned<String>>>>,
     pub(super) compress: Option<Spanned<RawCompress>>,
     pub(super) precompressed: Option<Spanned<bool>>,
     pub(super) headers: Option<Spanned<super::http_rules::RawHeaders>>,
@@ -182,6 +186,9 @@ pub(super) struct RawRoute {
     pub(super) rewrite: Option<Vec<Spanned<super::http_rules::RawRewrite>>>,
     #[serde(rename = "return")]
     pub(super) answer: Option<Spanned<super::http_rules::RawReturn>>,
+    /// `if = [{ test = "…", return = { … } }]`.
+    #[serde(rename = "if")]
+    pub(super) returns_if: Option<Vec<Spanned<super::condition::RawIf>>>,
     pub(super) alias: Option<Spanned<String>>,
     pub(super) connect_timeout: Option<Spanned<RawDuration>>,
     pub(super) read_timeout: Option<Spanned<RawDuration>>,

@@ -297,6 +297,7 @@ fn routes_in(
             fastcgi: &route.fastcgi,
             fastcgi_index: &route.fastcgi_index,
             front_controller: &route.front_controller,
+            fastcgi_param: &route.fastcgi_param,
             allow_dotfiles: &route.allow_dotfiles,
         };
         super::fastcgi::stray_keys(&key, fastcgi_keys, problems);
@@ -406,6 +407,14 @@ fn routes_in(
             problems,
         );
         http.etag = route.etag.map(Spanned::into_inner);
+        let http = crate::proxy::http_rules::HttpRules {
+            returns_if: std::sync::Arc::from(super::condition::returns_if(
+                &key,
+                route.returns_if,
+                problems,
+            )),
+            ..http
+        };
         let tunnel_idle_timeout = if is_proxy {
             tunnel_idle_timeout(
                 format!("{key}.tunnel_idle_timeout"),

@@ -100,6 +100,9 @@ pub struct FastcgiTarget {
     /// The script for paths that name nothing (`front_controller`, default `/index.php`); `None`
     /// answers them 404.
     pub front_controller: Option<String>,
+    /// Extra parameters (nginx `fastcgi_param NAME VALUE` with a literal value), in order; never
+    /// one certd sets itself (see [`params::is_own`]).
+    pub params: Vec<(String, String)>,
 }
 
 /// certd's own address on a request's connection (`SERVER_ADDR`, `SERVER_PORT`), put in the
@@ -142,7 +145,12 @@ where
 /// the FastCGI index script (`fastcgi_index`) first when none of them is a script, so a route left
 /// at the default `index.html` still runs `wp-admin/index.php`.
 fn folder_index<'a>(target: &'a FastcgiTarget, route_index: &'a [String]) -> Vec<&'a str> {
-    let mut names: Vec<&str> = route_index.iter().map(String::as_str).collect();
+    // A URI entry (`/index.php$request_uri`) names no file in the folder.
+    let mut names: Vec<&str> = route_index
+        .iter()
+        .map(String::as_str)
+        .filter(|name| !name.starts_with('/'))
+        .collect();
     let has_script = names
         .iter()
         .any(|name| script::split_php(&format!("/{name}")).is_some());
@@ -223,7 +231,14 @@ async fn run<B: RequestBodyStream>(
 
     let mut out = BytesMut::with_capacity(4096);
     record::begin_request(&mut out);
-    let environment = params::encode(&parts, script, &target.root, connection, content_length);
+    let environment = params::encode(
+        &parts,
+        script,
+        &target.root,
+        connection,
+        content_length,
+        &target.params,
+    );
     record::encode_stream(&mut out, record::kind::PARAMS, &environment);
     record::encode(&mut out, record::kind::PARAMS, b"");
     // A failed write is not fatal yet: the server may have answered (and closed) before reading

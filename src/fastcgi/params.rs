@@ -34,6 +34,7 @@ pub fn encode(
     root: &Path,
     connection: Connection,
     content_length: Option<u64>,
+    extra: &[(String, String)],
 ) -> Vec<u8> {
     let mut out = Vec::with_capacity(2048);
     let mut put = |name: &[u8], value: &[u8]| {
@@ -42,12 +43,10 @@ pub fn encode(
     };
     let root = root.to_string_lossy();
     let root = root.trim_end_matches('/');
-    let path = parts.uri.path();
     let query = parts.uri.query().unwrap_or("");
-    let request_uri = match parts.uri.query() {
-        Some(query) => format!("{path}?{query}"),
-        None => path.to_owned(),
-    };
+    // What the client sent, as nginx's `$request_uri`: a rewrite or `try_files` fallback to the
+    // script (Nextcloud's `/index.php$request_uri`) leaves the app the URI to route on.
+    let request_uri = crate::request_uri::original(&parts.extensions, &parts.uri);
     let host = host(parts);
     let server_name = host
         .as_deref()
@@ -127,7 +126,58 @@ pub fn encode(
     if let (false, Some(host)) = (saw_host, host) {
         put(b"HTTP_HOST", host.as_bytes());
     }
+    // The route's own (nginx `fastcgi_param NAME VALUE`), checked at load not to be one of the
+    // above, so nothing certd sets is overridden.
+    for (name, value) in extra {
+        put(name.as_bytes(), value.as_bytes());
+    }
     out
+}
+
+/// The parameters certd sets itself: a route's `fastcgi_param` may not name one (nor `HTTP_*`,
+/// which come from the request's headers).
+const OWN: &[&str] = &[
+    "GATEWAY_INTERFACE",
+    "SERVER_SOFTWARE",
+    "SERVER_PROTOCOL",
+    "REQUEST_SCHEME",
+    "HTTPS",
+    "REQUEST_METHOD",
+    "REQUEST_URI",
+    "DOCUMENT_URI",
+    "QUERY_STRING",
+    "DOCUMENT_ROOT",
+    "SCRIPT_FILENAME",
+    "SCRIPT_NAME",
+    "PATH_INFO",
+    "PATH_TRANSLATED",
+    "CONTENT_TYPE",
+    "CONTENT_LENGTH",
+    "REMOTE_ADDR",
+    "REMOTE_PORT",
+    "SERVER_ADDR",
+    "SERVER_PORT",
+    "SERVER_NAME",
+    "REDIRECT_STATUS",
+];
+
+/// Whether `name` is a parameter certd sets itself (see [`OWN`]).
+pub fn is_own(name: &str) -> bool {
+    OWN.iter().any(|own| own.eq_ignore_ascii_case(name))
+        || name
+            .get(..5)
+            .is_some_and(|p| p.eq_ignore_ascii_case("HTTP_"))
+}
+
+/// Whether `name = value` can be an extra parameter: a name of ASCII letters, digits and `_`
+/// (not starting with a digit), a value without variables (`$`) or control characters.
+pub fn valid_extra(name: &str, value: &str) -> bool {
+    let name_ok = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    name_ok && !value.contains('$') && !value.chars().any(char::is_control)
 }
 
 /// `HTTP_` and the header's name upper-cased with `-` as `_`.
@@ -222,7 +272,9 @@ mod tests {
             Path::new("/srv/www/"),
             connection,
             Some(7),
+            &[("front_controller_active".into(), "true".into())],
         ));
+        assert_eq!(params["front_controller_active"], "true");
         let expected = [
             ("SCRIPT_FILENAME", "/srv/www/index.php"),
             ("SCRIPT_NAME", "/index.php"),
@@ -281,6 +333,7 @@ mod tests {
             Path::new("/srv/www"),
             connection,
             None,
+            &[],
         ));
         assert_eq!(params["HTTP_HOST"], "[::1]:8443");
         assert_eq!(params["SERVER_NAME"], "[::1]");

@@ -3,7 +3,8 @@
 //! `split_path .php`) and nginx's `fastcgi_split_path_info ^(.+?\.php)(/.*)$; try_files $uri =404;`.
 //!
 //! The order, on the normalised, percent-decoded path:
-//! 1. a path with a dot segment (`/.htaccess`, `/.git/config`; not `/.well-known/`) → 404;
+//! 1. a path with a dot segment (`/.htaccess`, `/.git/config`; not `/.well-known/`) → 404 (for a
+//!    script, one in the script's own part: a dot segment in its `PATH_INFO` names no file);
 //! 2. a path with a `.php` segment end (`/index.php`, `/index.php/extra`): the part up to and
 //!    including the first `.php` is the script, the rest is `PATH_INFO`; the script runs only if it
 //!    is a regular file inside the root — otherwise 404, never the front controller and never the
@@ -96,14 +97,16 @@ pub async fn decide(
     let Ok(relative) = static_files::relative_path(raw_path) else {
         return Decision::BadRequest;
     };
-    if static_files::is_hidden(&relative) {
-        return Decision::NotFound;
-    }
     let Some(decoded) = relative.to_str() else {
         return Decision::BadRequest;
     };
     let decoded = format!("/{decoded}");
     if let Some((script, path_info)) = split_php(&decoded) {
+        // Only the script is a file: a dot segment after it is `PATH_INFO`, a string for the app
+        // (nginx hands `/index.php/x/.hidden` to index.php too).
+        if static_files::is_hidden(std::path::Path::new(script.trim_start_matches('/'))) {
+            return Decision::NotFound;
+        }
         return match script_file(root, script).await {
             Some(filename) => Decision::Script(Script {
                 name: script.to_owned(),
@@ -112,6 +115,9 @@ pub async fn decide(
             }),
             None => Decision::NotFound,
         };
+    }
+    if static_files::is_hidden(&relative) {
+        return Decision::NotFound;
     }
     let trailing_slash = raw_path.ends_with('/');
     match tokio::fs::metadata(root.join(&relative)).await {
@@ -295,6 +301,10 @@ mod tests {
             ("/uploads/x.jpg", Decision::Static),
             ("/.htaccess", Decision::NotFound),
             ("/.git/config.php", Decision::NotFound),
+            (
+                "/index.php/x/.hidden",
+                root.script("/index.php", "/x/.hidden", "index.php"),
+            ),
             ("/lib/old.phtml", Decision::NotFound),
             ("/style.css/x", front.clone()),
             ("/a%2fb", Decision::BadRequest),

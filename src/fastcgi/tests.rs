@@ -30,6 +30,7 @@ impl Fixture {
             root: self.dir.path().join("www"),
             index: "index.php".into(),
             front_controller: Some("/index.php".into()),
+            params: Vec::new(),
         }
     }
 

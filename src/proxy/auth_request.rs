@@ -72,7 +72,8 @@ impl Proxy {
             warn!(uri, "auth_request: no route answers the subrequest");
             return failed();
         };
-        let answer = match try_files::resolve_from(site, route, path).await {
+        let original = request_uri.path_and_query().map_or("/", |raw| raw.as_str());
+        let answer = match try_files::resolve_from(site, route, path, original).await {
             try_files::Resolved::Route(route, path) => {
                 let parts = subrequest_parts(request_uri, headers, &path)?;
                 Box::pin(self.serve_internal(route, parts, path, client)).await

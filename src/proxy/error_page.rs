@@ -100,6 +100,11 @@ pub(super) struct Saved {
 }
 
 impl Saved {
+    /// The client's own path and query (`$request_uri`).
+    fn request_uri(&self) -> &str {
+        self.uri.path_and_query().map_or("/", |raw| raw.as_str())
+    }
+
     /// The parts of `request` an error page needs, kept only on sites that have error pages.
     pub(super) fn of<B>(request: &Request<B>) -> Self {
         Self {
@@ -180,7 +185,9 @@ impl Proxy {
                 debug!(path = path.as_str(), "no route for the error page");
                 status_response(StatusCode::NOT_FOUND)
             }
-            Some(route) => match try_files::resolve_from(site, route, path).await {
+            Some(route) => match try_files::resolve_from(site, route, path, saved.request_uri())
+                .await
+            {
                 try_files::Resolved::Route(route, path) => {
                     let parts = internal_parts(&saved, &path, query.as_deref(), head);
                     match parts {

@@ -47,6 +47,8 @@ pub struct HttpRules {
     pub max_body_size: Option<u64>,
     /// `rewrite` (routes only).
     pub rewrites: Arc<[Rewrite]>,
+    /// `if` (routes only): returns that answer when their condition holds, before `rewrites`.
+    pub returns_if: Arc<[super::condition::ConditionalReturn]>,
     /// `hsts`: the `Strict-Transport-Security` value (sites only).
     pub hsts: Option<HeaderValue>,
     /// `etag`: `Some(false)` takes the `ETag` off answers served from files (nginx `etag off`,
@@ -161,10 +163,26 @@ pub(super) fn prepare<'a, B>(
 ) -> Prepared<'a, B> {
     let mut reroutes = 0;
     loop {
+        match super::condition::first_answer(&route.http.returns_if, facts) {
+            Ok(None) => {}
+            Ok(Some(answer)) => {
+                let head = request.method() == hyper::Method::HEAD;
+                return Prepared::Answer(self::answer(answer, facts, head), route);
+            }
+            Err(error) => {
+                tracing::warn!(%error, "if refused");
+                let response = status_response(StatusCode::INTERNAL_SERVER_ERROR);
+                return Prepared::Answer(response, route);
+            }
+        }
         let (new_path, query, again) = match rewrite::run(&route.http.rewrites, facts) {
             Outcome::Unchanged => break,
             Outcome::Redirect { status, location } => {
                 return Prepared::Answer(redirect(status, &location), route)
+            }
+            Outcome::TooComplex => {
+                let response = status_response(StatusCode::INTERNAL_SERVER_ERROR);
+                return Prepared::Answer(response, route);
             }
             Outcome::Break { path, query } => (path, query, false),
             Outcome::Reroute { path, query } => (path, query, true),
@@ -176,6 +194,8 @@ pub(super) fn prepare<'a, B>(
         let Some(uri) = rewritten_uri(request.uri(), &normal, query.as_deref()) else {
             return Prepared::Answer(status_response(StatusCode::BAD_REQUEST), route);
         };
+        let before = request.uri().clone();
+        crate::request_uri::remember(request.extensions_mut(), &before);
         *request.uri_mut() = uri;
         facts.uri = normal.as_str().to_owned();
         facts.args = query;

@@ -6,7 +6,13 @@
 //!
 //! ```text
 //! index index.html index.htm;   →  index = ["index.html", "index.htm"]
+//! index index.php index.html /index.php$request_uri;
+//!                               →  index = ["index.php", "index.html", "/index.php$request_uri"]
 //! ```
+//!
+//! A last entry starting with `/` is a URI, not a file: when the folder holds none of the names
+//! before it, the request continues there (nginx's absolute index, an internal redirect without a
+//! file test), `$uri` and `$request_uri` replaced as in a `try_files` fallback.
 
 use super::path::{self, NormalPath};
 use super::{alias, Route, RouteTarget, SiteRoutes};
@@ -19,11 +25,21 @@ pub(super) async fn resolve<'a>(
     site: &'a SiteRoutes,
     route: &'a Route,
     path: &NormalPath,
+    request_uri: &str,
 ) -> Option<(&'a Route, NormalPath)> {
     if !path.as_str().ends_with('/') {
         return None;
     }
     for name in &route.index {
+        if name.starts_with('/') {
+            if !matches!(route.target, RouteTarget::Static(_) | RouteTarget::Alias(_)) {
+                return None;
+            }
+            let uri = super::try_files::expand_uri(name, path.as_str(), request_uri);
+            let normal = path::normalise(&uri).ok()?;
+            let next = site.route(normal.as_str())?;
+            return Some((next, normal));
+        }
         let candidate = format!("{path}{name}");
         let present = match &route.target {
             RouteTarget::Static(root) => {
@@ -80,17 +96,65 @@ mod tests {
         };
         let at = |path: &str| path::normalise(path).unwrap();
         let route = &site.routes[0];
-        let (next, path) = resolve(&site, route, &at("/")).await.unwrap();
+        let (next, path) = resolve(&site, route, &at("/"), "/").await.unwrap();
         assert_eq!(
             (next.path.as_str(), path.as_str()),
             (r"\.php$", "/index.php")
         );
-        let (next, path) = resolve(&site, route, &at("/docs/")).await.unwrap();
+        let (next, path) = resolve(&site, route, &at("/docs/"), "/docs/")
+            .await
+            .unwrap();
         assert_eq!(
             (next.path.as_str(), path.as_str()),
             ("/", "/docs/index.htm")
         );
-        assert!(resolve(&site, route, &at("/docs")).await.is_none());
-        assert!(resolve(&site, route, &at("/missing/")).await.is_none());
+        assert!(resolve(&site, route, &at("/docs"), "/docs").await.is_none());
+        assert!(resolve(&site, route, &at("/missing/"), "/missing/")
+            .await
+            .is_none());
+    }
+
+    #[tokio::test]
+    async fn a_last_uri_entry_takes_folders_without_the_other_names() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("docs")).unwrap();
+        std::fs::write(dir.path().join("docs/index.html"), "html").unwrap();
+        let front = Route {
+            location: LocationMatch::Regex(
+                crate::proxy::LocationRegex::new(r"\.php(?:$|/)", false).unwrap(),
+            ),
+            ..Route::new(
+                r"\.php(?:$|/)",
+                RouteTarget::Proxy("http://127.0.0.1:9".parse().unwrap()),
+            )
+        };
+        let names = ["index.html", "/index.php$request_uri"];
+        let site = SiteRoutes {
+            routes: vec![
+                Route {
+                    index: names.iter().map(|name| (*name).to_owned()).collect(),
+                    ..Route::new("/", RouteTarget::Static(dir.path().to_owned()))
+                },
+                front,
+            ],
+            ..SiteRoutes::default()
+        };
+        let at = |path: &str| path::normalise(path).unwrap();
+        let route = &site.routes[0];
+        let (next, path) = resolve(&site, route, &at("/docs/"), "/docs/")
+            .await
+            .unwrap();
+        assert_eq!(
+            (next.path.as_str(), path.as_str()),
+            ("/", "/docs/index.html")
+        );
+        // Whether the folder exists or not, as nginx: the client's URI, query cut off.
+        let (next, path) = resolve(&site, route, &at("/apps/"), "/apps/?x=1")
+            .await
+            .unwrap();
+        assert_eq!(
+            (next.path.as_str(), path.as_str()),
+            (r"\.php(?:$|/)", "/index.php/apps/")
+        );
     }
 }

@@ -25,12 +25,14 @@ mod alias;
 mod auth_request;
 mod body;
 pub mod cache;
+pub mod condition;
 pub mod error_page;
 mod headers;
 pub mod http_rules;
 mod index;
 pub mod location;
 mod path;
+pub mod pattern;
 pub mod response_headers;
 pub mod rewrite;
 #[cfg(test)]
@@ -470,7 +472,9 @@ impl Proxy {
                 return (Box::pin(error_page(site, refused, head)).await, route);
             }
         }
-        let (route, request, path) = match try_files::resolve_from(site, route, path).await {
+        let original = crate::request_uri::original(request.extensions(), request.uri());
+        let resolved = try_files::resolve_from(site, route, path, original).await;
+        let (route, request, path) = match resolved {
             try_files::Resolved::Route(next, routed) => match with_path(request, routed) {
                 Ok((mut request, path)) => {
                     if !std::ptr::eq(next, route) {
@@ -494,7 +498,9 @@ impl Proxy {
             }
         };
         // nginx `index`: a folder continues as a request for its index file, routed again.
-        let (route, request, path) = match index::resolve(site, route, &path).await {
+        let original = crate::request_uri::original(request.extensions(), request.uri());
+        let indexed = index::resolve(site, route, &path, original).await;
+        let (route, request, path) = match indexed {
             Some((next, indexed)) => match with_path(request, indexed) {
                 Ok((request, path)) => (next, request, path),
                 Err(status) => {
@@ -970,6 +976,7 @@ fn with_path(
         return Ok((request, path));
     }
     let (mut parts, body) = request.into_parts();
+    crate::request_uri::remember(&mut parts.extensions, &parts.uri);
     let path_and_query = match parts.uri.query() {
         Some(query) => format!("{path}?{query}"),
         None => path.to_string(),

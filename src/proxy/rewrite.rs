@@ -8,10 +8,9 @@
 //! flag the next rewrite sees the new URI and, after the last one, the request is routed again.
 //! The query is appended to a replacement unless the replacement ends in `?`.
 
-use hyper::StatusCode;
-use regex::Regex;
-
+use super::pattern::Pattern;
 use super::variables::{RequestFacts, Template};
+use hyper::StatusCode;
 
 /// What a rewrite ends with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,7 +31,7 @@ pub enum RewriteFlag {
 #[derive(Debug, Clone)]
 pub struct Rewrite {
     /// Matched against `$uri`.
-    pub regex: Regex,
+    pub regex: Pattern,
     /// The new URI (captures allowed).
     pub replacement: Template,
     /// What happens after.
@@ -81,6 +80,8 @@ pub enum Outcome {
         /// The new query.
         query: Option<String>,
     },
+    /// A look-around pattern ran past its step limit: 500, as nginx answers a PCRE match error.
+    TooComplex,
     /// Answer with a redirect to this absolute `Location`.
     Redirect {
         /// 301 or 302.
@@ -97,13 +98,14 @@ pub fn run(rules: &[Rewrite], facts: &RequestFacts) -> Outcome {
     let mut changed = false;
     for rule in rules {
         let current = facts_now.as_ref().unwrap_or(facts);
-        let Some(found) = rule.regex.captures(&current.uri) else {
-            continue;
+        let groups = match rule.regex.captures(&current.uri) {
+            Ok(Some(groups)) => groups,
+            Ok(None) => continue,
+            Err(error) => {
+                tracing::warn!(%error, "rewrite refused");
+                return Outcome::TooComplex;
+            }
         };
-        let groups: Vec<Option<&str>> = found
-            .iter()
-            .map(|group| group.map(|group| group.as_str()))
-            .collect();
         let replaced = rule.replacement.expand(current, &groups);
         let external = replaced.starts_with("http://")
             || replaced.starts_with("https://")
@@ -220,7 +222,7 @@ mod tests {
 
     fn rule(regex: &str, replacement: &str, flag: RewriteFlag) -> Rewrite {
         Rewrite {
-            regex: Regex::new(regex).unwrap(),
+            regex: Pattern::new(regex).unwrap(),
             replacement: Template::parse(replacement, true).unwrap(),
             flag,
         }

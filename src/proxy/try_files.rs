@@ -5,6 +5,7 @@
 //! try_files $uri $uri/ /index.html;   →  try_files = ["$uri", "$uri/", "/index.html"]
 //! try_files $uri @app;                →  try_files = ["$uri", "@app"]
 //! try_files $uri =404;                →  try_files = ["$uri", "=404"]
+//! try_files $uri /index.php$request_uri;  →  try_files = ["$uri", "/index.php$request_uri"]
 //! ```
 //!
 //! Each candidate but the last is a path under the route's static root, `$uri` standing for the
@@ -15,6 +16,10 @@
 //! `try_files /storage/client-overrides/$1 /client/dist/$1 @api`); what they expand to is
 //! normalised and looked up under the root like any other candidate. As in nginx, at most
 //! [`MAX_INTERNAL_REDIRECTS`] fallbacks are followed for one request; a loop ends in 500.
+//!
+//! A fallback URI may name `$request_uri`, what the client sent (Nextcloud's front controller
+//! `/index.php$request_uri`): as in nginx, a `?` in the result starts the query, which certd
+//! takes from the request itself (the same one, unless a rewrite changed it).
 
 use hyper::StatusCode;
 
@@ -38,8 +43,8 @@ pub struct TryFiles {
 /// The last element of `try_files`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TryFallback {
-    /// `"/index.html"`: the request continues with this path (`$uri` replaced), matched again
-    /// against the site's routes.
+    /// `"/index.html"`: the request continues with this path (`$uri` and `$request_uri`
+    /// replaced, see [`expand_uri`]), matched again against the site's routes.
     Uri(String),
     /// `"@app"`: the request, unchanged, goes to the named route.
     Named(String),
@@ -58,12 +63,32 @@ pub enum Resolved<'a> {
     Status(StatusCode),
 }
 
-/// The route answering `path` on `site`, following `try_files` of the routes it meets.
-pub async fn resolve(site: &SiteRoutes, path: NormalPath) -> Resolved<'_> {
+/// The route answering `path` on `site`, following `try_files` of the routes it meets;
+/// `request_uri` is the client's own path and query (`$request_uri`).
+pub async fn resolve<'a>(
+    site: &'a SiteRoutes,
+    path: NormalPath,
+    request_uri: &str,
+) -> Resolved<'a> {
     let Some(route) = site.route(path.as_str()) else {
         return Resolved::NoRoute;
     };
-    resolve_from(site, route, path).await
+    resolve_from(site, route, path, request_uri).await
+}
+
+/// `written` (a `try_files` fallback or an `index` URI) with `$uri` replaced by `uri` and
+/// `$request_uri` by `request_uri`, in one pass (a client's path that spells `$uri` stays as it
+/// is), and cut at the first `?`: the path part, which certd normalises and routes.
+pub fn expand_uri(written: &str, uri: &str, request_uri: &str) -> String {
+    path_part(expand(written, uri, request_uri, None))
+}
+
+/// `expanded` up to its first `?` (what follows is a query, which certd takes from the request).
+fn path_part(mut expanded: String) -> String {
+    if let Some(query) = expanded.find('?') {
+        expanded.truncate(query);
+    }
+    expanded
 }
 
 /// [`resolve`] for a request that has already been matched to `route` (and possibly rewritten on
@@ -72,17 +97,23 @@ pub async fn resolve_from<'a>(
     site: &'a SiteRoutes,
     route: &'a Route,
     path: NormalPath,
+    request_uri: &str,
 ) -> Resolved<'a> {
     if route.try_files.is_none() {
         return Resolved::Route(route, path);
     }
     // Boxed: the file lookups make a large future, and most requests never need it (the future of
     // every request is moved a few times on its way into hyper).
-    Box::pin(follow(site, route, path)).await
+    Box::pin(follow(site, route, path, request_uri)).await
 }
 
 /// [`resolve`] from `route`, which has `try_files`.
-async fn follow<'a>(site: &'a SiteRoutes, route: &'a Route, path: NormalPath) -> Resolved<'a> {
+async fn follow<'a>(
+    site: &'a SiteRoutes,
+    route: &'a Route,
+    path: NormalPath,
+    request_uri: &str,
+) -> Resolved<'a> {
     let (mut route, mut path) = (route, path);
     for _ in 0..=MAX_INTERNAL_REDIRECTS {
         let (Some(try_files), RouteTarget::Static(root)) = (&route.try_files, &route.target) else {
@@ -94,7 +125,8 @@ async fn follow<'a>(site: &'a SiteRoutes, route: &'a Route, path: NormalPath) ->
         };
         let captures = captures.unwrap_or_default();
         for written in &try_files.candidates {
-            let candidate = expand(written, path.as_str(), &captures);
+            // The configuration allows `$request_uri` only in the fallback.
+            let candidate = expand(written, path.as_str(), "", Some(&captures));
             // nginx tests a candidate written with a trailing `/` as a folder and any other as a
             // file: `$uri` for `/docs/` is a folder, which that file test never takes.
             if candidate.ends_with('/') && !written.ends_with('/') {
@@ -105,6 +137,16 @@ async fn follow<'a>(site: &'a SiteRoutes, route: &'a Route, path: NormalPath) ->
                 continue;
             };
             if static_files::exists(root, normal.as_str(), route.allow_dotfiles).await {
+                // nginx drops the `/` a folder candidate is written with before it continues:
+                // `$uri/` for `/docs` goes on as `/docs`, which the static module redirects to
+                // `/docs/`; for `/docs/` it is `/docs//`, going on as `/docs/`.
+                let without = match written.ends_with('/') {
+                    true => candidate.strip_suffix('/').filter(|rest| !rest.is_empty()),
+                    false => None,
+                };
+                if let Some(Ok(folder)) = without.map(path::normalise) {
+                    return Resolved::Route(route, folder);
+                }
                 return Resolved::Route(route, normal);
             }
         }
@@ -115,7 +157,8 @@ async fn follow<'a>(site: &'a SiteRoutes, route: &'a Route, path: NormalPath) ->
                 None => return Resolved::Status(StatusCode::INTERNAL_SERVER_ERROR),
             },
             TryFallback::Uri(uri) => {
-                let Ok(normal) = path::normalise(&expand(uri, path.as_str(), &captures)) else {
+                let expanded = path_part(expand(uri, path.as_str(), request_uri, Some(&captures)));
+                let Ok(normal) = path::normalise(&expanded) else {
                     return Resolved::Status(StatusCode::INTERNAL_SERVER_ERROR);
                 };
                 path = normal;
@@ -133,18 +176,30 @@ async fn follow<'a>(site: &'a SiteRoutes, route: &'a Route, path: NormalPath) ->
     Resolved::Status(StatusCode::INTERNAL_SERVER_ERROR)
 }
 
-/// `written` with `$uri` replaced by `uri` and `$1`…`$9` by `captures` (a missing group is
-/// empty, as in nginx).
-fn expand(written: &str, uri: &str, captures: &[Option<&str>]) -> String {
-    let mut out = String::with_capacity(written.len() + uri.len());
+/// `written` with `$request_uri` replaced by `request_uri`, `$uri` by `uri` and `$1`…`$9` by
+/// `captures` (a missing group is empty, as in nginx; without `captures`, on a route that is not a
+/// regex, `$1` stays as written), in one pass: what a variable expands to is never read again.
+fn expand(
+    written: &str,
+    uri: &str,
+    request_uri: &str,
+    captures: Option<&[Option<&str>]>,
+) -> String {
+    let mut out = String::with_capacity(written.len() + request_uri.len().max(uri.len()));
     let mut rest = written;
     while let Some(at) = rest.find('$') {
         out.push_str(&rest[..at]);
         let after = &rest[at + 1..];
-        if let Some(next) = after.strip_prefix("uri") {
+        if let Some(next) = after.strip_prefix("request_uri") {
+            out.push_str(request_uri);
+            rest = next;
+        } else if let Some(next) = after.strip_prefix("uri") {
             out.push_str(uri);
             rest = next;
-        } else if let Some(digit) = after.chars().next().filter(|c| ('1'..='9').contains(c)) {
+        } else if let (Some(captures), Some(digit)) = (
+            captures,
+            after.chars().next().filter(|c| ('1'..='9').contains(c)),
+        ) {
             let n = usize::from(digit as u8 - b'0');
             out.push_str(captures.get(n).copied().flatten().unwrap_or(""));
             rest = &after[1..];
@@ -187,11 +242,14 @@ mod tests {
     #[test]
     fn captures_and_uri_expand_in_candidates() {
         let groups = [Some("/client/a.png"), Some("a.png"), None];
-        assert_eq!(expand("/over/$1", "/client/a.png", &groups), "/over/a.png");
-        assert_eq!(expand("$uri.gz", "/x", &groups), "/x.gz");
+        assert_eq!(
+            expand("/over/$1", "/client/a.png", "", Some(&groups)),
+            "/over/a.png"
+        );
+        assert_eq!(expand("$uri.gz", "/x", "", Some(&groups)), "/x.gz");
         // A missing group is empty; a `$` not before `uri` or a digit stays.
-        assert_eq!(expand("/a/$2/$9/b$", "/x", &groups), "/a///b$");
-        assert_eq!(expand("$urix", "/p", &[]), "/px");
+        assert_eq!(expand("/a/$2/$9/b$", "/x", "", Some(&groups)), "/a///b$");
+        assert_eq!(expand("$urix", "/p", "", Some(&[])), "/px");
     }
 
     fn app() -> Route {
@@ -226,7 +284,7 @@ mod tests {
 
     /// Where `path` ends up: the route's path and the path it is served with, or the status.
     async fn outcome(site: &SiteRoutes, path: &str) -> String {
-        match resolve(site, path::normalise(path).unwrap()).await {
+        match resolve(site, path::normalise(path).unwrap(), path).await {
             Resolved::Route(route, path) => format!("{} {}", route.path, path),
             Resolved::NoRoute => "no route".into(),
             Resolved::Status(status) => status.as_u16().to_string(),
@@ -243,7 +301,8 @@ mod tests {
         )]);
         for (request, expected) in [
             ("/a.css", "/ /a.css"),
-            ("/docs", "/ /docs/"),
+            // A folder without its `/` goes on without it (the folder redirect answers).
+            ("/docs", "/ /docs"),
             ("/docs/", "/ /docs/"),
             ("/settings/profile", "/ /index.html"),
             // A folder without index.html is not there.
@@ -283,6 +342,58 @@ mod tests {
         ]);
         assert_eq!(outcome(&site, "/a.css").await, "/ /a.css");
         assert_eq!(outcome(&site, "/users").await, "/api /api/users");
+    }
+
+    #[tokio::test]
+    async fn a_request_uri_fallback_appends_what_the_client_sent() {
+        let dir = root();
+        let site = site(vec![
+            static_route(
+                "/",
+                dir.path(),
+                &["$uri", "$uri/", "/index.php$request_uri"],
+            ),
+            Route {
+                path: "/index.php".into(),
+                location: LocationMatch::Prefix,
+                ..app()
+            },
+        ]);
+        assert_eq!(outcome(&site, "/a.css").await, "/ /a.css");
+        assert_eq!(
+            outcome(&site, "/apps/files").await,
+            "/index.php /index.php/apps/files"
+        );
+        // What the client sent, not the normalised path; the query is cut off (the request keeps
+        // its own).
+        let site_path = path::normalise("/a/b").unwrap();
+        match resolve(&site, site_path, "/a/./b?q=1").await {
+            Resolved::Route(route, path) => {
+                assert_eq!(
+                    (route.path.as_str(), path.as_str()),
+                    ("/index.php", "/index.php/a/b")
+                )
+            }
+            _ => panic!("not routed"),
+        }
+    }
+
+    #[test]
+    fn uris_expand_in_one_pass_and_lose_their_query() {
+        let cases = [
+            ("/index.php$request_uri", "/x", "/x?a=1", "/index.php/x"),
+            ("$uri/index.html", "/docs", "/docs", "/docs/index.html"),
+            (
+                "/p$uri",
+                "/$request_uri",
+                "/%24request_uri",
+                "/p/$request_uri",
+            ),
+            ("/cost$5", "/x", "/x", "/cost$5"),
+        ];
+        for (written, uri, request_uri, expected) in cases {
+            assert_eq!(expand_uri(written, uri, request_uri), expected, "{written}");
+        }
     }
 
     #[tokio::test]

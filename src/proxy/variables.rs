@@ -6,7 +6,8 @@
 //! `$request_uri` (path and query as the client sent them), `$uri` (the normalised path, after any
 //! rewrite), `$args` / `$query_string`, `$is_args`, `$request_method`, `$server_name`,
 //! `$proxy_host` (the upstream's `host:port`), `$proxy_add_x_forwarded_for`, `$http_<name>` (a request
-//! header, `_` for `-`), `$1`…`$9` (the captures of a `rewrite` regex), and the variables of the
+//! header, `_` for `-`), `$arg_<name>` (a query argument, as the client wrote it; the first when
+//! repeated, empty when absent), `$1`…`$9` (the captures of a `rewrite` regex), and the variables of the
 //! config's `[[map]]` tables (see [`super::value_map`]). `${name}` separates a name from letters that
 //! follow it.
 //!
@@ -37,6 +38,8 @@ enum Var {
     ProxyHost,
     ProxyAddXForwardedFor,
     Http(HeaderName),
+    /// `$arg_<name>`: the name as written (nginx compares it case-insensitively).
+    Arg(String),
     Capture(usize),
     Map(Arc<super::value_map::ValueMap>),
     UpstreamCacheStatus,
@@ -215,6 +218,7 @@ fn expand_var(var: &Var, facts: &RequestFacts, captures: &[Option<&str>], out: &
                 }
             }
         },
+        Var::Arg(name) => out.push_str(argument(facts.args.as_deref(), name)),
         Var::Http(name) => {
             // nginx joins repeated headers with ", " (for cookies "; "); the first is enough for
             // the values people put in headers, and joining keeps nothing hidden.
@@ -230,6 +234,19 @@ fn expand_var(var: &Var, facts: &RequestFacts, captures: &[Option<&str>], out: &
         Var::Map(map) => out.push_str(&map.value(facts)),
         Var::UpstreamCacheStatus => out.push_str(facts.upstream_cache_status.unwrap_or("")),
     }
+}
+
+/// The value of query argument `name` in `args` (nginx's `$arg_<name>`): the first `name=value`
+/// pair whose name equals `name` ignoring ASCII case, not decoded; empty when there is none (and
+/// for a bare `name` without `=`).
+fn argument<'a>(args: Option<&'a str>, name: &str) -> &'a str {
+    args.unwrap_or("")
+        .split('&')
+        .find_map(|pair| {
+            let (key, value) = pair.split_once('=')?;
+            key.eq_ignore_ascii_case(name).then_some(value)
+        })
+        .unwrap_or("")
 }
 
 fn variable(name: &str, captures: bool) -> Result<Var, String> {
@@ -257,6 +274,7 @@ fn variable(name: &str, captures: bool) -> Result<Var, String> {
         "proxy_host" => Var::ProxyHost,
         "proxy_add_x_forwarded_for" => Var::ProxyAddXForwardedFor,
         "upstream_cache_status" => Var::UpstreamCacheStatus,
+        _ if name.starts_with("arg_") && name.len() > 4 => Var::Arg(name[4..].to_owned()),
         _ => match name.strip_prefix("http_") {
             Some(header) if !header.is_empty() => {
                 let header = header.replace('_', "-").to_ascii_lowercase();
@@ -272,8 +290,8 @@ fn variable(name: &str, captures: bool) -> Result<Var, String> {
                     format!(
                         "unknown variable `${name}`; certd knows $host, $remote_addr, $scheme, \
                          $request_uri, $uri, $args, $is_args, $request_method, $server_name, \
-                         $proxy_host, $proxy_add_x_forwarded_for, $upstream_cache_status, $http_<header> and the \
-                         variables of `[[map]]` tables"
+                         $proxy_host, $proxy_add_x_forwarded_for, $upstream_cache_status, $http_<header>, \
+                         $arg_<name> and the variables of `[[map]]` tables"
                     )
                 });
             }
@@ -326,6 +344,24 @@ mod tests {
             let template = Template::parse(text, false).unwrap();
             assert_eq!(template.expand(&facts(), &[]), expected, "{text}");
         }
+    }
+
+    #[test]
+    fn query_arguments_are_found_by_name_ignoring_case() {
+        let cases = [
+            (Some("v=3&x=1"), "v", "3"),
+            (Some("a=1&V=2&v=3"), "v", "2"),
+            (Some("vv=1&v"), "v", ""),
+            (Some("x=%20y"), "x", "%20y"),
+            (None, "v", ""),
+        ];
+        for (args, name, value) in cases {
+            assert_eq!(argument(args, name), value, "{args:?} {name}");
+        }
+        let template = Template::parse("max-age=1$arg_v", false).unwrap();
+        let mut facts = facts();
+        facts.args = Some("v=abc".into());
+        assert_eq!(template.expand(&facts, &[]), "max-age=1abc");
     }
 
     #[test]

@@ -270,6 +270,10 @@ async fn resolve<S: AsRef<str>>(
         // nginx's `index`: the first name that is there. A folder with none of them is 403, as
         // nginx answers a folder it may not list (`autoindex off`).
         for name in index {
+            // A URI entry (`/index.php$request_uri`) is no file: the index hand-off takes it.
+            if name.as_ref().starts_with('/') {
+                continue;
+            }
             match inside(&canonical_root, &target.join(name.as_ref())).await {
                 Ok(file) if tokio::fs::metadata(&file).await.is_ok_and(|m| m.is_file()) => {
                     return Ok(Found::File(file));

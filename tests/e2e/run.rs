@@ -15,6 +15,7 @@ mod cache;
 mod compression;
 mod error_pages;
 mod fastcgi;
+mod front_controller;
 mod headers;
 mod identity;
 mod locations;

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
 use super::parse::{parse, Directive};
-use super::translate::{translate, Note, RouteKind, Target, Translation};
+use super::translate::{translate, Note, Route, RouteKind, Target, Translation};
 
 /// A `location` anywhere in a file, with the lines of the locations around it.
 struct Location {
@@ -186,7 +186,8 @@ fn check(config: &str, text: &str) -> (Translation, Summary) {
                     }
                     "limit_except" => key("limit_except"),
                     "auth_request" => key("auth_request"),
-                    "fastcgi_pass" => false,
+                    // A PHP location translated on its own must run PHP, never serve files.
+                    "fastcgi_pass" => key("fastcgi"),
                     _ => true,
                 });
             assert!(
@@ -408,7 +409,7 @@ fn every_corpus_config_imports_safely() {
             ("jellyfin.conf", 1),
             ("mastodon.conf", 0),
             ("minio.conf", 0),
-            ("nextcloud.conf", 13),
+            ("nextcloud.conf", 0),
             ("odoo.conf", 0),
             ("peertube.conf", 5),
             ("pixelfed.conf", 0),
@@ -419,7 +420,7 @@ fn every_corpus_config_imports_safely() {
             ("wordpress.conf", 1),
         ]
     );
-    assert_eq!(total, (82, 48, 22));
+    assert_eq!(total, (82, 57, 9));
 }
 
 /// The cases issue #11 names, one by one.
@@ -559,23 +560,34 @@ fn the_dangerous_shapes_of_the_issue() {
     let t = get("home-assistant.conf");
     assert_eq!(t.default_site.as_deref(), Some("example.com"));
 
-    // Nextcloud: every location is refused or yields to a refused one, but `= /robots.txt`:
-    // nginx's server-level `index … /index.php$request_uri` certd cannot take never applies to
-    // it. No route serves PHP source or the `data/` and `config/` folders.
+    // Nextcloud: every location is a route, in nginx's order; the PHP location is a FastCGI
+    // route of its own (so PHP source is never served as a file), and the `data/` and `config/`
+    // folders answer 404 before any route that serves files.
     let t = get("nextcloud.conf");
-    let routes: Vec<(&RouteKind, &Target)> = t
-        .sites
+    let routes: Vec<&Route> = t.sites.iter().flat_map(|s| &s.routes).collect();
+    assert_eq!(routes.len(), 10, "{routes:#?}");
+    let php = routes
         .iter()
-        .flat_map(|s| &s.routes)
-        .map(|r| (&r.kind, &r.target))
-        .collect();
-    assert_eq!(
-        routes,
-        [(
-            &RouteKind::Exact("/robots.txt".to_owned()),
-            &Target::Root("/var/www/nextcloud".to_owned())
-        )]
-    );
+        .find(|r| r.kind == RouteKind::Regex("\\.php(?:$|/)".to_owned()))
+        .unwrap_or_else(|| panic!("no PHP route: {routes:#?}"));
+    assert!(php.keys.iter().any(|(k, _)| k == "fastcgi"), "{php:#?}");
+    let hidden = routes
+        .iter()
+        .position(|r| {
+            r.kind
+                == RouteKind::Regex(
+                    "^/(?:build|tests|config|lib|3rdparty|templates|data)(?:$|/)".to_owned(),
+                )
+        })
+        .unwrap_or_else(|| panic!("no data/config guard: {routes:#?}"));
+    let first_files = routes
+        .iter()
+        .position(|r| {
+            matches!(r.kind, RouteKind::Regex(_)) && r.keys.iter().any(|(k, _)| k == "try_files")
+        })
+        .unwrap_or_default();
+    assert!(hidden < first_files, "{routes:#?}");
+    assert!(matches!(routes[hidden].target, Target::Answer(_)));
 }
 
 /// Every corpus fragment is a certd.toml certd reads: the only problems `certd check` may find

@@ -122,6 +122,11 @@ pub(super) struct Keys {
     pub(super) try_files: Option<Vec<String>>,
     pub(super) alias: Option<String>,
     rewrite: Vec<String>,
+    /// `if (…) { return …; }` blocks, rendered as entries of the route's `if` list.
+    returns_if: Vec<String>,
+    /// A `rewrite` without a flag was taken: nginx runs the block's later `return` on the new URI,
+    /// where certd's route would be routed again first.
+    flagless_rewrite: bool,
     pub(super) index: Option<Vec<String>>,
     /// `limit_except`: the listed methods and the block's `allow`/`deny` rules (a location's
     /// own only: nested locations do not inherit it).
@@ -295,6 +300,25 @@ impl Keys {
             ("gzip_vary" | "gzip_proxied" | "gzip_buffers" | "gzip_http_version", _) => {
                 Taken::Covered(Topic::NoEffect)
             }
+            ("if", _) if d.block.is_some() => {
+                if !self.rewrite.is_empty() || self.answer.is_some() {
+                    return refused(
+                        "`if` after a rewrite or return: certd checks its conditions before them",
+                    );
+                }
+                match if_return(d) {
+                    Ok(entry) => {
+                        self.returns_if.push(entry);
+                        Taken::Key
+                    }
+                    Err(why) => Taken::Refused(why),
+                }
+            }
+            ("return", _) if self.flagless_rewrite => Taken::Refused(
+                "after a rewrite without a flag: nginx answers on the rewritten URI, certd \
+                 routes it again first"
+                    .to_owned(),
+            ),
             ("return", _) => match answer(&args) {
                 Ok(table) => {
                     self.answer = Some(table);
@@ -302,8 +326,12 @@ impl Keys {
                 }
                 Err(why) => Taken::Refused(why),
             },
+            ("rewrite", [_, _]) if self.answer.is_some() => Taken::Refused(
+                "a rewrite without a flag after `return`: nginx answers before it".to_owned(),
+            ),
             ("rewrite", _) => match rewrite(&args) {
                 Ok(entry) => {
+                    self.flagless_rewrite |= args.len() == 2;
                     self.rewrite.push(entry);
                     Taken::Key
                 }
@@ -321,11 +349,21 @@ impl Keys {
                 Taken::Key
             }
             ("index", names) if !names.is_empty() => {
-                if names
-                    .iter()
-                    .any(|n| n.contains('/') || n.starts_with('.') || n.contains('$'))
-                {
-                    return refused("certd's index names are plain file names");
+                // nginx's last name may be a URI (`/index.php$request_uri`): certd's index takes
+                // one as its last entry, with `$uri` and `$request_uri`.
+                let (last, files) = names.split_last().unwrap_or((&"", &[]));
+                let plain = |n: &str| !(n.contains('/') || n.starts_with('.') || n.contains('$'));
+                let uri = last.starts_with('/')
+                    && !last
+                        .replace("$request_uri", "")
+                        .replace("$uri", "")
+                        .contains(['$', '?'])
+                    && !last.split('/').any(|s| s == "." || s == "..");
+                if !files.iter().all(|n| plain(n)) || !(plain(last) || uri) {
+                    return refused(
+                        "certd's index names are plain file names, and a last URI with `$uri` \
+                         or `$request_uri`",
+                    );
                 }
                 self.index = Some(names.iter().map(|n| (*n).to_owned()).collect());
                 Taken::Key
@@ -542,6 +580,9 @@ impl Keys {
             }
             if self.internal {
                 push("internal", "true".to_owned());
+            }
+            if !self.returns_if.is_empty() {
+                push("if", format!("[{}]", self.returns_if.join(", ")));
             }
             if let Some((methods, access)) = &self.limit_except {
                 push(
@@ -847,18 +888,48 @@ fn answer(args: &[&str]) -> Result<String, String> {
     Ok(table)
 }
 
-/// `rewrite REGEX REPLACEMENT FLAG` as one certd `rewrite` entry.
-fn rewrite(args: &[&str]) -> Result<String, String> {
-    let [regex, replacement, flag] = args else {
-        return Err("certd's rewrites take a flag (last, break, redirect or permanent)".to_owned());
+/// `if (CONDITION) { return …; }` as one entry of certd's `if` list; anything else in the block
+/// (a `rewrite`, `set`, headers, a file test such as `-f`) is refused.
+fn if_return(d: &Directive) -> Result<String, String> {
+    let inner: &[Directive] = d.block.as_deref().unwrap_or_default();
+    let [only] = inner else {
+        return Err("certd's `if` holds exactly one `return`".to_owned());
     };
-    if !matches!(*flag, "last" | "break" | "redirect" | "permanent") {
+    if only.name != "return" {
+        return Err(format!(
+            "certd's `if` holds exactly one `return`, not `{}`",
+            only.name
+        ));
+    }
+    let text = d.args.join(" ");
+    let test = text
+        .trim()
+        .strip_prefix('(')
+        .and_then(|t| t.strip_suffix(')'))
+        .ok_or_else(|| format!("`if {text}`: expected a condition in parentheses"))?
+        .trim();
+    crate::proxy::condition::Condition::parse(test)?;
+    let args: Vec<&str> = only.args.iter().map(String::as_str).collect();
+    let table = answer(&args)?;
+    Ok(format!("{{ test = {}, return = {table} }}", toml_str(test)))
+}
+
+/// `rewrite REGEX REPLACEMENT [FLAG]` as one certd `rewrite` entry (without a flag: the next
+/// rewrite sees the new URI, then the request is routed again, as certd does without one).
+fn rewrite(args: &[&str]) -> Result<String, String> {
+    let (regex, replacement, flag) = match args {
+        [regex, replacement] => (regex, replacement, None),
+        [regex, replacement, flag] => (regex, replacement, Some(*flag)),
+        _ => return Err("expected `rewrite REGEX REPLACEMENT [FLAG]`".to_owned()),
+    };
+    if let Some(flag) = flag.filter(|f| !matches!(*f, "last" | "break" | "redirect" | "permanent"))
+    {
         return Err(format!("`{flag}` is not a rewrite flag certd has"));
     }
     let absolute = replacement.starts_with("http://")
         || replacement.starts_with("https://")
         || replacement.starts_with("$scheme://");
-    if absolute != matches!(*flag, "redirect" | "permanent") {
+    if absolute != matches!(flag, Some("redirect" | "permanent")) {
         return Err(
             "nginx redirects whenever the replacement is a URL, whatever the flag".to_owned(),
         );
@@ -866,15 +937,20 @@ fn rewrite(args: &[&str]) -> Result<String, String> {
     if replacement.contains('?') {
         return Err("a query in the replacement: nginx's query rules are not certd's".to_owned());
     }
-    regex::Regex::new(regex)
+    // Look-around and back-references are read too (by a backtracking engine with a step limit).
+    crate::proxy::pattern::Pattern::new(regex)
         .map_err(|err| format!("not a regular expression certd reads: {err}"))?;
     template(replacement, true)?;
-    Ok(format!(
-        "{{ regex = {}, replacement = {}, flag = {} }}",
+    let mut entry = format!(
+        "{{ regex = {}, replacement = {}",
         toml_str(regex),
-        toml_str(replacement),
-        toml_str(flag)
-    ))
+        toml_str(replacement)
+    );
+    if let Some(flag) = flag {
+        let _ = write!(entry, ", flag = {}", toml_str(flag));
+    }
+    entry.push_str(" }");
+    Ok(entry)
 }
 
 /// `try_files FILE... FALLBACK` as certd's list (`?$args` is dropped: certd keeps the query).
@@ -882,30 +958,39 @@ fn try_files(args: &[&str]) -> Result<Vec<String>, String> {
     let Some((last, files)) = args.split_last().filter(|(_, files)| !files.is_empty()) else {
         return Err("expected `try_files FILE... FALLBACK`".to_owned());
     };
-    let uri = |text: &str| -> Result<String, String> {
+    // The fallback may also append `$request_uri` (Nextcloud's `/index.php$request_uri`): nginx
+    // splits the query off it, as certd does.
+    let uri = |text: &str, fallback: bool| -> Result<String, String> {
         let path = text
             .strip_suffix("?$args")
             .or_else(|| text.strip_suffix("?$query_string"))
             .unwrap_or(text);
+        let mut rest = match fallback {
+            true => path.replace("$request_uri", "").replace("$uri", ""),
+            false => path.replace("$uri", ""),
+        };
         // `$1`…`$9`: a regex location's groups (the caller refuses them elsewhere).
-        let mut rest = path.replace("$uri", "");
         for n in 1..=9 {
             rest = rest.replace(&format!("${n}"), "");
         }
         let ok = (path.starts_with('/') || path.starts_with("$uri"))
             && !path.contains('?')
             && !rest.contains('$');
-        if ok {
-            Ok(path.to_owned())
-        } else {
-            Err(format!(
-                "`{text}`: certd's try_files takes paths with `$uri` (and a regex location's `$1`…`$9`) only"
-            ))
+        match (ok, fallback) {
+            (true, _) => Ok(path.to_owned()),
+            (false, true) => Err(format!(
+                "`{text}`: certd's try_files falls back to paths with `$uri` and `$request_uri` \
+                 (and a regex location's `$1`…`$9`) only"
+            )),
+            (false, false) => Err(format!(
+                "`{text}`: certd's try_files takes paths with `$uri` (and a regex location's \
+                 `$1`…`$9`) only"
+            )),
         }
     };
     let mut items = files
         .iter()
-        .map(|f| uri(f))
+        .map(|f| uri(f, false))
         .collect::<Result<Vec<_>, _>>()?;
     let fallback = if let Some(code) = last.strip_prefix('=') {
         match code.parse::<u16>() {
@@ -915,7 +1000,7 @@ fn try_files(args: &[&str]) -> Result<Vec<String>, String> {
     } else if last.starts_with('@') {
         (*last).to_owned()
     } else {
-        uri(last)?
+        uri(last, true)?
     };
     items.push(fallback);
     Ok(items)
@@ -1012,8 +1097,8 @@ mod tests {
             "allow unix:;",
             "return 444;",
             "return 301 relative;",
-            "rewrite ^/a /b;",
             "rewrite ^/a http://x/ last;",
+            "rewrite ^/a /b foo;",
             "gzip_types *;",
             "try_files $uri $foo @app;",
         ] {

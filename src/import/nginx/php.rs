@@ -9,11 +9,23 @@
 //! with their standard values, `fastcgi_split_path_info` for `PATH_INFO`, `fastcgi_index`,
 //! `try_files $uri =404`, buffers); any other line means the location is not this idiom and it
 //! is left out as before.
+//!
+//! A PHP location that checks its script itself (`try_files $fastcgi_script_name =404`) may also
+//! hold `rewrite`s, extra parameters with literal values (`fastcgi_param front_controller_active
+//! true`) and Nextcloud's `set $path_info $fastcgi_path_info` for `PATH_INFO`. When it cannot
+//! become part of the `/` route (its rewrites or parameters are its own, or `location /` falls
+//! back to a URI such as `/index.php$request_uri`), it is a FastCGI route of its own with the
+//! same regex and `front_controller = false`: certd then runs the existing scripts it matches, as
+//! nginx does, and the other locations stay routes of their own.
 
 use std::collections::BTreeMap;
 
-use super::parse::Directive;
-use super::translate::{Loc, Upstream};
+use super::keys::{toml_str, Keys, Taken};
+use super::location::{certd_sets, Scope};
+use super::parse::{directive_text, Directive};
+use super::safety::{LeftOut, Matcher};
+use super::server::ServerPart;
+use super::translate::{cover, Covered, Loc, Route, RouteKind, Target, Topic, Upstream};
 
 /// A PHP location certd's FastCGI route does the same as.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,6 +39,12 @@ pub(super) struct Php {
     pub(super) index: Option<String>,
     /// `fastcgi_intercept_errors on`.
     pub(super) intercept: bool,
+    /// `try_files $fastcgi_script_name =404` (or `$uri`): nginx runs existing scripts only.
+    pub(super) checks_script: bool,
+    /// Its `rewrite` lines, in order (taken as route keys).
+    pub(super) rewrites: Vec<Directive>,
+    /// `fastcgi_param NAME VALUE` with a literal value for a name certd does not send itself.
+    pub(super) params: Vec<(String, String)>,
 }
 
 /// The patterns nginx guides and Debian use for "a path ending in .php" (optionally followed by
@@ -71,10 +89,31 @@ fn idiom(
     };
     let mut index = None;
     let mut intercept = false;
+    let mut checks_script = false;
+    let mut rewrites = Vec::new();
+    let mut params = Vec::new();
+    // Nextcloud's `set $path_info $fastcgi_path_info;` … `fastcgi_param PATH_INFO $path_info;`
+    // (the variable outlives `try_files`, which resets $fastcgi_path_info): the standard value.
+    let path_info = body
+        .iter()
+        .find_map(|i| match (i.name.as_str(), i.args.as_slice()) {
+            ("set", [var, value]) if value == "$fastcgi_path_info" => Some(var.as_str()),
+            _ => None,
+        });
     for i in body {
         let args: Vec<&str> = i.args.iter().map(String::as_str).collect();
         let ok = match (i.name.as_str(), args.as_slice()) {
             ("fastcgi_pass", [_]) => true,
+            ("rewrite", _) => {
+                rewrites.push(i.clone());
+                true
+            }
+            ("set", [var, "$fastcgi_path_info"]) => Some(*var) == path_info,
+            ("fastcgi_param", ["PATH_INFO", var]) if Some(*var) == path_info => true,
+            ("fastcgi_param", [name, value]) if extra_param(name, value) => {
+                params.push(((*name).to_owned(), (*value).to_owned()));
+                true
+            }
             ("include", [file]) => [
                 "fastcgi_params",
                 "fastcgi.conf",
@@ -97,7 +136,10 @@ fn idiom(
                 }
                 name.ends_with(".php") && !name.contains('/')
             }
-            ("try_files", ["$uri" | "$fastcgi_script_name", "=404"]) => true,
+            ("try_files", ["$uri" | "$fastcgi_script_name", "=404"]) => {
+                checks_script = true;
+                true
+            }
             ("fastcgi_intercept_errors", [on @ ("on" | "off")]) => {
                 intercept = *on == "on";
                 true
@@ -149,7 +191,137 @@ fn idiom(
         pass: address,
         index,
         intercept,
+        checks_script,
+        rewrites,
+        params,
     })
+}
+
+/// A `fastcgi_param` certd can add as it is: a name of letters, digits and `_` that certd does
+/// not send itself (nor as `HTTP_*`), with a value without variables.
+fn extra_param(name: &str, value: &str) -> bool {
+    let own = crate::fastcgi::params::is_own(name);
+    !own && crate::fastcgi::params::valid_extra(name, value)
+}
+
+/// Whether `php` must be a FastCGI route of its own rather than part of the `/` route (see the
+/// module docs): it checks its script itself, and either has rewrites or parameters of its own,
+/// or `location /` in `body` does not fall back to the front controller in the WordPress way.
+pub(super) fn own_route_needed(php: &Php, body: &[Directive]) -> bool {
+    if !php.checks_script {
+        return false;
+    }
+    if !php.rewrites.is_empty() || !php.params.is_empty() {
+        return true;
+    }
+    let slash = body
+        .iter()
+        .filter(|d| d.name == "location" && d.args == ["/"])
+        .flat_map(|d| d.block.as_deref().unwrap_or_default())
+        .find(|i| i.name == "try_files");
+    let Some(try_files) = slash else {
+        return false;
+    };
+    let mut args: Vec<&str> = try_files.args.iter().map(String::as_str).collect();
+    if let Some(last) = args.last_mut() {
+        *last = last
+            .strip_suffix("?$args")
+            .or_else(|| last.strip_suffix("?$query_string"))
+            .unwrap_or(last);
+    }
+    !matches!(
+        args.as_slice(),
+        ["$uri", "$uri/", "/index.php"] | ["$uri", "$uri/", "=404"] | ["$uri", "=404"]
+    )
+}
+
+/// The PHP location `d` (the idiom `php`) as a FastCGI route of its own, matched by its regex,
+/// running the existing scripts it matches (`front_controller = false`), with its rewrites and
+/// parameters; or left out with the reason. Returns whether it uses the server's root.
+pub(super) fn own_route(
+    scope: &Scope<'_>,
+    d: &Directive,
+    php: &Php,
+    part: &mut ServerPart,
+) -> bool {
+    let body: &[Directive] = d.block.as_deref().unwrap_or_default();
+    let mut keys = Keys::default();
+    let mut why = Vec::new();
+    for rewrite in &php.rewrites {
+        if let Taken::Refused(reason) = keys.take(rewrite, certd_sets) {
+            why.push(format!(
+                "line {}: `{}`: {reason}",
+                rewrite.line,
+                directive_text(rewrite)
+            ));
+        }
+    }
+    let own_root = body
+        .iter()
+        .find_map(|i| match (i.name.as_str(), i.args.as_slice()) {
+            ("root", [dir]) if !dir.contains('$') => Some(dir.as_str()),
+            _ => None,
+        });
+    let uses_server_root = own_root.is_none();
+    let root = own_root.or(scope.root.map(|(root, _)| root));
+    if root.is_none() {
+        why.push("no root for php-fpm's scripts".to_owned());
+    }
+    let source = format!("location {}", d.args.join(" "));
+    let (Some(root), true) = (root, why.is_empty()) else {
+        part.left_out.push(LeftOut {
+            at: php.at,
+            matcher: Matcher::Regex(php.re.clone()),
+            answer: None,
+            refuses_dotfiles_only: false,
+            source,
+            pending: Some((
+                directive_text(d),
+                why.join("; "),
+                Vec::new(),
+                Covered::new(),
+            )),
+            preferred: false,
+            // No 502 stand-in: the routes that would answer its paths are left out instead.
+            stand_in: None,
+        });
+        return false;
+    };
+    let mut route_keys = vec![("fastcgi".to_owned(), toml_str(&php.pass))];
+    if let Some(index) = &php.index {
+        route_keys.push(("fastcgi_index".to_owned(), toml_str(index)));
+    }
+    route_keys.push(("front_controller".to_owned(), "false".to_owned()));
+    if php.intercept {
+        route_keys.push(("intercept_errors".to_owned(), "true".to_owned()));
+    }
+    if !php.params.is_empty() {
+        let table: Vec<String> = php
+            .params
+            .iter()
+            .map(|(name, value)| format!("{} = {}", toml_str(name), toml_str(value)))
+            .collect();
+        route_keys.push((
+            "fastcgi_param".to_owned(),
+            format!("{{ {} }}", table.join(", ")),
+        ));
+    }
+    route_keys.extend(keys.route_keys(&scope.keys, false, true));
+    cover(&mut part.covered, Topic::Fastcgi, php.at);
+    part.routes.push(Route {
+        path: php.re.clone(),
+        target: Target::Root(root.to_owned()),
+        at: php.at,
+        source: format!("{source}: certd's FastCGI route (existing scripts only)"),
+        text: directive_text(d),
+        covered: Covered::new(),
+        notes: Vec::new(),
+        preferred: false,
+        kind: RouteKind::Regex(php.re.clone()),
+        keys: route_keys,
+        nested: Vec::new(),
+    });
+    uses_server_root
 }
 
 /// The one address of an `[[upstream]]` table whose servers are all that address, without

@@ -63,6 +63,9 @@ pub(super) fn effect(d: &Directive) -> Effect {
             _,
         ) => Effect::None,
         ("allow", ["all"]) | ("proxy_redirect", ["off" | "default"]) => Effect::None,
+        // certd's redirects name the scheme and Host the client used (its own folder redirects
+        // are relative): a client lands on the same URL whichever nginx sends.
+        ("absolute_redirect", ["on" | "off"]) => Effect::None,
         ("auth_basic", ["off"]) => Effect::None,
         ("add_header" | "more_set_headers" | "expires" | "proxy_hide_header", _) => {
             degrades("certd sets response headers with add_header's key only (headers.response.add)")

@@ -181,6 +181,11 @@ pub(super) fn server(
         [Ok(php)] => Some(php.clone()),
         _ => None,
     };
+    // A PHP location that is a route of its own is translated where it stands (file order
+    // matters among regex routes); otherwise it becomes part of the `/` route at the end.
+    let own_php = php
+        .as_ref()
+        .is_some_and(|php| php::own_route_needed(php, body));
     let mut root_used = false;
     for d in body {
         let here = at(d);
@@ -239,7 +244,11 @@ pub(super) fn server(
             "root" if d.args.len() == 1 && d.block.is_none() => {}
             "index" if d.args == ["index.html"] => cover(&mut part.covered, Topic::Index, here),
             "error_page" => root_used |= location::error_page(&scope, d, &mut part),
-            "location" if php.as_ref().is_some_and(|php| php.at == here) => {}
+            "location" if php.as_ref().is_some_and(|php| php.at == here) => {
+                if let (Some(php), true) = (&php, own_php && part.kind == Kind::Content) {
+                    root_used |= php::own_route(&scope, d, php, &mut part);
+                }
+            }
             "location" if d.block.is_some() => {
                 root_used |= location::location(&scope, d, &mut part)
             }
@@ -350,7 +359,7 @@ pub(super) fn server(
     if part.kind == Kind::Content {
         part.keys = scope.keys.site_keys(body_size);
     }
-    if let Some(php) = php.filter(|_| part.kind == Kind::Content) {
+    if let Some(php) = php.filter(|_| part.kind == Kind::Content && !own_php) {
         php_route(&php, body, &mut part);
     }
     safety::fold_same_answers(&mut part.routes, &mut part.covered, &mut part.notes);

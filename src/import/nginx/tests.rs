@@ -1117,7 +1117,7 @@ fn an_untranslatable_server_index_keeps_the_routes_that_never_consult_it() {
         listen 443 ssl;\n\
         server_name cloud.example.com;\n\
         root /srv/cloud;\n\
-        index index.php index.html /index.php$request_uri;\n\
+        index index.php index.html /index.php$args;\n\
         location = /robots.txt { access_log off; }\n\
         location = /folder/ { }\n\
         location /old { return 301 /new; }\n\
@@ -1160,7 +1160,7 @@ fn an_untranslatable_server_index_keeps_the_routes_that_never_consult_it() {
             _ => None,
         })
         .unwrap();
-    assert!(why.contains("/index.php$request_uri"), "{why}");
+    assert!(why.contains("/index.php$args"), "{why}");
 
     // A left-out PHP location beside it stands as a regex route answering 502: `location /old`
     // does not take `/old.php`, which nginx sends to the PHP location.
@@ -1178,4 +1178,84 @@ fn an_untranslatable_server_index_keeps_the_routes_that_never_consult_it() {
         "{:?}",
         t.sites[0].routes
     );
+}
+
+/// Nextcloud's layout: a PHP location with a look-ahead rewrite and its own parameters, static
+/// locations falling back to `/index.php$request_uri`, the server's absolute last index, an `if`
+/// return and `absolute_redirect off`, each translated and accepted by certd's loader.
+#[test]
+fn a_nextcloud_server_block_is_translated_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("www");
+    std::fs::create_dir(&root).unwrap();
+    let conf = format!(
+        "server {{\n listen 443 ssl;\n server_name cloud.example.com;\n root {};\n\
+         index index.php index.html /index.php$request_uri;\n\
+         location = / {{ if ( $http_user_agent ~ ^DavClnt ) {{ return 302 /remote.php/webdav/$is_args$args; }} }}\n\
+         location ^~ /.well-known {{ absolute_redirect off; return 301 /index.php$request_uri; }}\n\
+         location ~ \\.php(?:$|/) {{\n  rewrite ^/(?!index|remote) /index.php$request_uri;\n\
+           fastcgi_split_path_info ^(.+?\\.php)(/.*)$;\n  set $path_info $fastcgi_path_info;\n\
+           try_files $fastcgi_script_name =404;\n  include fastcgi_params;\n\
+           fastcgi_param SCRIPT_FILENAME $document_root$fastcgi_script_name;\n\
+           fastcgi_param PATH_INFO $path_info;\n  fastcgi_param front_controller_active true;\n\
+           fastcgi_pass unix:/run/php/php-fpm.sock;\n }}\n\
+         location ~ \\.css$ {{ try_files $uri /index.php$request_uri; }}\n\
+         location / {{ try_files $uri $uri/ /index.php$request_uri; }}\n}}\n",
+        root.display()
+    );
+    let fragment = fragment(&[("nextcloud.conf", &conf)]);
+    assert_eq!(fragment.untranslated, 0, "{}", fragment.text);
+    for expected in [
+        "index = [\"index.php\", \"index.html\", \"/index.php$request_uri\"]",
+        "if = [{ test = \"$http_user_agent ~ ^DavClnt\", return = { status = 302",
+        "regex = '\\.php(?:$|/)'",
+        "front_controller = false",
+        "fastcgi_param = { \"front_controller_active\" = \"true\" }",
+        "rewrite = [{ regex = \"^/(?!index|remote)\", replacement = \"/index.php$request_uri\" }]",
+        "try_files = [\"$uri\", \"/index.php$request_uri\"]",
+    ] {
+        assert!(
+            fragment.text.contains(expected),
+            "{expected}\n{}",
+            fragment.text
+        );
+    }
+    let config = load(&fragment.text, dir.path());
+    let routes = &config.sites[0].routes;
+    let php = routes
+        .iter()
+        .find(|route| route.path == "\\.php(?:$|/)")
+        .unwrap();
+    let RouteTargetConfig::Fastcgi(target) = &php.target else {
+        panic!("not FastCGI: {:?}", php.target);
+    };
+    assert_eq!(target.front_controller, None);
+    assert_eq!(php.http.rewrites.len(), 1);
+    let slash = routes
+        .iter()
+        .find(|route| route.path == "/" && route.http.returns_if.len() == 1);
+    assert!(slash.is_some(), "{routes:#?}");
+}
+
+/// What certd's `if` and flagless rewrites cannot do like nginx stays untranslated, with a reason.
+#[test]
+fn ifs_and_flagless_rewrites_certd_cannot_order_like_nginx_are_left_out() {
+    for location in [
+        "location /a/ { rewrite ^ /b/; return 403; }",
+        "location /a/ { rewrite ^/a/(.*) /b/$1 last; if ($arg_x) { return 403; } }",
+        "location /a/ { if (-f $request_filename) { return 403; } }",
+        "location /a/ { if ($http_x ~ y) { rewrite ^ /z; } }",
+    ] {
+        let conf = format!("server {{\n listen 443 ssl;\n server_name a.example.com;\n root /srv;\n {location}\n}}\n");
+        let fragment = fragment(&[("a.conf", &conf)]);
+        assert!(fragment.untranslated > 0, "{location}\n{}", fragment.text);
+        // Its paths are either left to no route or to a stand-in answering 502, never served.
+        let stand_in = "path = \"/a/\"\n  return = { status = 502 }";
+        assert_eq!(
+            fragment.text.matches("path = \"/a/\"").count(),
+            fragment.text.matches(stand_in).count(),
+            "{location}\n{}",
+            fragment.text
+        );
+    }
 }
