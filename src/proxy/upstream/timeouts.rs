@@ -8,20 +8,20 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::body::{Body, Frame, SizeHint};
 use tokio::time::{Instant, Sleep};
 
 /// An upstream's response body with a deadline between two frames.
 #[derive(Debug)]
 pub(crate) struct ReadTimeoutBody {
-    inner: Incoming,
+    inner: super::UpstreamBody,
     timeout: Duration,
     /// Boxed so the body stays `Unpin`; made once per response, only on routes with a read timeout.
     deadline: Pin<Box<Sleep>>,
 }
 
 impl ReadTimeoutBody {
-    pub(crate) fn new(inner: Incoming, timeout: Duration) -> Self {
+    pub(crate) fn new(inner: super::UpstreamBody, timeout: Duration) -> Self {
         Self {
             inner,
             timeout,
