@@ -223,20 +223,17 @@ impl Daemon {
         )
         .await?;
 
+        // One upstream pool for all workers, so its idle limit is for all of them together.
+        let proxy_limits = ProxyLimits {
+            connect_timeout: config.limits.upstream_connect_timeout,
+            response_timeout: config.limits.upstream_response_timeout,
+            tunnel_idle_timeout: config.limits.tunnel_idle_timeout,
+            ..ProxyLimits::default()
+        };
         let setup = Arc::new(WorkerSetup {
             acceptor: TlsAcceptor::from(https::tls_config(resolver.clone())?),
-            proxy_limits: ProxyLimits {
-                connect_timeout: config.limits.upstream_connect_timeout,
-                response_timeout: config.limits.upstream_response_timeout,
-                tunnel_idle_timeout: config.limits.tunnel_idle_timeout,
-                // Each worker has a pool of its own and about its share of the requests: the
-                // default is for all of them together, or a 64-core machine could keep 65,536 idle
-                // connections to one upstream.
-                pool_max_idle_per_host: (ProxyLimits::default().pool_max_idle_per_host
-                    / worker_count)
-                    .max(64),
-                ..ProxyLimits::default()
-            },
+            proxy_limits,
+            upstream: crate::proxy::upstream_client(&proxy_limits),
             sites: sites.clone(),
             limits: config.limits.clone(),
             connections: Arc::new(Semaphore::new(config.limits.max_connections)),

@@ -1,8 +1,9 @@
 //! The HTTPS workers: one single-threaded runtime per core, like nginx's worker processes. Each
 //! worker has its own socket on every HTTPS address (a `SO_REUSEPORT` group, so the kernel spreads
-//! new connections over the workers) and its own upstream connection pool. A connection, its
-//! requests and their upstream exchanges all stay on one thread: no request pays for a wake-up on
-//! another core, which is what a work-stealing runtime costs a proxy on every request.
+//! new connections over the workers). The upstream connection pool is shared, but a request takes
+//! a connection its own worker opened first (see `proxy::upstream::client`): a connection, its
+//! requests and their upstream exchanges normally stay on one thread, so no request pays for a
+//! wake-up on another core, which is what a work-stealing runtime costs a proxy on every request.
 //!
 //! Shutdown has two steps, driven by the daemon: `shutdown` (the daemon's token) stops accepting and
 //! lets every connection and websocket finish; [`Workers::abort`], once the grace period is over,
@@ -24,15 +25,17 @@ use super::https::{self, HttpsContext};
 use super::sites::SiteTable;
 use crate::config::LimitsConfig;
 use crate::metrics::Metrics;
-use crate::proxy::{Proxy, ProxyLimits};
+use crate::proxy::{Proxy, ProxyLimits, UpstreamClient};
 use crate::proxy_protocol::ProxyProtocol;
 use crate::trusted_proxies::TrustedProxies;
 
-/// What every worker shares; each builds its own [`HttpsContext`] from it, around a proxy (and so an
-/// upstream pool) of its own.
+/// What every worker shares; each builds its own [`HttpsContext`] from it, around a proxy of its own
+/// over the shared upstream pool.
 pub(super) struct WorkerSetup {
     pub acceptor: TlsAcceptor,
     pub proxy_limits: ProxyLimits,
+    /// The upstream connection pool of all workers.
+    pub upstream: UpstreamClient,
     pub sites: Arc<ArcSwap<SiteTable>>,
     pub limits: LimitsConfig,
     /// `[limits] max_connections` counts the connections of all workers together.
@@ -136,10 +139,12 @@ async fn run_worker(
     abort: CancellationToken,
     connections: TaskTracker,
 ) {
-    // Built here so that the pool's connection tasks and timers belong to this worker's runtime.
+    // Built here so that the proxy's tunnel and linger tasks belong to this worker's runtime (the
+    // upstream connections this worker opens run on it too).
     let context = Arc::new(HttpsContext {
         sites: setup.sites.clone(),
-        proxy: Proxy::new(setup.proxy_limits).with_trusted_proxies(setup.trusted_proxies.clone()),
+        proxy: Proxy::with_client(setup.proxy_limits, setup.upstream.clone())
+            .with_trusted_proxies(setup.trusted_proxies.clone()),
         limits: setup.limits.clone(),
         connections: setup.connections.clone(),
         metrics: setup.metrics.clone(),

@@ -45,6 +45,7 @@ mod websocket;
 
 pub use location::{LocationMatch, LocationRegex};
 pub use try_files::{TryFallback, TryFiles};
+pub(crate) use upstream::UpstreamClient;
 pub use upstream::{
     Balance, NextUpstream, ProxyTimeouts, ServerAddress, ServerConfig, UpstreamConfig,
     UpstreamGroup, MAX_SERVERS,
@@ -62,8 +63,6 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode, Uri, Version};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
@@ -264,12 +263,12 @@ pub struct UpstreamUsed(pub String);
 
 /// Forwards requests to upstreams and serves static routes, for every site.
 ///
-/// One pooled client is shared by all sites, so keep-alive connections to an upstream are reused
-/// across requests. WebSocket tunnels run as tasks owned by the proxy; [`Proxy::close_tunnels`] ends
+/// One pooled client ([`upstream::UpstreamClient`]) is shared by all sites, and by every worker in
+/// the daemon, so keep-alive connections to an upstream are reused across requests. WebSocket tunnels run as tasks owned by the proxy; [`Proxy::close_tunnels`] ends
 /// them at shutdown.
 #[derive(Debug)]
 pub struct Proxy {
-    client: Client<upstream::UpstreamConnector, body::RequestBody>,
+    client: upstream::UpstreamClient,
     limits: ProxyLimits,
     tunnels: TaskTracker,
     shutdown: CancellationToken,
@@ -287,14 +286,14 @@ const LINGER_TIME: Duration = Duration::from_secs(30);
 const LINGER_IDLE: Duration = Duration::from_secs(5);
 
 impl Proxy {
-    /// A proxy with an empty connection pool. Must be called inside a Tokio runtime.
+    /// A proxy with an empty connection pool of its own. Must be called inside a Tokio runtime.
     pub fn new(limits: ProxyLimits) -> Self {
-        let connector = upstream::UpstreamConnector::new(limits.connect_timeout);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(limits.pool_idle_timeout)
-            .pool_max_idle_per_host(limits.pool_max_idle_per_host)
-            .build(connector);
+        Self::with_client(limits, upstream_client(&limits))
+    }
+
+    /// A proxy sending to upstreams over `client`, a pool it shares with other proxies (the
+    /// daemon's workers).
+    pub(crate) fn with_client(limits: ProxyLimits, client: upstream::UpstreamClient) -> Self {
         Self {
             client,
             limits,
@@ -903,7 +902,7 @@ impl Proxy {
     #[allow(clippy::too_many_arguments)]
     fn finish_response(
         &self,
-        mut response: Response<Incoming>,
+        mut response: Response<upstream::UpstreamBody>,
         client_upgrade: Option<hyper::upgrade::OnUpgrade>,
         permit: Option<ConnectionPermit>,
         label: &str,
@@ -946,6 +945,15 @@ impl Proxy {
             Some(timeout) => upstream::ReadTimeoutBody::new(body, timeout).boxed(),
         }))
     }
+}
+
+/// An empty upstream connection pool sized by `limits`. Must be called inside a Tokio runtime.
+pub(crate) fn upstream_client(limits: &ProxyLimits) -> upstream::UpstreamClient {
+    upstream::UpstreamClient::new(
+        upstream::UpstreamConnector::new(limits.connect_timeout),
+        limits.pool_idle_timeout,
+        limits.pool_max_idle_per_host,
+    )
 }
 
 /// `raw` normalised as request paths are (for paths in the configuration), or why it is refused.
@@ -1019,7 +1027,7 @@ struct ErrorChain {
     timed_out: bool,
 }
 
-fn error_chain(error: &hyper_util::client::legacy::Error) -> ErrorChain {
+fn error_chain(error: &upstream::UpstreamError) -> ErrorChain {
     let mut text = error.to_string();
     let mut timed_out = false;
     let mut source = error.source();

@@ -1,8 +1,8 @@
 //! Upstream groups (`[[upstream]]`, nginx's `upstream` blocks; what one is: [`group`]): several
 //! servers behind one route, picked by a balancer ([`balance`]), left out for a while after
 //! failing ([`health`]), with a request sent on to the next server when one fails before answering
-//! (nginx's `proxy_next_upstream error timeout`), and the connector that reaches TCP and
-//! unix-socket servers ([`connector`]).
+//! (nginx's `proxy_next_upstream error timeout`), the connector that reaches TCP and unix-socket
+//! servers ([`connector`]), and the pooled HTTP/1.1 client that sends to them ([`client`]).
 //!
 //! A request is sent again only when that cannot change what happens: its method is idempotent
 //! (GET, HEAD, PUT, DELETE, OPTIONS, TRACE; others only with `next_upstream = ["non_idempotent"]`),
@@ -11,6 +11,7 @@
 //! route does not come here: it is forwarded as before, to its one server.
 
 mod balance;
+mod client;
 mod connector;
 mod group;
 mod health;
@@ -29,6 +30,7 @@ use hyper::http::uri::{Authority, PathAndQuery, Scheme};
 use hyper::{Method, Request, Response, StatusCode, Uri, Version};
 use tracing::{debug, warn};
 
+pub(crate) use self::client::{UpstreamBody, UpstreamClient, UpstreamError};
 pub(super) use self::connector::{with_connect_timeout, UpstreamConnector};
 pub use self::group::{
     Balance, NextUpstream, ServerAddress, ServerConfig, UpstreamConfig, MAX_SERVERS,

@@ -10,7 +10,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::body::{Body, Frame, SizeHint};
 use tokio::time::{Instant, Sleep};
 
 /// A proxy route's own timeouts; `None` keeps the `[limits]` (or tunnel) default.
@@ -30,14 +30,14 @@ pub struct ProxyTimeouts {
 /// An upstream's response body with a deadline between two frames.
 #[derive(Debug)]
 pub(crate) struct ReadTimeoutBody {
-    inner: Incoming,
+    inner: super::UpstreamBody,
     timeout: Duration,
     /// Boxed so the body stays `Unpin`; made once per response, only on routes with a read timeout.
     deadline: Pin<Box<Sleep>>,
 }
 
 impl ReadTimeoutBody {
-    pub(crate) fn new(inner: Incoming, timeout: Duration) -> Self {
+    pub(crate) fn new(inner: super::UpstreamBody, timeout: Duration) -> Self {
         Self {
             inner,
             timeout,
