@@ -174,7 +174,7 @@ async fn try_files_serves_a_single_page_app_and_falls_back_to_a_named_proxy() {
     // The single-page app: its files, a folder's index, and index.html for every other path.
     for (request, body) in [
         ("/spa/main.js", "console.log(1)"),
-        ("/spa/docs", "<h1>docs</h1>"),
+        ("/spa/docs/", "<h1>docs</h1>"),
         ("/spa/settings/profile", "<h1>the app</h1>"),
         ("/spa/", "<h1>the app</h1>"),
         // A dotfile is not a file to try_files: the app's page answers, never the secret.
@@ -189,6 +189,19 @@ async fn try_files_serves_a_single_page_app_and_falls_back_to_a_named_proxy() {
             "GET {request}"
         );
     }
+    // A folder without its `/`: `$uri/` finds it and, as in nginx, the request goes on as
+    // `/spa/docs`, which the static root redirects to the folder.
+    let reply = h1.get(&host, "/spa/docs").await;
+    assert_eq!(
+        reply.status,
+        StatusCode::MOVED_PERMANENTLY,
+        "GET /spa/docs: {reply:?}"
+    );
+    let location = reply.headers.get("location").and_then(|v| v.to_str().ok());
+    assert!(
+        location.is_some_and(|l| l.ends_with("/spa/docs/")),
+        "GET /spa/docs: {reply:?}"
+    );
     assert_eq!(
         h1.get(&host, "/assets/missing.png").await.status,
         StatusCode::NOT_FOUND
